@@ -1,0 +1,5 @@
+import sys
+
+from natlens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""`natlens ingest`: captures -> packet tables (Parquet) with a per-capture tally."""

@@ -1,0 +1,24 @@
+"""The one error type users see: a single line naming the file, the place and the problem."""
+
+from __future__ import annotations
+
+
+class NatlensError(Exception):
+    """Bad input or an impossible request.
+
+    The CLI prints ``natlens: error: <message>`` and exits with code 2, without a
+    traceback. The message names the file and, where known, the place in it
+    (``file:line`` for text dumps, ``file@offset`` for captures).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, where: str | int | None = None):
+        self.path = path
+        self.where = where
+        self.reason = message
+        prefix = ""
+        if path is not None:
+            prefix = str(path)
+            if where is not None:
+                prefix += f"@{where}" if isinstance(where, int) else f":{where}"
+            prefix += ": "
+        super().__init__(prefix + message)

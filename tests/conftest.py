@@ -1,0 +1,36 @@
+"""Shared test fixtures: where ../shared lives, and the root/namespace capability check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NATLENS_SHARED", REPO.parent / "shared"))
+ZEEK_TRACES = SHARED / "data" / "zeek-traces"
+
+
+@pytest.fixture(scope="session")
+def zeek_traces() -> Path:
+    if not ZEEK_TRACES.is_dir():
+        pytest.skip(f"{ZEEK_TRACES} is missing: ../shared is not beside the checkout")
+    return ZEEK_TRACES
+
+
+def netns_unavailable_reason(*tools: str) -> str | None:
+    """Why network-namespace tests cannot run here, or None if they can."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    for tool in ("ip", *tools):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (Debian package: see .ci/run)"
+    probe = "natlens-probe-%d" % os.getpid()
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"cannot create a network namespace: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
