@@ -1,0 +1,47 @@
+"""Vectorized reads of fixed-width fields at many byte offsets of one buffer.
+
+A chunk of a capture file is held once, as bytes padded with zeros; strided
+numpy views let one fancy-index gather read a big-endian u16/u32 (or a
+little-endian u64) at every given offset, aligned or not. Callers check that a
+field lies within the captured bytes before trusting what it reads; the padding
+only keeps reads a little past the end in bounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PAD = 512  # zero bytes after the data: the furthest any decoder reads past a checked offset
+
+
+class Buffer:
+    """One chunk of a capture file and typed views of it."""
+
+    def __init__(self, raw: np.ndarray, length: int):
+        """`raw` holds `length` bytes of data followed by at least PAD zero bytes."""
+        if len(raw) < length + PAD:
+            raise ValueError("buffer needs PAD bytes of zeros after the data")
+        self.raw = raw
+        self.length = length
+        n = len(raw)
+        mem = raw.data
+        self.u8 = raw
+        self.be16 = np.ndarray((n - 1,), dtype=">u2", buffer=mem, strides=(1,))
+        self.be32 = np.ndarray((n - 3,), dtype=">u4", buffer=mem, strides=(1,))
+        self.le16 = np.ndarray((n - 1,), dtype="<u2", buffer=mem, strides=(1,))
+        self.le32 = np.ndarray((n - 3,), dtype="<u4", buffer=mem, strides=(1,))
+        self.le64 = np.ndarray((n - 7,), dtype="<u8", buffer=mem, strides=(1,))
+        self.be64 = np.ndarray((n - 7,), dtype=">u8", buffer=mem, strides=(1,))
+
+    def u16(self, at: np.ndarray, big: bool = True) -> np.ndarray:
+        return (self.be16 if big else self.le16)[at]
+
+    def u32(self, at: np.ndarray, big: bool = True) -> np.ndarray:
+        return (self.be32 if big else self.le32)[at]
+
+
+def padded(data: bytes | bytearray | memoryview) -> Buffer:
+    """A Buffer holding a copy of `data` (for small inputs and tests)."""
+    raw = np.zeros(len(data) + PAD, dtype=np.uint8)
+    raw[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return Buffer(raw, len(data))

@@ -1,0 +1,118 @@
+"""Records of one chunk -> rows of the packet table, plus the count of skipped records
+by reason. Every step works on all packets at once (numpy), not packet by packet."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from natlens.capture import ip, link, transport, tunnel
+from natlens.capture.frame import Frame
+from natlens.capture.records import DIR_IN, DIR_OUT, Records
+from natlens.capture.schema import ARROW_SCHEMA, MALFORMED, SKIP_REASONS
+
+
+def decode(rec: Records, capture: str, first_record: int) -> tuple[pa.Table, dict[str, int]]:
+    """Decode all records; returns the table of decoded packets and the skip tally."""
+    f = Frame(rec)
+    f.skip(np.flatnonzero(rec.bad), MALFORMED)
+    link.decode(f, rec.linktype)
+    rows = f.live(np.arange(f.n))
+    ip.decode(f, rows)
+    rows = f.live(rows)
+    transport.decode(f, rows)
+    tunnel.decode(f, f.live(rows))
+    counts = np.bincount(f.reason, minlength=len(SKIP_REASONS))
+    tally = {SKIP_REASONS[i]: int(c) for i, c in enumerate(counts) if i and c}
+    return _table(f, rec, capture, first_record), tally
+
+
+def _table(f: Frame, rec: Records, capture: str, first_record: int) -> pa.Table:
+    keep = np.flatnonzero(f.reason == 0)
+    n = len(keep)
+    v, ok = f.values, f.valid
+
+    def num(name: str) -> pa.Array:
+        typ = ARROW_SCHEMA.field(name).type
+        valid = ok[name][keep]
+        values = v[name][keep]
+        if valid.all():
+            return pa.array(values, type=typ)
+        return pa.array(values, type=typ, mask=~valid)
+
+    direction = np.asarray(rec.direction[keep], np.int8).copy()
+    has_type = ok["pkttype"][keep]
+    direction[has_type] = np.where(v["pkttype"][keep][has_type] == 4, DIR_OUT, DIR_IN)
+    src, dst = _addresses(v["ip_version"][keep], [("src_hi", "src_lo"), ("dst_hi", "dst_lo")],
+                          v, keep)
+    outer = ok["outer_version"][keep]
+    if outer.any():
+        osrc, odst = _addresses(np.where(outer, v["outer_version"][keep], 0),
+                                [("outer_src_hi", "outer_src_lo"), ("outer_dst_hi", "outer_dst_lo")],
+                                v, keep)
+    else:
+        osrc = odst = pa.nulls(n, pa.string())
+    ts_valid = rec.ts_valid[keep]
+    columns = {
+        "capture": _labels(np.zeros(n, np.int32), [capture]),
+        "record": pa.array(keep.astype(np.int64) + first_record),
+        "ts_ns": pa.array(rec.ts_ns[keep], mask=None if ts_valid.all() else ~ts_valid),
+        "linktype": pa.array(rec.linktype[keep]),
+        "iface": pa.array(rec.iface[keep]),
+        "ifindex": num("ifindex"),
+        "pkttype": num("pkttype"),
+        "direction": _labels(direction.astype(np.int32) - 1, ["in", "out"]),
+        "caplen": pa.array(rec.caplen[keep].astype(np.int32)),
+        "wirelen": pa.array(rec.wirelen[keep].astype(np.int32)),
+        "vlan": num("vlan"),
+        "vlan_inner": num("vlan_inner"),
+        "tunnel": _labels(np.where(ok["tunnel"][keep], v["tunnel"][keep], 0).astype(np.int32) - 1,
+                          [tunnel.NAMES[i] for i in sorted(tunnel.NAMES)]),
+        "outer_src": osrc,
+        "outer_dst": odst,
+        "vni": num("vni"),
+        "ip_version": num("ip_version"),
+        "src": src,
+        "dst": dst,
+    }
+    for name in ARROW_SCHEMA.names:
+        if name not in columns:
+            columns[name] = num(name)
+    return pa.table([columns[name] for name in ARROW_SCHEMA.names], schema=ARROW_SCHEMA)
+
+
+def _labels(codes: np.ndarray, names: list[str]) -> pa.Array:
+    """A string column from small integer codes (-1 = null)."""
+    mask = codes < 0
+    indices = pa.array(np.maximum(codes, 0).astype(np.int32), mask=mask if mask.any() else None)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(names, pa.string())).dictionary_decode()
+
+
+def _addresses(version: np.ndarray, pairs: list[tuple[str, str]], v: dict, keep: np.ndarray):
+    """Address columns as text; each distinct address is formatted once."""
+    halves = [(v[h][keep], v[lo][keep]) for h, lo in pairs]
+    n = len(version)
+    codes = [np.full(n, -1, np.int64) for _ in pairs]
+    names: list[str] = []
+    v4 = version == 4
+    if v4.any():
+        allv4 = np.concatenate([lo[v4] for _, lo in halves])
+        c, uniq = pd.factorize(allv4)
+        for i, cc in enumerate(np.split(c, len(pairs))):
+            codes[i][v4] = cc
+        names += [str(ipaddress.IPv4Address(int(x))) for x in uniq]
+    v6 = version == 6
+    if v6.any():
+        m = int(v6.sum())
+        keys = np.empty(m * len(pairs), dtype=[("hi", "<u8"), ("lo", "<u8")])
+        keys["hi"] = np.concatenate([hi[v6] for hi, _ in halves])
+        keys["lo"] = np.concatenate([lo[v6] for _, lo in halves])
+        uniq, c = np.unique(keys, return_inverse=True)
+        base = len(names)
+        for i, cc in enumerate(np.split(c.ravel(), len(pairs))):
+            codes[i][v6] = cc + base
+        names += [str(ipaddress.IPv6Address((int(h) << 64) | int(lo))) for h, lo in uniq]
+    return [_labels(c.astype(np.int32), names) for c in codes]

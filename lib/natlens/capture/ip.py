@@ -1,0 +1,105 @@
+"""IPv4 and IPv6 (walking extension headers). Fragments are counted, not decoded:
+only the first piece carries the ports."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from natlens.capture.frame import Frame
+from natlens.capture.link import ETH_IPV4, ETH_IPV6
+from natlens.capture.schema import FRAGMENT, MALFORMED
+
+# IPv6 extension headers walked to reach the transport header: hop-by-hop, routing,
+# destination options, mobility, HIP, shim6, experimental. AH has its own length unit.
+IPV6_EXT = (0, 43, 60, 135, 139, 140, 253, 254)
+IPV6_FRAGMENT, IPV6_AH = 44, 51
+MAX_EXT = 8
+
+
+def decode(f: Frame, rows: np.ndarray) -> None:
+    """Decode the IP header of each row (pos at the IP header); leaves pos at the
+    transport header and ip_end at the end of the IP packet."""
+    et = f.ethertype[rows]
+    ipv4(f, rows[et == ETH_IPV4])
+    ipv6(f, rows[et == ETH_IPV6])
+
+
+def ipv4(f: Frame, rows: np.ndarray) -> None:
+    rows = f.need(rows, 20)
+    buf, p = f.buf, f.pos[rows]
+    b0 = buf.u8[p]
+    ihl = (b0 & 0x0F).astype(np.int64) * 4
+    total = buf.be16[p + 2].astype(np.int64)
+    # Large GSO/TSO packets captured before segmentation may carry total length 0.
+    total = np.where(total == 0, f.end[rows] - p, total)
+    bad = ((b0 >> 4) != 4) | (ihl < 20) | (total < ihl)
+    f.skip(rows[bad], MALFORMED)
+    rows, p, ihl, total = rows[~bad], p[~bad], ihl[~bad], total[~bad]
+    rows_ok = f.need(rows, ihl)
+    if len(rows_ok) != len(rows):
+        keep = np.isin(rows, rows_ok)
+        rows, p, ihl, total = rows_ok, p[keep], ihl[keep], total[keep]
+    frag = buf.be16[p + 6] & 0x3FFF  # MF flag and fragment offset
+    f.l3[rows] = p
+    f.set("ip_version", rows, 4)
+    f.set("ip_id", rows, buf.be16[p + 4])
+    f.set("ttl", rows, buf.u8[p + 8])
+    f.set("proto", rows, buf.u8[p + 9])
+    f.set("ip_len", rows, total)
+    f.set("src_hi", rows, 0)
+    f.set("dst_hi", rows, 0)
+    f.set("src_lo", rows, buf.be32[p + 12])
+    f.set("dst_lo", rows, buf.be32[p + 16])
+    f.ip_end[rows] = p + total
+    f.pos[rows] = p + ihl
+    f.skip(rows[frag != 0], FRAGMENT)
+
+
+def ipv6(f: Frame, rows: np.ndarray) -> None:
+    rows = f.need(rows, 40)
+    buf, p = f.buf, f.pos[rows]
+    bad = (buf.u8[p] >> 4) != 6
+    f.skip(rows[bad], MALFORMED)
+    rows, p = rows[~bad], p[~bad]
+    plen = buf.be16[p + 4].astype(np.int64)
+    plen = np.where(plen == 0, f.end[rows] - p - 40, plen)  # jumbogram / GSO: trust the capture
+    f.l3[rows] = p
+    f.set("ip_version", rows, 6)
+    f.set("ttl", rows, buf.u8[p + 7])
+    f.set("ip_len", rows, 40 + plen)
+    f.set("src_hi", rows, buf.be64[p + 8])
+    f.set("src_lo", rows, buf.be64[p + 16])
+    f.set("dst_hi", rows, buf.be64[p + 24])
+    f.set("dst_lo", rows, buf.be64[p + 32])
+    f.ip_end[rows] = p + 40 + plen
+    nxt = buf.u8[p + 6].astype(np.int64)
+    f.pos[rows] = p + 40
+    # Walk extension headers: rows still sitting on one move on, the rest are done.
+    walking, nh = rows, nxt
+    for _ in range(MAX_EXT):
+        ext = np.isin(nh, IPV6_EXT) | (nh == IPV6_AH) | (nh == IPV6_FRAGMENT)
+        f.set("proto", walking[~ext], nh[~ext])
+        walking, nh = walking[ext], nh[ext]
+        if not len(walking):
+            return
+        has = f.need(walking, 8)
+        keep = np.isin(walking, has)
+        walking, nh = has, nh[keep]
+        q = f.pos[walking]
+        is_frag = nh == IPV6_FRAGMENT
+        if is_frag.any():
+            fr = walking[is_frag]
+            frag_field = buf.be16[q[is_frag] + 2]
+            real = (frag_field & 0xFFF9) != 0  # offset or M flag: a real fragment, not atomic
+            f.set("ip_id", fr, buf.be32[q[is_frag] + 4].astype(np.int64).astype(np.int32))
+            f.skip(fr[real], FRAGMENT)
+        length = np.where(is_frag, 8, np.where(nh == IPV6_AH, (buf.u8[q + 1].astype(np.int64) + 2) * 4,
+                                                (buf.u8[q + 1].astype(np.int64) + 1) * 8))
+        nh = buf.u8[q].astype(np.int64)
+        f.pos[walking] = q + length
+        over = f.pos[walking] > f.ip_end[walking]
+        f.skip(walking[over], MALFORMED)
+        f.pos[walking[over]] = f.end[walking[over]]
+        live = f.reason[walking] == 0
+        walking, nh = walking[live], nh[live]
+    f.skip(walking, MALFORMED)  # more extension headers than any real packet carries

@@ -1,0 +1,38 @@
+"""What the file formats hand to the decoders: packet records of one chunk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from natlens.capture.buffer import Buffer
+
+# Direction as recorded by the capture (pcapng epb_flags, SLL packet type).
+DIR_UNKNOWN, DIR_IN, DIR_OUT = 0, 1, 2
+
+
+@dataclass
+class Records:
+    """Packet records found in one chunk of a capture file, in file order."""
+
+    buf: Buffer
+    off: np.ndarray  # int64: where each packet's captured bytes start in buf
+    caplen: np.ndarray  # int64: captured bytes
+    wirelen: np.ndarray  # int64: original length on the wire
+    ts_ns: np.ndarray  # int64: ns since the epoch (UTC)
+    ts_valid: np.ndarray  # bool: False where the format records no time (pcapng SPB)
+    iface: np.ndarray  # int32: pcapng interface id (0 for pcap)
+    linktype: np.ndarray  # int32 per record
+    direction: np.ndarray  # int8: DIR_* from pcapng epb_flags
+    bad: np.ndarray  # bool: the container says the record is unusable (counted "malformed")
+    file_offsets: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.off)
+
+
+def empty(buf: Buffer) -> Records:
+    z = np.empty(0, np.int64)
+    return Records(buf, z, z, z, z, np.empty(0, bool), np.empty(0, np.int32),
+                   np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, bool), z)

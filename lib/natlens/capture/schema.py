@@ -1,0 +1,65 @@
+"""The packet table (DESIGN.md section 4): its columns, and why records are skipped.
+
+**Contract**: users' scripts rely on these names and types; change them only with
+a bump of PACKETS_SCHEMA.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+PACKETS_SCHEMA = "natlens.packets/1"
+
+# name, Arrow type, meaning. Nullable where a packet has no such field.
+COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("capture", pa.string(), "capture point label (file stem: eth0, any, ...)"),
+    ("record", pa.int64(), "0-based index of the packet record in the file"),
+    ("ts_ns", pa.int64(), "capture time, ns since the epoch (UTC); null if the format has none"),
+    ("linktype", pa.int32(), "link-layer header type (1 Ethernet, 113 SLL, 276 SLL2, 101 raw IP)"),
+    ("iface", pa.int32(), "pcapng interface id (0 for pcap)"),
+    ("ifindex", pa.int32(), "SLL2 interface index"),
+    ("pkttype", pa.int8(), "SLL/SLL2 packet type: 0 host, 1 broadcast, 2 multicast, 3 otherhost, 4 outgoing"),
+    ("direction", pa.string(), "in | out, from the SLL packet type or pcapng epb_flags"),
+    ("caplen", pa.int32(), "captured bytes of the record"),
+    ("wirelen", pa.int32(), "original length of the frame"),
+    ("vlan", pa.int32(), "outer 802.1Q / 802.1ad VLAN id"),
+    ("vlan_inner", pa.int32(), "inner VLAN id (QinQ)"),
+    ("tunnel", pa.string(), "vxlan | geneve | ipip: the row describes the inner packet"),
+    ("outer_src", pa.string(), "tunnel's outer source address"),
+    ("outer_dst", pa.string(), "tunnel's outer destination address"),
+    ("vni", pa.int32(), "VXLAN / Geneve virtual network identifier"),
+    ("ip_version", pa.int8(), "4 or 6"),
+    ("src", pa.string(), "source address"),
+    ("dst", pa.string(), "destination address"),
+    ("ip_id", pa.int32(), "IPv4 identification (survives NAT)"),
+    ("ttl", pa.int16(), "TTL / hop limit"),
+    ("ip_len", pa.int32(), "IP bytes on the wire: IPv4 total length, IPv6 40 + payload length"),
+    ("proto", pa.int16(), "transport protocol after IPv6 extension headers (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6)"),
+    ("sport", pa.int32(), "TCP/UDP source port"),
+    ("dport", pa.int32(), "TCP/UDP destination port"),
+    ("tcp_flags", pa.int16(), "TCP flags (FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 ECE 0x40 CWR 0x80, AE 0x100)"),
+    ("seq", pa.int64(), "TCP sequence number"),
+    ("ack", pa.int64(), "TCP acknowledgement number"),
+    ("window", pa.int32(), "TCP window, unscaled"),
+    ("tsval", pa.int64(), "TCP timestamp option TSval"),
+    ("tsecr", pa.int64(), "TCP timestamp option TSecr"),
+    ("payload_len", pa.int32(), "transport payload bytes, from the IP/UDP lengths (not the snaplen)"),
+    ("payload_hash", pa.uint64(), "hash of the first 32 captured payload bytes and payload_len; equal for pre- and post-NAT copies"),
+    ("icmp_type", pa.int16(), "ICMP / ICMPv6 type"),
+    ("icmp_code", pa.int16(), "ICMP / ICMPv6 code"),
+]
+ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS],
+                         metadata={"schema": PACKETS_SCHEMA})
+
+# Why a record is not a row (index = code used by the decoders; 0 = decoded).
+SKIP_REASONS = [
+    "",
+    "arp",  # ARP / RARP: counted, not IP
+    "non-ip",  # another ethertype (LLDP, STP, ...)
+    "unknown-linktype",  # a link-layer type the decoder does not read
+    "snaplen-truncated",  # the capture cut the packet before the headers natlens needs
+    "malformed",  # a header contradicts itself or the record (bad version, lengths, ...)
+    "ip-fragment",  # an IPv4/IPv6 fragment: ports are not in every piece
+    "cut-short",  # the file ends in the middle of this record (tcpdump killed)
+]
+OK, ARP, NON_IP, UNKNOWN_LINKTYPE, SNAPLEN, MALFORMED, FRAGMENT, CUT_SHORT = range(len(SKIP_REASONS))
