@@ -21,6 +21,7 @@ NUMERIC = {
     "src_hi": np.uint64, "src_lo": np.uint64, "dst_hi": np.uint64, "dst_lo": np.uint64,
     "outer_version": np.int8, "outer_src_hi": np.uint64, "outer_src_lo": np.uint64,
     "outer_dst_hi": np.uint64, "outer_dst_lo": np.uint64,
+    "outer_sport": np.int32, "outer_dport": np.int32,
 }
 # Columns that describe one packet above the link layer: reset when a tunnel's inner
 # packet replaces the outer one in its row.

@@ -27,6 +27,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("tunnel", pa.string(), "vxlan | geneve | ipip: the row describes the inner packet"),
     ("outer_src", pa.string(), "tunnel's outer source address"),
     ("outer_dst", pa.string(), "tunnel's outer destination address"),
+    ("outer_sport", pa.int32(), "tunnel's outer UDP source port (VXLAN, Geneve)"),
+    ("outer_dport", pa.int32(), "tunnel's outer UDP destination port"),
     ("vni", pa.int32(), "VXLAN / Geneve virtual network identifier"),
     ("ip_version", pa.int8(), "4 or 6"),
     ("src", pa.string(), "source address"),

@@ -46,6 +46,9 @@ def decode(f: Frame, rows: np.ndarray) -> None:
     for name in ("src_hi", "src_lo", "dst_hi", "dst_lo"):
         f.set("outer_" + name, inner, f.values[name][inner])
     f.set("outer_version", inner, f.values["ip_version"][inner])
+    udp = np.concatenate([vx, gn])
+    f.set("outer_sport", udp, f.values["sport"][udp])
+    f.set("outer_dport", udp, f.values["dport"][udp])
     f.set("tunnel", inner, np.concatenate([np.full(len(vx), VXLAN), np.full(len(gn), GENEVE),
                                            np.full(len(ii), IP_IN_IP)]))
     f.set("vni", vx, buf.be32[f.pos[vx] + 4] >> 8)
