@@ -1,0 +1,66 @@
+"""`natlens lab`: reproduce the LB loopback incident in network namespaces (needs root)."""
+
+from __future__ import annotations
+
+import argparse
+
+from natlens.errors import NatlensError
+
+
+def _policies(values: list[str] | None) -> list[str]:
+    """--policy Local --policy Cluster, or --policy Local,Cluster; case-insensitive."""
+    out = []
+    for v in values or ["Local"]:
+        for p in v.split(","):
+            name = p.strip().capitalize()
+            if name not in ("Local", "Cluster"):
+                raise NatlensError(f"--policy must be Local or Cluster, not {p!r}")
+            out.append(name)
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from natlens.lab.run import run
+
+    facts = run(args.out, _policies(args.policy), connections=args.connections,
+                nodes=args.nodes, any_capture=args.any, prefix=args.prefix,
+                timeout=args.timeout, concurrency=args.concurrency, title=args.title)
+    for s in facts["services"]:
+        print(f"{s['service']} {s['key']} {s['policy']}: {s['connections']} connections, "
+              f"{s['failed']} failed, {s['loopback']} loopback, {s['snat']} SNATed; "
+              f"LB picks {s['by_lb_node']}")
+    print(f"bundle: {args.out}")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from natlens.lab.netns import clean, require
+
+    require(["ip"])
+    removed = clean(args.prefix)
+    print(f"removed {len(removed)} namespaces" + (f": {' '.join(removed)}" if removed else ""))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("lab", help="reproduce the LB loopback incident (root, netns)",
+                              description=__doc__)
+    sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    r = sub.add_parser("run", help="build the lab, make connections, write an incident bundle")
+    r.add_argument("--policy", action="append", metavar="Local|Cluster",
+                   help="externalTrafficPolicy; repeat (or comma-separate) for one Service "
+                        "each, e.g. --policy Local,Cluster (default Local)")
+    r.add_argument("--connections", type=int, default=20, metavar="N",
+                   help="connections per Service (default 20)")
+    r.add_argument("--out", required=True, metavar="DIR", help="bundle directory (new or empty)")
+    r.add_argument("--nodes", type=int, default=2, choices=range(2, 5), metavar="2..4",
+                   help="number of nodes (default 2)")
+    r.add_argument("--any", action="store_true", help="also capture `tcpdump -i any` per node")
+    r.add_argument("--prefix", help="namespace name prefix (default nl<pid>-)")
+    r.add_argument("--timeout", type=float, default=1.5, help="connect timeout, s (default 1.5)")
+    r.add_argument("--concurrency", type=int, default=10, help="parallel connections")
+    r.add_argument("--title", help="incident.yaml title")
+    r.set_defaults(func=_run)
+    c = sub.add_parser("clean", help="remove namespaces left by a killed lab")
+    c.add_argument("--prefix", required=True, help="namespace name prefix, e.g. nl1234-")
+    c.set_defaults(func=_clean)

@@ -1,0 +1,183 @@
+"""Writing the lab's incident bundle (DESIGN.md section 2) and its ground truth.
+
+* ``cluster/``: kubectl-shaped JSON (``kubectl get nodes|pods -A|svc -A -o json``).
+* ``incident.yaml``: title, UTC time window, notes, services of interest.
+* ``ground-truth/connections.jsonl``: the client's own record of every connection,
+  joined with the kernel's conntrack tables of the client's node and of the LB:
+  the source the connection had on the wire (SNATed or not), the node the LB
+  picked, and whether that pick was the client's own node (a loopback).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from natlens.lab.topology import Topology
+
+_KV = re.compile(r"(\w+)=(\S+)")
+
+
+def _kube_list(items: list[dict]) -> dict:
+    return {"apiVersion": "v1", "items": items, "kind": "List",
+            "metadata": {"resourceVersion": ""}}
+
+
+def _meta(name: str, ts: str, namespace: str | None = None, **extra) -> dict:
+    meta = {"name": name, "creationTimestamp": ts, **extra}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def cluster_json(topo: Topology, created: str) -> dict[str, dict]:
+    """nodes.json, pods.json and services.json contents for ``topo``."""
+    nodes = [{
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": _meta(n.name, created, labels={"kubernetes.io/hostname": n.name,
+                                                   "kubernetes.io/os": "linux"}),
+        "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+        "status": {"addresses": [{"type": "InternalIP", "address": n.ip},
+                                 {"type": "Hostname", "address": n.name}],
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    } for n in topo.nodes]
+    pods = []
+    for p in topo.pods:
+        node = topo.node(p.node)
+        image = "natlens/lab-server" if p.role == "endpoint" else "natlens/lab-client"
+        container = {"name": p.name.split("-")[0], "image": image}
+        if p.role == "endpoint":
+            container["ports"] = [{"containerPort": 8080, "protocol": "TCP"}]
+        pods.append({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": _meta(p.name, created, "default", labels=dict(p.labels)),
+            "spec": {"nodeName": p.node, "containers": [container]},
+            "status": {"phase": "Running", "hostIP": node.ip, "podIP": p.ip,
+                       "podIPs": [{"ip": p.ip}]},
+        })
+    services = []
+    for s in topo.services:
+        spec = {
+            "type": "LoadBalancer", "clusterIP": s.cluster_ip, "clusterIPs": [s.cluster_ip],
+            "externalTrafficPolicy": s.policy, "internalTrafficPolicy": "Cluster",
+            "ipFamilies": ["IPv4"], "sessionAffinity": "None", "selector": {"app": "web"},
+            "ports": [{"name": "http", "protocol": "TCP", "port": s.port,
+                       "targetPort": s.target_port, "nodePort": s.node_port}],
+        }
+        if s.health_check_node_port:
+            spec["healthCheckNodePort"] = s.health_check_node_port
+        services.append({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(s.name, created, s.namespace),
+            "spec": spec,
+            # ipMode Proxy: kube-proxy does not bind the VIP, traffic to it leaves the node.
+            "status": {"loadBalancer": {"ingress": [{"ip": s.vip, "ipMode": "Proxy"}]}},
+        })
+    return {"nodes.json": _kube_list(nodes), "pods.json": _kube_list(pods),
+            "services.json": _kube_list(services)}
+
+
+def write_cluster(topo: Topology, out: Path, created: str) -> None:
+    (out / "cluster").mkdir(parents=True, exist_ok=True)
+    for name, doc in cluster_json(topo, created).items():
+        (out / "cluster" / name).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def utc_iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_incident_yaml(out: Path, topo: Topology, title: str, start: float, end: float,
+                        notes: str) -> None:
+    doc = {
+        "title": title,
+        "window": {"start": utc_iso(start), "end": utc_iso(end)},
+        "services": [f"{s.namespace}/{s.name}" for s in topo.services],
+        "source": "natlens lab run",
+        "notes": notes,
+    }
+    (out / "incident.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
+
+
+def parse_conntrack(text: str) -> list[dict]:
+    """``conntrack -L`` lines -> dicts with proto, state and orig/reply 4-tuples."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 4 or words[0] not in ("tcp", "udp", "icmp"):
+            continue
+        pairs = _KV.findall(line)
+        src = [v for k, v in pairs if k == "src"]
+        dst = [v for k, v in pairs if k == "dst"]
+        sport = [int(v) for k, v in pairs if k == "sport"]
+        dport = [int(v) for k, v in pairs if k == "dport"]
+        if len(src) < 2 or len(sport) < 2:
+            continue
+        state = words[3] if words[0] == "tcp" and not words[3].startswith("src=") else None
+        out.append({"proto": words[0], "state": state,
+                    "orig": (src[0], dst[0], sport[0], dport[0]),
+                    "reply": (src[1], dst[1], sport[1], dport[1])})
+    return out
+
+
+def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str) -> list[dict]:
+    """Add the wire source, SNAT, the LB's pick and loopback to each client record.
+
+    The client node's conntrack maps pod:port -> the source the packet left with
+    (reply tuple's destination); the VPC's conntrack maps that source to the
+    nodeIP:NodePort the LB chose (reply tuple's source). Records that cannot be
+    joined keep None, never a guess.
+    """
+    by_orig_node = {e["orig"]: e for e in parse_conntrack(client_node_ct) if e["proto"] == "tcp"}
+    by_orig_vpc = {e["orig"]: e for e in parse_conntrack(vpc_ct) if e["proto"] == "tcp"}
+    node_by_ip = {n.ip: n.name for n in topo.nodes}
+    client_node = topo.client.node
+    out = []
+    for r in records:
+        r = dict(r, wire_src=None, wire_sport=None, snat=None, lb_node=None, loopback=None,
+                 node_ct_state=None, lb_ct_state=None)
+        e = by_orig_node.get((r["src"], r["dst"], r["sport"], r["dport"]))
+        if e:
+            r["wire_src"], r["wire_sport"] = e["reply"][1], e["reply"][3]
+            r["snat"] = (r["wire_src"], r["wire_sport"]) != (r["src"], r["sport"])
+            r["node_ct_state"] = e["state"]
+            lb = by_orig_vpc.get((r["wire_src"], r["dst"], r["wire_sport"], r["dport"]))
+            if lb:
+                r["lb_node"] = node_by_ip.get(lb["reply"][0])
+                r["lb_ct_state"] = lb["state"]
+                r["loopback"] = r["lb_node"] == client_node
+        out.append(r)
+    return out
+
+
+def tally(records: list[dict], topo: Topology) -> list[dict]:
+    """Per service: connections, failed, SNATed, loopbacks (and loopbacks that failed)."""
+    out = []
+    for s in topo.services:
+        rs = [r for r in records if r["service"] == s.name]
+        out.append({
+            "service": f"{s.namespace}/{s.name}", "key": s.key, "policy": s.policy,
+            "connections": len(rs),
+            "failed": sum(r["outcome"] == "failed" for r in rs),
+            "snat": sum(bool(r.get("snat")) for r in rs),
+            "loopback": sum(bool(r.get("loopback")) for r in rs),
+            "loopback_failed": sum(bool(r.get("loopback")) and r["outcome"] == "failed"
+                                   for r in rs),
+            "by_lb_node": {n.name: sum(r.get("lb_node") == n.name for r in rs)
+                           for n in topo.nodes},
+        })
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,209 @@
+"""Netfilter state of the lab: kube-proxy IPVS-mode rules, ipsets, the IPVS stand-in, the LB.
+
+* :func:`kube_proxy_iptables` and :func:`kube_proxy_ipsets` write what kube-proxy
+  in IPVS mode installs on a node (iptables nat/filter + ipsets), in the shape
+  DESIGN.md section 1 shows. They are loaded with iptables-restore / ipset
+  restore, so a node's iptables-save.txt and ipset-save.txt are what a real node
+  would show.
+* IPVS itself is missing from the lab's kernel. :func:`ipvs_standin` emulates
+  each IPVS virtual server (ClusterIP:port and NodePort on the node's
+  addresses, scheduler rr, masquerading forward) with an nftables DNAT in its
+  own table ``natlens_ipvs`` hooked at nat prerouting/output one step after
+  iptables' nat chains (priority -99 (dstnat+1)). A native nft table does not appear
+  in iptables-save, so the dumps stay those of a real node; the virtual servers
+  go to ipvsadm.txt (:func:`ipvsadm_save`, ``ipvsadm -S -n`` format) exactly as
+  ipvsadm would list them. Both are made from one list (:func:`virtual_servers`).
+* :func:`lb_nft` is the cloud load balancer in the VPC namespace: VIP:port is
+  DNATed to nodeIP:NodePort, the node picked by ``jhash`` of the 5-tuple
+  (source address and port, VIP and port, fixed seed) so every packet of a
+  connection, retransmits included, goes to the same node. The pool is the
+  Service's healthy nodes (:meth:`Topology.lb_pool`) minus the node whose IP is
+  the packet's source: a load balancer never sends a flow back to the backend
+  it came from (that is why Cluster works and Local, whose source is the pod
+  IP, loops back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from natlens.lab.topology import CLUSTER_CIDR, Node, Topology
+
+MASQ_MARK = "0x4000"
+LB_SEED = 0x6E6C  # "nl": fixed, so a given 5-tuple always lands on the same node
+
+
+@dataclass
+class VirtualServer:
+    """One IPVS virtual server: address, port, scheduler and its real servers."""
+
+    addr: str
+    port: int
+    reals: list[tuple[str, int]]
+    scheduler: str = "rr"
+
+
+def virtual_servers(topo: Topology, node: Node) -> list[VirtualServer]:
+    """What kube-proxy programs into IPVS on ``node``.
+
+    ClusterIP:port -> every endpoint. NodePort on each node address -> every
+    endpoint (Cluster) or the node's own endpoints only (Local). The LB VIP gets
+    none: on TKE its ingress has ipMode Proxy, so it is not bound to kube-ipvs0.
+    """
+    out = []
+    for s in topo.services:
+        every = [(p.ip, s.target_port) for p in topo.endpoints]
+        local = [(p.ip, s.target_port) for p in topo.local_endpoints(node.name)]
+        out.append(VirtualServer(s.cluster_ip, s.port, every))
+        reals = local if s.policy == "Local" else every
+        for addr in (node.ip, node.bridge_ip):
+            out.append(VirtualServer(addr, s.node_port, reals))
+    return out
+
+
+def ipvsadm_save(vss: list[VirtualServer]) -> str:
+    """``ipvsadm -S -n`` text for the virtual servers."""
+    lines = []
+    for vs in vss:
+        lines.append(f"-A -t {vs.addr}:{vs.port} -s {vs.scheduler}")
+        for ip, port in vs.reals:
+            lines.append(f"-a -t {vs.addr}:{vs.port} -r {ip}:{port} -m -w 1")
+    return "\n".join(lines) + "\n"
+
+
+def ipvs_standin(vss: list[VirtualServer]) -> str:
+    """nft script emulating the virtual servers with DNAT (round robin via numgen)."""
+    rules = []
+    for vs in vss:
+        if not vs.reals:
+            continue  # IPVS with no real server: the packet reaches the local stack (RST)
+        targets = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(vs.reals))
+        rules.append(f"ip daddr {vs.addr} tcp dport {vs.port} "
+                     f"dnat ip to numgen inc mod {len(vs.reals)} map {{ {targets} }}")
+    body = "\n".join("    " + r for r in rules)
+    chains = []
+    for hook in ("prerouting", "output"):
+        chains.append(f"  chain {hook} {{\n    type nat hook {hook} priority -99; "
+                      f"policy accept;\n{body}\n  }}")
+    return "table ip natlens_ipvs {\n" + "\n".join(chains) + "\n}\n"
+
+
+def kube_proxy_ipsets(topo: Topology, node: Node) -> str:
+    """``ipset restore`` input: kube-proxy's IPVS-mode sets for ``node``."""
+    hashopts = "family inet hashsize 1024 maxelem 65536"
+    sets: dict[str, tuple[str, list[str]]] = {
+        "KUBE-CLUSTER-IP": (f"hash:ip,port {hashopts}", []),
+        "KUBE-LOAD-BALANCER": (f"hash:ip,port {hashopts}", []),
+        "KUBE-LOAD-BALANCER-LOCAL": (f"hash:ip,port {hashopts}", []),
+        "KUBE-LOAD-BALANCER-FW": (f"hash:ip,port {hashopts}", []),
+        "KUBE-LOAD-BALANCER-SOURCE-IP": (f"hash:ip,port,ip {hashopts}", []),
+        "KUBE-LOAD-BALANCER-SOURCE-CIDR": (f"hash:ip,port,net {hashopts}", []),
+        "KUBE-EXTERNAL-IP": (f"hash:ip,port {hashopts}", []),
+        "KUBE-EXTERNAL-IP-LOCAL": (f"hash:ip,port {hashopts}", []),
+        "KUBE-LOOP-BACK": (f"hash:ip,port,ip {hashopts}", []),
+        "KUBE-NODE-PORT-TCP": ("bitmap:port range 0-65535", []),
+        "KUBE-NODE-PORT-LOCAL-TCP": ("bitmap:port range 0-65535", []),
+        "KUBE-NODE-PORT-UDP": ("bitmap:port range 0-65535", []),
+        "KUBE-NODE-PORT-LOCAL-UDP": ("bitmap:port range 0-65535", []),
+        "KUBE-HEALTH-CHECK-NODE-PORT": ("bitmap:port range 0-65535", []),
+    }
+    for s in topo.services:
+        sets["KUBE-CLUSTER-IP"][1].append(f"{s.cluster_ip},tcp:{s.port}")
+        sets["KUBE-LOAD-BALANCER"][1].append(f"{s.vip},tcp:{s.port}")
+        sets["KUBE-NODE-PORT-TCP"][1].append(str(s.node_port))
+        if s.policy == "Local":
+            sets["KUBE-LOAD-BALANCER-LOCAL"][1].append(f"{s.vip},tcp:{s.port}")
+            sets["KUBE-NODE-PORT-LOCAL-TCP"][1].append(str(s.node_port))
+            sets["KUBE-HEALTH-CHECK-NODE-PORT"][1].append(str(s.health_check_node_port))
+    for p in topo.local_endpoints(node.name):
+        for s in topo.services:
+            entry = f"{p.ip},tcp:{s.target_port},{p.ip}"
+            if entry not in sets["KUBE-LOOP-BACK"][1]:
+                sets["KUBE-LOOP-BACK"][1].append(entry)
+    lines = []
+    for name, (spec, members) in sets.items():
+        lines.append(f"create {name} {spec}")
+        lines.extend(f"add {name} {m}" for m in members)
+    return "\n".join(lines) + "\n"
+
+
+def kube_proxy_iptables(topo: Topology, node: Node) -> str:
+    """``iptables-restore`` input: kube-proxy's IPVS-mode nat and filter rules."""
+    c = '-m comment --comment'
+    nat = f"""*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-LOAD-BALANCER - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-NODE-PORT - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING {c} "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT {c} "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING {c} "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-LOAD-BALANCER {c} "Kubernetes service load balancer ip + port with externalTrafficPolicy=local" -m set --match-set KUBE-LOAD-BALANCER-LOCAL dst,dst -j RETURN
+-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ
+-A KUBE-MARK-MASQ -j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}
+-A KUBE-NODE-PORT -p tcp {c} "Kubernetes nodeport TCP port with externalTrafficPolicy=local" -m set --match-set KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN
+-A KUBE-NODE-PORT -p tcp {c} "Kubernetes nodeport TCP port for masquerade purpose" -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ
+-A KUBE-POSTROUTING {c} "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE
+-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark {MASQ_MARK}/0x0
+-A KUBE-POSTROUTING {c} "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-SERVICES {c} "Kubernetes service lb portal" -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER
+-A KUBE-SERVICES ! -s {CLUSTER_CIDR} {c} "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ
+-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT
+-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT
+-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT
+COMMIT
+"""
+    filt = f"""*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-NODE-PORT - [0:0]
+-A INPUT {c} "kubernetes health check rules" -j KUBE-NODE-PORT
+-A FORWARD {c} "kubernetes forwarding rules" -j KUBE-FORWARD
+-A KUBE-FORWARD {c} "kubernetes forwarding rules" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT
+-A KUBE-FORWARD {c} "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A KUBE-NODE-PORT {c} "Kubernetes health check node port" -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT
+COMMIT
+"""
+    return nat + filt
+
+
+def lb_nft(topo: Topology) -> str:
+    """nft script for the VPC namespace: the cloud LB's DNAT from each VIP to NodePorts."""
+    rules = []
+    tuple_hash = "jhash ip saddr . tcp sport . ip daddr . tcp dport"
+    for s in topo.services:
+        pool = topo.lb_pool(s)
+        match = f"ip daddr {s.vip} tcp dport {s.port}"
+
+        def dnat(nodes: list[Node], s=s) -> str:
+            targets = ", ".join(f"{i} : {n.ip} . {s.node_port}" for i, n in enumerate(nodes))
+            return (f"dnat ip to {tuple_hash} mod {len(nodes)} seed {LB_SEED:#x} "
+                    f"map {{ {targets} }}")
+
+        rules.append(f"# {s.namespace}/{s.name} {s.key} externalTrafficPolicy={s.policy}")
+        for n in topo.nodes:  # a flow from a backend never goes back to that backend
+            if n in pool:
+                others = [m for m in pool if m is not n]
+                rules.append(f"ip saddr {n.ip} {match} {dnat(others) if others else 'drop'}")
+        rules.append(f"{match} {dnat(pool)}")
+    body = "\n".join("    " + r for r in rules)
+    return ("table ip natlens_lb {\n  chain prerouting {\n"
+            "    type nat hook prerouting priority dstnat; policy accept;\n"
+            f"{body}\n  }}\n}}\n")
+
+
+def apply(topo: Topology, lab) -> None:
+    """Load the LB into the VPC and kube-proxy's state plus the IPVS stand-in into each node."""
+    lab.sh("nft", "-f", "-", ns=topo.vpc_ns, stdin=lb_nft(topo))
+    for n in topo.nodes:
+        lab.sh("ipset", "restore", ns=n.ns, stdin=kube_proxy_ipsets(topo, n))
+        lab.sh("iptables-restore", ns=n.ns, stdin=kube_proxy_iptables(topo, n))
+        lab.sh("nft", "-f", "-", ns=n.ns, stdin=ipvs_standin(virtual_servers(topo, n)))

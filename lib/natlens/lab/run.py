@@ -1,0 +1,276 @@
+"""Run a lab scenario end to end and write an incident bundle with ground truth.
+
+:func:`run` is what ``natlens lab run`` calls. :class:`Testbed` is the same lab
+piece by piece, for tests that need the topology up and do their own thing in
+it (e.g. run scripts/collect-node.sh inside a node namespace).
+
+Every namespace and process is removed on return, on error, on Ctrl-C and on
+SIGTERM/SIGHUP (and at interpreter exit as a last resort); after a SIGKILL,
+``natlens lab clean --prefix P`` removes what is left.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import natlens
+from natlens.errors import NatlensError
+from natlens.lab import bundle, rules, topology
+from natlens.lab.netns import Lab, default_prefix, existing, require
+
+DRAIN_S = 0.5  # after the client: let last packets (FIN/ACK, RST) reach the captures
+# tcpdump -B: `-i any` cannot size its ring by MTU, so with the default snaplen a 2 MiB ring
+# holds only a few blocks and bursts (one SYN crosses five interfaces at once) are dropped.
+CAPTURE_BUFFER_KIB = 16384
+
+
+def _child_env() -> dict[str, str]:
+    """Environment for the lab's Python children: natlens importable even when not installed."""
+    env = dict(os.environ)
+    root = str(Path(natlens.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _wait_line(p: subprocess.Popen, stream, needle: str, timeout: float, what: str) -> str:
+    """Read ``stream`` until a line containing ``needle``; fail if the process dies or stalls."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = stream.readline()
+        if not line:
+            break
+        text = line.decode(errors="replace") if isinstance(line, bytes) else line
+        seen.append(text.strip())
+        if needle in text:
+            return text
+    p.poll()
+    raise NatlensError(f"{what} did not start: {' | '.join(seen[-3:]) or 'no output'}"
+                       + (f" (exit {p.returncode})" if p.returncode is not None else ""))
+
+
+@dataclass
+class Capture:
+    node: str
+    label: str
+    path: Path
+    proc: subprocess.Popen
+    stats: str = ""
+
+
+@dataclass
+class Testbed:
+    """The lab topology, its servers, captures and client, as separate steps."""
+
+    policies: list[str]
+    nodes: int = 2
+    prefix: str | None = None
+    topo: topology.Topology = field(init=False)
+    lab: Lab = field(init=False)
+    captures: list[Capture] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require()
+        self.prefix = self.prefix or default_prefix()
+        self.topo = topology.plan(list(self.policies), self.nodes, self.prefix)
+        self.lab = Lab(self.prefix)
+
+    def __enter__(self) -> Testbed:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Namespaces, links, routes, netfilter state and the endpoint servers."""
+        if existing(self.prefix):
+            raise NatlensError(f"namespaces named {self.prefix}* exist already: another lab "
+                               f"runs with this prefix, or clean it with "
+                               f"`natlens lab clean --prefix {self.prefix}`")
+        atexit.register(self.close)
+        topology.build(self.topo, self.lab)
+        rules.apply(self.topo, self.lab)
+        env = _child_env()
+        for p in self.topo.endpoints:
+            proc = self.lab.spawn(p.ns, [sys.executable, "-m", "natlens.lab.server",
+                                         "--port", str(topology.TARGET_PORT), "--name", p.name],
+                                  stdout=subprocess.PIPE, env=env)
+            _wait_line(proc, proc.stdout, "ready", 10.0, f"server in {p.ns}")
+
+    def start_captures(self, nodes_dir: Path, any_capture: bool = False) -> None:
+        """tcpdump on each node's eth0 (and on ``any`` if asked) into nodes_dir/<node>/."""
+        for n in self.topo.nodes:
+            d = nodes_dir / n.name
+            d.mkdir(parents=True, exist_ok=True)
+            for label in ("eth0", "any") if any_capture else ("eth0",):
+                path = d / f"{label}.pcap"
+                proc = self.lab.spawn(n.ns, ["tcpdump", "-n", "-i", label, "-w", str(path),
+                                             "--immediate-mode", "-U", "-Z", "root", "-B", str(CAPTURE_BUFFER_KIB)])
+                _wait_line(proc, proc.stderr, "listening on", 10.0, f"tcpdump -i {label} in {n.ns}")
+                self.captures.append(Capture(n.name, label, path, proc))
+
+    def stop_captures(self) -> None:
+        """SIGINT each tcpdump (it flushes and closes its file) and keep its counters."""
+        for c in self.captures:
+            if c.proc.poll() is None:
+                os.killpg(c.proc.pid, signal.SIGINT)
+        for c in self.captures:
+            try:
+                _, err = c.proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.lab.stop(c.proc, signal.SIGKILL)
+                err = b"killed after 5 s"
+            c.stats = " ".join(ln.strip() for ln in (err or b"").decode(errors="replace")
+                               .splitlines() if "packets" in ln)
+
+    def run_client(self, out: Path, connections: int, timeout: float = 1.5,
+                   concurrency: int = 10, interval: float = 0.02) -> list[dict]:
+        """Run the client pod's program against every Service's VIP; its records."""
+        c = self.topo.client
+        targets = [f"--target={s.name}={s.vip}:{s.port}" for s in self.topo.services]
+        jobs = connections * len(targets)
+        limit = jobs * interval + math.ceil(jobs / max(1, concurrency)) * (timeout + 5) + 30
+        proc = self.lab.spawn(c.ns, [sys.executable, "-m", "natlens.lab.client", *targets,
+                                     "--connections", str(connections), "--timeout", str(timeout),
+                                     "--concurrency", str(concurrency),
+                                     "--interval", str(interval), "--out", str(out)],
+                              stdout=subprocess.PIPE, env=_child_env())
+        try:
+            _, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.lab.stop(proc, signal.SIGKILL)
+            raise NatlensError(f"the lab client did not finish within {limit:.0f} s") from None
+        if proc.returncode != 0:
+            raise NatlensError(f"the lab client failed: {err.decode(errors='replace').strip()}")
+        return bundle.read_jsonl(out)
+
+    def snapshot_node(self, name: str, d: Path) -> None:
+        """The node directory's dumps, as scripts/collect-node.sh names them."""
+        n = self.topo.node(name)
+        d.mkdir(parents=True, exist_ok=True)
+        sh = self.lab.sh
+        (d / "iptables-save.txt").write_text(sh("iptables-save", ns=n.ns))
+        (d / "ipset-save.txt").write_text(sh("ipset", "save", ns=n.ns))
+        # What ipvsadm -S -n would print; the kernel has no IPVS, see rules.ipvs_standin.
+        (d / "ipvsadm.txt").write_text(rules.ipvsadm_save(rules.virtual_servers(self.topo, n)))
+        (d / "conntrack.txt").write_text(sh("conntrack", "-L", ns=n.ns))
+        (d / "ip-addr.json").write_text(sh("ip", "-j", "addr", ns=n.ns))
+        (d / "ip-route.json").write_text(sh("ip", "-j", "route", ns=n.ns))
+
+    def close(self) -> None:
+        self.lab.close()
+        atexit.unregister(self.close)
+
+
+def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int = 2,
+        any_capture: bool = False, prefix: str | None = None, timeout: float = 1.5,
+        concurrency: int = 10, interval: float = 0.02, title: str | None = None) -> dict:
+    """Build the lab, run the client, write an incident bundle to ``out``; its lab.json.
+
+    ``policies``: one LoadBalancer Service per entry ("Local" / "Cluster"), all
+    called by the client pod ``connections`` times each. The returned dict (also
+    ground-truth/lab.json) holds the topology, the per-service tally and the
+    captures' tcpdump counters.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise NatlensError("output directory exists and is not empty", path=str(out))
+    if connections < 1:
+        raise NatlensError(f"--connections must be at least 1, not {connections}")
+    bed = Testbed(list(policies), nodes, prefix)
+    restore = _trap_signals()
+    try:
+        bed.start()
+        gt = out / "ground-truth"
+        gt.mkdir(parents=True, exist_ok=True)
+        bed.start_captures(out / "nodes", any_capture)
+        t_start = time.time()
+        records = bed.run_client(gt / "connections.jsonl", connections, timeout,
+                                 concurrency, interval)
+        time.sleep(DRAIN_S)
+        bed.stop_captures()
+        t_end = time.time()
+        for n in bed.topo.nodes:
+            bed.snapshot_node(n.name, out / "nodes" / n.name)
+        vpc_ct = bed.lab.sh("conntrack", "-L", ns=bed.topo.vpc_ns)
+        (gt / "lb-conntrack.txt").write_text(vpc_ct)
+        (gt / "lb.nft").write_text(bed.lab.sh("nft", "list", "ruleset", ns=bed.topo.vpc_ns))
+        for n in bed.topo.nodes:
+            (gt / f"ipvs-standin-{n.name}.nft").write_text(
+                bed.lab.sh("nft", "list", "table", "ip", "natlens_ipvs", ns=n.ns))
+        client_ct = (out / "nodes" / bed.topo.client.node / "conntrack.txt").read_text()
+        records = bundle.enrich(records, bed.topo, client_ct, vpc_ct)
+        bundle.write_jsonl(gt / "connections.jsonl", records)
+        created = bundle.utc_iso(t_start - 3600).split(".")[0] + "Z"
+        bundle.write_cluster(bed.topo, out, created)
+        policy_text = " + ".join(f"{s.name} ({s.policy})" for s in bed.topo.services)
+        bundle.write_incident_yaml(
+            out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}", t_start, t_end,
+            notes=("Made by `natlens lab run` in network namespaces on the real kernel. "
+                   "IPVS is emulated by an nftables DNAT (table natlens_ipvs, not in "
+                   "iptables-save); ipvsadm.txt lists the virtual servers it emulates. "
+                   "ground-truth/ holds what really happened to every connection."))
+        facts = {
+            "schema": "natlens.lab/1",
+            "natlens": natlens.__version__,
+            "command": {"policies": list(policies), "connections": connections, "nodes": nodes,
+                        "any": any_capture, "timeout_s": timeout, "concurrency": concurrency,
+                        "interval_s": interval},
+            "window": {"start": t_start, "end": t_end},
+            "client": {"pod": bed.topo.client.name, "ip": bed.topo.client.ip,
+                       "node": bed.topo.client.node},
+            "topology": bed.topo.to_dict(),
+            "lb": {"namespace": bed.topo.vpc_ns, "hash": "nft jhash(saddr . sport . daddr . "
+                   f"dport) mod pool seed {rules.LB_SEED:#x}",
+                   "excludes": "the node whose IP is the packet's source"},
+            "ipvs": "emulated by nft DNAT (numgen inc = rr), table natlens_ipvs, "
+                    "priority -99 (dstnat+1)",
+            "br_netfilter": topology.bridge_netfilter_available(),
+            "captures": [{"node": c.node, "label": c.label,
+                          "file": str(c.path.relative_to(out)), "tcpdump": c.stats}
+                         for c in bed.captures],
+            "services": bundle.tally(records, bed.topo),
+            "expected": {
+                "Local": "source not SNATed (pod IP); the LB picks the client's own node for "
+                         "some connections: those loop back (SYN leaves for the VIP and comes "
+                         "back to this node's NodePort) and time out; the rest connect",
+                "Cluster": "source SNATed to the node IP; the LB never picks the client's "
+                           "node; every connection connects",
+            },
+        }
+        (gt / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
+        return facts
+    finally:
+        bed.close()
+        restore()
+
+
+def _trap_signals():
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` cleans up; return an undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    return lambda: [signal.signal(s, h) for s, h in old.items()]

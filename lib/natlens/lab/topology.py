@@ -1,0 +1,230 @@
+"""The lab's network: a routed VPC, nodes, pods behind a bridge, LoadBalancer Services.
+
+Addressing (all inside 198.18.0.0/15, the range reserved for network tests):
+
+=====================  ==========================================================
+VPC router / gateway   198.18.0.1 (on every VPC-side veth, /32, with proxy ARP)
+node-i eth0            198.18.0.(10+i)/24, default via 198.18.0.1
+node-i pod CIDR        198.18.(15+i).0/24 on bridge cni0 (.1 is the node's side)
+endpoint pod web-i     198.18.(15+i).10   (on node-1 and node-2 only)
+client pod             198.18.16.100      (on node-1, beside endpoint web-1)
+cluster CIDR           198.18.16.0/20
+service CIDR           198.18.128.0/20    (ClusterIPs 198.18.128.10+k on kube-ipvs0)
+LoadBalancer VIPs      198.19.0.(10+k)    (not bound anywhere on the nodes)
+=====================  ==========================================================
+
+Nodes are joined by routing through the VPC namespace, one veth per node, never
+by a shared bridge: with br_netfilter a bridge shared by all nodes lets the
+return packet bypass the VPC's reverse NAT and hides the very loopback the lab
+is there to show (DESIGN.md section 6). Endpoints live on node-1 and node-2 only,
+so with three or four nodes some nodes have no endpoint (they forward, under
+Cluster, and are left out of the LB's pool under Local), and Local fails about
+half of the time for any node count.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from natlens.errors import NatlensError
+from natlens.lab.netns import Lab
+
+POLICIES = ("Local", "Cluster")
+VPC_GATEWAY = "198.18.0.1"
+CLUSTER_CIDR = "198.18.16.0/20"
+SERVICE_CIDR = "198.18.128.0/20"
+CLIENT_NODE = "node-1"
+ENDPOINT_NODES = ("node-1", "node-2")
+PORT, TARGET_PORT = 80, 8080
+LAB_NET = ipaddress.ip_network("198.18.0.0/15")
+
+
+@dataclass
+class Node:
+    name: str
+    ip: str
+    pod_cidr: str
+    ns: str = ""
+
+    @property
+    def bridge_ip(self) -> str:
+        """The node's address on cni0, the pods' default gateway."""
+        return str(ipaddress.ip_network(self.pod_cidr)[1])
+
+
+@dataclass
+class Pod:
+    name: str
+    node: str
+    ip: str
+    role: str  # "endpoint" | "client"
+    ns: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Service:
+    name: str
+    policy: str  # "Local" | "Cluster"
+    vip: str
+    cluster_ip: str
+    node_port: int
+    health_check_node_port: int | None
+    port: int = PORT
+    target_port: int = TARGET_PORT
+    namespace: str = "default"
+
+    @property
+    def key(self) -> str:
+        """VIP:port/proto, the way summary.json names a service."""
+        return f"{self.vip}:{self.port}/tcp"
+
+
+@dataclass
+class Topology:
+    prefix: str
+    nodes: list[Node]
+    pods: list[Pod]
+    services: list[Service]
+    vpc_ns: str = ""
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def client(self) -> Pod:
+        return next(p for p in self.pods if p.role == "client")
+
+    @property
+    def endpoints(self) -> list[Pod]:
+        """Endpoint pods: every Service selects all of them (app=web)."""
+        return [p for p in self.pods if p.role == "endpoint"]
+
+    def local_endpoints(self, node: str) -> list[Pod]:
+        return [p for p in self.endpoints if p.node == node]
+
+    def lb_pool(self, svc: Service) -> list[Node]:
+        """The LB's backends: nodes passing its health check.
+
+        Local: only nodes with a local endpoint answer healthCheckNodePort.
+        Cluster: every node forwards, so every node is healthy.
+        """
+        if svc.policy == "Local":
+            return [n for n in self.nodes if self.local_endpoints(n.name)]
+        return list(self.nodes)
+
+    def to_dict(self) -> dict:
+        """The plan as plain data (for ground-truth/lab.json)."""
+        return {
+            "prefix": self.prefix,
+            "vpc": {"namespace": self.vpc_ns, "gateway": VPC_GATEWAY},
+            "cluster_cidr": CLUSTER_CIDR,
+            "service_cidr": SERVICE_CIDR,
+            "nodes": [{"name": n.name, "ip": n.ip, "pod_cidr": n.pod_cidr, "namespace": n.ns}
+                      for n in self.nodes],
+            "pods": [{"name": p.name, "node": p.node, "ip": p.ip, "role": p.role,
+                      "namespace": p.ns} for p in self.pods],
+            "services": [{"name": s.name, "namespace": s.namespace, "policy": s.policy,
+                          "vip": s.vip, "port": s.port, "cluster_ip": s.cluster_ip,
+                          "node_port": s.node_port, "target_port": s.target_port,
+                          "health_check_node_port": s.health_check_node_port,
+                          "lb_pool": [n.name for n in self.lb_pool(s)]}
+                         for s in self.services],
+        }
+
+
+def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-") -> Topology:
+    """Addresses and names for a lab with one LoadBalancer Service per policy given."""
+    if not 2 <= nodes <= 4:
+        raise NatlensError(f"--nodes must be 2, 3 or 4, not {nodes}")
+    if not policies:
+        raise NatlensError("give at least one --policy (Local or Cluster)")
+    for p in policies:
+        if p not in POLICIES:
+            raise NatlensError(f"unknown policy {p!r}: use Local or Cluster")
+    node_list = [Node(f"node-{i}", f"198.18.0.{10 + i}", f"198.18.{15 + i}.0/24",
+                      ns=f"{prefix}node-{i}") for i in range(1, nodes + 1)]
+    pods: list[Pod] = []
+    for n in node_list:
+        if n.name in ENDPOINT_NODES:
+            i = n.name.split("-")[1]
+            pods.append(Pod(f"web-{i}", n.name, str(ipaddress.ip_network(n.pod_cidr)[10]),
+                            "endpoint", ns=f"{prefix}{n.name}-web", labels={"app": "web"}))
+    first = node_list[0]
+    pods.append(Pod("client", first.name, str(ipaddress.ip_network(first.pod_cidr)[100]),
+                    "client", ns=f"{prefix}{first.name}-client", labels={"app": "client"}))
+    services = []
+    for k, policy in enumerate(policies):
+        services.append(Service(
+            name=f"web-{policy.lower()}" if policies.count(policy) == 1 else f"web-{policy.lower()}-{k}",
+            policy=policy, vip=f"198.19.0.{10 + k}", cluster_ip=f"198.18.128.{10 + k}",
+            node_port=30080 + k,
+            health_check_node_port=32080 + k if policy == "Local" else None))
+    return Topology(prefix, node_list, pods, services, vpc_ns=f"{prefix}vpc")
+
+
+def build(topo: Topology, lab: Lab) -> None:
+    """Create namespaces, links, addresses, routes and sysctls for ``topo``."""
+    vpc = lab.ns("vpc")
+    assert vpc == topo.vpc_ns
+    lab.sysctl(vpc, {"net/ipv4/ip_forward": 1,
+                     "net/ipv4/conf/all/send_redirects": 0,
+                     "net/ipv4/conf/default/send_redirects": 0})
+    for n in topo.nodes:
+        ns = lab.ns(n.name)
+        assert ns == n.ns
+        # The node's NIC is a veth whose other end is the VPC router's port.
+        lab.sh("ip", "-n", vpc, "link", "add", n.name, "type", "veth",
+               "peer", "name", "eth0", "netns", ns)
+        lab.sh("ip", "-n", vpc, "addr", "add", f"{VPC_GATEWAY}/32", "dev", n.name)
+        lab.sh("ip", "-n", vpc, "link", "set", n.name, "up")
+        lab.sysctl(vpc, {f"net/ipv4/conf/{n.name}/proxy_arp": 1})
+        lab.sh("ip", "-n", vpc, "route", "add", f"{n.ip}/32", "dev", n.name)
+        lab.sh("ip", "-n", vpc, "route", "add", n.pod_cidr, "via", n.ip, "dev", n.name)
+        lab.sh("ip", "-n", ns, "addr", "add", f"{n.ip}/24", "dev", "eth0")
+        lab.sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        lab.sh("ip", "-n", ns, "route", "add", "default", "via", VPC_GATEWAY)
+        lab.sh("ip", "-n", ns, "link", "add", "cni0", "type", "bridge")
+        lab.sh("ip", "-n", ns, "addr", "add",
+               f"{n.bridge_ip}/{ipaddress.ip_network(n.pod_cidr).prefixlen}", "dev", "cni0")
+        lab.sh("ip", "-n", ns, "link", "set", "cni0", "up")
+        # kube-proxy IPVS mode binds every ClusterIP to the dummy kube-ipvs0 (never the LB VIP
+        # on TKE, whose ingress has ipMode Proxy).
+        # kube-ipvs0 is a dummy device, left down; a kernel without the dummy driver gets an
+        # empty bridge instead (its local routes are the same, which is all that matters here).
+        if lab.sh("ip", "-n", ns, "link", "add", "kube-ipvs0", "type", "dummy", check=False,
+                  ok=True) is None:
+            lab.sh("ip", "-n", ns, "link", "add", "kube-ipvs0", "type", "bridge")
+        for s in topo.services:
+            lab.sh("ip", "-n", ns, "addr", "add", f"{s.cluster_ip}/32", "dev", "kube-ipvs0")
+        # A Kubernetes node: forwarding on, loose about the source of the looped-back SYN
+        # (it arrives on eth0 from a pod address routed via cni0), br_netfilter on, as the
+        # kubelet requires.
+        settings: dict[str, str | int] = {
+            "net/ipv4/ip_forward": 1,
+            "net/ipv4/conf/all/rp_filter": 0, "net/ipv4/conf/default/rp_filter": 0,
+            "net/ipv4/conf/eth0/rp_filter": 0,
+            "net/ipv4/conf/all/accept_redirects": 0,
+            "net/ipv4/conf/eth0/accept_redirects": 0,
+        }
+        if bridge_netfilter_available():
+            settings["net/bridge/bridge-nf-call-iptables"] = 1
+        lab.sysctl(ns, settings)
+    for p in topo.pods:
+        node = topo.node(p.node)
+        ns = lab.ns(p.ns[len(topo.prefix):])
+        host_if = f"veth-{p.name}"[:15]
+        lab.sh("ip", "-n", node.ns, "link", "add", host_if, "type", "veth",
+               "peer", "name", "eth0", "netns", ns)
+        lab.sh("ip", "-n", node.ns, "link", "set", host_if, "master", "cni0", "up")
+        plen = ipaddress.ip_network(node.pod_cidr).prefixlen
+        lab.sh("ip", "-n", ns, "addr", "add", f"{p.ip}/{plen}", "dev", "eth0")
+        lab.sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        lab.sh("ip", "-n", ns, "route", "add", "default", "via", node.bridge_ip)
+
+
+def bridge_netfilter_available() -> bool:
+    """Whether br_netfilter is in the kernel (its sysctls exist)."""
+    return Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists()
