@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from natlens.errors import NatlensError
 
@@ -100,6 +101,11 @@ class Lab:
         self.sh("ip", "netns", "add", full)
         self.namespaces.append(full)
         self.sh("ip", "-n", full, "link", "set", "lo", "up")
+        if Path("/proc/sys/net/ipv6").exists():
+            # IPv4 only: no link-local IPv6 addresses (the lab uses 198.18.0.0/15 and nothing
+            # else) and no neighbour-discovery noise in the captures.
+            self.sysctl(full, {"net/ipv6/conf/all/disable_ipv6": 1,
+                               "net/ipv6/conf/default/disable_ipv6": 1})
         return full
 
     def sh(self, *cmd: str, ns: str | None = None, stdin: str | None = None,

@@ -123,8 +123,9 @@ class Testbed:
             d.mkdir(parents=True, exist_ok=True)
             for label in ("eth0", "any") if any_capture else ("eth0",):
                 path = d / f"{label}.pcap"
-                proc = self.lab.spawn(n.ns, ["tcpdump", "-n", "-i", label, "-w", str(path),
-                                             "--immediate-mode", "-U", "-Z", "root", "-B", str(CAPTURE_BUFFER_KIB)])
+                argv = ["tcpdump", "-n", "-i", label, "-w", str(path), "--immediate-mode",
+                        "-U", "-Z", "root", "-B", str(CAPTURE_BUFFER_KIB)]
+                proc = self.lab.spawn(n.ns, argv)
                 _wait_line(proc, proc.stderr, "listening on", 10.0, f"tcpdump -i {label} in {n.ns}")
                 self.captures.append(Capture(n.name, label, path, proc))
 
