@@ -40,8 +40,9 @@ connect            ack_ts - syn_ts: connect time including SYN retransmissions
 syn_retransmits    originator SYNs with this ISN beyond the first
 first_byte         first responder payload byte - syn_ts (or - ts without a SYN)
 end                "rst" | "fin" | "timeout" | "capture-end": how it ended as seen here;
-                   "timeout" = silent for longer than the next SYN retransmission
-                   (SYN-only) or Zeek's inactivity timeout, before the capture ended
+                   "timeout" = silent, before the capture ended, for longer than the next
+                   SYN retransmission was due (SYN-only; Linux RTO 1 s doubling, +25 %)
+                   or than Zeek's inactivity timeout (300 s TCP, 60 s UDP)
 established        the three-way handshake completed as seen here
 last_ts            last packet of the connection
 orig_dir           direction of the originator's first packet at this point ("in"/"out")
@@ -321,10 +322,11 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     # acks on FIN/RST packets, which skip silently.
     caplen = _col(sub, "caplen", -1, np.int64)[order]
     wirelen = _col(sub, "wirelen", -1, np.int64)[order]
-    delivered = (plen > 0) & ((caplen < 0) | (wirelen < 0) | (caplen >= wirelen)) & ~rst & ~after_rst
+    whole = (caplen < 0) | (wirelen < 0) | (caplen >= wirelen)
+    delivered = ((plen > 0) | fin) & whole & ~rst & ~after_rst
     big_neg = -(1 << 34)
-    o_dend = _grouped_cummax(np.where(is_orig & is_tcp & delivered, end_rel - fin, 1), conn)
-    r_dend = _grouped_cummax(np.where(~is_orig & is_tcp & delivered, end_rel - fin, 1), conn)
+    o_dend = _grouped_cummax(np.where(is_orig & is_tcp & delivered, end_rel, 1), conn)
+    r_dend = _grouped_cummax(np.where(~is_orig & is_tcp & delivered, end_rel, 1), conn)
     # acks of the originator's data come from the responder, and vice versa
     o_ack = _grouped_cummax(np.where(~is_orig & ack_ok, ack_rel, big_neg), conn)
     r_ack = _grouped_cummax(np.where(is_orig & ack_ok, ack_rel, big_neg), conn)
@@ -481,7 +483,8 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     any_rst = np.minimum(np.where(rst_o >= 0, rst_o, n), np.where(rst_r >= 0, rst_r, n))
     both_fin_before = (fin_o >= 0) & (fin_r >= 0) & (np.maximum(fin_o, fin_r) < any_rst)
     idle_ns = capture_end_ns - t_last
-    syn_wait = np.where(syn_cnt > 0, SYN_RTO_S * np.power(2.0, np.maximum(syn_cnt - 1, 0)) + 1.0, 0)
+    # a SYN-only attempt has timed out once the next retransmission is overdue (+25 %)
+    syn_wait = np.where(syn_cnt > 0, 1.25 * SYN_RTO_S * np.power(2.0, np.maximum(syn_cnt - 1, 0)), 0)
     syn_only_conn = c_tcp & ~established & (resp_pkts == 0) & (syn_cnt > 0)
     limit = np.where(syn_only_conn, syn_wait,
                      np.where(c_tcp, TCP_INACTIVITY_S, UDP_INACTIVITY_S)) * 1e9
