@@ -76,6 +76,8 @@ class Capture:
 class Testbed:
     """The lab topology, its servers, captures and client, as separate steps."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     policies: list[str]
     nodes: int = 2
     prefix: str | None = None
