@@ -1,0 +1,104 @@
+"""scripts/collect-node.sh run inside a lab node's namespace, as on a real node."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, netns_unavailable_reason
+from labhelpers import syns, tcp_packets
+from natlens.lab.run import Testbed
+
+REASON = netns_unavailable_reason("iptables-restore", "ipset", "nft", "conntrack", "tcpdump")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+SCRIPT = REPO / "scripts" / "collect-node.sh"
+
+
+def _collect(ns: str, *args: str, path: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(["ip", "netns", "exec", ns, "bash", str(SCRIPT), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def bed():
+    with Testbed(["Local"], 2, prefix=f"nlt{os.getpid()}c-") as b:
+        yield b
+
+
+def test_collects_the_node_directory_while_traffic_flows(bed, tmp_path):
+    node = bed.topo.node("node-1")
+    records: list[dict] = []
+    client = threading.Thread(target=lambda: (time.sleep(0.7), records.extend(
+        bed.run_client(tmp_path / "conns.jsonl", connections=6))))
+    client.start()
+    r = _collect(node.ns, "-d", "4", "-n", "node-1", "-o", str(tmp_path / "bundle"))
+    client.join()
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "bundle" / "nodes" / "node-1"
+    assert r.stdout.strip() == str(d)
+    for name in ("any.pcap", "eth0.pcap", "iptables-save.txt", "ipset-save.txt",
+                 "conntrack.txt", "ip-addr.json", "ip-route.json", "collect-node.log"):
+        assert (d / name).stat().st_size > 0, name
+    assert "KUBE-LOAD-BALANCER-LOCAL" in (d / "iptables-save.txt").read_text()
+    assert "add KUBE-LOAD-BALANCER 198.19.0.10,tcp:80" in (d / "ipset-save.txt").read_text()
+    assert "198.18.0.11" in (d / "ip-addr.json").read_text()
+    log = (d / "collect-node.log").read_text()
+    # No IPVS in this kernel / no ipvsadm here: a note, not a failure.
+    assert "ipvsadm" in log and ("skipped ipvsadm" in log or "failed ipvsadm" in log)
+    assert "duration 4s reached" in log
+    # The primary NIC is the default route's interface; both captures hold the client's SYNs.
+    sports = {c["sport"] for c in records}
+    assert len(sports) == 6
+    for cap in ("eth0.pcap", "any.pcap"):
+        seen = {p["sport"] for p in syns(tcp_packets(d / cap)) if p["dst"] == "198.19.0.10"}
+        assert sports <= seen, cap
+
+
+def test_size_limit_stops_the_capture_and_missing_tools_are_notes(bed, tmp_path):
+    node = bed.topo.node("node-2")
+    # Only bash basics, ip and tcpdump: iptables-save, ipset, conntrack, ipvsadm are missing.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("ip", "tcpdump", "bash", "awk", "date", "stat", "sleep", "mkdir", "tee",
+                 "head", "tr", "wc", "rm", "cat", "uname", "id", "grep", "hostname", "mv"):
+        src = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True,
+                             text=True).stdout.strip()
+        if src.startswith("/"):
+            (bindir / tool).symlink_to(src)
+    stop = threading.Event()
+
+    def traffic() -> None:  # keep packets flowing on node-2 until the script is done
+        while not stop.is_set():
+            bed.run_client(tmp_path / "c.jsonl", connections=10, timeout=0.5)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        r = _collect(node.ns, "-d", "600", "-s", "0.005", "-n", "node-2", "-o",
+                     str(tmp_path / "b"), path=str(bindir))
+    finally:
+        stop.set()
+        t.join()
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "b" / "nodes" / "node-2"
+    log = (d / "collect-node.log").read_text()
+    assert "size limit 0.005 MB reached" in log
+    for tool, pkg in (("iptables-save", "iptables"), ("ipset", "ipset"),
+                      ("conntrack", "conntrack"), ("ipvsadm", "ipvsadm")):
+        assert f"Debian package {pkg}" in log, tool
+    assert not (d / "iptables-save.txt").exists()
+    assert (d / "ip-addr.json").exists() and (d / "eth0.pcap").exists()
+
+
+def test_refuses_to_run_without_root(tmp_path):
+    r = subprocess.run(["bash", str(SCRIPT), "-o", str(tmp_path / "x")], capture_output=True,
+                       text=True, env={**os.environ, "PATH": "/usr/bin:/bin"}, user=65534)
+    assert r.returncode == 2 and "must run as root" in r.stderr
+    assert not Path(tmp_path / "x").exists()
