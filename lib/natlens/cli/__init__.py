@@ -17,6 +17,8 @@ from natlens.errors import NatlensError
 COMMANDS = [
     "ingest",
     "lab",
+    "report",
+    "batch",
 ]
 
 

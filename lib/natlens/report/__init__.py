@@ -1,7 +1,64 @@
 """Incident reports: parameterized notebooks run by papermill, rendered to one HTML file.
 
+In a notebook (what every report section does, one call each):
+
+    from natlens import report
+    d = report.load("data/samples/loopback-local")       # ReportData
+    report.text.banner(d); report.tables.snat(d); report.figures.timeline(d); ...
+
+From Python or the CLI (`natlens report`, `natlens batch`):
+
+    report.build_report(incident_dir, out_dir, anonymize=False) -> ReportResult
+    report.run_batch(incidents_dir, out_dir, jobs=2) -> BatchResult
+
 Modules, one job each:
+    data       analysis -> ReportData (scoped, optionally anonymized); summary.json
+    text       verdict banner, executive summary, rule traces, remediation (escaped HTML)
+    tables     the report's tables (DataFrames)
+    figures    the report's matplotlib figures
+    anonymize  Crypto-PAn prefix-preserving IP mapping for reports shared outside
     execute    papermill run + strict failure detection (errors, timeouts, dead kernels)
     render     executed notebook -> self-contained HTML (no code, TOC, embedded images)
-    anonymize  Crypto-PAn prefix-preserving IP mapping for reports shared outside
+    run        one incident -> report directory;  batch: many, in parallel, + index
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from natlens.report import figures, tables, text
+from natlens.report.data import ReportData, load, write_summary
+
+__all__ = ["ReportData", "build_report", "figures", "load", "run_batch", "setup", "tables", "text",
+           "write_summary"]
+
+
+def setup(max_rows: int = 40) -> None:
+    """Notebook display settings for reports: bounded tables, PNG figures (embeddable)."""
+    import pandas as pd
+
+    pd.set_option("display.max_rows", max_rows)
+    pd.set_option("display.min_rows", min(20, max_rows))
+    pd.set_option("display.max_columns", 30)
+    pd.set_option("display.max_colwidth", 80)
+    pd.set_option("display.width", 200)
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+    except ImportError:  # outside IPython: nothing to configure
+        pass
+
+
+def build_report(*args: Any, **kwargs: Any):
+    """See natlens.report.run.build_report."""
+    from natlens.report.run import build_report as _build
+
+    return _build(*args, **kwargs)
+
+
+def run_batch(*args: Any, **kwargs: Any):
+    """See natlens.report.batch.run_batch."""
+    from natlens.report.batch import run_batch as _run
+
+    return _run(*args, **kwargs)

@@ -52,6 +52,7 @@ pre.natlens-trace { background: #f6f7f9; padding: .5rem; white-space: pre-wrap; 
 {%- endblock body_header -%}
 """
 
+NOTEBOOK_ONLY = "notebook-only"  # cell tag: shown in JupyterLab, left out of the HTML report
 _TOC_MARK = "<!--natlens:toc-->"
 # Anything that would make a browser fetch something: script/img/iframe src, stylesheet
 # links, CSS url(...) and @import to a URL (data: URIs are fine, they are embedded).
@@ -140,9 +141,10 @@ class _Headings(HTMLParser):
 
 
 def _strip_noise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy without stderr streams, scripts and widget state (warnings are not findings)."""
+    """A copy without notebook-only cells, stderr streams, scripts and widget state."""
     nb = nbformat.from_dict(nb)
     nb.metadata.pop("widgets", None)
+    nb.cells = [c for c in nb.cells if NOTEBOOK_ONLY not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue

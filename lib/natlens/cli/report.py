@@ -1,0 +1,52 @@
+"""`natlens report INCIDENT_DIR [--out DIR] [--anonymize]`: one incident -> one HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="make the self-contained HTML report of one incident bundle",
+        description="Run the incident report notebook (papermill) on INCIDENT_DIR and render it to "
+        "one self-contained HTML file. Writes report.html, summary.json, the executed notebook "
+        "report.ipynb and report.log into --out (default reports/<incident>).",
+    )
+    p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle (DESIGN.md section 2)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default reports/<incident>)")
+    add_common(p)
+    p.add_argument("--start", default="", metavar="TIME", help="time window start, ISO 8601 UTC")
+    p.add_argument("--end", default="", metavar="TIME", help="time window end, ISO 8601 UTC")
+    p.add_argument("--service", action="append", default=[], metavar="VIP:PORT",
+                   help="restrict the SNAT table to this Service (repeatable)")
+    p.set_defaults(func=run)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options shared by `report` and `batch`."""
+    p.add_argument("--anonymize", action="store_true",
+                   help="map every IP address with Crypto-PAn (prefix-preserving) and drop "
+                   "payload-derived strings")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="Crypto-PAn key (32 bytes or 64 hex chars) for a mapping that is the same "
+                   "across reports; default: a random key per run")
+    p.add_argument("--notebook", metavar="FILE",
+                   help="run this notebook instead of notebooks/incident_report.ipynb (same "
+                   "parameters; it must write summary.json into out_dir)")
+    p.add_argument("--cell-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="fail the report when one notebook cell runs longer (default 600)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from natlens.report.run import build_report
+
+    r = build_report(args.incident, args.out, anonymize=args.anonymize, key_file=args.key_file,
+                     start=args.start, end=args.end, services=args.service,
+                     cell_timeout=args.cell_timeout, notebook=args.notebook)
+    if not r.ok:
+        print(f"natlens: report for {r.incident} failed: {r.error} (log: {r.log})", file=sys.stderr)
+        return 1
+    print(f"{r.html}  ({r.seconds:.1f} s; summary.json and report.ipynb beside it)")
+    return 0

@@ -1,0 +1,258 @@
+"""What a report shows, loaded once: the incident's analysis, scoped and optionally anonymized.
+
+`load(incident_dir)` runs the analysis core (natlens.findings.analyze) and wraps
+it in a `ReportData`: the summary (natlens.summary/1) and the tables the report
+draws from, restricted to the time window / Services of interest when given,
+and passed through Crypto-PAn (`anonymize=True`) before anything is shown, so
+tables, figures, text and summary.json all carry the same mapped addresses and
+no payload-derived strings. Every report section is one call on this object
+(natlens.report.text / tables / figures), in a notebook or anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from natlens.errors import NatlensError
+from natlens.report.anonymize import Anonymizer, load_key, new_key
+
+SUMMARY_SCHEMA = "natlens.summary/1"
+# The environment variable through which a Crypto-PAn key file reaches the notebook
+# kernel: the key must never appear in the notebook's parameters (they are published).
+KEY_ENV = "NATLENS_ANON_KEY_FILE"
+JOURNEY_ID_COLUMNS = ("journey", "journey_id", "id")
+
+
+@dataclass
+class ReportData:
+    """The numbers and tables of one incident report (see module docstring)."""
+
+    incident: str
+    incident_dir: Path
+    summary: dict[str, Any]
+    connections: pd.DataFrame
+    journeys: pd.DataFrame
+    snat: pd.DataFrame
+    loopback: pd.DataFrame
+    latency: pd.DataFrame
+    files: pd.DataFrame
+    inferred: list[str]
+    parameters: dict[str, Any]
+    anonymized: bool = False
+    analysis: Any = field(default=None, repr=False)
+    anonymizer: Anonymizer | None = field(default=None, repr=False)
+
+    def journey_hops(self, journey_id: Any = None) -> pd.DataFrame:
+        """Hop-by-hop view of one journey (default: the first loopback journey), as shown.
+
+        `journey_id` is a row label of `self.loopback` / `self.journeys` as displayed
+        (so it works on anonymized data too), or None for the first loopback journey.
+        """
+        a = self.analysis
+        if a is None or not hasattr(a, "journey_hops"):
+            return pd.DataFrame()
+        original = _original_journey_id(self, journey_id)
+        if original is None:
+            return pd.DataFrame()
+        hops = a.journey_hops(original)
+        return self.anonymizer.frame(hops) if self.anonymizer else hops
+
+    def worked_journey_id(self) -> Any:
+        """The journey the report walks through hop by hop (displayed id), or None."""
+        lb = self.loopback
+        if lb is None or lb.empty:
+            return None
+        col = _id_column(lb)
+        return lb[col].iloc[0] if col else lb.index[0]
+
+
+def load(
+    incident_dir: str | os.PathLike[str],
+    *,
+    anonymize: bool = False,
+    key_file: str | os.PathLike[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    services: Sequence[str] = (),
+    analysis: Any = None,
+) -> ReportData:
+    """Analyze `incident_dir` (or take a ready `analysis`) and prepare it for a report.
+
+    `start`/`end` (ISO 8601, UTC) restrict the connection tables and figures to a
+    time window; `services` ("VIP:port/proto" or "VIP:port" or "VIP") restricts the
+    SNAT table. The summary and verdict always cover the whole incident; the
+    report says so when a scope is set. With `anonymize`, every IP address is
+    mapped with Crypto-PAn using the key in `key_file` (or $NATLENS_ANON_KEY_FILE,
+    or a fresh random key).
+    """
+    incident_dir = Path(incident_dir)
+    if not incident_dir.is_dir():
+        raise NatlensError("incident directory not found", path=str(incident_dir))
+    if analysis is None:
+        from natlens.findings import analyze
+
+        analysis = analyze(incident_dir, progress=False)
+    summary = analysis.summary()
+    if summary.get("schema") != SUMMARY_SCHEMA:
+        raise NatlensError(f"analysis produced schema {summary.get('schema')!r}, "
+                           f"the report needs {SUMMARY_SCHEMA}", path=str(incident_dir))
+    window = (_utc(start, "start"), _utc(end, "end"))
+    services = [s for s in (services or []) if s]
+    frames = {
+        "connections": _scope(_frame(analysis, "connections"), window, ()),
+        "journeys": _scope(_frame(analysis, "journeys"), window, ()),
+        "snat": _scope(_frame(analysis, "snat"), (None, None), services),
+        "loopback": _scope(_frame(analysis, "loopback"), window, ()),
+        "latency": _frame(analysis, "latency"),
+    }
+    files = input_files(incident_dir, getattr(analysis, "inputs", []) or [])
+    inferred = list(getattr(analysis, "inferred", []) or [])
+    params = {"incident_dir": str(incident_dir), "anonymize": bool(anonymize),
+              "start": start or "", "end": end or "", "services": services}
+    anonymizer = None
+    if anonymize:
+        key_file = key_file or os.environ.get(KEY_ENV) or None
+        anonymizer = Anonymizer(load_key(key_file) if key_file else new_key())
+        summary = anonymizer.value(summary)
+        frames = {k: anonymizer.frame(v) for k, v in frames.items()}
+        files = anonymizer.frame(files)
+        inferred = [anonymizer.text(s) for s in inferred]
+        params["services"] = [anonymizer.text(s) for s in services]
+    return ReportData(
+        incident=str(summary.get("incident") or incident_dir.name),
+        incident_dir=incident_dir, summary=summary, files=files, inferred=inferred,
+        parameters=params, anonymized=bool(anonymize), analysis=analysis,
+        anonymizer=anonymizer, **frames,
+    )
+
+
+def write_summary(data: ReportData, out_dir: str | os.PathLike[str]) -> Path:
+    """Write summary.json (natlens.summary/1, anonymized when the report is) into `out_dir`."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data.summary, indent=2, sort_keys=False, default=_json_default) + "\n",
+                   encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def input_files(incident_dir: Path, captures: Iterable[dict[str, Any]] = ()) -> pd.DataFrame:
+    """Every file of the bundle: path, bytes, SHA-256, and for captures the record tally."""
+    by_file: dict[str, dict[str, Any]] = {}
+    for c in captures:
+        for key in (str(c.get("file", "")), Path(str(c.get("file", ""))).name):
+            by_file.setdefault(key, c)
+    rows = []
+    for p in sorted(incident_dir.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(incident_dir).parts):
+            continue
+        rel = p.relative_to(incident_dir).as_posix()
+        cap = by_file.get(rel) or by_file.get(str(p)) or by_file.get(p.name if rel.count("/") < 1 else "")
+        if cap is None:
+            cap = next((c for c in captures if str(c.get("file", "")).endswith(rel)), None)
+        skipped = (cap or {}).get("skipped") or {}
+        rows.append({
+            "file": rel,
+            "bytes": p.stat().st_size,
+            "sha256": _sha256(p),
+            "records": (cap or {}).get("records"),
+            "decoded": (cap or {}).get("decoded"),
+            "skipped": sum(skipped.values()) if cap else None,
+            "skipped_by_reason": ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())),
+        })
+    df = pd.DataFrame(rows, columns=["file", "bytes", "sha256", "records", "decoded", "skipped",
+                                     "skipped_by_reason"])
+    for col in ("records", "decoded", "skipped"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _frame(analysis: Any, name: str) -> pd.DataFrame:
+    df = getattr(analysis, name, None)
+    if df is None:
+        return pd.DataFrame()
+    return df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
+
+
+def _utc(value: str | None, what: str) -> float | None:
+    if not value:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError as exc:
+        raise NatlensError(f"{what} time {value!r} is not ISO 8601 ({exc})") from None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.value / 1e9
+
+
+def _scope(df: pd.DataFrame, window: tuple[float | None, float | None], services: Sequence[str]) -> pd.DataFrame:
+    if df.empty:
+        return df
+    lo, hi = window
+    if (lo is not None or hi is not None) and "ts" in df.columns:
+        ts = pd.to_numeric(df["ts"], errors="coerce")
+        keep = pd.Series(True, index=df.index)
+        if lo is not None:
+            keep &= ts >= lo
+        if hi is not None:
+            keep &= ts <= hi
+        df = df[keep.fillna(False).astype(bool)]
+    if services and "service" in df.columns:
+        svc = df["service"].astype(str)
+        keep = pd.Series(False, index=df.index)
+        for s in services:
+            keep |= (svc == s) | svc.str.startswith(s.rstrip("/") + (":" if s.count(":") == 0 else "/"))
+        df = df[keep]
+    return df
+
+
+def _id_column(df: pd.DataFrame) -> str | None:
+    return next((c for c in JOURNEY_ID_COLUMNS if c in df.columns), None)
+
+
+def _original_journey_id(data: ReportData, shown: Any) -> Any:
+    """Map a displayed journey id back to the analysis's own id (anonymization may rename)."""
+    a = data.analysis
+    raw = _frame(a, "loopback")
+    if shown is None:
+        shown = data.worked_journey_id()
+        if shown is None:
+            return None
+    if data.anonymizer is None:
+        return shown
+    for table, raw_table in ((data.loopback, raw), (data.journeys, _frame(a, "journeys"))):
+        col = _id_column(table)
+        if col is None or table.empty:
+            continue
+        pos = [i for i, v in enumerate(table[col]) if v == shown]
+        if pos:
+            label = table.index[pos[0]]
+            return raw_table.loc[label, col]
+    return shown
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)

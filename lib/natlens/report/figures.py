@@ -1,0 +1,107 @@
+"""The report's figures: matplotlib Figures built from a `ReportData`, one call each.
+
+Figures are made with `matplotlib.figure.Figure` (not pyplot), so a notebook shows
+each exactly once (the cell's value) and nothing leaks between calls. Labels that
+come from the incident are plain text: mathtext is off, so a `$` in a Service or
+node name cannot turn into markup.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from natlens.report import tables
+from natlens.report.data import ReportData
+
+OUTCOME_COLORS = {"ok": "#2e7d32", "no answer": "#b3261e", "timeout": "#b3261e", "reset": "#ef6c00",
+                  "refused": "#8e24aa", "other": "#757575"}
+_RC = {"text.parse_math": False, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
+
+
+def _figure(width: float = 9.0, height: float = 3.2) -> Figure:
+    return Figure(figsize=(width, height), dpi=96, layout="constrained")
+
+
+def _empty(fig: Figure, text: str) -> Figure:
+    ax = fig.subplots()
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
+def timeline(d: ReportData, bins: int = 60) -> Figure:
+    """Connections over time (UTC) by outcome, stacked."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure()
+        t = tables.connection_outcomes(d)
+        if t.empty:
+            return _empty(fig, "no connections in the captures")
+        ax = fig.subplots()
+        lo, hi = float(t["ts"].min()), float(t["ts"].max())
+        if hi <= lo:
+            hi = lo + 1.0
+        edges = np.linspace(lo, hi, bins + 1)
+        x = pd.to_datetime(edges[:-1], unit="s", utc=True).tz_localize(None)
+        width = (edges[1] - edges[0]) / 86400.0  # matplotlib date units are days
+        bottom = np.zeros(bins)
+        order = sorted(t["outcome"].unique(), key=lambda o: (o != "ok", o))
+        for outcome in order:
+            counts, _ = np.histogram(t.loc[t["outcome"] == outcome, "ts"], bins=edges)
+            ax.bar(x, counts, width=width, bottom=bottom, align="edge", label=f"{outcome} ({counts.sum():,})",
+                   color=OUTCOME_COLORS.get(outcome))
+            bottom += counts
+        ax.set_ylabel("connections per bin")
+        ax.set_xlabel(f"time (UTC), bins of {(edges[1] - edges[0]):.3g} s")
+        ax.legend(loc="upper left", fontsize=8, ncols=min(4, len(order)))
+        fig.suptitle("Connections by outcome")
+        return fig
+
+
+def latency_cdf(d: ReportData) -> Figure:
+    """Empirical CDFs of handshake, connect and first-byte times, one line per path."""
+    with matplotlib.rc_context(_RC):
+        df = d.latency
+        metrics = [m for m in tables.LATENCY_METRICS if m in df.columns]
+        fig = _figure(10.0, 3.2)
+        if df.empty or not metrics:
+            return _empty(fig, "no latency measurements")
+        axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+        groups = list(df.groupby("path", dropna=False)) if "path" in df.columns else [("all", df)]
+        for ax, m in zip(axes, metrics, strict=True):
+            for path, g in groups:
+                v = np.sort(pd.to_numeric(g[m], errors="coerce").dropna().to_numpy(dtype=float))
+                v = v[v > 0]
+                if v.size == 0:
+                    continue
+                label = path[0] if isinstance(path, tuple) else path
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post",
+                        label=f"{label} (n={v.size:,})")
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{m.removesuffix('_ms').replace('_', ' ')} (ms, log)")
+            ax.set_ylim(0, 1.02)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="lower right")
+        axes[0].set_ylabel("fraction of connections")
+        fig.suptitle("Latency CDF per path")
+        return fig
+
+
+def snat_ratio(d: ReportData) -> Figure:
+    """SNAT ratio per Service and source node (share of connections SNATed)."""
+    with matplotlib.rc_context(_RC):
+        t = tables.snat(d)
+        fig = _figure(9.0, 0.5 + 0.35 * max(1, len(t)))
+        if t.empty or "ratio" not in t.columns:
+            return _empty(fig, "no Service traffic through a load balancer")
+        ax = fig.subplots()
+        labels = [f"{r.service} from {r.source_node} ({r.policy})" for r in t.itertuples()]
+        ratio = pd.to_numeric(t["ratio"], errors="coerce").fillna(0).to_numpy()
+        ax.barh(range(len(t)), ratio, color="#1f3b5c")
+        ax.set_yticks(range(len(t)), labels)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of connections SNATed")
+        return fig

@@ -1,0 +1,118 @@
+"""One incident -> one report directory: execute the notebook, check it, render the HTML.
+
+    <out>/report.html    the self-contained report to share
+    <out>/summary.json   natlens.summary/1 (written by the notebook)
+    <out>/report.ipynb   the executed notebook
+    <out>/report.log     cell output and kernel messages of the run
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import natlens
+from natlens.errors import NatlensError
+from natlens.report.anonymize import new_key
+from natlens.report.data import KEY_ENV
+from natlens.report.execute import execute
+from natlens.report.render import render_html
+
+NOTEBOOKS = Path(natlens.__file__).resolve().parents[2] / "notebooks"
+REPORT_NOTEBOOK = NOTEBOOKS / "incident_report.ipynb"
+CELL_TIMEOUT = 600.0
+
+
+@dataclass
+class ReportResult:
+    incident: str
+    out_dir: Path
+    ok: bool
+    error: str | None
+    seconds: float
+    html: Path | None = None
+    summary: Path | None = None
+    notebook: Path | None = None
+    log: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_report(
+    incident_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    anonymize: bool = False,
+    key_file: str | os.PathLike[str] | None = None,
+    start: str = "",
+    end: str = "",
+    services: Sequence[str] = (),
+    notebook: str | os.PathLike[str] | None = None,
+    cell_timeout: float = CELL_TIMEOUT,
+) -> ReportResult:
+    """Produce the report of `incident_dir` in `out_dir` (default reports/<incident>).
+
+    Raises NatlensError for a missing incident directory or notebook; a notebook
+    that fails (error, timeout, dead kernel, summary.json not written) comes back
+    as `ok=False` with the reason, and no report.html is left behind.
+    """
+    incident_dir = Path(incident_dir).resolve()
+    if not incident_dir.is_dir():
+        raise NatlensError("incident directory not found", path=str(incident_dir))
+    out = Path(out_dir) if out_dir else Path("reports") / incident_dir.name
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    source = Path(notebook) if notebook else REPORT_NOTEBOOK
+    if not source.is_file():
+        raise NatlensError("report notebook not found", path=str(source))
+    html, summary, executed, log = (out / "report.html", out / "summary.json",
+                                    out / "report.ipynb", out / "report.log")
+    for stale in (html, summary, log):
+        stale.unlink(missing_ok=True)
+    params = {"incident_dir": str(incident_dir), "out_dir": str(out), "anonymize": bool(anonymize),
+              "start": start or "", "end": end or "", "services": list(services or [])}
+    t0 = time.time()
+    with _anonymization_key(anonymize, key_file):
+        r = execute(source, executed, params, cwd=out, log=log, expect=[summary],
+                    cell_timeout=cell_timeout)
+    result = ReportResult(incident=incident_dir.name, out_dir=out, ok=r.ok, error=r.error,
+                          seconds=0.0, notebook=executed, log=log)
+    if r.ok:
+        try:
+            render_html(executed, html, title=f"natlens report: {incident_dir.name}")
+            result.html, result.summary = html, summary
+        except Exception as exc:  # a rendering failure is this incident's failure, not a crash
+            result.ok, result.error = False, f"rendering HTML failed: {type(exc).__name__}: {exc}"
+    result.seconds = time.time() - t0
+    return result
+
+
+@contextmanager
+def _anonymization_key(anonymize: bool, key_file: str | os.PathLike[str] | None):
+    """Hand the Crypto-PAn key file to the kernel through the environment, never as a parameter.
+
+    Without a key file, a random key is made for this run and deleted afterwards.
+    """
+    if not anonymize:
+        yield
+        return
+    old = os.environ.get(KEY_ENV)
+    with tempfile.TemporaryDirectory(prefix="natlens-key-") as tmp:
+        if key_file is None:
+            key_file = Path(tmp) / "cryptopan.key"
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(new_key().hex())
+        os.environ[KEY_ENV] = str(Path(key_file).resolve())
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop(KEY_ENV, None)
+            else:
+                os.environ[KEY_ENV] = old

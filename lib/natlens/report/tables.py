@@ -1,0 +1,161 @@
+"""The report's tables, each one call on a `ReportData` returning a pandas DataFrame.
+
+DataFrames display escaped in notebooks and HTML, so strings from captures and
+dumps are safe to show as they are.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from natlens.report.data import ReportData
+
+SNAT_COLUMNS = ["service", "source_node", "policy", "connections", "snat", "ratio", "predicted_by_rules"]
+LATENCY_METRICS = ("handshake_ms", "connect_ms", "first_byte_ms")
+VERSION_PACKAGES = ("natlens", "numpy", "pandas", "pyarrow", "dpkt", "matplotlib", "papermill",
+                    "nbconvert", "nbclient", "ipykernel", "cryptography")
+
+
+def snat(d: ReportData) -> pd.DataFrame:
+    """SNAT per Service and source node: connections, SNATed, ratio, and whether the rules agree."""
+    df = d.snat if not d.snat.empty else pd.DataFrame(d.summary.get("snat") or [])
+    if df.empty:
+        return pd.DataFrame(columns=SNAT_COLUMNS)
+    cols = [c for c in SNAT_COLUMNS if c in df.columns]
+    out = df[cols].reset_index(drop=True)
+    if "ratio" in out.columns:
+        out["ratio"] = pd.to_numeric(out["ratio"], errors="coerce").round(3)
+    return out
+
+
+def loopback(d: ReportData) -> pd.DataFrame:
+    """The loopback journeys (connections the LB sent back to their own node)."""
+    df = d.loopback
+    if df.empty:
+        return df
+    df = df.reset_index(drop=True)
+    if "ts" in df.columns and "time_utc" not in df.columns:
+        df.insert(0, "time_utc", _utc_col(df["ts"]))
+    return df
+
+
+def hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:
+    """The worked journey hop by hop (default: the first loopback journey), times in UTC."""
+    df = d.journey_hops(journey_id)
+    if df.empty:
+        return df
+    df = df.reset_index(drop=True)
+    if "ts" in df.columns and pd.api.types.is_numeric_dtype(df["ts"]):
+        df["ts"] = _utc_col(df["ts"])
+    return df
+
+
+def latency(d: ReportData) -> pd.DataFrame:
+    """Latency percentiles per path: count, p50, p90, p99, max for each metric (ms)."""
+    df = d.latency
+    metrics = [m for m in LATENCY_METRICS if m in df.columns]
+    if df.empty or not metrics:
+        return pd.DataFrame()
+    key = "path" if "path" in df.columns else None
+    groups = df.groupby(key, dropna=False) if key else [("all", df)]
+    rows = []
+    for path, g in groups:
+        for m in metrics:
+            v = pd.to_numeric(g[m], errors="coerce").dropna()
+            if v.empty:
+                continue
+            rows.append({"path": path if not isinstance(path, tuple) else path[0],
+                         "metric": m.removesuffix("_ms"), "count": len(v),
+                         "p50": v.quantile(0.5), "p90": v.quantile(0.9), "p99": v.quantile(0.99),
+                         "max": v.max()})
+    out = pd.DataFrame(rows)
+    return out.round(3) if not out.empty else out
+
+
+def outcomes(d: ReportData) -> pd.DataFrame:
+    """Connections per outcome (ok, timeout, reset, ...), with counts and shares."""
+    t = connection_outcomes(d)
+    if t.empty:
+        return pd.DataFrame(columns=["outcome", "connections", "share"])
+    out = t["outcome"].value_counts().rename_axis("outcome").reset_index(name="connections")
+    out["share"] = (out["connections"] / out["connections"].sum()).round(4)
+    return out
+
+
+# Zeek conn_state -> outcome, used when the analysis gives no per-journey outcome.
+CONN_STATE_OUTCOME = {
+    "SF": "ok", "S1": "ok", "S2": "ok", "S3": "ok",
+    "S0": "no answer", "SH": "no answer", "SHR": "no answer",
+    "REJ": "refused", "RSTO": "reset", "RSTR": "reset", "RSTOS0": "reset", "RSTRH": "reset",
+    "OTH": "other",
+}
+
+
+def connection_outcomes(d: ReportData) -> pd.DataFrame:
+    """One row per client connection: ts (epoch s) and outcome, for the timeline."""
+    j = d.journeys
+    if not j.empty and "outcome" in j.columns:
+        ts = next((c for c in ("ts", "start", "ts_start") if c in j.columns), None)
+        if ts:
+            return pd.DataFrame({"ts": pd.to_numeric(j[ts], errors="coerce"),
+                                 "outcome": j["outcome"].astype(str)}).dropna(subset=["ts"])
+    c = d.connections
+    if c.empty or "ts" not in c.columns:
+        return pd.DataFrame(columns=["ts", "outcome"])
+    state = c["conn_state"].astype(str) if "conn_state" in c.columns else pd.Series("other", index=c.index)
+    return pd.DataFrame({"ts": pd.to_numeric(c["ts"], errors="coerce"),
+                         "outcome": state.map(CONN_STATE_OUTCOME).fillna("other")}).dropna(subset=["ts"])
+
+
+def inputs(d: ReportData) -> pd.DataFrame:
+    """Every input file: name, size, SHA-256, and for captures records decoded and skipped."""
+    return d.files.reset_index(drop=True)
+
+
+def parameters(d: ReportData, **extra: Any) -> pd.DataFrame:
+    """The report's parameters (the Crypto-PAn key is never among them)."""
+    p = {**d.parameters, **extra}
+    return pd.DataFrame({"parameter": list(p), "value": [_show(v) for v in p.values()]})
+
+
+def versions() -> pd.DataFrame:
+    """Versions of Python and the packages that produced the report."""
+    rows = [{"component": "python", "version": platform.python_version()}]
+    for pkg in VERSION_PACKAGES:
+        try:
+            rows.append({"component": pkg, "version": metadata.version(pkg)})
+        except metadata.PackageNotFoundError:
+            rows.append({"component": pkg, "version": "not installed"})
+    return pd.DataFrame(rows)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v) if v else "(all)"
+    return "" if v is None else str(v)
+
+
+def _utc_col(s: pd.Series) -> pd.Series:
+    ts = pd.to_datetime(pd.to_numeric(s, errors="coerce"), unit="s", utc=True)
+    return ts.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
+
+
+def kube_services(d: ReportData) -> pd.DataFrame:
+    """Per node, the Services as kube-proxy programmed them (natlens.netfilter.kube_services)."""
+    import dataclasses
+
+    from natlens.netfilter import kube_services as services_of
+    from natlens.netfilter import load_node
+
+    rows = []
+    for node_dir in sorted((d.incident_dir / "nodes").glob("*/")):
+        for svc in services_of(load_node(node_dir)):
+            row = dataclasses.asdict(svc) if dataclasses.is_dataclass(svc) else dict(vars(svc))
+            rows.append({"node": node_dir.name, **{k: _show(v) if isinstance(v, (list, tuple)) else v
+                                                    for k, v in row.items()}})
+    df = pd.DataFrame(rows)
+    return d.anonymizer.frame(df) if d.anonymizer is not None and not df.empty else df

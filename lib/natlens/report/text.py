@@ -1,0 +1,230 @@
+"""The report's words: verdict banner, executive summary, rule traces, remediation.
+
+Each function takes a `ReportData` and returns `Html`, a str that notebooks
+display as HTML. Every value that comes from the incident (captures, dumps,
+kubectl JSON, file names) goes through `esc`, so a Host header or an iptables
+comment holding ``<script>`` shows as text and never runs.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pandas as pd
+
+from natlens.report.data import ReportData
+
+
+class Html(str):
+    """HTML text that Jupyter displays rendered (and that prints as its source)."""
+
+    def _repr_html_(self) -> str:
+        return str(self)
+
+
+def esc(value: Any) -> str:
+    """HTML-escape anything for text or attribute context."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def n(x: Any) -> str:
+    """An exact count with thousands separators."""
+    try:
+        return f"{int(x):,}"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def pct(part: Any, whole: Any) -> str:
+    try:
+        part, whole = float(part), float(whole)
+    except (TypeError, ValueError):
+        return "?"
+    return f"{100.0 * part / whole:.1f} %" if whole else "n/a"
+
+
+def ms(x: Any) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "?"
+    if x != x:
+        return "n/a"
+    return f"{x:,.0f} ms" if x >= 100 else f"{x:.2f} ms"
+
+
+def utc(ts: Any) -> str:
+    """Epoch seconds -> 'YYYY-MM-DD HH:MM:SS.mmm UTC'."""
+    try:
+        return pd.Timestamp(float(ts), unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+
+
+def verdict_class(summary: dict[str, Any]) -> str:
+    v = summary.get("verdict") or {}
+    if v.get("loopback_detected"):
+        return "verdict-bad"
+    c = summary.get("connections") or {}
+    if not c.get("total"):
+        return "verdict-unknown"
+    return "verdict-bad" if c.get("failed") else "verdict-ok"
+
+
+def banner(d: ReportData) -> Html:
+    """The verdict at the top of the report: incident, headline, root cause."""
+    v = d.summary.get("verdict") or {}
+    state = "Loopback detected" if v.get("loopback_detected") else "No loopback detected"
+    scope = scope_note(d)
+    return Html(
+        f'<div class="natlens-banner {verdict_class(d.summary)}" id="verdict">'
+        f"<h1>{esc(d.incident)}</h1>"
+        f"<p><strong>{esc(state)}.</strong> {esc(v.get('headline', ''))}</p>"
+        + (f"<p>{esc(v.get('root_cause'))}</p>" if v.get("root_cause") else "")
+        + (f"<p><em>{esc(scope)}</em></p>" if scope else "")
+        + ("<p><em>IP addresses in this report are anonymized (Crypto-PAn, prefix-preserving); "
+           "payload-derived strings are left out.</em></p>" if d.anonymized else "")
+        + "</div>"
+    )
+
+
+def scope_note(d: ReportData) -> str:
+    p = d.parameters
+    parts = []
+    if p.get("start") or p.get("end"):
+        parts.append(f"time window {p.get('start') or 'start'} to {p.get('end') or 'end'} (UTC)")
+    if p.get("services"):
+        parts.append("Services " + ", ".join(p["services"]))
+    if not parts:
+        return ""
+    return ("Tables and figures are restricted to " + " and ".join(parts)
+            + "; the verdict and the summary numbers cover the whole incident.")
+
+
+def executive_summary(d: ReportData) -> Html:
+    """What happened, in plain words with exact numbers, and what it cost (impact)."""
+    s = d.summary
+    c = s.get("connections") or {}
+    lb = s.get("loopback") or {}
+    caps = (s.get("inputs") or {}).get("captures") or []
+    nodes = sorted({str(x.get("node")) for x in caps if x.get("node") is not None})
+    total, failed = c.get("total", 0), c.get("failed", 0)
+    items = []
+    when = ""
+    conns = d.connections
+    if not conns.empty and "ts" in conns.columns:
+        ts = pd.to_numeric(conns["ts"], errors="coerce").dropna()
+        if len(ts):
+            when = f"Between {utc(ts.min())} and {utc(ts.max())}, "
+    items.append(
+        f"{esc(when)}natlens saw <strong>{n(total)}</strong> connections at {n(len(caps))} capture "
+        f"point{'s' if len(caps) != 1 else ''} on {n(len(nodes))} node{'s' if len(nodes) != 1 else ''}"
+        + (f" ({esc(', '.join(nodes))})" if nodes else "") + ".")
+    items.append(
+        f"<strong>{n(failed)}</strong> of them failed ({pct(failed, total)}): "
+        f"{n(c.get('timeouts', 0))} timed out and {n(c.get('resets', 0))} were reset.")
+    hits = lb.get("hits", 0)
+    if hits:
+        by_node = ", ".join(f"{esc(k)}: {n(v)}" for k, v in sorted((lb.get("by_node") or {}).items()))
+        items.append(
+            f"<strong>{n(hits)}</strong> connections were sent by the load balancer back to the node "
+            f"they came from (loopback{'; ' + by_node if by_node else ''}); "
+            f"{n(lb.get('failed', 0))} of those failed.")
+    else:
+        items.append("No connection was sent back by the load balancer to the node it came from "
+                     "(no loopback).")
+    for row in s.get("snat") or []:
+        items.append(
+            f"Connections from {esc(row.get('source_node'))} to {esc(row.get('service'))} "
+            f"(policy {esc(row.get('policy'))}) were SNATed {n(row.get('snat'))} of "
+            f"{n(row.get('connections'))} times ({pct(row.get('snat'), row.get('connections'))})"
+            + ("; the node's rules predict this." if row.get("predicted_by_rules")
+               else "; the node's rules do not predict this.") )
+    lat = (s.get("latency_ms") or {}).get("connect") or {}
+    if lat.get("count"):
+        items.append(f"Connect time over {n(lat['count'])} connections: median {ms(lat.get('p50'))}, "
+                     f"90th percentile {ms(lat.get('p90'))}, 99th {ms(lat.get('p99'))}, "
+                     f"worst {ms(lat.get('max'))}.")
+    impact = _impact(s)
+    return Html(
+        '<div class="natlens-summary"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+        f'<p><strong>Impact.</strong> {impact}</p></div>'
+    )
+
+
+def _impact(s: dict[str, Any]) -> str:
+    c = s.get("connections") or {}
+    lb = s.get("loopback") or {}
+    total, failed = c.get("total", 0), c.get("failed", 0)
+    if not total:
+        return "No connections were found in the captures, so no impact can be measured."
+    if not failed:
+        return f"None of the {n(total)} connections failed."
+    text = (f"{n(failed)} of {n(total)} connections ({pct(failed, total)}) failed, about one in "
+            f"{max(1, round(total / failed)):,}.")
+    if lb.get("failed"):
+        text += (f" Loopback accounts for {n(lb['failed'])} of these failures "
+                 f"({pct(lb['failed'], failed)}).")
+    return text
+
+
+def rule_traces(d: ReportData) -> Html:
+    """For each SNAT row, the netfilter rules the packet walks through, as text."""
+    rows = d.snat.to_dict("records") if not d.snat.empty else (d.summary.get("snat") or [])
+    if not rows:
+        return Html("<p>No Service traffic through a load balancer was found, so there is no SNAT "
+                    "decision to explain.</p>")
+    parts = []
+    for row in rows:
+        trace = row.get("rule_trace")
+        lines = list(trace) if trace is not None and not isinstance(trace, str) else [trace or ""]
+        parts.append(
+            f"<h4>{esc(row.get('service'))} from {esc(row.get('source_node'))}: "
+            f"policy {esc(row.get('policy'))}</h4>"
+            f'<pre class="natlens-trace">{esc(chr(10).join(str(x) for x in lines))}</pre>')
+    return Html("".join(parts))
+
+
+def remediation(d: ReportData) -> Html:
+    """What to change, from the verdict."""
+    steps = (d.summary.get("verdict") or {}).get("remediation") or []
+    if not steps:
+        return Html("<p>No change is needed on the evidence in this incident.</p>")
+    return Html("<ol>" + "".join(f"<li>{esc(x)}</li>" for x in steps) + "</ol>")
+
+
+def inferred(d: ReportData) -> Html:
+    """What natlens inferred because cluster/ was missing, and from what."""
+    if not d.inferred:
+        return Html("<p>Nothing was inferred: the bundle described the cluster.</p>")
+    return Html("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in d.inferred) + "</ul>")
+
+
+def worked_journey(d: ReportData) -> Html:
+    """One sentence introducing the journey the report follows hop by hop."""
+    jid = d.worked_journey_id()
+    if jid is None:
+        return Html("<p>There is no loopback journey to walk through.</p>")
+    return Html(f"<p>Journey <code>{esc(jid)}</code>, hop by hop, in capture time (UTC):</p>")
+
+
+def netfilter_trace(d: ReportData, node: str = "", src: str = "", dst: str = "", dport: int = 0,
+                    proto: str = "tcp") -> Html:
+    """The rule walk of one packet on one node (natlens.netfilter), or the SNAT rows' traces.
+
+    `node`, `src`, `dst`, `dport` are the real values from the bundle; what is shown
+    goes through the report's anonymizer like everything else.
+    """
+    if not (node and src and dst and dport):
+        return rule_traces(d)
+    from natlens.netfilter import load_node
+
+    v = load_node(d.incident_dir / "nodes" / node).explain(src, dst, int(dport), proto)
+    show = d.anonymizer.text if d.anonymizer is not None else (lambda s: s)
+    lines = [show(str(x)) for x in v.trace]
+    head = show(f"{src} -> {dst}:{dport}/{proto} on {node}: {v.verdict}")
+    undecided = "".join(f"<li>{esc(show(u))}</li>" for u in v.undecided)
+    return Html(f"<h4>{esc(head)}</h4>"
+                f'<pre class="natlens-trace">{esc(chr(10).join(lines))}</pre>'
+                + (f"<p>Not decided by the model:</p><ul>{undecided}</ul>" if undecided else ""))
