@@ -33,6 +33,13 @@ class Buffer:
         self.le64 = np.ndarray((n - 7,), dtype="<u8", buffer=mem, strides=(1,))
         self.be64 = np.ndarray((n - 7,), dtype=">u8", buffer=mem, strides=(1,))
 
+    def window(self, at: np.ndarray, width: int) -> np.ndarray:
+        """`width` bytes at each offset, as rows of a 2-D array: one pass over memory
+        instead of one per field."""
+        rows = np.lib.stride_tricks.as_strided(self.raw, shape=(len(self.raw) - width, width),
+                                               strides=(1, 1), writeable=False)
+        return rows[at]
+
     def u16(self, at: np.ndarray, big: bool = True) -> np.ndarray:
         return (self.be16 if big else self.le16)[at]
 
@@ -45,3 +52,18 @@ def padded(data: bytes | bytearray | memoryview) -> Buffer:
     raw = np.zeros(len(data) + PAD, dtype=np.uint8)
     raw[: len(data)] = np.frombuffer(data, dtype=np.uint8)
     return Buffer(raw, len(data))
+
+
+def be16(win: np.ndarray, k: int) -> np.ndarray:
+    """Big-endian u16 at column k of each window row."""
+    return np.ascontiguousarray(win[:, k : k + 2]).view(">u2").ravel()
+
+
+def be32(win: np.ndarray, k: int) -> np.ndarray:
+    """Big-endian u32 at column k of each window row."""
+    return np.ascontiguousarray(win[:, k : k + 4]).view(">u4").ravel()
+
+
+def be64(win: np.ndarray, k: int) -> np.ndarray:
+    """Big-endian u64 at column k of each window row."""
+    return np.ascontiguousarray(win[:, k : k + 8]).view(">u8").ravel()

@@ -48,8 +48,12 @@ class Frame:
         self.valid = {k: np.zeros(n, bool) for k in NUMERIC}
 
     def set(self, name: str, rows: np.ndarray, values) -> None:
-        self.values[name][rows] = values
-        self.valid[name][rows] = True
+        if len(rows) == self.n:  # rows are sorted and distinct: all of them
+            self.values[name][:] = values
+            self.valid[name][:] = True
+        else:
+            self.values[name][rows] = values
+            self.valid[name][rows] = True
 
     def clear(self, names: list[str], rows: np.ndarray) -> None:
         for name in names:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from natlens.capture.buffer import be16, be32, be64
 from natlens.capture.frame import Frame
 from natlens.capture.link import ETH_IPV4, ETH_IPV6
-from natlens.capture.schema import FRAGMENT, MALFORMED
+from natlens.capture.schema import FRAGMENT, MALFORMED, SNAPLEN
 
 # IPv6 extension headers walked to reach the transport header: hop-by-hop, routing,
 # destination options, mobility, HIP, shim6, experimental. AH has its own length unit.
@@ -26,30 +27,29 @@ def decode(f: Frame, rows: np.ndarray) -> None:
 
 def ipv4(f: Frame, rows: np.ndarray) -> None:
     rows = f.need(rows, 20)
-    buf, p = f.buf, f.pos[rows]
-    b0 = buf.u8[p]
+    p = f.pos[rows]
+    w = f.buf.window(p, 20)
+    b0 = w[:, 0]
     ihl = (b0 & 0x0F).astype(np.int64) * 4
-    total = buf.be16[p + 2].astype(np.int64)
+    total = be16(w, 2).astype(np.int64)
     # Large GSO/TSO packets captured before segmentation may carry total length 0.
     total = np.where(total == 0, f.end[rows] - p, total)
-    bad = ((b0 >> 4) != 4) | (ihl < 20) | (total < ihl)
-    f.skip(rows[bad], MALFORMED)
-    rows, p, ihl, total = rows[~bad], p[~bad], ihl[~bad], total[~bad]
-    rows_ok = f.need(rows, ihl)
-    if len(rows_ok) != len(rows):
-        keep = np.isin(rows, rows_ok)
-        rows, p, ihl, total = rows_ok, p[keep], ihl[keep], total[keep]
-    frag = buf.be16[p + 6] & 0x3FFF  # MF flag and fragment offset
+    bad = ((b0 >> 4) != 4) | (ihl < 20) | (total < ihl) | (p + ihl > f.end[rows])
+    if bad.any():
+        f.skip(rows[bad], np.where((p + ihl > f.end[rows]) & f.cut[rows], SNAPLEN, MALFORMED)[bad])
+        rows, p, ihl, total, w = rows[~bad], p[~bad], ihl[~bad], total[~bad], w[~bad]
+    word = be64(w, 4)  # id, flags + fragment offset, TTL, protocol
+    frag = (word >> np.uint64(32)) & np.uint64(0x3FFF)  # MF flag and fragment offset
     f.l3[rows] = p
     f.set("ip_version", rows, 4)
-    f.set("ip_id", rows, buf.be16[p + 4])
-    f.set("ttl", rows, buf.u8[p + 8])
-    f.set("proto", rows, buf.u8[p + 9])
+    f.set("ip_id", rows, word >> np.uint64(48))
+    f.set("ttl", rows, (word >> np.uint64(24)) & np.uint64(0xFF))
+    f.set("proto", rows, (word >> np.uint64(16)) & np.uint64(0xFF))
     f.set("ip_len", rows, total)
     f.set("src_hi", rows, 0)
     f.set("dst_hi", rows, 0)
-    f.set("src_lo", rows, buf.be32[p + 12])
-    f.set("dst_lo", rows, buf.be32[p + 16])
+    f.set("src_lo", rows, be32(w, 12))
+    f.set("dst_lo", rows, be32(w, 16))
     f.ip_end[rows] = p + total
     f.pos[rows] = p + ihl
     f.skip(rows[frag != 0], FRAGMENT)

@@ -56,11 +56,9 @@ class PcapFile:
             buf.raw, start, lenpos=8, add=RECORD_HEADER, big_endian=self.big_endian,
             minlen=RECORD_HEADER, maxlen=RECORD_HEADER + MAX_RECORD, end=buf.length,
         )
-        big = self.big_endian
-        sec = buf.u32(offs, big).astype(np.int64)
-        frac = buf.u32(offs + 4, big).astype(np.int64)
-        caplen = buf.u32(offs + 8, big).astype(np.int64)
-        wirelen = buf.u32(offs + 12, big).astype(np.int64)
+        hdr = buf.window(offs, RECORD_HEADER).view(">u4" if self.big_endian else "<u4")
+        hdr = hdr.astype(np.int64)
+        sec, frac, caplen, wirelen = hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3]
         n = len(offs)
         recs = Records(
             buf=buf,

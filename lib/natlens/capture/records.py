@@ -31,6 +31,13 @@ class Records:
     def __len__(self) -> int:
         return len(self.off)
 
+    def slice(self, start: int, stop: int) -> Records:
+        """Records start..stop of this chunk (views, no copies)."""
+        cut = {name: getattr(self, name)[start:stop]
+               for name in ("off", "caplen", "wirelen", "ts_ns", "ts_valid", "iface", "linktype",
+                            "direction", "bad", "file_offsets")}
+        return Records(buf=self.buf, **cut)
+
 
 def empty(buf: Buffer) -> Records:
     z = np.empty(0, np.int64)
