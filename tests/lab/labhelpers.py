@@ -45,3 +45,44 @@ def node_ip(facts: dict, name: str) -> str:
 
 def service(facts: dict, name: str) -> dict:
     return next(s for s in facts["topology"]["services"] if s["name"] == name)
+
+
+def nic_view(bundle: Path, facts: dict, svc_name: str, node: str = "node-1") -> dict[int, dict]:
+    """Per client source port, what the client node's NIC capture shows for one Service.
+
+    ``went``: ISNs of SYNs leaving for the VIP from the pod; ``came_back``: ISNs of SYNs
+    from the pod arriving at this node's NodePort; ``answered``: a SYN-ACK came from the VIP.
+    """
+    svc = service(facts, svc_name)
+    me, client_ip = node_ip(facts, node), facts["client"]["ip"]
+    pkts = tcp_packets(Path(bundle) / "nodes" / node / "eth0.pcap")
+    view: dict[int, dict] = {}
+    for p in syns(pkts):
+        if p["src"] != client_ip:
+            continue
+        if (p["dst"], p["dport"]) == (svc["vip"], svc["port"]):
+            view.setdefault(p["sport"], {"went": set(), "came_back": set(), "answered": False})
+            view[p["sport"]]["went"].add(p["seq"])
+    for p in syns(pkts):
+        if p["src"] == client_ip and (p["dst"], p["dport"]) == (me, svc["node_port"]):
+            view.setdefault(p["sport"], {"went": set(), "came_back": set(), "answered": False})
+            view[p["sport"]]["came_back"].add(p["seq"])
+    for p in synacks(pkts):
+        if ((p["src"], p["sport"]) == (svc["vip"], svc["port"]) and p["dst"] == client_ip
+                and p["dport"] in view):
+            view[p["dport"]]["answered"] = True
+    return view
+
+
+def assert_loopback_signature(bundle: Path, facts: dict, conns: list[dict], svc_name: str) -> None:
+    """Failed connections loop back on the client node's NIC (same ISN), others do not."""
+    view = nic_view(bundle, facts, svc_name)
+    mine = [c for c in conns if c["service"] == svc_name]
+    assert set(view) == {c["sport"] for c in mine}, "every SYN on the NIC is a client connection"
+    for c in mine:
+        v = view[c["sport"]]
+        assert v["went"], c
+        if c["outcome"] == "failed":
+            assert v["came_back"] == v["went"] and not v["answered"], (c, v)
+        else:
+            assert not v["came_back"] and v["answered"], (c, v)

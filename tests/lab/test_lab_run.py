@@ -20,7 +20,16 @@ import natlens
 import pytest
 import yaml
 from conftest import netns_unavailable_reason
-from labhelpers import RST, ground_truth, node_ip, service, synacks, syns, tcp_packets
+from labhelpers import (
+    RST,
+    assert_loopback_signature,
+    ground_truth,
+    node_ip,
+    service,
+    synacks,
+    syns,
+    tcp_packets,
+)
 from natlens.errors import NatlensError
 from natlens.lab import netns
 from natlens.lab.run import Testbed, run
@@ -83,27 +92,7 @@ def test_local_about_half_fail_each_failure_a_loopback(local):
 def test_local_loopback_on_the_client_nodes_nic(local):
     """Each failed SYN leaves for the VIP and comes back, same ISN, to this node's NodePort."""
     facts, conns = ground_truth(local)
-    svc = facts["topology"]["services"][0]
-    me = node_ip(facts, "node-1")
-    pkts = tcp_packets(local / "nodes" / "node-1" / "eth0.pcap")
-    client_ip = facts["client"]["ip"]
-    out_syn = {(p["sport"], p["seq"]) for p in syns(pkts)
-               if p["src"] == client_ip and (p["dst"], p["dport"]) == (svc["vip"], svc["port"])}
-    back_syn = {(p["sport"], p["seq"]) for p in syns(pkts)
-                if p["src"] == client_ip and (p["dst"], p["dport"]) == (me, svc["node_port"])}
-    answered = {p["dport"] for p in synacks(pkts)
-                if (p["src"], p["sport"]) == (svc["vip"], svc["port"]) and p["dst"] == client_ip}
-    assert back_syn <= out_syn, "a looped-back SYN must be one that left (same port and ISN)"
-    for c in conns:
-        went = {seq for sport, seq in out_syn if sport == c["sport"]}
-        came_back = {seq for sport, seq in back_syn if sport == c["sport"]}
-        assert went, c
-        if c["outcome"] == "failed":
-            assert came_back == went, c
-            assert c["sport"] not in answered, c  # no SYN-ACK ever comes from the VIP
-        else:
-            assert not came_back, c
-            assert c["sport"] in answered, c
+    assert_loopback_signature(local, facts, conns, "web-local")
 
 
 def test_local_any_capture_shows_dnat_wrong_source_and_rst(local):
@@ -159,6 +148,7 @@ def test_mixed_local_and_cluster_services_both_used(cluster_and_mixed):
     assert all((c["outcome"] == "failed") == c["loopback"] and not c["snat"]
                for c in by["web-local"])
     assert any(c["loopback"] for c in by["web-local"])
+    assert_loopback_signature(bundle, facts, conns, "web-local")
     assert all(c["outcome"] == "connected" and c["snat"] and c["lb_node"] != "node-1"
                for c in by["web-cluster"])
     # node-3 has no endpoint: under Cluster it forwards to web-1/web-2 on other nodes.

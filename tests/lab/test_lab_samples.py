@@ -1,0 +1,65 @@
+"""The committed sample incidents (data/samples/, made by `natlens lab run`): small, complete,
+and true to their ground truth. No root needed: they are files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import REPO
+from labhelpers import assert_loopback_signature, ground_truth, node_ip, syns, tcp_packets
+from natlens.capture import read_capture
+
+SAMPLES = REPO / "data" / "samples"
+LAB_SAMPLES = ["loopback-local", "cluster-ok", "mixed"]
+
+
+@pytest.mark.parametrize("name", LAB_SAMPLES)
+def test_sample_is_small_and_complete(name):
+    d = SAMPLES / name
+    assert sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) < 1_000_000
+    facts, conns = ground_truth(d)
+    assert yaml.safe_load((d / "incident.yaml").read_text())["title"]
+    for f in ("nodes.json", "pods.json", "services.json"):
+        assert json.loads((d / "cluster" / f).read_text())["kind"] == "List"
+    for n in facts["topology"]["nodes"]:
+        nd = d / "nodes" / n["name"]
+        for f in ("eth0.pcap", "any.pcap", "iptables-save.txt", "ipset-save.txt", "ipvsadm.txt"):
+            assert (nd / f).is_file(), nd / f
+        for f in ("eth0.pcap", "any.pcap"):
+            info = read_capture(nd / f).info
+            # Every record decodes, except ARP (counted, not an IP packet).
+            assert info.records == info.decoded + info.skipped.get("arp", 0), info
+    # The tally in lab.json is the connections file's.
+    for t in facts["services"]:
+        rs = [c for c in conns if c["service"] == t["service"].split("/")[1]]
+        assert t["connections"] == len(rs) == 20
+        assert t["failed"] == sum(c["outcome"] == "failed" for c in rs)
+
+
+def test_loopback_local_sample():
+    d = SAMPLES / "loopback-local"
+    facts, conns = ground_truth(d)
+    failed = [c for c in conns if c["outcome"] == "failed"]
+    assert failed and len(failed) < len(conns)
+    assert all(c["loopback"] and c["error"] == "timeout" for c in failed)
+    assert not any(c["snat"] for c in conns)
+    assert_loopback_signature(d, facts, conns, "web-local")
+
+
+def test_cluster_ok_sample():
+    d = SAMPLES / "cluster-ok"
+    facts, conns = ground_truth(d)
+    assert all(c["outcome"] == "connected" and c["snat"] for c in conns)
+    me = node_ip(facts, "node-1")
+    pkts = syns(tcp_packets(d / "nodes" / "node-1" / "eth0.pcap"))
+    assert {p["src"] for p in pkts if p["dst"] == "198.19.0.10"} == {me}
+
+
+def test_mixed_sample():
+    facts, conns = ground_truth(SAMPLES / "mixed")
+    by = {t["policy"]: t for t in facts["services"]}
+    assert by["Local"]["failed"] == by["Local"]["loopback_failed"] > 0
+    assert by["Cluster"]["failed"] == 0 and by["Cluster"]["snat"] == 20
+    assert_loopback_signature(SAMPLES / "mixed", facts, conns, "web-local")
