@@ -1,0 +1,241 @@
+"""Reading an incident directory (DESIGN.md section 2): nodes, captures, dumps, cluster JSON.
+
+    b = load_bundle("incidents/2024-05-01-checkout")
+    b.nodes[0].captures        # [Path(.../eth0.pcap), Path(.../any.pcapng)]
+    b.cluster["services"]      # parsed kubectl JSON, or absent
+
+A node directory may also have the shape of a capture tool's tarball (Retina:
+``<name>.pcap``, ``iptables-rules.txt``, ``ip-resources.txt``), unpacked or as
+``nodes/<node>.tar.gz``: both are accepted. Bad input raises NatlensError naming
+the file and the place.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import json
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from natlens.errors import NatlensError
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
+TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+# Alternative file names (capture-tool tarballs) for the dumps a node directory holds.
+DUMP_NAMES = {
+    "iptables": ("iptables-save.txt", "iptables-rules.txt", "iptables.txt"),
+    "ipset": ("ipset-save.txt", "ipset.txt", "ipset-list.txt"),
+    "ipvsadm": ("ipvsadm.txt",),
+    "ip_addr": ("ip-addr.json", "ip-addr.txt", "ip-resources.txt"),
+    "conntrack": ("conntrack.txt",),
+}
+
+
+@dataclass
+class Address:
+    """One interface address of a node: what ``ip addr`` says."""
+
+    ifname: str
+    ifindex: int | None
+    ip: str
+    prefixlen: int
+
+    @property
+    def network(self) -> str:
+        return str(ipaddress.ip_interface(f"{self.ip}/{self.prefixlen}").network)
+
+
+@dataclass
+class NodeDir:
+    """One node of the incident: its captures and dumps (paths; None when absent)."""
+
+    name: str
+    path: Path
+    captures: list[Path] = field(default_factory=list)
+    iptables: Path | None = None
+    ipset: Path | None = None
+    ipvsadm: Path | None = None
+    ip_addr: Path | None = None
+    conntrack: Path | None = None
+    shape: str = "bundle"  # "bundle" | "retina"
+
+    def addresses(self) -> list[Address]:
+        """Interface addresses from ip-addr.json / ip-addr.txt / ip-resources.txt ([] if none)."""
+        if self.ip_addr is None:
+            return []
+        return parse_ip_addr(self.ip_addr)
+
+    def ifnames(self) -> dict[int, str]:
+        """Interface index -> name, to name the interfaces of an SLL2 `any` capture."""
+        return {a.ifindex: a.ifname for a in self.addresses() if a.ifindex is not None}
+
+
+@dataclass
+class Bundle:
+    path: Path
+    name: str
+    incident: dict
+    cluster: dict[str, dict]
+    nodes: list[NodeDir]
+    ground_truth: Path | None = None
+
+    def node(self, name: str) -> NodeDir:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=exc.lineno) from None
+    except UnicodeDecodeError:
+        raise NatlensError("not a text file", path=str(path)) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        raise NatlensError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=str(path),
+                           where=None if line is None else line + 1) from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise NatlensError("incident.yaml must be a mapping (title, window, notes, services)",
+                           path=str(path), where=1)
+    return doc
+
+
+_unpacked: list[str] = []
+
+
+def _cleanup() -> None:
+    for d in _unpacked:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+def _unpack(tarball: Path) -> Path:
+    """Unpack a capture tool's node tarball into a private temporary directory."""
+    dest = tempfile.mkdtemp(prefix="natlens-node-")
+    _unpacked.append(dest)
+    try:
+        with tarfile.open(tarball) as tf:
+            tf.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise NatlensError(f"cannot unpack node tarball: {exc}", path=str(tarball)) from None
+    root = Path(dest)
+    # a tarball holding one directory: use that directory
+    entries = list(root.iterdir())
+    if len(entries) == 1 and entries[0].is_dir():
+        root = entries[0]
+    return root
+
+
+def _find(files: list[Path], names: tuple[str, ...]) -> Path | None:
+    by_name = {f.name: f for f in files}
+    for n in names:
+        if n in by_name:
+            return by_name[n]
+    return None
+
+
+def load_node(path: Path, name: str | None = None) -> NodeDir:
+    """One node directory (bundle shape or a capture tool's shape)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    node = NodeDir(name=name or path.name, path=path)
+    node.captures = [f for f in files if f.name.endswith(CAPTURE_SUFFIXES)]
+    for attr, names in DUMP_NAMES.items():
+        setattr(node, attr, _find(files, names))
+    if _find(files, ("iptables-rules.txt", "ip-resources.txt")) is not None:
+        node.shape = "retina"
+    return node
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read the layout of an incident directory; captures are read later, one by one."""
+    root = Path(path)
+    if not root.is_dir():
+        raise NatlensError("not an incident directory (expected nodes/ and/or cluster/)",
+                           path=str(root))
+    incident = _read_yaml(root / "incident.yaml") if (root / "incident.yaml").is_file() else {}
+    cluster: dict[str, dict] = {}
+    cdir = root / "cluster"
+    for kind in ("nodes", "pods", "services"):
+        f = cdir / f"{kind}.json"
+        if f.is_file():
+            doc = _read_json(f)
+            if not isinstance(doc, dict) or not isinstance(doc.get("items", []), list):
+                raise NatlensError("expected kubectl JSON with an \"items\" list", path=str(f), where=1)
+            cluster[kind] = doc
+    nodes: list[NodeDir] = []
+    ndir = root / "nodes"
+    if ndir.is_dir():
+        for p in sorted(ndir.iterdir()):
+            if p.is_dir():
+                nodes.append(load_node(p))
+            elif p.name.endswith(TARBALL_SUFFIXES):
+                stem = p.name
+                for suf in TARBALL_SUFFIXES:
+                    if stem.endswith(suf):
+                        stem = stem[: -len(suf)]
+                        break
+                nodes.append(load_node(_unpack(p), name=stem))
+    if not nodes and not cluster:
+        raise NatlensError("not an incident bundle: no nodes/<node>/ directories and no cluster/*.json",
+                           path=str(root))
+    gt = root / "ground-truth"
+    return Bundle(path=root, name=str(incident.get("title") and root.name or root.name),
+                  incident=incident, cluster=cluster, nodes=nodes,
+                  ground_truth=gt if gt.is_dir() else None)
+
+
+_IP_O = re.compile(r"^(\d+):\s+(\S+?)(?:@\S+)?:?\s+(inet6?)\s+([0-9a-fA-F.:]+)/(\d+)")
+_IP_HDR = re.compile(r"^(\d+):\s+(\S+?)(?:@\S+)?:\s+<")
+_IP_INET = re.compile(r"^\s+(inet6?)\s+([0-9a-fA-F.:]+)/(\d+)")
+
+
+def parse_ip_addr(path: Path) -> list[Address]:
+    """``ip -j addr`` JSON, ``ip -o addr`` or plain ``ip addr`` text -> addresses."""
+    text = path.read_text(errors="replace")
+    if path.suffix == ".json" or text.lstrip().startswith("["):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=exc.lineno) from None
+        out = []
+        for link in doc if isinstance(doc, list) else []:
+            for a in link.get("addr_info", []) or []:
+                if "local" in a:
+                    out.append(Address(link.get("ifname", "?"), link.get("ifindex"), a["local"],
+                                       int(a.get("prefixlen", 32))))
+        return out
+    out = []
+    cur: tuple[int, str] | None = None
+    for line in text.splitlines():
+        m = _IP_O.match(line)
+        if m:
+            out.append(Address(m.group(2), int(m.group(1)), m.group(4), int(m.group(5))))
+            continue
+        m = _IP_HDR.match(line)
+        if m:
+            cur = (int(m.group(1)), m.group(2))
+            continue
+        m = _IP_INET.match(line)
+        if m and cur is not None:
+            out.append(Address(cur[1], cur[0], m.group(2), int(m.group(3))))
+    return out

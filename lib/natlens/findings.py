@@ -1,0 +1,320 @@
+"""Journeys + netfilter + inventory -> SNAT ratios, loopback hits, latency and the verdict.
+
+    from natlens.findings import analyze
+    a = analyze("incidents/checkout-2024-05-01")
+    a.snat          # one row per (Service VIP:port/proto, source node)
+    a.verdict       # headline, root cause, remediation in plain words
+    a.summary()     # summary.json, schema natlens.summary/1 (DESIGN.md section 5)
+    a.journey_hops("J3")   # every packet of one journey, hop by hop
+
+The SNAT ratio is over journeys whose SNAT status the captures show; "unknown" ones
+are left out of it (and the ratio is None when none is known). The rules' prediction
+comes from the netfilter model (natlens.netfilter) for a packet from the client pod
+to the VIP; "predicted_by_rules" says whether captures and rules agree (None: the
+rules could not be evaluated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from natlens.bundle import Bundle, load_bundle
+from natlens.connections import connections_with_index
+from natlens.inventory import Inventory, build_inventory
+from natlens.journeys import build_journeys
+
+SCHEMA = "natlens.summary/1"
+LATENCY_COLUMNS = ["journey", "path", "handshake_ms", "connect_ms", "first_byte_ms"]
+SNAT_COLUMNS = ["service", "source_node", "policy", "connections", "snat", "ratio",
+                "predicted_by_rules", "rule_trace", "failed", "loopback", "loopback_failed",
+                "unknown_snat"]
+HOP_COLUMNS = ["capture", "node", "ts", "src", "dst", "sport", "dport", "flags", "note"]
+_PACKET_KEEP = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
+                "ip_id", "direction", "ifindex"]
+
+REMEDIATION = [
+    "Switch the Service to externalTrafficPolicy: Cluster: pod-to-VIP traffic is then SNATed to "
+    "the node IP and the load balancer never sends it back to the node it came from (external "
+    "clients' source IPs are then no longer preserved).",
+    "Or SNAT pod-to-VIP traffic on the nodes (a MASQUERADE rule for pod CIDR -> VIP:port, or the "
+    "CNI/kube-proxy option that does it), keeping Local for external clients.",
+    "Or use the cloud's own loopback fix: AWS NLB: turn off client IP preservation or use IP "
+    "targets; Azure, Alibaba and Tencent TKE: the load balancer's hairpin/loopback option, or "
+    "let kube-proxy bind the VIP on the nodes (status.loadBalancer.ingress ipMode VIP).",
+    "From inside the cluster, call the Service's ClusterIP (or its DNS name) instead of the "
+    "load balancer VIP.",
+]
+
+
+@dataclass
+class Analysis:
+    """Everything natlens found in one incident (see module doc)."""
+
+    incident: str
+    inputs: list[dict]
+    inferred: list[str]
+    inventory: Inventory
+    connections: pd.DataFrame
+    journeys: pd.DataFrame
+    snat: pd.DataFrame
+    loopback: pd.DataFrame
+    latency: pd.DataFrame
+    verdict: dict
+    offsets: dict[str, float] = field(default_factory=dict)
+    records: pd.DataFrame | None = None
+    bundle: Bundle | None = None
+    _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict:
+        """summary.json, exactly DESIGN.md section 5."""
+        j = self.journeys
+        return {
+            "schema": SCHEMA,
+            "incident": self.incident,
+            "inputs": {"captures": [{k: c[k] for k in ("node", "file", "records", "decoded", "skipped")}
+                                    for c in self.inputs],
+                       "inferred": list(self.inferred)},
+            "connections": {"total": int(len(j)),
+                            "failed": int(j["outcome"].isin(["reset", "timed out"]).sum()),
+                            "timeouts": int((j["outcome"] == "timed out").sum()),
+                            "resets": int((j["outcome"] == "reset").sum())},
+            "snat": [{"service": r.service, "source_node": r.source_node, "policy": r.policy,
+                      "connections": int(r.connections), "snat": int(r.snat),
+                      "ratio": None if pd.isna(r.ratio) else float(r.ratio),
+                      "predicted_by_rules": None if r.predicted_by_rules is None
+                      or pd.isna(r.predicted_by_rules) else bool(r.predicted_by_rules),
+                      "rule_trace": list(r.rule_trace)} for r in self.snat.itertuples()],
+            "loopback": {"hits": int(len(self.loopback)),
+                         "failed": int(self.loopback["outcome"].isin(["reset", "timed out"]).sum()),
+                         "by_node": {str(k): int(v) for k, v in
+                                     self.loopback["client_node"].value_counts().sort_index().items()}},
+            "latency_ms": {name: _dist(self.latency[col]) for name, col in
+                           (("handshake", "handshake_ms"), ("connect", "connect_ms"),
+                            ("first_byte", "first_byte_ms"))},
+            "verdict": dict(self.verdict),
+        }
+
+    def journey_hops(self, journey_id: str) -> pd.DataFrame:
+        """Every packet of one journey, all capture points, on one clock (UTC), in time order."""
+        rec = self.records[self.records["journey"] == journey_id] if self.records is not None else None
+        if rec is None or rec.empty:
+            raise KeyError(journey_id)
+        jr = self.journeys[self.journeys["journey"] == journey_id].iloc[0]
+        parts = []
+        for r in rec.itertuples():
+            pk = self._packets.get(r.capture)
+            pc = self._packet_conn.get(r.capture)
+            if pk is None or pc is None:
+                continue
+            i = int(str(r.uid).rsplit("#", 1)[1])
+            p = pk[pc == i].copy()
+            if p.empty:
+                continue
+            off = self.offsets.get(r.node, 0.0)
+            p["capture"], p["node"] = r.capture, r.node
+            p["ts"] = pd.to_datetime(p["ts_ns"].astype("int64") - int(round(off * 1e9)), unit="ns", utc=True)
+            p["note"] = _hop_note(r, jr)
+            parts.append(p)
+        if not parts:
+            return pd.DataFrame(columns=HOP_COLUMNS)
+        h = pd.concat(parts, ignore_index=True).sort_values(["ts", "capture"], kind="stable")
+        h["flags"] = [_flag_text(f) for f in h["tcp_flags"].fillna(-1).astype(int)]
+        return h[HOP_COLUMNS].reset_index(drop=True)
+
+
+def _flag_text(f: int) -> str:
+    if f < 0:
+        return ""
+    names = [(0x02, "S"), (0x10, "A"), (0x01, "F"), (0x04, "R"), (0x08, "P")]
+    return "".join(n for bit, n in names if f & bit) or "."
+
+
+def _hop_note(r, jr) -> str:
+    if r.uid == jr["client_uid"]:
+        return "client connection"
+    if r.orig_h == jr["client_h"] and r.resp_h == jr["vip"]:
+        return "towards the VIP (not SNATed)"
+    if r.resp_h == jr["vip"]:
+        return "towards the VIP after SNAT"
+    if str(r.history).startswith("^h"):
+        return f"SYN-ACK from {r.resp_h}:{r.resp_p} instead of the VIP"
+    if r.resp_is_node:
+        return "after the load balancer's DNAT to a node"
+    return "after DNAT to an endpoint"
+
+
+def _dist(s: pd.Series) -> dict:
+    v = s.dropna().to_numpy(dtype=float)
+    if not v.size:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    q = np.percentile(v, [50, 90, 99])
+    return {"count": int(v.size), "p50": round(float(q[0]), 3), "p90": round(float(q[1]), 3),
+            "p99": round(float(q[2]), 3), "max": round(float(v.max()), 3)}
+
+
+def _rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: int, proto: str,
+                      client_is_node: bool, notes: list[str], cache: dict):
+    """(snat predicted, trace) by the netfilter model for client -> VIP on `node`; (None, [...])."""
+    try:
+        from natlens import netfilter  # noqa: PLC0415
+    except ImportError:
+        return None, ["netfilter model not installed"]
+    try:
+        nd = bundle.node(node)
+    except KeyError:
+        return None, [f"no dumps for node {node}"]
+    if nd.iptables is None:
+        return None, [f"{node}: no iptables-save dump"]
+    try:
+        if node not in cache:
+            cache[node] = netfilter.load_node(nd.path)
+        rules = cache[node]
+        bridge = next((a.ifname for a in nd.addresses() if a.ifname.startswith(("cni", "cbr", "docker"))), None)
+        v = rules.explain(client_h, vip, port, proto=proto, local=client_is_node,
+                          in_iface=None if client_is_node else bridge)
+    except Exception as exc:  # noqa: BLE001 - the model is another layer; report, don't crash
+        notes.append(f"{node}: the netfilter model could not evaluate {client_h} -> {vip}:{port} ({exc})")
+        return None, [f"netfilter model failed: {exc}"]
+    if getattr(v, "undecided", None):
+        return None, list(v.trace) + [f"undecided: {u}" for u in v.undecided]
+    return bool(v.snat), list(v.trace)
+
+
+def snat_table(journeys: pd.DataFrame, bundle: Bundle | None, notes: list[str]) -> pd.DataFrame:
+    """One row per (service, source node): connections, SNATed, ratio, rules' prediction."""
+    rows = []
+    cache: dict = {}
+    for (svc, node), g in journeys.groupby(["service", "client_node"], sort=True):
+        known = g[g["snat"] != "unknown"]
+        n_snat = int((known["snat"] == "yes").sum())
+        ratio = n_snat / len(known) if len(known) else None
+        pol = g["policy"].mode().iloc[0] if not g["policy"].empty else "unknown"
+        pred, trace = (None, ["no dumps in the bundle"])
+        if bundle is not None:
+            c = g.iloc[0]
+            pred, trace = _rules_prediction(bundle, node, c["client_h"], c["vip"], int(c["vport"]),
+                                            c["proto"], bool(c["client_h"] == c.get("snat_to")), notes, cache)
+        agree = None
+        if pred is not None and ratio is not None:
+            agree = (ratio == 1.0) if pred else (ratio == 0.0)
+        lb = g[g["loopback"] == "yes"]
+        rows.append({"service": svc, "source_node": node, "policy": pol, "connections": len(g),
+                     "snat": n_snat, "ratio": ratio, "predicted_by_rules": agree, "rule_trace": trace,
+                     "failed": int(g["outcome"].isin(["reset", "timed out"]).sum()),
+                     "loopback": len(lb), "loopback_failed": int(lb["outcome"].isin(["reset", "timed out"]).sum()),
+                     "unknown_snat": int((g["snat"] == "unknown").sum())})
+    return pd.DataFrame(rows, columns=SNAT_COLUMNS)
+
+
+def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame) -> dict:
+    """Headline, root cause and remediation in plain words."""
+    total = len(journeys)
+    failed = journeys["outcome"].isin(["reset", "timed out"])
+    lb = journeys["loopback"] == "yes"
+    hits = int(lb.sum())
+    if hits:
+        worst = snat.sort_values(["loopback_failed", "loopback"], ascending=False).iloc[0]
+        lf = int((lb & failed).sum())
+        headline = (f"{lf} of {int(failed.sum())} failed connections (of {total}) were load-balancer "
+                    f"loopbacks: {worst['loopback']} connections from {worst['source_node']} to "
+                    f"{worst['service']} were sent back to their own node")
+        pol = worst["policy"]
+        ratio = worst["ratio"]
+        why_snat = ("they were not SNATed" if ratio == 0 else
+                    f"{worst['snat']} of {worst['connections']} were SNATed" if ratio is not None else
+                    "whether they were SNATed is not visible in the captures")
+        root = (f"The Service {worst['service']} has externalTrafficPolicy {pol}; pod-to-VIP traffic "
+                f"leaves the node ({why_snat}), so the load balancer sees the pod's own IP and may "
+                "pick the client's own node. That node DNATs the SYN to a local endpoint and answers "
+                "from nodeIP:NodePort instead of the VIP; the client resets that SYN-ACK, retransmits "
+                "its SYN to the same backend, and the connect times out. Only connections hashed to "
+                "the client's own node fail, hence the sporadic failures.")
+        if pol == "Cluster":
+            root += (" The policy on record is Cluster, yet connections looped back: check whether "
+                     "kube-proxy's MASQUERADE for this VIP is in effect (see rule_trace).")
+        return {"loopback_detected": True, "headline": headline, "root_cause": root,
+                "remediation": list(REMEDIATION)}
+    unknown = int((journeys["loopback"] == "unknown").sum())
+    if failed.any():
+        headline = f"{int(failed.sum())} of {total} connections failed; none was a load-balancer loopback"
+        if unknown:
+            headline += f" ({unknown} could not be checked: captures from their backend node are missing)"
+        root = ("The failures are not the loopback pattern; look at the failed journeys' hops "
+                "(journey_hops) for where the SYN or SYN-ACK was lost.")
+    else:
+        headline = f"All {total} connections were established; no load-balancer loopback seen"
+        root = "No failure in the captures."
+    if unknown and not failed.any():
+        root += f" {unknown} journeys' load-balancer pick is not visible in the captures."
+    return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
+
+
+def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
+    """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict."""
+    from natlens.capture import read_capture  # noqa: PLC0415
+
+    bundle = load_bundle(incident_dir)
+    inventory = build_inventory(bundle)
+    inferred = list(inventory.inferred)
+    inputs, parts, packets, pconn = [], [], {}, {}
+    ifnames: dict[tuple[str, int], str] = {}
+    todo = [(n, c) for n in bundle.nodes for c in n.captures]
+    it = todo
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+        it = tqdm(todo, desc="captures", unit="file")
+    for node, path in it:
+        for k, v in node.ifnames().items():
+            ifnames[(node.name, k)] = v
+        label = f"{node.name}/{path.stem}"
+        cap = read_capture(path, label=path.stem)
+        info = cap.info
+        conns, idx = connections_with_index(cap.packets, node=node.name, capture=label,
+                                            capture_end_ns=info.last_ts_ns)
+        try:
+            rel = str(path.relative_to(bundle.path))
+        except ValueError:
+            rel = str(path)
+        inputs.append({"node": node.name, "file": rel, "records": int(info.records),
+                       "decoded": int(info.decoded), "skipped": dict(info.skipped),
+                       "connections": len(conns), "not_in_connections": dict(conns.attrs.get("skipped", {}))})
+        parts.append(conns)
+        keep = [c for c in _PACKET_KEEP if c in cap.packets.columns]
+        sel = idx >= 0
+        packets[label] = cap.packets.loc[sel, keep].reset_index(drop=True)
+        pconn[label] = idx[sel]
+    conns = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    notes: list[str] = []
+    if conns.empty:
+        from natlens.journeys import JOURNEY_COLUMNS  # noqa: PLC0415
+        journeys, records, offsets = pd.DataFrame(columns=JOURNEY_COLUMNS), conns, {}
+    else:
+        from natlens.journeys import clock_offsets  # noqa: PLC0415
+        offsets, notes = clock_offsets(conns)
+        journeys, records, _ = build_journeys(conns, inventory, ifnames, offsets=offsets)
+    inferred += notes
+    vips = inventory.vips()
+    if vips and not journeys.empty:
+        of_interest = journeys[[(v, int(p) if not pd.isna(p) else -1, pr) in vips for v, p, pr in
+                                zip(journeys["vip"], journeys["vport"], journeys["proto"], strict=True)]]
+    else:
+        of_interest = journeys[(journeys["proto"] == "tcp")] if not journeys.empty else journeys
+        if not vips:
+            inferred.append("no load-balancer VIP known (no cluster/services.json, no kube-proxy "
+                            "ipsets): every TCP connection counts as a service connection")
+    snat = snat_table(of_interest, bundle, inferred) if not of_interest.empty else \
+        pd.DataFrame(columns=SNAT_COLUMNS)
+    loop = of_interest[of_interest["loopback"] == "yes"] if not of_interest.empty else of_interest
+    latency = of_interest[LATENCY_COLUMNS] if not of_interest.empty else pd.DataFrame(columns=LATENCY_COLUMNS)
+    verdict = make_verdict(of_interest, snat) if not of_interest.empty else {
+        "loopback_detected": False, "headline": "No service connections in the captures",
+        "root_cause": "Nothing to analyse.", "remediation": []}
+    return Analysis(incident=bundle.path.resolve().name, inputs=inputs, inferred=inferred,
+                    inventory=inventory, connections=conns, journeys=of_interest, snat=snat,
+                    loopback=loop, latency=latency.reset_index(drop=True), verdict=verdict,
+                    offsets=offsets, records=records, bundle=bundle, _packets=packets, _packet_conn=pconn)

@@ -1,0 +1,261 @@
+"""Nodes, pods and services of an incident: from kubectl JSON, or inferred from the node dumps.
+
+Why: a journey is only readable with names ("pod web-1 on node-a called
+LB 10.0.0.9:80 of default/checkout, Local"). ``cluster/*.json`` is used when the
+bundle has it; otherwise (DESIGN.md section 2) node IPs come from ``ip-addr.*``,
+pod CIDRs from the bridge address, VIPs, NodePorts and the policy from the
+kube-proxy ipsets (through the netfilter model when it is installed). Every
+inferred fact is listed in ``Inventory.inferred`` with the file it came from.
+
+Tables (pandas):
+  nodes     name, internal_ip, pod_cidr, source
+  pods      namespace, name, ip, node, host_network, source
+  services  namespace, name, type, cluster_ip, lb_ip, port, proto, node_port,
+            target_port, policy ("Local" | "Cluster" | "unknown"), source
+            (one row per port and load-balancer ingress IP)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from natlens.bundle import Bundle, NodeDir
+
+NODE_COLUMNS = ["name", "internal_ip", "pod_cidr", "source"]
+POD_COLUMNS = ["namespace", "name", "ip", "node", "host_network", "source"]
+SERVICE_COLUMNS = ["namespace", "name", "type", "cluster_ip", "lb_ip", "port", "proto",
+                   "node_port", "target_port", "policy", "source"]
+
+# Interfaces that carry the node's own address (not pods, not kube-proxy dummies).
+_UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
+_BRIDGE = re.compile(r"^(cni|cbr|docker|kube-bridge|br)\w*")
+
+
+@dataclass
+class Inventory:
+    nodes: pd.DataFrame
+    pods: pd.DataFrame
+    services: pd.DataFrame
+    inferred: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._node_ip = {r.internal_ip: r.name for r in self.nodes.itertuples() if r.internal_ip}
+        self._pod_ip = {r.ip: r for r in self.pods.itertuples() if r.ip and not r.host_network}
+        self._cidrs = [(ipaddress.ip_network(r.pod_cidr, strict=False), r.name)
+                       for r in self.nodes.itertuples() if r.pod_cidr]
+
+    def node_ip(self, ip: str) -> str | None:
+        """The node whose InternalIP this is."""
+        return self._node_ip.get(ip)
+
+    def pod(self, ip: str):
+        """The (non-host-network) pod with this IP, or None."""
+        return self._pod_ip.get(ip)
+
+    def node_of(self, ip: str) -> str | None:
+        """The node an address lives on: node IP, pod IP, or inside a node's pod CIDR."""
+        if ip in self._node_ip:
+            return self._node_ip[ip]
+        p = self._pod_ip.get(ip)
+        if p is not None and p.node:
+            return p.node
+        try:
+            a = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        for net, name in self._cidrs:
+            if a.version == net.version and a in net:
+                return name
+        return None
+
+    def is_pod_ip(self, ip: str) -> bool:
+        if ip in self._pod_ip:
+            return True
+        if ip in self._node_ip:
+            return False
+        return self.node_of(ip) is not None
+
+    def service(self, ip: str, port: int, proto: str = "tcp") -> dict | None:
+        """The service whose LB ingress IP, cluster IP (or NodePort on a node IP) this is."""
+        s = self.services
+        if s.empty:
+            return None
+        m = s[(s["proto"] == proto) & (((s["lb_ip"] == ip) | (s["cluster_ip"] == ip)) & (s["port"] == port))]
+        if m.empty and ip in self._node_ip:
+            m = s[(s["proto"] == proto) & (s["node_port"] == port)]
+        if m.empty:
+            return None
+        return m.iloc[0].to_dict()
+
+    def vips(self) -> set[tuple[str, int, str]]:
+        """Load-balancer ingress (VIP, port, proto) of every service."""
+        s = self.services[self.services["lb_ip"].notna()]
+        return {(r.lb_ip, int(r.port), r.proto) for r in s.itertuples()}
+
+
+def _items(doc: dict | None) -> list[dict]:
+    return list((doc or {}).get("items", []) or [])
+
+
+def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The three tables from kubectl JSON (missing kinds give empty tables)."""
+    nodes, pods, services = [], [], []
+    src = "cluster/nodes.json"
+    for n in _items(bundle.cluster.get("nodes")):
+        addrs = {a.get("type"): a.get("address") for a in n.get("status", {}).get("addresses", [])}
+        spec = n.get("spec", {})
+        nodes.append({"name": n.get("metadata", {}).get("name"), "internal_ip": addrs.get("InternalIP"),
+                      "pod_cidr": spec.get("podCIDR") or (spec.get("podCIDRs") or [None])[0],
+                      "source": src})
+    for p in _items(bundle.cluster.get("pods")):
+        meta, spec, st = p.get("metadata", {}), p.get("spec", {}), p.get("status", {})
+        pods.append({"namespace": meta.get("namespace"), "name": meta.get("name"),
+                     "ip": st.get("podIP"), "node": spec.get("nodeName"),
+                     "host_network": bool(spec.get("hostNetwork")), "source": "cluster/pods.json"})
+    for s in _items(bundle.cluster.get("services")):
+        meta, spec = s.get("metadata", {}), s.get("spec", {})
+        ingress = [i.get("ip") for i in s.get("status", {}).get("loadBalancer", {}).get("ingress", []) or []
+                   if i.get("ip")] or [None]
+        policy = spec.get("externalTrafficPolicy") or ("Cluster" if spec.get("type") in
+                                                       ("LoadBalancer", "NodePort") else "unknown")
+        for port in spec.get("ports", []) or []:
+            for lb in ingress:
+                services.append({
+                    "namespace": meta.get("namespace"), "name": meta.get("name"),
+                    "type": spec.get("type"), "cluster_ip": spec.get("clusterIP"), "lb_ip": lb,
+                    "port": port.get("port"), "proto": str(port.get("protocol", "TCP")).lower(),
+                    "node_port": port.get("nodePort"), "target_port": port.get("targetPort"),
+                    "policy": policy, "source": "cluster/services.json"})
+    return (pd.DataFrame(nodes, columns=NODE_COLUMNS), pd.DataFrame(pods, columns=POD_COLUMNS),
+            pd.DataFrame(services, columns=SERVICE_COLUMNS))
+
+
+def _rel(bundle: Bundle, path) -> str:
+    try:
+        return str(path.relative_to(bundle.path))
+    except ValueError:
+        return str(path)
+
+
+def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
+    """InternalIP and pod CIDR of one node from its interface addresses."""
+    row = {"name": node.name, "internal_ip": None, "pod_cidr": None, "source": None}
+    addrs = [a for a in node.addresses() if ":" not in a.ip and not a.ip.startswith("127.")]
+    if not addrs:
+        return row
+    src = _rel(bundle, node.ip_addr)
+    up = [a for a in addrs if _UPLINK.match(a.ifname)]
+    if up:
+        row["internal_ip"] = up[0].ip
+        inferred.append(f"{node.name}: InternalIP {up[0].ip} from {src} ({up[0].ifname})")
+    br = [a for a in addrs if _BRIDGE.match(a.ifname)]
+    if br:
+        row["pod_cidr"] = br[0].network
+        inferred.append(f"{node.name}: pod CIDR {br[0].network} from {src} ({br[0].ifname} address)")
+    row["source"] = src
+    return row
+
+
+_ADD = re.compile(r"^add\s+(\S+)\s+(\S+)")
+
+
+def _ipset_members(path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = _ADD.match(line)
+        if m:
+            out.setdefault(m.group(1), []).append(m.group(2))
+    return out
+
+
+def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
+    """LB VIPs, NodePorts and policies from the kube-proxy ipsets of every node.
+
+    Uses the netfilter model's kube_services() when it is installed; otherwise
+    reads ipset membership directly: KUBE-LOAD-BALANCER holds "VIP,tcp:port", and
+    a member also in KUBE-LOAD-BALANCER-LOCAL has externalTrafficPolicy Local.
+    """
+    rows: dict[tuple, dict] = {}
+    try:
+        from natlens import netfilter  # noqa: PLC0415
+        load_rules, kube_services = netfilter.load_node, netfilter.kube_services
+    except (ImportError, AttributeError):
+        load_rules = kube_services = None
+    for node in bundle.nodes:
+        if kube_services is not None and node.iptables is not None:
+            try:
+                found = kube_services(load_rules(node.path))
+                for sp in found:
+                    key = (sp.vip, int(sp.port), str(sp.proto).lower())
+                    if key not in rows:
+                        rows[key] = {"namespace": None, "name": None, "type": "LoadBalancer",
+                                     "cluster_ip": None, "lb_ip": sp.vip, "port": int(sp.port),
+                                     "proto": str(sp.proto).lower(),
+                                     "node_port": (list(sp.node_ports) or [None])[0],
+                                     "target_port": None, "policy": sp.policy,
+                                     "source": f"{node.name} netfilter model"}
+                        inferred.append(f"service {sp.vip}:{sp.port}/{sp.proto}: policy {sp.policy} "
+                                        f"from the netfilter model of {node.name} ({'; '.join(sp.evidence)})")
+                if found:
+                    continue
+            except Exception as exc:  # noqa: BLE001 - the model is optional here; say so
+                inferred.append(f"{node.name}: netfilter model could not read the rules ({exc})")
+        if node.ipset is None:
+            continue
+        members = _ipset_members(node.ipset)
+        local = set(members.get("KUBE-LOAD-BALANCER-LOCAL", []))
+        src = _rel(bundle, node.ipset)
+        for m in members.get("KUBE-LOAD-BALANCER", []):
+            try:
+                ip, pp = m.split(",", 1)
+                proto, port = pp.split(":", 1)
+                port_i = int(port)
+            except ValueError:
+                continue
+            key = (ip, port_i, proto.lower())
+            if key in rows:
+                continue
+            policy = "Local" if m in local else "Cluster"
+            rows[key] = {"namespace": None, "name": None, "type": "LoadBalancer", "cluster_ip": None,
+                         "lb_ip": ip, "port": port_i, "proto": proto.lower(), "node_port": None,
+                         "target_port": None, "policy": policy, "source": src}
+            why = "member of KUBE-LOAD-BALANCER-LOCAL" if policy == "Local" else \
+                "in KUBE-LOAD-BALANCER but not KUBE-LOAD-BALANCER-LOCAL"
+            inferred.append(f"service {ip}:{port_i}/{proto.lower()}: LB VIP, policy {policy} "
+                            f"from {src} ({why})")
+        nps = [int(p) for p in members.get("KUBE-NODE-PORT-TCP", []) if p.isdigit()]
+        # a single NodePort can be tied to a single LB service without guessing
+        lbs = [k for k in rows if k[2] == "tcp" and rows[k]["node_port"] is None]
+        if len(nps) == 1 and len(lbs) == 1:
+            rows[lbs[0]]["node_port"] = nps[0]
+            inferred.append(f"service {lbs[0][0]}:{lbs[0][1]}/tcp: NodePort {nps[0]} from {src} "
+                            "(the only member of KUBE-NODE-PORT-TCP)")
+    return pd.DataFrame(list(rows.values()), columns=SERVICE_COLUMNS)
+
+
+def build_inventory(bundle: Bundle) -> Inventory:
+    """Inventory from cluster/ where present, completed by inference from the node dumps."""
+    inferred: list[str] = []
+    nodes, pods, services = from_cluster(bundle)
+    known = set(nodes["name"])
+    extra = []
+    for node in bundle.nodes:
+        if node.name in known:
+            r = nodes.index[nodes["name"] == node.name][0]
+            if not nodes.at[r, "internal_ip"] or not nodes.at[r, "pod_cidr"]:
+                inf = infer_node(bundle, node, inferred)
+                for k in ("internal_ip", "pod_cidr"):
+                    if not nodes.at[r, k] and inf[k]:
+                        nodes.at[r, k] = inf[k]
+            continue
+        extra.append(infer_node(bundle, node, inferred))
+    if extra:
+        nodes = pd.concat([nodes, pd.DataFrame(extra, columns=NODE_COLUMNS)], ignore_index=True) \
+            if len(nodes) else pd.DataFrame(extra, columns=NODE_COLUMNS)
+    if services.empty:
+        services = infer_services(bundle, inferred)
+    return Inventory(nodes=nodes, pods=pods, services=services, inferred=inferred)

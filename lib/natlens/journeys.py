@@ -1,0 +1,310 @@
+"""Connections of all capture points -> one journey per client connection, across NAT and nodes.
+
+A client connection is seen as several connection records: in the pod's netns or
+on its veth (pod IP -> VIP), on the node's NIC (after SNAT, or not), on the
+backend node (after the load balancer's DNAT to nodeIP:NodePort), on the
+endpoint's veth (after kube-proxy's DNAT), and, in a loopback, as a SYN-ACK from
+the wrong source. Addresses and ports differ at each point; what survives NAT is
+the client's ISN (also derivable from a SYN-ACK's ack), so records are joined on
+the ISN and time proximity (never the 5-tuple alone). UDP records are joined on
+the first payload's hash and IP ID.
+
+Clock offsets between nodes are estimated from records of one connection seen on
+two nodes, NTP-style: with the SYN passing both and the SYN-ACK passing back,
+offset(B - A) = ((syn_B - syn_A) + (synack_B - synack_A)) / 2, the median over
+connections, chained from a reference node. Captures of one node share a clock.
+
+Each journey is classified with the evidence behind it, and "unknown" when the
+captures do not show it:
+  snat       "yes" | "no" | "unknown"  (and snat_to: the address it left with)
+  lb_backend the node the load balancer sent the connection to (None: unknown)
+  loopback   "yes" | "no" | "unknown"  (backend node == the client's own node)
+  outcome    "established" | "reset" | "timed out" | "unknown"
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from natlens.inventory import Inventory
+
+JOIN_WINDOW_S = 5.0  # records of one connection start within this (after clock correction)
+OFFSET_WINDOW_S = 120.0  # how far apart two nodes' clocks may be when estimating offsets
+UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
+
+JOURNEY_COLUMNS = [
+    "journey", "ts", "client_node", "client_h", "client_p", "service", "vip", "vport", "proto",
+    "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
+    "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
+    "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "path",
+    "hops", "captures", "client_uid", "uids",
+]
+
+
+def clock_offsets(conns: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
+    """Seconds to subtract from each node's timestamps to put them on one clock, and why.
+
+    The reference node (offset 0) is the one with the most records; nodes that share
+    no measurable connection with the others keep 0 and are named in the notes.
+    """
+    nodes = sorted(conns["node"].dropna().unique().tolist())
+    if len(nodes) <= 1:
+        return {n: 0.0 for n in nodes}, []
+    c = conns[conns["client_isn"].notna() & conns["syn_ts"].notna() & conns["synack_ts"].notna()
+              & (conns["syn_retransmits"] == 0)]
+    c = c[["node", "client_isn", "syn_ts", "synack_ts"]].copy()
+    c["client_isn"] = c["client_isn"].astype("int64")
+    # one record per (node, isn): the earliest (the same SYN seen twice on a node has one clock)
+    c = c.sort_values("syn_ts").drop_duplicates(["node", "client_isn"])
+    m = c.merge(c, on="client_isn", suffixes=("_a", "_b"))
+    m = m[(m["node_a"] < m["node_b"]) & ((m["syn_ts_b"] - m["syn_ts_a"]).abs() < OFFSET_WINDOW_S)]
+    m = m.assign(off=((m["syn_ts_b"] - m["syn_ts_a"]) + (m["synack_ts_b"] - m["synack_ts_a"])) / 2)
+    pairs = m.groupby(["node_a", "node_b"])["off"].agg(["median", "count"]).reset_index()
+    counts = conns["node"].value_counts()
+    ref = max(nodes, key=lambda n: (counts.get(n, 0), n))
+    offsets = {ref: 0.0}
+    notes = []
+    edges: dict[str, list[tuple[str, float, int]]] = {}
+    for r in pairs.itertuples():
+        edges.setdefault(r.node_a, []).append((r.node_b, r.median, r.count))
+        edges.setdefault(r.node_b, []).append((r.node_a, -r.median, r.count))
+    todo = [ref]
+    while todo:
+        a = todo.pop()
+        for b, off, cnt in sorted(edges.get(a, []), key=lambda e: -e[2]):
+            if b not in offsets:
+                offsets[b] = offsets[a] + off
+                notes.append(f"clock of {b} relative to {ref}: {offsets[b] * 1e3:+.3f} ms "
+                             f"(median over {cnt} connections seen on {a} and {b})")
+                todo.append(b)
+    for n in nodes:
+        if n not in offsets:
+            offsets[n] = 0.0
+            notes.append(f"clock of {n}: no connection seen both there and on another node; "
+                         "its offset is unknown and taken as 0")
+    return offsets, notes
+
+
+def _cluster(key: np.ndarray, ts: np.ndarray, window: float) -> np.ndarray:
+    """Group ids: same key, each record within `window` of the previous one (after sorting)."""
+    order = np.lexsort((ts, key))
+    k, t = key[order], ts[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | ((t[1:] - t[:-1]) > window)
+    gid = np.empty(len(order), dtype=np.int64)
+    gid[order] = np.cumsum(new) - 1
+    return gid
+
+
+def assign_journeys(conns: pd.DataFrame, offsets: dict[str, float]) -> pd.Series:
+    """Journey number for every connection record (TCP on ISN, UDP on first payload)."""
+    n = len(conns)
+    jid = np.full(n, -1, dtype=np.int64)
+    ts = conns["ts"].to_numpy(dtype=float) - conns["node"].map(offsets).fillna(0.0).to_numpy(dtype=float)
+    tcp = (conns["proto"] == "tcp").to_numpy() & conns["client_isn"].notna().to_numpy()
+    nxt = 0
+    if tcp.any():
+        g = _cluster(conns.loc[tcp, "client_isn"].astype("int64").to_numpy(), ts[tcp], JOIN_WINDOW_S)
+        jid[tcp] = g
+        nxt = int(g.max()) + 1
+    udp = (conns["proto"] == "udp").to_numpy() & conns["orig_hash"].notna().to_numpy()
+    if udp.any():
+        h = pd.factorize(pd.Series(list(zip(conns.loc[udp, "orig_hash"].astype(str),
+                                            conns.loc[udp, "orig_ip_id"].astype(str), strict=True))))[0]
+        g = _cluster(h.astype(np.int64), ts[udp], JOIN_WINDOW_S)
+        jid[udp] = g + nxt
+        nxt += int(g.max()) + 1
+    rest = jid < 0
+    jid[rest] = nxt + np.arange(int(rest.sum()))
+    return pd.Series(jid, index=conns.index)
+
+
+def _point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> pd.Series:
+    """Interface name of each record's capture point (label of a per-interface capture,
+    or the SLL2/pcapng interface named by the node's ip-addr dump); None if unknown."""
+    label = conns["capture"].astype(str).str.split("/").str[-1]
+    named = conns.apply(lambda r: ifnames.get((r["node"], int(r["iface"]))), axis=1) \
+        if ifnames and len(conns) else pd.Series([None] * len(conns), index=conns.index)
+    return pd.Series(np.where(label.isin(["any"]), named, label), index=conns.index, dtype=object)
+
+
+def build_journeys(conns: pd.DataFrame, inventory: Inventory,
+                   ifnames: dict[tuple[str, int], str] | None = None,
+                   offsets: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Journeys from the connection records of all captures of an incident.
+
+    Returns (journeys, records, notes): one journey row per client connection
+    (JOURNEY_COLUMNS), the connection records with their ``journey`` and clock-corrected
+    ``ts_corr``, and notes on the clock offsets.
+    """
+    notes: list[str] = []
+    if offsets is None:
+        offsets, notes = clock_offsets(conns)
+    if conns.empty:
+        return pd.DataFrame(columns=JOURNEY_COLUMNS), conns.assign(journey=[], ts_corr=[]), notes
+    r = conns.copy()
+    r["ts_corr"] = r["ts"] - r["node"].map(offsets).fillna(0.0)
+    r["syn_corr"] = r["syn_ts"] - r["node"].map(offsets).fillna(0.0)
+    r["jn"] = assign_journeys(r, offsets)
+    r["point"] = _point(r, ifnames or {})
+
+    # address facts, computed once per distinct address
+    addrs = pd.unique(pd.concat([r["orig_h"], r["resp_h"]], ignore_index=True))
+    node_of = {a: inventory.node_of(a) for a in addrs}
+    node_ip = {a: inventory.node_ip(a) for a in addrs}
+    r["orig_node"] = r["orig_h"].map(node_of)
+    r["orig_is_node"] = r["orig_h"].map(node_ip).notna()
+    r["resp_node"] = r["resp_h"].map(node_of)
+    r["resp_is_node"] = r["resp_h"].map(node_ip).notna()
+    svc_rows = inventory.services
+    vip_keys = set()
+    np_map: dict[tuple[int, str], tuple[str, int]] = {}
+    policy: dict[tuple[str, int, str], str] = {}
+    if not svc_rows.empty:
+        for s in svc_rows.itertuples():
+            if s.lb_ip is not None and not pd.isna(s.lb_ip):
+                vip_keys.add((s.lb_ip, int(s.port), s.proto))
+                policy[(s.lb_ip, int(s.port), s.proto)] = s.policy
+                if s.node_port is not None and not pd.isna(s.node_port):
+                    np_map[(int(s.node_port), s.proto)] = (s.lb_ip, int(s.port))
+    r["to_vip"] = [(h, int(p), pr) in vip_keys for h, p, pr in zip(r["resp_h"], r["resp_p"], r["proto"], strict=True)]
+
+    # --- the client's own record: earliest SYN (not a stray SYN-ACK), else earliest ------
+    r["_has_syn"] = r["syn_ts"].notna()
+    r["_t"] = r["syn_corr"].fillna(r["ts_corr"])
+    first = r.sort_values(["jn", "_has_syn", "to_vip", "_t"], ascending=[True, False, False, True])
+    first = first.drop_duplicates("jn")
+    first = first[first["_has_syn"] | ~first["history"].str.startswith("^")].set_index("jn")
+    cl = pd.DataFrame(index=pd.Index(sorted(r["jn"].unique()), name="jn"))
+    cl["client_uid"] = first["uid"]
+    cl["client_h"] = first["orig_h"]
+    cl["client_p"] = first["orig_p"]
+    cl["client_node"] = first["orig_node"].where(first["orig_node"].notna() & ~first["orig_is_node"],
+                                                 first["orig_h"].map(node_ip))
+    cl["client_node"] = cl["client_node"].fillna(first["node"])
+    cl["client_node_ip"] = cl["client_node"].map(
+        {row.name: row.internal_ip for row in inventory.nodes.itertuples()})
+    cl["client_is_node"] = first["orig_is_node"]
+    # service: a VIP seen in the journey, else the NodePort's service, else the client's dst
+    vip_rec = r[r["to_vip"]].sort_values("_t").drop_duplicates("jn").set_index("jn")
+    cl["vip"] = vip_rec["resp_h"]
+    cl["vport"] = vip_rec["resp_p"]
+    if np_map:
+        npr = r[r["resp_is_node"]].copy()
+        npr["_svc"] = [np_map.get((int(p), pr)) for p, pr in zip(npr["resp_p"], npr["proto"], strict=True)]
+        npr = npr[npr["_svc"].notna()].sort_values("_t").drop_duplicates("jn").set_index("jn")
+        miss = cl["vip"].isna() & cl.index.isin(npr.index)
+        idx = cl.index[miss]
+        cl.loc[idx, "vip"] = [npr.at[j, "_svc"][0] for j in idx]
+        cl.loc[idx, "vport"] = [npr.at[j, "_svc"][1] for j in idx]
+    cl["vip"] = cl["vip"].fillna(first["resp_h"])
+    cl["vport"] = cl["vport"].fillna(first["resp_p"])
+    cl["proto"] = first["proto"]
+    r = r.merge(cl[["client_h", "client_p", "client_node", "client_node_ip", "client_is_node", "vip", "vport"]],
+                left_on="jn", right_index=True, how="left")
+    pre_lb = (r["resp_h"] == r["vip"]) & (r["resp_p"] == r["vport"])
+    on_client = r["node"] == r["client_node"]
+    egress_pt = r["point"].fillna("").str.match(UPLINK) | (r["point"].isna() & (r["orig_dir"] == "out"))
+
+    def first_ev(mask: pd.Series, text: pd.Series) -> pd.Series:
+        sel = r[mask].assign(_ev=text[mask]).sort_values("_t").drop_duplicates("jn").set_index("jn")
+        return sel["_ev"]
+
+    where = r["capture"].astype(str)
+    hop = where + ": " + r["orig_h"] + ":" + r["orig_p"].astype(str) + " -> " + r["resp_h"] + ":" + \
+        r["resp_p"].astype(str)
+
+    # --- SNAT -----------------------------------------------------------------------------
+    snat_yes = pre_lb & on_client & (r["orig_h"] == r["client_node_ip"]) & ~r["client_is_node"].fillna(False)
+    snat_no = pre_lb & on_client & egress_pt & (r["orig_h"] == r["client_h"]) & ~r["client_is_node"].fillna(False)
+    remote = ~on_client & (r["orig_h"] == r["client_h"]) & ~pre_lb & ~r["client_is_node"].fillna(False)
+    remote_yes = ~on_client & ~pre_lb & (r["orig_h"] == r["client_node_ip"]) & ~r["client_is_node"].fillna(False)
+    ev_yes = first_ev(snat_yes, hop + " (left with the node IP)")
+    ev_no = first_ev(snat_no, hop + " (left the node's NIC with the pod IP)")
+    ev_ryes = first_ev(remote_yes, hop + " (arrived from the client node's IP)")
+    ev_rno = first_ev(remote, hop + " (arrived with the client pod's IP)")
+    snat_to = first_ev(snat_yes | remote_yes, r["orig_h"] + ":" + r["orig_p"].astype(str))
+    cl["snat"] = "unknown"
+    cl["snat_evidence"] = None
+    for ev, val in ((ev_rno, "no"), (ev_ryes, "yes"), (ev_no, "no"), (ev_yes, "yes")):
+        cl.loc[ev.index, "snat"] = val
+        cl.loc[ev.index, "snat_evidence"] = ev
+    cl["snat_to"] = snat_to.reindex(cl.index)
+    cl.loc[cl["snat"] != "yes", "snat_to"] = None
+    hostnet = cl["client_is_node"].fillna(False) & (cl["snat"] == "unknown")
+    cl.loc[hostnet, "snat_evidence"] = "the client uses its node's IP: SNAT cannot be seen"
+    cl.loc[cl["snat_evidence"].isna(), "snat_evidence"] = \
+        "no capture shows the connection after it left the client's node"
+
+    # --- the load balancer's pick --------------------------------------------------------------
+    post = ~pre_lb & r["resp_node"].notna() & ((r["resp_h"] != r["client_h"]) | (r["resp_p"] != r["client_p"]))
+    post &= ~((r["resp_h"] == r["client_h"]) & (r["resp_p"] == r["client_p"]))
+    post_node = r["resp_node"].where(post)
+    ev_b = first_ev(post & r["resp_is_node"], hop + " (after the LB's DNAT to a node)")
+    ev_b2 = first_ev(post & ~r["resp_is_node"], hop + " (DNAT to an endpoint)")
+    b_node = r[post].assign(_n=post_node[post]).sort_values(["jn", "resp_is_node", "_t"],
+                                                             ascending=[True, False, True])
+    b_node = b_node.drop_duplicates("jn").set_index("jn")["_n"]
+    cl["lb_backend"] = b_node.reindex(cl.index)
+    cl["lb_backend_evidence"] = ev_b.reindex(cl.index).fillna(ev_b2.reindex(cl.index))
+    # --- loopback ------------------------------------------------------------------------------
+    cl["loopback"] = np.where(cl["lb_backend"].isna(), "unknown",
+                              np.where(cl["lb_backend"] == cl["client_node"], "yes", "no"))
+    cl["loopback_evidence"] = np.where(
+        cl["loopback"] == "yes", "the connection came back to its own node " + cl["client_node"].astype(str)
+        + ": " + cl["lb_backend_evidence"].astype(str),
+        np.where(cl["loopback"] == "no", "the load balancer sent it to " + cl["lb_backend"].astype(str)
+                 + ": " + cl["lb_backend_evidence"].astype(str), None))
+    # without the backend's captures: a SYN-ACK from the VIP, or a SYN that left the
+    # client's NIC and never came back, rules a loopback out
+    vip_ans = first_ev(pre_lb & on_client & r["synack_ts"].notna(),
+                       where + ": SYN-ACK from " + r["resp_h"] + ":" + r["resp_p"].astype(str)
+                       + " (the VIP answered; a loopback is answered by the node itself)")
+    nic_caps = r[on_client & egress_pt & pre_lb]
+    left = first_ev(on_client & egress_pt & pre_lb,
+                    where + ": the SYN left towards the VIP and no copy came back to the node")
+    unk = cl["loopback"] == "unknown"
+    for ev in (left.reindex(cl.index[unk]).dropna(), vip_ans.reindex(cl.index[unk]).dropna()):
+        cl.loc[ev.index, "loopback"] = "no"
+        cl.loc[ev.index, "loopback_evidence"] = ev
+    del nic_caps
+    cl.loc[cl["loopback_evidence"].isna(), "loopback_evidence"] = \
+        "no capture shows where the load balancer sent it"
+
+    # --- outcome and latency, from the client's own record -------------------------------------
+    f = first.reindex(cl.index)
+    est = f["established"].fillna(False).astype(bool)
+    rst_states = f["conn_state"].isin(["REJ", "RSTR", "RSTRH", "RSTOS0", "RSTO"]) | (f["end"] == "rst")
+    cl["established"] = est
+    cl["outcome"] = np.select(
+        [est, rst_states, (f["syn_retransmits"].fillna(0) > 0) | (f["end"] == "timeout")],
+        ["established", "reset", "timed out"], "unknown")
+    cl.loc[f["uid"].isna(), "outcome"] = "unknown"
+    cl["outcome_evidence"] = (f["capture"].astype(str) + ": " + f["conn_state"].astype(str) + " "
+                              + f["history"].astype(str) + ", " + (f["syn_retransmits"].fillna(0) + 1)
+                              .astype(int).astype(str) + " SYN(s), ended " + f["end"].astype(str))
+    cl["handshake_ms"] = f["handshake_rtt"] * 1e3
+    cl["connect_ms"] = f["connect"] * 1e3
+    cl["first_byte_ms"] = f["first_byte"] * 1e3
+    cl["syn_retransmits"] = f["syn_retransmits"]
+    cl["ts"] = r.groupby("jn")["_t"].min()
+    cl["policy"] = [policy.get((v, int(p) if not pd.isna(p) else -1, pr), "unknown")
+                    for v, p, pr in zip(cl["vip"], cl["vport"], cl["proto"], strict=True)]
+    cl["service"] = cl["vip"].astype(str) + ":" + cl["vport"].astype("Int64").astype(str) + "/" + \
+        cl["proto"].astype(str)
+    loop = cl["loopback"].map({"yes": "loopback", "no": "remote"}).fillna("unknown")
+    sn = cl["snat"].map({"yes": "snat", "no": "no-snat"}).fillna("snat-unknown")
+    cl["path"] = loop + "/" + sn
+    g = r.sort_values("_t").groupby("jn")
+    cl["hops"] = g.size()
+    cl["captures"] = g["capture"].agg(lambda s: ", ".join(pd.unique(s)))
+    cl["uids"] = g["uid"].agg(list)
+    cl = cl.sort_values("ts").reset_index()
+    cl["journey"] = [f"J{i}" for i in range(len(cl))]
+    jmap = dict(zip(cl["jn"], cl["journey"], strict=True))
+    r["journey"] = r["jn"].map(jmap)
+    records = r.drop(columns=["jn", "_has_syn", "_t"])
+    return cl[JOURNEY_COLUMNS], records, notes
