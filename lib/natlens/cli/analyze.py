@@ -1,0 +1,89 @@
+"""`natlens analyze INCIDENT_DIR [--json]`: the findings as readable tables, or summary.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="SNAT ratios, load-balancer loopbacks, latency and the verdict of one incident",
+        description="Read an incident bundle (nodes/<node>/*.pcap, dumps, cluster/*.json) and "
+                    "print what happened to the client connections.",
+    )
+    p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle directory")
+    p.add_argument("--json", action="store_true", help="print summary.json (natlens.summary/1)")
+    p.add_argument("--journeys", action="store_true", help="also list every journey")
+    p.add_argument("--progress", action="store_true", help="progress bar while reading captures")
+    p.set_defaults(func=run)
+
+
+def _table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "  (none)"
+    return "\n".join("  " + line for line in df.to_string(index=False).splitlines())
+
+
+def render(a) -> str:
+    """The findings of an Analysis as plain-text tables."""
+    s = a.summary()
+    out = [f"incident: {s['incident']}", "", "inputs:"]
+    caps = pd.DataFrame([{"node": c["node"], "file": c["file"], "records": c["records"],
+                          "decoded": c["decoded"],
+                          "skipped": ", ".join(f"{k} {v}" for k, v in c["skipped"].items()) or "-"}
+                         for c in s["inputs"]["captures"]])
+    out.append(_table(caps))
+    if s["inputs"]["inferred"]:
+        out.append("inferred / notes:")
+        out += [f"  - {x}" for x in s["inputs"]["inferred"]]
+    c = s["connections"]
+    out += ["", f"connections: {c['total']} total, {c['failed']} failed "
+                f"({c['timeouts']} timed out, {c['resets']} reset)", "", "SNAT per service and source node:"]
+    snat = a.snat.drop(columns=["rule_trace"]).copy()
+    snat["ratio"] = snat["ratio"].map(lambda v: "-" if v is None or pd.isna(v) else f"{v:.2f}")
+    snat["predicted_by_rules"] = snat["predicted_by_rules"].map(
+        lambda v: "unknown" if v is None or pd.isna(v) else ("agree" if v else "DISAGREE"))
+    snat = snat.rename(columns={"predicted_by_rules": "rules"})
+    out.append(_table(snat))
+    lb = s["loopback"]
+    out += ["", f"loopback: {lb['hits']} hits, {lb['failed']} failed"
+                + (" (" + ", ".join(f"{k}: {v}" for k, v in lb["by_node"].items()) + ")" if lb["by_node"] else "")]
+    if len(a.loopback):
+        out.append(_table(a.loopback[["journey", "client_node", "client_h", "client_p", "service",
+                                      "lb_backend", "outcome"]].head(20)))
+        if len(a.loopback) > 20:
+            out.append(f"  ... {len(a.loopback) - 20} more")
+    out += ["", "latency (ms):"]
+    lat = pd.DataFrame([{"metric": k, **v} for k, v in s["latency_ms"].items()])
+    out.append(_table(lat))
+    if not a.latency.empty:
+        by_path = a.latency.groupby("path")[["handshake_ms", "connect_ms", "first_byte_ms"]].median()
+        out += ["median by path (ms):", _table(by_path.reset_index().round(3))]
+    v = s["verdict"]
+    out += ["", "verdict: " + v["headline"], "", "root cause: " + v["root_cause"]]
+    if v["remediation"]:
+        out.append("remediation:")
+        out += [f"  {i}. {r}" for i, r in enumerate(v["remediation"], 1)]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from natlens.findings import analyze  # noqa: PLC0415
+
+    a = analyze(args.incident, progress=args.progress)
+    if args.json:
+        json.dump(a.summary(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(render(a))
+    if args.journeys:
+        cols = ["journey", "client_node", "client_p", "service", "snat", "lb_backend", "loopback",
+                "outcome", "handshake_ms", "hops"]
+        print("\njourneys:")
+        print(_table(a.journeys[cols]))
+    return 0
