@@ -79,6 +79,8 @@ def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: st
                 info = item
                 break
             if writer is None:
+                if not item.num_rows:  # no row to name the file by (an ARP-only chunk)
+                    continue
                 target = out / f"{item.column('capture')[0].as_py()}.packets.parquet"
                 writer = pq.ParquetWriter(target, ARROW_SCHEMA, compression="zstd")
             writer.write_table(item)
