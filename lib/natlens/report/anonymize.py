@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 PAYLOAD_COLUMNS = frozenset({
     "payload", "payload_text", "payload_hash", "http_host", "http_uri", "http_method",
     "user_agent", "sni", "server_name", "dns_query", "query", "host_header", "uri",
+    "orig_hash", "resp_hash",
 })
 
 _V4 = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"

@@ -9,6 +9,7 @@ node name cannot turn into markup.
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.dates
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -16,8 +17,10 @@ from matplotlib.figure import Figure
 from natlens.report import tables
 from natlens.report.data import ReportData
 
-OUTCOME_COLORS = {"ok": "#2e7d32", "no answer": "#b3261e", "timeout": "#b3261e", "reset": "#ef6c00",
+OUTCOME_COLORS = {"ok": "#2e7d32", "established": "#2e7d32", "no answer": "#b3261e",
+                  "timed out": "#b3261e", "timeout": "#b3261e", "reset": "#ef6c00",
                   "refused": "#8e24aa", "other": "#757575"}
+GOOD_OUTCOMES = ("ok", "established")
 _RC = {"text.parse_math": False, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 
 
@@ -47,12 +50,15 @@ def timeline(d: ReportData, bins: int = 60) -> Figure:
         x = pd.to_datetime(edges[:-1], unit="s", utc=True).tz_localize(None)
         width = (edges[1] - edges[0]) / 86400.0  # matplotlib date units are days
         bottom = np.zeros(bins)
-        order = sorted(t["outcome"].unique(), key=lambda o: (o != "ok", o))
+        order = sorted(t["outcome"].unique(), key=lambda o: (o not in GOOD_OUTCOMES, o))
         for outcome in order:
             counts, _ = np.histogram(t.loc[t["outcome"] == outcome, "ts"], bins=edges)
             ax.bar(x, counts, width=width, bottom=bottom, align="edge", label=f"{outcome} ({counts.sum():,})",
                    color=OUTCOME_COLORS.get(outcome))
             bottom += counts
+        loc = matplotlib.dates.AutoDateLocator()
+        ax.xaxis.set_major_locator(loc)
+        ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(loc))
         ax.set_ylabel("connections per bin")
         ax.set_xlabel(f"time (UTC), bins of {(edges[1] - edges[0]):.3g} s")
         ax.legend(loc="upper left", fontsize=8, ncols=min(4, len(order)))
@@ -99,7 +105,12 @@ def snat_ratio(d: ReportData) -> Figure:
         ax = fig.subplots()
         labels = [f"{r.service} from {r.source_node} ({r.policy})" for r in t.itertuples()]
         ratio = pd.to_numeric(t["ratio"], errors="coerce").fillna(0).to_numpy()
-        ax.barh(range(len(t)), ratio, color="#1f3b5c")
+        known = pd.to_numeric(t["ratio"], errors="coerce").notna().to_numpy()
+        ax.barh(range(len(t)), ratio, color=np.where(known, "#1f3b5c", "#c8ccd2"))
+        for i, r in enumerate(t.itertuples()):
+            note = (f"{r.snat:,} of {r.connections:,} SNATed" if known[i]
+                    else f"{r.connections:,} connections, SNAT not visible in the captures")
+            ax.text(max(ratio[i], 0) + 0.01, i, note, va="center", fontsize=8)
         ax.set_yticks(range(len(t)), labels)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)

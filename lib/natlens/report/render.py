@@ -42,7 +42,8 @@ nav.natlens-toc .toc-h3 { font-size: 13px; }
 .natlens-banner.verdict-ok { background: #2e7d32; }
 .natlens-banner.verdict-unknown { background: #6b6f76; }
 .natlens-hops td, .natlens-hops th { font-family: monospace; }
-pre.natlens-trace { background: #f6f7f9; padding: .5rem; white-space: pre-wrap; }
+pre.natlens-trace { background: #f6f7f9; padding: .5rem; white-space: pre-wrap;
+  font-family: monospace; font-size: 12px; }
 @media print { nav.natlens-toc { position: static; width: auto; border: 0; } main { margin: 0; } }
 </style>
 {% endblock extra_css %}

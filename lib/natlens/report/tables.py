@@ -32,15 +32,22 @@ def snat(d: ReportData) -> pd.DataFrame:
     return out
 
 
+LOOPBACK_COLUMNS = ["time_utc", "journey", "client_node", "client_h", "client_p", "service",
+                    "lb_backend", "outcome", "syn_retransmits", "loopback_evidence"]
+
+
 def loopback(d: ReportData) -> pd.DataFrame:
-    """The loopback journeys (connections the LB sent back to their own node)."""
+    """The loopback journeys (connections the LB sent back to their own node), key columns.
+
+    `d.loopback` holds every column of these journeys.
+    """
     df = d.loopback
     if df.empty:
-        return df
+        return pd.DataFrame(columns=LOOPBACK_COLUMNS)
     df = df.reset_index(drop=True)
     if "ts" in df.columns and "time_utc" not in df.columns:
         df.insert(0, "time_utc", _utc_col(df["ts"]))
-    return df
+    return df[[c for c in LOOPBACK_COLUMNS if c in df.columns]]
 
 
 def hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:

@@ -134,13 +134,9 @@ def executive_summary(d: ReportData) -> Html:
     else:
         items.append("No connection was sent back by the load balancer to the node it came from "
                      "(no loopback).")
-    for row in s.get("snat") or []:
-        items.append(
-            f"Connections from {esc(row.get('source_node'))} to {esc(row.get('service'))} "
-            f"(policy {esc(row.get('policy'))}) were SNATed {n(row.get('snat'))} of "
-            f"{n(row.get('connections'))} times ({pct(row.get('snat'), row.get('connections'))})"
-            + ("; the node's rules predict this." if row.get("predicted_by_rules")
-               else "; the node's rules do not predict this.") )
+    snat_rows = d.snat.to_dict("records") if not d.snat.empty else (s.get("snat") or [])
+    for row in snat_rows:
+        items.append(_snat_sentence(row))
     lat = (s.get("latency_ms") or {}).get("connect") or {}
     if lat.get("count"):
         items.append(f"Connect time over {n(lat['count'])} connections: median {ms(lat.get('p50'))}, "
@@ -151,6 +147,26 @@ def executive_summary(d: ReportData) -> Html:
         '<div class="natlens-summary"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
         f'<p><strong>Impact.</strong> {impact}</p></div>'
     )
+
+
+def _snat_sentence(row: dict[str, Any]) -> str:
+    who = (f"connections from {esc(row.get('source_node'))} to {esc(row.get('service'))} "
+           f"(externalTrafficPolicy {esc(row.get('policy'))})")
+    total = row.get("connections") or 0
+    unknown = row.get("unknown_snat") or 0
+    ratio = row.get("ratio")
+    if ratio is None or ratio != ratio:  # None or NaN: the captures cannot tell
+        text = (f"For {n(total)} {who}, the captures cannot show whether they were SNATed"
+                + (f" ({n(unknown)} undetermined)" if unknown else "") + ".")
+    else:
+        text = (f"Of {n(total)} {who}, {n(row.get('snat'))} were SNATed "
+                f"({pct(row.get('snat'), total)}).")
+    pred = row.get("predicted_by_rules")
+    if pred is True:
+        text += " The node's netfilter rules predict exactly this."
+    elif pred is False:
+        text += " The node's netfilter rules predict otherwise: see the rule trace."
+    return text[0].upper() + text[1:]
 
 
 def _impact(s: dict[str, Any]) -> str:
