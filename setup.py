@@ -3,7 +3,6 @@
 The extension is optional: if it cannot be compiled, natlens falls back to a
 pure-Python walk and says so once (slower, same results).
 """
-import numpy
 from setuptools import Extension, setup
 
 setup(
@@ -11,7 +10,6 @@ setup(
         Extension(
             "natlens.capture._walk",
             sources=["lib/natlens/capture/_walk.c"],
-            include_dirs=[numpy.get_include()],
             optional=True,
         )
     ]
