@@ -254,6 +254,26 @@ def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame) -> dict:
     return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
 
 
+def undecided_notes(journeys: pd.DataFrame) -> list[str]:
+    """What the captures could not decide, in plain words (for the report's inputs section)."""
+    out = []
+    n = len(journeys)
+    if not n:
+        return out
+    for col, what in (("snat", "whether it was SNATed"), ("loopback", "whether it looped back"),
+                      ("outcome", "its outcome")):
+        k = int((journeys[col] == "unknown").sum())
+        if k:
+            ev = journeys.loc[journeys[col] == "unknown", f"{col}_evidence"].mode()
+            why = f": {ev.iloc[0]}" if len(ev) and ev.iloc[0] else ""
+            out.append(f"{k} of {n} connections: cannot decide {what}{why}")
+    k = int(journeys["lb_backend"].isna().sum())
+    if k:
+        out.append(f"{k} of {n} connections: the node the load balancer chose is not in the captures "
+                   "(no capture from that node)")
+    return out
+
+
 def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict."""
     from natlens.capture import read_capture  # noqa: PLC0415
@@ -307,6 +327,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
         if not vips:
             inferred.append("no load-balancer VIP known (no cluster/services.json, no kube-proxy "
                             "ipsets): every TCP connection counts as a service connection")
+    inferred += undecided_notes(of_interest)
     snat = snat_table(of_interest, bundle, inferred) if not of_interest.empty else \
         pd.DataFrame(columns=SNAT_COLUMNS)
     loop = of_interest[of_interest["loopback"] == "yes"] if not of_interest.empty else of_interest

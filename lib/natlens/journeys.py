@@ -123,12 +123,15 @@ def assign_journeys(conns: pd.DataFrame, offsets: dict[str, float]) -> pd.Series
 
 
 def _point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> pd.Series:
-    """Interface name of each record's capture point (label of a per-interface capture,
-    or the SLL2/pcapng interface named by the node's ip-addr dump); None if unknown."""
+    """Interface name of each record's capture point: the label of a per-interface capture
+    (eth0.pcap), else the SLL2/pcapng interface named by the node's ip-addr dump (`any`,
+    a capture tool's file); None when unknown."""
     label = conns["capture"].astype(str).str.split("/").str[-1]
-    named = conns.apply(lambda r: ifnames.get((r["node"], int(r["iface"]))), axis=1) \
-        if ifnames and len(conns) else pd.Series([None] * len(conns), index=conns.index)
-    return pd.Series(np.where(label.isin(["any"]), named, label), index=conns.index, dtype=object)
+    known = set(ifnames.values())
+    per_iface = label.isin(known) | (label.str.match(UPLINK) & (label != "any"))
+    named = pd.Series([ifnames.get((n, int(i))) for n, i in zip(conns["node"], conns["iface"], strict=True)],
+                      index=conns.index, dtype=object)
+    return pd.Series(np.where(per_iface, label, named), index=conns.index, dtype=object)
 
 
 def build_journeys(conns: pd.DataFrame, inventory: Inventory,
