@@ -327,3 +327,18 @@ def test_parquet_of_capture_without_ip(tmp_path):
     table = pq.read_table(tmp_path / "o" / "arp.packets.parquet")
     assert table.num_rows == 0 and info.skipped == {"arp": 1}
     assert table.schema.metadata[b"schema"] == b"natlens.packets/1"
+
+
+def test_packet_before_its_interface_block_is_malformed_at_any_chunk_size(tmp_path):
+    """An EPB naming an interface whose IDB comes later in the file is counted malformed;
+    before the fix the answer depended on where a chunk boundary fell."""
+    path = tmp_path / "order.pcapng"
+    frame = eth(ip4(udp(), 17))
+    write_pcapng(path, [Interface(1), Interface(1)], [(0, T0, frame), (1, T0, frame)])
+    d = path.read_bytes()
+    shb, idb0, idb1, rest = d[:28], d[28:48], d[48:68], d[68:]
+    path.write_bytes(shb + idb0 + rest + idb1)
+    for chunk in [None, *range(60, 260, 8)]:
+        kw = {"chunk_bytes": chunk} if chunk else {}
+        info = read_capture(path, **kw).info
+        assert (info.decoded, info.skipped) == (1, {"malformed": 1}), chunk

@@ -160,13 +160,16 @@ class PcapngFile:
         big = self.big_endian
         types = buf.u32(offs, big)
         lengths = buf.u32(offs + 4, big).astype(np.int64)
+        # Interfaces defined before each block: a packet may only use those, whatever
+        # chunk its interface block happens to fall in.
+        defined = len(self.interfaces) + np.cumsum(types == IDB)
         for i in np.flatnonzero(types == IDB):
             self._interface(buf, int(offs[i]), int(lengths[i]))
         is_pkt = (types == EPB) | (types == SPB) | (types == PB)
         for t, c in zip(*np.unique(types[~is_pkt & (types != IDB)], return_counts=True), strict=True):
             self.other_blocks[BLOCK_NAMES.get(int(t), f"type-0x{int(t):x}")] += int(c)
         idx = np.flatnonzero(is_pkt)
-        offs, types, lengths = offs[idx], types[idx], lengths[idx]
+        offs, types, lengths, defined = offs[idx], types[idx], lengths[idx], defined[idx]
         n = len(offs)
         simple = types == SPB
         iface = np.where(types == PB, buf.u16(offs + 8, big), buf.u32(offs + 8, big)).astype(np.int64)
@@ -181,8 +184,7 @@ class PcapngFile:
         wirelen[simple] = buf.u32(offs[simple] + 8, big)
         caplen[simple] = np.minimum(wirelen[simple], lengths[simple] - 16)
         data[simple] = offs[simple] + 12
-        n_if = len(self.interfaces)
-        bad = (iface >= n_if) | (lengths < np.where(simple, 16, 32))
+        bad = (iface >= defined) | (lengths < np.where(simple, 16, 32))
         bad |= data + caplen > offs + lengths - 4
         bad |= buf.u32(offs + lengths - 4, big).astype(np.int64) != lengths
         caplen[bad] = 0
