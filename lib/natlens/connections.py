@@ -138,6 +138,24 @@ def _grouped_cummax(values: np.ndarray, gid: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(values + off) - off
 
 
+def join_groups(gid: np.ndarray, chars: np.ndarray, n: int, sep: str = "") -> np.ndarray:
+    """Concatenate the strings of each group (gid non-decreasing) in order: one join, then slices."""
+    out = np.full(n, "", dtype=object)
+    if not len(gid):
+        return out
+    parts = chars.astype(str).tolist()
+    lens = np.fromiter((len(x) for x in parts), dtype=np.int64, count=len(parts)) + len(sep)
+    text = sep.join(parts) + sep
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    first = _first_where(gid, np.ones(len(gid), dtype=bool), n)
+    last = _last_where(gid, np.ones(len(gid), dtype=bool), n)
+    has = np.flatnonzero(first >= 0)
+    a, b = starts[first[has]], ends[last[has]] - len(sep)
+    out[has] = [text[i:j] for i, j in zip(a.tolist(), b.tolist(), strict=True)]
+    return out
+
+
 def _take(arr: np.ndarray, idx: np.ndarray, fill):
     out = np.where(idx >= 0, arr[np.maximum(idx, 0)], fill)
     return out
@@ -392,9 +410,8 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     ev_side_orig = np.where(ev_s == 3, ~is_orig[ev_r], is_orig[ev_r])
     ev_c = np.where(ev_side_orig | (ev_s > 0), ev_c, np.char.lower(ev_c))
     eo = np.lexsort((ev_s, ev_r))
-    hist_df = pd.DataFrame({"c": conn[ev_r[eo]], "ch": ev_c[eo]})
-    history = hist_df.groupby("c", sort=False)["ch"].agg("".join).reindex(range(nc), fill_value="")
-    history = np.where(flip, "^", "") + history.to_numpy(dtype=object).astype(str)
+    history = join_groups(conn[ev_r[eo]], ev_c[eo], nc)
+    history = np.char.add(np.where(flip, "^", ""), history.astype(str))
 
     # --- handshake ---------------------------------------------------------------------
     f_syn = _first_where(conn, syn_only & is_orig, nc)

@@ -29,6 +29,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from natlens.connections import join_groups
 from natlens.inventory import Inventory
 
 JOIN_WINDOW_S = 5.0  # records of one connection start within this (after clock correction)
@@ -173,7 +174,9 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
                 policy[(s.lb_ip, int(s.port), s.proto)] = s.policy
                 if s.node_port is not None and not pd.isna(s.node_port):
                     np_map[(int(s.node_port), s.proto)] = (s.lb_ip, int(s.port))
-    r["to_vip"] = [(h, int(p), pr) in vip_keys for h, p, pr in zip(r["resp_h"], r["resp_p"], r["proto"], strict=True)]
+    r["to_vip"] = pd.MultiIndex.from_arrays([r["resp_h"].astype(object), r["resp_p"].astype("int64"),
+                                             r["proto"].astype(object)]).isin(list(vip_keys)) \
+        if vip_keys else False
 
     # --- the client's own record: earliest SYN (not a stray SYN-ACK), else earliest ------
     r["_has_syn"] = r["syn_ts"].notna()
@@ -301,10 +304,15 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     loop = cl["loopback"].map({"yes": "loopback", "no": "remote"}).fillna("unknown")
     sn = cl["snat"].map({"yes": "snat", "no": "no-snat"}).fillna("snat-unknown")
     cl["path"] = loop + "/" + sn
-    g = r.sort_values("_t").groupby("jn")
-    cl["hops"] = g.size()
-    cl["captures"] = g["capture"].agg(lambda s: ", ".join(pd.unique(s)))
-    cl["uids"] = g["uid"].agg(list)
+    srt = r.sort_values(["jn", "_t"], kind="stable")
+    jn_sorted = srt["jn"].to_numpy()
+    cl["hops"] = r.groupby("jn").size()
+    caps = srt[["jn", "capture"]].drop_duplicates()
+    cl["captures"] = join_groups(caps["jn"].to_numpy(), caps["capture"].to_numpy(dtype=object),
+                                 int(jn_sorted.max()) + 1, ", ")[cl.index.to_numpy()]
+    bounds = np.flatnonzero(np.diff(jn_sorted)) + 1
+    uid_lists = [list(x) for x in np.split(srt["uid"].to_numpy(dtype=object), bounds)]
+    cl["uids"] = pd.Series(uid_lists, index=pd.unique(jn_sorted)).reindex(cl.index)
     cl = cl.sort_values("ts").reset_index()
     cl["journey"] = [f"J{i}" for i in range(len(cl))]
     jmap = dict(zip(cl["jn"], cl["journey"], strict=True))
