@@ -342,3 +342,17 @@ def test_packet_before_its_interface_block_is_malformed_at_any_chunk_size(tmp_pa
         kw = {"chunk_bytes": chunk} if chunk else {}
         info = read_capture(path, **kw).info
         assert (info.decoded, info.skipped) == (1, {"malformed": 1}), chunk
+
+
+def test_reading_with_python_walk_equals_compiled(files, monkeypatch, tmp_path):
+    """The whole read, not just the walk, is the same without the compiled helper."""
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(files["multi-be"].read_bytes()[:-9])
+    paths = [files["eth-ns-le"], files["multi-le"], cut]
+    want = [read_capture(p, chunk_bytes=200) for p in paths]
+    monkeypatch.setattr(walker, "_compiled", None)
+    monkeypatch.setattr(walker, "_warned", True)
+    for p, w in zip(paths, want, strict=True):
+        got = read_capture(p, chunk_bytes=200)
+        assert got.info.to_dict() == w.info.to_dict()
+        assert got.packets.equals(w.packets)
