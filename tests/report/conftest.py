@@ -62,6 +62,15 @@ def hostile(sample, tmp_path_factory) -> Path:
     return dst
 
 
+@pytest.fixture(scope="session")
+def hostile_report(hostile, tmp_path_factory):
+    from natlens.report.run import build_report
+
+    r = build_report(hostile, tmp_path_factory.mktemp("hostile-report"))
+    assert r.ok, r.error
+    return r
+
+
 def _http_capture(path: Path, t: int) -> None:
     """One TCP connection carrying `GET / HTTP/1.1` with a hostile Host header, at time t (ns)."""
     import socket

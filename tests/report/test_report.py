@@ -112,15 +112,6 @@ def test_deep_dive_notebooks_run_on_the_sample(sample, tmp_path, name):
     assert r.ok, r.error
 
 
-@pytest.fixture(scope="module")
-def hostile_report(hostile, tmp_path_factory):
-    from natlens.report.run import build_report
-
-    r = build_report(hostile, tmp_path_factory.mktemp("hostile-report"))
-    assert r.ok, r.error
-    return r
-
-
 def test_hostile_strings_are_escaped(hostile_report):
     page = hostile_report.html.read_text()
     assert "<script" not in page
