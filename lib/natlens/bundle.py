@@ -98,7 +98,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=exc.lineno) from None
+        raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=str(exc.lineno)) from None
     except UnicodeDecodeError:
         raise NatlensError("not a text file", path=str(path)) from None
 
@@ -109,12 +109,12 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         raise NatlensError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=str(path),
-                           where=None if line is None else line + 1) from None
+                           where=None if line is None else str(line + 1)) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise NatlensError("incident.yaml must be a mapping (title, window, notes, services)",
-                           path=str(path), where=1)
+                           path=str(path), where="1")
     return doc
 
 
@@ -180,7 +180,7 @@ def load_bundle(path: str | Path) -> Bundle:
         if f.is_file():
             doc = _read_json(f)
             if not isinstance(doc, dict) or not isinstance(doc.get("items", []), list):
-                raise NatlensError("expected kubectl JSON with an \"items\" list", path=str(f), where=1)
+                raise NatlensError("expected kubectl JSON with an \"items\" list", path=str(f), where="1")
             cluster[kind] = doc
     nodes: list[NodeDir] = []
     ndir = root / "nodes"
@@ -216,7 +216,7 @@ def parse_ip_addr(path: Path) -> list[Address]:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=exc.lineno) from None
+            raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=str(exc.lineno)) from None
         out = []
         for link in doc if isinstance(doc, list) else []:
             for a in link.get("addr_info", []) or []:
