@@ -28,7 +28,7 @@ def netns_unavailable_reason(*tools: str) -> str | None:
     for tool in ("ip", *tools):
         if shutil.which(tool) is None:
             return f"needs {tool} (Debian package: see .ci/run)"
-    probe = "natlens-probe-%d" % os.getpid()
+    probe = f"natlens-probe-{os.getpid()}"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:
         return f"cannot create a network namespace: {r.stderr.strip()}"

@@ -193,21 +193,21 @@ def _s8(x: int) -> int:
     return x - 256 if x > 127 else x
 
 
-def ethernet(pk: Packet, pos: int) -> tuple[int, int]:
+def ethernet(pk: Packet, pos: int, record_tags: bool = True) -> tuple[int, int]:
     pk.need(pos, 14)
     e = dpkt.ethernet.Ethernet.__new__(dpkt.ethernet.Ethernet)
     dpkt.Packet.unpack(e, pk.data[pos: pos + 14])  # the header only: no payload guessing
-    return vlan_tags(pk, pos + 14, e.type)
+    return vlan_tags(pk, pos + 14, e.type, record_tags)
 
 
-def vlan_tags(pk: Packet, pos: int, etype: int) -> tuple[int, int]:
+def vlan_tags(pk: Packet, pos: int, etype: int, record_tags: bool = True) -> tuple[int, int]:
     depth = 0
     while etype in VLAN_TPIDS:
         if depth == 4:
             raise Skip("malformed")
         pk.need(pos, 4)
         tag = dpkt.ethernet.VLANtag8021Q(pk.data[pos: pos + 4])
-        if depth < 2:
+        if depth < 2 and record_tags:  # a tunnel's inner tags don't describe the captured frame
             pk.row["vlan" if depth == 0 else "vlan_inner"] = tag.id
         etype, pos, depth = tag.type, pos + 4, depth + 1
     return pos, etype
@@ -353,7 +353,7 @@ def tunnel(pk: Packet, pos: int) -> None:
     if kind != "ipip":
         row.update(outer_sport=outer["sport"], outer_dport=outer["dport"])
     if inner_et is None:
-        inner, inner_et = ethernet(pk, inner)
+        inner, inner_et = ethernet(pk, inner, record_tags=False)
     classify(inner_et)
     pos, ip_end = ip(pk, inner, inner_et)
     transport(pk, pos, ip_end)

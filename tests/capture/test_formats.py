@@ -104,8 +104,10 @@ def test_vlan_and_qinq(files):
              for v, i in zip(tagged["vlan"], tagged["vlan_inner"].astype(object).where(
                  tagged["vlan_inner"].notna(), None), strict=True)}
     # 802.1Q; 802.1ad + 802.1Q (QinQ, VLAN 4095); three tags 0x9100/0x8100/0x8100 (outer two kept);
-    # a VLAN-tagged frame inside VXLAN reports the inner frame's tag
-    assert pairs == {(100, None), (300, 4095), (1, 2), (77, None)}
+    # a VLAN-tagged frame inside (untagged) VXLAN: `vlan` describes the captured frame, so null
+    assert pairs == {(100, None), (300, 4095), (1, 2)}
+    inner_tagged = pk[(pk["tunnel"] == "vxlan") & (pk["vni"] == 5)]
+    assert len(inner_tagged) == 1 and inner_tagged["vlan"].isna().all()
 
 
 def test_tunnels_keep_outer_fields(files):

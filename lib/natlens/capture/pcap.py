@@ -50,6 +50,10 @@ class PcapFile:
     def data_start(self) -> int:
         return HEADER_LEN
 
+    def holds_packet(self, head: np.ndarray) -> bool:
+        """Whether an incomplete record starting with `head` is a packet (always, in pcap)."""
+        return True
+
     def parse(self, buf: Buffer, start: int) -> tuple[Records, int, int]:
         """Records of buf[start:]; returns them, where parsing stopped and why."""
         offs, stop, status = walker.walk(

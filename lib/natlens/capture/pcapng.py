@@ -91,6 +91,14 @@ class PcapngFile:
     def linktypes(self) -> list[int]:
         return sorted({i.linktype for i in self.interfaces})
 
+    def holds_packet(self, head: np.ndarray) -> bool:
+        """Whether an incomplete block starting with `head` is a packet block; a cut
+        statistics or name block is no lost packet. Unknown (under 4 bytes): yes."""
+        if len(head) < 4:
+            return True
+        btype = int.from_bytes(bytes(head[:4]), "big" if self.big_endian else "little")
+        return btype in (EPB, SPB, PB)
+
     def parse(self, buf: Buffer, start: int) -> tuple[Records, int, int]:
         """Packet records of buf[start:], handling section and interface blocks on the way."""
         parts: list[Records] = []

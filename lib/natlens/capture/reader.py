@@ -136,9 +136,10 @@ def iter_tables(
             have, file_pos = tail, file_pos + stop
             if eof:
                 if have:
-                    tally[SKIP_REASONS[CUT_SHORT]] += 1
-                    record_index += 1
                     info.unread_bytes = have
+                    if fmt.holds_packet(raw[:have]):
+                        tally[SKIP_REASONS[CUT_SHORT]] += 1
+                        record_index += 1
                     info.warnings.append(
                         f"{p}@{file_pos}: file cut short in the middle of a record "
                         f"({have} bytes); all complete records were read")

@@ -55,12 +55,16 @@ def decode(f: Frame, rows: np.ndarray) -> None:
     f.set("vni", gn, buf.be32[f.pos[gn] + 4] >> 8)
     f.clear(PACKET_LEVEL, inner)
 
+    # The VLAN columns describe the frame as captured: an inner frame's tags don't replace them.
+    outer_vlan = {k: (f.values[k].copy(), f.valid[k].copy()) for k in ("vlan", "vlan_inner")}
     f.pos[vx] += 8
     link.ethernet(f, vx)
     gn_eth = g_type == GENEVE_ETHERNET
     f.pos[gn] += 8 + g_opt
     f.ethertype[gn[~gn_eth]] = g_type[~gn_eth]
     link.ethernet(f, gn[gn_eth])
+    for k, (values, valid) in outer_vlan.items():
+        f.values[k], f.valid[k] = values, valid
     f.ethertype[ii] = ii_family
     inner = f.live(inner)
     link.classify(f, inner)
