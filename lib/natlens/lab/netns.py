@@ -133,8 +133,11 @@ class Lab:
     def spawn(self, ns: str, argv: Sequence[str], *, stdout=subprocess.DEVNULL,
               stderr=subprocess.PIPE, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a process in ``ns`` in its own session; it is stopped by :meth:`close`."""
+        # Unbuffered pipes: a caller waits for a line with select(), which cannot see lines
+        # already sitting in a Python buffer.
         p = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=stdout, stderr=stderr,
-                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+                             stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                             bufsize=0)
         self.procs.append(p)
         return p
 
