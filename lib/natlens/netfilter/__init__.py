@@ -1,0 +1,22 @@
+"""Netfilter model: iptables-save / ipset / ipvsadm dumps -> "what happens to this packet".
+
+    node = load_node("incident/nodes/node-a")
+    v = node.explain("10.244.1.5", "198.18.10.1", 80)        # pod -> LB VIP
+    v.snat, v.snat_to, v.dnat_to, v.verdict, v.trace, v.undecided
+    kube_services(node)   # per Service VIP:port: externalTrafficPolicy, SNAT on egress
+
+Modules: iptables (parser), ipset, ipvs, evaluate (the walk), node (NodeRules,
+load_node), kubeproxy (Service view), generate (kube-proxy-shaped dumps for
+tests and bench).
+"""
+
+from natlens.netfilter.evaluate import Packet, Path, Verdict
+from natlens.netfilter.ipset import parse_ipset
+from natlens.netfilter.iptables import parse_iptables_save
+from natlens.netfilter.ipvs import parse_ipvsadm
+from natlens.netfilter.kubeproxy import ServicePolicy, kube_services
+from natlens.netfilter.node import NodeRules, load_files, load_node, parse_ip_addr
+
+__all__ = ["NodeRules", "Packet", "Path", "ServicePolicy", "Verdict", "kube_services",
+           "load_files", "load_node", "parse_ip_addr", "parse_ipset", "parse_iptables_save",
+           "parse_ipvsadm"]

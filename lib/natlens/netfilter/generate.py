@@ -1,0 +1,331 @@
+"""kube-proxy-shaped dumps, generated: fixtures for tests, the kernel truth test and the bench.
+
+``kube_proxy_ipvs`` writes what kube-proxy in IPVS mode leaves on a node (nat and
+filter rules, the KUBE-* ipsets, ipvsadm -S -n), in the shape of a chosen release:
+
+* "1.18": KUBE-POSTROUTING masquerades marked packets in one rule; KUBE-MARK-DROP
+  and the kubelet's filter KUBE-FIREWALL (drops mark 0x8000).
+* "1.23": the mark is cleared before MASQUERADE (RETURN / --set-xmark 0x4000/0x0 /
+  MASQUERADE --random-fully); KUBE-FIREWALL blocks localnet only.
+* "1.28": as 1.23 plus KUBE-PROXY-FIREWALL and KUBE-IPVS-FILTER with KUBE-IPVS-IPS.
+
+``kube_proxy_iptables`` writes iptables-mode rules: KUBE-SVC-/KUBE-SEP- with
+statistic branches, KUBE-EXT-/KUBE-SVL- (1.24+) or KUBE-FW-/KUBE-XLB- (older),
+KUBE-NODEPORTS. Addresses are whatever the caller passes in Service objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Service:
+    name: str                   # "namespace/name:portname"
+    cluster_ip: str
+    port: int
+    proto: str = "tcp"
+    node_port: int | None = None
+    lb_ips: list[str] = field(default_factory=list)
+    external_ips: list[str] = field(default_factory=list)
+    policy: str = "Cluster"     # externalTrafficPolicy
+    endpoints: list[tuple[str, int, bool]] = field(default_factory=list)  # (ip, port, on this node)
+
+
+@dataclass
+class Dump:
+    iptables: str
+    ipset: str
+    ipvsadm: str = ""
+
+
+def _chain_id(prefix: str, *parts: str) -> str:
+    h = hashlib.sha256("/".join(parts).encode()).hexdigest().upper()
+    return f"{prefix}{h[:16]}"
+
+
+def _set(lines: list[str], name: str, stype: str, members: list[str], extra: str = "") -> None:
+    if stype.startswith("bitmap"):
+        lines.append(f"create {name} {stype} range 0-65535")
+    else:
+        lines.append(f"create {name} {stype} family inet hashsize 1024 maxelem 65536{extra}")
+    lines += [f"add {name} {m}" for m in sorted(set(members))]
+
+
+def kube_proxy_ipvs(services: list[Service], *, node_ips: list[str], cluster_cidr: str,
+                    version: str = "1.28", ipvs_ips: list[str] | None = None) -> Dump:
+    """IPVS-mode nat/filter rules, ipsets and ipvsadm -S -n for these services."""
+    old = version < "1.19"
+    new_fw = version >= "1.28"
+    cip, lb, lbl, ext, extl, loop, npt, nptl, npu, npul, hc = ([] for _ in range(11))
+    vs_lines: list[str] = []
+    for s in services:
+        pp = f"{s.proto}:{s.port}"
+        cip.append(f"{s.cluster_ip},{pp}")
+        vips = [(s.cluster_ip, s.port)] + [(ip, s.port) for ip in s.lb_ips + s.external_ips]
+        for ip in s.lb_ips:
+            lb.append(f"{ip},{pp}")
+            if s.policy == "Local":
+                lbl.append(f"{ip},{pp}")
+        for ip in s.external_ips:
+            ext.append(f"{ip},{pp}")
+            if s.policy == "Local":
+                extl.append(f"{ip},{pp}")
+        if s.node_port:
+            (npt if s.proto == "tcp" else npu).append(str(s.node_port))
+            if s.policy == "Local":
+                (nptl if s.proto == "tcp" else npul).append(str(s.node_port))
+            vips += [(ip, s.node_port) for ip in node_ips]
+        for ep, port, _ in s.endpoints:
+            loop.append(f"{ep},{s.proto}:{port},{ep}")
+        flag = "-t" if s.proto == "tcp" else "-u"
+        for ip, port in vips:
+            vs_lines.append(f"-A {flag} {ip}:{port} -s rr")
+            local_only = s.policy == "Local" and (ip, port) != (s.cluster_ip, s.port)
+            for ep, eport, on_node in s.endpoints:
+                if local_only and not on_node:
+                    continue
+                vs_lines.append(f"-a {flag} {ip}:{port} -r {ep}:{eport} -m -w 1")
+    st: list[str] = []
+    _set(st, "KUBE-CLUSTER-IP", "hash:ip,port", cip)
+    _set(st, "KUBE-LOAD-BALANCER", "hash:ip,port", lb)
+    _set(st, "KUBE-LOAD-BALANCER-LOCAL", "hash:ip,port", lbl)
+    _set(st, "KUBE-LOAD-BALANCER-FW", "hash:ip,port", [])
+    _set(st, "KUBE-LOAD-BALANCER-SOURCE-IP", "hash:ip,port,ip", [])
+    _set(st, "KUBE-LOAD-BALANCER-SOURCE-CIDR", "hash:ip,port,net", [])
+    _set(st, "KUBE-EXTERNAL-IP", "hash:ip,port", ext)
+    _set(st, "KUBE-EXTERNAL-IP-LOCAL", "hash:ip,port", extl)
+    _set(st, "KUBE-LOOP-BACK", "hash:ip,port,ip", loop)
+    _set(st, "KUBE-NODE-PORT-TCP", "bitmap:port", npt)
+    _set(st, "KUBE-NODE-PORT-LOCAL-TCP", "bitmap:port", nptl)
+    _set(st, "KUBE-NODE-PORT-UDP", "bitmap:port", npu)
+    _set(st, "KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port", npul)
+    _set(st, "KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port", hc)
+    if new_fw:
+        ips = ipvs_ips if ipvs_ips is not None else sorted({s.cluster_ip for s in services})
+        _set(st, "KUBE-IPVS-IPS", "hash:ip", ips)
+
+    nat = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+           ":POSTROUTING ACCEPT [0:0]"]
+    chains = ["KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-LOAD-BALANCER", "KUBE-NODE-PORT",
+              "KUBE-MARK-MASQ"]
+    if old:
+        chains += ["KUBE-MARK-DROP", "KUBE-FIREWALL"]
+    nat += [f":{c} - [0:0]" for c in chains]
+    c_svc = '-m comment --comment "kubernetes service portals"'
+    nat += [f"-A PREROUTING {c_svc} -j KUBE-SERVICES", f"-A OUTPUT {c_svc} -j KUBE-SERVICES",
+            '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING']
+    if old:
+        nat += ["-A KUBE-FIREWALL -j KUBE-MARK-DROP",
+                "-A KUBE-LOAD-BALANCER -m comment --comment \"Kubernetes service load balancer ip + "
+                "port for load balancer with sourceRange\" -m set --match-set KUBE-LOAD-BALANCER-FW "
+                "dst,dst -j KUBE-FIREWALL"]
+    nat += ['-A KUBE-LOAD-BALANCER -m comment --comment "Kubernetes service load balancer ip + port '
+            'with externalTrafficPolicy=local" -m set --match-set KUBE-LOAD-BALANCER-LOCAL dst,dst '
+            "-j RETURN",
+            "-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ"]
+    if old:
+        nat.append("-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000")
+    nat.append("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000")
+    for proto in ("tcp", "udp"):
+        P = proto.upper()
+        nat.append(f'-A KUBE-NODE-PORT -p {proto} -m comment --comment "Kubernetes nodeport {P} port '
+                   f'with externalTrafficPolicy=local" -m set --match-set KUBE-NODE-PORT-LOCAL-{P} '
+                   "dst -j RETURN")
+        nat.append(f'-A KUBE-NODE-PORT -p {proto} -m comment --comment "Kubernetes nodeport {P} port '
+                   f'for masquerade purpose" -m set --match-set KUBE-NODE-PORT-{P} dst -j KUBE-MARK-MASQ')
+    loopback = ('-A KUBE-POSTROUTING -m comment --comment "Kubernetes endpoints dst ip:port, source ip '
+                'for solving hairpin purpose" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE')
+    if old:
+        nat += ['-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+                "-m mark --mark 0x4000/0x4000 -j MASQUERADE", loopback]
+    else:
+        nat += [loopback, "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+                "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+                '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+                "-j MASQUERADE --random-fully"]
+    nat += ['-A KUBE-SERVICES -m comment --comment "Kubernetes service lb portal" -m set --match-set '
+            "KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER",
+            f'-A KUBE-SERVICES ! -s {cluster_cidr} -m comment --comment "Kubernetes service cluster ip + '
+            'port for masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ',
+            '-A KUBE-SERVICES -m comment --comment "Kubernetes service external ip + port with '
+            'externalTrafficPolicy=local" -m set --match-set KUBE-EXTERNAL-IP-LOCAL dst,dst -j RETURN'
+            if ext else None,
+            '-A KUBE-SERVICES -m comment --comment "Kubernetes service external ip + port for '
+            'masquerade and filter purpose" -m set --match-set KUBE-EXTERNAL-IP dst,dst -j KUBE-MARK-MASQ'
+            if ext else None,
+            "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT",
+            "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
+            "-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT",
+            "COMMIT"]
+    flt = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+           ":KUBE-FIREWALL - [0:0]", ":KUBE-FORWARD - [0:0]", ":KUBE-NODE-PORT - [0:0]"]
+    if new_fw:
+        flt += [":KUBE-IPVS-FILTER - [0:0]", ":KUBE-PROXY-FIREWALL - [0:0]",
+                ":KUBE-SOURCE-RANGES-FIREWALL - [0:0]"]
+        flt += ['-A INPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER',
+                '-A INPUT -m comment --comment "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL']
+    flt += ['-A INPUT -m comment --comment "kubernetes health check rules" -j KUBE-NODE-PORT',
+            "-A INPUT -j KUBE-FIREWALL"]
+    if new_fw:
+        flt.append('-A FORWARD -m comment --comment "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL')
+    flt += ['-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+            "-A OUTPUT -j KUBE-FIREWALL"]
+    if old:
+        flt.append('-A KUBE-FIREWALL -m comment --comment "kubernetes firewall for dropping marked '
+                   'packets" -m mark --mark 0x8000/0x8000 -j DROP')
+    flt += ['-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming '
+            'localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
+            "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+            '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark '
+            "0x4000/0x4000 -j ACCEPT",
+            '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
+            "--ctstate RELATED,ESTABLISHED -j ACCEPT",
+            '-A KUBE-NODE-PORT -m comment --comment "Kubernetes health check node port" -m set '
+            "--match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT"]
+    if new_fw:
+        flt += ["-A KUBE-IPVS-FILTER -m set --match-set KUBE-LOAD-BALANCER dst,dst -j RETURN",
+                "-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN",
+                "-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP dst,dst -j RETURN",
+                "-A KUBE-IPVS-FILTER -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j RETURN",
+                "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst "
+                "-j REJECT --reject-with icmp-port-unreachable",
+                '-A KUBE-PROXY-FIREWALL -m comment --comment "Kubernetes service load balancer ip + '
+                'port for load balancer with sourceRange" -m set --match-set KUBE-LOAD-BALANCER-FW '
+                "dst,dst -j KUBE-SOURCE-RANGES-FIREWALL",
+                "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP"]
+    flt.append("COMMIT")
+    ipt = "\n".join(x for x in [f"# Generated by natlens generate (kube-proxy {version} IPVS mode)",
+                                *nat, *flt] if x is not None) + "\n"
+    return Dump(ipt, "\n".join(st) + "\n", "\n".join(vs_lines) + "\n")
+
+
+def kube_proxy_iptables(services: list[Service], *, cluster_cidr: str, version: str = "1.28") -> Dump:
+    """iptables-mode nat rules (KUBE-SVC-/SEP-/EXT-/SVL-, or FW-/XLB- before 1.24)."""
+    old = version < "1.24"
+    decl: list[str] = []
+    body: list[str] = []
+    svc_rules: list[str] = []
+    np_rules: list[str] = []
+    for s in services:
+        p = s.proto
+        svc = _chain_id("KUBE-SVC-", s.name, p)
+        ext = _chain_id("KUBE-FW-" if old else "KUBE-EXT-", s.name, p)
+        loc = _chain_id("KUBE-XLB-" if old else "KUBE-SVL-", s.name, p)
+        decl += [svc]
+        cm = f'-m comment --comment "{s.name} cluster IP"'
+        svc_rules.append(f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {p} {cm} -m {p} --dport {s.port} -j {svc}")
+        body.append(f"-A {svc} ! -s {cluster_cidr} -d {s.cluster_ip}/32 -p {p} {cm} -m {p} "
+                    f"--dport {s.port} -j KUBE-MARK-MASQ")
+        seps = []
+        for ep, port, on_node in s.endpoints:
+            sep = _chain_id("KUBE-SEP-", s.name, ep, str(port))
+            decl.append(sep)
+            seps.append((sep, ep, port, on_node))
+            c = f'-m comment --comment "{s.name}"'
+            body += [f"-A {sep} -s {ep}/32 {c} -j KUBE-MARK-MASQ",
+                     f"-A {sep} -p {p} {c} -m {p} -j DNAT --to-destination {ep}:{port}"]
+        _spread(body, svc, s.name, seps)
+        external = bool(s.lb_ips or s.node_port or s.external_ips)
+        if not external:
+            continue
+        local = s.policy == "Local"
+        if old:
+            # KUBE-FW- only for load balancers; node ports jump to SVC / XLB directly
+            target = loc if local else svc
+            if s.lb_ips:
+                decl.append(ext)
+                for ip in s.lb_ips:
+                    svc_rules.append(f'-A KUBE-SERVICES -d {ip}/32 -p {p} -m comment --comment '
+                                     f'"{s.name} loadbalancer IP" -m {p} --dport {s.port} -j {ext}')
+                if not local:
+                    body.append(f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j KUBE-MARK-MASQ')
+                body += [f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j {target}',
+                         f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j KUBE-MARK-DROP']
+            if s.node_port:
+                if not local:
+                    np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
+                                    f"-m {p} --dport {s.node_port} -j KUBE-MARK-MASQ")
+                np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
+                                f"-m {p} --dport {s.node_port} -j {target}")
+        else:
+            decl.append(ext)
+            for ip in s.lb_ips:
+                svc_rules.append(f'-A KUBE-SERVICES -d {ip}/32 -p {p} -m comment --comment '
+                                 f'"{s.name} loadbalancer IP" -m {p} --dport {s.port} -j {ext}')
+            if s.node_port:
+                np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
+                                f"-m {p} --dport {s.node_port} -j {ext}")
+            if local:
+                body += [f'-A {ext} -s {cluster_cidr} -m comment --comment "pod traffic for {s.name} '
+                         f'external destinations" -j {svc}',
+                         f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {s.name} external '
+                         f'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+                         f'-A {ext} -m comment --comment "route LOCAL traffic for {s.name} external '
+                         f'destinations" -m addrtype --src-type LOCAL -j {svc}',
+                         f"-A {ext} -j {loc}"]
+            else:
+                body += [f'-A {ext} -m comment --comment "masquerade traffic for {s.name} external '
+                         f'destinations" -j KUBE-MARK-MASQ', f"-A {ext} -j {svc}"]
+        if local:
+            decl.append(loc)
+            if old:
+                body += [f'-A {loc} -s {cluster_cidr} -m comment --comment "Redirect pods trying to reach '
+                         f'external loadbalancer VIP to clusterIP" -j {svc}',
+                         f'-A {loc} -m comment --comment "masquerade LOCAL traffic for {s.name} LB IP" '
+                         "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+                         f'-A {loc} -m comment --comment "route LOCAL traffic for {s.name} LB IP to '
+                         f'service chain" -m addrtype --src-type LOCAL -j {svc}']
+            local_seps = [x for x in seps if x[3]]
+            if local_seps:
+                _spread(body, loc, s.name, local_seps)
+            else:
+                body.append(f'-A {loc} -m comment --comment "{s.name} has no local endpoints" '
+                            "-j KUBE-MARK-DROP")
+    head = [f"# Generated by natlens generate (kube-proxy {version} iptables mode)", "*nat",
+            ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+            ":POSTROUTING ACCEPT [0:0]", ":KUBE-MARK-DROP - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
+            ":KUBE-NODEPORTS - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-SERVICES - [0:0]"]
+    head += [f":{c} - [0:0]" for c in dict.fromkeys(decl)]
+    head += ['-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+             '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+             '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+             "-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000",
+             "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+             "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+             "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+             '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+             "-j MASQUERADE --random-fully"]
+    tail = ['-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be '
+            'the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS', "COMMIT"]
+    return Dump("\n".join(head + svc_rules + np_rules + body + tail) + "\n", "")
+
+
+def _spread(body: list[str], chain: str, name: str, seps: list) -> None:
+    n = len(seps)
+    for i, (sep, ep, port, _) in enumerate(seps):
+        c = f'-m comment --comment "{name} -> {ep}:{port}"'
+        if i < n - 1:
+            prob = 1.0 / (n - i)
+            body.append(f"-A {chain} {c} -m statistic --mode random --probability {prob:.11f} -j {sep}")
+        else:
+            body.append(f"-A {chain} {c} -j {sep}")
+
+
+def many_services(n: int, *, endpoints: int = 2, local_every: int = 2) -> list[Service]:
+    """n services with addresses from 198.18.0.0/15: cluster IPs 198.19.0.0/17, LB IPs
+    198.19.128.0/18, endpoints in 198.18.128.0/17; every local_every-th one is Local."""
+    cip = int(ipaddress.IPv4Address("198.19.0.1"))
+    lbip = int(ipaddress.IPv4Address("198.19.128.1"))
+    pod = int(ipaddress.IPv4Address("198.18.128.2"))
+    out = []
+    for i in range(n):
+        eps = [(str(ipaddress.IPv4Address(pod + (i * endpoints + k) % 32000)), 8080, k == 0)
+               for k in range(endpoints)]
+        out.append(Service(f"ns{i % 50}/svc-{i}:http", str(ipaddress.IPv4Address(cip + i)), 80,
+                           node_port=30000 + i % 2768,
+                           lb_ips=[str(ipaddress.IPv4Address(lbip + i))],
+                           policy="Local" if i % local_every == 0 else "Cluster", endpoints=eps))
+    return out

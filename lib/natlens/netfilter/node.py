@@ -1,0 +1,272 @@
+"""One node's netfilter state: rules, ipsets, IPVS services and local addresses.
+
+``load_node(dir)`` reads a node directory of the incident bundle (DESIGN.md
+section 2); ``NodeRules.explain(...)`` answers "what happens to this packet".
+The node's addresses matter twice: the routing decision (local or forwarded) and
+``-m addrtype``. They come from ip-addr.txt/.json and/or ``local_ips``; without
+either, any rule that needs them is reported undecided rather than guessed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path as FsPath
+
+from natlens.errors import NatlensError
+from natlens.netfilter.evaluate import Packet, Verdict, Walker, explain, ip_int
+from natlens.netfilter.ipset import IPSet, parse_ipset
+from natlens.netfilter.iptables import Ruleset, parse_iptables_save
+from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
+
+IPTABLES_NAMES = ("iptables-save.txt", "iptables-rules.txt", "iptables.txt")
+IPSET_NAMES = ("ipset-save.txt", "ipset-list.txt", "ipset.txt")
+IPVS_NAMES = ("ipvsadm.txt", "ipvsadm-save.txt")
+ADDR_NAMES = ("ip-addr.json", "ip-addr.txt")
+ROUTE_NAMES = ("ip-route.txt",)
+
+Addr = tuple[int, int, int]  # (address, prefix length, version)
+_NOT_UPLINK = ("lo", "kube-ipvs", "cni", "cbr", "docker", "veth", "cali", "flannel", "cilium",
+               "tunl", "vxlan", "weave", "kube-bridge", "virbr", "br-", "lxc", "tun", "tap")
+
+_HDR = re.compile(r"^\d+:\s+([^\s:@]+)(?:@\S+)?:?\s")
+_INET = re.compile(r"\binet6?\s+([0-9a-fA-F.:]+)(?:/(\d+))?(?:.*?\bbrd\s+(\S+))?")
+
+
+def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
+    """``ip -o addr``, ``ip addr`` or ``ip -j addr`` output -> {interface: [(addr, plen, ver)]}."""
+    out: dict[str, list[Addr]] = {}
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NatlensError(f"bad JSON: {exc.msg}", path=path, where=exc.lineno) from None
+        for link in data:
+            name = link.get("ifname", "?")
+            for a in link.get("addr_info", []):
+                if "local" in a:
+                    ip = ipaddress.ip_address(a["local"])
+                    out.setdefault(name, []).append((int(ip), int(a.get("prefixlen", ip.max_prefixlen)),
+                                                     ip.version))
+        return out
+    iface = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        h = _HDR.match(line)
+        if h:
+            iface = h.group(1)
+        m = _INET.search(line)
+        if not m:
+            continue
+        if iface is None:
+            raise NatlensError("address before any interface line", path=path, where=lineno)
+        try:
+            ip = ipaddress.ip_address(m.group(1))
+        except ValueError:
+            raise NatlensError(f"bad address {m.group(1)!r}", path=path, where=lineno) from None
+        plen = int(m.group(2)) if m.group(2) else ip.max_prefixlen
+        out.setdefault(iface, []).append((int(ip), plen, ip.version))
+    return out
+
+
+def parse_ip_route(text: str, path: str = "<ip-route>") -> list[tuple[int, int, str]]:
+    """``ip route`` output -> [(network, prefix length, interface)], for the egress interface."""
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        toks = line.split()
+        if not toks or toks[0] in ("broadcast", "local", "unreachable", "blackhole", "prohibit",
+                                   "throw", "multicast", "anycast"):
+            continue
+        if "dev" not in toks:
+            continue
+        dev = toks[toks.index("dev") + 1]
+        dest = "0.0.0.0/0" if toks[0] == "default" else toks[0]
+        try:
+            net = ipaddress.ip_network(dest, strict=False)
+        except ValueError:
+            raise NatlensError(f"bad route destination {dest!r}", path=path, where=lineno) from None
+        out.append((int(net.network_address), net.prefixlen, dev))
+    return out
+
+
+class NodeRules:
+    """Everything netfilter-related known about one node; ``explain`` walks a packet."""
+
+    def __init__(self, ruleset: Ruleset, sets: dict[str, IPSet] | None = None,
+                 ipvs: list[VirtualService] | None = None,
+                 addresses: dict[str, list[Addr]] | None = None,
+                 local_ips: list[str] | None = None, name: str = "",
+                 routes: list[tuple[int, int, str]] | None = None):
+        self.name = name
+        self.routes = routes or []
+        self.ruleset = ruleset
+        self.sets: dict[str, IPSet] = sets or {}
+        self.sets_known = sets is not None
+        self.ipvs: list[VirtualService] = ipvs or []
+        self._ipvs_by_key = {vs.key: vs for vs in self.ipvs}
+        self.addresses: dict[str, list[Addr]] = {k: list(v) for k, v in (addresses or {}).items()}
+        for ip in local_ips or []:
+            a = ipaddress.ip_address(ip)
+            self.addresses.setdefault("?", []).append((int(a), a.max_prefixlen, a.version))
+        self.addresses_known = bool(self.addresses)
+        self.inferred: list[str] = []
+        self._local = {a for addrs in self.addresses.values() for a, _, _ in addrs}
+        self._bcast: set[int] = {0xFFFFFFFF}
+        for addrs in self.addresses.values():
+            for a, plen, ver in addrs:
+                if ver == 4 and plen < 31:
+                    self._bcast.add(a | ((1 << (32 - plen)) - 1))
+        self._walker: Walker | None = None
+
+    @property
+    def walker(self) -> Walker:
+        if self._walker is None:
+            self._walker = Walker(self)
+        return self._walker
+
+    # addresses ---------------------------------------------------------------------
+    def is_local(self, ip: int) -> bool:
+        return ip in self._local or (ip >> 24) == 127
+
+    def addr_type(self, ip: int, iface: str | None = None) -> str:
+        """LOCAL, BROADCAST, MULTICAST or UNICAST, as the kernel's inet_addr_type answers."""
+        if iface is not None:
+            if any(a == ip for a, _, _ in self.addresses.get(iface, [])):
+                return "LOCAL"
+            if iface == "lo" and (ip >> 24) == 127:
+                return "LOCAL"
+        elif self.is_local(ip):
+            return "LOCAL"
+        if ip in self._bcast:
+            return "BROADCAST"
+        if (ip >> 28) == 0xE and ip < (1 << 32):
+            return "MULTICAST"
+        return "UNICAST"
+
+    def pkt_type(self, ip: int) -> str:
+        t = self.addr_type(ip)
+        return {"BROADCAST": "broadcast", "MULTICAST": "multicast"}.get(t, "unicast")
+
+    def iface_address(self, iface: str | None, dst: int | None) -> int | None:
+        """The address MASQUERADE/REDIRECT would use on iface: the one on dst's subnet, else the first."""
+        if iface == "lo":
+            # lo has only host-scope addresses; inet_select_addr then takes the first
+            # global address of the first interface in ifindex order (ip addr's order)
+            for name, addrs in self.addresses.items():
+                for a, _, ver in addrs:
+                    if name != "?" and ver == 4 and (a >> 24) != 127:
+                        return a
+            return None
+        addrs = [a for a in self.addresses.get(iface or "", []) if a[2] == 4 or (dst or 0) >= 1 << 32]
+        if not addrs:
+            return None
+        if dst is not None:
+            for a, plen, ver in addrs:
+                bits = 32 if ver == 4 else 128
+                mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
+                if (a & mask) == (dst & mask):
+                    return a
+        return addrs[0][0]
+
+    def route(self, dst: int) -> str | None:
+        """The egress interface for dst: from the routes if given (longest prefix), else the
+        longest connected subnet containing it, else None (unknown)."""
+        best, best_len = None, -1
+        if self.routes:
+            for net, plen, dev in self.routes:
+                mask = (0xFFFFFFFF ^ ((1 << (32 - plen)) - 1)) if plen else 0
+                if (dst & mask) == net and plen > best_len:
+                    best, best_len = dev, plen
+            return best
+        for iface, addrs in self.addresses.items():
+            if iface in ("lo", "?"):
+                continue
+            for a, plen, ver in addrs:
+                bits = 32 if ver == 4 else 128
+                if plen >= bits:
+                    continue
+                mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
+                if (a & mask) == (dst & mask) and plen > best_len:
+                    best, best_len = iface, plen
+        return best or self.uplink()
+
+    def uplink(self) -> str | None:
+        """Without routes: the one interface that looks like the node's uplink, if exactly one.
+
+        An interface holding a global IPv4 address on a subnet (not /32), named like a NIC
+        rather than a CNI bridge, tunnel, veth or kube-ipvs0. Used as the default route; the
+        trace says it was assumed.
+        """
+        if self.routes:
+            return None
+        cands = [name for name, addrs in self.addresses.items()
+                 if not name.startswith(_NOT_UPLINK) and name != "?"
+                 and any(v == 4 and plen < 32 and (a >> 24) != 127 for a, plen, v in addrs)]
+        return cands[0] if len(cands) == 1 else None
+
+    def ipvs_service(self, st) -> VirtualService | None:
+        if not self._ipvs_by_key:
+            return None
+        from natlens.netfilter.evaluate import ip_str
+        vs = self._ipvs_by_key.get((st.proto, ip_str(st.dst), st.dport))
+        if vs is None and st.mark:
+            vs = self._ipvs_by_key.get(("fwm", st.mark))
+        return vs
+
+    # the question ------------------------------------------------------------------
+    def explain(self, src: str, dst: str, dport: int, proto: str = "tcp", sport: int | None = None,
+                in_iface: str | None = None, local: bool = False,
+                out_iface: str | None = None, mark: int = 0) -> Verdict:
+        """What happens to the first packet src[:sport] -> dst:dport/proto on this node."""
+        ip_int(src)
+        ip_int(dst)
+        return explain(self, Packet(src, dst, int(dport), proto, sport, in_iface, local, out_iface, mark))
+
+    def check(self) -> int:
+        """Compile every rule (a malformed one raises NatlensError naming file:line)."""
+        return self.walker.compile_all()
+
+
+def _first(d: FsPath, names: tuple[str, ...]) -> FsPath | None:
+    for n in names:
+        if (d / n).is_file():
+            return d / n
+    return None
+
+
+def _read(p: FsPath) -> str:
+    try:
+        return p.read_text(errors="replace")
+    except OSError as exc:
+        raise NatlensError(f"cannot read: {exc.strerror}", path=str(p)) from None
+
+
+def load_files(iptables: str, ipset: str | None = None, ipvs: str | None = None,
+               ip_addr: str | None = None, local_ips: list[str] | None = None,
+               name: str = "", ip_route: str | None = None) -> NodeRules:
+    """Build a NodeRules from dump files (paths); only iptables is required."""
+    rs = parse_iptables_save(_read(FsPath(iptables)), str(iptables))
+    sets = parse_ipset(_read(FsPath(ipset)), str(ipset)) if ipset else None
+    vss = parse_ipvsadm(_read(FsPath(ipvs)), str(ipvs)) if ipvs else None
+    addrs = parse_ip_addr(_read(FsPath(ip_addr)), str(ip_addr)) if ip_addr else None
+    routes = parse_ip_route(_read(FsPath(ip_route)), str(ip_route)) if ip_route else None
+    node = NodeRules(rs, sets, vss, addrs, local_ips, name=name, routes=routes)
+    node.check()
+    return node
+
+
+def load_node(node_dir, local_ips: list[str] | None = None) -> NodeRules:
+    """Read a node directory of an incident bundle (iptables-save.txt, ipset-save.txt, ...)."""
+    d = FsPath(node_dir)
+    if not d.is_dir():
+        raise NatlensError("not a directory", path=str(d))
+    ipt = _first(d, IPTABLES_NAMES)
+    if ipt is None:
+        raise NatlensError(f"no iptables dump (looked for {', '.join(IPTABLES_NAMES)})", path=str(d))
+    ips, ipv, addr = _first(d, IPSET_NAMES), _first(d, IPVS_NAMES), _first(d, ADDR_NAMES)
+    rt = _first(d, ROUTE_NAMES)
+    node = load_files(str(ipt), str(ips) if ips else None, str(ipv) if ipv else None,
+                      str(addr) if addr else None, local_ips, name=d.name,
+                      ip_route=str(rt) if rt else None)
+    return node

@@ -1,0 +1,173 @@
+"""A three-namespace lab (used by test_kernel_truth.py) for the kernel truth test: client -> node (rules here) -> peer.
+
+    client  c0 198.18.1.2-.6/24 ----- n-c 198.18.1.1/24   node   n-p 198.18.2.1/24 ----- p0 198.18.2.2/24  peer
+                                      kd0 198.18.5.1, .2 (like kube-ipvs0)
+                                      routes 198.18.3/24, 198.18.4/24, 198.18.6/24 via the peer
+
+The peer drops everything, so nothing answers; the node's conntrack table shows
+the NAT decision of each first packet (original vs reply tuple). Namespaces have a
+per-run prefix and are always deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import netns_unavailable_reason  # tests/conftest.py
+
+SENDER = r"""
+import json, socket, sys, time
+socks = []
+for src, sport, dst, dport, proto in json.loads(sys.argv[1]):
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((src, sport))
+        s.setblocking(False)
+        if proto == "tcp":
+            s.connect_ex((dst, dport))
+        else:
+            s.sendto(b"natlens", (dst, dport))
+    except OSError:
+        pass
+    socks.append(s)
+time.sleep(0.15)
+for s in socks:
+    s.close()
+"""
+
+CLIENT_IPS = [f"198.18.1.{i}" for i in range(2, 7)]
+NODE_IPS = ["198.18.1.1", "198.18.2.1", "198.18.5.1", "198.18.5.2"]
+EMPTY_TABLES = "".join(f"*{t}\nCOMMIT\n" for t in ("raw", "mangle", "nat", "filter", "security"))
+# Conntrack runs in a namespace only once some rule needs it; this one (a LOG, which the model
+# passes over) makes it run even for rule sets with no NAT, so "no entry" always means dropped.
+CT_ON = ("*security\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+         '-A OUTPUT -m conntrack --ctstate INVALID -j LOG --log-prefix "natlens-ct-on "\nCOMMIT\n')
+
+
+def _run(args: list[str], input: str | None = None, check: bool = True) -> str:
+    r = subprocess.run(args, input=input, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+class Lab:
+    def __init__(self, prefix: str):
+        self.c, self.n, self.p = prefix + "c", prefix + "n", prefix + "p"
+
+    def ns(self, ns: str, *args: str, input: str | None = None, check: bool = True) -> str:
+        return _run(["ip", "netns", "exec", ns, *args], input=input, check=check)
+
+    def build(self) -> None:
+        for ns in (self.c, self.n, self.p):
+            _run(["ip", "netns", "add", ns])
+        c, n, p = self.c, self.n, self.p
+        _run(["ip", "link", "add", "n-c", "netns", n, "type", "veth", "peer", "name", "c0", "netns", c])
+        _run(["ip", "link", "add", "n-p", "netns", n, "type", "veth", "peer", "name", "p0", "netns", p])
+        # kd0 holds VIPs like kube-ipvs0 (a dummy there; a veth here: no dummy module needed)
+        self.ns(n, "ip", "link", "add", "kd0", "type", "veth", "peer", "name", "kd1")
+        for ns in (c, n, p):
+            self.ns(ns, "ip", "link", "set", "lo", "up")
+        for ip in CLIENT_IPS:
+            self.ns(c, "ip", "addr", "add", f"{ip}/24", "dev", "c0")
+        self.ns(c, "ip", "link", "set", "c0", "up")
+        self.ns(c, "ip", "route", "add", "default", "via", "198.18.1.1")
+        self.ns(n, "ip", "addr", "add", "198.18.1.1/24", "dev", "n-c")
+        self.ns(n, "ip", "addr", "add", "198.18.2.1/24", "dev", "n-p")
+        self.ns(n, "ip", "addr", "add", "198.18.5.1/32", "dev", "kd0")
+        self.ns(n, "ip", "addr", "add", "198.18.5.2/32", "dev", "kd0")
+        for dev in ("n-c", "n-p", "kd0", "kd1"):
+            self.ns(n, "ip", "link", "set", dev, "up")
+        for net in ("198.18.3.0/24", "198.18.4.0/24", "198.18.6.0/24"):
+            self.ns(n, "ip", "route", "add", net, "via", "198.18.2.2")
+        self.ns(n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ns(n, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+        self.ns(p, "ip", "addr", "add", "198.18.2.2/24", "dev", "p0")
+        self.ns(p, "ip", "link", "set", "p0", "up")
+        self.ns(p, "ip", "route", "add", "default", "via", "198.18.2.1")
+        self.ns(p, "iptables", "-A", "INPUT", "-j", "DROP")
+
+    def destroy(self) -> None:
+        for ns in (self.c, self.n, self.p):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def load(self, iptables: str, ipset: str) -> tuple[str, str]:
+        """Swap the node's rules and sets; returns what iptables-save / ipset save print back."""
+        self.ns(self.n, "iptables-restore", input=EMPTY_TABLES)
+        self.ns(self.n, "ipset", "destroy")
+        if ipset.strip():
+            self.ns(self.n, "ipset", "restore", input=ipset)
+        self.ns(self.n, "iptables-restore", input=iptables + CT_ON)
+        self.ns(self.n, "conntrack", "-F", check=False)
+        return self.ns(self.n, "iptables-save"), self.ns(self.n, "ipset", "save")
+
+    def node_dumps(self) -> tuple[str, str]:
+        return self.ns(self.n, "ip", "-o", "addr"), self.ns(self.n, "ip", "route")
+
+    def send(self, from_client: list, from_node: list) -> dict[tuple, dict]:
+        """Send first packets [(src, sport, dst, dport, proto)]; -> {(proto, src, sport): conntrack}.
+
+        Reads conntrack's NEW events, not the table: an entry killed at once (a local RST
+        answering a SYN) still had its NAT decision in the event, and the event's mark is the
+        one at confirmation, before any answer (RST, ICMP error) passed the rules.
+        """
+        ev = subprocess.Popen(["ip", "netns", "exec", self.n, "conntrack", "-E", "-e", "NEW"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(0.15)
+        procs = []
+        for ns, pkts in ((self.c, from_client), (self.n, from_node)):
+            if pkts:
+                procs.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SENDER,
+                                               json.dumps(pkts)]))
+        for pr in procs:
+            pr.wait(timeout=30)
+        time.sleep(0.05)
+        ev.terminate()
+        events = parse_conntrack(ev.communicate(timeout=10)[0])
+        self.ns(self.n, "conntrack", "-F", check=False)
+        return events
+
+
+def parse_conntrack(text: str) -> dict[tuple, dict]:
+    entries = {}
+    for line in text.splitlines():
+        toks = line.split()
+        if not toks or "=" not in line:
+            continue
+        kv: dict[str, list[str]] = {}
+        for t in toks:
+            if "=" in t:
+                k, _, v = t.partition("=")
+                kv.setdefault(k, []).append(v)
+        proto = next((t for t in toks if t in ("tcp", "udp")), "")
+        if "src" not in kv or len(kv["src"]) < 2 or "sport" not in kv:
+            continue
+        e = {"orig_src": kv["src"][0], "orig_dst": kv["dst"][0], "orig_sport": int(kv["sport"][0]),
+             "orig_dport": int(kv["dport"][0]), "reply_src": kv["src"][1], "reply_dst": kv["dst"][1],
+             "reply_sport": int(kv["sport"][1]), "reply_dport": int(kv["dport"][1]),
+             "mark": int(kv.get("mark", ["0"])[0])}
+        entries[(proto, e["orig_src"], e["orig_sport"])] = e
+    return entries
+
+
+def kernel_lab_fixture():
+    reason = netns_unavailable_reason("iptables-restore", "ipset", "conntrack")
+    if reason:
+        pytest.skip(reason)
+    lab = Lab(f"nlnf-{os.getpid()}-")
+    try:
+        lab.build()
+    except RuntimeError as exc:
+        lab.destroy()
+        pytest.skip(f"cannot build the namespace lab: {exc}")
+    try:
+        yield lab
+    finally:
+        lab.destroy()
