@@ -228,6 +228,8 @@ class Compiler:
     def compile(self, rule: Rule) -> list:
         checks = []
         for m in rule.matches:
+            if m.module == "comment":
+                continue
             fn = getattr(self, "m_" + m.module.replace("-", "_"), None)
             if fn is None:
                 reason = f"match -m {m.module} not modelled"
@@ -239,7 +241,7 @@ class Compiler:
                 raise
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise NatlensError(f"bad -m {m.module} options ({exc})", path=rule.path,
-                                   where=rule.lineno) from None
+                                   where=str(rule.lineno)) from None
         return checks
 
     def _unknown_opts(self, m, known: set[str]):
@@ -695,7 +697,7 @@ def compile_target(rule: Rule, chains: dict) -> Target | None:
         if t == "NOTRACK" or (t == "CT" and set(opts) == {"--notrack"}):
             return Target("notrack", t)
     except (KeyError, ValueError) as exc:
-        raise NatlensError(f"bad -j {t} options ({exc})", path=rule.path, where=rule.lineno) from None
+        raise NatlensError(f"bad -j {t} options ({exc})", path=rule.path, where=str(rule.lineno)) from None
     return Target("unknown", t, reason=f"target {t} {' '.join(rule.target_args)} not modelled".replace("  ", " "))
 
 
@@ -841,7 +843,7 @@ class Walker:
                     stack.pop()
                 stack.append(self._frame(table, chains[tgt.name], st))
                 if len(stack) > 64:
-                    raise NatlensError(f"chain loop through {tgt.name}", path=rule.path, where=rule.lineno)
+                    raise NatlensError(f"chain loop through {tgt.name}", path=rule.path, where=str(rule.lineno))
                 continue
             if k == "return":
                 stack.pop()

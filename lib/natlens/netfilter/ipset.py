@@ -182,7 +182,7 @@ def _make_entries(s: IPSet, member: str, opts: list[str], lineno: int, path: str
                 comment = opts[i + 1]
             i += 2
         else:
-            raise NatlensError(f"unknown entry option {o!r}", path=path, where=lineno)
+            raise NatlensError(f"unknown entry option {o!r}", path=path, where=str(lineno))
     if s.dims is None:
         s.entries.append(Entry(member, (member,), timeout, comment, nomatch, lineno))
         return
@@ -190,7 +190,7 @@ def _make_entries(s: IPSet, member: str, opts: list[str], lineno: int, path: str
         keys = _entry_keys(s.type, member)
     except ValueError as exc:
         raise NatlensError(f"bad {s.type} member {member!r} of set {s.name}: {exc}",
-                           path=path, where=lineno) from None
+                           path=path, where=str(lineno)) from None
     for k in keys:
         s.entries.append(Entry(member, k, timeout, comment, nomatch, lineno))
 
@@ -211,7 +211,7 @@ def _split(line: str, path: str, lineno: int) -> list[str]:
     try:
         return shlex.split(line)
     except ValueError as exc:
-        raise NatlensError(f"bad quoting: {exc}", path=path, where=lineno) from None
+        raise NatlensError(f"bad quoting: {exc}", path=path, where=str(lineno)) from None
 
 
 def _parse_save(text: str, path: str) -> dict[str, IPSet]:
@@ -228,12 +228,12 @@ def _parse_save(text: str, path: str) -> dict[str, IPSet]:
         elif cmd in ("add", "-A") and len(toks) >= 3:
             s = sets.get(toks[1])
             if s is None:
-                raise NatlensError(f"add to undeclared set {toks[1]!r}", path=path, where=lineno)
+                raise NatlensError(f"add to undeclared set {toks[1]!r}", path=path, where=str(lineno))
             _make_entries(s, toks[2], toks[3:], lineno, path)
         elif cmd in ("COMMIT", "flush", "destroy", "-F", "-X"):
             continue
         else:
-            raise NatlensError(f"unrecognised ipset line {line[:60]!r}", path=path, where=lineno)
+            raise NatlensError(f"unrecognised ipset line {line[:60]!r}", path=path, where=str(lineno))
     return sets
 
 
@@ -268,14 +268,14 @@ def _parse_list(text: str, path: str) -> dict[str, IPSet]:
         if not in_members or line.startswith("Name:"):
             m = _LIST_HDR.match(line)
             if not m:
-                raise NatlensError(f"unrecognised ipset list line {line[:60]!r}", path=path, where=lineno)
+                raise NatlensError(f"unrecognised ipset list line {line[:60]!r}", path=path, where=str(lineno))
             key, val = m.group(1), m.group(2)
             if key == "Name":
                 cur = IPSet(val, "", lineno=lineno)
                 sets[val] = cur
                 in_members = False
             elif cur is None:
-                raise NatlensError(f"{key}: before any Name:", path=path, where=lineno)
+                raise NatlensError(f"{key}: before any Name:", path=path, where=str(lineno))
             elif key == "Type":
                 cur.type = val
             elif key == "Header":

@@ -79,6 +79,18 @@ def tokenize(line: str) -> tuple[list[str], set[int]]:
     """
     if '"' not in line:
         return line.split(), set()
+    if "\\" not in line:
+        parts = line.split('"')
+        if len(parts) % 2:  # balanced quotes, no escapes: the fast path for kube-proxy comments
+            toks = []
+            quoted = set()
+            for i, part in enumerate(parts):
+                if i % 2:
+                    quoted.add(len(toks))
+                    toks.append(part)
+                else:
+                    toks.extend(part.split())
+            return toks, quoted
     toks: list[str] = []
     quoted: set[int] = set()
     for m in _TOKEN.finditer(line):
@@ -243,29 +255,29 @@ def parse_iptables_save(text: str, path: str = "<iptables-save>") -> Ruleset:
         if c0 == "*":
             tname = line[1:].strip()
             if not tname or " " in tname:
-                raise NatlensError(f"bad table line {line!r}", path=path, where=lineno)
+                raise NatlensError(f"bad table line {line!r}", path=path, where=str(lineno))
             table = rs.tables.setdefault(tname, {})
             continue
         if line == "COMMIT":
             table = None
             continue
         if table is None:
-            raise NatlensError(f"{line[:40]!r} outside a *table ... COMMIT block", path=path, where=lineno)
+            raise NatlensError(f"{line[:40]!r} outside a *table ... COMMIT block", path=path, where=str(lineno))
         if c0 == ":":
             parts = line[1:].split()
             if len(parts) < 2:
-                raise NatlensError(f"bad chain line {line!r}", path=path, where=lineno)
+                raise NatlensError(f"bad chain line {line!r}", path=path, where=str(lineno))
             name, policy = parts[0], parts[1]
             counters = _counters(parts[2], path, lineno) if len(parts) > 2 else None
             if policy not in ("-", "ACCEPT", "DROP", "RETURN", "QUEUE"):
-                raise NatlensError(f"bad policy {policy!r} for chain {name}", path=path, where=lineno)
+                raise NatlensError(f"bad policy {policy!r} for chain {name}", path=path, where=str(lineno))
             table[name] = Chain(name, None if policy == "-" else policy, counters=counters)
             continue
         counters = None
         if c0 == "[":
             end = line.find("]")
             if end < 0:
-                raise NatlensError("unterminated [packets:bytes] counter", path=path, where=lineno)
+                raise NatlensError("unterminated [packets:bytes] counter", path=path, where=str(lineno))
             counters = _counters(line[: end + 1], path, lineno)
             line = line[end + 1 :].lstrip()
         if line.startswith(("-A ", "--append ", "-I ", "--insert ")):
@@ -274,7 +286,7 @@ def parse_iptables_save(text: str, path: str = "<iptables-save>") -> Ruleset:
             ch = table.get(rule.chain)
             if ch is None:
                 raise NatlensError(f"rule for undeclared chain {rule.chain!r} in table {tname}",
-                                   path=path, where=lineno)
+                                   path=path, where=str(lineno))
             if line.startswith(("-I", "--insert")):
                 ch.rules.insert(rule.index - 1 if rule.index else 0, rule)
             else:
@@ -284,7 +296,7 @@ def parse_iptables_save(text: str, path: str = "<iptables-save>") -> Ruleset:
             name = line.split()[1]
             table.setdefault(name, Chain(name, None))
             continue
-        raise NatlensError(f"unrecognised line {line[:60]!r}", path=path, where=lineno)
+        raise NatlensError(f"unrecognised line {line[:60]!r}", path=path, where=str(lineno))
     if table is not None:
         rs.notes.append(f"{path}: table {tname} has no COMMIT (dump truncated?)")
     for chains in rs.tables.values():
@@ -299,14 +311,14 @@ def _counters(tok: str, path: str, lineno: int) -> tuple[int, int]:
         p, b = tok.strip("[]").split(":")
         return int(p), int(b)
     except ValueError:
-        raise NatlensError(f"bad counters {tok!r}", path=path, where=lineno) from None
+        raise NatlensError(f"bad counters {tok!r}", path=path, where=str(lineno)) from None
 
 
 def _parse_rule(line: str, table: str, lineno: int, path: str) -> Rule:
     toks, quoted = tokenize(line)
     n = len(toks)
     if n < 2:
-        raise NatlensError("rule without a chain", path=path, where=lineno)
+        raise NatlensError("rule without a chain", path=path, where=str(lineno))
     rule = Rule(table, toks[1], lineno, line, path=path)
     i = 2
     if toks[0] in ("-I", "--insert") and i < n and toks[i].isdigit():
@@ -322,7 +334,7 @@ def _parse_rule(line: str, table: str, lineno: int, path: str) -> Rule:
                 i += 1
                 continue
             if i in quoted or not t.startswith("-"):
-                raise NatlensError(f"unexpected {t!r} (token {i + 1})", path=path, where=lineno)
+                raise NatlensError(f"unexpected {t!r} (token {i + 1})", path=path, where=str(lineno))
             if t in ("-j", "--jump", "-g", "--goto"):
                 rule.target = toks[i + 1]
                 rule.goto = t in ("-g", "--goto")
@@ -367,7 +379,7 @@ def _parse_rule(line: str, table: str, lineno: int, path: str) -> Rule:
                     cur = Match(rule.proto[1], implicit=True)
                     rule.matches.append(cur)
                 elif cur is None:
-                    raise NatlensError(f"option {t} outside a -m match", path=path, where=lineno)
+                    raise NatlensError(f"option {t} outside a -m match", path=path, where=str(lineno))
                 cur.options.append(Option(t, tuple(toks[j:k]), neg))
                 neg = False
                 i = k
@@ -375,9 +387,9 @@ def _parse_rule(line: str, table: str, lineno: int, path: str) -> Rule:
             i += 2
             neg = False
     except IndexError:
-        raise NatlensError(f"option {toks[-1]!r} lacks its value", path=path, where=lineno) from None
+        raise NatlensError(f"option {toks[-1]!r} lacks its value", path=path, where=str(lineno)) from None
     except ValueError as exc:
-        raise NatlensError(f"bad address: {exc}", path=path, where=lineno) from None
+        raise NatlensError(f"bad address: {exc}", path=path, where=str(lineno)) from None
     return rule
 
 

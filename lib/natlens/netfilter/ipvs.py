@@ -100,8 +100,8 @@ def parse_ipvsadm(text: str, path: str = "<ipvsadm>") -> list[VirtualService]:
                                                    int(m.group(4)), int(m.group(5))))
                 continue
         except (ValueError, IndexError) as exc:
-            raise NatlensError(f"bad ipvsadm line {line[:60]!r}: {exc}", path=path, where=lineno) from None
-        raise NatlensError(f"unrecognised ipvsadm line {line[:60]!r}", path=path, where=lineno)
+            raise NatlensError(f"bad ipvsadm line {line[:60]!r}: {exc}", path=path, where=str(lineno)) from None
+        raise NatlensError(f"unrecognised ipvsadm line {line[:60]!r}", path=path, where=str(lineno))
     return list(services.values())
 
 

@@ -42,14 +42,18 @@ class ServicePolicy:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def kube_services(node) -> list[ServicePolicy]:
-    """Every Service VIP:port kube-proxy set up on this node, with its policy and SNAT."""
+def kube_services(node, pod_ip: str | None = None) -> list[ServicePolicy]:
+    """Every Service VIP:port kube-proxy set up on this node, with its policy and SNAT.
+
+    SNAT is evaluated for a packet from pod_ip, by default an address of the cluster CIDR
+    found in kube-proxy's rules.
+    """
     if "KUBE-LOAD-BALANCER" in node.sets or "KUBE-CLUSTER-IP" in node.sets or \
             node.ruleset.chain("nat", "KUBE-LOAD-BALANCER") is not None:
         out = _ipvs_mode(node)
     else:
         out = _iptables_mode(node)
-    pod, why = pod_source(node)
+    pod, why = (pod_ip, "given") if pod_ip else pod_source(node)
     for sp in out:
         if sp.kind == "NodePort" or pod is None:
             if pod is None:

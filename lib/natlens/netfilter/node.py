@@ -42,7 +42,7 @@ def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise NatlensError(f"bad JSON: {exc.msg}", path=path, where=exc.lineno) from None
+            raise NatlensError(f"bad JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
         for link in data:
             name = link.get("ifname", "?")
             for a in link.get("addr_info", []):
@@ -60,11 +60,11 @@ def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
         if not m:
             continue
         if iface is None:
-            raise NatlensError("address before any interface line", path=path, where=lineno)
+            raise NatlensError("address before any interface line", path=path, where=str(lineno))
         try:
             ip = ipaddress.ip_address(m.group(1))
         except ValueError:
-            raise NatlensError(f"bad address {m.group(1)!r}", path=path, where=lineno) from None
+            raise NatlensError(f"bad address {m.group(1)!r}", path=path, where=str(lineno)) from None
         plen = int(m.group(2)) if m.group(2) else ip.max_prefixlen
         out.setdefault(iface, []).append((int(ip), plen, ip.version))
     return out
@@ -85,7 +85,7 @@ def parse_ip_route(text: str, path: str = "<ip-route>") -> list[tuple[int, int, 
         try:
             net = ipaddress.ip_network(dest, strict=False)
         except ValueError:
-            raise NatlensError(f"bad route destination {dest!r}", path=path, where=lineno) from None
+            raise NatlensError(f"bad route destination {dest!r}", path=path, where=str(lineno)) from None
         out.append((int(net.network_address), net.prefixlen, dev))
     return out
 

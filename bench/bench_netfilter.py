@@ -1,0 +1,104 @@
+"""Netfilter model speed: a kube-proxy iptables-mode dump of 10,000 Services.
+
+Generates the dump (lib/natlens/netfilter/generate.py: KUBE-SVC-/SEP-/EXT-/SVL-,
+statistic branches, node ports; well over 100,000 rules), writes it to a temp
+file, then times:
+
+* load: read + parse + compile every rule (what `natlens explain` does first);
+* query: NodeRules.explain for pod -> cluster IP, pod -> LB VIP and
+  outside -> node port packets (mean and worst, after the first query);
+* the same for an IPVS-mode dump of 10,000 Services (big ipsets, few rules).
+
+The baseline, in the same process, is reading the file and splitting every line
+into tokens (str.split): the least any parser costs. Prints ratios against it.
+
+    python bench/bench_netfilter.py [--services 10000] [--queries 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+
+from natlens.netfilter import NodeRules, load_files, parse_ip_addr
+from natlens.netfilter.generate import kube_proxy_iptables, kube_proxy_ipvs, many_services
+
+ADDR = ("1: lo    inet 127.0.0.1/8 scope host lo\n"
+        "2: eth0    inet 198.18.0.10/16 brd 198.18.255.255 scope global eth0\n")
+
+
+def baseline(path: str) -> float:
+    t = time.perf_counter()
+    with open(path) as f:
+        n = sum(len(line.split()) for line in f)
+    assert n > 0
+    return time.perf_counter() - t
+
+
+def time_queries(node: NodeRules, packets: list[tuple], label: str) -> None:
+    t = time.perf_counter()
+    node.explain(*packets[0][:3])  # the first query builds the chain indexes it walks
+    first = time.perf_counter() - t
+    times = []
+    for src, dst, dport, in_iface in packets:
+        t = time.perf_counter()
+        v = node.explain(src, dst, dport, in_iface=in_iface)
+        times.append(time.perf_counter() - t)
+        assert not v.undecided, v.undecided
+    times.sort()
+    print(f"  {label}: {len(times)} queries  mean {1000 * sum(times) / len(times):.2f} ms  "
+          f"p50 {1000 * times[len(times) // 2]:.2f} ms  max {1000 * times[-1]:.2f} ms  "
+          f"(first {1000 * first:.1f} ms)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--services", type=int, default=10000)
+    ap.add_argument("--queries", type=int, default=300)
+    a = ap.parse_args()
+    rng = random.Random(1)
+    svcs = many_services(a.services)
+    with tempfile.TemporaryDirectory() as tmp:
+        addr = os.path.join(tmp, "ip-addr.txt")
+        with open(addr, "w") as f:
+            f.write(ADDR)
+        for mode in ("iptables", "ipvs"):
+            t = time.perf_counter()
+            if mode == "iptables":
+                d = kube_proxy_iptables(svcs, cluster_cidr="198.18.128.0/17")
+            else:
+                d = kube_proxy_ipvs(svcs, node_ips=["198.18.0.10"], cluster_cidr="198.18.128.0/17")
+            gen = time.perf_counter() - t
+            ipt = os.path.join(tmp, f"{mode}.txt")
+            ips = os.path.join(tmp, f"{mode}-ipset.txt")
+            ipv = os.path.join(tmp, f"{mode}-ipvs.txt")
+            for path, text in ((ipt, d.iptables), (ips, d.ipset), (ipv, d.ipvsadm)):
+                with open(path, "w") as f:
+                    f.write(text)
+            base = baseline(ipt) + (baseline(ips) if d.ipset else 0)
+            t = time.perf_counter()
+            node = load_files(ipt, ips if d.ipset else None, ipv if d.ipvsadm else None, addr)
+            load = time.perf_counter() - t
+            rules = node.ruleset.rule_count()
+            members = sum(len(s.entries) for s in node.sets.values())
+            print(f"{mode} mode, {a.services} services: {rules:,} rules, "
+                  f"{sum(len(c) for c in node.ruleset.tables.values()):,} chains, {members:,} set "
+                  f"members, {len(node.ipvs):,} ipvs services ({os.path.getsize(ipt) / 1e6:.1f} MB; "
+                  f"generated in {gen:.1f} s)")
+            print(f"  load (parse + compile): {load:.2f} s   baseline (read + split): {base:.2f} s   "
+                  f"ratio {load / base:.1f}x")
+            pods = [f"198.18.{128 + rng.randrange(100)}.{rng.randrange(2, 250)}" for _ in range(a.queries)]
+            picks = [svcs[rng.randrange(len(svcs))] for _ in range(a.queries)]
+            time_queries(node, [(p, s.cluster_ip, s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
+                         "pod -> cluster IP")
+            time_queries(node, [(p, s.lb_ips[0], s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
+                         "pod -> LB VIP   ")
+            time_queries(node, [("198.18.64.9", "198.18.0.10", s.node_port, "eth0") for s in picks],
+                         "outside -> node port")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""`natlens explain`: what the node's netfilter rules do to one packet, rule by rule.
+
+    natlens explain --iptables iptables-save.txt [--ipset ipset.txt] [--ipvs ipvsadm.txt]
+                    [--ip-addr ip-addr.txt] [--local-ip IP ...] --src IP --dst IP --dport N
+                    [--proto tcp] [--sport N] [--in-iface IF | --local] [--json]
+    natlens explain --node incident/nodes/node-a --src ... --dst ... --dport ...
+    natlens explain --node incident/nodes/node-a --services [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from natlens.errors import NatlensError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="walk a packet through a node's iptables/ipset/ipvs dumps: SNATed or not, and why",
+        description="Walk the first packet of a connection through a node's netfilter dumps the "
+        "way the kernel orders tables and hooks; print the verdict (SNAT, DNAT, dropped) and a "
+        "trace of every rule evaluated. A rule the model cannot evaluate makes the answer "
+        "'undecided', naming it. --services lists kube-proxy's Service VIPs with their "
+        "externalTrafficPolicy and whether pod traffic to them is SNATed.",
+    )
+    src = p.add_argument_group("dumps (either --node or --iptables)")
+    src.add_argument("--node", metavar="DIR", help="node directory of an incident bundle "
+                     "(iptables-save.txt, ipset-save.txt, ipvsadm.txt, ip-addr.txt/.json, ip-route.txt)")
+    src.add_argument("--iptables", metavar="FILE", help="iptables-save output")
+    src.add_argument("--ipset", metavar="FILE", help="ipset save or ipset list output")
+    src.add_argument("--ipvs", metavar="FILE", help="ipvsadm -Ln or ipvsadm -S -n output")
+    src.add_argument("--ip-addr", metavar="FILE", help="ip -o addr / ip addr / ip -j addr output")
+    src.add_argument("--ip-route", metavar="FILE", help="ip route output (egress interface)")
+    src.add_argument("--local-ip", metavar="IP", action="append", default=[],
+                     help="an address of the node (repeatable; adds to ip-addr)")
+    pk = p.add_argument_group("packet")
+    pk.add_argument("--src", metavar="IP")
+    pk.add_argument("--dst", metavar="IP")
+    pk.add_argument("--dport", type=int, metavar="N")
+    pk.add_argument("--sport", type=int, metavar="N")
+    pk.add_argument("--proto", default="tcp", choices=["tcp", "udp", "sctp"])
+    pk.add_argument("--in-iface", metavar="IF", help="interface it arrives on (forwarded/incoming)")
+    pk.add_argument("--out-iface", metavar="IF", help="egress interface, if known")
+    pk.add_argument("--local", action="store_true", help="generated on the node (OUTPUT path)")
+    pk.add_argument("--mark", type=lambda s: int(s, 0), default=0, help="initial packet mark")
+    p.add_argument("--services", action="store_true",
+                   help="list kube-proxy Service VIPs, their policy and SNAT instead "
+                   "(SNAT for a packet from --src, default: an address of the cluster CIDR)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from natlens.netfilter import kube_services, load_files, load_node
+
+    if bool(args.node) == bool(args.iptables):
+        raise NatlensError("give either --node DIR or --iptables FILE")
+    if args.node:
+        node = load_node(args.node, local_ips=args.local_ip)
+    else:
+        node = load_files(args.iptables, args.ipset, args.ipvs, args.ip_addr, args.local_ip,
+                          ip_route=args.ip_route)
+    for note in node.ruleset.notes:
+        print(f"natlens: note: {note}", file=sys.stderr)
+    if args.services:
+        svcs = kube_services(node, pod_ip=args.src)
+        if args.json:
+            print(json.dumps([s.to_dict() for s in svcs], indent=2))
+        else:
+            for s in svcs:
+                snat = {True: "SNATed", False: "not SNATed", None: "SNAT unknown"}[s.snat_on_egress]
+                nps = f" nodePort {','.join(map(str, s.node_ports))}" if s.node_ports else ""
+                print(f"{s.kind:<12} {s.vip}:{s.port}/{s.proto:<4} {s.policy:<8} {snat}{nps}"
+                      + (f"  {s.name}" if s.name else ""))
+                for e in s.evidence:
+                    print(f"    {e}")
+        return 0
+    missing = [f"--{n}" for n in ("src", "dst", "dport") if getattr(args, n) is None]
+    if missing:
+        raise NatlensError(f"missing {' '.join(missing)} (or use --services)")
+    v = node.explain(args.src, args.dst, args.dport, args.proto, sport=args.sport,
+                     in_iface=args.in_iface, local=args.local, out_iface=args.out_iface,
+                     mark=args.mark)
+    if args.json:
+        print(json.dumps(v.to_json(), indent=2))
+        return 0
+    print("\n".join(v.trace))
+    print()
+    snat = {True: f"yes, to {v.snat_to or '?'}", False: "no", None: "undecided"}[v.snat]
+    print(f"verdict: {v.verdict}")
+    print(f"SNAT: {snat}")
+    if v.dnat_to:
+        print(f"DNAT: {', '.join(v.dnat_to)}")
+    for u in v.undecided:
+        print(f"undecided: {u}")
+    return 0
