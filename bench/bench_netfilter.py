@@ -23,7 +23,7 @@ import random
 import tempfile
 import time
 
-from natlens.netfilter import NodeRules, load_files, parse_ip_addr
+from natlens.netfilter import NodeRules, load_files
 from natlens.netfilter.generate import kube_proxy_iptables, kube_proxy_ipvs, many_services
 
 ADDR = ("1: lo    inet 127.0.0.1/8 scope host lo\n"

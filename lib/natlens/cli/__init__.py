@@ -16,6 +16,7 @@ from natlens.errors import NatlensError
 # Subcommand modules under natlens.cli, in the order `natlens --help` lists them.
 COMMANDS = [
     "ingest",
+    "explain",
     "analyze",
     "lab",
     "report",
