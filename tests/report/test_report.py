@@ -91,6 +91,20 @@ def test_appendix_lists_every_input_with_sha256(sample, sample_report):
         assert f"<td>{pkg}</td>" in page
 
 
+def test_inputs_table_tallies_every_capture(sample):
+    from natlens import report
+
+    d = report.load(sample)
+    t = report.tables.inputs(d).set_index("file")
+    caps = d.summary["inputs"]["captures"]
+    assert caps
+    for c in caps:
+        row = t.loc[c["file"]]
+        assert (row["records"], row["decoded"]) == (c["records"], c["decoded"])
+        assert row["records"] == row["decoded"] + row["skipped"]
+    assert set(t.index) == {p.relative_to(sample).as_posix() for p in sample.rglob("*") if p.is_file()}
+
+
 def test_papermill_cli_runs_the_notebook_as_users_expect(sample, tmp_path):
     out = tmp_path / "out.ipynb"
     r = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "notebooks" / "incident_report.ipynb"),

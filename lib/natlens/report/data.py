@@ -149,18 +149,19 @@ def write_summary(data: ReportData, out_dir: str | os.PathLike[str]) -> Path:
 
 def input_files(incident_dir: Path, captures: Iterable[dict[str, Any]] = ()) -> pd.DataFrame:
     """Every file of the bundle: path, bytes, SHA-256, and for captures the record tally."""
+    incident_dir = incident_dir.resolve()
     by_file: dict[str, dict[str, Any]] = {}
-    for c in captures:
-        for key in (str(c.get("file", "")), Path(str(c.get("file", ""))).name):
-            by_file.setdefault(key, c)
+    for c in captures:  # "file" is relative to the bundle (or absolute inside it)
+        f = Path(str(c.get("file", "")))
+        if f.is_absolute() and f.resolve().is_relative_to(incident_dir):
+            f = f.resolve().relative_to(incident_dir)
+        by_file[f.as_posix()] = c
     rows = []
     for p in sorted(incident_dir.rglob("*")):
         if not p.is_file() or any(part.startswith(".") for part in p.relative_to(incident_dir).parts):
             continue
         rel = p.relative_to(incident_dir).as_posix()
-        cap = by_file.get(rel) or by_file.get(str(p)) or by_file.get(p.name if rel.count("/") < 1 else "")
-        if cap is None:
-            cap = next((c for c in captures if str(c.get("file", "")).endswith(rel)), None)
+        cap = by_file.get(rel)
         skipped = (cap or {}).get("skipped") or {}
         rows.append({
             "file": rel,
