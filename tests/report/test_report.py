@@ -182,3 +182,18 @@ def test_cli_report_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "incident directory not found" in err
+
+
+def test_time_window_and_services_scope_tables_not_the_verdict(sample):
+    import pandas as pd
+    from natlens import report
+
+    full = report.load(sample)
+    ts = full.journeys["ts"].sort_values()
+    mid = pd.Timestamp(ts.iloc[len(ts) // 2], unit="s", tz="UTC").isoformat()
+    d = report.load(sample, start=mid, services=[full.snat["service"].iloc[0]])
+    assert 0 < len(d.journeys) < len(full.journeys)
+    assert (d.journeys["ts"] >= ts.iloc[len(ts) // 2] - 1e-6).all()
+    assert list(d.snat["service"]) == [full.snat["service"].iloc[0]]
+    assert d.summary == full.summary
+    assert "restricted to time window" in report.text.banner(d)
