@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import pandas as pd
+
 from natlens.connections import connections
 from natlens.inventory import Inventory
 from natlens.journeys import build_journeys

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import dpkt  # noqa: E402
 import gen_capture  # noqa: E402
+
 from natlens.capture import read_capture, write_parquet  # noqa: E402
 
 BENCH_DIR = Path(os.environ.get("NATLENS_BENCH_DIR", "/tmp/natlens-bench"))

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
 from natlens.report.batch import run_batch
 from natlens.report.execute import execute
 from natlens.report.run import build_report
-from nbformat.v4 import new_code_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from natlens.capture import read_capture
 from natlens.connections import COLUMNS, connections
 

@@ -13,6 +13,7 @@ import subprocess
 import pandas as pd
 import pytest
 from analysis_helpers import reshape, samples_dir
+
 from natlens.capture import read_capture
 from natlens.connections import connections
 from natlens.findings import analyze

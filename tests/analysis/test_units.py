@@ -11,6 +11,7 @@ import tarfile
 import pandas as pd
 import pytest
 from analysis_helpers import reshape, samples_dir
+
 from natlens.bundle import load_bundle
 from natlens.connections import connections
 from natlens.errors import NatlensError

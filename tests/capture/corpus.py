@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import dpkt
+
 from natlens.capture.write import Interface, write_pcap, write_pcapng
 
 T0 = 1_700_000_000_123_456_789  # ns; every packet i is at T0 + i * STEP

@@ -8,8 +8,9 @@ from pathlib import Path
 import dpkt
 import pytest
 from corpus import build
-from natlens.capture import read_capture
 from reference import FIELDS, reference
+
+from natlens.capture import read_capture
 
 COMPARED = ["record", "ts_ns", "linktype", "iface", "caplen", "wirelen", *FIELDS]
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from corpus import T0, build, eth, ip4, ip6, sll, sll2, tcp, timestamps, udp
+
 from natlens.capture import read_capture, write_parquet
 from natlens.capture import walk as walker
 from natlens.capture.pcap import HEADER_LEN

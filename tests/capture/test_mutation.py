@@ -9,6 +9,7 @@ import pytest
 from corpus import build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from natlens.capture import read_capture
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, netns_unavailable_reason
 from labhelpers import syns, tcp_packets
+
 from natlens.lab.run import Testbed
 
 REASON = netns_unavailable_reason("iptables-restore", "ipset", "nft", "conntrack", "tcpdump")

@@ -6,6 +6,7 @@ import ipaddress
 import re
 
 import pytest
+
 from natlens.errors import NatlensError
 from natlens.lab import bundle, netns, rules
 from natlens.lab.topology import LAB_NET, plan

@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import natlens
 import pytest
 import yaml
 from conftest import netns_unavailable_reason
@@ -30,6 +29,8 @@ from labhelpers import (
     syns,
     tcp_packets,
 )
+
+import natlens
 from natlens.errors import NatlensError
 from natlens.lab import netns
 from natlens.lab.run import Testbed, run

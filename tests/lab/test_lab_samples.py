@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import REPO
 from labhelpers import assert_loopback_signature, ground_truth, node_ip, syns, tcp_packets
+
 from natlens.capture import read_capture
 
 SAMPLES = REPO / "data" / "samples"

@@ -76,6 +76,7 @@ def _http_capture(path: Path, t: int) -> None:
     import socket
 
     import dpkt
+
     from natlens.capture.write import write_pcap
 
     ca, sa, sport = socket.inet_aton("198.18.0.2"), socket.inet_aton("198.18.0.3"), 40000

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from natlens.report.anonymize import PAYLOAD_COLUMNS, Anonymizer, CryptoPAn, load_key
 
 # The sample key of the Crypto-PAn reference distribution and pairs from its

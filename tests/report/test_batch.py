@@ -14,10 +14,11 @@ import re
 import nbformat
 import pandas as pd
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
 from natlens.cli import main
 from natlens.report.batch import find_incidents, run_batch
 from natlens.report.render import external_references
-from nbformat.v4 import new_code_cell, new_notebook
 
 PARAMS = ('incident_dir = ""\nout_dir = "."\nanonymize = False\nstart = ""\nend = ""\n'
           "services = []\n")

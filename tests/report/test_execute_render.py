@@ -6,9 +6,10 @@ import re
 
 import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
 from natlens.report.execute import check_completed, execute
 from natlens.report.render import external_references, render_html, toc_html
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 
 def _notebook(path, *cells):

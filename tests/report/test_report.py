@@ -15,6 +15,7 @@ import sys
 import nbformat
 import pytest
 from conftest import KEY_HEX, REPO, XSS_COMMENT, XSS_FILE, XSS_HOST, images_in
+
 from natlens.cli import main
 from natlens.report.anonymize import Anonymizer
 from natlens.report.execute import check_completed
@@ -186,6 +187,7 @@ def test_cli_report_errors(tmp_path, capsys):
 
 def test_time_window_and_services_scope_tables_not_the_verdict(sample):
     import pandas as pd
+
     from natlens import report
 
     full = report.load(sample)
