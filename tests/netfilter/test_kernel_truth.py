@@ -18,10 +18,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from nflab import CLIENT_IPS, NODE_IPS, kernel_lab_fixture
+
 from natlens.netfilter import NodeRules, parse_ip_addr, parse_ipset, parse_iptables_save
 from natlens.netfilter.generate import Service, kube_proxy_iptables, kube_proxy_ipvs
 from natlens.netfilter.node import parse_ip_route
-from nflab import CLIENT_IPS, NODE_IPS, kernel_lab_fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
