@@ -32,7 +32,6 @@ class PcapFile:
     ns_per_unit: int
     snaplen: int
     linktype: int
-    fcs_len: int
     version: tuple[int, int]
 
     @classmethod
@@ -42,9 +41,9 @@ class PcapFile:
                                path=path, where=0)
         order, unit = MAGICS[header[:4]]
         major, minor, _tz, _sigfigs, snaplen, network = struct.unpack(order + "HHiIII", header[4:24])
-        # The top bits of the link-type field may carry the FCS length (pcap spec, section 5).
-        fcs_len = (network >> 28) * 2 if network & 0x04000000 else 0
-        return cls(path, order == ">", unit, snaplen, network & 0x03FFFFFF, fcs_len, (major, minor))
+        # The top bits of the link-type field may carry the FCS length (pcap spec, section 5);
+        # decoders bound packets by their IP lengths, so a trailing FCS needs no handling.
+        return cls(path, order == ">", unit, snaplen, network & 0x03FFFFFF, (major, minor))
 
     @property
     def data_start(self) -> int:
@@ -75,6 +74,5 @@ class PcapFile:
             linktype=np.full(n, self.linktype, np.int32),
             direction=np.full(n, DIR_UNKNOWN, np.int8),
             bad=np.zeros(n, bool),
-            file_offsets=offs,
         )
         return recs, stop, status

@@ -17,7 +17,7 @@ import numpy as np
 
 from natlens.capture import walk as walker
 from natlens.capture.buffer import Buffer
-from natlens.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Records, empty
+from natlens.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Records, concat, empty
 from natlens.errors import NatlensError
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6
@@ -124,7 +124,7 @@ class PcapngFile:
             return empty(buf), stop, status
         if len(parts) == 1:
             return parts[0], stop, status
-        return _concat(buf, parts), stop, status
+        return concat(buf, parts), stop, status
 
     def _section(self, buf: Buffer, off: int) -> int | None:
         """Start a new section at `off`: the offset after its header block, None if the
@@ -216,7 +216,7 @@ class PcapngFile:
         return Records(
             buf=buf, off=data, caplen=caplen, wirelen=np.maximum(wirelen, caplen), ts_ns=ts_ns,
             ts_valid=~simple & ~bad, iface=np.where(bad, -1, iface).astype(np.int32),
-            linktype=linktype, direction=direction, bad=bad, file_offsets=offs,
+            linktype=linktype, direction=direction, bad=bad,
         )
 
 
@@ -249,10 +249,3 @@ def _options(raw: bytes, start: int, end: int, order: str):
             return
         yield code, raw[pos + 4 : pos + 4 + length]
         pos += 4 + ((length + 3) & ~3)
-
-
-def _concat(buf: Buffer, parts: list[Records]) -> Records:
-    cat = {name: np.concatenate([getattr(p, name) for p in parts])
-           for name in ("off", "caplen", "wirelen", "ts_ns", "ts_valid", "iface", "linktype",
-                        "direction", "bad", "file_offsets")}
-    return Records(buf=buf, **cat)

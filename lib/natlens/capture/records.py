@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,20 +26,24 @@ class Records:
     linktype: np.ndarray  # int32 per record
     direction: np.ndarray  # int8: DIR_* from pcapng epb_flags
     bad: np.ndarray  # bool: the container says the record is unusable (counted "malformed")
-    file_offsets: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.off)
 
     def slice(self, start: int, stop: int) -> Records:
         """Records start..stop of this chunk (views, no copies)."""
-        cut = {name: getattr(self, name)[start:stop]
-               for name in ("off", "caplen", "wirelen", "ts_ns", "ts_valid", "iface", "linktype",
-                            "direction", "bad", "file_offsets")}
-        return Records(buf=self.buf, **cut)
+        return Records(self.buf, *(getattr(self, name)[start:stop] for name in ARRAYS))
+
+
+ARRAYS = ("off", "caplen", "wirelen", "ts_ns", "ts_valid", "iface", "linktype", "direction", "bad")
 
 
 def empty(buf: Buffer) -> Records:
     z = np.empty(0, np.int64)
     return Records(buf, z, z, z, z, np.empty(0, bool), np.empty(0, np.int32),
-                   np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, bool), z)
+                   np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, bool))
+
+
+def concat(buf: Buffer, parts: list[Records]) -> Records:
+    """The records of several parts of one chunk, in order."""
+    return Records(buf, *(np.concatenate([getattr(p, name) for p in parts]) for name in ARRAYS))

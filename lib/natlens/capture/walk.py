@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _compiled = None
 
 # Why a walk stopped.
-END, BAD_LENGTH, STOP_TYPE, FULL = 0, 1, 2, 3
+END, BAD_LENGTH, STOP_TYPE, FULL = 0, 1, 2, 3  # FULL: never, the output fits every record
 
 _warned = False
 
