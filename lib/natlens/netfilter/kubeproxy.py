@@ -119,12 +119,20 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
         P = proto.upper()
         local = {k[0] for k in _members(node, f"KUBE-NODE-PORT-LOCAL-{P}")}
         for (np,) in _members(node, f"KUBE-NODE-PORT-{P}"):
-            linked = []
+            linked, note = [], None
             for vs in node.ipvs:
                 if vs.proto == proto and vs.port == np and (not node_ips or vs.addr in node_ips):
                     be = frozenset((r.addr, r.port) for r in vs.real_servers)
-                    linked = [s for s in out if s.proto == proto and s.kind != "NodePort"
-                              and backends(s.vip, s.port, proto) == be and be]
+                    cands = [(s, backends(s.vip, s.port, proto)) for s in out
+                             if s.proto == proto and s.kind != "NodePort"]
+                    # same real servers; for Local, the node port has only the local ones
+                    pick = [s for s, b in cands if b and b == be] or \
+                           [s for s, b in cands if b and be and be < b]
+                    if len({s.vip for s in pick if s.kind == "ClusterIP"}) == 1 or len(pick) == 1:
+                        linked = pick
+                    elif pick:
+                        note = ("not tied to a VIP: the same real servers serve "
+                                + ", ".join(f"{s.vip}:{s.port}" for s in pick))
                     break
             policy = "Local" if np in local else "Cluster"
             ev = [f"bitmap KUBE-NODE-PORT-{P} has {np}",
@@ -135,7 +143,8 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
                 if s.policy == "unknown":
                     s.policy = policy
                     s.evidence += ev
-            out.append(ServicePolicy("*", np, proto, "NodePort", policy, None, [np], ev))
+            out.append(ServicePolicy("*", np, proto, "NodePort", policy, None, [np],
+                                     ev + ([note] if note else [])))
     return out
 
 

@@ -24,7 +24,7 @@ IPTABLES_NAMES = ("iptables-save.txt", "iptables-rules.txt", "iptables.txt")
 IPSET_NAMES = ("ipset-save.txt", "ipset-list.txt", "ipset.txt")
 IPVS_NAMES = ("ipvsadm.txt", "ipvsadm-save.txt")
 ADDR_NAMES = ("ip-addr.json", "ip-addr.txt")
-ROUTE_NAMES = ("ip-route.txt",)
+ROUTE_NAMES = ("ip-route.json", "ip-route.txt")
 
 Addr = tuple[int, int, int]  # (address, prefix length, version)
 _NOT_UPLINK = ("lo", "kube-ipvs", "cni", "cbr", "docker", "veth", "cali", "flannel", "cilium",
@@ -71,8 +71,15 @@ def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
 
 
 def parse_ip_route(text: str, path: str = "<ip-route>") -> list[tuple[int, int, str]]:
-    """``ip route`` output -> [(network, prefix length, interface)], for the egress interface."""
+    """``ip route`` or ``ip -j route`` output -> [(network, prefix length, interface)]."""
     out = []
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NatlensError(f"bad JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
+        text = "\n".join(f"{r.get('type', '')} {r.get('dst', '')} dev {r['dev']}".strip()
+                         for r in data if r.get("dev"))
     for lineno, line in enumerate(text.splitlines(), 1):
         toks = line.split()
         if not toks or toks[0] in ("broadcast", "local", "unreachable", "blackhole", "prohibit",
