@@ -268,7 +268,8 @@ class Compiler:
                 mask, comp = _flags(o.args[0]), _flags(o.args[1])
                 out.append(lambda st, v=((2 & mask) == comp), n=o.neg: v != n)  # first packet: SYN
             else:
-                out += self._unknown_opts(m, set())
+                out += self._unknown_opts(m, {"--dport", "--destination-port", "--sport",
+                                              "--source-port", "--syn", "--tcp-flags"})
                 break
         return out
 
@@ -403,7 +404,8 @@ class Compiler:
                 hit = s.test(vals)
                 return hit != n
             out.append(chk)
-        del ret_nomatch  # nomatch entries already answer "not in set"; see ipset.py
+        if ret_nomatch:  # would need "matched a nomatch entry" from the lookup: not modelled
+            out.append(lambda st: "-m set --return-nomatch not modelled")
         return out
 
     def m_physdev(self, m, rule):
