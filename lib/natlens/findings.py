@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from natlens import netfilter
 from natlens.bundle import Bundle, load_bundle
 from natlens.connections import connections_with_index
 from natlens.inventory import Inventory, build_inventory
@@ -161,10 +162,6 @@ def _rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: 
                       client_is_node: bool, notes: list[str], cache: dict):
     """(snat predicted, trace) by the netfilter model for client -> VIP on `node`; (None, [...])."""
     try:
-        from natlens import netfilter  # noqa: PLC0415
-    except ImportError:
-        return None, ["netfilter model not installed"]
-    try:
         nd = bundle.node(node)
     except KeyError:
         return None, [f"no dumps for node {node}"]
@@ -182,7 +179,9 @@ def _rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: 
         return None, [f"netfilter model failed: {exc}"]
     if getattr(v, "undecided", None):
         return None, list(v.trace) + [f"undecided: {u}" for u in v.undecided]
-    return bool(v.snat), list(v.trace)
+    if v.snat is None:  # probabilistic branches disagree: no single prediction
+        return None, list(v.trace) + ["undecided: the rule paths disagree on SNAT"]
+    return v.snat, list(v.trace)
 
 
 def snat_table(journeys: pd.DataFrame, bundle: Bundle | None, notes: list[str]) -> pd.DataFrame:
