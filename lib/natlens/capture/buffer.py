@@ -9,6 +9,8 @@ only keeps reads a little past the end in bounds.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 PAD = 512  # zero bytes after the data: the furthest any decoder reads past a checked offset
@@ -54,16 +56,27 @@ def padded(data: bytes | bytearray | memoryview) -> Buffer:
     return Buffer(raw, len(data))
 
 
+@functools.lru_cache(maxsize=256)
+def _field(width: int, offset: int, fmt: str) -> np.dtype:
+    return np.dtype({"names": ["v"], "formats": [fmt], "offsets": [offset], "itemsize": width})
+
+
+def _column(win: np.ndarray, k: int, fmt: str) -> np.ndarray:
+    """The field at column k of each (C-contiguous) window row, as a strided view: no copy."""
+    win = np.ascontiguousarray(win)
+    return win.view(_field(win.shape[1], k, fmt)).ravel()["v"]
+
+
 def be16(win: np.ndarray, k: int) -> np.ndarray:
     """Big-endian u16 at column k of each window row."""
-    return np.ascontiguousarray(win[:, k : k + 2]).view(">u2").ravel()
+    return _column(win, k, ">u2")
 
 
 def be32(win: np.ndarray, k: int) -> np.ndarray:
     """Big-endian u32 at column k of each window row."""
-    return np.ascontiguousarray(win[:, k : k + 4]).view(">u4").ravel()
+    return _column(win, k, ">u4")
 
 
 def be64(win: np.ndarray, k: int) -> np.ndarray:
     """Big-endian u64 at column k of each window row."""
-    return np.ascontiguousarray(win[:, k : k + 8]).view(">u8").ravel()
+    return _column(win, k, ">u8")
