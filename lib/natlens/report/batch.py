@@ -103,7 +103,7 @@ def run_batch(
                 pool.submit(_one, str(p), str(out / p.name), anonymize,
                             str(key_file) if key_file else None, cell_timeout,
                             str(notebook) if notebook else None): p.name
-                for p in todo
+                for p in sorted(todo, key=_bundle_bytes, reverse=True)
             }
             for fut in as_completed(futures):
                 name = futures[fut]
@@ -123,6 +123,11 @@ def run_batch(
     failures = [(r["incident"], r["error"]) for r in (results[n] for n in names) if not r["ok"]]
     return BatchResult(out_dir=out, index=index, table=table, failures=failures,
                        seconds=time.time() - t0)
+
+
+def _bundle_bytes(incident: Path) -> int:
+    """How much data an incident holds: the largest go first, so workers finish together."""
+    return sum(f.stat().st_size for f in incident.resolve().rglob("*") if f.is_file())
 
 
 def _one(incident: str, out: str, anonymize: bool, key_file: str | None, cell_timeout: float,
