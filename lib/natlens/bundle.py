@@ -7,7 +7,8 @@
 A node directory may also have the shape of a capture tool's tarball (Retina:
 ``<name>.pcap``, ``iptables-rules.txt``, ``ip-resources.txt``), unpacked or as
 ``nodes/<node>.tar.gz``: both are accepted. Bad input raises NatlensError naming
-the file and the place.
+the file and the place. A file natlens does not read (not a capture, a known dump or
+kubectl JSON) is listed in ``Bundle.not_read`` with the reason, never silently dropped.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 DUMP_NAMES = {
     "iptables": ("iptables-save.txt", "iptables-rules.txt", "iptables.txt"),
     "ipset": ("ipset-save.txt", "ipset.txt", "ipset-list.txt"),
-    "ipvsadm": ("ipvsadm.txt",),
+    "ipvsadm": ("ipvsadm.txt", "ipvsadm-save.txt"),
     "ip_addr": ("ip-addr.json", "ip-addr.txt", "ip-resources.txt"),
     "conntrack": ("conntrack.txt",),
+    "ip_route": ("ip-route.json", "ip-route.txt"),  # read by the netfilter model (routing)
 }
+CLUSTER_KINDS = ("nodes", "pods", "services")
 
 
 @dataclass
@@ -65,6 +68,8 @@ class NodeDir:
     ipvsadm: Path | None = None
     ip_addr: Path | None = None
     conntrack: Path | None = None
+    ip_route: Path | None = None
+    not_read: list[Path] = field(default_factory=list)  # files of this node natlens does not read
     shape: str = "bundle"  # "bundle" | "retina"
 
     def addresses(self) -> list[Address]:
@@ -86,12 +91,21 @@ class Bundle:
     cluster: dict[str, dict]
     nodes: list[NodeDir]
     ground_truth: Path | None = None
+    not_read: list[tuple[str, str]] = field(default_factory=list)  # (bundle-relative path, why)
 
     def node(self, name: str) -> NodeDir:
         for n in self.nodes:
             if n.name == name:
                 return n
         raise KeyError(name)
+
+
+def require_captures(bundle: Bundle) -> None:
+    """Raise NatlensError when no node of the bundle has a capture: there is nothing to analyse."""
+    if not any(n.captures for n in bundle.nodes):
+        where = bundle.path / "nodes" if (bundle.path / "nodes").is_dir() else bundle.path
+        raise NatlensError(f"no captures ({', '.join('*' + s for s in CAPTURE_SUFFIXES)}) in any "
+                           "nodes/<node>/ directory: nothing to analyse", path=str(where))
 
 
 def _read_json(path: Path) -> dict:
@@ -163,7 +177,21 @@ def load_node(path: Path, name: str | None = None) -> NodeDir:
         setattr(node, attr, _find(files, names))
     if _find(files, ("iptables-rules.txt", "ip-resources.txt")) is not None:
         node.shape = "retina"
+    used = set(node.captures) | {getattr(node, attr) for attr in DUMP_NAMES}
+    node.not_read = [f for f in files if f not in used and not _hidden(f, path)]
     return node
+
+
+def _hidden(f: Path, root: Path) -> bool:
+    """Dotfiles (.DS_Store, editor swap files) are nobody's input."""
+    return any(part.startswith(".") for part in f.relative_to(root).parts)
+
+
+def _rel(root: Path, f: Path) -> str:
+    try:
+        return f.relative_to(root).as_posix()
+    except ValueError:
+        return str(f)
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -175,7 +203,7 @@ def load_bundle(path: str | Path) -> Bundle:
     incident = _read_yaml(root / "incident.yaml") if (root / "incident.yaml").is_file() else {}
     cluster: dict[str, dict] = {}
     cdir = root / "cluster"
-    for kind in ("nodes", "pods", "services"):
+    for kind in CLUSTER_KINDS:
         f = cdir / f"{kind}.json"
         if f.is_file():
             doc = _read_json(f)
@@ -183,6 +211,7 @@ def load_bundle(path: str | Path) -> Bundle:
                 raise NatlensError("expected kubectl JSON with an \"items\" list", path=str(f), where="1")
             cluster[kind] = doc
     nodes: list[NodeDir] = []
+    not_read: list[tuple[str, str]] = []
     ndir = root / "nodes"
     if ndir.is_dir():
         for p in sorted(ndir.iterdir()):
@@ -195,13 +224,26 @@ def load_bundle(path: str | Path) -> Bundle:
                         stem = stem[: -len(suf)]
                         break
                 nodes.append(load_node(_unpack(p), name=stem))
+            elif not _hidden(p, ndir):
+                not_read.append((_rel(root, p), "in nodes/ but neither a node directory nor a node tarball"))
     if not nodes and not cluster:
         raise NatlensError("not an incident bundle: no nodes/<node>/ directories and no cluster/*.json",
                            path=str(root))
+    for n in nodes:
+        where = _rel(root, n.path) if n.path.is_relative_to(root) else f"nodes/{n.name} (tarball)"
+        not_read += [(f"{where}/{f.relative_to(n.path).as_posix()}",
+                      "not a capture (.pcap/.pcapng/.cap) or a dump natlens reads") for f in n.not_read]
+    if cdir.is_dir():
+        not_read += [(_rel(root, f), f"cluster/ holds only {', '.join(k + '.json' for k in CLUSTER_KINDS)}")
+                     for f in sorted(cdir.rglob("*"))
+                     if f.is_file() and not _hidden(f, cdir) and f.name not in {k + ".json" for k in CLUSTER_KINDS}]
+    known_top = {"incident.yaml", "cluster", "nodes", "ground-truth"}
+    not_read += [(p.name, "not part of an incident bundle (incident.yaml, cluster/, nodes/)")
+                 for p in sorted(root.iterdir()) if p.name not in known_top and not p.name.startswith(".")]
     gt = root / "ground-truth"
     return Bundle(path=root, name=str(incident.get("title") and root.name or root.name),
                   incident=incident, cluster=cluster, nodes=nodes,
-                  ground_truth=gt if gt.is_dir() else None)
+                  ground_truth=gt if gt.is_dir() else None, not_read=not_read)
 
 
 _IP_O = re.compile(r"^(\d+):\s+(\S+?)(?:@\S+)?:?\s+(inet6?)\s+([0-9a-fA-F.:]+)/(\d+)")

@@ -12,6 +12,23 @@ are left out of it (and the ratio is None when none is known). The rules' predic
 comes from the netfilter model (natlens.netfilter) for a packet from the client pod
 to the VIP; "predicted_by_rules" says whether captures and rules agree (None: the
 rules could not be evaluated).
+
+summary() is DESIGN.md section 5 (``natlens.summary/1``) with these documented,
+additive keys (scripts written against section 5 are unaffected):
+
+  inputs.captures[].connections         connection records natlens made from the capture
+  inputs.captures[].not_in_connections  {reason: n}: decoded packets that are in no
+                                        connection (icmp, icmpv6, other-protocol,
+                                        no-ports); with ``skipped`` every record is
+                                        accounted for: records = decoded + sum(skipped),
+                                        decoded = packets in connections + sum(not_in_connections)
+  inputs.not_read                       [{"file", "reason"}]: files of the bundle natlens
+                                        did not read (bundle-relative paths)
+
+Nulls, never NaN: a ratio with no journey of known SNAT status, a latency
+percentile with no sample (its count is 0), ``predicted_by_rules`` when the rules
+could not be evaluated. With no service journey at all every count is 0, the
+lists and ``by_node`` are empty and the verdict says why.
 """
 
 from __future__ import annotations
@@ -23,8 +40,9 @@ import numpy as np
 import pandas as pd
 
 from natlens import netfilter
-from natlens.bundle import Bundle, load_bundle
+from natlens.bundle import DUMP_NAMES, Bundle, load_bundle, require_captures
 from natlens.connections import connections_with_index
+from natlens.errors import NatlensError
 from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import build_journeys
 
@@ -68,6 +86,7 @@ class Analysis:
     offsets: dict[str, float] = field(default_factory=dict)
     records: pd.DataFrame | None = None
     bundle: Bundle | None = None
+    warnings: list[str] = field(default_factory=list)  # partial input, for stderr (also in inferred)
     _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -77,9 +96,12 @@ class Analysis:
         return {
             "schema": SCHEMA,
             "incident": self.incident,
-            "inputs": {"captures": [{k: c[k] for k in ("node", "file", "records", "decoded", "skipped")}
+            "inputs": {"captures": [{k: c[k] for k in ("node", "file", "records", "decoded", "skipped",
+                                                       "connections", "not_in_connections")}
                                     for c in self.inputs],
-                       "inferred": list(self.inferred)},
+                       "inferred": list(self.inferred),
+                       "not_read": [{"file": f, "reason": why} for f, why in
+                                    (self.bundle.not_read if self.bundle is not None else [])]},
             "connections": {"total": int(len(j)),
                             "failed": int(j["outcome"].isin(["reset", "timed out"]).sum()),
                             "timeouts": int((j["outcome"] == "timed out").sum()),
@@ -175,7 +197,9 @@ def _rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: 
         v = rules.explain(client_h, vip, port, proto=proto, local=client_is_node,
                           in_iface=None if client_is_node else bridge)
     except Exception as exc:  # noqa: BLE001 - the model is another layer; report, don't crash
-        notes.append(f"{node}: the netfilter model could not evaluate {client_h} -> {vip}:{port} ({exc})")
+        notes.append(f"{exc}: {node}'s rules not used for {client_h} -> {vip}:{port}"
+                     if isinstance(exc, NatlensError) else
+                     f"{node}: the netfilter model could not evaluate {client_h} -> {vip}:{port} ({exc})")
         return None, [f"netfilter model failed: {exc}"]
     if getattr(v, "undecided", None):
         return None, list(v.trace) + [f"undecided: {u}" for u in v.undecided]
@@ -210,34 +234,78 @@ def snat_table(journeys: pd.DataFrame, bundle: Bundle | None, notes: list[str]) 
     return pd.DataFrame(rows, columns=SNAT_COLUMNS)
 
 
-def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame) -> dict:
-    """Headline, root cause and remediation in plain words."""
+def _svc_name(key: str, names: dict[str, str]) -> str:
+    """'Service default/web (198.19.0.10:80/tcp)' when the inventory names it, else the VIP key."""
+    return f"Service {names[key]} ({key})" if names.get(key) else f"Service {key}"
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "") -> str:
+    """' Service a (VIP) from node-1 (policy Cluster): 20 of 20 connections SNATed ...' per row."""
+    out = ""
+    for r in snat.itertuples():
+        if r.ratio is None or pd.isna(r.ratio):
+            continue
+        out += (f"{lead} {_svc_name(r.service, names)} from {r.source_node} (policy {r.policy}): "
+                f"{r.snat} of {r.connections - r.unknown_snat} connections SNATed"
+                + (" to the node IP, so the load balancer never picks the client's own node."
+                   if r.ratio == 1.0 else "."))
+    return out
+
+
+def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str] | None = None) -> dict:
+    """Headline, root cause and remediation in plain words with the exact counts.
+
+    ``names`` maps a service key ("VIP:port/proto") to "namespace/name" where known.
+    """
+    names = names or {}
     total = len(journeys)
     failed = journeys["outcome"].isin(["reset", "timed out"])
     lb = journeys["loopback"] == "yes"
     hits = int(lb.sum())
     if hits:
         worst = snat.sort_values(["loopback_failed", "loopback"], ascending=False).iloc[0]
+        svc = _svc_name(worst["service"], names)
         lf = int((lb & failed).sum())
-        headline = (f"{lf} of {int(failed.sum())} failed connections (of {total}) were load-balancer "
-                    f"loopbacks: {worst['loopback']} connections from {worst['source_node']} to "
-                    f"{worst['service']} were sent back to their own node")
+        if lf:
+            headline = (f"{lf} of {int(failed.sum())} failed connections (of {total}) were load-balancer "
+                        f"loopbacks: {worst['loopback']} of {worst['connections']} connections from "
+                        f"{worst['source_node']} to the {svc} were sent back to their own node")
+        else:
+            headline = (f"{hits} of {total} connections were load-balancer loopbacks (sent back to their "
+                        f"own node), none of them failed; {int(failed.sum())} connections failed")
         pol = worst["policy"]
         ratio = worst["ratio"]
-        why_snat = ("they were not SNATed" if ratio == 0 else
-                    f"{worst['snat']} of {worst['connections']} were SNATed" if ratio is not None else
-                    "whether they were SNATed is not visible in the captures")
-        root = (f"The Service {worst['service']} has externalTrafficPolicy {pol}; pod-to-VIP traffic "
-                f"leaves the node ({why_snat}), so the load balancer sees the pod's own IP and may "
-                "pick the client's own node. That node DNATs the SYN to a local endpoint and answers "
-                "from nodeIP:NodePort instead of the VIP; the client resets that SYN-ACK, retransmits "
-                "its SYN to the same backend, and the connect times out. Only connections hashed to "
-                "the client's own node fail, hence the sporadic failures.")
+        known = int(worst["connections"] - worst["unknown_snat"])
+        why_snat = (f"none of the {known} whose source the captures show was SNATed" if ratio == 0 else
+                    f"{worst['snat']} of {worst['connections']} were SNATed" if ratio is not None
+                    and not pd.isna(ratio) else "whether they were SNATed is not visible in the captures")
+        pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
+                    "has an externalTrafficPolicy natlens could not find (no cluster/services.json, no "
+                    "kube-proxy ipsets)")
+        root = (f"The {svc} {pol_text}; pod-to-VIP traffic leaves the node ({why_snat}), so the load "
+                "balancer sees the pod's own IP and may pick the client's own node. That node DNATs the "
+                "SYN to a local endpoint and answers from nodeIP:NodePort instead of the VIP; the client "
+                "resets that SYN-ACK, retransmits its SYN to the same backend, and the connect times out. "
+                "Only connections hashed to the client's own node fail, hence the sporadic failures.")
+        others = snat[(snat["loopback"] > 0) & (snat.index != worst.name)]
+        if len(others):
+            root += " Loopbacks were also seen for: " + "; ".join(
+                f"{_svc_name(o.service, names)} from {o.source_node}: {o.loopback} of {o.connections} "
+                f"({o.loopback_failed} failed)" for o in others.itertuples()) + "."
+        root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for")
+        remediation = list(REMEDIATION)
         if pol == "Cluster":
             root += (" The policy on record is Cluster, yet connections looped back: check whether "
                      "kube-proxy's MASQUERADE for this VIP is in effect (see rule_trace).")
+            remediation[0] = ("Make the Cluster policy take effect: pod-to-VIP traffic must be SNATed to the "
+                              "node IP by kube-proxy's KUBE-MARK-MASQ / MASQUERADE rules (see rule_trace "
+                              "for where the packet skipped them).")
         return {"loopback_detected": True, "headline": headline, "root_cause": root,
-                "remediation": list(REMEDIATION)}
+                "remediation": remediation}
     unknown = int((journeys["loopback"] == "unknown").sum())
     if failed.any():
         headline = f"{int(failed.sum())} of {total} connections failed; none was a load-balancer loopback"
@@ -248,8 +316,34 @@ def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame) -> dict:
     else:
         headline = f"All {total} connections were established; no load-balancer loopback seen"
         root = "No failure in the captures."
+    root += _snat_sentences(snat, names)
     if unknown and not failed.any():
         root += f" {unknown} journeys' load-balancer pick is not visible in the captures."
+    return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
+
+
+def service_names(inventory: Inventory) -> dict[str, str]:
+    """Service key "VIP:port/proto" -> "namespace/name" for the services kubectl JSON names."""
+    s = inventory.services
+    if s.empty:
+        return {}
+    s = s[s["lb_ip"].notna() & s["name"].notna()]
+    return {f"{r.lb_ip}:{int(r.port)}/{r.proto}": f"{r.namespace}/{r.name}" if r.namespace else str(r.name)
+            for r in s.itertuples()}
+
+
+def no_journeys_verdict(inputs: list[dict], conns: pd.DataFrame, vips: set) -> dict:
+    """The verdict when no client connection to a load-balancer Service is in the captures."""
+    if not inputs:
+        headline = "No captures in the bundle: nothing to say about connections"
+        root = "The bundle has no nodes/<node>/*.pcap or *.pcapng files; add captures from the nodes."
+    else:
+        targets = ", ".join(f"{v}:{p}/{pr}" for v, p, pr in sorted(vips))
+        headline = (f"No connection to a load-balancer Service in the captures ({len(conns)} connection "
+                    f"records in {_plural(len(inputs), 'capture')}, "
+                    + (f"none to {targets})" if targets else "no TCP connection; no VIP is known)"))
+        root = ("Nothing to analyse: the captures hold no client connection to the Services' VIPs. "
+                "Check that the capture covered the failing calls (time window, node, interface).")
     return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
 
 
@@ -280,8 +374,13 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     bundle = load_bundle(incident_dir)
     inventory = build_inventory(bundle)
     inferred = list(inventory.inferred)
+    if bundle.not_read:
+        inferred.append(f"{len(bundle.not_read)} file(s) not read (not a capture or a dump natlens "
+                        "reads): " + ", ".join(f for f, _ in bundle.not_read))
     inputs, parts, packets, pconn = [], [], {}, {}
     ifnames: dict[tuple[str, int], str] = {}
+    require_captures(bundle)
+    warnings: list[str] = []
     todo = [(n, c) for n in bundle.nodes for c in n.captures]
     it = todo
     if progress:
@@ -293,6 +392,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
         label = f"{node.name}/{path.stem}"
         cap = read_capture(path, label=path.stem)
         info = cap.info
+        warnings += info.warnings
         conns, idx = connections_with_index(cap.packets, node=node.name, capture=label,
                                             capture_end_ns=info.last_ts_ns)
         try:
@@ -327,14 +427,19 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
             inferred.append("no load-balancer VIP known (no cluster/services.json, no kube-proxy "
                             "ipsets): every TCP connection counts as a service connection")
     inferred += undecided_notes(of_interest)
+    warnings += [f"{n.path}: no iptables dump ({', '.join(DUMP_NAMES['iptables'])}): the rules "
+                 "cannot say whether it SNATs" for n in bundle.nodes if n.iptables is None and n.captures]
+    inferred += warnings
+    n_notes = len(inferred)
     snat = snat_table(of_interest, bundle, inferred) if not of_interest.empty else \
         pd.DataFrame(columns=SNAT_COLUMNS)
+    warnings += inferred[n_notes:]  # snat_table notes only what the netfilter model failed on
     loop = of_interest[of_interest["loopback"] == "yes"] if not of_interest.empty else of_interest
     latency = of_interest[LATENCY_COLUMNS] if not of_interest.empty else pd.DataFrame(columns=LATENCY_COLUMNS)
-    verdict = make_verdict(of_interest, snat) if not of_interest.empty else {
-        "loopback_detected": False, "headline": "No service connections in the captures",
-        "root_cause": "Nothing to analyse.", "remediation": []}
+    verdict = make_verdict(of_interest, snat, service_names(inventory)) if not of_interest.empty \
+        else no_journeys_verdict(inputs, conns, vips)
     return Analysis(incident=bundle.path.resolve().name, inputs=inputs, inferred=inferred,
                     inventory=inventory, connections=conns, journeys=of_interest, snat=snat,
                     loopback=loop, latency=latency.reset_index(drop=True), verdict=verdict,
-                    offsets=offsets, records=records, bundle=bundle, _packets=packets, _packet_conn=pconn)
+                    offsets=offsets, records=records, bundle=bundle, warnings=warnings,
+                    _packets=packets, _packet_conn=pconn)

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from natlens.findings import analyze  # noqa: PLC0415
 
     a = analyze(args.incident, progress=args.progress)
+    for warning in a.warnings:
+        print(f"natlens: warning: {warning}", file=sys.stderr)
     if args.json:
         json.dump(a.summary(), sys.stdout, indent=2)
         sys.stdout.write("\n")
