@@ -20,6 +20,40 @@ captures do not show it:
   lb_backend the node the load balancer sent the connection to (None: unknown)
   loopback   "yes" | "no" | "unknown"  (backend node == the client's own node)
   outcome    "established" | "reset" | "timed out" | "unknown"
+
+Journey columns (JOURNEY_COLUMNS; **contract**, pinned by tests/analysis/test_contracts.py).
+Times: ``ts`` float seconds since the epoch (UTC) on the reference node's clock (clock
+offsets subtracted); latencies in ms as seen at the client's own capture point.
+
+=====================  ======================================================================
+journey                "J<n>", in time order
+ts                     first SYN of the journey (else first packet), clock-corrected, float s
+client_node            node the client lives on (pod IP's node, else the capture's node)
+client_h, client_p     the original source address/port (the client's own record)
+service                "VIP:port/proto" (the LB VIP, else the NodePort's Service, else the
+                       client's destination)
+vip, vport, proto      the original destination and protocol ("tcp" | "udp")
+policy                 the Service's externalTrafficPolicy: Local | Cluster | unknown
+snat                   yes | no | unknown; ``snat_to`` the address:port it left with when yes;
+snat_evidence          the record (capture: src:sport -> dst:dport) that shows it, or why unknown
+lb_backend             node the load balancer sent it to (None: not in the captures);
+lb_backend_evidence    the record after the LB's DNAT that shows it
+loopback               yes | no | unknown, ``loopback_evidence`` why
+outcome                established | reset | timed out | unknown, ``outcome_evidence`` the
+                       client record's conn_state, history, SYNs and end
+established            bool
+handshake_ms           SYN -> SYN-ACK -> ACK (last SYN), connect_ms (first SYN -> ACK,
+connect_ms             includes SYN retransmissions), first_byte_ms (first SYN -> first
+first_byte_ms          response byte); NaN when not seen
+syn_retransmits        client SYNs beyond the first
+path                   "<loopback|remote|unknown>/<snat|no-snat|snat-unknown>", for grouping
+hops                   number of connection records (capture points x interfaces) joined
+captures               capture labels that saw it, comma separated
+client_uid             uid of the client's own record; ``uids`` all records in time order
+hop_list               one string per record, same order as ``uids``:
+                       "<capture> (<interface>): src:sport -> dst:dport", the addresses and
+                       ports at that hop (the interface when an ``any`` capture names it)
+=====================  ======================================================================
 """
 
 from __future__ import annotations
@@ -41,7 +75,7 @@ JOURNEY_COLUMNS = [
     "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
     "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "path",
-    "hops", "captures", "client_uid", "uids",
+    "hops", "captures", "client_uid", "uids", "hop_list",
 ]
 
 
@@ -220,8 +254,8 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
         return sel["_ev"]
 
     where = r["capture"].astype(str)
-    hop = where + ": " + r["orig_h"] + ":" + r["orig_p"].astype(str) + " -> " + r["resp_h"] + ":" + \
-        r["resp_p"].astype(str)
+    four = r["orig_h"] + ":" + r["orig_p"].astype(str) + " -> " + r["resp_h"] + ":" + r["resp_p"].astype(str)
+    hop = where + ": " + four
 
     # --- SNAT -----------------------------------------------------------------------------
     snat_yes = pre_lb & on_client & (r["orig_h"] == r["client_node_ip"]) & ~r["client_is_node"].fillna(False)
@@ -313,6 +347,11 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     bounds = np.flatnonzero(np.diff(jn_sorted)) + 1
     uid_lists = [list(x) for x in np.split(srt["uid"].to_numpy(dtype=object), bounds)]
     cl["uids"] = pd.Series(uid_lists, index=pd.unique(jn_sorted)).reindex(cl.index)
+    label = where.str.split("/").str[-1]
+    iface = np.where(r["point"].notna() & (r["point"] != label), " (" + r["point"].astype(str) + ")", "")
+    hop_at = where + iface + ": " + four
+    hop_lists = [list(x) for x in np.split(hop_at.loc[srt.index].to_numpy(dtype=object), bounds)]
+    cl["hop_list"] = pd.Series(hop_lists, index=pd.unique(jn_sorted)).reindex(cl.index)
     cl = cl.sort_values("ts").reset_index()
     cl["journey"] = [f"J{i}" for i in range(len(cl))]
     jmap = dict(zip(cl["jn"], cl["journey"], strict=True))
