@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle directory")
     p.add_argument("--json", action="store_true", help="print summary.json (natlens.summary/1)")
     p.add_argument("--journeys", action="store_true", help="also list every journey")
-    p.add_argument("--progress", action="store_true", help="progress bar while reading captures")
+    p.add_argument("--progress", action="store_true", help="progress bar while reading captures (on a terminal only; default off)")
     p.set_defaults(func=run)
 
 
@@ -75,7 +75,7 @@ def render(a) -> str:
 def run(args: argparse.Namespace) -> int:
     from natlens.findings import analyze  # noqa: PLC0415
 
-    a = analyze(args.incident, progress=args.progress)
+    a = analyze(args.incident, progress=args.progress and sys.stderr.isatty())
     for warning in a.warnings:
         print(f"natlens: warning: {warning}", file=sys.stderr)
     if args.json:

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
     p.add_argument("--jobs", "-j", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="parallel worker processes (default: min(4, CPUs))")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise NatlensError(f"--jobs must be at least 1, not {args.jobs}")
     r = run_batch(args.incidents, args.out, jobs=args.jobs, anonymize=args.anonymize,
                   key_file=args.key_file, cell_timeout=args.cell_timeout,
-                  progress=not args.no_progress, notebook=args.notebook)
+                  progress=not args.no_progress and sys.stderr.isatty(), notebook=args.notebook)
     n = len(r.table)
     print(f"{r.index}  ({n - len(r.failures)} of {n} incidents reported in {r.seconds:.1f} s)")
     if r.failures:

@@ -26,17 +26,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from natlens.report import figures, tables, text
 from natlens.report.data import ReportData, load, write_summary
 
-__all__ = ["ReportData", "build_report", "figures", "load", "run_batch", "setup", "tables", "text",
-           "write_summary"]
+__all__ = ["ReportData", "build_report", "figures", "load", "run_batch", "setup", "table_html", "tables",
+           "text", "write_summary"]
 
 
 def setup(max_rows: int = 40) -> None:
     """Notebook display settings for reports: bounded tables, PNG figures (embeddable)."""
-    import pandas as pd
-
     pd.set_option("display.max_rows", max_rows)
     pd.set_option("display.min_rows", min(20, max_rows))
     pd.set_option("display.max_columns", 30)
@@ -48,6 +48,20 @@ def setup(max_rows: int = 40) -> None:
         set_matplotlib_formats("png")
     except ImportError:  # outside IPython: nothing to configure
         pass
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:  # tables without pandas' 0, 1, 2 ... row index: it means nothing here
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+
+
+def table_html(df: Any) -> str:
+    """A DataFrame as an HTML table the way a report shows it: escaped, no row index."""
+    return df.to_html(index=False, escape=True, border=0, classes="natlens-table",
+                      na_rep="-", max_rows=pd.get_option("display.max_rows"),
+                      max_cols=pd.get_option("display.max_columns"), notebook=True)
 
 
 def build_report(*args: Any, **kwargs: Any):

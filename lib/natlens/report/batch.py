@@ -29,7 +29,7 @@ import pandas as pd
 
 from natlens.errors import NatlensError
 from natlens.report.anonymize import new_key
-from natlens.report.run import CELL_TIMEOUT, build_report
+from natlens.report.run import CELL_TIMEOUT, build_report, check_key_file
 from natlens.report.text import esc, pct
 
 AGGREGATE_COLUMNS = [
@@ -86,6 +86,8 @@ def run_batch(
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise NatlensError(f"incident names must be unique, repeated: {', '.join(sorted(dupes))}")
+    if anonymize and key_file is not None:
+        check_key_file(key_file)  # once, not as a failure of every incident
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}

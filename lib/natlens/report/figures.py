@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import matplotlib
 import matplotlib.dates
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -59,6 +60,7 @@ def timeline(d: ReportData, bins: int = 60) -> Figure:
         loc = matplotlib.dates.AutoDateLocator()
         ax.xaxis.set_major_locator(loc)
         ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(loc))
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts, not 0.5
         ax.set_ylabel("connections per bin")
         ax.set_xlabel(f"time (UTC), bins of {(edges[1] - edges[0]):.3g} s")
         ax.legend(loc="upper left", fontsize=8, ncols=min(4, len(order)))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 import natlens
 from natlens.errors import NatlensError
-from natlens.report.anonymize import new_key
+from natlens.report.anonymize import load_key, new_key
 from natlens.report.data import KEY_ENV
 from natlens.report.execute import execute
 from natlens.report.render import render_html
@@ -64,6 +65,8 @@ def build_report(
     incident_dir = Path(incident_dir).resolve()
     if not incident_dir.is_dir():
         raise NatlensError("incident directory not found", path=str(incident_dir))
+    check_inputs(incident_dir, anonymize=anonymize, key_file=key_file, start=start, end=end,
+                 services=services)
     out = Path(out_dir) if out_dir else Path("reports") / incident_dir.name
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +93,42 @@ def build_report(
             result.ok, result.error = False, f"rendering HTML failed: {type(exc).__name__}: {exc}"
     result.seconds = time.time() - t0
     return result
+
+
+def check_inputs(incident_dir: Path, *, anonymize: bool = False,
+                 key_file: str | os.PathLike[str] | None = None, start: str = "", end: str = "",
+                 services: Sequence[str] = ()) -> None:
+    """Raise NatlensError for bad parameters or an unusable bundle before a notebook starts.
+
+    Inside the notebook the same problem would only be a failed cell (exit 1 and a log to
+    read); here it is the usual one-line error, exit 2.
+    """
+    from natlens.bundle import load_bundle, require_captures
+    from natlens.report.data import _utc
+
+    require_captures(load_bundle(incident_dir))
+    _utc(start, "start")
+    _utc(end, "end")
+    for svc in services:
+        if not _SERVICE.match(svc):
+            raise NatlensError(f"--service {svc!r}: expected VIP, VIP:PORT or VIP:PORT/PROTO "
+                               "(e.g. 198.19.0.10:80/tcp)")
+    if anonymize and key_file is not None:
+        check_key_file(key_file)
+
+
+def check_key_file(key_file: str | os.PathLike[str]) -> None:
+    """Raise NatlensError unless `key_file` is a readable Crypto-PAn key."""
+    try:
+        load_key(key_file)
+    except OSError as exc:
+        raise NatlensError(exc.strerror or str(exc), path=str(key_file)) from None
+    except ValueError:
+        raise NatlensError("a Crypto-PAn key is 32 raw bytes or 64 hex characters",
+                           path=str(key_file)) from None
+
+
+_SERVICE = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[?[0-9A-Fa-f:]+\]?)(:\d{1,5}(/(tcp|udp|sctp))?)?$")
 
 
 @contextmanager
