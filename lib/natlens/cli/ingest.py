@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the Parquet files")
     p.add_argument("--json", action="store_true", help="print the per-capture tallies as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one is drawn only on a terminal, for captures of 32 MiB or more)")
     p.set_defaults(func=run)
 
 

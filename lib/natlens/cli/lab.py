@@ -26,11 +26,17 @@ def _run(args: argparse.Namespace) -> int:
                 nodes=args.nodes, any_capture=args.any, prefix=args.prefix,
                 timeout=args.timeout, concurrency=args.concurrency, title=args.title)
     for s in facts["services"]:
-        print(f"{s['service']} {s['key']} {s['policy']}: {s['connections']} connections, "
-              f"{s['failed']} failed, {s['loopback']} loopback, {s['snat']} SNATed; "
-              f"LB picks {s['by_lb_node']}")
+        print(tally_line(s))
     print(f"bundle: {args.out}")
     return 0
+
+
+def tally_line(s: dict) -> str:
+    """One Service's tally from lab.json, in words: what the run did."""
+    picks = ", ".join(f"{node} {n}" for node, n in s["by_lb_node"].items())
+    return (f"{s['service']} {s['key']} {s['policy']}: {s['connections']} connections, "
+            f"{s['failed']} failed, {s['loopback']} loopback, {s['snat']} SNATed; "
+            f"LB picked {picks}")
 
 
 def _clean(args: argparse.Namespace) -> int:
@@ -57,9 +63,11 @@ def register(subparsers) -> None:
                    help="number of nodes (default 2)")
     r.add_argument("--any", action="store_true", help="also capture `tcpdump -i any` per node")
     r.add_argument("--prefix", help="namespace name prefix (default nl<pid>-)")
-    r.add_argument("--timeout", type=float, default=1.5, help="connect timeout, s (default 1.5)")
-    r.add_argument("--concurrency", type=int, default=10, help="parallel connections")
-    r.add_argument("--title", help="incident.yaml title")
+    r.add_argument("--timeout", type=float, default=1.5, metavar="SECONDS",
+                   help="the client's connect timeout (default 1.5)")
+    r.add_argument("--concurrency", type=int, default=10, metavar="N",
+                   help="connections the client has open at once (default 10)")
+    r.add_argument("--title", help="incident.yaml title (default: a description of the run)")
     r.set_defaults(func=_run)
     c = sub.add_parser("clean", help="remove namespaces left by a killed lab")
     c.add_argument("--prefix", required=True, help="namespace name prefix, e.g. nl1234-")

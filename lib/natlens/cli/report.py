@@ -17,10 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle (DESIGN.md section 2)")
     p.add_argument("--out", metavar="DIR", help="output directory (default reports/<incident>)")
     add_common(p)
-    p.add_argument("--start", default="", metavar="TIME", help="time window start, ISO 8601 UTC")
-    p.add_argument("--end", default="", metavar="TIME", help="time window end, ISO 8601 UTC")
+    p.add_argument("--start", default="", metavar="TIME", help="time window start, ISO 8601 UTC (default: the first packet); tables and "
+                   "figures only, the verdict covers the whole incident")
+    p.add_argument("--end", default="", metavar="TIME", help="time window end, ISO 8601 UTC (default: the last packet)")
     p.add_argument("--service", action="append", default=[], metavar="VIP:PORT",
-                   help="restrict the SNAT table to this Service (repeatable)")
+                   help="restrict tables and figures to this Service: VIP, VIP:PORT or VIP:PORT/PROTO "
+                   "(repeatable; default: all Services)")
     p.set_defaults(func=run)
 
 
