@@ -61,3 +61,15 @@ def test_sample_report_tables_have_no_row_index(sample_report):
     tables = re.findall(r"<table.*?</table>", page, re.S)
     assert len(tables) >= 5
     assert not [t for t in tables if re.search(r"<tbody>\s*<tr>\s*<th", t)]
+
+
+def test_batch_digest_counts_undetermined_snat_as_unknown_not_as_zero():
+    from natlens.report.batch import aggregate_summary
+
+    undetermined = {"service": "198.19.0.10:80/tcp", "source_node": "node-1", "policy": "Cluster",
+                    "connections": 20, "snat": 0, "ratio": None}
+    row = aggregate_summary({"snat": [undetermined]})
+    assert row["snat_ratio"] is None and row["snat_connections"] == 0
+    measured = {**undetermined, "policy": "Local", "snat": 0, "ratio": 0.0}
+    row = aggregate_summary({"snat": [undetermined, measured]})
+    assert row["snat_ratio"] == 0.0 and row["snat_connections"] == 20

@@ -163,8 +163,10 @@ def aggregate_summary(s: dict[str, Any]) -> dict[str, Any]:
     c = s.get("connections") or {}
     lb = s.get("loopback") or {}
     snat_rows = s.get("snat") or []
-    sc = sum(int(x.get("connections") or 0) for x in snat_rows)
-    sn = sum(int(x.get("snat") or 0) for x in snat_rows)
+    # Only rows whose SNAT the captures show: an undetermined row is no evidence of "not SNATed".
+    known = [x for x in snat_rows if x.get("ratio") is not None]
+    sc = sum(int(x.get("connections") or 0) for x in known)
+    sn = sum(int(x.get("snat") or 0) for x in known)
     lat = s.get("latency_ms") or {}
     v = s.get("verdict") or {}
     row = {

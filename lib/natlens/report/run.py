@@ -65,8 +65,8 @@ def build_report(
     incident_dir = Path(incident_dir).resolve()
     if not incident_dir.is_dir():
         raise NatlensError("incident directory not found", path=str(incident_dir))
-    check_inputs(incident_dir, anonymize=anonymize, key_file=key_file, start=start, end=end,
-                 services=services)
+    check_inputs(incident_dir if notebook is None else None, anonymize=anonymize,
+                 key_file=key_file, start=start, end=end, services=services)
     out = Path(out_dir) if out_dir else Path("reports") / incident_dir.name
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -95,18 +95,20 @@ def build_report(
     return result
 
 
-def check_inputs(incident_dir: Path, *, anonymize: bool = False,
+def check_inputs(incident_dir: Path | None, *, anonymize: bool = False,
                  key_file: str | os.PathLike[str] | None = None, start: str = "", end: str = "",
                  services: Sequence[str] = ()) -> None:
     """Raise NatlensError for bad parameters or an unusable bundle before a notebook starts.
 
     Inside the notebook the same problem would only be a failed cell (exit 1 and a log to
-    read); here it is the usual one-line error, exit 2.
+    read); here it is the usual one-line error, exit 2. `incident_dir` None: a notebook
+    of the user's own may need no captures, so the bundle is not checked.
     """
     from natlens.bundle import load_bundle, require_captures
     from natlens.report.data import _utc
 
-    require_captures(load_bundle(incident_dir))
+    if incident_dir is not None:
+        require_captures(load_bundle(incident_dir))
     _utc(start, "start")
     _utc(end, "end")
     for svc in services:
