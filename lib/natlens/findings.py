@@ -51,7 +51,7 @@ LATENCY_COLUMNS = ["journey", "path", "handshake_ms", "connect_ms", "first_byte_
 SNAT_COLUMNS = ["service", "source_node", "policy", "connections", "snat", "ratio",
                 "predicted_by_rules", "rule_trace", "failed", "loopback", "loopback_failed",
                 "unknown_snat"]
-HOP_COLUMNS = ["capture", "node", "ts", "src", "dst", "sport", "dport", "flags", "note"]
+HOP_COLUMNS = ["capture", "node", "ts", "ts_ns", "src", "dst", "sport", "dport", "flags", "note"]
 _PACKET_KEEP = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
                 "ip_id", "direction", "ifindex"]
 
@@ -123,7 +123,11 @@ class Analysis:
         }
 
     def journey_hops(self, journey_id: str) -> pd.DataFrame:
-        """Every packet of one journey, all capture points, on one clock (UTC), in time order."""
+        """Every packet of one journey, all capture points, in time order, on one clock.
+
+        ``ts`` float seconds / ``ts_ns`` int ns since the epoch (UTC), clock offsets subtracted
+        (DESIGN.md section 4), like every other table; ``note`` says what the hop is.
+        """
         rec = self.records[self.records["journey"] == journey_id] if self.records is not None else None
         if rec is None or rec.empty:
             raise KeyError(journey_id)
@@ -140,12 +144,13 @@ class Analysis:
                 continue
             off = self.offsets.get(r.node, 0.0)
             p["capture"], p["node"] = r.capture, r.node
-            p["ts"] = pd.to_datetime(p["ts_ns"].astype("int64") - int(round(off * 1e9)), unit="ns", utc=True)
+            p["ts_ns"] = p["ts_ns"].astype("int64") - int(round(off * 1e9))
+            p["ts"] = p["ts_ns"] / 1e9
             p["note"] = _hop_note(r, jr)
             parts.append(p)
         if not parts:
             return pd.DataFrame(columns=HOP_COLUMNS)
-        h = pd.concat(parts, ignore_index=True).sort_values(["ts", "capture"], kind="stable")
+        h = pd.concat(parts, ignore_index=True).sort_values(["ts_ns", "capture"], kind="stable")
         h["flags"] = [_flag_text(f) for f in h["tcp_flags"].fillna(-1).astype(int)]
         return h[HOP_COLUMNS].reset_index(drop=True)
 

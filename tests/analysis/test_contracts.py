@@ -353,7 +353,9 @@ def test_tables_have_the_pinned_columns_and_time_types(sample_analyses):
     a = sample_analyses["mixed"]
     assert list(a.connections.columns) == CONNECTION_COLUMNS
     assert list(a.journeys.columns) == JOURNEY_COLUMNS
-    for df in (a.connections, a.journeys):
+    hops = a.journey_hops(a.loopback["journey"].iloc[0])
+    assert hops["ts_ns"].is_monotonic_increasing and (hops["ts"] == hops["ts_ns"] / 1e9).all()
+    for df in (a.connections, a.journeys, hops):
         for c in df.columns:
             if c == "ts" or c.endswith("_ts"):  # float seconds since the epoch
                 assert pd.api.types.is_float_dtype(df[c]), c
