@@ -275,7 +275,9 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     cl["snat_to"] = snat_to.reindex(cl.index)
     cl.loc[cl["snat"] != "yes", "snat_to"] = None
     hostnet = cl["client_is_node"].fillna(False) & (cl["snat"] == "unknown")
-    cl.loc[hostnet, "snat_evidence"] = "the client uses its node's IP: SNAT cannot be seen"
+    cl.loc[hostnet, "snat_evidence"] = (
+        "the first capture point already shows the node's IP as the source: SNATed on the way, or a "
+        "host-network client; a pod-side or `any` capture would tell")
     cl.loc[cl["snat_evidence"].isna(), "snat_evidence"] = \
         "no capture shows the connection after it left the client's node"
 
