@@ -45,6 +45,7 @@ from natlens.connections import connections_with_index
 from natlens.errors import NatlensError
 from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import build_journeys
+from natlens.netfilter.conntrack import parse_conntrack
 
 SCHEMA = "natlens.summary/1"
 LATENCY_COLUMNS = ["journey", "path", "handshake_ms", "connect_ms", "first_byte_ms"]
@@ -211,6 +212,18 @@ def _rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: 
     if v.snat is None:  # probabilistic branches disagree: no single prediction
         return None, list(v.trace) + ["undecided: the rule paths disagree on SNAT"]
     return v.snat, list(v.trace)
+
+
+def _conntrack_tables(bundle: Bundle) -> dict[str, tuple[str, list]]:
+    """Each node's conntrack dump (file name relative to the bundle, entries)."""
+    out = {}
+    for node in bundle.nodes:
+        if node.conntrack is not None:
+            text = node.conntrack.read_text(encoding="utf-8", errors="replace")
+            name = (node.conntrack.relative_to(bundle.path)
+                    if node.conntrack.is_relative_to(bundle.path) else node.conntrack)
+            out[node.name] = (str(name), parse_conntrack(text))
+    return out
 
 
 def snat_table(journeys: pd.DataFrame, bundle: Bundle | None, notes: list[str]) -> pd.DataFrame:
@@ -420,7 +433,8 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     else:
         from natlens.journeys import clock_offsets  # noqa: PLC0415
         offsets, notes = clock_offsets(conns)
-        journeys, records, _ = build_journeys(conns, inventory, ifnames, offsets=offsets)
+        journeys, records, _ = build_journeys(conns, inventory, ifnames, offsets=offsets,
+                                              conntrack=_conntrack_tables(bundle))
     inferred += notes
     vips = inventory.vips()
     if vips and not journeys.empty:

@@ -65,6 +65,7 @@ import pandas as pd
 
 from natlens.connections import join_groups
 from natlens.inventory import Inventory
+from natlens.netfilter.conntrack import Entry
 
 JOIN_WINDOW_S = 5.0  # records of one connection start within this (after clock correction)
 OFFSET_WINDOW_S = 120.0  # how far apart two nodes' clocks may be when estimating offsets
@@ -169,10 +170,51 @@ def _point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> pd.Serie
     return pd.Series(np.where(per_iface, label, named), index=conns.index, dtype=object)
 
 
+def snat_from_conntrack(cl: pd.DataFrame, conntrack: dict[str, tuple[str, list[Entry]]]) -> None:
+    """Decide SNAT from the client node's conntrack dump where the captures cannot.
+
+    A capture on the node's NIC alone shows a SNATed pod's connection only as
+    nodeIP:port -> VIP. The node's conntrack entry for it (reply tuple towards that
+    nodeIP:port) names the pod that opened it, or shows the node itself did.
+    """
+    todo = cl.index[cl["client_is_node"].fillna(False).astype(bool) & (cl["snat"] == "unknown")]
+    index: dict[str, dict] = {}
+    for j in todo:
+        node = cl.at[j, "client_node"]
+        if node not in conntrack or pd.isna(cl.at[j, "client_p"]) or pd.isna(cl.at[j, "vport"]):
+            continue
+        if node not in index:
+            index[node] = {(e.proto, e.reply[1], e.reply[3], e.orig[1], e.orig[3]): e
+                           for e in conntrack[node][1]}
+        key = (cl.at[j, "proto"], cl.at[j, "client_h"], int(cl.at[j, "client_p"]), cl.at[j, "vip"],
+               int(cl.at[j, "vport"]))
+        e = index[node].get(key)
+        if e is None:
+            continue
+        where = f"{conntrack[node][0]}:{e.line}"
+        if e.snat:
+            cl.at[j, "snat"] = "yes"
+            cl.at[j, "snat_to"] = f"{e.reply[1]}:{e.reply[3]}"
+            cl.at[j, "snat_evidence"] = (
+                f"{where}: {e.orig[0]}:{e.orig[2]} -> {e.orig[1]}:{e.orig[3]} left as "
+                f"{e.reply[1]}:{e.reply[3]} (the node's conntrack entry: SNATed)")
+            cl.at[j, "client_h"], cl.at[j, "client_p"] = e.orig[0], e.orig[2]
+            cl.at[j, "client_is_node"] = False
+        else:
+            cl.at[j, "snat_evidence"] = (
+                f"{where}: the node itself opened {e.orig[0]}:{e.orig[2]} -> {e.orig[1]}:{e.orig[3]} "
+                "(a host-network client: its source is already the node IP)")
+
+
 def build_journeys(conns: pd.DataFrame, inventory: Inventory,
                    ifnames: dict[tuple[str, int], str] | None = None,
-                   offsets: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+                   offsets: dict[str, float] | None = None,
+                   conntrack: dict[str, tuple[str, list[Entry]]] | None = None,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Journeys from the connection records of all captures of an incident.
+
+    `conntrack` maps a node to (its dump's file name, its conntrack entries): where the
+    captures start only after the node's SNAT, its conntrack table tells the pod behind it.
 
     Returns (journeys, records, notes): one journey row per client connection
     (JOURNEY_COLUMNS), the connection records with their ``journey`` and clock-corrected
@@ -280,6 +322,8 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
         "host-network client; a pod-side or `any` capture would tell")
     cl.loc[cl["snat_evidence"].isna(), "snat_evidence"] = \
         "no capture shows the connection after it left the client's node"
+    if conntrack:
+        snat_from_conntrack(cl, conntrack)
 
     # --- the load balancer's pick --------------------------------------------------------------
     post = ~pre_lb & r["resp_node"].notna() & ((r["resp_h"] != r["client_h"]) | (r["resp_p"] != r["client_p"]))

@@ -125,7 +125,7 @@ def test_ground_truth_join_through_both_conntrack_tables():
     t = {row["policy"]: row for row in bundle.tally(got, topo)}
     assert (t["Local"]["failed"], t["Local"]["loopback_failed"]) == (1, 1)
     assert (t["Cluster"]["snat"], t["Cluster"]["by_lb_node"]) == (1, {"node-1": 0, "node-2": 1})
-    assert [e["proto"] for e in bundle.parse_conntrack(CT_NODE)] == ["tcp"] * 3 + ["udp"]
+    assert [e.proto for e in bundle.parse_conntrack(CT_NODE)] == ["tcp"] * 3 + ["udp"]
 
 
 def test_cluster_json_is_kubectl_shaped():

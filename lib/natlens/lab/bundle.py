@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from pathlib import Path
 
 import yaml
 
 from natlens.lab.topology import Topology
-
-_KV = re.compile(r"(\w+)=(\S+)")
+from natlens.netfilter.conntrack import parse_conntrack
 
 
 def _kube_list(items: list[dict]) -> dict:
@@ -103,27 +101,6 @@ def write_incident_yaml(out: Path, topo: Topology, title: str, start: float, end
     (out / "incident.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
 
 
-def parse_conntrack(text: str) -> list[dict]:
-    """``conntrack -L`` lines -> dicts with proto, state and orig/reply 4-tuples."""
-    out = []
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) < 4 or words[0] not in ("tcp", "udp", "icmp"):
-            continue
-        pairs = _KV.findall(line)
-        src = [v for k, v in pairs if k == "src"]
-        dst = [v for k, v in pairs if k == "dst"]
-        sport = [int(v) for k, v in pairs if k == "sport"]
-        dport = [int(v) for k, v in pairs if k == "dport"]
-        if len(src) < 2 or len(sport) < 2:
-            continue
-        state = words[3] if words[0] == "tcp" and not words[3].startswith("src=") else None
-        out.append({"proto": words[0], "state": state,
-                    "orig": (src[0], dst[0], sport[0], dport[0]),
-                    "reply": (src[1], dst[1], sport[1], dport[1])})
-    return out
-
-
 def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str) -> list[dict]:
     """Add the wire source, SNAT, the LB's pick and loopback to each client record.
 
@@ -132,8 +109,8 @@ def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str
     nodeIP:NodePort the LB chose (reply tuple's source). Records that cannot be
     joined keep None, never a guess.
     """
-    by_orig_node = {e["orig"]: e for e in parse_conntrack(client_node_ct) if e["proto"] == "tcp"}
-    by_orig_vpc = {e["orig"]: e for e in parse_conntrack(vpc_ct) if e["proto"] == "tcp"}
+    by_orig_node = {e.orig: e for e in parse_conntrack(client_node_ct) if e.proto == "tcp"}
+    by_orig_vpc = {e.orig: e for e in parse_conntrack(vpc_ct) if e.proto == "tcp"}
     node_by_ip = {n.ip: n.name for n in topo.nodes}
     client_node = topo.client.node
     out = []
@@ -142,13 +119,13 @@ def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str
                  node_ct_state=None, lb_ct_state=None)
         e = by_orig_node.get((r["src"], r["dst"], r["sport"], r["dport"]))
         if e:
-            r["wire_src"], r["wire_sport"] = e["reply"][1], e["reply"][3]
+            r["wire_src"], r["wire_sport"] = e.reply[1], e.reply[3]
             r["snat"] = (r["wire_src"], r["wire_sport"]) != (r["src"], r["sport"])
-            r["node_ct_state"] = e["state"]
+            r["node_ct_state"] = e.state
             lb = by_orig_vpc.get((r["wire_src"], r["dst"], r["wire_sport"], r["dport"]))
             if lb:
-                r["lb_node"] = node_by_ip.get(lb["reply"][0])
-                r["lb_ct_state"] = lb["state"]
+                r["lb_node"] = node_by_ip.get(lb.reply[0])
+                r["lb_ct_state"] = lb.state
                 r["loopback"] = r["lb_node"] == client_node
         out.append(r)
     return out
