@@ -443,8 +443,9 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     else:
         of_interest = journeys[(journeys["proto"] == "tcp")] if not journeys.empty else journeys
         if not vips:
-            inferred.append("no load-balancer VIP known (no cluster/services.json, no kube-proxy "
-                            "ipsets): every TCP connection counts as a service connection")
+            inferred.append("no load-balancer VIP known (no LoadBalancer ingress IP in "
+                            "cluster/services.json, none in the kube-proxy ipsets): every TCP "
+                            "connection counts as a service connection")
     inferred += undecided_notes(of_interest)
     warnings += [f"{n.path}: no iptables dump ({', '.join(DUMP_NAMES['iptables'])}): the rules "
                  "cannot say whether it SNATs" for n in bundle.nodes if n.iptables is None and n.captures]
