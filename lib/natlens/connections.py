@@ -173,6 +173,38 @@ def connections(packets: pd.DataFrame, *, node: str | None = None,
                                   capture_end_ns=capture_end_ns)[0]
 
 
+COPY_WINDOW_NS = 1_000_000  # copies of one packet on two interfaces are microseconds apart
+
+
+def interface_copies(packets: pd.DataFrame) -> np.ndarray:
+    """Packets of a Linux cooked v1 (SLL) `any` capture that repeat one just seen.
+
+    SLL v1 records no interface index, so the copies of one packet crossing a veth,
+    the bridge and the NIC unchanged cannot be told apart by interface; they are the
+    same packet when every header field (IP ID, TCP seq/ack/flags/timestamps, payload)
+    matches within COPY_WINDOW_NS. A retransmission differs in IP ID or TSval, or
+    comes hundreds of ms later. SLL2 captures keep each copy apart by ifindex instead.
+    """
+    n = len(packets)
+    out = np.zeros(n, dtype=bool)
+    if not n or "linktype" not in packets:
+        return out
+    sll1 = np.flatnonzero(_col(packets, "linktype", -1, np.int64) == 113)
+    if sll1.size < 2:
+        return out
+    keys = ["src", "dst", "proto", "sport", "dport", "ip_id", "seq", "ack", "tcp_flags", "tsval",
+            "payload_len", "payload_hash"]
+    sub = packets.iloc[sll1][[k for k in keys if k in packets]]
+    key = sub.astype(object).fillna(-1).groupby(list(sub.columns), sort=False).ngroup().to_numpy()
+    ts = _col(packets, "ts_ns", 0, np.int64)[sll1]
+    order = np.lexsort((ts, key))
+    k, t = key[order], ts[order]
+    dup = np.zeros(sll1.size, dtype=bool)
+    dup[1:] = (k[1:] == k[:-1]) & (t[1:] - t[:-1] <= COPY_WINDOW_NS)
+    out[sll1[order[dup]]] = True
+    return out
+
+
 def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
                            capture: str | None = None, capture_end_ns: int | None = None
                            ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -189,10 +221,12 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     sport = _col(packets, "sport", -1, np.int64)
     dport = _col(packets, "dport", -1, np.int64)
     usable = ((proto == 6) | (proto == 17)) & (sport >= 0) & (dport >= 0)
+    copy = interface_copies(packets) & usable
+    usable &= ~copy
     skipped: dict[str, int] = {}
     if (~usable).any():
-        reason = np.where(proto == 1, "icmp", np.where(proto == 58, "icmpv6", np.where(
-            (proto == 6) | (proto == 17), "no-ports", "other-protocol")))
+        reason = np.where(copy, "interface-copy", np.where(proto == 1, "icmp", np.where(
+            proto == 58, "icmpv6", np.where((proto == 6) | (proto == 17), "no-ports", "other-protocol"))))
         r, c = np.unique(reason[~usable], return_counts=True)
         skipped = {str(k): int(v) for k, v in zip(r, c, strict=True)}
     rows = np.flatnonzero(usable)
