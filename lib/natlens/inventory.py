@@ -196,7 +196,8 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                                      "cluster_ip": None, "lb_ip": sp.vip, "port": int(sp.port),
                                      "proto": str(sp.proto).lower(),
                                      "node_port": (list(sp.node_ports) or [None])[0],
-                                     "target_port": None, "policy": sp.policy,
+                                     "target_port": None,  # cluster IP: "n/a" -> "unknown", as kubectl's
+                                     "policy": "unknown" if sp.policy == "n/a" else sp.policy,
                                      "source": f"{node.name} netfilter model"}
                         inferred.append(f"service {sp.vip}:{sp.port}/{sp.proto}: policy {sp.policy} "
                                         f"from the netfilter model of {node.name} ({'; '.join(sp.evidence)})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from natlens.netfilter import (
 )
 from natlens.netfilter import parse_iptables_save as ipt
 from natlens.netfilter.generate import Service, kube_proxy_iptables, kube_proxy_ipvs
+from natlens.netfilter.kubeproxy import NOT_APPLICABLE
 
 # DESIGN.md section 1, verbatim
 INCIDENT = """*nat
@@ -232,3 +234,38 @@ def test_local_generated_packet_to_lb_vip(policy):
     d = kube_proxy_ipvs(svcs, node_ips=["198.18.0.5"], cluster_cidr="198.18.64.0/18")
     v = node(d.iptables, d.ipset).explain("198.18.0.5", "198.18.10.1", 80, local=True)
     assert v.snat is (policy == "Cluster") and v.trace[1].startswith("nat/OUTPUT #1")
+
+
+def test_cluster_ip_has_no_external_traffic_policy():
+    """externalTrafficPolicy governs LB, external-IP and node-port traffic only: a cluster IP
+    shows "n/a" even when its Service's node port is Local (it used to inherit "Local")."""
+    svcs = [Service("d/np:http", "198.18.5.3", 80, node_port=30080, lb_ips=[], policy="Local",
+                    endpoints=[("198.18.64.7", 8080, True)])]
+    shapes = [("ipvs " + v, kube_proxy_ipvs(svcs, node_ips=["198.18.0.5"], cluster_cidr="198.18.64.0/18",
+                                            version=v)) for v in ("1.18", "1.28")]
+    shapes += [("iptables " + v, kube_proxy_iptables(svcs, cluster_cidr="198.18.64.0/18", version=v))
+               for v in ("1.22", "1.28")]
+    for shape, d in shapes:
+        got = {(s.kind, s.vip, s.port): s for s in kube_services(node(d.iptables, d.ipset, ipvs=d.ipvsadm))}
+        cip = got[("ClusterIP", "198.18.5.3", 80)]
+        assert cip.policy == NOT_APPLICABLE == "n/a", shape
+        assert any("does not apply to a cluster IP" in e for e in cip.evidence), shape
+        assert got[("NodePort", "*", 30080)].policy == "Local", shape
+
+
+SAMPLE_NODE = Path(__file__).resolve().parents[2] / "data" / "samples" / "loopback-local" / "nodes" / "node-1"
+
+
+def test_cli_services_cluster_ip_policy_text_and_json(capsys):
+    """The shipped sample (IPVS, a Local LB and a NodePort Service): the README's --services."""
+    sample_node = SAMPLE_NODE
+    assert main(["explain", "--node", str(sample_node), "--services"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if not ln.startswith(" ")]
+    policy = {(r[0], r[1]): r[2] for r in rows}
+    assert policy[("ClusterIP", "198.18.128.10:80/tcp")] == "n/a"
+    assert policy[("LoadBalancer", "198.19.0.10:80/tcp")] == "Local"
+    assert policy[("NodePort", "*:30080/tcp")] == "Local"
+    assert main(["explain", "--node", str(sample_node), "--services", "--json"]) == 0
+    js = {(s["kind"], s["vip"], s["port"]): s["policy"] for s in json.loads(capsys.readouterr().out)}
+    assert js == {("LoadBalancer", "198.19.0.10", 80): "Local", ("ClusterIP", "198.18.128.10", 80): "n/a",
+                  ("NodePort", "*", 30080): "Local"}

@@ -26,13 +26,18 @@ from natlens.netfilter.iptables import format_net
 _PROTO_NAME = {v: k for k, v in PROTO_NUM.items() if k in ("tcp", "udp", "sctp")}
 
 
+NOT_APPLICABLE = "n/a"  # ServicePolicy.policy of a cluster IP (see ServicePolicy)
+
+
 @dataclass
 class ServicePolicy:
     vip: str
     port: int
     proto: str
     kind: str                       # LoadBalancer, ExternalIP, ClusterIP, NodePort
-    policy: str                     # Local, Cluster or unknown
+    policy: str                     # Local, Cluster, unknown, or NOT_APPLICABLE ("n/a") for a
+                                    # ClusterIP: externalTrafficPolicy governs only traffic from
+                                    # outside (LB VIP, external IP, node port), never a cluster IP
     snat_on_egress: bool | None
     node_ports: list[int] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
@@ -109,7 +114,7 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
         proto = _PROTO_NAME.get(pnum, str(pnum))
         if (ip_str(ip), port, proto) in lb_vips:
             continue
-        out.append(ServicePolicy(ip_str(ip), port, proto, "ClusterIP", "unknown", None,
+        out.append(ServicePolicy(ip_str(ip), port, proto, "ClusterIP", NOT_APPLICABLE, None,
                                  evidence=[f"ipset KUBE-CLUSTER-IP has {ip_str(ip)},{proto}:{port}; "
                                            "externalTrafficPolicy does not apply to a cluster IP"]))
     # node ports
@@ -167,8 +172,8 @@ def _iptables_mode(node) -> list[ServicePolicy]:
         kind = ("LoadBalancer" if "loadbalancer" in comment else
                 "ExternalIP" if "external IP" in comment else "ClusterIP")
         policy, ev = _chain_policy(nat, r.target)
-        if kind == "ClusterIP" and r.target.startswith("KUBE-SVC-"):
-            policy = "unknown"
+        if kind == "ClusterIP" and r.target.startswith(("KUBE-SVC-", "KUBE-SVL-")):
+            policy = NOT_APPLICABLE  # KUBE-SVL- here is internalTrafficPolicy, not external
             ev = ["externalTrafficPolicy does not apply to a cluster IP"]
         sp = ServicePolicy(vip, port, proto, kind, policy, None,
                            evidence=[f"nat/KUBE-SERVICES #{r.index}: {r.describe()}", *ev],
