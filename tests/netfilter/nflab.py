@@ -11,14 +11,22 @@ per-run prefix and are always deleted.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import netns_unavailable_reason  # tests/conftest.py
+
+# tests/conftest.py by path: "from conftest import" gets whichever conftest pytest imported
+# last (tests/report's when both directories are collected, `pytest tests/report tests/netfilter`).
+_spec = importlib.util.spec_from_file_location("natlens_tests_conftest", Path(__file__).parents[1] / "conftest.py")
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+netns_unavailable_reason = _conftest.netns_unavailable_reason
 
 SENDER = r"""
 import json, socket, sys, time
