@@ -74,3 +74,40 @@ def test_hostile_report_runs_no_injected_script(hostile_report, tmp_path):
     # An executed natlensXss*() call would throw and stop; none of them is a DOM element.
     assert not re.search(r"<(script|img)[^>]*natlensXss", r.stdout)
     assert "natlensXssFile" in r.stdout  # shown as text
+
+
+# After load: the rule trace's computed font and the width of "i" vs "M" runs in it (equal
+# only in a monospace font, whichever CSS rule wins), and each table's width vs its box.
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () {
+  var pre = document.querySelector("pre.natlens-trace"), cs = getComputedStyle(pre);
+  function width(s) { var e = document.createElement("span"); e.textContent = s; pre.appendChild(e);
+    var w = e.getBoundingClientRect().width; pre.removeChild(e); return w.toFixed(1); }
+  var line = pre.querySelector(".natlens-trace-line");
+  var tables = Array.prototype.slice.call(document.querySelectorAll("table.natlens-table"))
+    .map(function (t) { return t.getBoundingClientRect().width.toFixed(0) + "/" +
+                               t.parentElement.clientWidth; });
+  document.body.setAttribute("data-layout", [cs.fontFamily, cs.whiteSpace, width("iiiiiiiiii"),
+    width("MMMMMMMMMM"), getComputedStyle(line).display, tables.join(",")].join("|"));
+});
+</script>"""
+
+
+def test_rule_trace_is_monospace_and_tables_fit_the_page(sample_report, tmp_path):
+    """JupyterLab's `.jp-OutputArea-output pre {font-family: inherit}` used to win over
+    `pre.natlens-trace`; the loopback table used to overflow and squeeze its evidence."""
+    import html
+
+    probed = tmp_path / "layout.html"
+    probed.write_text(sample_report.html.read_text().replace("</body>", LAYOUT_PROBE + "</body>", 1))
+    r = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri())
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = re.search(r'data-layout="([^"]*)"', r.stdout)
+    assert m, "the page did not finish loading"
+    family, white_space, narrow, wide, line_display, tables = html.unescape(m.group(1)).split("|")
+    assert "monospace" in family and white_space == "pre-wrap"
+    assert float(narrow) == float(wide) > 0  # the font that renders is monospace
+    assert line_display == "block"  # a long trace line wraps on its own (hanging indent)
+    sizes = [tuple(map(int, t.split("/"))) for t in tables.split(",")]
+    assert len(sizes) >= 5
+    assert [s for s in sizes if s[0] > s[1]] == [], sizes  # no table wider than its box

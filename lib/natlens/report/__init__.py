@@ -14,7 +14,8 @@ From Python or the CLI (`natlens report`, `natlens batch`):
 Modules, one job each:
     data       analysis -> ReportData (scoped, optionally anonymized); summary.json
     text       verdict banner, executive summary, rule traces, remediation (escaped HTML)
-    tables     the report's tables (DataFrames)
+    tables     the report's tables (DataFrames, columns named for scripts)
+    display    table_html: how a table shows (readable headers, percentages, fits the page)
     figures    the report's matplotlib figures
     anonymize  Crypto-PAn prefix-preserving IP mapping for reports shared outside
     execute    papermill run + strict failure detection (errors, timeouts, dead kernels)
@@ -30,6 +31,7 @@ import pandas as pd
 
 from natlens.report import figures, tables, text
 from natlens.report.data import ReportData, load, write_summary
+from natlens.report.display import table_html
 
 __all__ = ["ReportData", "build_report", "figures", "load", "run_batch", "setup", "table_html", "tables",
            "text", "write_summary"]
@@ -53,15 +55,8 @@ def setup(max_rows: int = 40) -> None:
     except ImportError:
         return
     shell = get_ipython()
-    if shell is not None:  # tables without pandas' 0, 1, 2 ... row index: it means nothing here
+    if shell is not None:  # tables as display.table_html shows them (readable headers, no row index)
         shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
-
-
-def table_html(df: Any) -> str:
-    """A DataFrame as an HTML table the way a report shows it: escaped, no row index."""
-    return df.to_html(index=False, escape=True, border=0, classes="natlens-table",
-                      na_rep="-", max_rows=pd.get_option("display.max_rows"),
-                      max_cols=pd.get_option("display.max_columns"), notebook=True)
 
 
 def build_report(*args: Any, **kwargs: Any):

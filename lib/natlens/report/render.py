@@ -42,8 +42,27 @@ nav.natlens-toc .toc-h3 { font-size: 13px; }
 .natlens-banner.verdict-ok { background: #2e7d32; }
 .natlens-banner.verdict-unknown { background: #6b6f76; }
 .natlens-hops td, .natlens-hops th { font-family: monospace; }
-pre.natlens-trace { background: #f6f7f9; padding: .5rem; white-space: pre-wrap;
-  font-family: monospace; font-size: 12px; }
+/* JupyterLab's own ".jp-RenderedHTMLCommon pre" and nbconvert's ".jp-OutputArea-output pre
+   { font-family: inherit }" come later in the page with the same weight as "pre.x", so these
+   selectors carry the output classes too (the rule-trace test checks the computed style). */
+.jp-RenderedHTMLCommon pre.natlens-trace, .jp-OutputArea-output pre.natlens-trace, pre.natlens-trace {
+  background: #f6f7f9; padding: .5rem .75rem; margin: .3rem 0 1rem; border-radius: 4px;
+  font-family: "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", monospace; font-size: 12px;
+  line-height: 1.45; white-space: pre-wrap; overflow-wrap: anywhere; }
+.natlens-trace .natlens-trace-line { display: block; padding-left: 2em; text-indent: -2em; }
+/* Report tables (display.table_html); "table.natlens-table" outweighs JupyterLab's
+   ":not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td" (right-aligns every cell). */
+.jp-RenderedHTMLCommon table.natlens-table { table-layout: auto; width: auto; margin: .4rem 0 1rem; }
+.jp-RenderedHTMLCommon table.natlens-table caption { caption-side: top; text-align: left;
+  color: #3c4148; font-size: 13px; padding: 0 0 .35rem; }
+.jp-RenderedHTMLCommon table.natlens-table th { white-space: normal; vertical-align: bottom; text-align: left;
+  padding: .4em .45em; }
+.jp-RenderedHTMLCommon table.natlens-table td { text-align: left; vertical-align: top; padding: .4em .45em; }
+.jp-RenderedHTMLCommon table.natlens-table th.natlens-num,
+.jp-RenderedHTMLCommon table.natlens-table td.natlens-num { text-align: right; font-variant-numeric: tabular-nums; }
+.jp-RenderedHTMLCommon table.natlens-table td.natlens-wrap { white-space: normal; min-width: 8rem;
+  overflow-wrap: anywhere; }
+.jp-RenderedHTMLCommon table.natlens-table tr.natlens-more td { text-align: center; color: #6b6f76; }
 @media print { nav.natlens-toc { position: static; width: auto; border: 0; } main { margin: 0; } }
 </style>
 {% endblock extra_css %}

@@ -197,9 +197,19 @@ def rule_traces(d: ReportData) -> Html:
         lines = list(trace) if trace is not None and not isinstance(trace, str) else [trace or ""]
         parts.append(
             f"<h4>{esc(row.get('service'))} from {esc(row.get('source_node'))}: "
-            f"policy {esc(row.get('policy'))}</h4>"
-            f'<pre class="natlens-trace">{esc(chr(10).join(str(x) for x in lines))}</pre>')
+            f"policy {esc(row.get('policy'))}</h4>" + trace_pre(lines))
     return Html("".join(parts))
+
+
+def trace_pre(lines: Any) -> str:
+    """Rule-trace lines as one `<pre class="natlens-trace">`, each line its own block.
+
+    A line is a `<span class="natlens-trace-line">`, so a line too long for the page
+    wraps with a hanging indent (render.py's CSS) and still reads as one rule.
+    """
+    return ('<pre class="natlens-trace">'
+            + "".join(f'<span class="natlens-trace-line">{esc(x)}\n</span>' for x in lines)
+            + "</pre>")
 
 
 def remediation(d: ReportData) -> Html:
@@ -242,5 +252,5 @@ def netfilter_trace(d: ReportData, node: str = "", src: str = "", dst: str = "",
     head = show(f"{src} -> {dst}:{dport}/{proto} on {node}: {v.verdict}")
     undecided = "".join(f"<li>{esc(show(u))}</li>" for u in v.undecided)
     return Html(f"<h4>{esc(head)}</h4>"
-                f'<pre class="natlens-trace">{esc(chr(10).join(lines))}</pre>'
+                + trace_pre(lines)
                 + (f"<p>Not decided by the model:</p><ul>{undecided}</ul>" if undecided else ""))
