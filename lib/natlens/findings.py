@@ -147,12 +147,12 @@ class Analysis:
             p["capture"], p["node"] = r.capture, r.node
             p["ts_ns"] = p["ts_ns"].astype("int64") - int(round(off * 1e9))
             p["ts"] = p["ts_ns"] / 1e9
-            p["note"] = _hop_note(r, jr)
             parts.append(p)
         if not parts:
             return pd.DataFrame(columns=HOP_COLUMNS)
         h = pd.concat(parts, ignore_index=True).sort_values(["ts_ns", "capture"], kind="stable")
         h["flags"] = [_flag_text(f) for f in h["tcp_flags"].fillna(-1).astype(int)]
+        h["note"] = [_hop_note(pk, jr, self.inventory) for pk in h.itertuples()]
         return h[HOP_COLUMNS].reset_index(drop=True)
 
 
@@ -163,18 +163,39 @@ def _flag_text(f: int) -> str:
     return "".join(n for bit, n in names if f & bit) or "."
 
 
-def _hop_note(r, jr) -> str:
-    if r.uid == jr["client_uid"]:
-        return "client connection"
-    if r.orig_h == jr["client_h"] and r.resp_h == jr["vip"]:
-        return "towards the VIP (not SNATed)"
-    if r.resp_h == jr["vip"]:
-        return "towards the VIP after SNAT"
-    if str(r.history).startswith("^h"):
-        return f"SYN-ACK from {r.resp_h}:{r.resp_p} instead of the VIP"
-    if r.resp_is_node:
-        return "after the load balancer's DNAT to a node"
-    return "after DNAT to an endpoint"
+def _hop_note(pk, jr, inventory: Inventory) -> str:
+    """What one packet of a journey is, in a network engineer's words."""
+    flags = -1 if pd.isna(pk.tcp_flags) else int(pk.tcp_flags)
+    src, dst = f"{pk.src}:{pk.sport}", f"{pk.dst}:{pk.dport}"
+    vip = f"{jr['vip']}:{int(jr['vport'])}" if not pd.isna(jr["vport"]) else str(jr["vip"])
+    client = pk.src == jr["client_h"] and pk.sport == jr["client_p"]
+    to_client = pk.dst == jr["client_h"] and pk.dport == jr["client_p"]
+    snat_to = jr.get("snat_to")
+    if flags >= 0 and flags & 0x04:
+        if client:
+            return "the client resets: it never sent a SYN to " + dst
+        return f"RST from {src}"
+    if flags >= 0 and flags & 0x02 and not flags & 0x10:
+        if dst == vip:
+            if client:
+                return "SYN from the client to the VIP"
+            if snat_to and src == snat_to:
+                return f"SYN to the VIP, SNATed to {src}"
+            return f"SYN to the VIP from {src}"
+        if inventory.node_ip(pk.dst):
+            return f"SYN after the load balancer's DNAT to {inventory.node_ip(pk.dst)}'s NodePort {dst}"
+        return f"SYN DNATed to the endpoint {dst}"
+    if flags >= 0 and flags & 0x12 == 0x12:
+        if src == vip:
+            return "SYN-ACK from the VIP"
+        if to_client:
+            return f"SYN-ACK to the client from {src}, not from the VIP it called"
+        return f"SYN-ACK from {src}"
+    if flags >= 0 and flags & 0x01:
+        return f"FIN from {'the client' if client else src}"
+    if pk.payload_len and not pd.isna(pk.payload_len):
+        return f"{int(pk.payload_len)} bytes of data from {'the client' if client else src}"
+    return f"ACK from {'the client' if client else src}"
 
 
 def _dist(s: pd.Series) -> dict:

@@ -17,6 +17,7 @@ import pandas as pd
 # Column name -> header a customer reads. Names not listed fall back to `header()`'s rules.
 HEADERS = {
     "time_utc": "time (UTC)", "ts": "time (UTC)", "ts_ns": "time (ns since epoch)",
+    "since_first_us": "µs after the first",
     "journey": "journey", "client_node": "client node", "client_h": "client address",
     "client_p": "client port", "service": "Service", "lb_backend": "LB sent it to",
     "outcome": "outcome", "syn_retransmits": "SYN retransmits", "loopback_evidence": "evidence",

@@ -56,8 +56,12 @@ def hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:
     if df.empty:
         return df
     df = df.reset_index(drop=True)
+    if "ts_ns" in df.columns:  # hops are microseconds apart: show them, not the raw epoch ns
+        t = pd.to_numeric(df["ts_ns"], errors="coerce")
+        df.insert(df.columns.get_loc("ts_ns"), "since_first_us", ((t - t.min()) / 1e3).round(1))
+        df = df.drop(columns="ts_ns")
     if "ts" in df.columns and pd.api.types.is_numeric_dtype(df["ts"]):
-        df["ts"] = _utc_col(df["ts"])
+        df["ts"] = _utc_col(df["ts"], digits=6)
     return df
 
 
@@ -146,9 +150,10 @@ def _show(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _utc_col(s: pd.Series) -> pd.Series:
+def _utc_col(s: pd.Series, digits: int = 3) -> pd.Series:
+    """Epoch seconds as UTC text with `digits` decimals of the second (3: ms, 6: us)."""
     ts = pd.to_datetime(pd.to_numeric(s, errors="coerce"), unit="s", utc=True)
-    return ts.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
+    return ts.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[: -(6 - digits) or None]
 
 
 def kube_services(d: ReportData) -> pd.DataFrame:
