@@ -46,6 +46,7 @@ class ReportData:
     inferred: list[str]
     parameters: dict[str, Any]
     anonymized: bool = False
+    about: dict[str, Any] = field(default_factory=dict)  # incident.yaml: title, window, notes, services
     analysis: Any = field(default=None, repr=False)
     anonymizer: Anonymizer | None = field(default=None, repr=False)
 
@@ -116,6 +117,7 @@ def load(
     inferred = list(getattr(analysis, "inferred", []) or [])
     params = {"incident_dir": str(incident_dir), "anonymize": bool(anonymize),
               "start": start or "", "end": end or "", "services": services}
+    about = incident_about(analysis)
     anonymizer = None
     if anonymize:
         key_file = key_file or os.environ.get(KEY_ENV) or None
@@ -125,12 +127,32 @@ def load(
         files = anonymizer.frame(files)
         inferred = [anonymizer.text(s) for s in inferred]
         params["services"] = [anonymizer.text(s) for s in services]
+        about = anonymizer.value(about)
     return ReportData(
         incident=str(summary.get("incident") or incident_dir.name),
         incident_dir=incident_dir, summary=summary, files=files, inferred=inferred,
-        parameters=params, anonymized=bool(anonymize), analysis=analysis,
+        parameters=params, anonymized=bool(anonymize), about=about, analysis=analysis,
         anonymizer=anonymizer, **frames,
     )
+
+
+def incident_about(analysis: Any) -> dict[str, Any]:
+    """What the user wrote in incident.yaml (DESIGN.md section 2), as text: title, the UTC
+    time window, the Services of interest and notes. Empty when there is none."""
+    bundle = getattr(analysis, "bundle", None)
+    raw = getattr(bundle, "incident", None) or {}
+    about: dict[str, Any] = {}
+    if raw.get("title"):
+        about["title"] = str(raw["title"])
+    window = raw.get("window") or {}
+    if isinstance(window, dict) and (window.get("start") or window.get("end")):
+        about["window"] = {k: str(window[k]) for k in ("start", "end") if window.get(k)}
+    if raw.get("services"):
+        svcs = raw["services"]
+        about["services"] = [str(x) for x in (svcs if isinstance(svcs, list) else [svcs])]
+    if raw.get("notes"):
+        about["notes"] = str(raw["notes"])
+    return about
 
 
 def write_summary(data: ReportData, out_dir: str | os.PathLike[str]) -> Path:

@@ -57,15 +57,31 @@ def timeline(d: ReportData, bins: int = 60) -> Figure:
             ax.bar(x, counts, width=width, bottom=bottom, align="edge", label=f"{outcome} ({counts.sum():,})",
                    color=OUTCOME_COLORS.get(outcome))
             bottom += counts
+        window = _reported_window(d)
+        if window is not None:
+            ax.axvspan(*window, color="#999999", alpha=0.15, lw=0, label="reported window", zorder=0)
+            ax.set_xlim(min(x[0], window[0]), max(x[-1] + pd.Timedelta(seconds=edges[1] - edges[0]), window[1]))
         loc = matplotlib.dates.AutoDateLocator()
         ax.xaxis.set_major_locator(loc)
         ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(loc))
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts, not 0.5
         ax.set_ylabel("connections per bin")
         ax.set_xlabel(f"time (UTC), bins of {(edges[1] - edges[0]):.3g} s")
-        ax.legend(loc="upper left", fontsize=8, ncols=min(4, len(order)))
+        ax.legend(loc="best", fontsize=8, ncols=min(4, len(order) + (window is not None)))
         fig.suptitle("Connections by outcome")
         return fig
+
+
+def _reported_window(d: ReportData):
+    """incident.yaml's time window as naive UTC timestamps, or None."""
+    w = d.about.get("window") or {}
+    try:
+        start, end = (pd.Timestamp(w[k]) for k in ("start", "end"))
+    except (KeyError, ValueError):
+        return None
+    start = start.tz_convert("UTC").tz_localize(None) if start.tzinfo else start
+    end = end.tz_convert("UTC").tz_localize(None) if end.tzinfo else end
+    return (start, end) if end >= start else None
 
 
 def latency_cdf(d: ReportData) -> Figure:

@@ -79,8 +79,9 @@ def banner(d: ReportData) -> Html:
     scope = scope_note(d)
     return Html(
         f'<div class="natlens-banner {verdict_class(d.summary)}" id="verdict">'
-        f"<h1>{esc(d.incident)}</h1>"
-        f"<p><strong>{esc(state)}.</strong> {esc(v.get('headline', ''))}</p>"
+        + (f"<h1>{esc(d.about['title'])}</h1><p>Incident <code>{esc(d.incident)}</code></p>"
+           if d.about.get("title") else f"<h1>{esc(d.incident)}</h1>")
+        + f"<p><strong>{esc(state)}.</strong> {esc(v.get('headline', ''))}</p>"
         + (f"<p>{esc(v.get('root_cause'))}</p>" if v.get("root_cause") else "")
         + (f"<p><em>{esc(scope)}</em></p>" if scope else "")
         + ("<p><em>IP addresses in this report are anonymized (Crypto-PAn, prefix-preserving); "
@@ -145,8 +146,25 @@ def executive_summary(d: ReportData) -> Html:
     impact = _impact(s)
     return Html(
         '<div class="natlens-summary"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
-        f'<p><strong>Impact.</strong> {impact}</p></div>'
+        f'<p><strong>Impact.</strong> {impact}</p>{reported(d)}</div>'
     )
+
+
+def reported(d: ReportData) -> str:
+    """What the user reported in incident.yaml: the window, the Services, the notes."""
+    a = d.about
+    parts = []
+    w = a.get("window") or {}
+    if w:
+        parts.append(f"Reported time window: {esc(w.get('start', '?'))} to {esc(w.get('end', '?'))} "
+                     "(UTC; shaded on the timeline).")
+    if a.get("services"):
+        parts.append("Services of interest: " + esc(", ".join(a["services"])) + ".")
+    if a.get("notes"):
+        parts.append("Notes: " + esc(a["notes"]))
+    if not parts:
+        return ""
+    return "<p><strong>As reported</strong> (incident.yaml). " + " ".join(parts) + "</p>"
 
 
 def _snat_sentence(row: dict[str, Any]) -> str:
