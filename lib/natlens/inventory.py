@@ -190,17 +190,24 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
             try:
                 found = kube_services(load_rules(node.path))
                 for sp in found:
+                    if sp.kind == "NodePort":  # "*:port": tied to an LB VIP below when unambiguous
+                        continue
                     key = (sp.vip, int(sp.port), str(sp.proto).lower())
                     if key not in rows:
-                        rows[key] = {"namespace": None, "name": None, "type": "LoadBalancer",
-                                     "cluster_ip": None, "lb_ip": sp.vip, "port": int(sp.port),
+                        outside = sp.kind in ("LoadBalancer", "ExternalIP")
+                        rows[key] = {"namespace": None, "name": None, "type": sp.kind,
+                                     "cluster_ip": None if outside else sp.vip,
+                                     "lb_ip": sp.vip if outside else None, "port": int(sp.port),
                                      "proto": str(sp.proto).lower(),
                                      "node_port": (list(sp.node_ports) or [None])[0],
                                      "target_port": None,  # cluster IP: "n/a" -> "unknown", as kubectl's
                                      "policy": "unknown" if sp.policy == "n/a" else sp.policy,
                                      "source": f"{node.name} netfilter model"}
-                        inferred.append(f"service {sp.vip}:{sp.port}/{sp.proto}: policy {sp.policy} "
-                                        f"from the netfilter model of {node.name} ({'; '.join(sp.evidence)})")
+                        inferred.append(f"service {sp.vip}:{sp.port}/{sp.proto} ({sp.kind}): policy "
+                                        f"{sp.policy} from the netfilter model of {node.name} "
+                                        f"({'; '.join(sp.evidence)})")
+                _tie_node_port(rows, [p for sp in found if sp.kind == "NodePort" and sp.proto.lower() == "tcp"
+                                      for p in (sp.node_ports or [sp.port])], node.name, inferred)
                 if found:
                     continue
             except Exception as exc:  # noqa: BLE001 - the model is optional here; say so
@@ -228,14 +235,20 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                 "in KUBE-LOAD-BALANCER but not KUBE-LOAD-BALANCER-LOCAL"
             inferred.append(f"service {ip}:{port_i}/{proto.lower()}: LB VIP, policy {policy} "
                             f"from {src} ({why})")
-        nps = [int(p) for p in members.get("KUBE-NODE-PORT-TCP", []) if p.isdigit()]
-        # a single NodePort can be tied to a single LB service without guessing
-        lbs = [k for k in rows if k[2] == "tcp" and rows[k]["node_port"] is None]
-        if len(nps) == 1 and len(lbs) == 1:
-            rows[lbs[0]]["node_port"] = nps[0]
-            inferred.append(f"service {lbs[0][0]}:{lbs[0][1]}/tcp: NodePort {nps[0]} from {src} "
-                            "(the only member of KUBE-NODE-PORT-TCP)")
+        _tie_node_port(rows, [int(p) for p in members.get("KUBE-NODE-PORT-TCP", []) if p.isdigit()],
+                       src, inferred)
     return pd.DataFrame(list(rows.values()), columns=SERVICE_COLUMNS)
+
+
+def _tie_node_port(rows: dict[tuple, dict], node_ports: list[int], source: str,
+                   inferred: list[str]) -> None:
+    """A single TCP NodePort belongs to a single TCP LB VIP without guessing; more are ambiguous."""
+    lbs = [k for k in rows if k[2] == "tcp" and rows[k]["lb_ip"] is not None and rows[k]["node_port"] is None]
+    ports = sorted(set(node_ports))
+    if len(ports) == 1 and len(lbs) == 1:
+        rows[lbs[0]]["node_port"] = ports[0]
+        inferred.append(f"service {lbs[0][0]}:{lbs[0][1]}/tcp: NodePort {ports[0]} from {source} "
+                        "(the only TCP NodePort and the only TCP LB VIP)")
 
 
 def build_inventory(bundle: Bundle) -> Inventory:
