@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import pandas as pd
+
+from natlens.cli.progress import MIN_BYTES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle directory")
     p.add_argument("--json", action="store_true", help="print summary.json (natlens.summary/1)")
     p.add_argument("--journeys", action="store_true", help="also list every journey")
-    p.add_argument("--progress", action="store_true", help="progress bar while reading captures (on a terminal only; default off)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: one on a terminal when the captures hold 32 MiB or more)")
     p.set_defaults(func=run)
 
 
@@ -72,10 +76,19 @@ def render(a) -> str:
     return "\n".join(out)
 
 
+def _worth_a_bar(incident: str) -> bool:
+    """A bar on a terminal, for captures big enough to wait on."""
+    if not sys.stderr.isatty():
+        return False
+    nodes = Path(incident) / "nodes"
+    size = sum(f.stat().st_size for f in nodes.rglob("*.pcap*") if f.is_file()) if nodes.is_dir() else 0
+    return size >= MIN_BYTES
+
+
 def run(args: argparse.Namespace) -> int:
     from natlens.findings import analyze  # noqa: PLC0415
 
-    a = analyze(args.incident, progress=args.progress and sys.stderr.isatty())
+    a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident))
     for warning in a.warnings:
         print(f"natlens: warning: {warning}", file=sys.stderr)
     if args.json:
