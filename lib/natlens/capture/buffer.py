@@ -32,7 +32,6 @@ class Buffer:
         self.be32 = np.ndarray((n - 3,), dtype=">u4", buffer=mem, strides=(1,))
         self.le16 = np.ndarray((n - 1,), dtype="<u2", buffer=mem, strides=(1,))
         self.le32 = np.ndarray((n - 3,), dtype="<u4", buffer=mem, strides=(1,))
-        self.le64 = np.ndarray((n - 7,), dtype="<u8", buffer=mem, strides=(1,))
         self.be64 = np.ndarray((n - 7,), dtype=">u8", buffer=mem, strides=(1,))
 
     def window(self, at: np.ndarray, width: int) -> np.ndarray:
@@ -47,13 +46,6 @@ class Buffer:
 
     def u32(self, at: np.ndarray, big: bool = True) -> np.ndarray:
         return (self.be32 if big else self.le32)[at]
-
-
-def padded(data: bytes | bytearray | memoryview) -> Buffer:
-    """A Buffer holding a copy of `data` (for small inputs and tests)."""
-    raw = np.zeros(len(data) + PAD, dtype=np.uint8)
-    raw[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    return Buffer(raw, len(data))
 
 
 @functools.lru_cache(maxsize=256)

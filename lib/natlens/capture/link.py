@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from natlens.capture.frame import Frame
-from natlens.capture.records import DIR_IN, DIR_OUT
 from natlens.capture.schema import ARP, MALFORMED, NON_IP, UNKNOWN_LINKTYPE
 
 ETHERNET, RAW, LINUX_SLL, LINUX_SLL2, NULL, LOOP, IPV4, IPV6 = 1, 101, 113, 276, 0, 108, 228, 229
@@ -117,10 +116,3 @@ def classify(f: Frame, rows: np.ndarray) -> None:
     if not_ip.any():
         r = rows[not_ip]
         f.skip(r, np.where(np.isin(et[not_ip], (ETH_ARP, ETH_RARP)), ARP, NON_IP))
-
-
-def direction_of(pkttype_valid: np.ndarray, pkttype: np.ndarray, pcapng_dir: np.ndarray) -> np.ndarray:
-    """in/out per row as DIR_* codes: the SLL packet type (4 = outgoing) or pcapng epb_flags."""
-    d = pcapng_dir.copy()
-    d[pkttype_valid] = np.where(pkttype[pkttype_valid] == 4, DIR_OUT, DIR_IN)
-    return d

@@ -21,7 +21,6 @@ from natlens.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Records, conca
 from natlens.errors import NatlensError
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6
-BYTE_ORDER_MAGIC = 0x1A2B3C4D
 MAX_BLOCK = 1 << 26
 BLOCK_NAMES = {NRB: "name-resolution", ISB: "interface-statistics", 0xA: "decryption-secrets",
                0xBAD: "custom", 0x40000BAD: "custom"}
@@ -67,7 +66,6 @@ class PcapngFile:
     big_endian: bool = False
     interfaces: list[Interface] = field(default_factory=list)
     other_blocks: Counter = field(default_factory=Counter)
-    sections: int = 0
 
     @classmethod
     def from_header(cls, path: str, header: bytes) -> PcapngFile:
@@ -142,7 +140,6 @@ class PcapngFile:
         if off + length > buf.length:
             return None
         self.interfaces = []
-        self.sections += 1
         return off + length
 
     def _interface(self, buf: Buffer, off: int, length: int) -> None:
