@@ -142,7 +142,7 @@ def main() -> None:
     if t_tshark is not None:
         rows.append(("tshark -T fields", t_tshark))
     else:
-        print("(tshark not installed: skipped)")
+        print("(tshark skipped: --skip-tshark)" if a.skip_tshark else "(tshark not installed: skipped)")
     print(f"{'':44} {'seconds':>8} {'packets/s':>12} {'vs dpkt':>8}")
     for name, t in rows:
         print(f"{name:44} {t:8.2f} {n / t:12,.0f} {t_dpkt / t:7.1f}x")
