@@ -378,9 +378,10 @@ def no_journeys_verdict(inputs: list[dict], conns: pd.DataFrame, vips: set) -> d
         root = "The bundle has no nodes/<node>/*.pcap or *.pcapng files; add captures from the nodes."
     else:
         targets = ", ".join(f"{v}:{p}/{pr}" for v, p, pr in sorted(vips))
-        headline = (f"No connection to a load-balancer Service in the captures ({len(conns)} connection "
-                    f"records in {_plural(len(inputs), 'capture')}, "
-                    + (f"none to {targets})" if targets else "no TCP connection; no VIP is known)"))
+        headline = (f"No connection to a load-balancer Service in the captures "
+                    f"({_plural(len(conns), 'connection record')} in {_plural(len(inputs), 'capture')}, "
+                    + (f"none to {targets})" if targets else
+                       "none a TCP connection whose opening SYN was captured; no VIP is known)"))
         root = ("Nothing to analyse: the captures hold no client connection to the Services' VIPs. "
                 "Check that the capture covered the failing calls (time window, node, interface).")
     return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
