@@ -153,9 +153,70 @@ def assign_journeys(conns: pd.DataFrame, offsets: dict[str, float]) -> pd.Series
         g = _cluster(h.astype(np.int64), ts[udp], JOIN_WINDOW_S)
         jid[udp] = g + nxt
         nxt += int(g.max()) + 1
+    nxt = _join_mid_stream(conns, jid, ts, nxt)
     rest = jid < 0
     jid[rest] = nxt + np.arange(int(rest.sum()))
     return pd.Series(jid, index=conns.index)
+
+
+def _join_mid_stream(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, nxt: int) -> int:
+    """Journeys for TCP records whose handshake the capture missed (packets dropped, the
+    capture started late); returns the next free journey number.
+
+    Two such records are one connection when their first packets are copies of one packet
+    (same IP ID, TCP timestamp and payload hash, which survive NAT, close in time), or when they are on
+    one node with the same addresses and ports (either way round) and overlapping times:
+    one node's conntrack cannot hold two live connections with one 5-tuple. A group that
+    so meets exactly one journey joins it; one that meets none becomes a journey of its own.
+    """
+    lost = np.flatnonzero((jid < 0) & (conns["proto"] == "tcp").to_numpy())
+    if not lost.size:
+        return nxt
+    cols = ["node", "orig_h", "orig_p", "resp_h", "resp_p"]
+    span = np.nan_to_num(conns["last_ts"].to_numpy(dtype=float) - conns["ts"].to_numpy(dtype=float))
+    rows = pd.DataFrame({c: conns[c].to_numpy() for c in cols})
+    rows["i"], rows["j"], rows["t0"], rows["t1"] = np.arange(len(conns)), jid, ts, ts + span
+    flipped = rows.rename(columns={"orig_h": "resp_h", "orig_p": "resp_p", "resp_h": "orig_h",
+                                   "resp_p": "orig_p"})
+    want = rows.iloc[lost]
+    pairs = pd.concat([want.merge(k, on=cols, suffixes=("", "_o")) for k in (rows, flipped)],
+                      ignore_index=True)
+    pairs = pairs[(pairs["i"] != pairs["i_o"]) & (pairs["t0"] <= pairs["t1_o"] + JOIN_WINDOW_S)
+                  & (pairs["t1"] >= pairs["t0_o"] - JOIN_WINDOW_S)]
+    links = list(zip(pairs["i"], pairs["i_o"], strict=True))
+    key = ["orig_ip_id", "orig_tsval", "orig_hash"]  # what survives NAT; a bare ACK has no hash
+    copies = conns.iloc[lost][key].astype(object).assign(i=lost, t=ts[lost])
+    copies = copies[copies["orig_ip_id"].notna()].fillna("-")
+    for _, g in copies.groupby(key):
+        g = g.sort_values("t")
+        close = np.diff(g["t"].to_numpy()) <= JOIN_WINDOW_S
+        links += [(a, b) for a, b, c in zip(g["i"].iloc[:-1], g["i"].iloc[1:], close, strict=True) if c]
+    parent = {int(i): int(i) for i in lost}
+
+    def root(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in links:
+        parent[root(int(a))] = root(int(b))
+    groups: dict[int, list[int]] = {}
+    met_by: dict[int, set[int]] = {}
+    for i in lost:
+        groups.setdefault(root(int(i)), []).append(int(i))
+    for a, b in links:  # journeys a group meets: records that have one, linked to a member
+        for x in (int(a), int(b)):
+            if jid[x] >= 0:
+                met_by.setdefault(root(x), set()).add(int(jid[x]))
+    for r, members in groups.items():
+        met = met_by.get(r, set())
+        if len(met) == 1:
+            jid[members] = met.pop()
+        elif not met:
+            jid[members] = nxt
+            nxt += 1
+    return nxt
 
 
 def _point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> pd.Series:
