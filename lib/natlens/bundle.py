@@ -38,6 +38,7 @@ DUMP_NAMES = {
     "ip_addr": ("ip-addr.json", "ip-addr.txt", "ip-resources.txt"),
     "conntrack": ("conntrack.txt",),
     "ip_route": ("ip-route.json", "ip-route.txt"),  # read by the netfilter model (routing)
+    "collect_log": ("collect-node.log",),  # scripts/collect-node.sh: tcpdump's own counters
 }
 CLUSTER_KINDS = ("nodes", "pods", "services")
 
@@ -69,6 +70,7 @@ class NodeDir:
     ip_addr: Path | None = None
     conntrack: Path | None = None
     ip_route: Path | None = None
+    collect_log: Path | None = None
     not_read: list[Path] = field(default_factory=list)  # files of this node natlens does not read
     shape: str = "bundle"  # "bundle" | "retina"
 
@@ -158,6 +160,22 @@ def _unpack(tarball: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir():
         root = entries[0]
     return root
+
+
+_TCPDUMP_STATS = re.compile(r"tcpdump -i (\S+): .*?(\d+) packets? dropped by kernel")
+
+
+def capture_drops(node: NodeDir) -> dict[str, int]:
+    """Packets tcpdump said it dropped, per capture point, from the node's collect-node.log
+    (scripts/collect-node.sh and the lab write tcpdump's closing counters there)."""
+    if node.collect_log is None:
+        return {}
+    drops: dict[str, int] = {}
+    for line in node.collect_log.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = _TCPDUMP_STATS.search(line)
+        if m:
+            drops[m.group(1)] = drops.get(m.group(1), 0) + int(m.group(2))
+    return drops
 
 
 def _find(files: list[Path], names: tuple[str, ...]) -> Path | None:

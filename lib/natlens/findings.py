@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from natlens import netfilter
-from natlens.bundle import DUMP_NAMES, Bundle, load_bundle, require_captures
+from natlens.bundle import DUMP_NAMES, Bundle, capture_drops, load_bundle, require_captures
 from natlens.connections import connections_with_index
 from natlens.errors import NatlensError
 from natlens.inventory import Inventory, build_inventory
@@ -471,6 +471,9 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     inferred += undecided_notes(of_interest)
     warnings += [f"{n.path}: no iptables dump ({', '.join(DUMP_NAMES['iptables'])}): the rules "
                  "cannot say whether it SNATs" for n in bundle.nodes if n.iptables is None and n.captures]
+    warnings += [f"{n.collect_log}: tcpdump -i {point} dropped {dropped:,} packets: records there may "
+                 "miss handshakes or retransmissions" for n in bundle.nodes
+                 for point, dropped in capture_drops(n).items() if dropped]
     inferred += warnings
     n_notes = len(inferred)
     snat = snat_table(of_interest, bundle, inferred) if not of_interest.empty else \

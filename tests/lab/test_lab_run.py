@@ -164,8 +164,12 @@ def test_bundle_layout_and_kubectl_shapes(local):
     facts, conns = ground_truth(local)
     node_dir = local / "nodes" / "node-1"
     for name in ("eth0.pcap", "any.pcap", "iptables-save.txt", "ipset-save.txt", "ipvsadm.txt",
-                 "conntrack.txt", "ip-addr.json", "ip-route.json"):
+                 "conntrack.txt", "ip-addr.json", "ip-route.json", "collect-node.log"):
         assert (node_dir / name).stat().st_size > 0, name
+    # tcpdump's counters, in collect-node.sh's words, so the analysis can report drops
+    from natlens.bundle import capture_drops, load_node
+
+    assert set(capture_drops(load_node(node_dir))) == {"eth0", "any"}
     import json
 
     nodes = json.loads((local / "cluster" / "nodes.json").read_text())["items"]

@@ -144,6 +144,10 @@ class Testbed:
                 err = b"killed after 5 s"
             c.stats = " ".join(ln.strip() for ln in (err or b"").decode(errors="replace")
                                .splitlines() if "packets" in ln)
+            # the same line scripts/collect-node.sh writes, so the analysis reads drops alike
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            with open(c.path.parent / "collect-node.log", "a", encoding="utf-8") as log:
+                log.write(f"{stamp} tcpdump -i {c.label}: {c.stats}\n")
 
     def run_client(self, out: Path, connections: int, timeout: float = 1.5,
                    concurrency: int = 10, interval: float = 0.02) -> list[dict]:
