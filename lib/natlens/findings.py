@@ -433,6 +433,9 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
         cap = read_capture(path, label=path.stem)
         info = cap.info
         warnings += info.warnings
+        if info.dropped:
+            warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
+                            "interface statistics): records there may miss handshakes or retransmissions")
         conns, idx = connections_with_index(cap.packets, node=node.name, capture=label,
                                             capture_end_ns=info.last_ts_ns)
         try:

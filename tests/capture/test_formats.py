@@ -359,3 +359,21 @@ def test_reading_with_python_walk_equals_compiled(files, monkeypatch, tmp_path):
         got = read_capture(p, chunk_bytes=200)
         assert got.info.to_dict() == w.info.to_dict()
         assert got.packets.equals(w.packets)
+
+
+def test_pcapng_statistics_blocks_give_the_packets_the_host_dropped(tmp_path):
+    from natlens.capture.write import Interface, write_pcapng
+
+    frame = bytes(14)  # content does not matter here
+    path = tmp_path / "stats.pcapng"
+    # Statistics are cumulative: the last block of an interface counts, not the sum.
+    write_pcapng(path, [Interface(1), Interface(1)], [(0, 1_000, frame), (1, 2_000, frame)],
+                 statistics=[(0, 3, 0), (0, 7, 1), (1, 0, 2)])
+    info = read_capture(path).info
+    assert info.dropped == 7 + 1 + 2
+    assert info.other_blocks == {"interface-statistics": 3}
+    assert info.records == 2
+
+
+def test_pcap_does_not_know_its_drops(files):
+    assert read_capture(files["eth-us-le"]).info.dropped is None

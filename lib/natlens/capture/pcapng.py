@@ -66,6 +66,10 @@ class PcapngFile:
     big_endian: bool = False
     interfaces: list[Interface] = field(default_factory=list)
     other_blocks: Counter = field(default_factory=Counter)
+    # packets the capturing host says it lost (Interface Statistics Blocks: isb_ifdrop +
+    # isb_osdrop, cumulative), by (section, interface id)
+    drops: dict[tuple[int, int], int] = field(default_factory=dict)
+    section: int = 0
 
     @classmethod
     def from_header(cls, path: str, header: bytes) -> PcapngFile:
@@ -140,6 +144,7 @@ class PcapngFile:
         if off + length > buf.length:
             return None
         self.interfaces = []
+        self.section += 1
         return off + length
 
     def _interface(self, buf: Buffer, off: int, length: int) -> None:
@@ -161,6 +166,20 @@ class PcapngFile:
                 iface.tsoffset = offset if abs(offset) < 1 << 32 else 0
         self.interfaces.append(iface)
 
+    def _statistics(self, buf: Buffer, off: int, length: int) -> None:
+        """An Interface Statistics Block: keep the interface's drop counters (cumulative)."""
+        if length < 24:
+            return
+        order = ">" if self.big_endian else "<"
+        raw = bytes(buf.raw[off : off + length])
+        iface = struct.unpack_from(order + "I", raw, 8)[0]
+        lost = 0
+        for code, value in _options(raw, 20, length - 4, order):
+            if code in (5, 7) and len(value) == 8:  # isb_ifdrop, isb_osdrop
+                lost += struct.unpack(order + "Q", value)[0]
+        key = (self.section, iface)
+        self.drops[key] = max(self.drops.get(key, 0), lost)
+
     def _blocks(self, buf: Buffer, offs: np.ndarray) -> Records:
         big = self.big_endian
         types = buf.u32(offs, big)
@@ -173,6 +192,8 @@ class PcapngFile:
         is_pkt = (types == EPB) | (types == SPB) | (types == PB)
         for t, c in zip(*np.unique(types[~is_pkt & (types != IDB)], return_counts=True), strict=True):
             self.other_blocks[BLOCK_NAMES.get(int(t), f"type-0x{int(t):x}")] += int(c)
+        for i in np.flatnonzero(types == ISB):
+            self._statistics(buf, int(offs[i]), int(lengths[i]))
         idx = np.flatnonzero(is_pkt)
         offs, types, lengths, defined = offs[idx], types[idx], lengths[idx], defined[idx]
         n = len(offs)

@@ -41,6 +41,7 @@ class CaptureInfo:
     warnings: list[str] = field(default_factory=list)
     linktypes: list[int] = field(default_factory=list)
     other_blocks: dict[str, int] = field(default_factory=dict)
+    dropped: int | None = None  # packets the capturing host lost (pcapng statistics); None: unknown
     unread_bytes: int = 0
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
@@ -50,7 +51,8 @@ class CaptureInfo:
             "path": self.path, "label": self.label, "format": self.format, "size": self.size,
             "records": self.records, "decoded": self.decoded, "skipped": dict(self.skipped),
             "warnings": list(self.warnings), "linktypes": list(self.linktypes),
-            "other_blocks": dict(self.other_blocks), "unread_bytes": self.unread_bytes,
+            "other_blocks": dict(self.other_blocks), "dropped": self.dropped,
+            "unread_bytes": self.unread_bytes,
             "first_ts_ns": self.first_ts_ns, "last_ts_ns": self.last_ts_ns,
         }
 
@@ -149,6 +151,8 @@ def iter_tables(
     info.linktypes = fmt.linktypes if isinstance(fmt, PcapngFile) else [fmt.linktype]
     if isinstance(fmt, PcapngFile):
         info.other_blocks = dict(fmt.other_blocks)
+        if fmt.drops:
+            info.dropped = sum(fmt.drops.values())
     yield info
 
 

@@ -58,8 +58,10 @@ def _units(ts_ns: int, tsresol: int) -> int:
 
 
 def write_pcapng(path: str | os.PathLike, interfaces: list[Interface],
-                 packets: Iterable[tuple], *, big_endian: bool = False) -> None:
-    """packets: (interface id, ts_ns, frame[, epb_flags]) as Enhanced Packet Blocks."""
+                 packets: Iterable[tuple], *, big_endian: bool = False,
+                 statistics: Iterable[tuple[int, int, int]] = ()) -> None:
+    """packets: (interface id, ts_ns, frame[, epb_flags]) as Enhanced Packet Blocks;
+    statistics: (interface id, isb_ifdrop, isb_osdrop) as Interface Statistics Blocks at the end."""
     o = ">" if big_endian else "<"
     with open(path, "wb") as fh:
         shb = struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1)
@@ -85,3 +87,7 @@ def write_pcapng(path: str | os.PathLike, interfaces: list[Interface],
             if flags is not None:
                 body += _option(2, struct.pack(o + "I", flags), o) + struct.pack(o + "HH", 0, 0)
             fh.write(_block(6, body, o))
+        for iface, ifdrop, osdrop in statistics:
+            body = struct.pack(o + "III", iface, 0, 0) + _option(5, struct.pack(o + "Q", ifdrop), o)
+            body += _option(7, struct.pack(o + "Q", osdrop), o) + struct.pack(o + "HH", 0, 0)
+            fh.write(_block(5, body, o))
