@@ -123,6 +123,21 @@ class Analysis:
             "verdict": dict(self.verdict),
         }
 
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """summary.json and the tables as Parquet (connections, journeys, snat, latency) in
+        `out_dir`, for scripts and notebooks that build on them; returns the files written."""
+        import json  # noqa: PLC0415
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "summary.json"]
+        written[0].write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
+        for name in ("connections", "journeys", "snat", "latency"):
+            path = out / f"{name}.parquet"
+            getattr(self, name).to_parquet(path, index=False)
+            written.append(path)
+        return written
+
     def journey_hops(self, journey_id: str) -> pd.DataFrame:
         """Every packet of one journey, all capture points, in time order, on one clock.
 

@@ -130,3 +130,19 @@ def test_cli_json_is_the_summary():
     r = subprocess.run([sys.executable, "-m", "natlens", "analyze", str(d)],
                        capture_output=True, text=True, check=True)
     assert "SNAT per service" in r.stdout and "verdict:" in r.stdout
+
+
+def test_analyze_out_writes_summary_and_parquet_tables(tmp_path):
+    from natlens.cli import main
+    from natlens.findings import analyze as run_analysis
+
+    bundle = samples_dir() / "mixed"
+    assert main(["analyze", str(bundle), "--out", str(tmp_path), "--no-progress"]) == 0
+    a = run_analysis(bundle)
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(a.summary()))
+    for name in ("connections", "journeys", "snat", "latency"):
+        back = pd.read_parquet(tmp_path / f"{name}.parquet")
+        assert list(back.columns) == list(getattr(a, name).columns)
+        assert len(back) == len(getattr(a, name))
+    j = pd.read_parquet(tmp_path / "journeys.parquet")
+    assert list(j["uids"].iloc[0]) == list(a.journeys["uids"].iloc[0])

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle directory")
     p.add_argument("--json", action="store_true", help="print summary.json (natlens.summary/1)")
     p.add_argument("--journeys", action="store_true", help="also list every journey")
+    p.add_argument("--out", metavar="DIR", help="also write summary.json and connections, journeys, "
+                   "snat and latency as Parquet into DIR (default: write nothing)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: one on a terminal when the captures hold 32 MiB or more)")
     p.set_defaults(func=run)
@@ -91,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident))
     for warning in a.warnings:
         print(f"natlens: warning: {warning}", file=sys.stderr)
+    if args.out:
+        for path in a.write(args.out):
+            print(f"natlens: wrote {path}", file=sys.stderr)
     if args.json:
         json.dump(a.summary(), sys.stdout, indent=2)
         sys.stdout.write("\n")
