@@ -269,6 +269,42 @@ _IP_HDR = re.compile(r"^(\d+):\s+(\S+?)(?:@\S+)?:\s+<")
 _IP_INET = re.compile(r"^\s+(inet6?)\s+([0-9a-fA-F.:]+)/(\d+)")
 
 
+def _ip_addr_json(doc, path: Path) -> list[Address]:
+    """``ip -j addr`` output: a list of interfaces, each with an ``addr_info`` list.
+
+    Any other shape is bad input: a one-line NatlensError naming the file and the entry.
+    """
+    if not isinstance(doc, list):
+        raise NatlensError(f"expected a list of interfaces (ip -j addr), got {type(doc).__name__}",
+                           path=str(path))
+    out = []
+    for i, link in enumerate(doc):
+        if not isinstance(link, dict):
+            raise NatlensError(f"[{i}]: not an interface object (ip -j addr) but {link!r:.40}", path=str(path))
+        ifname, ifindex = link.get("ifname", "?"), link.get("ifindex")
+        where = f"[{i}] ({ifname})"
+        if not isinstance(ifname, str) or not (ifindex is None or type(ifindex) is int):
+            raise NatlensError(f"[{i}]: ifname must be a string and ifindex an integer", path=str(path))
+        infos = link.get("addr_info") or []
+        if not isinstance(infos, list):
+            raise NatlensError(f"{where}: addr_info is not a list", path=str(path))
+        for j, a in enumerate(infos):
+            if not isinstance(a, dict):
+                raise NatlensError(f"{where}: addr_info[{j}] is not an object", path=str(path))
+            if "local" not in a:
+                continue
+            plen = a.get("prefixlen", 32)
+            try:
+                if type(plen) is not int or not isinstance(a["local"], str):
+                    raise ValueError
+                ip = ipaddress.ip_interface(f"{a['local']}/{plen}")
+            except ValueError:
+                raise NatlensError(f"{where}: addr_info[{j}]: local {a['local']!r:.40} / prefixlen "
+                                   f"{plen!r:.20} is not an address and prefix length", path=str(path)) from None
+            out.append(Address(ifname, ifindex, str(ip.ip), int(plen)))
+    return out
+
+
 def parse_ip_addr(path: Path) -> list[Address]:
     """``ip -j addr`` JSON, ``ip -o addr`` or plain ``ip addr`` text -> addresses."""
     text = path.read_text(errors="replace")
@@ -277,13 +313,7 @@ def parse_ip_addr(path: Path) -> list[Address]:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=str(exc.lineno)) from None
-        out = []
-        for link in doc if isinstance(doc, list) else []:
-            for a in link.get("addr_info", []) or []:
-                if "local" in a:
-                    out.append(Address(link.get("ifname", "?"), link.get("ifindex"), a["local"],
-                                       int(a.get("prefixlen", 32))))
-        return out
+        return _ip_addr_json(doc, path)
     out = []
     cur: tuple[int, str] | None = None
     for line in text.splitlines():
