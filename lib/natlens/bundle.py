@@ -205,7 +205,8 @@ def _hidden(f: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in f.relative_to(root).parts)
 
 
-def _rel(root: Path, f: Path) -> str:
+def relpath(root: Path, f: Path) -> str:
+    """f relative to root (posix) for messages and notes; f itself when outside root (a tarball's)."""
     try:
         return f.relative_to(root).as_posix()
     except ValueError:
@@ -243,16 +244,16 @@ def load_bundle(path: str | Path) -> Bundle:
                         break
                 nodes.append(load_node(_unpack(p), name=stem))
             elif not _hidden(p, ndir):
-                not_read.append((_rel(root, p), "in nodes/ but neither a node directory nor a node tarball"))
+                not_read.append((relpath(root, p), "in nodes/ but neither a node directory nor a node tarball"))
     if not nodes and not cluster:
         raise NatlensError("not an incident bundle: no nodes/<node>/ directories and no cluster/*.json",
                            path=str(root))
     for n in nodes:
-        where = _rel(root, n.path) if n.path.is_relative_to(root) else f"nodes/{n.name} (tarball)"
+        where = relpath(root, n.path) if n.path.is_relative_to(root) else f"nodes/{n.name} (tarball)"
         not_read += [(f"{where}/{f.relative_to(n.path).as_posix()}",
                       "not a capture (.pcap/.pcapng/.cap) or a dump natlens reads") for f in n.not_read]
     if cdir.is_dir():
-        not_read += [(_rel(root, f), f"cluster/ holds only {', '.join(k + '.json' for k in CLUSTER_KINDS)}")
+        not_read += [(relpath(root, f), f"cluster/ holds only {', '.join(k + '.json' for k in CLUSTER_KINDS)}")
                      for f in sorted(cdir.rglob("*"))
                      if f.is_file() and not _hidden(f, cdir) and f.name not in {k + ".json" for k in CLUSTER_KINDS}]
     known_top = {"incident.yaml", "cluster", "nodes", "ground-truth"}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from natlens.bundle import Bundle, NodeDir
+from natlens.bundle import Bundle, NodeDir, relpath
 
 NODE_COLUMNS = ["name", "internal_ip", "pod_cidr", "source"]
 POD_COLUMNS = ["namespace", "name", "ip", "node", "host_network", "source"]
@@ -134,20 +134,13 @@ def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
             pd.DataFrame(services, columns=SERVICE_COLUMNS))
 
 
-def _rel(bundle: Bundle, path) -> str:
-    try:
-        return str(path.relative_to(bundle.path))
-    except ValueError:
-        return str(path)
-
-
 def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
     """InternalIP and pod CIDR of one node from its interface addresses."""
     row = {"name": node.name, "internal_ip": None, "pod_cidr": None, "source": None}
     addrs = [a for a in node.addresses() if ":" not in a.ip and not a.ip.startswith("127.")]
     if not addrs:
         return row
-    src = _rel(bundle, node.ip_addr)
+    src = relpath(bundle.path, node.ip_addr)
     up = [a for a in addrs if _UPLINK.match(a.ifname)]
     if up:
         row["internal_ip"] = up[0].ip
@@ -216,7 +209,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
             continue
         members = _ipset_members(node.ipset)
         local = set(members.get("KUBE-LOAD-BALANCER-LOCAL", []))
-        src = _rel(bundle, node.ipset)
+        src = relpath(bundle.path, node.ipset)
         for m in members.get("KUBE-LOAD-BALANCER", []):
             try:
                 ip, pp = m.split(",", 1)
