@@ -1,6 +1,7 @@
 """`natlens explain`: what the node's netfilter rules do to one packet, rule by rule.
 
-    natlens explain --iptables iptables-save.txt [--ipset ipset.txt] [--ipvs ipvsadm.txt]
+    natlens explain --iptables iptables-save.txt [--ip6tables ip6tables-save.txt]
+                    [--ipset ipset.txt] [--ipvs ipvsadm.txt]
                     [--ip-addr ip-addr.txt] [--local-ip IP ...] --src IP --dst IP --dport N
                     [--proto tcp] [--sport N] [--in-iface IF | --local] [--json]
     natlens explain --node incident/nodes/node-a --src ... --dst ... --dport ...
@@ -28,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_argument_group("dumps (either --node or --iptables)")
     src.add_argument("--node", metavar="DIR", help="node directory of an incident bundle "
-                     "(iptables-save.txt, ipset-save.txt, ipvsadm.txt, ip-addr.txt/.json, ip-route.txt)")
+                     "(iptables-save.txt, ip6tables-save.txt, ipset-save.txt, ipvsadm.txt, ip-addr.txt/.json, "
+                     "ip-route.txt)")
     src.add_argument("--iptables", metavar="FILE", help="iptables-save output")
+    src.add_argument("--ip6tables", metavar="FILE", help="ip6tables-save output (without it an "
+                     "IPv6 packet is undecided: iptables-save holds only IPv4 rules)")
     src.add_argument("--ipset", metavar="FILE", help="ipset save or ipset list output")
     src.add_argument("--ipvs", metavar="FILE", help="ipvsadm -Ln or ipvsadm -S -n output")
     src.add_argument("--ip-addr", metavar="FILE", help="ip -o addr / ip addr / ip -j addr output")
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         node = load_node(args.node, local_ips=args.local_ip)
     else:
         node = load_files(args.iptables, args.ipset, args.ipvs, args.ip_addr, args.local_ip,
-                          ip_route=args.ip_route)
+                          ip_route=args.ip_route, ip6tables=args.ip6tables)
     for note in node.ruleset.notes:
         print(f"natlens: note: {note}", file=sys.stderr)
     if args.services:

@@ -18,6 +18,10 @@ OUTPUT mangle/filter and POSTROUTING, like ip_vs_nat_xmit does.
 A probabilistic match (statistic) forks the walk: both ways are followed and
 reported with their probability. A match or target the model does not know stops
 that branch as "undecided", naming the rule: the answer is never a guess.
+
+Addresses are ints with their family beside them (``_State.fam``, the Net's
+version, the set's family, the node address's version): an IPv6 packet walks the
+ip6tables-save rules only, and ::c612:1064 is never 198.18.16.100.
 """
 
 from __future__ import annotations
@@ -42,19 +46,27 @@ PROTO_NUM = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "icmp": 1, "dccp"
 PASS_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "CHECKSUM", "TCPMSS", "CLASSIFY", "DSCP", "TOS",
                 "TTL", "AUDIT", "NFACCT", "IDLETIMER", "LED", "SECMARK", "CONNSECMARK"}
 INDEX_MIN = 48  # chains at least this long get a per-destination index
-LOOPBACK = parse_net("127.0.0.0/8")
-MULTICAST = parse_net("224.0.0.0/4")
+
+
+def ip_addr(text: str) -> tuple[int, int]:
+    """'198.18.0.1' -> (4, int), 'fd00::1' -> (6, int): the int alone loses the family."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        raise NatlensError(f"bad address {text!r}") from None
+    return a.version, int(a)
 
 
 def ip_int(text: str) -> int:
-    try:
-        return int(ipaddress.ip_address(text))
-    except ValueError:
-        raise NatlensError(f"bad address {text!r}") from None
+    """The address as an int, without its family: use ip_addr wherever families can mix."""
+    return ip_addr(text)[1]
 
 
-def ip_str(v: int) -> str:
-    return str(ipaddress.IPv4Address(v)) if v < (1 << 32) else str(ipaddress.IPv6Address(v))
+def ip_str(v: int, fam: int | None = None) -> str:
+    """An address int back to text; without fam, values below 2**32 are taken as IPv4."""
+    if fam is None:
+        fam = 4 if v < (1 << 32) else 6
+    return str(ipaddress.IPv4Address(v)) if fam == 4 else str(ipaddress.IPv6Address(v))
 
 
 @dataclass
@@ -75,7 +87,7 @@ class Packet:
 class _State:
     """One branch of the walk: the packet as modified so far plus its trace."""
 
-    __slots__ = ("src", "dst", "sport", "dport", "proto", "pnum", "in_iface", "out_iface", "local",
+    __slots__ = ("fam", "src", "dst", "sport", "dport", "proto", "pnum", "in_iface", "out_iface", "local",
                  "mark", "ctmark", "hook", "orig_src", "orig_dst", "orig_sport", "orig_dport",
                  "dnat", "snat", "snat_how", "nat_dst_done", "nat_src_done", "notrack", "ipvs",
                  "ipvs_method", "prob", "trace", "conditions", "undecided", "outcome", "decided_by",
@@ -200,8 +212,8 @@ def _ports(text: str) -> tuple[int, int]:
     return a, b
 
 
-def _net_any(nets, v: int) -> bool:
-    return any((v & m) == a for a, m, _ in nets)
+def _net_any(nets, v: int, fam: int) -> bool:
+    return any(ver == fam and (v & m) == a for a, m, ver in nets)
 
 
 _TCP_FLAGS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE": 64, "CWR": 128,
@@ -327,10 +339,10 @@ class Compiler:
         for o in m.options:
             if o.name in ("--src-range", "--dst-range"):
                 a, _, b = o.args[0].partition("-")
-                lo, hi = ip_int(a), ip_int(b or a)
+                (fam, lo), (_, hi) = ip_addr(a), ip_addr(b or a)
                 s = o.name == "--src-range"
-                out.append(lambda st, lo=lo, hi=hi, s=s, n=o.neg:
-                           (lo <= (st.src if s else st.dst) <= hi) != n)
+                out.append(lambda st, lo=lo, hi=hi, s=s, n=o.neg, f=fam:
+                           (st.fam == f and lo <= (st.src if s else st.dst) <= hi) != n)
         return out
 
     def m_addrtype(self, m, rule):
@@ -358,7 +370,7 @@ class Compiler:
                     iface = st.in_iface if limit == "in" else st.out_iface
                     if iface is None:
                         return f"-m addrtype --limit-iface-{limit}: interface unknown"
-                return (node.addr_type(addr, iface) in types) != n
+                return (node.addr_type(addr, iface, st.fam) in types) != n
             out.append(chk)
         return out
 
@@ -389,6 +401,8 @@ class Compiler:
                 dims = s.dims
                 if dims is None:
                     return f"ipset {name} of type {s.type} not modelled"
+                if s.family != st.fam and ("ip" in dims or "net" in dims):
+                    return n  # ip_set_test: a set of the other family never matches
                 if len(flags) < len(dims):
                     return n  # the kernel never matches with fewer flags than dimensions
                 vals = []
@@ -437,7 +451,7 @@ class Compiler:
             elif o.name in ("--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"):
                 net = parse_net(o.args[0])
                 out.append(lambda st, net=net, w=o.name, n=o.neg:
-                           ((_ct_addr(st, w) & net[1]) == net[0]) != n)
+                           (st.fam == net[2] and (_ct_addr(st, w) & net[1]) == net[0]) != n)
             elif o.name in ("--ctorigsrcport", "--ctorigdstport", "--ctreplsrcport",
                             "--ctrepldstport"):
                 a, b = _ports(o.args[0])
@@ -469,7 +483,7 @@ class Compiler:
             if o.name == "--pkt-type":
                 want = o.args[0].lower()
                 out.append(lambda st, t=want, n=o.neg:
-                           (self.node.pkt_type(st.dst) == t) != n)
+                           (self.node.pkt_type(st.dst, st.fam) == t) != n)
         return out
 
     def m_statistic(self, m, rule):
@@ -567,9 +581,9 @@ def rule_matches(cr: CompiledRule, st: _State):
     r = cr.rule
     if cr.pnum is not None and ((cr.pnum == -1 or cr.pnum == st.pnum) == cr.pneg):
         return False
-    if r.src is not None and _net_any(r.src[1], st.src) == r.src[0]:
+    if r.src is not None and _net_any(r.src[1], st.src, st.fam) == r.src[0]:
         return False
-    if r.dst is not None and _net_any(r.dst[1], st.dst) == r.dst[0]:
+    if r.dst is not None and _net_any(r.dst[1], st.dst, st.fam) == r.dst[0]:
         return False
     if r.fragment is True:
         return False
@@ -707,10 +721,12 @@ def compile_target(rule: Rule, chains: dict) -> Target | None:
 
 
 class Walker:
-    """Evaluates packets against one NodeRules; keeps compiled rules and chain indexes."""
+    """Evaluates packets against one ruleset of a NodeRules (iptables-save for IPv4,
+    ip6tables-save for IPv6); keeps compiled rules and chain indexes."""
 
-    def __init__(self, node):
+    def __init__(self, node, ruleset=None):
         self.node = node
+        self.ruleset = node.ruleset if ruleset is None else ruleset
         self.compiler = Compiler(node)
         self._compiled: dict[int, tuple[CompiledRule, Target | None]] = {}
         self._index: dict[tuple[str, str], tuple[dict, list[int]] | None] = {}
@@ -718,7 +734,7 @@ class Walker:
     def compile_all(self) -> int:
         """Compile every rule now (raises NatlensError for a malformed one); returns the count."""
         n = 0
-        for r in self.node.ruleset.rules():
+        for r in self.ruleset.rules():
             self._get(r)
             n += 1
         return n
@@ -726,7 +742,7 @@ class Walker:
     def _get(self, rule: Rule):
         c = self._compiled.get(id(rule))
         if c is None:
-            chains = self.node.ruleset.tables[rule.table]
+            chains = self.ruleset.tables[rule.table]
             c = (CompiledRule(rule, self.compiler.compile(rule)), compile_target(rule, chains))
             self._compiled[id(rule)] = c
         return c
@@ -741,7 +757,7 @@ class Walker:
         if idx is None:
             return None
         by_key, always = idx
-        found = by_key.get(("d", st.dst), []) + by_key.get(("p", st.pnum, st.dport), [])
+        found = by_key.get(("d", st.fam, st.dst), []) + by_key.get(("p", st.pnum, st.dport), [])
         if not found:
             return always
         return sorted(set(found).union(always))
@@ -754,7 +770,7 @@ class Walker:
             key = None
             if r.dst and not r.dst[0] and len(r.dst[1]) == 1 and r.dst[1][0][1] in (
                     0xFFFFFFFF, (1 << 128) - 1):
-                key = ("d", r.dst[1][0][0])
+                key = ("d", r.dst[1][0][2], r.dst[1][0][0])
             elif r.proto and not r.proto[0] and r.proto[1] in PROTO_NUM:
                 for m in r.matches:
                     if m.module in ("tcp", "udp", "sctp"):
@@ -770,7 +786,7 @@ class Walker:
     # one table at one hook ---------------------------------------------------------
     def run_table(self, st: _State, table: str, hook: str) -> list[_State]:
         """Returns the branches, each with st.outcome None (accepted), 'dropped' or 'undecided'."""
-        chains = self.node.ruleset.tables.get(table)
+        chains = self.ruleset.tables.get(table)
         if not chains or hook not in chains:
             return [st]
         st.hook = hook
@@ -909,14 +925,17 @@ class Walker:
             if tgt.kind == "dnat":
                 addr, port, text = tgt.opts["to"]
                 if addr:
-                    st.dst = ip_int(addr)
+                    fam, st.dst = ip_addr(addr)
+                    if fam != st.fam:
+                        self._undecided(st, where, rule, f"DNAT to IPv{fam} for an IPv{st.fam} packet")
+                        return
                 if port is not None:
                     st.dport = port
             else:
                 if st.local:
-                    st.dst = ip_int("127.0.0.1")
+                    st.dst = ip_int("127.0.0.1" if st.fam == 4 else "::1")
                 else:
-                    a = node.iface_address(st.in_iface, None)
+                    a = node.iface_address(st.in_iface, None, st.fam)
                     if a is None:
                         self._undecided(st, where, rule,
                                         f"REDIRECT to the address of {st.in_iface or '?'}: unknown")
@@ -924,17 +943,20 @@ class Walker:
                     st.dst = a
                 if tgt.opts["port"] is not None:
                     st.dport = tgt.opts["port"]
-            st.dnat = f"{ip_str(st.dst)}:{st.dport}"
+            st.dnat = _hostport(st.dst, st.dport, st.fam)
             st.decided_by.append(f"DNAT by {where}: {rule.describe()}")
             return
         if tgt.kind == "snat":
             addr, port, text = tgt.opts["to"]
-            st.snat = addr or ip_str(st.src)
+            if addr and ip_addr(addr)[0] != st.fam:
+                self._undecided(st, where, rule, f"SNAT to {addr} for an IPv{st.fam} packet")
+                return
+            st.snat = addr or ip_str(st.src, st.fam)
             if port is not None:
                 st.sport = port
         else:
-            a = node.iface_address(st.out_iface, st.dst)
-            st.snat = ip_str(a) if a is not None else None
+            a = node.iface_address(st.out_iface, st.dst, st.fam)
+            st.snat = ip_str(a, st.fam) if a is not None else None
             if a is None:
                 st.snat_how = f"MASQUERADE to the address of {st.out_iface or 'the outgoing interface'} (unknown)"
         if st.snat:
@@ -945,8 +967,22 @@ class Walker:
             st.snat = ""
 
 
+def _hostport(addr: int, port: int, fam: int) -> str:
+    return f"{ip_str(addr, fam)}:{port}" if fam == 4 else f"[{ip_str(addr, fam)}]:{port}"
+
+
+def packet_family(pkt: Packet) -> int:
+    """4 or 6; a packet whose source and destination families differ is a bad query."""
+    (fs, _), (fd, _) = ip_addr(pkt.src), ip_addr(pkt.dst)
+    if fs != fd:
+        raise NatlensError(f"--src {pkt.src} and --dst {pkt.dst} are of different address "
+                           "families (IPv4 and IPv6)")
+    return fs
+
+
 def new_state(pkt: Packet) -> _State:
     st = _State.__new__(_State)
+    st.fam = packet_family(pkt)
     st.src, st.dst = ip_int(pkt.src), ip_int(pkt.dst)
     st.proto = pkt.proto.lower()
     st.pnum = PROTO_NUM.get(st.proto, int(st.proto) if st.proto.isdigit() else -2)
@@ -972,11 +1008,23 @@ def new_state(pkt: Packet) -> _State:
 
 
 def explain(node, pkt: Packet) -> Verdict:
-    """Walk pkt through node's rules (see the module docstring for the order)."""
-    w = node.walker
+    """Walk pkt through node's rules (see the module docstring for the order).
+
+    An IPv6 packet walks the ip6tables-save rules; without them it is undecided, since
+    iptables-save holds only the IPv4 rules.
+    """
     st = new_state(pkt)
-    st.trace.append(f"packet {pkt.proto} {pkt.src}:{st.sport} -> {pkt.dst}:{pkt.dport} "
+    st.trace.append(f"packet {pkt.proto} {_hostport(st.src, st.sport, st.fam)} -> "
+                    f"{_hostport(st.dst, st.dport, st.fam)} "
                     + ("generated on the node" if pkt.local else f"in via {pkt.in_iface or '?'}"))
+    w = node.walker_for(st.fam)
+    if w is None:
+        why = (f"IPv{st.fam} packet: no ip6tables-save dump (ip6tables-save.txt) for this node; "
+               "iptables-save holds only the IPv4 rules")
+        st.undecided.append(why)
+        st.trace.append(f"undecided: {why}")
+        st.outcome = "undecided"
+        return Verdict(pkt, [_path(st)])
     done = _from_node(w, st) if pkt.local else _from_outside(w, st)
     for s in done:
         if s.outcome is None:
@@ -1034,14 +1082,14 @@ def _from_outside(w: Walker, st: _State) -> list[_State]:
     node = w.node
     done: list[_State] = []
     for s in _finished(_hooks(w, [st], ["PREROUTING"]), done):
-        if not node.is_local(s.dst):
+        if not node.is_local(s.dst, s.fam):
             _route_out(node, s)
             for r in _finished(_hooks(w, [s], ["FORWARD", "POSTROUTING"]), done):
                 r.outcome = "forwarded"
                 r.confirm()
                 done.append(r)
             continue
-        s.trace.append(f"routing: {ip_str(s.dst)} is a local address -> INPUT")
+        s.trace.append(f"routing: {ip_str(s.dst, s.fam)} is a local address -> INPUT")
         # IPVS takes the packet at LOCAL_IN priority 99, between filter (0) and nat (100)
         for i in _finished(_hooks(w, [s], ["INPUT"], ("mangle", "filter", "security")), done):
             vs = node.ipvs_service(i)
@@ -1052,7 +1100,7 @@ def _from_outside(w: Walker, st: _State) -> list[_State]:
                     done.append(r)
                 continue
             for b in _finished(_ipvs(i, vs), done):
-                if node.is_local(b.dst):
+                if node.is_local(b.dst, b.fam):
                     b.outcome = "delivered locally"
                     b.confirm()
                     done.append(b)
@@ -1070,7 +1118,8 @@ def _from_outside(w: Walker, st: _State) -> list[_State]:
 def _from_node(w: Walker, st: _State) -> list[_State]:
     node = w.node
     done: list[_State] = []
-    st.out_iface = st.out_iface or ("lo" if node.is_local(st.dst) else node.route(st.dst))
+    st.out_iface = st.out_iface or ("lo" if node.is_local(st.dst, st.fam)
+                                    else node.route(st.dst, st.fam))
     for s in _finished(_hooks(w, [st], ["OUTPUT"], ("raw", "mangle", "nat")), done):
         # IPVS takes locally generated packets at LOCAL_OUT priority -98, before filter
         vs = node.ipvs_service(s)
@@ -1080,9 +1129,9 @@ def _from_node(w: Walker, st: _State) -> list[_State]:
         else:
             branches, tables = [s], ("filter", "security")
         for b in _finished(_hooks(w, branches, ["OUTPUT"], tables), done):
-            if node.is_local(b.dst):
+            if node.is_local(b.dst, b.fam):
                 b.out_iface = "lo"
-                b.trace.append(f"routing: {ip_str(b.dst)} is local: out via lo, back in on lo")
+                b.trace.append(f"routing: {ip_str(b.dst, b.fam)} is local: out via lo, back in on lo")
                 for r in _finished(_hooks(w, [b], ["POSTROUTING"]), done):
                     r.confirm()  # leaving via lo confirms; a drop on the way back in keeps it
                     r.in_iface = "lo"
@@ -1096,7 +1145,7 @@ def _from_node(w: Walker, st: _State) -> list[_State]:
                 b.out_iface = st.out_iface if st.out_iface and b.dst == b.orig_dst else None
                 _route_out(node, b)
             else:
-                b.trace.append(f"routing: {ip_str(b.dst)} is not local -> out via {b.out_iface}")
+                b.trace.append(f"routing: {ip_str(b.dst, b.fam)} is not local -> out via {b.out_iface}")
             for r in _finished(_hooks(w, [b], ["POSTROUTING"]), done):
                 r.outcome = "forwarded"
                 r.confirm()
@@ -1105,12 +1154,12 @@ def _from_node(w: Walker, st: _State) -> list[_State]:
 
 
 def _route_out(node, st: _State) -> None:
-    iface = st.out_iface or node.route(st.dst)
+    iface = st.out_iface or node.route(st.dst, st.fam)
     note = ""
-    if iface and not st.out_iface and not node.routes and iface == node.uplink():
+    if iface and not st.out_iface and not node.routes_of(st.fam) and iface == node.uplink(st.fam):
         note = " (assumed default route: the only uplink-like interface; give ip-route.txt)"
     st.out_iface = iface
-    st.trace.append(f"routing: {ip_str(st.dst)} is not local -> out via {iface or '? (unknown)'}{note}")
+    st.trace.append(f"routing: {ip_str(st.dst, st.fam)} is not local -> out via {iface or '? (unknown)'}{note}")
 
 
 def _ipvs(st: _State, vs) -> list[_State]:
@@ -1133,7 +1182,11 @@ def _ipvs(st: _State, vs) -> list[_State]:
         b.trace.append(f"ipvs: {vs} {vs.scheduler} -> {rs.addr}:{rs.port} {rs.forward}"
                        + (f" (p={p:.3g})" if len(rss) > 1 else ""))
         if rs.forward in ("Masq", "Local"):
-            b.dst, b.dport = ip_int(rs.addr), rs.port
+            fam, b.dst = ip_addr(rs.addr)
+            b.dport = rs.port
+            if fam != b.fam:
+                b.undecided.append(f"ipvs {vs}: real server {rs.addr} is IPv{fam}, the packet IPv{b.fam}")
+                b.outcome = "undecided"
             b.dnat = f"{rs.addr}:{rs.port}"
             b.nat_dst_done = True
             b.decided_by.append(f"DNAT by ipvs {vs} ({rs.forward})")

@@ -63,6 +63,11 @@ class IPSet:
     def dims(self) -> tuple[str, ...] | None:
         return KNOWN_TYPES.get(self.type)
 
+    @property
+    def family(self) -> int:
+        """4 or 6, from the header's family (inet, the default, or inet6)."""
+        return 6 if self.header.get("family", "inet") == "inet6" else 4
+
     def _index(self) -> None:
         self._exact, self._nets = {}, {}
         nets = "net" in (self.dims or ())

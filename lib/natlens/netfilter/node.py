@@ -5,6 +5,9 @@ section 2); ``NodeRules.explain(...)`` answers "what happens to this packet".
 The node's addresses matter twice: the routing decision (local or forwarded) and
 ``-m addrtype``. They come from ip-addr.txt/.json and/or ``local_ips``; without
 either, any rule that needs them is reported undecided rather than guessed.
+iptables-save holds only IPv4 rules: IPv6 packets are walked through
+ip6tables-save.txt when the node directory has it, and are undecided otherwise.
+Every address comparison here takes the family too (``fam``: 4 or 6).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import re
 from pathlib import Path as FsPath
 
 from natlens.errors import NatlensError
-from natlens.netfilter.evaluate import Packet, Verdict, Walker, explain, ip_int
+from natlens.netfilter.evaluate import Packet, Verdict, Walker, explain, ip_int, ip_str
 from natlens.netfilter.ipset import IPSet, parse_ipset
 from natlens.netfilter.iptables import Ruleset, parse_iptables_save
 from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
 
 IPTABLES_NAMES = ("iptables-save.txt", "iptables-rules.txt", "iptables.txt")
+IP6TABLES_NAMES = ("ip6tables-save.txt",)
 IPSET_NAMES = ("ipset-save.txt", "ipset-list.txt", "ipset.txt")
 IPVS_NAMES = ("ipvsadm.txt", "ipvsadm-save.txt")
 ADDR_NAMES = ("ip-addr.json", "ip-addr.txt")
@@ -70,15 +74,19 @@ def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
     return out
 
 
-def parse_ip_route(text: str, path: str = "<ip-route>") -> list[tuple[int, int, str]]:
-    """``ip route`` or ``ip -j route`` output -> [(network, prefix length, interface)]."""
+Route = tuple[int, int, str, int]  # (network, prefix length, interface, ip version)
+
+
+def parse_ip_route(text: str, path: str = "<ip-route>") -> list[Route]:
+    """``ip route`` / ``ip -6 route`` or their ``-j`` output -> [(network, plen, interface, version)]."""
     out = []
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise NatlensError(f"bad JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
-        text = "\n".join(f"{r.get('type', '')} {r.get('dst', '')} dev {r['dev']}".strip()
+        text = "\n".join(f"{r.get('type', '')} {r.get('dst', '')} "
+                         f"{'via ' + r['gateway'] + ' ' if r.get('gateway') else ''}dev {r['dev']}".strip()
                          for r in data if r.get("dev"))
     for lineno, line in enumerate(text.splitlines(), 1):
         toks = line.split()
@@ -88,12 +96,13 @@ def parse_ip_route(text: str, path: str = "<ip-route>") -> list[tuple[int, int, 
         if "dev" not in toks:
             continue
         dev = toks[toks.index("dev") + 1]
-        dest = "0.0.0.0/0" if toks[0] == "default" else toks[0]
+        via = toks[toks.index("via") + 1] if "via" in toks[:-1] else ""
+        dest = ("::/0" if ":" in via else "0.0.0.0/0") if toks[0] == "default" else toks[0]
         try:
             net = ipaddress.ip_network(dest, strict=False)
         except ValueError:
             raise NatlensError(f"bad route destination {dest!r}", path=path, where=str(lineno)) from None
-        out.append((int(net.network_address), net.prefixlen, dev))
+        out.append((int(net.network_address), net.prefixlen, dev, net.version))
     return out
 
 
@@ -104,10 +113,11 @@ class NodeRules:
                  ipvs: list[VirtualService] | None = None,
                  addresses: dict[str, list[Addr]] | None = None,
                  local_ips: list[str] | None = None, name: str = "",
-                 routes: list[tuple[int, int, str]] | None = None):
+                 routes: list[Route] | None = None, rules6: Ruleset | None = None):
         self.name = name
         self.routes = routes or []
         self.ruleset = ruleset
+        self.rules6 = rules6  # ip6tables-save; None: IPv6 packets are undecided
         self.sets: dict[str, IPSet] = sets or {}
         self.sets_known = sets is not None
         self.ipvs: list[VirtualService] = ipvs or []
@@ -118,87 +128,95 @@ class NodeRules:
             self.addresses.setdefault("?", []).append((int(a), a.max_prefixlen, a.version))
         self.addresses_known = bool(self.addresses)
         self.inferred: list[str] = []
-        self._local = {a for addrs in self.addresses.values() for a, _, _ in addrs}
+        self._local = {(ver, a) for addrs in self.addresses.values() for a, _, ver in addrs}
         self._bcast: set[int] = {0xFFFFFFFF}
         for addrs in self.addresses.values():
             for a, plen, ver in addrs:
                 if ver == 4 and plen < 31:
                     self._bcast.add(a | ((1 << (32 - plen)) - 1))
-        self._walker: Walker | None = None
+        self._walkers: dict[int, Walker | None] = {}
 
     @property
     def walker(self) -> Walker:
-        if self._walker is None:
-            self._walker = Walker(self)
-        return self._walker
+        """The IPv4 walker (iptables-save)."""
+        w = self.walker_for(4)
+        assert w is not None
+        return w
+
+    def walker_for(self, fam: int) -> Walker | None:
+        """The walker over this family's rules; None for IPv6 without ip6tables-save."""
+        if fam not in self._walkers:
+            rules = self.ruleset if fam == 4 else self.rules6
+            self._walkers[fam] = Walker(self, rules) if rules is not None else None
+        return self._walkers[fam]
 
     # addresses ---------------------------------------------------------------------
-    def is_local(self, ip: int) -> bool:
-        return ip in self._local or (ip >> 24) == 127
+    def is_local(self, ip: int, fam: int = 4) -> bool:
+        return (fam, ip) in self._local or _loopback(ip, fam)
 
-    def addr_type(self, ip: int, iface: str | None = None) -> str:
-        """LOCAL, BROADCAST, MULTICAST or UNICAST, as the kernel's inet_addr_type answers."""
+    def addr_type(self, ip: int, iface: str | None = None, fam: int = 4) -> str:
+        """LOCAL, BROADCAST, MULTICAST or UNICAST, as the kernel's inet_addr_type answers
+        (ipv6_addr_type for IPv6: no broadcast)."""
         if iface is not None:
-            if any(a == ip for a, _, _ in self.addresses.get(iface, [])):
+            if any(a == ip and ver == fam for a, _, ver in self.addresses.get(iface, [])):
                 return "LOCAL"
-            if iface == "lo" and (ip >> 24) == 127:
+            if iface == "lo" and _loopback(ip, fam):
                 return "LOCAL"
-        elif self.is_local(ip):
+        elif self.is_local(ip, fam):
             return "LOCAL"
-        if ip in self._bcast:
+        if fam == 4 and ip in self._bcast:
             return "BROADCAST"
-        if (ip >> 28) == 0xE and ip < (1 << 32):
+        if (fam == 4 and (ip >> 28) == 0xE) or (fam == 6 and (ip >> 120) == 0xFF):
             return "MULTICAST"
         return "UNICAST"
 
-    def pkt_type(self, ip: int) -> str:
-        t = self.addr_type(ip)
+    def pkt_type(self, ip: int, fam: int = 4) -> str:
+        t = self.addr_type(ip, None, fam)
         return {"BROADCAST": "broadcast", "MULTICAST": "multicast"}.get(t, "unicast")
 
-    def iface_address(self, iface: str | None, dst: int | None) -> int | None:
-        """The address MASQUERADE/REDIRECT would use on iface: the one on dst's subnet, else the first."""
+    def iface_address(self, iface: str | None, dst: int | None, fam: int = 4) -> int | None:
+        """The fam address MASQUERADE/REDIRECT would use on iface: the one on dst's subnet,
+        else the first; None if iface has no address of that family."""
         if iface == "lo":
             # lo has only host-scope addresses; inet_select_addr then takes the first
             # global address of the first interface in ifindex order (ip addr's order)
             for name, addrs in self.addresses.items():
                 for a, _, ver in addrs:
-                    if name != "?" and ver == 4 and (a >> 24) != 127:
+                    if name != "?" and ver == fam and not _loopback(a, fam):
                         return a
             return None
-        addrs = [a for a in self.addresses.get(iface or "", []) if a[2] == 4 or (dst or 0) >= 1 << 32]
+        addrs = [a for a in self.addresses.get(iface or "", []) if a[2] == fam]
         if not addrs:
             return None
         if dst is not None:
-            for a, plen, ver in addrs:
-                bits = 32 if ver == 4 else 128
-                mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
-                if (a & mask) == (dst & mask):
+            for a, plen, _ in addrs:
+                if (a & _mask(plen, fam)) == (dst & _mask(plen, fam)):
                     return a
         return addrs[0][0]
 
-    def route(self, dst: int) -> str | None:
+    def routes_of(self, fam: int) -> list[Route]:
+        return [r for r in self.routes if r[3] == fam]
+
+    def route(self, dst: int, fam: int = 4) -> str | None:
         """The egress interface for dst: from the routes if given (longest prefix), else the
         longest connected subnet containing it, else None (unknown)."""
         best, best_len = None, -1
         if self.routes:
-            for net, plen, dev in self.routes:
-                mask = (0xFFFFFFFF ^ ((1 << (32 - plen)) - 1)) if plen else 0
-                if (dst & mask) == net and plen > best_len:
+            for net, plen, dev, _ in self.routes_of(fam):
+                if (dst & _mask(plen, fam)) == net and plen > best_len:
                     best, best_len = dev, plen
             return best
         for iface, addrs in self.addresses.items():
             if iface in ("lo", "?"):
                 continue
             for a, plen, ver in addrs:
-                bits = 32 if ver == 4 else 128
-                if plen >= bits:
+                if ver != fam or plen >= (32 if ver == 4 else 128):
                     continue
-                mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
-                if (a & mask) == (dst & mask) and plen > best_len:
+                if (a & _mask(plen, fam)) == (dst & _mask(plen, fam)) and plen > best_len:
                     best, best_len = iface, plen
-        return best or self.uplink()
+        return best or self.uplink(fam)
 
-    def uplink(self) -> str | None:
+    def uplink(self, fam: int = 4) -> str | None:
         """Without routes: the one interface that looks like the node's uplink, if exactly one.
 
         An interface holding a global IPv4 address on a subnet (not /32), named like a NIC
@@ -207,16 +225,17 @@ class NodeRules:
         """
         if self.routes:
             return None
+        bits = 32 if fam == 4 else 128
         cands = [name for name, addrs in self.addresses.items()
                  if not name.startswith(_NOT_UPLINK) and name != "?"
-                 and any(v == 4 and plen < 32 and (a >> 24) != 127 for a, plen, v in addrs)]
+                 and any(v == fam and plen < bits and not _loopback(a, v) and not _link_local(a, v)
+                         for a, plen, v in addrs)]
         return cands[0] if len(cands) == 1 else None
 
     def ipvs_service(self, st) -> VirtualService | None:
         if not self._ipvs_by_key:
             return None
-        from natlens.netfilter.evaluate import ip_str
-        vs = self._ipvs_by_key.get((st.proto, ip_str(st.dst), st.dport))
+        vs = self._ipvs_by_key.get((st.proto, ip_str(st.dst, st.fam), st.dport))
         if vs is None and st.mark:
             vs = self._ipvs_by_key.get(("fwm", st.mark))
         return vs
@@ -232,7 +251,20 @@ class NodeRules:
 
     def check(self) -> int:
         """Compile every rule (a malformed one raises NatlensError naming file:line)."""
-        return self.walker.compile_all()
+        return sum(w.compile_all() for w in (self.walker_for(4), self.walker_for(6)) if w)
+
+
+def _mask(plen: int, fam: int) -> int:
+    bits = 32 if fam == 4 else 128
+    return ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
+
+
+def _loopback(ip: int, fam: int) -> bool:
+    return (ip >> 24) == 127 if fam == 4 else ip == 1
+
+
+def _link_local(ip: int, fam: int) -> bool:
+    return fam == 6 and (ip >> 118) == 0x3FA  # fe80::/10
 
 
 def _first(d: FsPath, names: tuple[str, ...]) -> FsPath | None:
@@ -251,20 +283,24 @@ def _read(p: FsPath) -> str:
 
 def load_files(iptables: str, ipset: str | None = None, ipvs: str | None = None,
                ip_addr: str | None = None, local_ips: list[str] | None = None,
-               name: str = "", ip_route: str | None = None) -> NodeRules:
-    """Build a NodeRules from dump files (paths); only iptables is required."""
+               name: str = "", ip_route: str | None = None,
+               ip6tables: str | None = None) -> NodeRules:
+    """Build a NodeRules from dump files (paths); only iptables is required. Without
+    ip6tables (ip6tables-save), IPv6 packets are undecided."""
     rs = parse_iptables_save(_read(FsPath(iptables)), str(iptables))
+    rs6 = parse_iptables_save(_read(FsPath(ip6tables)), str(ip6tables)) if ip6tables else None
     sets = parse_ipset(_read(FsPath(ipset)), str(ipset)) if ipset else None
     vss = parse_ipvsadm(_read(FsPath(ipvs)), str(ipvs)) if ipvs else None
     addrs = parse_ip_addr(_read(FsPath(ip_addr)), str(ip_addr)) if ip_addr else None
     routes = parse_ip_route(_read(FsPath(ip_route)), str(ip_route)) if ip_route else None
-    node = NodeRules(rs, sets, vss, addrs, local_ips, name=name, routes=routes)
+    node = NodeRules(rs, sets, vss, addrs, local_ips, name=name, routes=routes, rules6=rs6)
     node.check()
     return node
 
 
 def load_node(node_dir, local_ips: list[str] | None = None) -> NodeRules:
-    """Read a node directory of an incident bundle (iptables-save.txt, ipset-save.txt, ...)."""
+    """Read a node directory of an incident bundle (iptables-save.txt, ip6tables-save.txt,
+    ipset-save.txt, ...)."""
     d = FsPath(node_dir)
     if not d.is_dir():
         raise NatlensError("not a directory", path=str(d))
@@ -272,8 +308,8 @@ def load_node(node_dir, local_ips: list[str] | None = None) -> NodeRules:
     if ipt is None:
         raise NatlensError(f"no iptables dump (looked for {', '.join(IPTABLES_NAMES)})", path=str(d))
     ips, ipv, addr = _first(d, IPSET_NAMES), _first(d, IPVS_NAMES), _first(d, ADDR_NAMES)
-    rt = _first(d, ROUTE_NAMES)
+    rt, ip6 = _first(d, ROUTE_NAMES), _first(d, IP6TABLES_NAMES)
     node = load_files(str(ipt), str(ips) if ips else None, str(ipv) if ipv else None,
                       str(addr) if addr else None, local_ips, name=d.name,
-                      ip_route=str(rt) if rt else None)
+                      ip_route=str(rt) if rt else None, ip6tables=str(ip6) if ip6 else None)
     return node
