@@ -30,20 +30,52 @@ class Entry:
         return (self.reply[1], self.reply[3]) != (self.orig[0], self.orig[2])
 
 
-def parse_conntrack(text: str) -> list[Entry]:
-    """TCP/UDP entries of `conntrack -L` output (other lines, e.g. ICMP, are not NAT evidence
-    for ports and are left out)."""
-    out = []
+class Entries(list):
+    """The TCP/UDP entries of a dump (a plain list of Entry), plus what was not used:
+
+    ``skipped`` lines that look like an entry (a protocol or ``ipv4 2``/``ipv6 10`` first,
+    or ``src=``) but lack an original or reply tuple, with ``skipped_lines`` [(line, why)];
+    ``other`` entries of other protocols (ICMP, ...), read but no NAT evidence for ports.
+    """
+
+    def __init__(self, entries=()):
+        super().__init__(entries)
+        self.skipped = 0
+        self.skipped_lines: list[tuple[int, str]] = []
+        self.other = 0
+
+
+_FAMILIES = ("ipv4", "ipv6")
+_PROTOS = ("tcp", "udp", "icmp", "icmpv6", "sctp", "udplite", "dccp", "gre", "unknown")
+
+
+def parse_conntrack(text: str) -> Entries:
+    """TCP/UDP entries of `conntrack -L` output, with or without `-o extended`, or of
+    /proc/net/nf_conntrack (whose lines start with `ipv4 2` / `ipv6 10`, stripped here).
+    Entries of other protocols, e.g. ICMP, are not NAT evidence for ports and are only
+    counted (``other``); an entry line without both tuples is counted in ``skipped``."""
+    out = Entries()
     for lineno, line in enumerate(text.splitlines(), 1):
         words = line.split()
-        if len(words) < 4 or words[0] not in ("tcp", "udp"):
+        if len(words) >= 2 and words[0] in _FAMILIES and words[1].isdigit():
+            words = words[2:]
+        if not words or (words[0] not in _PROTOS and "src=" not in line):
+            continue  # blank, or conntrack's "N flow entries have been shown." summary
+        if words[0] not in ("tcp", "udp"):
+            if words[0] in _PROTOS:
+                out.other += 1
+            else:
+                out.skipped += 1
+                out.skipped_lines.append((lineno, f"unknown protocol {words[0]!r}"))
             continue
         pairs = _KV.findall(line)
         src = [v for k, v in pairs if k == "src"]
         dst = [v for k, v in pairs if k == "dst"]
         sport = [int(v) for k, v in pairs if k == "sport" and v.isdigit()]
         dport = [int(v) for k, v in pairs if k == "dport" and v.isdigit()]
-        if len(src) < 2 or len(dst) < 2 or len(sport) < 2 or len(dport) < 2:
+        if len(words) < 4 or len(src) < 2 or len(dst) < 2 or len(sport) < 2 or len(dport) < 2:
+            out.skipped += 1
+            out.skipped_lines.append((lineno, "no complete original and reply tuple"))
             continue
         state = words[3] if words[0] == "tcp" and "=" not in words[3] else None
         out.append(Entry(words[0], state, (src[0], dst[0], sport[0], dport[0]),
