@@ -266,7 +266,8 @@ def snat_table(journeys: pd.DataFrame, bundle: Bundle | None, notes: list[str]) 
     """One row per (service, source node): connections, SNATed, ratio, rules' prediction."""
     rows = []
     cache: dict = {}
-    for (svc, node), g in journeys.groupby(["service", "client_node"], sort=True):
+    for (svc, node), g in journeys.groupby(["service", "client_node"], sort=True, dropna=False):
+        node = "unknown" if pd.isna(node) else node
         known = g[g["snat"] != "unknown"]
         n_snat = int((known["snat"] == "yes").sum())
         ratio = n_snat / len(known) if len(known) else None

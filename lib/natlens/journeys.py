@@ -28,7 +28,8 @@ offsets subtracted); latencies in ms as seen at the client's own capture point.
 =====================  ======================================================================
 journey                "J<n>", in time order
 ts                     first SYN of the journey (else first packet), clock-corrected, float s
-client_node            node the client lives on (pod IP's node, else the capture's node)
+client_node            node the client lives on: its IP's node in the inventory, else the
+                       node a copy of its SYN was seen leaving towards the VIP; None: unknown
 client_h, client_p     the original source address/port (the client's own record)
 service                "VIP:port/proto" (the LB VIP, else the NodePort's Service, else the
                        client's destination)
@@ -327,7 +328,13 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     cl["client_p"] = first["orig_p"]
     cl["client_node"] = first["orig_node"].where(first["orig_node"].notna() & ~first["orig_is_node"],
                                                  first["orig_h"].map(node_ip))
-    cl["client_node"] = cl["client_node"].fillna(first["node"])
+    # an address the inventory does not place: the node where a copy of the SYN was seen
+    # leaving towards the load balancer's VIP (the LB never delivers a packet to its VIP to
+    # a node, so that node sent it); a record elsewhere (the backend node) says nothing
+    leaving = r["to_vip"] & ((r["orig_dir"] == "out")
+                             | (r["orig_dir"].isna() & r["point"].fillna("").str.match(UPLINK)))
+    sent_from = r[leaving].sort_values("_t").drop_duplicates("jn").set_index("jn")["node"]
+    cl["client_node"] = cl["client_node"].fillna(sent_from.reindex(cl.index))
     cl["client_node_ip"] = cl["client_node"].map(
         {row.name: row.internal_ip for row in inventory.nodes.itertuples()})
     cl["client_is_node"] = first["orig_is_node"]
@@ -362,8 +369,15 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
 
     # --- SNAT -----------------------------------------------------------------------------
     snat_yes = pre_lb & on_client & (r["orig_h"] == r["client_node_ip"]) & ~r["client_is_node"].fillna(False)
-    snat_no = pre_lb & on_client & egress_pt & (r["orig_h"] == r["client_h"]) & ~r["client_is_node"].fillna(False)
-    remote = ~on_client & (r["orig_h"] == r["client_h"]) & ~pre_lb & ~r["client_is_node"].fillna(False)
+    # the source it left with is the client's own only says "no SNAT" when that source is known
+    # not to be the node's IP: a pod IP, or a node whose IP is known and differs
+    cl["client_is_pod"] = [inventory.is_pod_ip(h) if isinstance(h, str) else False for h in cl["client_h"]]
+    pod_src = cl["client_is_pod"] | (cl["client_node_ip"].notna() & (cl["client_node_ip"] != cl["client_h"]))
+    r = r.merge(pod_src.rename("_pod_src"), left_on="jn", right_index=True, how="left")
+    pod_src_r = r["_pod_src"].fillna(False).astype(bool)
+    snat_no = pre_lb & on_client & egress_pt & (r["orig_h"] == r["client_h"]) & pod_src_r \
+        & ~r["client_is_node"].fillna(False)
+    remote = ~on_client & (r["orig_h"] == r["client_h"]) & ~pre_lb & pod_src_r & ~r["client_is_node"].fillna(False)
     remote_yes = ~on_client & ~pre_lb & (r["orig_h"] == r["client_node_ip"]) & ~r["client_is_node"].fillna(False)
     ev_yes = first_ev(snat_yes, hop + " (left with the node IP)")
     ev_no = first_ev(snat_no, hop + " (left the node's NIC with the pod IP)")
@@ -381,6 +395,10 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     cl.loc[hostnet, "snat_evidence"] = (
         "the first capture point already shows the node's IP as the source: SNATed on the way, or a "
         "host-network client; a pod-side or `any` capture would tell")
+    src_unknown = cl["snat_evidence"].isna() & ~pod_src & ~cl["client_is_node"].fillna(False)
+    cl.loc[src_unknown, "snat_evidence"] = (
+        "the source " + cl.loc[src_unknown, "client_h"].astype(str) + " is neither a known pod IP "
+        "nor a node IP natlens knows (no cluster/, no ip-addr dump): the pod's or the node's address?")
     cl.loc[cl["snat_evidence"].isna(), "snat_evidence"] = \
         "no capture shows the connection after it left the client's node"
     if conntrack:
@@ -398,7 +416,7 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     cl["lb_backend"] = b_node.reindex(cl.index)
     cl["lb_backend_evidence"] = ev_b.reindex(cl.index).fillna(ev_b2.reindex(cl.index))
     # --- loopback ------------------------------------------------------------------------------
-    cl["loopback"] = np.where(cl["lb_backend"].isna(), "unknown",
+    cl["loopback"] = np.where(cl["lb_backend"].isna() | cl["client_node"].isna(), "unknown",
                               np.where(cl["lb_backend"] == cl["client_node"], "yes", "no"))
     cl["loopback_evidence"] = np.where(
         cl["loopback"] == "yes", "the connection came back to its own node " + cl["client_node"].astype(str)
@@ -406,18 +424,26 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
         np.where(cl["loopback"] == "no", "the load balancer sent it to " + cl["lb_backend"].astype(str)
                  + ": " + cl["lb_backend_evidence"].astype(str), None))
     # without the backend's captures: a SYN-ACK from the VIP, or a SYN that left the
-    # client's NIC and never came back, rules a loopback out
+    # client's NIC with no copy of it on the client's node addressed elsewhere than the VIP
+    # (the NodePort or endpoint it is DNATed to when it comes back), rules a loopback out
     vip_ans = first_ev(pre_lb & on_client & r["synack_ts"].notna(),
                        where + ": SYN-ACK from " + r["resp_h"] + ":" + r["resp_p"].astype(str)
                        + " (the VIP answered; a loopback is answered by the node itself)")
-    nic_caps = r[on_client & egress_pt & pre_lb]
-    left = first_ev(on_client & egress_pt & pre_lb,
+    came_back = set(r.loc[on_client & ~pre_lb, "jn"])
+    left = first_ev(on_client & egress_pt & pre_lb & ~r["jn"].isin(came_back),
                     where + ": the SYN left towards the VIP and no copy came back to the node")
     unk = cl["loopback"] == "unknown"
     for ev in (left.reindex(cl.index[unk]).dropna(), vip_ans.reindex(cl.index[unk]).dropna()):
         cl.loc[ev.index, "loopback"] = "no"
         cl.loc[ev.index, "loopback_evidence"] = ev
-    del nic_caps
+    back = cl.index[(cl["loopback"] == "unknown") & cl.index.isin(list(came_back))]
+    cl.loc[back, "loopback_evidence"] = (
+        "a copy of the SYN came back to the client's node addressed elsewhere than the VIP, but "
+        "natlens cannot tell whether to this node's NodePort (its addresses are not known)")
+    nowhere = (cl["loopback"] == "unknown") & cl["client_node"].isna()
+    cl.loc[nowhere, "loopback_evidence"] = (
+        "the client's node is not known: " + cl.loc[nowhere, "client_h"].astype(str) + " is in no "
+        "inventory and no capture shows its SYN leaving a node towards the VIP")
     cl.loc[cl["loopback_evidence"].isna(), "loopback_evidence"] = \
         "no capture shows where the load balancer sent it"
 

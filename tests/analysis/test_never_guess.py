@@ -1,0 +1,70 @@
+"""Missing evidence gives "unknown", never a definite yes/no (review of journeys/findings).
+
+Each case is a copy of a lab sample with files removed, so the truth is known from its
+ground-truth/connections.jsonl while the bundle no longer shows it.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from analysis_helpers import samples_dir
+
+from natlens.findings import analyze
+
+
+def _copy(tmp_path, sample: str, *remove: str):
+    d = tmp_path / sample
+    shutil.copytree(samples_dir() / sample, d)
+    for pattern in remove:
+        for f in d.glob(pattern):
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    return d
+
+
+def test_loopback_not_ruled_out_when_the_syn_came_back_to_an_unknown_address(tmp_path):
+    # no cluster/, no ip-addr.json: node IPs are unknown, so the SYN's copy coming back to
+    # nodeIP:NodePort names no node; it came back all the same, so "no" would be wrong
+    a = analyze(_copy(tmp_path, "loopback-local", "cluster", "nodes/*/ip-addr.json"))
+    j = a.journeys
+    assert len(j) == 20
+    failed = j[j["outcome"] == "timed out"]
+    assert len(failed) == 11  # truth: 11 loopbacks, all failed
+    assert (failed["loopback"] != "no").all()
+    assert "came back" in failed["loopback_evidence"].iloc[0]
+    # the 9 established ones left the NIC and nothing came back: "no" stays
+    assert (j.loc[j["outcome"] == "established", "loopback"] == "no").all()
+
+
+def test_client_node_is_not_the_capturing_node_by_default(tmp_path):
+    # only node-2 (the backend) captured, no cluster/: the client's pod IP is in no
+    # inventory; its connections arriving at node-2's NodePort are not node-2's own
+    a = analyze(_copy(tmp_path, "loopback-local", "cluster", "nodes/node-1"))
+    j = a.journeys
+    assert len(j) == 9
+    assert j["client_node"].isna().all()
+    assert (j["loopback"] == "unknown").all()
+    assert a.summary()["loopback"]["hits"] == 0
+    (row,) = a.summary()["snat"]
+    assert row["source_node"] == "unknown" and row["connections"] == 9
+
+
+def test_snat_unknown_when_the_node_ip_is_unknown(tmp_path):
+    # only node-1's eth0 capture, no cluster/, no ip-addr: the source on the NIC is the node IP
+    # (all 20 SNATed), but nothing says whether that address is the pod's or the node's
+    d = _copy(tmp_path, "cluster-ok", "cluster", "nodes/*/ip-addr*", "nodes/node-2",
+              "nodes/node-1/any.pcap", "nodes/node-1/conntrack.txt")
+    a = analyze(d)
+    j = a.journeys
+    assert len(j) == 20
+    assert (j["snat"] == "unknown").all()
+    assert "neither a known pod IP" in j["snat_evidence"].iloc[0]
+    (row,) = a.summary()["snat"]
+    assert row["snat"] == 0 and row["ratio"] is None
+
+
+@pytest.mark.parametrize("sample", ["cluster-ok", "loopback-local"])
+def test_full_samples_still_decide(sample):
+    j = analyze(samples_dir() / sample).journeys
+    assert (j["snat"] != "unknown").all() and (j["loopback"] != "unknown").all()
