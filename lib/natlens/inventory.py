@@ -7,10 +7,11 @@ pod CIDRs from the bridge address, VIPs, NodePorts and the policy from the
 kube-proxy ipsets (through the netfilter model when it is installed). Every
 inferred fact is listed in ``Inventory.inferred`` with the file it came from.
 
-Tables (pandas):
-  nodes     name, internal_ip, pod_cidr, source
-  pods      namespace, name, ip, node, host_network, source
-  services  namespace, name, type, cluster_ip, lb_ip, port, proto, node_port,
+Tables (pandas); a node, pod or service may have several addresses (dual stack): the
+list columns hold all of them, the single ones the first IPv4 one (else the first):
+  nodes     name, internal_ip, addresses (InternalIPs, ExternalIPs), pod_cidr, pod_cidrs, source
+  pods      namespace, name, ip, ips (podIPs), node, host_network, source
+  services  namespace, name, type, cluster_ip, cluster_ips, lb_ip, port, proto, node_port,
             target_port, policy ("Local" | "Cluster" | "unknown"), source
             (one row per port and load-balancer ingress IP)
 """
@@ -25,9 +26,9 @@ import pandas as pd
 
 from natlens.bundle import Bundle, NodeDir, relpath
 
-NODE_COLUMNS = ["name", "internal_ip", "pod_cidr", "source"]
-POD_COLUMNS = ["namespace", "name", "ip", "node", "host_network", "source"]
-SERVICE_COLUMNS = ["namespace", "name", "type", "cluster_ip", "lb_ip", "port", "proto",
+NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
+POD_COLUMNS = ["namespace", "name", "ip", "ips", "node", "host_network", "source"]
+SERVICE_COLUMNS = ["namespace", "name", "type", "cluster_ip", "cluster_ips", "lb_ip", "port", "proto",
                    "node_port", "target_port", "policy", "source"]
 
 # Interfaces that carry the node's own address (not pods, not kube-proxy dummies).
@@ -43,25 +44,37 @@ class Inventory:
     inferred: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._node_ip = {r.internal_ip: r.name for r in self.nodes.itertuples() if r.internal_ip}
-        self._pod_ip = {r.ip: r for r in self.pods.itertuples() if r.ip and not r.host_network}
-        self._cidrs = [(ipaddress.ip_network(r.pod_cidr, strict=False), r.name)
-                       for r in self.nodes.itertuples() if r.pod_cidr]
+        # every address maps to its node / pod / service, not just the primary one (dual stack)
+        self._node_ip: dict[str, str] = {}
+        self._cidrs = []
+        for r in self.nodes.itertuples():
+            for ip in _every(r.internal_ip, getattr(r, "addresses", None)):
+                self._node_ip.setdefault(ip, r.name)
+            for c in _every(r.pod_cidr, getattr(r, "pod_cidrs", None)):
+                self._cidrs.append((ipaddress.ip_network(c, strict=False), r.name))
+        self._pod_ip = {ip: r for r in self.pods.itertuples() if not r.host_network
+                        for ip in _every(r.ip, getattr(r, "ips", None))}
+        self._svc: dict[tuple[str, int, str], int] = {}
+        for i, r in enumerate(self.services.itertuples()):
+            if _present(r.port):
+                for ip in _every(r.lb_ip, r.cluster_ip, getattr(r, "cluster_ips", None)):
+                    self._svc.setdefault((ip, int(r.port), r.proto), i)
 
     def node_ip(self, ip: str) -> str | None:
-        """The node whose InternalIP this is."""
-        return self._node_ip.get(ip)
+        """The node one of whose addresses (InternalIP, ExternalIP; any family) this is."""
+        return self._node_ip.get(_norm(ip))
 
     def pod(self, ip: str):
-        """The (non-host-network) pod with this IP, or None."""
-        return self._pod_ip.get(ip)
+        """The (non-host-network) pod with this IP (any of its podIPs), or None."""
+        return self._pod_ip.get(_norm(ip))
 
     def node_of(self, ip: str) -> str | None:
         """The node an address lives on: node IP, pod IP, or inside a node's pod CIDR."""
+        ip = _norm(ip)
         if ip in self._node_ip:
             return self._node_ip[ip]
         p = self._pod_ip.get(ip)
-        if p is not None and p.node:
+        if p is not None and _present(p.node):
             return p.node
         try:
             a = ipaddress.ip_address(ip)
@@ -73,6 +86,7 @@ class Inventory:
         return None
 
     def is_pod_ip(self, ip: str) -> bool:
+        ip = _norm(ip)
         if ip in self._pod_ip:
             return True
         if ip in self._node_ip:
@@ -80,16 +94,19 @@ class Inventory:
         return self.node_of(ip) is not None
 
     def service(self, ip: str, port: int, proto: str = "tcp") -> dict | None:
-        """The service whose LB ingress IP, cluster IP (or NodePort on a node IP) this is."""
+        """The service whose LB ingress IP, cluster IP (any of clusterIPs) or NodePort on a node IP this is."""
         s = self.services
         if s.empty:
             return None
-        m = s[(s["proto"] == proto) & (((s["lb_ip"] == ip) | (s["cluster_ip"] == ip)) & (s["port"] == port))]
-        if m.empty and ip in self._node_ip:
+        ip = _norm(ip)
+        i = self._svc.get((ip, int(port), proto))
+        if i is not None:
+            return s.iloc[i].to_dict()
+        if ip in self._node_ip:
             m = s[(s["proto"] == proto) & (s["node_port"] == port)]
-        if m.empty:
-            return None
-        return m.iloc[0].to_dict()
+            if not m.empty:
+                return m.iloc[0].to_dict()
+        return None
 
     def vips(self) -> set[tuple[str, int, str]]:
         """Load-balancer ingress (VIP, port, proto) of every service."""
@@ -97,24 +114,64 @@ class Inventory:
         return {(r.lb_ip, int(r.port), r.proto) for r in s.itertuples()}
 
 
+def _present(v) -> bool:
+    """A table cell that holds a value (not None, not NaN, not "")."""
+    return v is not None and v == v and v != ""
+
+
+def _norm(ip: str) -> str:
+    """One spelling per IPv6 address (fd00:0::1 and fd00::1 are the same)."""
+    if isinstance(ip, str) and ":" in ip:
+        try:
+            return str(ipaddress.ip_address(ip))
+        except ValueError:
+            pass
+    return ip
+
+
+def _every(*vals) -> list[str]:
+    """The addresses in some cells (single values or lists), normalised, each once, in order."""
+    out: list[str] = []
+    for v in vals:
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(x, str) and x and _norm(x) not in out:
+                out.append(_norm(x))
+    return out
+
+
 def _items(doc: dict | None) -> list[dict]:
     return list((doc or {}).get("items", []) or [])
 
 
+def _primary(addrs: list[str]) -> str | None:
+    """The address a single-address column shows: the first IPv4 one (what SNAT and the
+    captures of an IPv4 service use), else the first one."""
+    return next((a for a in addrs if ":" not in a), addrs[0] if addrs else None)
+
+
 def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The three tables from kubectl JSON (missing kinds give empty tables)."""
+    """The three tables from kubectl JSON (missing kinds give empty tables).
+
+    Every address is kept: all InternalIP and ExternalIP of a node (``addresses``; InternalIPs
+    first), all podIPs of a pod (``ips``), all clusterIPs of a service (``cluster_ips``). The
+    single-address columns show the first IPv4 one, else the first.
+    """
     nodes, pods, services = [], [], []
     src = "cluster/nodes.json"
     for n in _items(bundle.cluster.get("nodes")):
-        addrs = {a.get("type"): a.get("address") for a in n.get("status", {}).get("addresses", [])}
-        spec = n.get("spec", {})
-        nodes.append({"name": n.get("metadata", {}).get("name"), "internal_ip": addrs.get("InternalIP"),
-                      "pod_cidr": spec.get("podCIDR") or (spec.get("podCIDRs") or [None])[0],
-                      "source": src})
+        st, spec = n.get("status", {}), n.get("spec", {})
+        addrs = st.get("addresses", []) or []
+        internal = _every([a.get("address") for a in addrs if a.get("type") == "InternalIP"])
+        external = _every([a.get("address") for a in addrs if a.get("type") == "ExternalIP"])
+        cidrs = _every(spec.get("podCIDR"), spec.get("podCIDRs") or [])
+        nodes.append({"name": n.get("metadata", {}).get("name"), "internal_ip": _primary(internal),
+                      "addresses": tuple(_every(internal, external)),
+                      "pod_cidr": _primary(cidrs), "pod_cidrs": tuple(cidrs), "source": src})
     for p in _items(bundle.cluster.get("pods")):
         meta, spec, st = p.get("metadata", {}), p.get("spec", {}), p.get("status", {})
+        ips = _every(st.get("podIP"), [i.get("ip") for i in st.get("podIPs", []) or []])
         pods.append({"namespace": meta.get("namespace"), "name": meta.get("name"),
-                     "ip": st.get("podIP"), "node": spec.get("nodeName"),
+                     "ip": _primary(ips), "ips": tuple(ips), "node": spec.get("nodeName"),
                      "host_network": bool(spec.get("hostNetwork")), "source": "cluster/pods.json"})
     for s in _items(bundle.cluster.get("services")):
         meta, spec = s.get("metadata", {}), s.get("spec", {})
@@ -122,33 +179,52 @@ def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
                    if i.get("ip")] or [None]
         policy = spec.get("externalTrafficPolicy") or ("Cluster" if spec.get("type") in
                                                        ("LoadBalancer", "NodePort") else "unknown")
+        cips = [c for c in _every(spec.get("clusterIP"), spec.get("clusterIPs") or []) if c != "None"]
         for port in spec.get("ports", []) or []:
             for lb in ingress:
                 services.append({
                     "namespace": meta.get("namespace"), "name": meta.get("name"),
-                    "type": spec.get("type"), "cluster_ip": spec.get("clusterIP"), "lb_ip": lb,
-                    "port": port.get("port"), "proto": str(port.get("protocol", "TCP")).lower(),
+                    "type": spec.get("type"), "cluster_ip": _primary(cips), "cluster_ips": tuple(cips),
+                    "lb_ip": lb, "port": port.get("port"), "proto": str(port.get("protocol", "TCP")).lower(),
                     "node_port": port.get("nodePort"), "target_port": port.get("targetPort"),
                     "policy": policy, "source": "cluster/services.json"})
     return (pd.DataFrame(nodes, columns=NODE_COLUMNS), pd.DataFrame(pods, columns=POD_COLUMNS),
             pd.DataFrame(services, columns=SERVICE_COLUMNS))
 
 
+def _host_address(ip: str) -> bool:
+    """Not loopback, not link-local: an address traffic between nodes can use."""
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return not (a.is_loopback or a.is_link_local)
+
+
 def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
-    """InternalIP and pod CIDR of one node from its interface addresses."""
-    row = {"name": node.name, "internal_ip": None, "pod_cidr": None, "source": None}
-    addrs = [a for a in node.addresses() if ":" not in a.ip and not a.ip.startswith("127.")]
+    """Addresses and pod CIDRs of one node from its interface addresses.
+
+    The node's addresses are those of its uplink (eth*, ens*, ...), both families; the pod
+    CIDRs are the networks of its bridge (cni0, cbr0, ...). Link-local and loopback are not.
+    """
+    row = {"name": node.name, "internal_ip": None, "addresses": (), "pod_cidr": None,
+           "pod_cidrs": (), "source": None}
+    addrs = [a for a in node.addresses() if _host_address(a.ip)]
     if not addrs:
         return row
     src = relpath(bundle.path, node.ip_addr)
     up = [a for a in addrs if _UPLINK.match(a.ifname)]
     if up:
-        row["internal_ip"] = up[0].ip
-        inferred.append(f"{node.name}: InternalIP {up[0].ip} from {src} ({up[0].ifname})")
+        row["addresses"] = tuple(_every([a.ip for a in up]))
+        row["internal_ip"] = _primary(list(row["addresses"]))
+        inferred.append(f"{node.name}: InternalIP {', '.join(row['addresses'])} from {src} "
+                        f"({', '.join(dict.fromkeys(a.ifname for a in up))})")
     br = [a for a in addrs if _BRIDGE.match(a.ifname)]
     if br:
-        row["pod_cidr"] = br[0].network
-        inferred.append(f"{node.name}: pod CIDR {br[0].network} from {src} ({br[0].ifname} address)")
+        row["pod_cidrs"] = tuple(_every([a.network for a in br]))
+        row["pod_cidr"] = _primary(list(row["pod_cidrs"]))
+        inferred.append(f"{node.name}: pod CIDR {', '.join(row['pod_cidrs'])} from {src} "
+                        f"({', '.join(dict.fromkeys(a.ifname for a in br))} address)")
     row["source"] = src
     return row
 
@@ -190,6 +266,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                         outside = sp.kind in ("LoadBalancer", "ExternalIP")
                         rows[key] = {"namespace": None, "name": None, "type": sp.kind,
                                      "cluster_ip": None if outside else sp.vip,
+                                     "cluster_ips": () if outside else (sp.vip,),
                                      "lb_ip": sp.vip if outside else None, "port": int(sp.port),
                                      "proto": str(sp.proto).lower(),
                                      "node_port": (list(sp.node_ports) or [None])[0],
@@ -222,6 +299,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                 continue
             policy = "Local" if m in local else "Cluster"
             rows[key] = {"namespace": None, "name": None, "type": "LoadBalancer", "cluster_ip": None,
+                         "cluster_ips": (),
                          "lb_ip": ip, "port": port_i, "proto": proto.lower(), "node_port": None,
                          "target_port": None, "policy": policy, "source": src}
             why = "member of KUBE-LOAD-BALANCER-LOCAL" if policy == "Local" else \
@@ -255,9 +333,10 @@ def build_inventory(bundle: Bundle) -> Inventory:
             r = nodes.index[nodes["name"] == node.name][0]
             if not nodes.at[r, "internal_ip"] or not nodes.at[r, "pod_cidr"]:
                 inf = infer_node(bundle, node, inferred)
-                for k in ("internal_ip", "pod_cidr"):
+                for k, ks in (("internal_ip", "addresses"), ("pod_cidr", "pod_cidrs")):
                     if not nodes.at[r, k] and inf[k]:
                         nodes.at[r, k] = inf[k]
+                        nodes.at[r, ks] = tuple(_every(nodes.at[r, ks], inf[ks]))
             continue
         extra.append(infer_node(bundle, node, inferred))
     if extra:
