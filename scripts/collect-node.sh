@@ -4,10 +4,13 @@
 #
 #   <out>/nodes/<node>/any.pcap          tcpdump -i any (SLL2: shows DNAT/SNAT copies)
 #   <out>/nodes/<node>/<nic>.pcap        tcpdump -i <primary NIC> (what left/entered the node)
-#   <out>/nodes/<node>/iptables-save.txt iptables-save (all tables)
+#   <out>/nodes/<node>/iptables-save.txt iptables-save (all tables; IPv4 rules only)
+#   <out>/nodes/<node>/ip6tables-save.txt ip6tables-save (the IPv6 rules)
+#   <out>/nodes/<node>/iptables-nft-save.txt, ip6tables-nft-save.txt  only when legacy
+#                                        tables exist too: see "NAT state" below
 #   <out>/nodes/<node>/ipset-save.txt    ipset save
 #   <out>/nodes/<node>/ipvsadm.txt       ipvsadm -S -n
-#   <out>/nodes/<node>/conntrack.txt     conntrack -L
+#   <out>/nodes/<node>/conntrack.txt     conntrack -L, then conntrack -L -f ipv6 appended
 #   <out>/nodes/<node>/ip-addr.json      ip -j addr
 #   <out>/nodes/<node>/ip-route.json     ip -j route
 #   <out>/nodes/<node>/collect-node.log  what ran, what was skipped and why, UTC times
@@ -59,20 +62,59 @@ log="$dir/collect-node.log"
 note() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$*" | tee -a "$log" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# dump FILE PACKAGE CMD...: run CMD into FILE; a missing tool or a failure is a note.
+# dump [-a] FILE PACKAGE CMD...: run CMD into FILE (-a: append to it); a missing tool or
+# a failure is a note. What CMD said on stderr is kept in $last_err (and noted).
+last_err=""
 dump() {
+  local append=0
+  [ "$1" = -a ] && { append=1; shift; }
   local file=$1 pkg=$2; shift 2
+  last_err=""
   if ! have "$1"; then
     note "skipped $*: $1 not installed (Debian package $pkg)"
     return 0
   fi
-  if "$@" >"$dir/$file" 2>"$dir/.err"; then
-    note "ok $* -> $file ($(wc -l <"$dir/$file") lines)"
+  if "$@" >"$dir/.out" 2>"$dir/.err"; then
+    last_err=$(head -c 300 "$dir/.err" | tr '\n' ' ')
+    if [ "$append" = 1 ]; then
+      cat "$dir/.out" >>"$dir/$file"
+      note "ok $* >> $file ($(wc -l <"$dir/.out") lines)"
+    else
+      mv "$dir/.out" "$dir/$file"
+      note "ok $* -> $file ($(wc -l <"$dir/$file") lines)"
+    fi
+    [ -z "$last_err" ] || note "$1 said: $last_err"
   else
     note "failed $* (exit $?): $(head -c 300 "$dir/.err" | tr '\n' ' ')"
-    [ -s "$dir/$file" ] || rm -f "$dir/$file"
+    [ "$append" = 1 ] || { [ -s "$dir/.out" ] && mv "$dir/.out" "$dir/$file"; }
   fi
-  rm -f "$dir/.err"
+  rm -f "$dir/.err" "$dir/.out"
+}
+
+# save_rules ip|ip6: <ip>tables-save into <ip>tables-save.txt. When the nf_tables backend
+# warns that legacy tables exist too (on stdout in older iptables, on stderr since 1.8.5),
+# kube-proxy wrote its rules with the legacy backend: those are the ones that matter and go
+# to <ip>tables-save.txt, the nf_tables dump is kept as <ip>tables-nft-save.txt.
+save_rules() {
+  local t=${1}tables
+  if ! have "$t-save"; then
+    note "skipped $t-save: not installed (Debian package iptables)"
+    return 0
+  fi
+  dump "$t-save.txt" iptables "$t-save"
+  if grep -q "$t-legacy tables present" "$dir/$t-save.txt" 2>/dev/null \
+      || case $last_err in *"$t-legacy tables present"*) true ;; *) false ;; esac; then
+    if have "$t-legacy-save"; then
+      mv "$dir/$t-save.txt" "$dir/$t-nft-save.txt"
+      note "$t-legacy tables present: $t-save.txt is $t-legacy-save (kube-proxy's rules);" \
+        "the nf_tables rules are kept in $t-nft-save.txt for reference only - natlens does" \
+        "not read it (natlens analyze lists it as not read)"
+      dump "$t-save.txt" iptables "$t-legacy-save"
+    else
+      note "$t-legacy tables present but $t-legacy-save not installed: $t-save.txt holds only" \
+        "the nf_tables rules and misses the legacy ones"
+    fi
+  fi
 }
 
 note "collect-node.sh on $node: duration ${duration}s, max ${max_mb} MB per capture, out $dir"
@@ -129,19 +171,13 @@ else
 fi
 
 # -- NAT state, right after the capture so it matches the traffic ----------------
-if have iptables-save; then
-  dump iptables-save.txt iptables iptables-save
-  if grep -q "iptables-legacy tables present" "$dir/iptables-save.txt" 2>/dev/null && have iptables-legacy-save; then
-    # kube-proxy wrote its rules with the legacy backend: those are the ones that matter.
-    mv "$dir/iptables-save.txt" "$dir/iptables-nft-save.txt"
-    dump iptables-save.txt iptables iptables-legacy-save
-  fi
-else
-  note "skipped iptables-save: not installed (Debian package iptables)"
-fi
+save_rules ip
+save_rules ip6
 dump ipset-save.txt ipset ipset save
 dump ipvsadm.txt ipvsadm ipvsadm -S -n
+# conntrack -L lists IPv4 only; the IPv6 entries go to the same file (one reader for both)
 dump conntrack.txt conntrack conntrack -L
+dump -a conntrack.txt conntrack conntrack -L -f ipv6
 dump ip-addr.json iproute2 ip -j addr
 dump ip-route.json iproute2 ip -j route
 
