@@ -25,6 +25,11 @@ additive keys (scripts written against section 5 are unaffected):
   inputs.not_read                       [{"file", "reason"}]: files of the bundle natlens
                                         did not read (bundle-relative paths)
 
+connections.failed counts the journeys whose outcome is "reset" or "timed out" (so
+failed = timeouts + resets); a UDP journey's outcome is "answered" / "unanswered" /
+"unknown": it counts in ``total`` but never as failed (UDP needs no answer, and going
+idle is not a failure).
+
 Nulls, never NaN: a ratio with no journey of known SNAT status, a latency
 percentile with no sample (its count is 0), ``predicted_by_rules`` when the rules
 could not be evaluated. With no service journey at all every count is 0, the

@@ -19,7 +19,11 @@ captures do not show it:
   snat       "yes" | "no" | "unknown"  (and snat_to: the address it left with)
   lb_backend the node the load balancer sent the connection to (None: unknown)
   loopback   "yes" | "no" | "unknown"  (backend node == the client's own node)
-  outcome    "established" | "reset" | "timed out" | "unknown"
+  outcome    TCP: "established" | "reset" | "timed out" | "unknown"; UDP: "answered" |
+             "unanswered" (no reply within 60 s of capture) | "unknown". "timed out" is the
+             client record's end "timeout" (silent past its next SYN retransmission), or a
+             capture that ended while the client retried a SYN whose SYN-ACK came from the
+             wrong address and was reset by it (a loopback: its retries cannot succeed)
 
 Journey columns (JOURNEY_COLUMNS; **contract**, pinned by tests/analysis/test_contracts.py).
 Times: ``ts`` float seconds since the epoch (UTC) on the reference node's clock (clock
@@ -40,8 +44,9 @@ snat_evidence          the record (capture: src:sport -> dst:dport) that shows i
 lb_backend             node the load balancer sent it to (None: not in the captures);
 lb_backend_evidence    the record after the LB's DNAT that shows it
 loopback               yes | no | unknown, ``loopback_evidence`` why
-outcome                established | reset | timed out | unknown, ``outcome_evidence`` the
-                       client record's conn_state, history, SYNs and end
+outcome                established | reset | timed out | unknown (UDP: answered | unanswered |
+                       unknown), ``outcome_evidence`` the client record's conn_state, history,
+                       SYNs (UDP: packets each way) and end
 established            bool
 handshake_ms           SYN -> SYN-ACK -> ACK (last SYN), connect_ms (first SYN -> ACK,
 connect_ms             includes SYN retransmissions), first_byte_ms (first SYN -> first
@@ -452,13 +457,30 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     est = f["established"].fillna(False).astype(bool)
     rst_states = f["conn_state"].isin(["REJ", "RSTR", "RSTRH", "RSTOS0", "RSTO"]) | (f["end"] == "rst")
     cl["established"] = est
+    # a SYN-ACK from elsewhere than the address called, reset by the client: the load
+    # balancer keeps the 5-tuple on that backend, so every retransmission meets the same
+    # fate (DESIGN.md section 1) and the connect cannot complete
+    rejected = (r["orig_h"] == r["client_h"]) & (r["orig_p"] == r["client_p"]) & ~pre_lb \
+        & r["history"].str.contains("h", regex=False) & r["history"].str.contains("R", regex=False)
+    wrong_answer = cl.index.isin(list(set(r.loc[rejected, "jn"])))
+    udp = (f["proto"] == "udp").to_numpy()
+    syn_only = ~est & (f["resp_pkts"].fillna(0) == 0)
     cl["outcome"] = np.select(
-        [est, rst_states, (f["syn_retransmits"].fillna(0) > 0) | (f["end"] == "timeout")],
-        ["established", "reset", "timed out"], "unknown")
+        [udp & (f["resp_pkts"].fillna(0) > 0), udp & (f["end"] == "timeout"), udp,
+         est, rst_states, f["end"] == "timeout",
+         syn_only & (f["end"] == "capture-end") & (f["syn_retransmits"].fillna(0) > 0) & wrong_answer],
+        ["answered", "unanswered", "unknown", "established", "reset", "timed out", "timed out"],
+        "unknown")
     cl.loc[f["uid"].isna(), "outcome"] = "unknown"
-    cl["outcome_evidence"] = (f["capture"].astype(str) + ": " + f["conn_state"].astype(str) + " "
-                              + f["history"].astype(str) + ", " + (f["syn_retransmits"].fillna(0) + 1)
-                              .astype(int).astype(str) + " SYN(s), ended " + f["end"].astype(str))
+    ended = f["end"].map({"capture-end": "unknown (capture ended)"}).fillna(f["end"]).astype(str)
+    head = f["capture"].astype(str) + ": " + f["conn_state"].astype(str) + " " + f["history"].astype(str)
+    cl["outcome_evidence"] = np.where(
+        udp, head + ", " + f["orig_pkts"].fillna(0).astype(int).astype(str) + " packet(s) out, "
+        + f["resp_pkts"].fillna(0).astype(int).astype(str) + " back, ended " + ended,
+        head + ", " + (f["syn_retransmits"].fillna(0) + 1).astype(int).astype(str) + " SYN(s), ended "
+        + ended + np.where((cl["outcome"] == "timed out") & (f["end"] != "timeout"),
+                           "; each SYN was answered from the wrong address and reset by the client",
+                           ""))
     cl["handshake_ms"] = f["handshake_rtt"] * 1e3
     cl["connect_ms"] = f["connect"] * 1e3
     cl["first_byte_ms"] = f["first_byte"] * 1e3

@@ -370,7 +370,8 @@ def test_tables_have_the_pinned_columns_and_time_types(sample_analyses):
         assert any(f"{j.client_h}:{j.client_p} -> {j.vip}:{j.vport}" in h for h in j.hop_list)
     assert set(a.journeys["snat"]) <= {"yes", "no", "unknown"}
     assert set(a.journeys["loopback"]) <= {"yes", "no", "unknown"}
-    assert set(a.journeys["outcome"]) <= {"established", "reset", "timed out", "unknown"}
+    assert set(a.journeys["outcome"]) <= {"established", "reset", "timed out", "unknown", "answered",
+                                        "unanswered"}
     assert a.journeys["snat_evidence"].notna().all() and a.journeys["loopback_evidence"].notna().all()
 
 
