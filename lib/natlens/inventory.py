@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from natlens.bundle import Bundle, NodeDir, relpath
+from natlens.errors import NatlensError
 
 NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
 POD_COLUMNS = ["namespace", "name", "ip", "ips", "node", "host_network", "source"]
@@ -139,8 +140,74 @@ def _every(*vals) -> list[str]:
     return out
 
 
-def _items(doc: dict | None) -> list[dict]:
-    return list((doc or {}).get("items", []) or [])
+_KIND = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object",
+         (int, str): "an integer or a name"}
+
+
+class _Item:
+    """One item of a kubectl JSON list, read with type checks.
+
+    A field of the wrong type is a NatlensError naming the file and the item
+    ("cluster/nodes.json: items[1] (node-2): status.addresses is not a list"); an absent
+    or null field is simply None: every field is optional.
+    """
+
+    def __init__(self, path: str, i: int, obj) -> None:
+        self.path, self.where, self.obj = path, f"items[{i}]", obj
+        if not isinstance(obj, dict):
+            self.fail(f"is not an object but {obj!r:.40}")
+        name, ns = self.get("metadata.name", str), self.get("metadata.namespace", str)
+        if name:
+            self.where += f" ({ns}/{name})" if ns else f" ({name})"
+
+    def fail(self, what: str):
+        raise NatlensError(f"{self.where}: {what}", path=self.path)
+
+    def get(self, dotted: str, kind, obj=None, label: str = ""):
+        """obj's (default: the item's) field at a dotted path; None when absent or null."""
+        cur, walked = self.obj if obj is None else obj, label
+        for k in dotted.split("."):
+            if cur is None:
+                return None
+            if not isinstance(cur, dict):
+                self.fail(f"{walked} is not an object")
+            cur, walked = cur.get(k), f"{walked}.{k}" if walked else k
+        if cur is None:
+            return None
+        if not isinstance(cur, kind) or (type(cur) is bool and kind is not bool):
+            self.fail(f"{walked} is not {_KIND[kind]} but {cur!r:.40}")
+        return cur
+
+    def each(self, dotted: str) -> list[tuple[str, dict]]:
+        """The objects of a list field, each with its label (status.addresses[0], ...)."""
+        out = []
+        for j, x in enumerate(self.get(dotted, list) or []):
+            if not isinstance(x, dict):
+                self.fail(f"{dotted}[{j}] is not an object but {x!r:.40}")
+            out.append((f"{dotted}[{j}]", x))
+        return out
+
+    def ips(self, label: str, values, network: bool = False) -> list[str]:
+        """Addresses (or networks) of a field, each checked; "None" (a headless service) is none."""
+        out = []
+        for j, v in enumerate(values if isinstance(values, list) else [values]):
+            where = f"{label}[{j}]" if isinstance(values, list) else label
+            if v is None or v == "None" or v == "":
+                continue
+            if not isinstance(v, str):
+                self.fail(f"{where} is not {_KIND[str]} but {v!r:.40}")
+            try:
+                ipaddress.ip_network(v, strict=False) if network else ipaddress.ip_address(v)
+            except ValueError:
+                self.fail(f"{where} {v!r:.50} is not an IP {'network' if network else 'address'}")
+            out.append(v)
+        return out
+
+
+def _items(bundle: Bundle, kind: str) -> list[_Item]:
+    doc = bundle.cluster.get(kind) or {}
+    path = str(bundle.path / "cluster" / f"{kind}.json")
+    return [_Item(path, i, x) for i, x in enumerate(doc.get("items", []) or [])]
 
 
 def _primary(addrs: list[str]) -> str | None:
@@ -154,39 +221,48 @@ def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
 
     Every address is kept: all InternalIP and ExternalIP of a node (``addresses``; InternalIPs
     first), all podIPs of a pod (``ips``), all clusterIPs of a service (``cluster_ips``). The
-    single-address columns show the first IPv4 one, else the first.
+    single-address columns show the first IPv4 one, else the first. A field of the wrong
+    type raises NatlensError naming the file and the item.
     """
     nodes, pods, services = [], [], []
-    src = "cluster/nodes.json"
-    for n in _items(bundle.cluster.get("nodes")):
-        st, spec = n.get("status", {}), n.get("spec", {})
-        addrs = st.get("addresses", []) or []
-        internal = _every([a.get("address") for a in addrs if a.get("type") == "InternalIP"])
-        external = _every([a.get("address") for a in addrs if a.get("type") == "ExternalIP"])
-        cidrs = _every(spec.get("podCIDR"), spec.get("podCIDRs") or [])
-        nodes.append({"name": n.get("metadata", {}).get("name"), "internal_ip": _primary(internal),
+    for n in _items(bundle, "nodes"):
+        by_type: dict[str, list[str]] = {"InternalIP": [], "ExternalIP": []}
+        for label, a in n.each("status.addresses"):
+            t = n.get("type", str, a, label)
+            if t in by_type:
+                by_type[t] += n.ips(f"{label}.address", n.get("address", str, a, label))
+        internal, external = _every(by_type["InternalIP"]), _every(by_type["ExternalIP"])
+        cidrs = _every(n.ips("spec.podCIDR", n.get("spec.podCIDR", str), network=True),
+                       n.ips("spec.podCIDRs", n.get("spec.podCIDRs", list) or [], network=True))
+        nodes.append({"name": n.get("metadata.name", str), "internal_ip": _primary(internal),
                       "addresses": tuple(_every(internal, external)),
-                      "pod_cidr": _primary(cidrs), "pod_cidrs": tuple(cidrs), "source": src})
-    for p in _items(bundle.cluster.get("pods")):
-        meta, spec, st = p.get("metadata", {}), p.get("spec", {}), p.get("status", {})
-        ips = _every(st.get("podIP"), [i.get("ip") for i in st.get("podIPs", []) or []])
-        pods.append({"namespace": meta.get("namespace"), "name": meta.get("name"),
-                     "ip": _primary(ips), "ips": tuple(ips), "node": spec.get("nodeName"),
-                     "host_network": bool(spec.get("hostNetwork")), "source": "cluster/pods.json"})
-    for s in _items(bundle.cluster.get("services")):
-        meta, spec = s.get("metadata", {}), s.get("spec", {})
-        ingress = [i.get("ip") for i in s.get("status", {}).get("loadBalancer", {}).get("ingress", []) or []
-                   if i.get("ip")] or [None]
-        policy = spec.get("externalTrafficPolicy") or ("Cluster" if spec.get("type") in
-                                                       ("LoadBalancer", "NodePort") else "unknown")
-        cips = [c for c in _every(spec.get("clusterIP"), spec.get("clusterIPs") or []) if c != "None"]
-        for port in spec.get("ports", []) or []:
+                      "pod_cidr": _primary(cidrs), "pod_cidrs": tuple(cidrs), "source": "cluster/nodes.json"})
+    for p in _items(bundle, "pods"):
+        ips = _every(p.ips("status.podIP", p.get("status.podIP", str)),
+                     [ip for label, x in p.each("status.podIPs")
+                      for ip in p.ips(f"{label}.ip", p.get("ip", str, x, label))])
+        pods.append({"namespace": p.get("metadata.namespace", str), "name": p.get("metadata.name", str),
+                     "ip": _primary(ips), "ips": tuple(ips), "node": p.get("spec.nodeName", str),
+                     "host_network": bool(p.get("spec.hostNetwork", bool)), "source": "cluster/pods.json"})
+    for s in _items(bundle, "services"):
+        ingress = [ip for label, i in s.each("status.loadBalancer.ingress")
+                   for ip in s.ips(f"{label}.ip", s.get("ip", str, i, label))] or [None]
+        for label, i in s.each("status.loadBalancer.ingress"):
+            s.get("hostname", str, i, label)
+        stype = s.get("spec.type", str)
+        policy = s.get("spec.externalTrafficPolicy", str) or \
+            ("Cluster" if stype in ("LoadBalancer", "NodePort") else "unknown")
+        cips = _every(s.ips("spec.clusterIP", s.get("spec.clusterIP", str)),
+                      s.ips("spec.clusterIPs", s.get("spec.clusterIPs", list) or []))
+        for label, port in s.each("spec.ports"):
+            proto = s.get("protocol", str, port, label) or "TCP"
             for lb in ingress:
                 services.append({
-                    "namespace": meta.get("namespace"), "name": meta.get("name"),
-                    "type": spec.get("type"), "cluster_ip": _primary(cips), "cluster_ips": tuple(cips),
-                    "lb_ip": lb, "port": port.get("port"), "proto": str(port.get("protocol", "TCP")).lower(),
-                    "node_port": port.get("nodePort"), "target_port": port.get("targetPort"),
+                    "namespace": s.get("metadata.namespace", str), "name": s.get("metadata.name", str),
+                    "type": stype, "cluster_ip": _primary(cips), "cluster_ips": tuple(cips),
+                    "lb_ip": lb, "port": s.get("port", int, port, label), "proto": proto.lower(),
+                    "node_port": s.get("nodePort", int, port, label),
+                    "target_port": s.get("targetPort", (int, str), port, label),
                     "policy": policy, "source": "cluster/services.json"})
     return (pd.DataFrame(nodes, columns=NODE_COLUMNS), pd.DataFrame(pods, columns=POD_COLUMNS),
             pd.DataFrame(services, columns=SERVICE_COLUMNS))
