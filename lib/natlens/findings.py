@@ -24,6 +24,9 @@ additive keys (scripts written against section 5 are unaffected):
                                         decoded = packets in connections + sum(not_in_connections)
   inputs.not_read                       [{"file", "reason"}]: files of the bundle natlens
                                         did not read (bundle-relative paths)
+  snat[].host_network                   true: the row's clients' source is the node's own IP
+                                        (host-network clients, kept apart from the node's pods;
+                                        source_node "unknown" when the client's node is)
 
 connections.failed counts the journeys whose outcome is "reset" or "timed out" (so
 failed = timeouts + resets); a UDP journey's outcome is "answered" / "unanswered" /
@@ -54,7 +57,7 @@ from natlens.netfilter.conntrack import parse_conntrack
 
 SCHEMA = "natlens.summary/1"
 LATENCY_COLUMNS = ["journey", "path", "handshake_ms", "connect_ms", "first_byte_ms"]
-SNAT_COLUMNS = ["service", "source_node", "policy", "connections", "snat", "ratio",
+SNAT_COLUMNS = ["service", "source_node", "host_network", "policy", "connections", "snat", "ratio",
                 "predicted_by_rules", "rule_trace", "failed", "loopback", "loopback_failed",
                 "unknown_snat"]
 HOP_COLUMNS = ["capture", "node", "ts", "ts_ns", "src", "dst", "sport", "dport", "flags", "note"]
@@ -112,7 +115,8 @@ class Analysis:
                             "failed": int(j["outcome"].isin(["reset", "timed out"]).sum()),
                             "timeouts": int((j["outcome"] == "timed out").sum()),
                             "resets": int((j["outcome"] == "reset").sum())},
-            "snat": [{"service": r.service, "source_node": r.source_node, "policy": r.policy,
+            "snat": [{"service": r.service, "source_node": r.source_node,
+                      "host_network": bool(r.host_network), "policy": r.policy,
                       "connections": int(r.connections), "snat": int(r.snat),
                       "ratio": None if pd.isna(r.ratio) else float(r.ratio),
                       "predicted_by_rules": None if r.predicted_by_rules is None
@@ -271,7 +275,8 @@ def snat_table(journeys: pd.DataFrame, bundle: Bundle | None, notes: list[str]) 
     """One row per (service, source node): connections, SNATed, ratio, rules' prediction."""
     rows = []
     cache: dict = {}
-    for (svc, node), g in journeys.groupby(["service", "client_node"], sort=True, dropna=False):
+    keys = ["service", "client_node", "client_is_node"]
+    for (svc, node, is_node), g in journeys.groupby(keys, sort=True, dropna=False):
         node = "unknown" if pd.isna(node) else node
         known = g[g["snat"] != "unknown"]
         n_snat = int((known["snat"] == "yes").sum())
@@ -279,14 +284,23 @@ def snat_table(journeys: pd.DataFrame, bundle: Bundle | None, notes: list[str]) 
         pol = g["policy"].mode().iloc[0] if not g["policy"].empty else "unknown"
         pred, trace = (None, ["no dumps in the bundle"])
         if bundle is not None:
-            c = g.iloc[0]
-            pred, trace = _rules_prediction(bundle, node, c["client_h"], c["vip"], int(c["vport"]),
-                                            c["proto"], bool(c["client_h"] == c.get("snat_to")), notes, cache)
+            # every distinct client of the row: the rules may treat two pods differently
+            found = {}
+            for c in g.drop_duplicates(["client_h", "vip", "vport", "proto"]).itertuples():
+                found[c.client_h] = _rules_prediction(bundle, node, c.client_h, c.vip, int(c.vport), c.proto,
+                                                      bool(is_node), notes, cache)
+            preds = {p for p, _ in found.values()}
+            pred, trace = next(iter(found.values()))
+            if len(preds) > 1:
+                pred = None
+                trace = ["undecided: the rules treat this row's clients differently"] + [
+                    f"{h}: {'SNAT' if p else 'no SNAT' if p is not None else 'undecided'}: " + " | ".join(t)
+                    for h, (p, t) in found.items()]
         agree = None
         if pred is not None and ratio is not None:
             agree = (ratio == 1.0) if pred else (ratio == 0.0)
         lb = g[g["loopback"] == "yes"]
-        rows.append({"service": svc, "source_node": node, "policy": pol, "connections": len(g),
+        rows.append({"service": svc, "source_node": node, "host_network": bool(is_node), "policy": pol, "connections": len(g),
                      "snat": n_snat, "ratio": ratio, "predicted_by_rules": agree, "rule_trace": trace,
                      "failed": int(g["outcome"].isin(["reset", "timed out"]).sum()),
                      "loopback": len(lb), "loopback_failed": int(lb["outcome"].isin(["reset", "timed out"]).sum()),

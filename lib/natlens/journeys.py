@@ -35,6 +35,8 @@ ts                     first SYN of the journey (else first packet), clock-corre
 client_node            node the client lives on: its IP's node in the inventory, else the
                        node a copy of its SYN was seen leaving towards the VIP; None: unknown
 client_h, client_p     the original source address/port (the client's own record)
+client_is_node         bool: that source is a node's IP (a host-network client; when ``snat`` is
+                       unknown possibly a pod SNATed before every capture point)
 service                "VIP:port/proto" (the LB VIP, else the NodePort's Service, else the
                        client's destination)
 vip, vport, proto      the original destination and protocol ("tcp" | "udp")
@@ -78,7 +80,7 @@ OFFSET_WINDOW_S = 120.0  # how far apart two nodes' clocks may be when estimatin
 UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
 
 JOURNEY_COLUMNS = [
-    "journey", "ts", "client_node", "client_h", "client_p", "service", "vip", "vport", "proto",
+    "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "service", "vip", "vport", "proto",
     "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
     "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "path",
@@ -507,6 +509,7 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     hop_at = where + iface + ": " + four
     hop_lists = [list(x) for x in np.split(hop_at.loc[srt.index].to_numpy(dtype=object), bounds)]
     cl["hop_list"] = pd.Series(hop_lists, index=pd.unique(jn_sorted)).reindex(cl.index)
+    cl["client_is_node"] = cl["client_is_node"].fillna(False).astype(bool)
     cl = cl.sort_values("ts").reset_index()
     cl["journey"] = [f"J{i}" for i in range(len(cl))]
     jmap = dict(zip(cl["jn"], cl["journey"], strict=True))

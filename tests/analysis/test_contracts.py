@@ -93,7 +93,7 @@ def validate_summary(s: dict) -> None:
     for i, r in enumerate(s["snat"]):
         w = f"snat[{i}]"
         _keys(r, {"service", "source_node", "policy", "connections", "snat", "ratio",
-                  "predicted_by_rules", "rule_trace"}, where=w)
+                  "predicted_by_rules", "rule_trace"}, {"host_network"}, where=w)
         assert SERVICE.match(r["service"]), f"{w}.service {r['service']!r} is not VIP:port/proto"
         assert isinstance(r["source_node"], str) and r["source_node"]
         assert r["policy"] in ("Local", "Cluster", "unknown"), w
@@ -172,6 +172,8 @@ def _syn_only(tmp: Path, label: str) -> Path:
     for i, sport in enumerate((41000, 41002)):
         for dt in (0.0, 1.0, 3.0):
             pk.append((t0 + i * 0.1 + dt, _syn("198.18.16.100", sport, "198.19.0.10", 80, 1000 + i)))
+    # the capture runs on, silent, past the next retransmission (due at +7 s): they timed out
+    pk.append((t0 + 10.0, _ipv4("198.18.16.100", "198.18.0.12", 1, b"\x08\x00\x00\x00\x00\x01\x00\x02")))
     pk.sort()
     _pcap(d / "nodes" / "node-1" / f"{label}.pcap", pk)
     (d / "nodes" / "node-1" / "ip-addr.json").write_text(json.dumps(
@@ -325,7 +327,8 @@ CONNECTION_COLUMNS = [
     "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash",
 ]
 JOURNEY_COLUMNS = [
-    "journey", "ts", "client_node", "client_h", "client_p", "service", "vip", "vport", "proto",
+    "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "service", "vip", "vport",
+    "proto",
     "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
     "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "path",

@@ -68,3 +68,35 @@ def test_snat_unknown_when_the_node_ip_is_unknown(tmp_path):
 def test_full_samples_still_decide(sample):
     j = analyze(samples_dir() / sample).journeys
     assert (j["snat"] != "unknown").all() and (j["loopback"] != "unknown").all()
+
+
+def test_host_network_clients_are_their_own_snat_row(tmp_path):
+    # eth0 captures only; node-1's conntrack says half of the nodeIP:port -> VIP connections
+    # were opened by the node itself (host network), the other half SNATed from the pod
+    import re
+
+    d = _copy(tmp_path, "cluster-ok", "nodes/*/any.pcap")
+    ct = d / "nodes" / "node-1" / "conntrack.txt"
+    pat = re.compile(r"src=198\.18\.16\.100 dst=(198\.19\.0\.10) sport=\d+ "
+                     r"(dport=80 src=198\.19\.0\.10 dst=(198\.18\.0\.11) sport=80 dport=(\d+))")
+    out, k = [], 0
+    for line in ct.read_text().splitlines():
+        m = pat.search(line)
+        if m and k % 2 == 0:
+            line = line.replace(m.group(0), f"src={m.group(3)} dst={m.group(1)} sport={m.group(4)} {m.group(2)}")
+        k += bool(m)
+        out.append(line)
+    assert k == 20
+    ct.write_text("\n".join(out) + "\n")
+    a = analyze(d)
+    j = a.journeys
+    assert j["client_is_node"].sum() == 10
+    assert (j.loc[j["client_is_node"], "snat"] == "unknown").all()
+    assert (j.loc[~j["client_is_node"], "snat"] == "yes").all()
+    rows = {r["host_network"]: r for r in a.summary()["snat"]}
+    assert set(rows) == {True, False}
+    assert rows[True]["connections"] == rows[False]["connections"] == 10
+    assert rows[False]["snat"] == 10
+    # the rules are asked about the node's own packet (nat/OUTPUT), not a pod's via cni0
+    assert "generated on the node" in rows[True]["rule_trace"][0]
+    assert "via cni0" in rows[False]["rule_trace"][0]
