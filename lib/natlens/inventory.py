@@ -356,7 +356,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                                       for p in (sp.node_ports or [sp.port])], node.name, inferred)
                 if found:
                     continue
-            except Exception as exc:  # noqa: BLE001 - the model is optional here; say so
+            except NatlensError as exc:  # bad dumps (the parsers' only error): say so; bugs propagate
                 inferred.append(f"{node.name}: netfilter model could not read the rules ({exc})")
         if node.ipset is None:
             continue
