@@ -75,7 +75,7 @@ from natlens.connections import join_groups
 from natlens.inventory import Inventory
 from natlens.netfilter.conntrack import Entry
 
-JOIN_WINDOW_S = 5.0  # records of one connection start within this (after clock correction)
+JOIN_WINDOW_S = 5.0  # margin between the times records of one connection span (after clock correction)
 OFFSET_WINDOW_S = 120.0  # how far apart two nodes' clocks may be when estimating offsets
 UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
 
@@ -132,26 +132,37 @@ def clock_offsets(conns: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     return offsets, notes
 
 
-def _cluster(key: np.ndarray, ts: np.ndarray, window: float) -> np.ndarray:
-    """Group ids: same key, each record within `window` of the previous one (after sorting)."""
+def _cluster(key: np.ndarray, ts: np.ndarray, window: float, end: np.ndarray | None = None) -> np.ndarray:
+    """Group ids: same key and times that overlap: each record starts within `window` of the
+    latest end (`end`, default its start) of the records with that key before it."""
     order = np.lexsort((ts, key))
     k, t = key[order], ts[order]
+    e = (ts if end is None else np.maximum(end, ts))[order]
     new = np.ones(len(order), dtype=bool)
-    new[1:] = (k[1:] != k[:-1]) | ((t[1:] - t[:-1]) > window)
+    if len(order) > 1:
+        reach = pd.Series(e).groupby(k).cummax().to_numpy()
+        new[1:] = (k[1:] != k[:-1]) | ((t[1:] - reach[:-1]) > window)
     gid = np.empty(len(order), dtype=np.int64)
     gid[order] = np.cumsum(new) - 1
     return gid
 
 
 def assign_journeys(conns: pd.DataFrame, offsets: dict[str, float]) -> pd.Series:
-    """Journey number for every connection record (TCP on ISN, UDP on first payload)."""
+    """Journey number for every connection record (TCP on ISN, UDP on first payload).
+
+    TCP records with one ISN join when the times they span (first packet .. last packet)
+    overlap, with JOIN_WINDOW_S of margin: a point that saw only a late retransmission of
+    the SYN (+7 s, +15 s) still joins the record that saw the first one.
+    """
     n = len(conns)
     jid = np.full(n, -1, dtype=np.int64)
     ts = conns["ts"].to_numpy(dtype=float) - conns["node"].map(offsets).fillna(0.0).to_numpy(dtype=float)
+    span = np.nan_to_num(conns["last_ts"].to_numpy(dtype=float) - conns["ts"].to_numpy(dtype=float))
     tcp = (conns["proto"] == "tcp").to_numpy() & conns["client_isn"].notna().to_numpy()
     nxt = 0
     if tcp.any():
-        g = _cluster(conns.loc[tcp, "client_isn"].astype("int64").to_numpy(), ts[tcp], JOIN_WINDOW_S)
+        g = _cluster(conns.loc[tcp, "client_isn"].astype("int64").to_numpy(), ts[tcp], JOIN_WINDOW_S,
+                     ts[tcp] + span[tcp])
         jid[tcp] = g
         nxt = int(g.max()) + 1
     udp = (conns["proto"] == "udp").to_numpy() & conns["orig_hash"].notna().to_numpy()

@@ -49,3 +49,25 @@ def test_syn_retransmitted_until_the_capture_ended_is_not_timed_out():
     assert "unknown (capture ended)" in j.at[0, "outcome_evidence"]
     # silent past the next retransmission: the record's end is "timeout", the journey timed out
     assert _journeys([_syn(0.0, 1), _syn(1.0, 2)], 6.0)["outcome"].tolist() == ["timed out"]
+
+
+def _syn_at(t, src, sport, dst, dport, isn, ip_id):
+    return {"ts_ns": int(t * 1e9), "src": src, "dst": dst, "proto": 6, "sport": sport, "dport": dport,
+            "tcp_flags": 0x02, "seq": isn, "ack": 0, "ip_len": 40, "payload_len": 0, "window": 100,
+            "ip_id": ip_id}
+
+
+def test_a_point_that_saw_only_a_late_retransmission_joins_the_journey():
+    # the client's node sees SYNs at +0, +1, +3, +7, +15; the backend node only the one at +15
+    client = pd.DataFrame([_syn_at(t, "10.0.0.1", 40000, "10.1.0.9", 80, 4242, i)
+                           for i, t in enumerate((0.0, 1.0, 3.0, 7.0, 15.0))])
+    backend = pd.DataFrame([_syn_at(15.0001, "10.0.0.1", 40000, "10.2.0.2", 30080, 4242, 4)])
+    parts = [connections(df.assign(record=range(len(df))), node=node, capture=f"{node}/eth0",
+                         capture_end_ns=int(40e9)) for node, df in (("n1", client), ("n2", backend))]
+    j, rec, _ = build_journeys(pd.concat(parts, ignore_index=True), NONE, offsets={"n1": 0.0, "n2": 0.0})
+    assert len(j) == 1 and j.at[0, "hops"] == 2
+    # another connection that happens to reuse the ISN a minute later stays apart
+    later = pd.DataFrame([_syn_at(75.0, "10.0.0.1", 40000, "10.2.0.2", 30080, 4242, 9)])
+    parts.append(connections(later.assign(record=0), node="n2", capture="n2/any", capture_end_ns=int(90e9)))
+    j, _, _ = build_journeys(pd.concat(parts, ignore_index=True), NONE, offsets={"n1": 0.0, "n2": 0.0})
+    assert sorted(j["hops"]) == [1, 2]
