@@ -7,7 +7,7 @@ endpoint's veth (after kube-proxy's DNAT), and, in a loopback, as a SYN-ACK from
 the wrong source. Addresses and ports differ at each point; what survives NAT is
 the client's ISN (also derivable from a SYN-ACK's ack), so records are joined on
 the ISN and time proximity (never the 5-tuple alone). UDP records are joined on
-the first payload's hash and IP ID.
+the first payload's hash and IP ID (IPv6: hash and client port).
 
 Clock offsets between nodes are estimated from records of one connection seen on
 two nodes, NTP-style: with the SYN passing both and the SYN-ACK passing back,
@@ -167,8 +167,11 @@ def assign_journeys(conns: pd.DataFrame, offsets: dict[str, float]) -> pd.Series
         nxt = int(g.max()) + 1
     udp = (conns["proto"] == "udp").to_numpy() & conns["orig_hash"].notna().to_numpy()
     if udp.any():
-        h = pd.factorize(pd.Series(list(zip(conns.loc[udp, "orig_hash"].astype(str),
-                                            conns.loc[udp, "orig_ip_id"].astype(str), strict=True))))[0]
+        # IPv6 has no IP ID: the payload hash alone would chain identical probes of different
+        # clients, so the client's port stands in for it there (a NAT that rewrites it splits them)
+        ip_id = conns.loc[udp, "orig_ip_id"]
+        second = np.where(ip_id.notna(), "id" + ip_id.astype(str), "port" + conns.loc[udp, "orig_p"].astype(str))
+        h = pd.factorize(pd.Series(list(zip(conns.loc[udp, "orig_hash"].astype(str), second, strict=True))))[0]
         g = _cluster(h.astype(np.int64), ts[udp], JOIN_WINDOW_S)
         jid[udp] = g + nxt
         nxt += int(g.max()) + 1
@@ -205,7 +208,9 @@ def _join_mid_stream(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, nxt: 
     links = list(zip(pairs["i"], pairs["i_o"], strict=True))
     key = ["orig_ip_id", "orig_tsval", "orig_hash"]  # what survives NAT; a bare ACK has no hash
     copies = conns.iloc[lost][key].astype(object).assign(i=lost, t=ts[lost])
-    copies = copies[copies["orig_ip_id"].notna()].fillna("-")
+    # a 16-bit IP ID alone matches by chance: a TCP timestamp or a payload hash must match too
+    copies = copies[copies["orig_ip_id"].notna()
+                    & (copies["orig_tsval"].notna() | copies["orig_hash"].notna())].fillna("-")
     for _, g in copies.groupby(key):
         g = g.sort_values("t")
         close = np.diff(g["t"].to_numpy()) <= JOIN_WINDOW_S

@@ -71,3 +71,28 @@ def test_a_point_that_saw_only_a_late_retransmission_joins_the_journey():
     parts.append(connections(later.assign(record=0), node="n2", capture="n2/any", capture_end_ns=int(90e9)))
     j, _, _ = build_journeys(pd.concat(parts, ignore_index=True), NONE, offsets={"n1": 0.0, "n2": 0.0})
     assert sorted(j["hops"]) == [1, 2]
+
+
+def _build(*parts):
+    conns = [connections(pd.DataFrame(rows).assign(record=range(len(rows))), node=node, capture=f"{node}/{label}",
+                         capture_end_ns=int(5e9)) for node, label, rows in parts]
+    return build_journeys(pd.concat(conns, ignore_index=True), NONE, offsets={"n1": 0.0, "n2": 0.0})[0]
+
+
+def test_ipv6_udp_probes_of_two_clients_with_one_payload_stay_apart():
+    probe = [_udp(1.0, "fd00::1", 5000, "fd00::53", 53, None, "same"),
+             _udp(1.0001, "fd00::2", 6000, "fd00::53", 53, None, "same")]
+    for p in probe:
+        del p["ip_id"]
+    j = _build(("n1", "eth0", probe))
+    assert len(j) == 2 and sorted(j["client_h"]) == ["fd00::1", "fd00::2"]
+
+
+def test_mid_stream_records_are_not_linked_on_the_ip_id_alone():
+    def ack(t, src, sport, dst, dport):  # a bare ACK: no timestamp option, no payload
+        return {"ts_ns": int(t * 1e9), "src": src, "dst": dst, "proto": 6, "sport": sport, "dport": dport,
+                "tcp_flags": 0x10, "seq": 100, "ack": 200, "ip_len": 40, "payload_len": 0, "window": 100,
+                "ip_id": 777}
+    j = _build(("n1", "eth0", [ack(1.0, "10.0.0.1", 40000, "10.1.0.9", 80)]),
+               ("n2", "eth0", [ack(1.2, "10.0.0.7", 41000, "10.2.0.2", 30080)]))
+    assert len(j) == 2
