@@ -26,6 +26,7 @@ import pandas as pd
 
 from natlens.bundle import Bundle, NodeDir, relpath
 from natlens.errors import NatlensError
+from natlens.netfilter.ipset import parse_ipset
 
 NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
 POD_COLUMNS = ["namespace", "name", "ip", "ips", "node", "host_network", "source"]
@@ -305,16 +306,30 @@ def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
     return row
 
 
-_ADD = re.compile(r"^add\s+(\S+)\s+(\S+)")
+_PROTO_NAME = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
-def _ipset_members(path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        m = _ADD.match(line)
-        if m:
-            out.setdefault(m.group(1), []).append(m.group(2))
+def _lb_members(sets: dict) -> dict[tuple[str, int, str], bool]:
+    """(VIP, port, proto) -> Local?, from KUBE-LOAD-BALANCER(-LOCAL) and their IPv6 twins KUBE-6-*."""
+    out: dict[tuple[str, int, str], bool] = {}
+    for base in ("KUBE-LOAD-BALANCER", "KUBE-6-LOAD-BALANCER"):
+        s = sets.get(base)
+        if s is None or s.type != "hash:ip,port":
+            continue
+        v6 = s.header.get("family") == "inet6" or base.startswith("KUBE-6-")
+        local = sets.get(base + "-LOCAL")
+        local_keys = {e.key for e in local.entries} if local is not None else set()
+        for e in s.entries:
+            ip, pnum, port = e.key
+            addr = str(ipaddress.IPv6Address(ip) if v6 else ipaddress.IPv4Address(ip))
+            out.setdefault((addr, port, _PROTO_NAME.get(pnum, str(pnum))), e.key in local_keys)
     return out
+
+
+def _node_ports(sets: dict, proto: str) -> list[int]:
+    """NodePorts of one protocol: members of KUBE-NODE-PORT-<PROTO> (and KUBE-6-NODE-PORT-<PROTO>)."""
+    return sorted({e.key[0] for name in (f"KUBE-NODE-PORT-{proto.upper()}", f"KUBE-6-NODE-PORT-{proto.upper()}")
+                   if name in sets and sets[name].type == "bitmap:port" for e in sets[name].entries})
 
 
 def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
@@ -352,50 +367,49 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                         inferred.append(f"service {sp.vip}:{sp.port}/{sp.proto} ({sp.kind}): policy "
                                         f"{sp.policy} from the netfilter model of {node.name} "
                                         f"({'; '.join(sp.evidence)})")
-                _tie_node_port(rows, [p for sp in found if sp.kind == "NodePort" and sp.proto.lower() == "tcp"
-                                      for p in (sp.node_ports or [sp.port])], node.name, inferred)
+                for proto in ("tcp", "udp", "sctp"):
+                    _tie_node_port(rows, proto, [p for sp in found if sp.kind == "NodePort" and sp.proto.lower() == proto
+                                                 for p in (sp.node_ports or [sp.port])], node.name, inferred)
                 if found:
                     continue
             except NatlensError as exc:  # bad dumps (the parsers' only error): say so; bugs propagate
                 inferred.append(f"{node.name}: netfilter model could not read the rules ({exc})")
         if node.ipset is None:
             continue
-        members = _ipset_members(node.ipset)
-        local = set(members.get("KUBE-LOAD-BALANCER-LOCAL", []))
         src = relpath(bundle.path, node.ipset)
-        for m in members.get("KUBE-LOAD-BALANCER", []):
-            try:
-                ip, pp = m.split(",", 1)
-                proto, port = pp.split(":", 1)
-                port_i = int(port)
-            except ValueError:
-                continue
-            key = (ip, port_i, proto.lower())
+        try:
+            sets = parse_ipset(node.ipset.read_text(errors="replace"), str(node.ipset))
+        except NatlensError as exc:
+            inferred.append(f"{node.name}: the ipsets could not be read ({exc})")
+            continue
+        for (ip, port_i, proto), is_local in _lb_members(sets).items():
+            key = (ip, port_i, proto)
             if key in rows:
                 continue
-            policy = "Local" if m in local else "Cluster"
+            policy = "Local" if is_local else "Cluster"
             rows[key] = {"namespace": None, "name": None, "type": "LoadBalancer", "cluster_ip": None,
                          "cluster_ips": (),
-                         "lb_ip": ip, "port": port_i, "proto": proto.lower(), "node_port": None,
+                         "lb_ip": ip, "port": port_i, "proto": proto, "node_port": None,
                          "target_port": None, "policy": policy, "source": src}
             why = "member of KUBE-LOAD-BALANCER-LOCAL" if policy == "Local" else \
                 "in KUBE-LOAD-BALANCER but not KUBE-LOAD-BALANCER-LOCAL"
-            inferred.append(f"service {ip}:{port_i}/{proto.lower()}: LB VIP, policy {policy} "
+            inferred.append(f"service {ip}:{port_i}/{proto}: LB VIP, policy {policy} "
                             f"from {src} ({why})")
-        _tie_node_port(rows, [int(p) for p in members.get("KUBE-NODE-PORT-TCP", []) if p.isdigit()],
-                       src, inferred)
+        for proto in ("tcp", "udp", "sctp"):
+            _tie_node_port(rows, proto, _node_ports(sets, proto), src, inferred)
     return pd.DataFrame(list(rows.values()), columns=SERVICE_COLUMNS)
 
 
-def _tie_node_port(rows: dict[tuple, dict], node_ports: list[int], source: str,
+def _tie_node_port(rows: dict[tuple, dict], proto: str, node_ports: list[int], source: str,
                    inferred: list[str]) -> None:
-    """A single TCP NodePort belongs to a single TCP LB VIP without guessing; more are ambiguous."""
-    lbs = [k for k in rows if k[2] == "tcp" and rows[k]["lb_ip"] is not None and rows[k]["node_port"] is None]
+    """A single NodePort of a protocol belongs to the single LB VIP of that protocol without
+    guessing; more are ambiguous."""
+    lbs = [k for k in rows if k[2] == proto and rows[k]["lb_ip"] is not None and rows[k]["node_port"] is None]
     ports = sorted(set(node_ports))
     if len(ports) == 1 and len(lbs) == 1:
         rows[lbs[0]]["node_port"] = ports[0]
-        inferred.append(f"service {lbs[0][0]}:{lbs[0][1]}/tcp: NodePort {ports[0]} from {source} "
-                        "(the only TCP NodePort and the only TCP LB VIP)")
+        inferred.append(f"service {lbs[0][0]}:{lbs[0][1]}/{proto}: NodePort {ports[0]} from {source} "
+                        f"(the only {proto.upper()} NodePort and the only {proto.upper()} LB VIP)")
 
 
 def build_inventory(bundle: Bundle) -> Inventory:
