@@ -33,6 +33,7 @@ TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 # Alternative file names (capture-tool tarballs) for the dumps a node directory holds.
 DUMP_NAMES = {
     "iptables": ("iptables-save.txt", "iptables-rules.txt", "iptables.txt"),
+    "ip6tables": ("ip6tables-save.txt",),  # read by the netfilter model (IPv6 rules)
     "ipset": ("ipset-save.txt", "ipset.txt", "ipset-list.txt"),
     "ipvsadm": ("ipvsadm.txt", "ipvsadm-save.txt"),
     "ip_addr": ("ip-addr.json", "ip-addr.txt", "ip-resources.txt"),
@@ -65,6 +66,7 @@ class NodeDir:
     path: Path
     captures: list[Path] = field(default_factory=list)
     iptables: Path | None = None
+    ip6tables: Path | None = None
     ipset: Path | None = None
     ipvsadm: Path | None = None
     ip_addr: Path | None = None
