@@ -506,6 +506,13 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
             inferred.append("no load-balancer VIP known (no LoadBalancer ingress IP in "
                             "cluster/services.json, none in the kube-proxy ipsets): every TCP "
                             "connection counts as a service connection")
+    no_client = int(journeys["client_uid"].isna().sum()) if not journeys.empty else 0
+    if no_client:
+        kept = int(of_interest["client_uid"].isna().sum())
+        inferred.append(f"{_plural(no_client, 'connection')} seen without the client's own record (only a "
+                        "SYN-ACK or mid-stream packets captured): client, SNAT and outcome unknown; "
+                        f"{kept} of them to a load-balancer Service (in the journeys), "
+                        f"{no_client - kept} not")
     inferred += undecided_notes(of_interest)
     warnings += [f"{n.path}: no iptables dump ({', '.join(DUMP_NAMES['iptables'])}): the rules "
                  "cannot say whether it SNATs" for n in bundle.nodes if n.iptables is None and n.captures]

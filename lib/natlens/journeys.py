@@ -373,9 +373,12 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
         idx = cl.index[miss]
         cl.loc[idx, "vip"] = [npr.at[j, "_svc"][0] for j in idx]
         cl.loc[idx, "vport"] = [npr.at[j, "_svc"][1] for j in idx]
-    cl["vip"] = cl["vip"].fillna(first["resp_h"])
-    cl["vport"] = cl["vport"].fillna(first["resp_p"])
-    cl["proto"] = first["proto"]
+    earliest = r.sort_values("_t").drop_duplicates("jn").set_index("jn")
+    cl["vip"] = cl["vip"].fillna(first["resp_h"]).fillna(earliest["resp_h"])  # no client record: the
+    cl["vport"] = cl["vport"].fillna(first["resp_p"]).fillna(earliest["resp_p"])  # responder as recorded
+    # a journey without the client's record (a stray SYN-ACK, mid-stream packets) keeps the
+    # protocol of its records; its client, SNAT and outcome stay unknown
+    cl["proto"] = first["proto"].reindex(cl.index).fillna(r.sort_values("_t").groupby("jn")["proto"].first())
     r = r.merge(cl[["client_h", "client_p", "client_node", "client_node_ip", "client_is_node", "vip", "vport"]],
                 left_on="jn", right_index=True, how="left")
     pre_lb = (r["resp_h"] == r["vip"]) & (r["resp_p"] == r["vport"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,24 @@ def reshape(src: Path, dst: Path, *, keep=lambda node, capture: True, cluster: b
             and not keep(Path(d).name, Path(n).stem))
         or (not cluster and n == "cluster" and Path(d) == src)])
     return dst
+
+
+def pcap_file(path: Path, packets: list[tuple[float, bytes]]) -> None:
+    """A pcap (Ethernet) of raw IPv4 packets, (time in s, IP packet) each."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
+    for t, ip in packets:
+        frame = eth + ip
+        out.append(struct.pack("<IIII", int(t), int(round((t % 1) * 1e6)), len(frame), len(frame)) + frame)
+    path.write_bytes(b"".join(out))
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, ip_id: int = 1) -> bytes:
+    a = bytes(int(x) for x in src.split("."))
+    b = bytes(int(x) for x in dst.split("."))
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ip_id, 0, 64, proto, 0, a, b) + payload
+
+
+def tcp(src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int = 0, ip_id: int = 1) -> bytes:
+    """An IPv4 TCP segment without options or payload."""
+    return ipv4(src, dst, 6, struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 64240, 0, 0), ip_id)

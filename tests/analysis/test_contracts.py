@@ -17,12 +17,11 @@ import json
 import math
 import re
 import shutil
-import struct
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from analysis_helpers import samples_dir
+from analysis_helpers import ipv4, pcap_file, samples_dir, tcp
 
 from natlens import connections as connections_mod
 from natlens import journeys as journeys_mod
@@ -142,24 +141,11 @@ def validate_summary(s: dict) -> None:
 # --- edge bundles --------------------------------------------------------------------
 
 
-def _pcap(path: Path, packets: list[tuple[float, bytes]]) -> None:
-    """A pcap (Ethernet) of raw IPv4 packets."""
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
-    for t, ip in packets:
-        frame = eth + ip
-        out.append(struct.pack("<IIII", int(t), int(round((t % 1) * 1e6)), len(frame), len(frame)) + frame)
-    path.write_bytes(b"".join(out))
-
-
-def _ipv4(src: str, dst: str, proto: int, payload: bytes, ip_id: int = 1) -> bytes:
-    a = bytes(int(x) for x in src.split("."))
-    b = bytes(int(x) for x in dst.split("."))
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ip_id, 0, 64, proto, 0, a, b) + payload
+_pcap, _ipv4 = pcap_file, ipv4
 
 
 def _syn(src: str, sport: int, dst: str, dport: int, isn: int) -> bytes:
-    return _ipv4(src, dst, 6, struct.pack("!HHIIBBHHH", sport, dport, isn, 0, 0x50, 0x02, 64240, 0, 0))
+    return tcp(src, sport, dst, dport, 0x02, isn)
 
 
 def _syn_only(tmp: Path, label: str) -> Path:
@@ -289,7 +275,9 @@ def test_summary_of_edge_bundles(edges):
     assert any("no load-balancer VIP known" in x for x in s["inputs"]["inferred"])
     cap = {c["file"]: c for c in s["inputs"]["captures"]}
     assert cap["nodes/n/any.pcap"]["not_in_connections"] == {"icmp": 2, "icmpv6": 2}
-    assert s["connections"]["total"] == 9 and s["verdict"]["loopback_detected"] is False
+    # 9 with the client's record, 1 mid-stream without it: counted and named as such
+    assert s["connections"]["total"] == 10 and s["verdict"]["loopback_detected"] is False
+    assert any(x.startswith("1 connection seen without the client's own record") for x in s["inputs"]["inferred"])
 
     a, s = got["icmp-only"]
     assert s["inputs"]["captures"][0]["not_in_connections"] == {"icmp": 8}

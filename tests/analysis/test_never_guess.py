@@ -100,3 +100,27 @@ def test_host_network_clients_are_their_own_snat_row(tmp_path):
     # the rules are asked about the node's own packet (nat/OUTPUT), not a pod's via cni0
     assert "generated on the node" in rows[True]["rule_trace"][0]
     assert "via cni0" in rows[False]["rule_trace"][0]
+
+
+def test_a_connection_without_its_client_record_is_counted_and_kept(tmp_path):
+    from analysis_helpers import pcap_file, tcp
+
+    d = tmp_path / "stray"
+    shutil.copytree(samples_dir() / "loopback-local" / "cluster", d / "cluster")
+    (d / "nodes" / "node-1").mkdir(parents=True)
+    t0 = 1_800_000_000.0
+    pod, vip = ("198.18.16.100", 41000), ("198.19.0.10", 80)
+    pcap_file(d / "nodes" / "node-1" / "eth0.pcap", [
+        (t0, tcp(*pod, *vip, 0x02, 1000)), (t0 + 0.001, tcp(*vip, *pod, 0x12, 5000, 1001)),
+        (t0 + 0.002, tcp(*pod, *vip, 0x10, 1001, 5001)),
+        # the capture missed this one's SYN: only the VIP's SYN-ACK to the pod
+        (t0 + 1.0, tcp(*vip, pod[0], 41002, 0x12, 7000, 2001))])
+    a = analyze(d)
+    j = a.journeys
+    assert len(j) == 2 and j["client_uid"].isna().sum() == 1
+    stray = j[j["client_uid"].isna()].iloc[0]
+    assert stray["proto"] == "tcp" and stray["service"] == "198.19.0.10:80/tcp"
+    assert stray["outcome"] == "unknown" and stray["snat"] == "unknown"
+    assert any("1 connection seen without the client's own record" in x and "1 of them" in x
+               for x in a.summary()["inputs"]["inferred"])
+    assert a.summary()["connections"]["total"] == 2
