@@ -269,13 +269,22 @@ def snat_from_conntrack(cl: pd.DataFrame, conntrack: dict[str, tuple[str, list[E
         if node not in conntrack or pd.isna(cl.at[j, "client_p"]) or pd.isna(cl.at[j, "vport"]):
             continue
         if node not in index:
-            index[node] = {(e.proto, e.reply[1], e.reply[3], e.orig[1], e.orig[3]): e
-                           for e in conntrack[node][1]}
+            index[node] = {}
+            for e in conntrack[node][1]:
+                index[node].setdefault((e.proto, e.reply[1], e.reply[3], e.orig[1], e.orig[3]), []).append(e)
         key = (cl.at[j, "proto"], cl.at[j, "client_h"], int(cl.at[j, "client_p"]), cl.at[j, "vip"],
                int(cl.at[j, "vport"]))
-        e = index[node].get(key)
-        if e is None:
+        found = index[node].get(key)
+        if not found:
             continue
+        # one tuple twice (an old TIME_WAIT entry and a new one): decide only if they agree
+        if len({(e.orig[0], e.orig[2], bool(e.snat)) for e in found}) > 1:
+            cl.at[j, "snat_evidence"] = (
+                f"{conntrack[node][0]}:" + ",".join(str(e.line) for e in found) + ": entries for "
+                f"{key[1]}:{key[2]} -> {key[3]}:{key[4]} name different clients; the dump cannot tell "
+                "which is this connection")
+            continue
+        e = found[-1]
         where = f"{conntrack[node][0]}:{e.line}"
         if e.snat:
             cl.at[j, "snat"] = "yes"

@@ -124,3 +124,25 @@ def test_a_connection_without_its_client_record_is_counted_and_kept(tmp_path):
     assert any("1 connection seen without the client's own record" in x and "1 of them" in x
                for x in a.summary()["inputs"]["inferred"])
     assert a.summary()["connections"]["total"] == 2
+
+
+def test_conflicting_conntrack_entries_for_one_tuple_decide_nothing(tmp_path):
+    # eth0 captures only: SNAT comes from node-1's conntrack. Give one SNATed tuple a second
+    # entry in which the node itself opened it (an older connection on the same tuple)
+    import re
+
+    d = _copy(tmp_path, "cluster-ok", "nodes/*/any.pcap")
+    ct = d / "nodes" / "node-1" / "conntrack.txt"
+    lines = ct.read_text().splitlines()
+    pat = re.compile(r"src=198\.18\.16\.100 dst=198\.19\.0\.10 sport=\d+ "
+                     r"(dport=80 src=198\.19\.0\.10 dst=198\.18\.0\.11 sport=80 dport=(\d+))")
+    m = next(m for m in map(pat.search, lines) if m)
+    lines.insert(0, f"tcp      6 60 TIME_WAIT src=198.18.0.11 dst=198.19.0.10 sport={m.group(2)} {m.group(1)} "
+                    "[ASSURED] mark=0 use=1")
+    ct.write_text("\n".join(lines) + "\n")
+    j = analyze(d).journeys
+    amb = j[j["snat_to"].isna()]
+    assert len(amb) == 1 and (j["snat"] == "yes").sum() == 19
+    row = amb.iloc[0]
+    assert row["snat"] == "unknown" and "name different clients" in row["snat_evidence"]
+    assert f"198.18.0.11:{m.group(2)}" == f"{row['client_h']}:{row['client_p']}"
