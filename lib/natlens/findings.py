@@ -247,10 +247,10 @@ def _rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: 
         bridge = next((a.ifname for a in nd.addresses() if a.ifname.startswith(("cni", "cbr", "docker"))), None)
         v = rules.explain(client_h, vip, port, proto=proto, local=client_is_node,
                           in_iface=None if client_is_node else bridge)
-    except Exception as exc:  # noqa: BLE001 - the model is another layer; report, don't crash
+    except (NatlensError, OSError) as exc:  # bad or unreadable dumps; a bug in natlens is raised
         notes.append(f"{exc}: {node}'s rules not used for {client_h} -> {vip}:{port}"
                      if isinstance(exc, NatlensError) else
-                     f"{node}: the netfilter model could not evaluate {client_h} -> {vip}:{port} ({exc})")
+                     f"{node}: the rules could not be read for {client_h} -> {vip}:{port} ({exc})")
         return None, [f"netfilter model failed: {exc}"]
     if getattr(v, "undecided", None):
         return None, list(v.trace) + [f"undecided: {u}" for u in v.undecided]

@@ -146,3 +146,23 @@ def test_conflicting_conntrack_entries_for_one_tuple_decide_nothing(tmp_path):
     row = amb.iloc[0]
     assert row["snat"] == "unknown" and "name different clients" in row["snat_evidence"]
     assert f"198.18.0.11:{m.group(2)}" == f"{row['client_h']}:{row['client_p']}"
+
+
+def test_a_bug_in_the_netfilter_model_is_raised_not_a_note(monkeypatch):
+    from natlens import netfilter
+    from natlens.errors import NatlensError
+
+    def bad_dump(path):
+        raise NatlensError("unsupported table", path=path)
+
+    monkeypatch.setattr(netfilter, "load_node", bad_dump)
+    a = analyze(samples_dir() / "cluster-ok")  # bad input: a note, the analysis goes on
+    assert all(r is None for r in a.snat["predicted_by_rules"])
+    assert any("unsupported table" in x for x in a.summary()["inputs"]["inferred"])
+
+    def bug(path):
+        raise AttributeError("'NodeRules' object has no attribute 'walker_for'")
+
+    monkeypatch.setattr(netfilter, "load_node", bug)
+    with pytest.raises(AttributeError):
+        analyze(samples_dir() / "cluster-ok")
