@@ -339,8 +339,9 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     rank[o2] = np.arange(n)  # position within o2 (time order within cd)
     frr = first_rst_cd[cd]
     after_rst = (frr >= 0) & (rank > frr)
-    # last_seq before each packet: initialised by the endpoint's first packet
-    init_last = np.where(syn[np.maximum(first_row_cd, 0)], 1, 1)
+    # last_seq before each packet: 1 (relative) before the endpoint's first packet, with or
+    # without a SYN, since start_seq is the ISN or the first packet's seq - 1
+    init_last = np.ones(ncd, dtype=np.int64)
     v = np.where(after_rst, -(1 << 34), end_rel)[o2]
     cm = _grouped_cummax(v, cd2)
     prev_max = np.empty(n, dtype=np.int64)

@@ -31,7 +31,8 @@ offsets subtracted); latencies in ms as seen at the client's own capture point.
 
 =====================  ======================================================================
 journey                "J<n>", in time order
-ts                     first SYN of the journey (else first packet), clock-corrected, float s
+ts                     earliest over its records of the record's first SYN (a record without one:
+                       its first packet), clock-corrected, float s
 client_node            node the client lives on: its IP's node in the inventory, else the
                        node a copy of its SYN was seen leaving towards the VIP; None: unknown
 client_h, client_p     the original source address/port (the client's own record)
@@ -66,18 +67,16 @@ hop_list               one string per record, same order as ``uids``:
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from natlens.connections import join_groups
+from natlens.inventory import _UPLINK as UPLINK  # noqa: PLC2701 - one definition of an uplink name
 from natlens.inventory import Inventory
 from natlens.netfilter.conntrack import Entry
 
 JOIN_WINDOW_S = 5.0  # margin between the times records of one connection span (after clock correction)
 OFFSET_WINDOW_S = 120.0  # how far apart two nodes' clocks may be when estimating offsets
-UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
 
 JOURNEY_COLUMNS = [
     "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "service", "vip", "vport", "proto",
@@ -441,7 +440,6 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
 
     # --- the load balancer's pick --------------------------------------------------------------
     post = ~pre_lb & r["resp_node"].notna() & ((r["resp_h"] != r["client_h"]) | (r["resp_p"] != r["client_p"]))
-    post &= ~((r["resp_h"] == r["client_h"]) & (r["resp_p"] == r["client_p"]))
     post_node = r["resp_node"].where(post)
     ev_b = first_ev(post & r["resp_is_node"], hop + " (after the LB's DNAT to a node)")
     ev_b2 = first_ev(post & ~r["resp_is_node"], hop + " (DNAT to an endpoint)")
