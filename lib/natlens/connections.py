@@ -42,7 +42,8 @@ first_byte         first responder payload byte - syn_ts (or - ts without a SYN)
 end                "rst" | "fin" | "timeout" | "capture-end": how it ended as seen here;
                    "timeout" = silent, before the capture ended, for longer than the next
                    SYN retransmission was due (SYN-only; Linux RTO 1 s doubling, +25 %)
-                   or than Zeek's inactivity timeout (300 s TCP, 60 s UDP)
+                   or than Zeek's inactivity timeout (300 s TCP, 60 s UDP); for UDP that is only
+                   going idle, not a failure (journeys say answered / unanswered)
 established        the three-way handshake completed as seen here
 last_ts            last packet of the connection
 orig_dir           direction of the originator's first packet at this point ("in"/"out")
