@@ -34,7 +34,7 @@ SERVICE_COLUMNS = ["namespace", "name", "type", "cluster_ip", "cluster_ips", "lb
                    "node_port", "target_port", "policy", "source"]
 
 # Interfaces that carry the node's own address (not pods, not kube-proxy dummies).
-_UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
+UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
 _BRIDGE = re.compile(r"^(cni|cbr|docker|kube-bridge|br)\w*")
 
 
@@ -290,7 +290,7 @@ def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
     if not addrs:
         return row
     src = relpath(bundle.path, node.ip_addr)
-    up = [a for a in addrs if _UPLINK.match(a.ifname)]
+    up = [a for a in addrs if UPLINK.match(a.ifname)]
     if up:
         row["addresses"] = tuple(_every([a.ip for a in up]))
         row["internal_ip"] = _primary(list(row["addresses"]))

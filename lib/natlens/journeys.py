@@ -71,8 +71,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.connections import join_groups
-from natlens.inventory import _UPLINK as UPLINK  # noqa: PLC2701 - one definition of an uplink name
-from natlens.inventory import Inventory
+from natlens.inventory import UPLINK, Inventory
 from natlens.netfilter.conntrack import Entry
 
 JOIN_WINDOW_S = 5.0  # margin between the times records of one connection span (after clock correction)

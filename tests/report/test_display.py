@@ -87,3 +87,25 @@ def test_sample_report_shows_readable_headers_and_percentages(sample_report):
         assert readable in tables, readable
     assert ">55.0 %</td>" in tables  # 11 of 20 connections timed out
     assert ">0.0 %</td>" in tables   # SNATed share of the Local Service
+
+
+def test_numpy_booleans_read_yes_no():
+    import numpy as np
+
+    from natlens.report.display import cell
+
+    assert (cell(np.bool_(True)), cell(np.False_), cell(True)) == ("yes", "no", "yes")
+
+
+def test_host_network_rows_are_labelled_in_the_snat_table(sample):
+    import pandas as pd
+
+    from natlens import report
+
+    d = report.load(sample)
+    assert "host_network" not in report.tables.snat(d).columns  # no host client: not shown
+    d.snat = pd.concat([d.snat.assign(host_network=False), d.snat.assign(host_network=True)],
+                       ignore_index=True)
+    t = report.tables.snat(d)
+    assert list(t["host_network"]) == [False, True]
+    assert "host-network client" in report.table_html(t)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # Column name -> header a customer reads. Names not listed fall back to `header()`'s rules.
 HEADERS = {
     "time_utc": "time (UTC)", "ts": "time (UTC)", "ts_ns": "time (ns since epoch)",
-    "since_first_us": "µs after the first",
+    "since_first_us": "µs after the first", "host_network": "host-network client",
     "journey": "journey", "client_node": "client node", "client_h": "client address",
     "client_p": "client port", "service": "Service", "lb_backend": "LB sent it to",
     "outcome": "outcome", "syn_retransmits": "SYN retransmits", "loopback_evidence": "evidence",
@@ -63,7 +64,7 @@ def cell(value: Any, share: bool = False) -> str:
             return "-"
     except (TypeError, ValueError):
         pass
-    if isinstance(value, (bool,)) or type(value).__name__ == "bool_":
+    if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if share:
         try:

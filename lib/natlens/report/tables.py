@@ -26,6 +26,8 @@ def snat(d: ReportData) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=SNAT_COLUMNS)
     cols = [c for c in SNAT_COLUMNS if c in df.columns]
+    if "host_network" in df.columns and df["host_network"].fillna(False).astype(bool).any():
+        cols.insert(2, "host_network")  # host-network clients get their own row: say which
     out = df[cols].reset_index(drop=True)
     if "ratio" in out.columns:
         out["ratio"] = pd.to_numeric(out["ratio"], errors="coerce").round(3)
