@@ -14,7 +14,6 @@ kubectl JSON) is listed in ``Bundle.not_read`` with the reason, never silently d
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import json
 import re
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from natlens.errors import NatlensError
+from natlens.netfilter.node import Address, read_ip_addr
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -42,20 +42,6 @@ DUMP_NAMES = {
     "collect_log": ("collect-node.log",),  # scripts/collect-node.sh: tcpdump's own counters
 }
 CLUSTER_KINDS = ("nodes", "pods", "services")
-
-
-@dataclass
-class Address:
-    """One interface address of a node: what ``ip addr`` says."""
-
-    ifname: str
-    ifindex: int | None
-    ip: str
-    prefixlen: int
-
-    @property
-    def network(self) -> str:
-        return str(ipaddress.ip_interface(f"{self.ip}/{self.prefixlen}").network)
 
 
 @dataclass
@@ -267,68 +253,6 @@ def load_bundle(path: str | Path) -> Bundle:
                   ground_truth=gt if gt.is_dir() else None, not_read=not_read)
 
 
-_IP_O = re.compile(r"^(\d+):\s+(\S+?)(?:@\S+)?:?\s+(inet6?)\s+([0-9a-fA-F.:]+)/(\d+)")
-_IP_HDR = re.compile(r"^(\d+):\s+(\S+?)(?:@\S+)?:\s+<")
-_IP_INET = re.compile(r"^\s+(inet6?)\s+([0-9a-fA-F.:]+)/(\d+)")
-
-
-def _ip_addr_json(doc, path: Path) -> list[Address]:
-    """``ip -j addr`` output: a list of interfaces, each with an ``addr_info`` list.
-
-    Any other shape is bad input: a one-line NatlensError naming the file and the entry.
-    """
-    if not isinstance(doc, list):
-        raise NatlensError(f"expected a list of interfaces (ip -j addr), got {type(doc).__name__}",
-                           path=str(path))
-    out = []
-    for i, link in enumerate(doc):
-        if not isinstance(link, dict):
-            raise NatlensError(f"[{i}]: not an interface object (ip -j addr) but {link!r:.40}", path=str(path))
-        ifname, ifindex = link.get("ifname", "?"), link.get("ifindex")
-        where = f"[{i}] ({ifname})"
-        if not isinstance(ifname, str) or not (ifindex is None or type(ifindex) is int):
-            raise NatlensError(f"[{i}]: ifname must be a string and ifindex an integer", path=str(path))
-        infos = link.get("addr_info") or []
-        if not isinstance(infos, list):
-            raise NatlensError(f"{where}: addr_info is not a list", path=str(path))
-        for j, a in enumerate(infos):
-            if not isinstance(a, dict):
-                raise NatlensError(f"{where}: addr_info[{j}] is not an object", path=str(path))
-            if "local" not in a:
-                continue
-            plen = a.get("prefixlen", 32)
-            try:
-                if type(plen) is not int or not isinstance(a["local"], str):
-                    raise ValueError
-                ip = ipaddress.ip_interface(f"{a['local']}/{plen}")
-            except ValueError:
-                raise NatlensError(f"{where}: addr_info[{j}]: local {a['local']!r:.40} / prefixlen "
-                                   f"{plen!r:.20} is not an address and prefix length", path=str(path)) from None
-            out.append(Address(ifname, ifindex, str(ip.ip), int(plen)))
-    return out
-
-
 def parse_ip_addr(path: Path) -> list[Address]:
     """``ip -j addr`` JSON, ``ip -o addr`` or plain ``ip addr`` text -> addresses."""
-    text = path.read_text(errors="replace")
-    if path.suffix == ".json" or text.lstrip().startswith("["):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise NatlensError(f"invalid JSON: {exc.msg}", path=str(path), where=str(exc.lineno)) from None
-        return _ip_addr_json(doc, path)
-    out = []
-    cur: tuple[int, str] | None = None
-    for line in text.splitlines():
-        m = _IP_O.match(line)
-        if m:
-            out.append(Address(m.group(2), int(m.group(1)), m.group(4), int(m.group(5))))
-            continue
-        m = _IP_HDR.match(line)
-        if m:
-            cur = (int(m.group(1)), m.group(2))
-            continue
-        m = _IP_INET.match(line)
-        if m and cur is not None:
-            out.append(Address(cur[1], cur[0], m.group(2), int(m.group(3))))
-    return out
+    return read_ip_addr(path.read_text(errors="replace"), str(path))

@@ -253,3 +253,15 @@ def test_ip_addr_formats():
     a, b, c = parse_ip_addr(o), parse_ip_addr(full), parse_ip_addr(js)
     assert a["eth0"] == b["eth0"] == c["eth0"] == [(_ip("198.18.0.5"), 24, 4)]
     assert a["kube-ipvs0"] == b["kube-ipvs0"] == c["kube-ipvs0"]
+
+
+def test_ip_addr_of_the_wrong_shape_is_one_line_error_not_a_traceback():
+    from natlens.errors import NatlensError
+
+    for bad in ("[1, 2]", '[{"ifname": "eth0", "addr_info": [{"local": "198.18.0.1", "prefixlen": "x"}]}]',
+                "    inet 198.18.0.1/24 scope global\n"):
+        with pytest.raises(NatlensError):
+            parse_ip_addr(bad, "ip-addr.json")
+    got = parse_ip_addr('[{"ifname": "eth0", "ifindex": 2, "addr_info": [{"local": "198.18.0.11", '
+                        '"prefixlen": 24}]}]')
+    assert list(got) == ["eth0"] and got["eth0"][0][1:] == (24, 4)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 from natlens.errors import NatlensError
@@ -34,32 +35,42 @@ Addr = tuple[int, int, int]  # (address, prefix length, version)
 _NOT_UPLINK = ("lo", "kube-ipvs", "cni", "cbr", "docker", "veth", "cali", "flannel", "cilium",
                "tunl", "vxlan", "weave", "kube-bridge", "virbr", "br-", "lxc", "tun", "tap")
 
-_HDR = re.compile(r"^\d+:\s+([^\s:@]+)(?:@\S+)?:?\s")
+_HDR = re.compile(r"^(\d+):\s+([^\s:@]+)(?:@\S+)?:?\s")
 _INET = re.compile(r"\binet6?\s+([0-9a-fA-F.:]+)(?:/(\d+))?(?:.*?\bbrd\s+(\S+))?")
 
 
-def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
-    """``ip -o addr``, ``ip addr`` or ``ip -j addr`` output -> {interface: [(addr, plen, ver)]}."""
-    out: dict[str, list[Addr]] = {}
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+@dataclass(frozen=True)
+class Address:
+    """One interface address of a node: what ``ip addr`` says."""
+
+    ifname: str
+    ifindex: int | None
+    ip: str
+    prefixlen: int
+
+    @property
+    def network(self) -> str:
+        """The connected subnet, e.g. a bridge's pod CIDR."""
+        return str(ipaddress.ip_interface(f"{self.ip}/{self.prefixlen}").network)
+
+
+def read_ip_addr(text: str, path: str = "<ip-addr>") -> list[Address]:
+    """``ip -j addr`` JSON, ``ip -o addr`` or plain ``ip addr`` text -> the addresses, in order.
+
+    Any other shape is bad input: a one-line NatlensError naming the file and the entry.
+    """
+    if text.lstrip().startswith(("[", "{")):
         try:
-            data = json.loads(text)
+            doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise NatlensError(f"bad JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
-        for link in data:
-            name = link.get("ifname", "?")
-            for a in link.get("addr_info", []):
-                if "local" in a:
-                    ip = ipaddress.ip_address(a["local"])
-                    out.setdefault(name, []).append((int(ip), int(a.get("prefixlen", ip.max_prefixlen)),
-                                                     ip.version))
-        return out
-    iface = None
+            raise NatlensError(f"invalid JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
+        return _ip_addr_json(doc, path)
+    out: list[Address] = []
+    iface: tuple[int, str] | None = None
     for lineno, line in enumerate(text.splitlines(), 1):
         h = _HDR.match(line)
         if h:
-            iface = h.group(1)
+            iface = (int(h.group(1)), h.group(2))
         m = _INET.search(line)
         if not m:
             continue
@@ -70,7 +81,49 @@ def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
         except ValueError:
             raise NatlensError(f"bad address {m.group(1)!r}", path=path, where=str(lineno)) from None
         plen = int(m.group(2)) if m.group(2) else ip.max_prefixlen
-        out.setdefault(iface, []).append((int(ip), plen, ip.version))
+        out.append(Address(iface[1], iface[0], str(ip), plen))
+    return out
+
+
+def _ip_addr_json(doc, path: str) -> list[Address]:
+    if not isinstance(doc, list):
+        raise NatlensError(f"expected a list of interfaces (ip -j addr), got {type(doc).__name__}",
+                           path=path)
+    out = []
+    for i, link in enumerate(doc):
+        if not isinstance(link, dict):
+            raise NatlensError(f"[{i}]: not an interface object (ip -j addr) but {link!r:.40}", path=path)
+        ifname, ifindex = link.get("ifname", "?"), link.get("ifindex")
+        where = f"[{i}] ({ifname})"
+        if not isinstance(ifname, str) or not (ifindex is None or type(ifindex) is int):
+            raise NatlensError(f"[{i}]: ifname must be a string and ifindex an integer", path=path)
+        infos = link.get("addr_info") or []
+        if not isinstance(infos, list):
+            raise NatlensError(f"{where}: addr_info is not a list", path=path)
+        for j, a in enumerate(infos):
+            if not isinstance(a, dict):
+                raise NatlensError(f"{where}: addr_info[{j}] is not an object", path=path)
+            if "local" not in a:
+                continue
+            try:
+                ip = ipaddress.ip_address(a["local"]) if isinstance(a["local"], str) else None
+                plen = a.get("prefixlen", ip.max_prefixlen if ip else 32)
+                if ip is None or type(plen) is not int or not 0 <= plen <= ip.max_prefixlen:
+                    raise ValueError
+            except ValueError:
+                raise NatlensError(f"{where}: addr_info[{j}]: local {a['local']!r:.40} / prefixlen "
+                                   f"{a.get('prefixlen')!r:.20} is not an address and prefix length",
+                                   path=path) from None
+            out.append(Address(ifname, ifindex, str(ip), plen))
+    return out
+
+
+def parse_ip_addr(text: str, path: str = "<ip-addr>") -> dict[str, list[Addr]]:
+    """``ip -o addr``, ``ip addr`` or ``ip -j addr`` output -> {interface: [(addr, plen, ver)]}."""
+    out: dict[str, list[Addr]] = {}
+    for a in read_ip_addr(text, path):
+        ip = ipaddress.ip_address(a.ip)
+        out.setdefault(a.ifname, []).append((int(ip), a.prefixlen, ip.version))
     return out
 
 
