@@ -108,29 +108,23 @@ def _col(df: pd.DataFrame, name: str, fill, dtype) -> np.ndarray:
     return s.fillna(fill).to_numpy(dtype=dtype) if s.hasnans else s.to_numpy(dtype=dtype)
 
 
-def _first_where(gid: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    """Index of the first row of each group (gid sorted) where mask holds; -1 if none."""
+def _first_where(gid: np.ndarray, mask: np.ndarray, n: int, last: bool = False) -> np.ndarray:
+    """Index of the first (or last) row of each group (gid sorted) where mask holds; -1 if none."""
     out = np.full(n, -1, dtype=np.int64)
     idx = np.flatnonzero(mask)
     if idx.size:
         g = gid[idx]
-        keep = np.empty(idx.size, dtype=bool)
-        keep[0] = True
-        np.not_equal(g[1:], g[:-1], out=keep[1:])
+        keep = np.ones(idx.size, dtype=bool)
+        if last:
+            np.not_equal(g[1:], g[:-1], out=keep[:-1])
+        else:
+            np.not_equal(g[1:], g[:-1], out=keep[1:])
         out[g[keep]] = idx[keep]
     return out
 
 
 def _last_where(gid: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(n, -1, dtype=np.int64)
-    idx = np.flatnonzero(mask)
-    if idx.size:
-        g = gid[idx]
-        keep = np.empty(idx.size, dtype=bool)
-        keep[-1] = True
-        np.not_equal(g[1:], g[:-1], out=keep[:-1])
-        out[g[keep]] = idx[keep]
-    return out
+    return _first_where(gid, mask, n, last=True)
 
 
 def _grouped_cummax(values: np.ndarray, gid: np.ndarray) -> np.ndarray:
