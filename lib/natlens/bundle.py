@@ -25,42 +25,19 @@ from pathlib import Path
 import yaml
 
 from natlens.errors import NatlensError
-from natlens.netfilter.node import Address, read_ip_addr
+from natlens.netfilter.node import Address, NodeRules, read_ip_addr
+from natlens.netfilter.node import load_node as load_rules
+from natlens.nodefiles import CAPTURE_SUFFIXES, NodeFiles, copy_fields, find_node_files
 
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-
-# Alternative file names (capture-tool tarballs) for the dumps a node directory holds.
-DUMP_NAMES = {
-    "iptables": ("iptables-save.txt", "iptables-rules.txt", "iptables.txt"),
-    "ip6tables": ("ip6tables-save.txt",),  # read by the netfilter model (IPv6 rules)
-    "ipset": ("ipset-save.txt", "ipset.txt", "ipset-list.txt"),
-    "ipvsadm": ("ipvsadm.txt", "ipvsadm-save.txt"),
-    "ip_addr": ("ip-addr.json", "ip-addr.txt", "ip-resources.txt"),
-    "conntrack": ("conntrack.txt",),
-    "ip_route": ("ip-route.json", "ip-route.txt"),  # read by the netfilter model (routing)
-    "collect_log": ("collect-node.log",),  # scripts/collect-node.sh: tcpdump's own counters
-}
 CLUSTER_KINDS = ("nodes", "pods", "services")
 
 
 @dataclass
-class NodeDir:
-    """One node of the incident: its captures and dumps (paths; None when absent)."""
+class NodeDir(NodeFiles):
+    """One node of the incident: its files (natlens.nodefiles) and what is read from them once."""
 
-    name: str
-    path: Path
-    captures: list[Path] = field(default_factory=list)
-    iptables: Path | None = None
-    ip6tables: Path | None = None
-    ipset: Path | None = None
-    ipvsadm: Path | None = None
-    ip_addr: Path | None = None
-    conntrack: Path | None = None
-    ip_route: Path | None = None
-    collect_log: Path | None = None
-    not_read: list[Path] = field(default_factory=list)  # files of this node natlens does not read
-    shape: str = "bundle"  # "bundle" | "retina"
+    _rules: object = field(default=None, repr=False, compare=False)
 
     def addresses(self) -> list[Address]:
         """Interface addresses from ip-addr.json / ip-addr.txt / ip-resources.txt ([] if none)."""
@@ -71,6 +48,19 @@ class NodeDir:
     def ifnames(self) -> dict[int, str]:
         """Interface index -> name, to name the interfaces of an SLL2 `any` capture."""
         return {a.ifindex: a.ifname for a in self.addresses() if a.ifindex is not None}
+
+    def rules(self) -> NodeRules:
+        """The node's netfilter model, read once and shared by the inventory, the SNAT table
+        and the report. NatlensError when there is no iptables dump or it cannot be read
+        (raised again on every call, never a half-read model)."""
+        if self._rules is None:
+            try:
+                self._rules = load_rules(self)
+            except NatlensError as exc:
+                self._rules = exc
+        if isinstance(self._rules, NatlensError):
+            raise self._rules
+        return self._rules
 
 
 @dataclass
@@ -166,26 +156,9 @@ def capture_drops(node: NodeDir) -> dict[str, int]:
     return drops
 
 
-def _find(files: list[Path], names: tuple[str, ...]) -> Path | None:
-    by_name = {f.name: f for f in files}
-    for n in names:
-        if n in by_name:
-            return by_name[n]
-    return None
-
-
 def load_node(path: Path, name: str | None = None) -> NodeDir:
     """One node directory (bundle shape or a capture tool's shape)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    node = NodeDir(name=name or path.name, path=path)
-    node.captures = [f for f in files if f.name.endswith(CAPTURE_SUFFIXES)]
-    for attr, names in DUMP_NAMES.items():
-        setattr(node, attr, _find(files, names))
-    if _find(files, ("iptables-rules.txt", "ip-resources.txt")) is not None:
-        node.shape = "retina"
-    used = set(node.captures) | {getattr(node, attr) for attr in DUMP_NAMES}
-    node.not_read = [f for f in files if f not in used and not _hidden(f, path)]
-    return node
+    return copy_fields(find_node_files(path, name), NodeDir)
 
 
 def _hidden(f: Path, root: Path) -> bool:

@@ -48,12 +48,13 @@ import numpy as np
 import pandas as pd
 
 from natlens import netfilter
-from natlens.bundle import DUMP_NAMES, Bundle, capture_drops, load_bundle, require_captures
+from natlens.bundle import Bundle, capture_drops, load_bundle, require_captures
 from natlens.connections import connections_with_index
 from natlens.errors import NatlensError
 from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import build_journeys
 from natlens.netfilter.conntrack import parse_conntrack
+from natlens.nodefiles import DUMP_NAMES
 
 SCHEMA = "natlens.summary/1"
 LATENCY_COLUMNS = ["journey", "path", "handshake_ms", "connect_ms", "first_byte_ms"]

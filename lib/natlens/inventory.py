@@ -4,7 +4,7 @@ Why: a journey is only readable with names ("pod web-1 on node-a called
 LB 10.0.0.9:80 of default/checkout, Local"). ``cluster/*.json`` is used when the
 bundle has it; otherwise (DESIGN.md section 2) node IPs come from ``ip-addr.*``,
 pod CIDRs from the bridge address, VIPs, NodePorts and the policy from the
-kube-proxy ipsets (through the netfilter model when it is installed). Every
+kube-proxy ipsets (through the netfilter model where the rules can be read). Every
 inferred fact is listed in ``Inventory.inferred`` with the file it came from.
 
 Tables (pandas); a node, pod or service may have several addresses (dual stack): the
@@ -26,6 +26,7 @@ import pandas as pd
 
 from natlens.bundle import Bundle, NodeDir, relpath
 from natlens.errors import NatlensError
+from natlens.netfilter import kube_services
 from natlens.netfilter.ipset import parse_ipset
 
 NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
@@ -335,20 +336,15 @@ def _node_ports(sets: dict, proto: str) -> list[int]:
 def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
     """LB VIPs, NodePorts and policies from the kube-proxy ipsets of every node.
 
-    Uses the netfilter model's kube_services() when it is installed; otherwise
-    reads ipset membership directly: KUBE-LOAD-BALANCER holds "VIP,tcp:port", and
+    Uses the netfilter model's kube_services() on the node's rules; where they cannot be
+    read (no iptables dump, or a bad one) it reads ipset membership directly: KUBE-LOAD-BALANCER holds "VIP,tcp:port", and
     a member also in KUBE-LOAD-BALANCER-LOCAL has externalTrafficPolicy Local.
     """
     rows: dict[tuple, dict] = {}
-    try:
-        from natlens import netfilter  # noqa: PLC0415
-        load_rules, kube_services = netfilter.load_node, netfilter.kube_services
-    except (ImportError, AttributeError):
-        load_rules = kube_services = None
     for node in bundle.nodes:
-        if kube_services is not None and node.iptables is not None:
+        if node.iptables is not None:
             try:
-                found = kube_services(load_rules(node.path))
+                found = kube_services(node.rules())
                 for sp in found:
                     if sp.kind == "NodePort":  # "*:port": tied to an LB VIP below when unambiguous
                         continue

@@ -70,7 +70,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from natlens.connections import join_groups
+from natlens._grouped import join_groups
 from natlens.inventory import UPLINK, Inventory
 from natlens.netfilter.conntrack import Entry
 

@@ -23,13 +23,7 @@ from natlens.netfilter.evaluate import Packet, Verdict, Walker, explain, ip_int,
 from natlens.netfilter.ipset import IPSet, parse_ipset
 from natlens.netfilter.iptables import Ruleset, parse_iptables_save
 from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
-
-IPTABLES_NAMES = ("iptables-save.txt", "iptables-rules.txt", "iptables.txt")
-IP6TABLES_NAMES = ("ip6tables-save.txt",)
-IPSET_NAMES = ("ipset-save.txt", "ipset-list.txt", "ipset.txt")
-IPVS_NAMES = ("ipvsadm.txt", "ipvsadm-save.txt")
-ADDR_NAMES = ("ip-addr.json", "ip-addr.txt")
-ROUTE_NAMES = ("ip-route.json", "ip-route.txt")
+from natlens.nodefiles import DUMP_NAMES, NodeFiles, as_node_files
 
 Addr = tuple[int, int, int]  # (address, prefix length, version)
 _NOT_UPLINK = ("lo", "kube-ipvs", "cni", "cbr", "docker", "veth", "cali", "flannel", "cilium",
@@ -320,13 +314,6 @@ def _link_local(ip: int, fam: int) -> bool:
     return fam == 6 and (ip >> 118) == 0x3FA  # fe80::/10
 
 
-def _first(d: FsPath, names: tuple[str, ...]) -> FsPath | None:
-    for n in names:
-        if (d / n).is_file():
-            return d / n
-    return None
-
-
 def _read(p: FsPath) -> str:
     try:
         return p.read_text(errors="replace")
@@ -351,18 +338,18 @@ def load_files(iptables: str, ipset: str | None = None, ipvs: str | None = None,
     return node
 
 
-def load_node(node_dir, local_ips: list[str] | None = None) -> NodeRules:
-    """Read a node directory of an incident bundle (iptables-save.txt, ip6tables-save.txt,
-    ipset-save.txt, ...)."""
-    d = FsPath(node_dir)
-    if not d.is_dir():
-        raise NatlensError("not a directory", path=str(d))
-    ipt = _first(d, IPTABLES_NAMES)
-    if ipt is None:
-        raise NatlensError(f"no iptables dump (looked for {', '.join(IPTABLES_NAMES)})", path=str(d))
-    ips, ipv, addr = _first(d, IPSET_NAMES), _first(d, IPVS_NAMES), _first(d, ADDR_NAMES)
-    rt, ip6 = _first(d, ROUTE_NAMES), _first(d, IP6TABLES_NAMES)
-    node = load_files(str(ipt), str(ips) if ips else None, str(ipv) if ipv else None,
-                      str(addr) if addr else None, local_ips, name=d.name,
-                      ip_route=str(rt) if rt else None, ip6tables=str(ip6) if ip6 else None)
-    return node
+def load_node(node_dir: str | FsPath | NodeFiles, local_ips: list[str] | None = None) -> NodeRules:
+    """Read a node directory of an incident bundle, or the files natlens.nodefiles found in one
+    (iptables-save.txt, ip6tables-save.txt, ipset-save.txt, ipvsadm.txt, ip-addr, ip-route)."""
+    if not isinstance(node_dir, NodeFiles) and not FsPath(node_dir).is_dir():
+        raise NatlensError("not a directory", path=str(node_dir))
+    f = as_node_files(node_dir)
+    if f.iptables is None:
+        raise NatlensError(f"no iptables dump (looked for {', '.join(DUMP_NAMES['iptables'])})",
+                           path=str(f.path))
+
+    def opt(p: FsPath | None) -> str | None:
+        return str(p) if p is not None else None
+
+    return load_files(str(f.iptables), opt(f.ipset), opt(f.ipvsadm), opt(f.ip_addr), local_ips,
+                      name=f.name, ip_route=opt(f.ip_route), ip6tables=opt(f.ip6tables))

@@ -1,0 +1,62 @@
+"""Grouped-array helpers: per-group firsts, lasts, running maxima and joins over sorted numpy arrays.
+
+Why: connections and journeys both work on rows sorted by a group id (a flow, a
+connection, a journey) and need "the first row of each group where ...", without a
+Python loop per group. Private to natlens; no knowledge of packets or Kubernetes.
+Every function takes ``gid``: non-decreasing group ids 0..n-1, one per row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_SHIFT = np.int64(1) << np.int64(36)  # per-group offset for grouped running maxima
+
+
+def first_where(gid: np.ndarray, mask: np.ndarray, n: int, last: bool = False) -> np.ndarray:
+    """Row index of the first (or last) row of each of the n groups where mask holds; -1 if none."""
+    out = np.full(n, -1, dtype=np.int64)
+    idx = np.flatnonzero(mask)
+    if idx.size:
+        g = gid[idx]
+        keep = np.ones(idx.size, dtype=bool)
+        if last:
+            np.not_equal(g[1:], g[:-1], out=keep[:-1])
+        else:
+            np.not_equal(g[1:], g[:-1], out=keep[1:])
+        out[g[keep]] = idx[keep]
+    return out
+
+
+def last_where(gid: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Row index of the last row of each of the n groups where mask holds; -1 if none."""
+    return first_where(gid, mask, n, last=True)
+
+
+def grouped_cummax(values: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """Running maximum that restarts at each group (|values| < 2**35)."""
+    off = gid.astype(np.int64) * _SHIFT
+    return np.maximum.accumulate(values + off) - off
+
+
+def take(arr: np.ndarray, idx: np.ndarray, fill) -> np.ndarray:
+    """arr[idx] where idx >= 0, else fill (idx as returned by first_where)."""
+    return np.where(idx >= 0, arr[np.maximum(idx, 0)], fill)
+
+
+def join_groups(gid: np.ndarray, chars: np.ndarray, n: int, sep: str = "") -> np.ndarray:
+    """The strings of each of the n groups concatenated in row order ("" for an empty group)."""
+    out = np.full(n, "", dtype=object)
+    if not len(gid):
+        return out
+    parts = chars.astype(str).tolist()
+    lens = np.fromiter((len(x) for x in parts), dtype=np.int64, count=len(parts)) + len(sep)
+    text = sep.join(parts) + sep
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    every = np.ones(len(gid), dtype=bool)
+    first, last = first_where(gid, every, n), last_where(gid, every, n)
+    has = np.flatnonzero(first >= 0)
+    a, b = starts[first[has]], ends[last[has]] - len(sep)
+    out[has] = [text[i:j] for i, j in zip(a.tolist(), b.tolist(), strict=True)]
+    return out
