@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from natlens import netfilter
 from natlens.bundle import Bundle, NodeDir, relpath
 from natlens.errors import NatlensError
-from natlens.netfilter import kube_services
 from natlens.netfilter.ipset import parse_ipset
 
 NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
@@ -344,7 +344,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
     for node in bundle.nodes:
         if node.iptables is not None:
             try:
-                found = kube_services(node.rules())
+                found = netfilter.kube_services(node.rules())
                 for sp in found:
                     if sp.kind == "NodePort":  # "*:port": tied to an LB VIP below when unambiguous
                         continue

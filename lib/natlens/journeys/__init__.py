@@ -1,0 +1,138 @@
+"""Connections of all capture points -> one journey per client connection, across NAT and nodes.
+
+A client connection is seen as several connection records: in the pod's netns or
+on its veth (pod IP -> VIP), on the node's NIC (after SNAT, or not), on the
+backend node (after the load balancer's DNAT to nodeIP:NodePort), on the
+endpoint's veth (after kube-proxy's DNAT), and, in a loopback, as a SYN-ACK from
+the wrong source. Addresses and ports differ at each point; what survives NAT is
+the client's ISN (also derivable from a SYN-ACK's ack), so records are joined on
+the ISN and time proximity (never the 5-tuple alone). UDP records are joined on
+the first payload's hash and IP ID (IPv6: hash and client port).
+
+Stages (one module each): ``clocks`` (offsets between nodes' clocks), ``join``
+(records -> journey numbers), ``client`` (the client's own record, what it called,
+where each record sits), ``decisions`` (one function per decision: classify_snat,
+snat_from_conntrack, classify_lb_backend, classify_loopback, classify_outcome), and
+``assemble`` (the table below).
+
+Each journey is classified with the evidence behind it, and "unknown" when the
+captures do not show it:
+  snat       "yes" | "no" | "unknown"  (and snat_to: the address it left with)
+  lb_backend the node the load balancer sent the connection to (None: unknown)
+  loopback   "yes" | "no" | "unknown"  (backend node == the client's own node)
+  outcome    TCP: "established" | "reset" | "timed out" | "unknown"; UDP: "answered" |
+             "unanswered" (no reply within 60 s of capture) | "unknown". "timed out" is the
+             client record's end "timeout" (silent past its next SYN retransmission), or a
+             capture that ended while the client retried a SYN whose SYN-ACK came from the
+             wrong address and was reset by it (a loopback: its retries cannot succeed)
+
+Journey columns (JOURNEY_COLUMNS; **contract**, pinned by tests/analysis/test_contracts.py).
+Times: ``ts`` float seconds since the epoch (UTC) on the reference node's clock (clock
+offsets subtracted); latencies in ms as seen at the client's own capture point.
+
+=====================  ======================================================================
+journey                "J<n>", in time order
+ts                     earliest over its records of the record's first SYN (a record without one:
+                       its first packet), clock-corrected, float s
+client_node            node the client lives on: its IP's node in the inventory, else the
+                       node a copy of its SYN was seen leaving towards the VIP; None: unknown
+client_h, client_p     the original source address/port (the client's own record)
+client_is_node         bool: that source is a node's IP (a host-network client; when ``snat`` is
+                       unknown possibly a pod SNATed before every capture point)
+service                "VIP:port/proto" (the LB VIP, else the NodePort's Service, else the
+                       client's destination)
+vip, vport, proto      the original destination and protocol ("tcp" | "udp")
+policy                 the Service's externalTrafficPolicy: Local | Cluster | unknown
+snat                   yes | no | unknown; ``snat_to`` the address:port it left with when yes;
+snat_evidence          the record (capture: src:sport -> dst:dport) that shows it, or why unknown
+lb_backend             node the load balancer sent it to (None: not in the captures);
+lb_backend_evidence    the record after the LB's DNAT that shows it
+loopback               yes | no | unknown, ``loopback_evidence`` why
+outcome                established | reset | timed out | unknown (UDP: answered | unanswered |
+                       unknown), ``outcome_evidence`` the client record's conn_state, history,
+                       SYNs (UDP: packets each way) and end
+established            bool
+handshake_ms           SYN -> SYN-ACK -> ACK (last SYN), connect_ms (first SYN -> ACK,
+connect_ms             includes SYN retransmissions), first_byte_ms (first SYN -> first
+first_byte_ms          response byte); NaN when not seen
+syn_retransmits        client SYNs beyond the first
+path                   "<loopback|remote|unknown>/<snat|no-snat|snat-unknown>", for grouping
+hops                   number of connection records (capture points x interfaces) joined
+captures               capture labels that saw it, comma separated
+client_uid             uid of the client's own record; ``uids`` all records in time order
+hop_list               one string per record, same order as ``uids``:
+                       "<capture> (<interface>): src:sport -> dst:dport", the addresses and
+                       ports at that hop (the interface when an ``any`` capture names it)
+=====================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from natlens.connections import COLUMNS as RECORD_BASE_COLUMNS
+from natlens.inventory import Inventory
+from natlens.journeys.assemble import journey_table, number_journeys
+from natlens.journeys.client import ServiceMap, annotate_records, find_clients, place_records
+from natlens.journeys.clocks import clock_offsets
+from natlens.journeys.decisions import (
+    ConntrackTables,
+    Decision,
+    classify_lb_backend,
+    classify_loopback,
+    classify_outcome,
+    classify_snat,
+    snat_from_conntrack,
+)
+from natlens.journeys.join import assign_journeys, join_records
+
+JOURNEY_COLUMNS = [
+    "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "service", "vip", "vport",
+    "proto", "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
+    "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
+    "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "path",
+    "hops", "captures", "client_uid", "uids", "hop_list",
+]
+# The records returned with the journeys (**contract**): the connection records as
+# natlens.connections made them, plus their journey and their clock-corrected start.
+RECORD_COLUMNS = [*RECORD_BASE_COLUMNS, "journey", "ts_corr"]
+
+__all__ = ["JOURNEY_COLUMNS", "RECORD_COLUMNS", "Decision", "assign_journeys", "build_journeys",
+           "classify_lb_backend", "classify_loopback", "classify_outcome", "classify_snat",
+           "clock_offsets", "snat_from_conntrack"]
+
+
+def build_journeys(conns: pd.DataFrame, inventory: Inventory,
+                   ifnames: dict[tuple[str, int], str] | None = None,
+                   offsets: dict[str, float] | None = None,
+                   conntrack: ConntrackTables | None = None,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Journeys from the connection records of all captures of an incident.
+
+    `conntrack` maps a node to (its dump's file name, its conntrack entries): where the
+    captures start only after the node's SNAT, its conntrack table tells the pod behind it.
+
+    Returns (journeys, records, notes): one journey row per client connection
+    (JOURNEY_COLUMNS), the connection records with their journey (RECORD_COLUMNS), and
+    notes on the clock offsets.
+    """
+    notes: list[str] = []
+    if offsets is None:
+        offsets, notes = clock_offsets(conns)
+    if conns.empty:
+        return pd.DataFrame(columns=JOURNEY_COLUMNS), pd.DataFrame(columns=RECORD_COLUMNS), notes
+    services = ServiceMap.of(inventory)
+    r = annotate_records(join_records(conns, offsets, ifnames or {}), inventory, services)
+    clients = find_clients(r, inventory, services)
+    r = place_records(r, clients)
+    cl = clients.table
+    snat = classify_snat(r, cl, inventory)
+    fixes = pd.DataFrame(columns=["client_h", "client_p", "client_is_node"])
+    if conntrack:
+        snat, fixes = snat_from_conntrack(snat, cl, conntrack)
+    backend = classify_lb_backend(r, cl)
+    decisions = {"snat": snat, "lb_backend": backend, "loopback": classify_loopback(r, cl, backend),
+                 "outcome": classify_outcome(r, cl, clients.record)}
+    table, names = number_journeys(journey_table(r, clients, decisions, fixes, services))
+    records = r.assign(journey=r["jn"].map(names))[RECORD_COLUMNS]
+    return table[JOURNEY_COLUMNS], records, notes

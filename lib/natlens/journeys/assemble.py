@@ -1,0 +1,73 @@
+"""The journeys table: decisions, latencies and the hop list of each journey, in time order.
+
+Why: the table is a contract (JOURNEY_COLUMNS); building it is kept apart from the
+decisions so that a new decision adds columns here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from natlens._grouped import join_groups
+from natlens.journeys.client import Clients, ServiceMap
+from natlens.journeys.decisions import Decision
+from natlens.vocab import NO, YES
+
+
+def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decision],
+                  fixes: pd.DataFrame, services: ServiceMap) -> pd.DataFrame:
+    """One row per journey (index: journey number) with every JOURNEY_COLUMNS column but the id."""
+    cl = clients.table.copy()
+    for col in fixes.columns:  # what conntrack said of the client beats what the capture showed
+        cl.loc[fixes.index, col] = fixes[col].astype(cl[col].dtype)
+    for name, d in decisions.items():
+        for col, s in d.columns(name).items():
+            cl[col] = s.reindex(cl.index)
+    _timings(cl, clients.record)
+    cl["ts"] = r.groupby("jn")["_t"].min()
+    cl["policy"] = [services.policy_of(v, p, pr) for v, p, pr in zip(cl["vip"], cl["vport"], cl["proto"],
+                                                                     strict=True)]
+    cl["service"] = (cl["vip"].astype(str) + ":" + cl["vport"].astype("Int64").astype(str) + "/"
+                     + cl["proto"].astype(str))
+    loop = cl["loopback"].map({YES: "loopback", NO: "remote"}).fillna("unknown")
+    cl["path"] = loop + "/" + cl["snat"].map({YES: "snat", NO: "no-snat"}).fillna("snat-unknown")
+    _hops(cl, r)
+    cl["client_is_node"] = cl["client_is_node"].fillna(False).astype(bool)
+    return cl
+
+
+def _timings(cl: pd.DataFrame, f: pd.DataFrame) -> None:
+    """Latencies in ms as the client's own record saw them."""
+    cl["established"] = f["established"].fillna(False).astype(bool)
+    cl["handshake_ms"] = f["handshake_rtt"] * 1e3
+    cl["connect_ms"] = f["connect"] * 1e3
+    cl["first_byte_ms"] = f["first_byte"] * 1e3
+    cl["syn_retransmits"] = f["syn_retransmits"]
+
+
+def _hops(cl: pd.DataFrame, r: pd.DataFrame) -> None:
+    """hops, captures, uids and hop_list: every record of the journey in time order."""
+    srt = r.sort_values(["jn", "_t"], kind="stable")
+    jn_sorted = srt["jn"].to_numpy()
+    cl["hops"] = r.groupby("jn").size()
+    caps = srt[["jn", "capture"]].drop_duplicates()
+    cl["captures"] = join_groups(caps["jn"].to_numpy(), caps["capture"].to_numpy(dtype=object),
+                                 int(jn_sorted.max()) + 1, ", ")[cl.index.to_numpy()]
+    bounds = np.flatnonzero(np.diff(jn_sorted)) + 1
+    journeys = pd.unique(jn_sorted)
+    uid_lists = [list(x) for x in np.split(srt["uid"].to_numpy(dtype=object), bounds)]
+    cl["uids"] = pd.Series(uid_lists, index=journeys).reindex(cl.index)
+    where = r["capture"].astype(str)
+    label = where.str.split("/").str[-1]
+    iface = np.where(r["point"].notna() & (r["point"] != label), " (" + r["point"].astype(str) + ")", "")
+    hop_at = where + iface + ": " + r["four"]
+    hop_lists = [list(x) for x in np.split(hop_at.loc[srt.index].to_numpy(dtype=object), bounds)]
+    cl["hop_list"] = pd.Series(hop_lists, index=journeys).reindex(cl.index)
+
+
+def number_journeys(cl: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Journeys in time order named J0, J1, ...; and journey number -> name."""
+    cl = cl.sort_values("ts").reset_index()
+    cl["journey"] = [f"J{i}" for i in range(len(cl))]
+    return cl, dict(zip(cl["jn"], cl["journey"], strict=True))

@@ -1,0 +1,261 @@
+"""The decisions about each journey: SNAT, the load balancer's pick, loopback, outcome.
+
+Why: each is a rule a customer may question, so each is one function that returns a
+``Decision`` (a value from natlens.vocab plus the evidence for it, per journey) and can
+be tested on a hand-built records table. What the records do not show is "unknown"
+with the reason, never a guess.
+
+Every function takes the placed records (``client.place_records``: one row per
+connection record with its journey ``jn``, time ``_t``, ``pre_lb``, ``on_client``,
+``egress``, ``from_client``, ``hop`` and the journey's client as ``j_*`` columns) and
+the client table (index: journey number).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from natlens.inventory import Inventory
+from natlens.journeys.client import first_per_journey
+from natlens.netfilter.conntrack import Entry
+from natlens.vocab import (
+    ANSWERED,
+    END_CAPTURE,
+    END_RST,
+    END_TIMEOUT,
+    ESTABLISHED,
+    NO,
+    RESET,
+    RESET_STATES,
+    TIMED_OUT,
+    UNANSWERED,
+    UNKNOWN,
+    YES,
+)
+
+
+@dataclass
+class Decision:
+    """One decision for every journey (index: journey number): ``value`` and ``evidence``, plus
+    named ``detail`` series that belong to it (e.g. SNAT's ``snat_to``)."""
+
+    value: pd.Series
+    evidence: pd.Series
+    detail: dict[str, pd.Series] = field(default_factory=dict)
+
+    def columns(self, name: str) -> dict[str, pd.Series]:
+        """The journey columns of this decision: name, <name>_evidence and the details."""
+        return {name: self.value, f"{name}_evidence": self.evidence, **self.detail}
+
+
+def _first_evidence(r: pd.DataFrame, mask: pd.Series, text: pd.Series) -> pd.Series:
+    """Per journey, the text of its earliest record where mask holds."""
+    return first_per_journey(r.loc[mask, ["jn", "_t"]].assign(_ev=text[mask]))["_ev"]
+
+
+def _not_host_network(r: pd.DataFrame) -> pd.Series:
+    return ~r["j_client_is_node"].fillna(False).astype(bool)
+
+
+def pod_source(cl: pd.DataFrame, inventory: Inventory) -> pd.Series:
+    """Per journey: the client's source is known not to be its node's IP (a pod IP, or a
+    node whose IP is known and differs), so leaving with it means no SNAT."""
+    is_pod = pd.Series([inventory.is_pod_ip(h) if isinstance(h, str) else False for h in cl["client_h"]],
+                       index=cl.index)
+    return is_pod | (cl["client_node_ip"].notna() & (cl["client_node_ip"] != cl["client_h"]))
+
+
+def classify_snat(r: pd.DataFrame, cl: pd.DataFrame, inventory: Inventory) -> Decision:
+    """yes / no / unknown: did the connection leave the client's node with the node's IP?
+
+    yes: a record on the client's node (or after it) to the VIP from the node's IP; no: one
+    that left the node's NIC (or arrived elsewhere) with the pod's own IP. ``snat_to`` is the
+    address:port it left with.
+    """
+    pod_src = pod_source(cl, inventory)
+    pod_r = r["jn"].map(pod_src).fillna(False).astype(bool)
+    own, node_ip = r["orig_h"] == r["j_client_h"], r["orig_h"] == r["j_client_node_ip"]
+    here, ok = r["pre_lb"] & r["on_client"], _not_host_network(r)
+    away = ~r["on_client"] & ~r["pre_lb"]
+    yes_here, yes_away = here & node_ip & ok, away & node_ip & ok
+    ev = ((away & own & pod_r & ok, NO, " (arrived with the client pod's IP)"),
+          (yes_away, YES, " (arrived from the client node's IP)"),
+          (here & r["egress"] & own & pod_r & ok, NO, " (left the node's NIC with the pod IP)"),
+          (yes_here, YES, " (left with the node IP)"))
+    value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
+    evidence = pd.Series(None, index=cl.index, dtype=object)
+    for mask, val, why in ev:  # later rows win: evidence on the client's node beats evidence after it
+        e = _first_evidence(r, mask, r["hop"] + why)
+        value.loc[e.index], evidence.loc[e.index] = val, e
+    snat_to = _first_evidence(r, yes_here | yes_away, r["orig_h"] + ":" + r["orig_p"].astype(str))
+    snat_to = snat_to.reindex(cl.index).where(value == YES, None)
+    _why_unknown(evidence, value, cl, pod_src)
+    return Decision(value, evidence, {"snat_to": snat_to})
+
+
+def _why_unknown(evidence: pd.Series, value: pd.Series, cl: pd.DataFrame, pod_src: pd.Series) -> None:
+    """The reason for every SNAT left unknown (filled into evidence in place)."""
+    host = cl["client_is_node"].fillna(False).astype(bool)
+    evidence.loc[host & (value == UNKNOWN)] = (
+        "the first capture point already shows the node's IP as the source: SNATed on the way, or a "
+        "host-network client; a pod-side or `any` capture would tell")
+    src_unknown = evidence.isna() & ~pod_src & ~host
+    evidence.loc[src_unknown] = (
+        "the source " + cl.loc[src_unknown, "client_h"].astype(str) + " is neither a known pod IP "
+        "nor a node IP natlens knows (no cluster/, no ip-addr dump): the pod's or the node's address?")
+    evidence.loc[evidence.isna()] = "no capture shows the connection after it left the client's node"
+
+
+ConntrackTables = dict[str, tuple[str, list[Entry]]]  # node -> (dump file name, entries)
+
+
+def snat_from_conntrack(snat: Decision, cl: pd.DataFrame, conntrack: ConntrackTables
+                        ) -> tuple[Decision, pd.DataFrame]:
+    """SNAT from the client node's conntrack dump where the captures cannot decide.
+
+    A capture on the node's NIC alone shows a SNATed pod's connection only as
+    nodeIP:port -> VIP. The node's conntrack entry for it (reply tuple towards that
+    nodeIP:port) names the pod that opened it, or shows the node itself did. Returns the
+    new decision and, for journeys whose client it names, the corrected ``client_h``,
+    ``client_p`` and ``client_is_node``.
+    """
+    value, evidence = snat.value.copy(), snat.evidence.copy()
+    snat_to = snat.detail["snat_to"].copy()
+    fixes: dict[int, dict] = {}
+    todo = cl.index[cl["client_is_node"].fillna(False).astype(bool) & (value == UNKNOWN)]
+    index: dict[str, dict] = {}
+    for j in todo:
+        row = cl.loc[j]
+        if row["client_node"] not in conntrack or pd.isna(row["client_p"]) or pd.isna(row["vport"]):
+            continue
+        name, entries = conntrack[row["client_node"]]
+        key = (row["proto"], row["client_h"], int(row["client_p"]), row["vip"], int(row["vport"]))
+        found = _reply_index(index, row["client_node"], entries).get(key)
+        if not found:
+            continue
+        val, ev, to, fix = _conntrack_says(name, key, found)
+        evidence.loc[j] = ev
+        if val is not None:
+            value.loc[j], snat_to.loc[j], fixes[j] = val, to, fix
+    fixed = pd.DataFrame.from_dict(fixes, orient="index",
+                                   columns=["client_h", "client_p", "client_is_node"])
+    return Decision(value, evidence, {"snat_to": snat_to}), fixed
+
+
+def _reply_index(index: dict[str, dict], node: str, entries: list[Entry]) -> dict:
+    """The node's entries by (proto, reply dst, reply dport, orig dst, orig dport), built once."""
+    if node not in index:
+        index[node] = {}
+        for e in entries:
+            index[node].setdefault((e.proto, e.reply[1], e.reply[3], e.orig[1], e.orig[3]), []).append(e)
+    return index[node]
+
+
+def _conntrack_says(name: str, key: tuple, found: list[Entry]):
+    """(value or None, evidence, snat_to, client fix) from the entries for one journey's tuple."""
+    # one tuple twice (an old TIME_WAIT entry and a new one): decide only if they agree
+    if len({(e.orig[0], e.orig[2], bool(e.snat)) for e in found}) > 1:
+        return None, (f"{name}:" + ",".join(str(e.line) for e in found) + f": entries for "
+                      f"{key[1]}:{key[2]} -> {key[3]}:{key[4]} name different clients; the dump cannot "
+                      "tell which is this connection"), None, None
+    e = found[-1]
+    where = f"{name}:{e.line}"
+    if e.snat:
+        return YES, (f"{where}: {e.orig[0]}:{e.orig[2]} -> {e.orig[1]}:{e.orig[3]} left as "
+                     f"{e.reply[1]}:{e.reply[3]} (the node's conntrack entry: SNATed)"), \
+            f"{e.reply[1]}:{e.reply[3]}", {"client_h": e.orig[0], "client_p": e.orig[2],
+                                           "client_is_node": False}
+    return None, (f"{where}: the node itself opened {e.orig[0]}:{e.orig[2]} -> {e.orig[1]}:{e.orig[3]} "
+                  "(a host-network client: its source is already the node IP)"), None, None
+
+
+def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame) -> Decision:
+    """The node the load balancer sent the connection to (None: not in the captures): the node
+    of the first record after the LB's DNAT (to a node's IP, else to an endpoint)."""
+    post = ~r["pre_lb"] & r["resp_node"].notna() & (
+        (r["resp_h"] != r["j_client_h"]) | (r["resp_p"] != r["j_client_p"]))
+    ev_node = _first_evidence(r, post & r["resp_is_node"], r["hop"] + " (after the LB's DNAT to a node)")
+    ev_ep = _first_evidence(r, post & ~r["resp_is_node"], r["hop"] + " (DNAT to an endpoint)")
+    picked = r[post].sort_values(["jn", "resp_is_node", "_t"], ascending=[True, False, True])
+    picked = picked.drop_duplicates("jn").set_index("jn")["resp_node"]
+    return Decision(picked.reindex(cl.index), ev_node.reindex(cl.index).fillna(ev_ep.reindex(cl.index)))
+
+
+def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> Decision:
+    """yes / no / unknown: did the load balancer send the connection back to its own node?
+
+    Without the backend's captures, a SYN-ACK from the VIP, or a SYN that left the client's
+    NIC with no copy of it coming back to the node, rules a loopback out.
+    """
+    node, picked = cl["client_node"], backend.value
+    value = pd.Series(np.where(picked.isna() | node.isna(), UNKNOWN, np.where(picked == node, YES, NO)),
+                      index=cl.index, dtype=object)
+    evidence = pd.Series(np.where(
+        value == YES, "the connection came back to its own node " + node.astype(str) + ": "
+        + backend.evidence.astype(str),
+        np.where(value == NO, "the load balancer sent it to " + picked.astype(str) + ": "
+                 + backend.evidence.astype(str), None)), index=cl.index, dtype=object)
+    where = r["capture"].astype(str)
+    vip_ans = _first_evidence(r, r["pre_lb"] & r["on_client"] & r["synack_ts"].notna(),
+                              where + ": SYN-ACK from " + r["resp_h"] + ":" + r["resp_p"].astype(str)
+                              + " (the VIP answered; a loopback is answered by the node itself)")
+    came_back = r["on_client"] & ~r["pre_lb"]
+    left = _first_evidence(r, r["on_client"] & r["egress"] & r["pre_lb"] & ~r["jn"].isin(set(r.loc[came_back, "jn"])),
+                           where + ": the SYN left towards the VIP and no copy came back to the node")
+    unk = cl.index[value == UNKNOWN]
+    for ev in (left.reindex(unk).dropna(), vip_ans.reindex(unk).dropna()):
+        value.loc[ev.index], evidence.loc[ev.index] = NO, ev
+    back = (value == UNKNOWN) & cl.index.isin(list(set(r.loc[came_back, "jn"])))
+    evidence.loc[back] = (
+        "a copy of the SYN came back to the client's node addressed elsewhere than the VIP, but "
+        "natlens cannot tell whether to this node's NodePort (its addresses are not known)")
+    nowhere = (value == UNKNOWN) & node.isna()
+    evidence.loc[nowhere] = (
+        "the client's node is not known: " + cl.loc[nowhere, "client_h"].astype(str) + " is in no "
+        "inventory and no capture shows its SYN leaving a node towards the VIP")
+    evidence.loc[evidence.isna()] = "no capture shows where the load balancer sent it"
+    return Decision(value, evidence)
+
+
+def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) -> Decision:
+    """established / reset / timed out / unknown (UDP: answered / unanswered / unknown), from
+    the client's own record (``record``, index: journey number).
+
+    "timed out" is the record's end "timeout", or a capture that ended while the client
+    retried a SYN whose SYN-ACK came from the wrong address and was reset by it: the load
+    balancer keeps the 5-tuple on that backend, so every retry meets the same fate
+    (DESIGN.md section 1) and the connect cannot complete.
+    """
+    f = record
+    est = f["established"].fillna(False).astype(bool)
+    reset = f["conn_state"].isin(list(RESET_STATES)) | (f["end"] == END_RST)
+    rejected = r["from_client"] & ~r["pre_lb"] & r["history"].str.contains("h", regex=False) \
+        & r["history"].str.contains("R", regex=False)
+    wrong_answer = cl.index.isin(list(set(r.loc[rejected, "jn"])))
+    udp = (f["proto"] == "udp").to_numpy()
+    answered = f["resp_pkts"].fillna(0) > 0
+    retried = (f["syn_retransmits"].fillna(0) > 0) & wrong_answer
+    value = pd.Series(np.select(
+        [udp & answered, udp & (f["end"] == END_TIMEOUT), udp, est, reset, f["end"] == END_TIMEOUT,
+         ~est & ~answered & (f["end"] == END_CAPTURE) & retried],
+        [ANSWERED, UNANSWERED, UNKNOWN, ESTABLISHED, RESET, TIMED_OUT, TIMED_OUT], UNKNOWN),
+        index=cl.index, dtype=object)
+    value.loc[f["uid"].isna()] = UNKNOWN
+    return Decision(value, _outcome_evidence(f, udp, value))
+
+
+def _outcome_evidence(f: pd.DataFrame, udp: np.ndarray, value: pd.Series) -> pd.Series:
+    """The client record's conn_state, history, SYNs (UDP: packets each way) and end."""
+    ended = f["end"].map({END_CAPTURE: "unknown (capture ended)"}).fillna(f["end"]).astype(str)
+    head = f["capture"].astype(str) + ": " + f["conn_state"].astype(str) + " " + f["history"].astype(str)
+    out = pd.Series(np.where(
+        udp, head + ", " + f["orig_pkts"].fillna(0).astype(int).astype(str) + " packet(s) out, "
+        + f["resp_pkts"].fillna(0).astype(int).astype(str) + " back, ended " + ended,
+        head + ", " + (f["syn_retransmits"].fillna(0) + 1).astype(int).astype(str) + " SYN(s), ended "
+        + ended + np.where((value == TIMED_OUT) & (f["end"] != END_TIMEOUT),
+                           "; each SYN was answered from the wrong address and reset by the client", "")),
+        index=f.index, dtype=object)
+    return out

@@ -1,0 +1,232 @@
+"""Each journey decision on hand-built records: no captures, only the rule and its evidence.
+
+A record table here is what natlens.journeys.client.place_records produces: one row per
+connection record, with its journey ``jn``, time ``_t``, where it sits (pre_lb,
+on_client, egress, from_client) and the journey's client as ``j_*`` columns.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from natlens.inventory import NODE_COLUMNS, POD_COLUMNS, SERVICE_COLUMNS, Inventory
+from natlens.journeys import (
+    Decision,
+    classify_lb_backend,
+    classify_loopback,
+    classify_outcome,
+    classify_snat,
+    snat_from_conntrack,
+)
+from natlens.netfilter.conntrack import parse_conntrack
+
+POD, NODE1, NODE2, VIP = "198.18.16.100", "198.18.0.11", "198.18.0.12", "198.19.0.10"
+INV = Inventory(
+    nodes=pd.DataFrame([{"name": "node-1", "internal_ip": NODE1, "addresses": [NODE1],
+                         "pod_cidr": "198.18.16.0/24", "pod_cidrs": ["198.18.16.0/24"], "source": "t"},
+                        {"name": "node-2", "internal_ip": NODE2, "addresses": [NODE2],
+                         "pod_cidr": "198.18.17.0/24", "pod_cidrs": ["198.18.17.0/24"], "source": "t"}],
+                       columns=NODE_COLUMNS),
+    pods=pd.DataFrame([{"namespace": "d", "name": "client", "ip": POD, "ips": [POD], "node": "node-1",
+                        "host_network": False, "source": "t"}], columns=POD_COLUMNS),
+    services=pd.DataFrame(columns=SERVICE_COLUMNS))
+NODE_OF = {NODE1: "node-1", NODE2: "node-2", POD: "node-1", "198.18.17.10": "node-2",
+           "198.18.16.10": "node-1"}
+
+
+def rec(jn, t, node, capture, src, dst, *, client=(POD, 40000), client_node="node-1", egress=False,
+        history="S", synack_ts=None):
+    """One placed record: src/dst as "addr:port"."""
+    (sh, sp), (dh, dp) = (x.rsplit(":", 1) for x in (src, dst))
+    ch, cp = client
+    client_ip = {"node-1": NODE1, "node-2": NODE2}.get(client_node)
+    return {"jn": jn, "_t": t, "node": node, "capture": f"{node}/{capture}", "orig_h": sh,
+            "orig_p": int(sp), "resp_h": dh, "resp_p": int(dp), "resp_node": NODE_OF.get(dh),
+            "resp_is_node": dh in (NODE1, NODE2), "synack_ts": synack_ts, "history": history,
+            "pre_lb": dh == VIP, "on_client": node == client_node, "egress": egress,
+            "from_client": (sh, int(sp)) == (ch, cp), "hop": f"{node}/{capture}: {src} -> {dst}",
+            "j_client_h": ch, "j_client_p": cp, "j_client_node_ip": client_ip,
+            "j_client_is_node": ch in (NODE1, NODE2)}
+
+
+def clients(*rows):
+    """The client table: (jn, client_h, client_p, client_node)."""
+    df = pd.DataFrame([{"jn": jn, "client_h": h, "client_p": p, "client_node": n,
+                        "client_node_ip": {"node-1": NODE1, "node-2": NODE2}.get(n),
+                        "client_is_node": h in (NODE1, NODE2), "vip": VIP, "vport": 80, "proto": "tcp"}
+                       for jn, h, p, n in rows])
+    return df.set_index("jn")
+
+
+def records(*rows):
+    return pd.DataFrame(rows)
+
+
+# --- SNAT ------------------------------------------------------------------------------
+def test_snat_no_when_the_pod_ip_leaves_the_nic():
+    r = records(rec(0, 1.0, "node-1", "any", f"{POD}:40000", f"{VIP}:80"),
+                rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80", egress=True))
+    d = classify_snat(r, clients((0, POD, 40000, "node-1")), INV)
+    assert d.value[0] == "no" and "left the node's NIC with the pod IP" in d.evidence[0]
+    assert "node-1/eth0" in d.evidence[0] and d.detail["snat_to"].isna()[0]
+
+
+def test_pod_ip_seen_only_inside_the_node_is_not_evidence_of_no_snat():
+    # the pod-side copy alone: it may still be SNATed on the way out
+    r = records(rec(0, 1.0, "node-1", "any", f"{POD}:40000", f"{VIP}:80"))
+    d = classify_snat(r, clients((0, POD, 40000, "node-1")), INV)
+    assert d.value[0] == "unknown"
+    assert d.evidence[0] == "no capture shows the connection after it left the client's node"
+
+
+def test_snat_yes_to_the_node_ip_with_the_address_it_left_with():
+    r = records(rec(0, 1.0, "node-1", "any", f"{POD}:40000", f"{VIP}:80"),
+                rec(0, 1.0, "node-1", "eth0", f"{NODE1}:23022", f"{VIP}:80", egress=True))
+    d = classify_snat(r, clients((0, POD, 40000, "node-1")), INV)
+    assert (d.value[0], d.detail["snat_to"][0]) == ("yes", f"{NODE1}:23022")
+    assert "left with the node IP" in d.evidence[0]
+
+
+def test_snat_seen_on_the_backend_node_when_the_client_node_has_no_egress_capture():
+    r = records(rec(0, 1.0, "node-1", "any", f"{POD}:40000", f"{VIP}:80"),
+                rec(0, 1.1, "node-2", "eth0", f"{NODE1}:23022", f"{NODE2}:30080"))
+    d = classify_snat(r, clients((0, POD, 40000, "node-1")), INV)
+    assert d.value[0] == "yes" and "arrived from the client node's IP" in d.evidence[0]
+
+
+def test_a_node_ip_source_is_unknown_not_host_network_without_evidence():
+    r = records(rec(0, 1.0, "node-1", "eth0", f"{NODE1}:5000", f"{VIP}:80", client=(NODE1, 5000),
+                    egress=True))
+    d = classify_snat(r, clients((0, NODE1, 5000, "node-1")), INV)
+    assert d.value[0] == "unknown" and "host-network client" in d.evidence[0]
+
+
+def test_a_source_no_inventory_knows_is_unknown_and_says_so():
+    r = records(rec(0, 1.0, "node-x", "eth0", "203.0.113.9:5000", f"{VIP}:80",
+                    client=("203.0.113.9", 5000), client_node=None, egress=True))
+    d = classify_snat(r, clients((0, "203.0.113.9", 5000, None)), INV)
+    assert d.value[0] == "unknown" and "neither a known pod IP nor a node IP" in d.evidence[0]
+
+
+CONNTRACK_SNAT = (f"tcp      6 119 TIME_WAIT src={POD} dst={VIP} sport=40000 dport=80 src={VIP} "
+                  f"dst={NODE1} sport=80 dport=23022 [ASSURED] mark=0 use=1\n")
+
+
+def test_conntrack_names_the_pod_and_leaves_the_input_decision_alone():
+    r = records(rec(0, 1.0, "node-1", "eth0", f"{NODE1}:23022", f"{VIP}:80", client=(NODE1, 23022),
+                    egress=True))
+    cl = clients((0, NODE1, 23022, "node-1"))
+    before = classify_snat(r, cl, INV)
+    after, fixes = snat_from_conntrack(before, cl, {"node-1": ("n1/conntrack.txt",
+                                                               parse_conntrack(CONNTRACK_SNAT))})
+    assert before.value[0] == "unknown"  # a new decision, not a mutated one
+    assert (after.value[0], after.detail["snat_to"][0]) == ("yes", f"{NODE1}:23022")
+    assert after.evidence[0].startswith("n1/conntrack.txt:1: ")
+    assert fixes.loc[0].tolist() == [POD, 40000, False]
+    assert cl.at[0, "client_h"] == NODE1  # the client table is not rewritten either
+
+
+def test_conntrack_entries_naming_two_clients_decide_nothing():
+    other = CONNTRACK_SNAT.replace(f"src={POD}", "src=198.18.16.101", 1)
+    r = records(rec(0, 1.0, "node-1", "eth0", f"{NODE1}:23022", f"{VIP}:80", client=(NODE1, 23022),
+                    egress=True))
+    cl = clients((0, NODE1, 23022, "node-1"))
+    d, fixes = snat_from_conntrack(classify_snat(r, cl, INV), cl,
+                                   {"node-1": ("ct.txt", parse_conntrack(CONNTRACK_SNAT + other))})
+    assert d.value[0] == "unknown" and fixes.empty
+    assert d.evidence[0].startswith("ct.txt:1,2: ") and "name different clients" in d.evidence[0]
+
+
+# --- the load balancer's pick and loopback -----------------------------------------------
+def _lb_records():
+    return records(
+        rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80", egress=True),
+        rec(0, 1.1, "node-1", "any", f"{POD}:40000", "198.18.16.10:8080"),  # endpoint after DNAT
+        rec(0, 1.05, "node-1", "eth0", f"{POD}:40000", f"{NODE1}:30080"),  # came back: NodePort
+        rec(1, 2.0, "node-1", "eth0", f"{POD}:40001", f"{VIP}:80", client=(POD, 40001), egress=True),
+        rec(1, 2.1, "node-2", "eth0", f"{POD}:40001", f"{NODE2}:30080", client=(POD, 40001)))
+
+
+def test_lb_backend_prefers_the_node_the_lb_dnat_named_over_an_endpoint():
+    cl = clients((0, POD, 40000, "node-1"), (1, POD, 40001, "node-1"))
+    d = classify_lb_backend(_lb_records(), cl)
+    assert d.value.tolist() == ["node-1", "node-2"]
+    assert "30080 (after the LB's DNAT to a node)" in d.evidence[0]
+
+
+def test_loopback_yes_no_from_the_backend():
+    r, cl = _lb_records(), clients((0, POD, 40000, "node-1"), (1, POD, 40001, "node-1"))
+    d = classify_loopback(r, cl, classify_lb_backend(r, cl))
+    assert d.value.tolist() == ["yes", "no"]
+    assert d.evidence[0].startswith("the connection came back to its own node node-1: ")
+    assert d.evidence[1].startswith("the load balancer sent it to node-2: ")
+
+
+def test_no_loopback_when_the_syn_left_and_never_came_back():
+    r = records(rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80", egress=True))
+    cl = clients((0, POD, 40000, "node-1"))
+    d = classify_loopback(r, cl, classify_lb_backend(r, cl))
+    assert d.value[0] == "no" and "no copy came back to the node" in d.evidence[0]
+
+
+def test_a_copy_that_came_back_to_an_unknown_address_leaves_loopback_unknown():
+    r = records(rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80", egress=True),
+                rec(0, 1.1, "node-1", "eth0", f"{POD}:40000", "198.18.99.9:30080"))
+    cl = clients((0, POD, 40000, "node-1"))
+    d = classify_loopback(r, cl, classify_lb_backend(r, cl))
+    assert d.value[0] == "unknown" and "cannot tell whether to this node's NodePort" in d.evidence[0]
+
+
+def test_loopback_unknown_when_the_client_node_is_unknown():
+    r = records(rec(0, 1.0, "node-9", "eth0", f"{POD}:40000", f"{VIP}:80", client_node=None))
+    cl = clients((0, POD, 40000, None))
+    d = classify_loopback(r, cl, Decision(pd.Series([None], index=cl.index), pd.Series([None], index=cl.index)))
+    assert d.value[0] == "unknown" and "the client's node is not known" in d.evidence[0]
+
+
+# --- outcome -----------------------------------------------------------------------------
+def client_record(jn=0, *, state="S1", history="ShAD", end="fin", established=True, syns=0,
+                  proto="tcp", resp_pkts=3, orig_pkts=3, uid="n1/eth0#0"):
+    return {"jn": jn, "uid": uid, "capture": "node-1/eth0", "conn_state": state, "history": history,
+            "end": end, "established": established, "syn_retransmits": syns, "proto": proto,
+            "resp_pkts": resp_pkts, "orig_pkts": orig_pkts}
+
+
+def outcome(*recs, placed=None):
+    f = pd.DataFrame(recs).set_index("jn")
+    cl = clients(*[(j, POD, 40000 + j, "node-1") for j in f.index])
+    r = placed if placed is not None else records(
+        *[rec(j, 1.0, "node-1", "eth0", f"{POD}:{40000 + j}", f"{VIP}:80", client=(POD, 40000 + j))
+          for j in f.index])
+    return classify_outcome(r, cl, f)
+
+
+@pytest.mark.parametrize(("kw", "want"), [
+    ({}, "established"),
+    ({"state": "REJ", "history": "Sr", "end": "rst", "established": False, "resp_pkts": 1}, "reset"),
+    ({"state": "S0", "history": "S", "end": "timeout", "established": False, "resp_pkts": 0}, "timed out"),
+    ({"state": "S0", "history": "S", "end": "capture-end", "established": False, "resp_pkts": 0,
+      "syns": 2}, "unknown"),
+    ({"proto": "udp", "state": "SF", "history": "Dd", "end": "timeout", "established": False}, "answered"),
+    ({"proto": "udp", "state": "S0", "history": "D", "end": "timeout", "established": False,
+      "resp_pkts": 0}, "unanswered"),
+    ({"proto": "udp", "state": "S0", "history": "D", "end": "capture-end", "established": False,
+      "resp_pkts": 0}, "unknown"),
+])
+def test_outcome_from_the_client_record(kw, want):
+    assert outcome(client_record(**kw)).value[0] == want
+
+
+def test_retries_answered_from_the_wrong_source_are_timed_out_even_if_the_capture_ended():
+    cr = client_record(state="S0", history="S", end="capture-end", established=False, resp_pkts=0, syns=2)
+    placed = records(rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80"),
+                     rec(0, 1.0, "node-1", "any", f"{POD}:40000", f"{NODE1}:30080", history="ShR"))
+    d = outcome(cr, placed=placed)
+    assert d.value[0] == "timed out"
+    assert d.evidence[0].endswith("answered from the wrong address and reset by the client")
+    assert "3 SYN(s), ended unknown (capture ended)" in d.evidence[0]
+
+
+def test_a_journey_without_the_client_record_has_an_unknown_outcome():
+    assert outcome(client_record(uid=None)).value[0] == "unknown"
