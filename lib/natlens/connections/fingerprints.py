@@ -1,0 +1,51 @@
+"""NAT-surviving fingerprints of each connection's first originator packet.
+
+Why: NAT rewrites addresses and ports but keeps the IP ID, the TCP timestamp value
+and the payload, so they pair the copies of one connection across capture points
+when there is no handshake to join on (UDP has no ISN; a capture may miss a SYN).
+``orig_dir`` says whether the originator's first packet came in or went out here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from natlens._grouped import first_where
+from natlens.connections.flows import Cut, Sorted
+from natlens.connections.roles import Roles
+from natlens.connections.usable import column
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """Per connection; -1 / None / NA where the originator sent nothing (or no payload)."""
+
+    ip_id: np.ndarray  # IP ID of the originator's first packet (-1: none)
+    tsval: np.ndarray  # its TCP timestamp value (-1: none)
+    payload_hash: np.ndarray  # object: hash of the originator's first payload (NA: none)
+    direction: np.ndarray  # object: "in" / "out" of the originator's first packet, or None
+
+
+def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerprints:
+    """IP ID, TSval and direction of the originator's first packet, hash of its first payload."""
+    f_o_row = first_where(c.conn, r.is_orig, c.nc)
+    first = s.rows[np.maximum(f_o_row, 0)]
+    seen = f_o_row >= 0
+    f_o_data = first_where(c.conn, r.is_orig & (s.plen > 0), c.nc)
+    hash_col = packets.get("payload_hash")
+    orig_hash = np.full(c.nc, pd.NA, dtype=object)
+    if hash_col is not None and (f_o_data >= 0).any():
+        sel = f_o_data >= 0
+        orig_hash[sel] = hash_col.iloc[s.rows[f_o_data[sel]]].to_numpy()
+    dir_col = packets.get("direction")
+    orig_dir = np.full(c.nc, None, dtype=object)
+    if dir_col is not None and seen.any():
+        vals = dir_col.iloc[s.rows[f_o_row[seen]]].astype(object).to_numpy()
+        orig_dir[seen] = np.where(pd.isna(vals), None, vals)
+    return Fingerprints(
+        ip_id=np.where(seen, column(packets, "ip_id", -1, np.int64)[first], -1),
+        tsval=np.where(seen, column(packets, "tsval", -1, np.int64)[first], -1),
+        payload_hash=orig_hash, direction=orig_dir)
