@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from natlens import netfilter
 from natlens.errors import NatlensError
 from natlens.netfilter.node import Address, NodeRules, read_ip_addr
-from natlens.netfilter.node import load_node as load_rules
 from natlens.nodefiles import CAPTURE_SUFFIXES, NodeFiles, copy_fields, find_node_files
 
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -55,7 +55,7 @@ class NodeDir(NodeFiles):
         (raised again on every call, never a half-read model)."""
         if self._rules is None:
             try:
-                self._rules = load_rules(self)
+                self._rules = netfilter.load_node(self)
             except NatlensError as exc:
                 self._rules = exc
         if isinstance(self._rules, NatlensError):

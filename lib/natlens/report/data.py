@@ -21,13 +21,13 @@ from typing import Any
 import pandas as pd
 
 from natlens.errors import NatlensError
+from natlens.findings import Analysis
 from natlens.report.anonymize import Anonymizer, load_key, new_key
+from natlens.vocab import SUMMARY_SCHEMA
 
-SUMMARY_SCHEMA = "natlens.summary/1"
 # The environment variable through which a Crypto-PAn key file reaches the notebook
 # kernel: the key must never appear in the notebook's parameters (they are published).
 KEY_ENV = "NATLENS_ANON_KEY_FILE"
-JOURNEY_ID_COLUMNS = ("journey", "journey_id", "id")
 
 
 @dataclass
@@ -47,31 +47,24 @@ class ReportData:
     parameters: dict[str, Any]
     anonymized: bool = False
     about: dict[str, Any] = field(default_factory=dict)  # incident.yaml: title, window, notes, services
-    analysis: Any = field(default=None, repr=False)
+    analysis: Analysis | None = field(default=None, repr=False)
     anonymizer: Anonymizer | None = field(default=None, repr=False)
 
     def journey_hops(self, journey_id: Any = None) -> pd.DataFrame:
         """Hop-by-hop view of one journey (default: the first loopback journey), as shown.
 
-        `journey_id` is a row label of `self.loopback` / `self.journeys` as displayed
-        (so it works on anonymized data too), or None for the first loopback journey.
+        `journey_id` is a journey's id ("J3"; anonymization maps addresses, never ids), or None
+        for the first loopback journey. KeyError for an id that is not a journey.
         """
-        a = self.analysis
-        if a is None or not hasattr(a, "journey_hops"):
+        journey_id = self.worked_journey_id() if journey_id is None else journey_id
+        if self.analysis is None or journey_id is None:
             return pd.DataFrame()
-        original = _original_journey_id(self, journey_id)
-        if original is None:
-            return pd.DataFrame()
-        hops = a.journey_hops(original)
+        hops = self.analysis.journey_hops(journey_id)
         return self.anonymizer.frame(hops) if self.anonymizer else hops
 
     def worked_journey_id(self) -> Any:
         """The journey the report walks through hop by hop (displayed id), or None."""
-        lb = self.loopback
-        if lb is None or lb.empty:
-            return None
-        col = _id_column(lb)
-        return lb[col].iloc[0] if col else lb.index[0]
+        return None if self.loopback.empty else self.loopback["journey"].iloc[0]
 
 
 def load(
@@ -82,7 +75,7 @@ def load(
     start: str | None = None,
     end: str | None = None,
     services: Sequence[str] = (),
-    analysis: Any = None,
+    analysis: Analysis | None = None,
 ) -> ReportData:
     """Analyze `incident_dir` (or take a ready `analysis`) and prepare it for a report.
 
@@ -107,14 +100,14 @@ def load(
     window = (_utc(start, "start"), _utc(end, "end"))
     services = [s for s in (services or []) if s]
     frames = {
-        "connections": _scope(_frame(analysis, "connections"), window, ()),
-        "journeys": _scope(_frame(analysis, "journeys"), window, ()),
-        "snat": _scope(_frame(analysis, "snat"), (None, None), services),
-        "loopback": _scope(_frame(analysis, "loopback"), window, ()),
-        "latency": _frame(analysis, "latency"),
+        "connections": _scope(analysis.connections, window, ()),
+        "journeys": _scope(analysis.service_journeys, window, ()),
+        "snat": _scope(analysis.snat, (None, None), services),
+        "loopback": _scope(analysis.loopback, window, ()),
+        "latency": analysis.latency,
     }
-    files = input_files(incident_dir, getattr(analysis, "inputs", []) or [])
-    inferred = list(getattr(analysis, "inferred", []) or [])
+    files = input_files(incident_dir, analysis.inputs)
+    inferred = list(analysis.inferred)
     params = {"incident_dir": str(incident_dir), "anonymize": bool(anonymize),
               "start": start or "", "end": end or "", "services": services}
     about = incident_about(analysis)
@@ -136,11 +129,10 @@ def load(
     )
 
 
-def incident_about(analysis: Any) -> dict[str, Any]:
+def incident_about(analysis: Analysis) -> dict[str, Any]:
     """What the user wrote in incident.yaml (DESIGN.md section 2), as text: title, the UTC
     time window, the Services of interest and notes. Empty when there is none."""
-    bundle = getattr(analysis, "bundle", None)
-    raw = getattr(bundle, "incident", None) or {}
+    raw = analysis.bundle.incident if analysis.bundle is not None else {}
     about: dict[str, Any] = {}
     if raw.get("title"):
         about["title"] = str(raw["title"])
@@ -209,13 +201,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _frame(analysis: Any, name: str) -> pd.DataFrame:
-    df = getattr(analysis, name, None)
-    if df is None:
-        return pd.DataFrame()
-    return df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
-
-
 def _utc(value: str | None, what: str) -> float | None:
     if not value:
         return None
@@ -246,31 +231,6 @@ def _scope(df: pd.DataFrame, window: tuple[float | None, float | None], services
             keep |= (svc == s) | svc.str.startswith(s.rstrip("/") + (":" if s.count(":") == 0 else "/"))
         df = df[keep]
     return df
-
-
-def _id_column(df: pd.DataFrame) -> str | None:
-    return next((c for c in JOURNEY_ID_COLUMNS if c in df.columns), None)
-
-
-def _original_journey_id(data: ReportData, shown: Any) -> Any:
-    """Map a displayed journey id back to the analysis's own id (anonymization may rename)."""
-    a = data.analysis
-    raw = _frame(a, "loopback")
-    if shown is None:
-        shown = data.worked_journey_id()
-        if shown is None:
-            return None
-    if data.anonymizer is None:
-        return shown
-    for table, raw_table in ((data.loopback, raw), (data.journeys, _frame(a, "journeys"))):
-        col = _id_column(table)
-        if col is None or table.empty:
-            continue
-        pos = [i for i, v in enumerate(table[col]) if v == shown]
-        if pos:
-            label = table.index[pos[0]]
-            return raw_table.loc[label, col]
-    return shown
 
 
 def _json_default(o: Any) -> Any:

@@ -17,11 +17,11 @@ from matplotlib.figure import Figure
 
 from natlens.report import tables
 from natlens.report.data import ReportData
+from natlens.vocab import ANSWERED, ESTABLISHED, RESET, TIMED_OUT, UNANSWERED, UNKNOWN
 
-OUTCOME_COLORS = {"ok": "#2e7d32", "established": "#2e7d32", "no answer": "#b3261e",
-                  "timed out": "#b3261e", "timeout": "#b3261e", "reset": "#ef6c00",
-                  "refused": "#8e24aa", "other": "#757575"}
-GOOD_OUTCOMES = ("ok", "established")
+OUTCOME_COLORS = {ESTABLISHED: "#2e7d32", ANSWERED: "#2e7d32", TIMED_OUT: "#b3261e",
+                  UNANSWERED: "#b3261e", RESET: "#ef6c00", UNKNOWN: "#757575"}
+GOOD_OUTCOMES = (ESTABLISHED, ANSWERED)
 _RC = {"text.parse_math": False, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 
 

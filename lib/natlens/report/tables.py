@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from natlens.errors import NatlensError
 from natlens.report.data import ReportData
 
 SNAT_COLUMNS = ["service", "source_node", "policy", "connections", "snat", "ratio", "predicted_by_rules"]
@@ -99,29 +100,11 @@ def outcomes(d: ReportData) -> pd.DataFrame:
     return out
 
 
-# Zeek conn_state -> outcome, used when the analysis gives no per-journey outcome.
-CONN_STATE_OUTCOME = {
-    "SF": "ok", "S1": "ok", "S2": "ok", "S3": "ok",
-    "S0": "no answer", "SH": "no answer", "SHR": "no answer",
-    "REJ": "refused", "RSTO": "reset", "RSTR": "reset", "RSTOS0": "reset", "RSTRH": "reset",
-    "OTH": "other",
-}
-
-
 def connection_outcomes(d: ReportData) -> pd.DataFrame:
-    """One row per client connection: ts (epoch s) and outcome, for the timeline."""
+    """One row per Service journey: ts (epoch s) and outcome, for the timeline."""
     j = d.journeys
-    if not j.empty and "outcome" in j.columns:
-        ts = next((c for c in ("ts", "start", "ts_start") if c in j.columns), None)
-        if ts:
-            return pd.DataFrame({"ts": pd.to_numeric(j[ts], errors="coerce"),
-                                 "outcome": j["outcome"].astype(str)}).dropna(subset=["ts"])
-    c = d.connections
-    if c.empty or "ts" not in c.columns:
-        return pd.DataFrame(columns=["ts", "outcome"])
-    state = c["conn_state"].astype(str) if "conn_state" in c.columns else pd.Series("other", index=c.index)
-    return pd.DataFrame({"ts": pd.to_numeric(c["ts"], errors="coerce"),
-                         "outcome": state.map(CONN_STATE_OUTCOME).fillna("other")}).dropna(subset=["ts"])
+    return pd.DataFrame({"ts": pd.to_numeric(j["ts"], errors="coerce"),
+                         "outcome": j["outcome"].astype(str)}).dropna(subset=["ts"])
 
 
 def inputs(d: ReportData) -> pd.DataFrame:
@@ -159,17 +142,21 @@ def _utc_col(s: pd.Series, digits: int = 3) -> pd.Series:
 
 
 def kube_services(d: ReportData) -> pd.DataFrame:
-    """Per node, the Services as kube-proxy programmed them (natlens.netfilter.kube_services)."""
+    """Per node, the Services as kube-proxy programmed them (natlens.netfilter.kube_services),
+    from the rules the analysis read (a node whose rules could not be read has no rows; the
+    report's inputs section says why)."""
     import dataclasses
 
     from natlens.netfilter import kube_services as services_of
-    from natlens.netfilter import load_node
 
     rows = []
-    for node_dir in sorted((d.incident_dir / "nodes").glob("*/")):
-        for svc in services_of(load_node(node_dir)):
-            row = dataclasses.asdict(svc) if dataclasses.is_dataclass(svc) else dict(vars(svc))
-            rows.append({"node": node_dir.name, **{k: _show(v) if isinstance(v, (list, tuple)) else v
-                                                    for k, v in row.items()}})
+    for node in d.analysis.bundle.nodes if d.analysis is not None and d.analysis.bundle else []:
+        try:
+            rules = node.rules()
+        except NatlensError:  # no or unreadable dumps: the analysis's notes say so
+            continue
+        for svc in services_of(rules):
+            rows.append({"node": node.name, **{k: _show(v) if isinstance(v, (list, tuple)) else v
+                                               for k, v in dataclasses.asdict(svc).items()}})
     df = pd.DataFrame(rows)
     return d.anonymizer.frame(df) if d.anonymizer is not None and not df.empty else df

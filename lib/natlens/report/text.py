@@ -262,9 +262,7 @@ def netfilter_trace(d: ReportData, node: str = "", src: str = "", dst: str = "",
     """
     if not (node and src and dst and dport):
         return rule_traces(d)
-    from natlens.netfilter import load_node
-
-    v = load_node(d.incident_dir / "nodes" / node).explain(src, dst, int(dport), proto)
+    v = d.analysis.rules(node).explain(src, dst, int(dport), proto)
     show = d.anonymizer.text if d.anonymizer is not None else (lambda s: s)
     lines = [show(str(x)) for x in v.trace]
     head = show(f"{src} -> {dst}:{dport}/{proto} on {node}: {v.verdict}")

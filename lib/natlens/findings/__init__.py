@@ -1,0 +1,118 @@
+"""Journeys + netfilter + inventory -> SNAT ratios, loopback hits, latency and the verdict.
+
+    from natlens.findings import analyze
+    a = analyze("incidents/checkout-2024-05-01")
+    a.snat          # one row per (Service VIP:port/proto, source node)
+    a.verdict       # headline, root cause, remediation in plain words
+    a.summary()     # summary.json, schema natlens.summary/1 (DESIGN.md section 5)
+    a.journey_hops("J3")   # every packet of one journey, hop by hop
+    a.journeys, a.service_journeys   # every journey / the ones to a load-balancer Service
+
+The SNAT ratio is over journeys whose SNAT status the captures show; "unknown" ones
+are left out of it (and the ratio is None when none is known). The rules' prediction
+comes from the netfilter model (natlens.netfilter) for a packet from the client pod
+to the VIP; "predicted_by_rules" says whether captures and rules agree (None: the
+rules could not be evaluated).
+
+summary() is DESIGN.md section 5 (``natlens.summary/1``) with these documented,
+additive keys (scripts written against section 5 are unaffected):
+
+  inputs.captures[].connections         connection records natlens made from the capture
+  inputs.captures[].not_in_connections  {reason: n}: decoded packets that are in no
+                                        connection (icmp, icmpv6, other-protocol,
+                                        no-ports); with ``skipped`` every record is
+                                        accounted for: records = decoded + sum(skipped),
+                                        decoded = packets in connections + sum(not_in_connections)
+  inputs.not_read                       [{"file", "reason"}]: files of the bundle natlens
+                                        did not read (bundle-relative paths)
+  snat[].host_network                   true: the row's clients' source is the node's own IP
+                                        (host-network clients, kept apart from the node's pods;
+                                        source_node "unknown" when the client's node is)
+
+connections.failed counts the journeys whose outcome is "reset" or "timed out" (so
+failed = timeouts + resets); a UDP journey's outcome is "answered" / "unanswered" /
+"unknown": it counts in ``total`` but never as failed (UDP needs no answer, and going
+idle is not a failure).
+
+Stages (one module each): ``captures`` (read every capture), ``snat`` (the SNAT
+table and the rules' prediction), ``verdict``, ``summary``, ``notes`` (what could not
+be read or decided), ``hops`` (journey_hops), ``analysis`` (the Analysis object).
+Each returns its values and its notes.
+
+Nulls, never NaN: a ratio with no journey of known SNAT status, a latency
+percentile with no sample (its count is 0), ``predicted_by_rules`` when the rules
+could not be evaluated. With no service journey at all every count is 0, the
+lists and ``by_node`` are empty and the verdict says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from natlens.bundle import Bundle, load_bundle, relpath, require_captures
+from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
+from natlens.findings.captures import CaptureSet, read_captures
+from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
+from natlens.findings.snat import SNAT_COLUMNS, snat_table
+from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_names
+from natlens.inventory import Inventory, build_inventory
+from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys, clock_offsets
+from natlens.netfilter.conntrack import parse_conntrack
+
+__all__ = ["LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "analyze"]
+
+
+def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
+    """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict."""
+    bundle = load_bundle(incident_dir)
+    inventory = build_inventory(bundle)
+    require_captures(bundle)
+    caps = read_captures(bundle, progress=progress)
+    journeys, records, offsets, clock_notes = _journeys(caps, inventory, bundle)
+    service, scope_notes = _service_journeys(journeys, inventory)
+    snat, snat_notes = (snat_table(service, bundle) if not service.empty
+                        else (pd.DataFrame(columns=SNAT_COLUMNS), []))
+    warnings = caps.warnings + missing_evidence(bundle)
+    inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + scope_notes
+                + no_client_record(journeys, service) + undecided_notes(service) + warnings + snat_notes)
+    verdict = (make_verdict(service, snat, service_names(inventory)) if not service.empty
+               else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
+    return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
+                    inventory=inventory, connections=caps.connections, journeys=journeys,
+                    service_journeys=service, snat=snat,
+                    loopback=service[service["loopback"] == "yes"],
+                    latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
+                    offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
+                    _packets=caps.packets, _packet_conn=caps.packet_conn)
+
+
+def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle):
+    """(journeys, records, clock offsets, notes on them) from the connection records."""
+    if caps.connections.empty:
+        return (pd.DataFrame(columns=JOURNEY_COLUMNS), pd.DataFrame(columns=RECORD_COLUMNS), {}, [])
+    offsets, notes = clock_offsets(caps.connections)
+    journeys, records, _ = build_journeys(caps.connections, inventory, caps.ifnames, offsets=offsets,
+                                          conntrack=_conntrack_tables(bundle))
+    return journeys, records, offsets, notes
+
+
+def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.DataFrame, list[str]]:
+    """The journeys to a load-balancer Service; every TCP journey when no VIP is known (said so)."""
+    vips = inventory.vips()
+    if vips:
+        keep = pd.Series([(v, int(p) if not pd.isna(p) else -1, pr) in vips for v, p, pr in
+                          zip(journeys["vip"], journeys["vport"], journeys["proto"], strict=True)],
+                         index=journeys.index, dtype=bool)
+        return journeys[keep], []
+    note = ("no load-balancer VIP known (no LoadBalancer ingress IP in cluster/services.json, none in "
+            "the kube-proxy ipsets): every TCP connection counts as a service connection")
+    return journeys[journeys["proto"] == "tcp"], [note]
+
+
+def _conntrack_tables(bundle: Bundle) -> dict[str, tuple[str, list]]:
+    """Each node's conntrack dump (file name relative to the bundle, entries)."""
+    return {node.name: (relpath(bundle.path, node.conntrack),
+                        parse_conntrack(node.conntrack.read_text(encoding="utf-8", errors="replace")))
+            for node in bundle.nodes if node.conntrack is not None}

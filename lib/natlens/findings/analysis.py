@@ -1,0 +1,90 @@
+"""The Analysis: everything natlens found in one incident, and the views built on it.
+
+Why: the CLI, the report and a user's notebook all start from this one object, so
+what they show is the same numbers; nothing here reads the bundle again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from natlens.bundle import Bundle
+from natlens.findings.hops import journey_hops
+from natlens.findings.summary import build_summary
+from natlens.inventory import Inventory
+from natlens.netfilter import NodeRules
+
+LATENCY_COLUMNS = ["journey", "path", "handshake_ms", "connect_ms", "first_byte_ms"]
+
+
+@dataclass
+class Analysis:
+    """One incident's findings.
+
+    ``journeys`` holds every journey; ``service_journeys`` the ones to a load-balancer
+    Service (every TCP journey when no VIP is known), which the SNAT table, loopback hits,
+    latency, verdict and summary are about.
+    """
+
+    incident: str
+    inputs: list[dict]
+    inferred: list[str]
+    inventory: Inventory
+    connections: pd.DataFrame
+    journeys: pd.DataFrame
+    service_journeys: pd.DataFrame
+    snat: pd.DataFrame
+    loopback: pd.DataFrame
+    latency: pd.DataFrame
+    verdict: dict
+    offsets: dict[str, float] = field(default_factory=dict)
+    records: pd.DataFrame | None = None
+    bundle: Bundle | None = None
+    warnings: list[str] = field(default_factory=list)  # partial input, for stderr (also in inferred)
+    _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict:
+        """summary.json, DESIGN.md section 5 plus the keys documented in natlens.findings."""
+        return build_summary(self.incident, self.inputs, self.inferred,
+                             self.bundle.not_read if self.bundle is not None else [],
+                             self.service_journeys, self.snat, self.loopback, self.latency, self.verdict)
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """summary.json and the tables as Parquet (connections, journeys, snat, latency) in
+        `out_dir`, for scripts and notebooks that build on them; returns the files written."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "summary.json"]
+        written[0].write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
+        for name in ("connections", "journeys", "snat", "latency"):
+            path = out / f"{name}.parquet"
+            getattr(self, name).to_parquet(path, index=False)
+            written.append(path)
+        return written
+
+    def journey_hops(self, journey_id: str) -> pd.DataFrame:
+        """Every packet of one journey, all capture points, in time order, on one clock.
+
+        ``ts`` float seconds / ``ts_ns`` int ns since the epoch (UTC), clock offsets subtracted
+        (DESIGN.md section 4), like every other table; ``note`` says what the hop is. KeyError
+        for a journey id that is not in ``journeys``.
+        """
+        row = self.journeys[self.journeys["journey"] == journey_id]
+        if row.empty or self.records is None:
+            raise KeyError(journey_id)
+        rec = self.records[self.records["journey"] == journey_id]
+        return journey_hops(row.iloc[0], rec, self._packets, self._packet_conn, self.offsets,
+                            self.inventory)
+
+    def rules(self, node: str) -> NodeRules:
+        """The node's netfilter model, as the analysis read it (KeyError: no such node;
+        NatlensError: no or unreadable dumps)."""
+        if self.bundle is None:
+            raise KeyError(node)
+        return self.bundle.node(node).rules()

@@ -1,0 +1,73 @@
+"""Every capture of a bundle -> connection records, with what each capture holds and lacks.
+
+Why: the analysis needs, per capture, its connection records (natlens.connections),
+the packets of each record for the hop-by-hop view, and the accounting that proves
+nothing was lost (records = decoded + skipped; decoded = packets in connections +
+not_in_connections). Warnings say where a capture may miss packets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from natlens.bundle import Bundle, NodeDir, relpath
+from natlens.capture import read_capture
+from natlens.connections import connections_with_index
+
+# The packet columns journey_hops shows; the rest of the packet table is not kept.
+HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
+                      "ip_id", "direction", "ifindex"]
+
+
+@dataclass
+class CaptureSet:
+    """What natlens read from the captures of one bundle."""
+
+    inputs: list[dict] = field(default_factory=list)  # summary.json's inputs.captures[], in order
+    connections: pd.DataFrame = field(default_factory=pd.DataFrame)
+    packets: dict[str, pd.DataFrame] = field(default_factory=dict)  # capture label -> hop packets
+    packet_conn: dict[str, np.ndarray] = field(default_factory=dict)  # label -> record of each packet
+    ifnames: dict[tuple[str, int], str] = field(default_factory=dict)  # (node, ifindex) -> name
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_captures(bundle: Bundle, progress: bool = False) -> CaptureSet:
+    """Read every capture of every node, one at a time (with a progress bar if asked)."""
+    out = CaptureSet()
+    todo = [(n, c) for n in bundle.nodes for c in n.captures]
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        todo = tqdm(todo, desc="captures", unit="file")
+    parts = []
+    for node, path in todo:
+        out.ifnames.update({(node.name, k): v for k, v in node.ifnames().items()})
+        parts.append(_read_one(out, bundle, node, path))
+    out.connections = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return out
+
+
+def _read_one(out: CaptureSet, bundle: Bundle, node: NodeDir, path: Path) -> pd.DataFrame:
+    """One capture's connection records; its input entry, hop packets and warnings go to `out`."""
+    label = f"{node.name}/{path.stem}"
+    cap = read_capture(path, label=path.stem)
+    info = cap.info
+    out.warnings += info.warnings
+    if info.dropped:
+        out.warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
+                            "interface statistics): records there may miss handshakes or retransmissions")
+    conns, idx = connections_with_index(cap.packets, node=node.name, capture=label,
+                                        capture_end_ns=info.last_ts_ns)
+    out.inputs.append({"node": node.name, "file": relpath(bundle.path, path), "records": int(info.records),
+                       "decoded": int(info.decoded), "skipped": dict(info.skipped),
+                       "connections": len(conns),
+                       "not_in_connections": dict(conns.attrs.get("skipped", {}))})
+    keep = [c for c in HOP_PACKET_COLUMNS if c in cap.packets.columns]
+    sel = idx >= 0
+    out.packets[label] = cap.packets.loc[sel, keep].reset_index(drop=True)
+    out.packet_conn[label] = idx[sel]
+    return conns

@@ -1,0 +1,92 @@
+"""The SNAT table: per (Service, source node), how many connections were SNATed, and what the
+node's netfilter rules predict.
+
+Why: the customer's question is "does traffic from this node to this VIP leave SNATed,
+and why?". The captures answer the first half (journeys' ``snat`` decision: "unknown"
+ones are left out of the ratio, which is None when none is known); the netfilter model
+(natlens.netfilter) answers the second for a packet from the client to the VIP, and
+``predicted_by_rules`` says whether the two agree (None: the rules could not be
+evaluated).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from natlens.bundle import Bundle
+from natlens.errors import NatlensError
+from natlens.vocab import UNKNOWN, YES, is_failed
+
+SNAT_COLUMNS = ["service", "source_node", "host_network", "policy", "connections", "snat", "ratio",
+                "predicted_by_rules", "rule_trace", "failed", "loopback", "loopback_failed",
+                "unknown_snat"]
+
+Prediction = tuple[bool | None, list[str]]  # (SNAT predicted, the rule trace or why not)
+
+
+def snat_table(journeys: pd.DataFrame, bundle: Bundle | None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (service, source node, host network); and notes on rules that could not be
+    read or walked."""
+    rows, notes = [], []
+    keys = ["service", "client_node", "client_is_node"]
+    for (svc, node, is_node), g in journeys.groupby(keys, sort=True, dropna=False):
+        node = UNKNOWN if pd.isna(node) else node
+        known = g[g["snat"] != UNKNOWN]
+        n_snat = int((known["snat"] == YES).sum())
+        ratio = n_snat / len(known) if len(known) else None
+        pred, trace = _row_prediction(g, bundle, node, bool(is_node), notes)
+        agree = None
+        if pred is not None and ratio is not None:
+            agree = (ratio == 1.0) if pred else (ratio == 0.0)
+        lb = g[g["loopback"] == YES]
+        rows.append({"service": svc, "source_node": node, "host_network": bool(is_node),
+                     "policy": g["policy"].mode().iloc[0] if not g["policy"].empty else UNKNOWN,
+                     "connections": len(g), "snat": n_snat, "ratio": ratio, "predicted_by_rules": agree,
+                     "rule_trace": trace, "failed": int(is_failed(g["outcome"]).sum()),
+                     "loopback": len(lb), "loopback_failed": int(is_failed(lb["outcome"]).sum()),
+                     "unknown_snat": int((g["snat"] == UNKNOWN).sum())})
+    return pd.DataFrame(rows, columns=SNAT_COLUMNS), notes
+
+
+def _row_prediction(g: pd.DataFrame, bundle: Bundle | None, node: str, is_node: bool,
+                    notes: list[str]) -> Prediction:
+    """The rules' prediction for every distinct client of the row: the rules may treat two
+    pods differently, and then the row has no single prediction."""
+    if bundle is None:
+        return None, ["no dumps in the bundle"]
+    found = {c.client_h: rules_prediction(bundle, node, c.client_h, c.vip, int(c.vport), c.proto,
+                                          is_node, notes)
+             for c in g.drop_duplicates(["client_h", "vip", "vport", "proto"]).itertuples()}
+    pred, trace = next(iter(found.values()))
+    if len({p for p, _ in found.values()}) > 1:
+        return None, ["undecided: the rules treat this row's clients differently"] + [
+            f"{h}: {'SNAT' if p else 'no SNAT' if p is not None else 'undecided'}: " + " | ".join(t)
+            for h, (p, t) in found.items()]
+    return pred, trace
+
+
+def rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: int, proto: str,
+                     client_is_node: bool, notes: list[str]) -> Prediction:
+    """(SNAT predicted, trace) by the node's netfilter model for client -> VIP; (None, why) when
+    it cannot say. Bad or unreadable dumps become a note; a bug in natlens is raised."""
+    try:
+        nd = bundle.node(node)
+    except KeyError:
+        return None, [f"no dumps for node {node}"]
+    if nd.iptables is None:
+        return None, [f"{node}: no iptables-save dump"]
+    try:
+        bridge = next((a.ifname for a in nd.addresses() if a.ifname.startswith(("cni", "cbr", "docker"))),
+                      None)
+        v = nd.rules().explain(client_h, vip, port, proto=proto, local=client_is_node,
+                               in_iface=None if client_is_node else bridge)
+    except (NatlensError, OSError) as exc:
+        notes.append(f"{exc}: {node}'s rules not used for {client_h} -> {vip}:{port}"
+                     if isinstance(exc, NatlensError) else
+                     f"{node}: the rules could not be read for {client_h} -> {vip}:{port} ({exc})")
+        return None, [f"netfilter model failed: {exc}"]
+    if v.undecided:
+        return None, list(v.trace) + [f"undecided: {u}" for u in v.undecided]
+    if v.snat is None:  # probabilistic branches disagree: no single prediction
+        return None, list(v.trace) + ["undecided: the rule paths disagree on SNAT"]
+    return v.snat, list(v.trace)

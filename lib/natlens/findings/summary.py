@@ -1,0 +1,62 @@
+"""summary.json (``natlens.summary/1``, DESIGN.md section 5) from an analysis's tables.
+
+Why: scripts build on this document, so it is computed in one place, from the same
+vocabulary as everything else, with nulls (never NaN) where there is no value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from natlens.vocab import RESET, SUMMARY_SCHEMA, TIMED_OUT, is_failed
+
+LATENCY_FIELDS = (("handshake", "handshake_ms"), ("connect", "connect_ms"), ("first_byte", "first_byte_ms"))
+CAPTURE_FIELDS = ("node", "file", "records", "decoded", "skipped", "connections", "not_in_connections")
+
+
+def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_read: list[tuple[str, str]],
+                  journeys: pd.DataFrame, snat: pd.DataFrame, loopback: pd.DataFrame,
+                  latency: pd.DataFrame, verdict: dict) -> dict:
+    """The summary document of one incident's Service journeys."""
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "incident": incident,
+        "inputs": {"captures": [{k: c[k] for k in CAPTURE_FIELDS} for c in inputs],
+                   "inferred": list(inferred),
+                   "not_read": [{"file": f, "reason": why} for f, why in not_read]},
+        "connections": connection_counts(journeys),
+        "snat": [_snat_row(r) for r in snat.itertuples()],
+        "loopback": {"hits": int(len(loopback)),
+                     "failed": int(is_failed(loopback["outcome"]).sum()),
+                     "by_node": {str(k): int(v) for k, v in
+                                 loopback["client_node"].value_counts().sort_index().items()}},
+        "latency_ms": {name: distribution(latency[col]) for name, col in LATENCY_FIELDS},
+        "verdict": dict(verdict),
+    }
+
+
+def connection_counts(journeys: pd.DataFrame) -> dict:
+    """total, failed (= timeouts + resets), timeouts, resets."""
+    return {"total": int(len(journeys)), "failed": int(is_failed(journeys["outcome"]).sum()),
+            "timeouts": int((journeys["outcome"] == TIMED_OUT).sum()),
+            "resets": int((journeys["outcome"] == RESET).sum())}
+
+
+def _snat_row(r) -> dict:
+    return {"service": r.service, "source_node": r.source_node, "host_network": bool(r.host_network),
+            "policy": r.policy, "connections": int(r.connections), "snat": int(r.snat),
+            "ratio": None if pd.isna(r.ratio) else float(r.ratio),
+            "predicted_by_rules": None if r.predicted_by_rules is None or pd.isna(r.predicted_by_rules)
+            else bool(r.predicted_by_rules),
+            "rule_trace": list(r.rule_trace)}
+
+
+def distribution(s: pd.Series) -> dict:
+    """count, p50, p90, p99, max of a latency column in ms (None without a sample)."""
+    v = s.dropna().to_numpy(dtype=float)
+    if not v.size:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    q = np.percentile(v, [50, 90, 99])
+    return {"count": int(v.size), "p50": round(float(q[0]), 3), "p90": round(float(q[1]), 3),
+            "p99": round(float(q[2]), 3), "max": round(float(v.max()), 3)}

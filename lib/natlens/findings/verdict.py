@@ -1,0 +1,148 @@
+"""The verdict: headline, root cause and remediation in plain words, with the exact counts.
+
+Why: this is the paragraph the customer reads first; every number in it comes from the
+journeys and the SNAT table, and it says what could not be checked.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from natlens.inventory import Inventory
+from natlens.vocab import UNKNOWN, YES, is_failed
+
+REMEDIATION = [
+    "Switch the Service to externalTrafficPolicy: Cluster: pod-to-VIP traffic is then SNATed to "
+    "the node IP and the load balancer never sends it back to the node it came from (external "
+    "clients' source IPs are then no longer preserved).",
+    "Or SNAT pod-to-VIP traffic on the nodes (a MASQUERADE rule for pod CIDR -> VIP:port, or the "
+    "CNI/kube-proxy option that does it), keeping Local for external clients.",
+    "Or use the cloud's own loopback fix: AWS NLB: turn off client IP preservation or use IP "
+    "targets; Azure, Alibaba and Tencent TKE: the load balancer's hairpin/loopback option, or "
+    "let kube-proxy bind the VIP on the nodes (status.loadBalancer.ingress ipMode VIP).",
+    "From inside the cluster, call the Service's ClusterIP (or its DNS name) instead of the "
+    "load balancer VIP.",
+]
+LOOPBACK_MECHANISM = (
+    "so the load balancer sees the pod's own IP and may pick the client's own node. That node DNATs "
+    "the SYN to a local endpoint and answers from nodeIP:NodePort instead of the VIP; the client "
+    "resets that SYN-ACK, retransmits its SYN to the same backend, and the connect times out. "
+    "Only connections hashed to the client's own node fail, hence the sporadic failures.")
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """'1 connection', '2 connections'."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def service_names(inventory: Inventory) -> dict[str, str]:
+    """Service key "VIP:port/proto" -> "namespace/name" for the services kubectl JSON names."""
+    s = inventory.services
+    if s.empty:
+        return {}
+    s = s[s["lb_ip"].notna() & s["name"].notna()]
+    return {f"{r.lb_ip}:{int(r.port)}/{r.proto}": f"{r.namespace}/{r.name}" if r.namespace else str(r.name)
+            for r in s.itertuples()}
+
+
+def _svc_name(key: str, names: dict[str, str]) -> str:
+    """'Service default/web (198.19.0.10:80/tcp)' when the inventory names it, else the VIP key."""
+    return f"Service {names[key]} ({key})" if names.get(key) else f"Service {key}"
+
+
+def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "") -> str:
+    """' Service a (VIP) from node-1 (policy Cluster): 20 of 20 connections SNATed ...' per row."""
+    out = ""
+    for r in snat.itertuples():
+        if r.ratio is None or pd.isna(r.ratio):
+            continue
+        out += (f"{lead} {_svc_name(r.service, names)} from {r.source_node} (policy {r.policy}): "
+                f"{r.snat} of {r.connections - r.unknown_snat} connections SNATed"
+                + (" to the node IP, so the load balancer never picks the client's own node."
+                   if r.ratio == 1.0 else "."))
+    return out
+
+
+def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str] | None = None) -> dict:
+    """Headline, root cause and remediation for the Service journeys.
+
+    ``names`` maps a service key ("VIP:port/proto") to "namespace/name" where known.
+    """
+    names = names or {}
+    if (journeys["loopback"] == YES).any():
+        return _loopback_verdict(journeys, snat, names)
+    return _no_loopback_verdict(journeys, snat, names)
+
+
+def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str]) -> dict:
+    """Loopbacks were seen: the worst row's Service, why it loops, and the fixes."""
+    failed, lb = is_failed(journeys["outcome"]), journeys["loopback"] == YES
+    worst = snat.sort_values(["loopback_failed", "loopback"], ascending=False).iloc[0]
+    svc = _svc_name(worst["service"], names)
+    if int((lb & failed).sum()):
+        headline = (f"{int((lb & failed).sum())} of {int(failed.sum())} failed connections (of "
+                    f"{len(journeys)}) were load-balancer loopbacks: {worst['loopback']} of "
+                    f"{worst['connections']} connections from {worst['source_node']} to the {svc} were "
+                    "sent back to their own node")
+    else:
+        headline = (f"{int(lb.sum())} of {len(journeys)} connections were load-balancer loopbacks (sent "
+                    f"back to their own node), none of them failed; {int(failed.sum())} connections failed")
+    pol, ratio = worst["policy"], worst["ratio"]
+    known = int(worst["connections"] - worst["unknown_snat"])
+    why_snat = (f"none of the {known} whose source the captures show was SNATed" if ratio == 0 else
+                f"{worst['snat']} of {worst['connections']} were SNATed" if ratio is not None
+                and not pd.isna(ratio) else "whether they were SNATed is not visible in the captures")
+    pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
+                "has an externalTrafficPolicy natlens could not find (no cluster/services.json, no "
+                "kube-proxy ipsets)")
+    root = f"The {svc} {pol_text}; pod-to-VIP traffic leaves the node ({why_snat}), {LOOPBACK_MECHANISM}"
+    others = snat[(snat["loopback"] > 0) & (snat.index != worst.name)]
+    if len(others):
+        root += " Loopbacks were also seen for: " + "; ".join(
+            f"{_svc_name(o.service, names)} from {o.source_node}: {o.loopback} of {o.connections} "
+            f"({o.loopback_failed} failed)" for o in others.itertuples()) + "."
+    root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for")
+    remediation = list(REMEDIATION)
+    if pol == "Cluster":
+        root += (" The policy on record is Cluster, yet connections looped back: check whether "
+                 "kube-proxy's MASQUERADE for this VIP is in effect (see rule_trace).")
+        remediation[0] = ("Make the Cluster policy take effect: pod-to-VIP traffic must be SNATed to the "
+                          "node IP by kube-proxy's KUBE-MARK-MASQ / MASQUERADE rules (see rule_trace "
+                          "for where the packet skipped them).")
+    return {"loopback_detected": True, "headline": headline, "root_cause": root,
+            "remediation": remediation}
+
+
+def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str]) -> dict:
+    """No loopback seen: the failures (if any) and what could not be checked."""
+    total, failed = len(journeys), is_failed(journeys["outcome"])
+    unknown = int((journeys["loopback"] == UNKNOWN).sum())
+    if failed.any():
+        headline = f"{int(failed.sum())} of {total} connections failed; none was a load-balancer loopback"
+        if unknown:
+            headline += f" ({unknown} could not be checked: captures from their backend node are missing)"
+        root = ("The failures are not the loopback pattern; look at the failed journeys' hops "
+                "(journey_hops) for where the SYN or SYN-ACK was lost.")
+    else:
+        headline = f"All {total} connections were established; no load-balancer loopback seen"
+        root = "No failure in the captures."
+    root += _snat_sentences(snat, names)
+    if unknown and not failed.any():
+        root += f" {unknown} journeys' load-balancer pick is not visible in the captures."
+    return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
+
+
+def no_journeys_verdict(inputs: list[dict], conns: pd.DataFrame, vips: set) -> dict:
+    """The verdict when no client connection to a load-balancer Service is in the captures."""
+    if not inputs:
+        headline = "No captures in the bundle: nothing to say about connections"
+        root = "The bundle has no nodes/<node>/*.pcap or *.pcapng files; add captures from the nodes."
+    else:
+        targets = ", ".join(f"{v}:{p}/{pr}" for v, p, pr in sorted(vips))
+        headline = (f"No connection to a load-balancer Service in the captures "
+                    f"({plural(len(conns), 'connection record')} in {plural(len(inputs), 'capture')}, "
+                    + (f"none to {targets})" if targets else
+                       "none a TCP connection whose opening SYN was captured; no VIP is known)"))
+        root = ("Nothing to analyse: the captures hold no client connection to the Services' VIPs. "
+                "Check that the capture covered the failing calls (time window, node, interface).")
+    return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}

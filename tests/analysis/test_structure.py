@@ -1,0 +1,95 @@
+"""Bugs the old structure produced, pinned: records that disagreed with their journey, a
+journey_hops that raised IndexError, and readers that each found a node's dumps their own way."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from analysis_helpers import samples_dir
+
+from natlens import connections as connections_mod
+from natlens import netfilter
+from natlens.bundle import load_bundle
+from natlens.findings import analyze
+from natlens.journeys import RECORD_COLUMNS
+from natlens.nodefiles import find_node_files
+
+PINNED_RECORD_COLUMNS = [*connections_mod.COLUMNS, "journey", "ts_corr"]
+
+
+@pytest.fixture
+def eth0_only(tmp_path):
+    """cluster-ok with only the NICs captured: conntrack.txt names the pods behind the node IP."""
+    dst = tmp_path / "cluster-eth0"
+    shutil.copytree(samples_dir() / "cluster-ok", dst)
+    for any_cap in dst.glob("nodes/*/any.pcap"):
+        any_cap.unlink()
+    return dst
+
+
+def test_records_are_the_connection_records_plus_journey_and_corrected_time(eth0_only):
+    assert RECORD_COLUMNS == PINNED_RECORD_COLUMNS
+    a = analyze(eth0_only)
+    assert list(a.records.columns) == PINNED_RECORD_COLUMNS
+    recs = a.records.set_index("uid")
+    for j in a.journeys.itertuples():
+        # conntrack named the pod: the journey's client is the pod, the client's record keeps
+        # what the NIC showed (the node's IP); nothing in the records says otherwise
+        own = recs.loc[j.client_uid]
+        assert own["journey"] == j.journey
+        assert j.snat == "yes" and j.client_h == "198.18.16.100" and own["orig_h"] == "198.18.0.11"
+        assert set(recs.loc[j.uids, "journey"]) == {j.journey}
+    assert (a.records["ts_corr"] == a.records["ts"] - a.records["node"].map(a.offsets)).all()
+
+
+def test_journey_hops_of_any_journey_and_keyerror_for_an_unknown_one(tmp_path, zeek_traces):
+    d = tmp_path / "not-a-service"
+    shutil.copytree(samples_dir() / "loopback-local" / "cluster", d / "cluster")
+    (d / "nodes" / "n").mkdir(parents=True)
+    shutil.copy(zeek_traces / "http-get" / "get.pcap", d / "nodes" / "n" / "eth0.pcap")
+    a = analyze(d)
+    assert a.service_journeys.empty and len(a.journeys) >= 1  # every journey is kept
+    hops = a.journey_hops("J0")  # not a Service journey: still its packets, not an IndexError
+    assert len(hops) == a.connections.loc[a.connections["uid"] == a.journeys.at[0, "client_uid"],
+                                          ["orig_pkts", "resp_pkts"]].sum(axis=1).iloc[0]
+    with pytest.raises(KeyError):
+        a.journey_hops("J999")
+    assert a.summary()["connections"]["total"] == 0  # the summary is about Service journeys
+
+
+@pytest.fixture
+def dumps_in_a_subfolder(tmp_path):
+    """cluster-ok without cluster/, node-1's dumps moved into nodes/node-1/dumps/."""
+    d = tmp_path / "sub"
+    shutil.copytree(samples_dir() / "cluster-ok", d, ignore=shutil.ignore_patterns("cluster"))
+    node = d / "nodes" / "node-1"
+    (node / "dumps").mkdir()
+    for name in ("iptables-save.txt", "ipset-save.txt", "ipvsadm.txt"):
+        (node / name).rename(node / "dumps" / name)
+    return d
+
+
+def test_a_dump_in_a_subfolder_is_found_by_every_reader(dumps_in_a_subfolder):
+    node_dir = dumps_in_a_subfolder / "nodes" / "node-1"
+    files = find_node_files(node_dir)
+    assert files.iptables == node_dir / "dumps" / "iptables-save.txt" and files.not_read == []
+    assert load_bundle(dumps_in_a_subfolder).node("node-1").iptables == files.iptables
+    rules = netfilter.load_node(node_dir)  # the netfilter loader finds it too
+    assert netfilter.kube_services(rules)
+    a = analyze(dumps_in_a_subfolder)
+    # the inventory (no cluster/) took the Service from node-1's rules, and the SNAT row was
+    # predicted by them
+    assert any("netfilter model of node-1" in x for x in a.inferred)
+    row = a.snat[a.snat["source_node"] == "node-1"].iloc[0]
+    assert bool(row["predicted_by_rules"]) and not row["rule_trace"][0].startswith("node-1: no")
+
+
+def test_the_shallowest_copy_of_a_dump_wins(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "iptables-save.txt").write_text("*nat\nCOMMIT\n")
+    (tmp_path / "old" / "iptables-save.txt").write_text("*nat\nCOMMIT\n")
+    (tmp_path / ".DS_Store").write_text("")
+    f = find_node_files(tmp_path)
+    assert f.iptables == tmp_path / "iptables-save.txt"
+    assert f.not_read == [tmp_path / "old" / "iptables-save.txt"]  # listed, not silently dropped
