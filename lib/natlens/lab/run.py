@@ -216,59 +216,79 @@ def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int 
         time.sleep(DRAIN_S)
         bed.stop_captures()
         t_end = time.time()
-        for n in bed.topo.nodes:
-            bed.snapshot_node(n.name, out / "nodes" / n.name)
-        vpc_ct = bed.lab.sh("conntrack", "-L", ns=bed.topo.vpc_ns)
-        (gt / "lb-conntrack.txt").write_text(vpc_ct)
-        (gt / "lb.nft").write_text(bed.lab.sh("nft", "list", "ruleset", ns=bed.topo.vpc_ns))
-        for n in bed.topo.nodes:
-            (gt / f"ipvs-standin-{n.name}.nft").write_text(
-                bed.lab.sh("nft", "list", "table", "ip", "natlens_ipvs", ns=n.ns))
-        client_ct = (out / "nodes" / bed.topo.client.node / "conntrack.txt").read_text()
-        records = bundle.enrich(records, bed.topo, client_ct, vpc_ct)
-        bundle.write_jsonl(gt / "connections.jsonl", records)
-        created = bundle.utc_iso(t_start - 3600).split(".")[0] + "Z"
-        bundle.write_cluster(bed.topo, out, created)
-        policy_text = " + ".join(f"{s.name} ({s.policy})" for s in bed.topo.services)
-        bundle.write_incident_yaml(
-            out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}", t_start, t_end,
-            notes=("Made by `natlens lab run` in network namespaces on the real kernel. "
-                   "IPVS is emulated by an nftables DNAT (table natlens_ipvs, not in "
-                   "iptables-save); ipvsadm.txt lists the virtual servers it emulates. "
-                   "ground-truth/ holds what really happened to every connection."))
-        facts = {
-            "schema": "natlens.lab/1",
-            "natlens": natlens.__version__,
-            "command": {"policies": list(policies), "connections": connections, "nodes": nodes,
-                        "any": any_capture, "timeout_s": timeout, "concurrency": concurrency,
-                        "interval_s": interval},
-            "window": {"start": t_start, "end": t_end},
-            "client": {"pod": bed.topo.client.name, "ip": bed.topo.client.ip,
-                       "node": bed.topo.client.node},
-            "topology": bed.topo.to_dict(),
-            "lb": {"namespace": bed.topo.vpc_ns, "hash": "nft jhash(saddr . sport . daddr . "
-                   f"dport) mod pool seed {rules.LB_SEED:#x}",
-                   "excludes": "the node whose IP is the packet's source"},
-            "ipvs": "emulated by nft DNAT (numgen inc = rr), table natlens_ipvs, "
-                    "priority -99 (dstnat+1)",
-            "br_netfilter": topology.bridge_netfilter_available(),
-            "captures": [{"node": c.node, "label": c.label,
-                          "file": str(c.path.relative_to(out)), "tcpdump": c.stats}
-                         for c in bed.captures],
-            "services": bundle.tally(records, bed.topo),
-            "expected": {
-                "Local": "source not SNATed (pod IP); the LB picks the client's own node for "
-                         "some connections: those loop back (SYN leaves for the VIP and comes "
-                         "back to this node's NodePort) and time out; the rest connect",
-                "Cluster": "source SNATed to the node IP; the LB never picks the client's "
-                           "node; every connection connects",
-            },
-        }
+        records = _snapshot(bed, out, records)
+        _write_cluster_view(bed, out, title, t_start, t_end)
+        command = {"policies": list(policies), "connections": connections, "nodes": nodes,
+                   "any": any_capture, "timeout_s": timeout, "concurrency": concurrency,
+                   "interval_s": interval}
+        facts = _facts(bed, out, command, records, t_start, t_end)
         (gt / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
         return facts
     finally:
         bed.close()
         restore()
+
+
+def _snapshot(bed: Testbed, out: Path, records: list[dict]) -> list[dict]:
+    """Every node's dumps, the LB's and IPVS stand-ins' state into ground-truth/, and the
+    client's records enriched with what the kernels' conntrack tables say happened."""
+    gt = out / "ground-truth"
+    for n in bed.topo.nodes:
+        bed.snapshot_node(n.name, out / "nodes" / n.name)
+    vpc_ct = bed.lab.sh("conntrack", "-L", ns=bed.topo.vpc_ns)
+    (gt / "lb-conntrack.txt").write_text(vpc_ct)
+    (gt / "lb.nft").write_text(bed.lab.sh("nft", "list", "ruleset", ns=bed.topo.vpc_ns))
+    for n in bed.topo.nodes:
+        (gt / f"ipvs-standin-{n.name}.nft").write_text(
+            bed.lab.sh("nft", "list", "table", "ip", "natlens_ipvs", ns=n.ns))
+    client_ct = (out / "nodes" / bed.topo.client.node / "conntrack.txt").read_text()
+    records = bundle.enrich(records, bed.topo, client_ct, vpc_ct)
+    bundle.write_jsonl(gt / "connections.jsonl", records)
+    return records
+
+
+def _write_cluster_view(bed: Testbed, out: Path, title: str | None, t_start: float, t_end: float) -> None:
+    """cluster/ (kubectl JSON as users produce it) and incident.yaml."""
+    created = bundle.utc_iso(t_start - 3600).split(".")[0] + "Z"
+    bundle.write_cluster(bed.topo, out, created)
+    policy_text = " + ".join(f"{s.name} ({s.policy})" for s in bed.topo.services)
+    bundle.write_incident_yaml(
+        out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}", t_start, t_end,
+        notes=("Made by `natlens lab run` in network namespaces on the real kernel. "
+               "IPVS is emulated by an nftables DNAT (table natlens_ipvs, not in "
+               "iptables-save); ipvsadm.txt lists the virtual servers it emulates. "
+               "ground-truth/ holds what really happened to every connection."))
+
+
+def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start: float,
+           t_end: float) -> dict:
+    """lab.json: the command, topology, LB and IPVS stand-in, captures and per-Service tally."""
+    return {
+        "schema": "natlens.lab/1",
+        "natlens": natlens.__version__,
+        "command": command,
+        "window": {"start": t_start, "end": t_end},
+        "client": {"pod": bed.topo.client.name, "ip": bed.topo.client.ip,
+                   "node": bed.topo.client.node},
+        "topology": bed.topo.to_dict(),
+        "lb": {"namespace": bed.topo.vpc_ns, "hash": "nft jhash(saddr . sport . daddr . "
+               f"dport) mod pool seed {rules.LB_SEED:#x}",
+               "excludes": "the node whose IP is the packet's source"},
+        "ipvs": "emulated by nft DNAT (numgen inc = rr), table natlens_ipvs, "
+                "priority -99 (dstnat+1)",
+        "br_netfilter": topology.bridge_netfilter_available(),
+        "captures": [{"node": c.node, "label": c.label,
+                      "file": str(c.path.relative_to(out)), "tcpdump": c.stats}
+                     for c in bed.captures],
+        "services": bundle.tally(records, bed.topo),
+        "expected": {
+            "Local": "source not SNATed (pod IP); the LB picks the client's own node for "
+                     "some connections: those loop back (SYN leaves for the VIP and comes "
+                     "back to this node's NodePort) and time out; the rest connect",
+            "Cluster": "source SNATed to the node IP; the LB never picks the client's "
+                       "node; every connection connects",
+        },
+    }
 
 
 def _trap_signals():
