@@ -60,6 +60,7 @@ from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_
 from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys, clock_offsets
 from natlens.netfilter.conntrack import parse_conntrack
+from natlens.vocab import YES
 
 __all__ = ["LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "analyze"]
 
@@ -82,7 +83,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
                     inventory=inventory, connections=caps.connections, journeys=journeys,
                     service_journeys=service, snat=snat,
-                    loopback=service[service["loopback"] == "yes"],
+                    loopback=service[service["loopback"] == YES],
                     latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
                     offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
                     _packets=caps.packets, _packet_conn=caps.packet_conn)

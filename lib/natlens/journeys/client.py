@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from natlens.inventory import UPLINK, Inventory
+from natlens.vocab import UNKNOWN
 
 
 @dataclass
@@ -40,7 +41,7 @@ class ServiceMap:
 
     def policy_of(self, vip, port, proto) -> str:
         """The Service's externalTrafficPolicy, or "unknown"."""
-        return self.policy.get((vip, int(port) if not pd.isna(port) else -1, proto), "unknown")
+        return self.policy.get((vip, int(port) if not pd.isna(port) else -1, proto), UNKNOWN)
 
 
 @dataclass
