@@ -28,6 +28,14 @@ def reshape(src: Path, dst: Path, *, keep=lambda node, capture: True, cluster: b
     return dst
 
 
+def nic_only(sample: str, dst: Path) -> Path:
+    """A copy of a sample incident without its `any` captures: only the nodes' NICs captured."""
+    shutil.copytree(samples_dir() / sample, dst)
+    for any_cap in dst.glob("nodes/*/any.pcap"):
+        any_cap.unlink()
+    return dst
+
+
 def pcap_file(path: Path, packets: list[tuple[float, bytes]]) -> None:
     """A pcap (Ethernet) of raw IPv4 packets, (time in s, IP packet) each."""
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]

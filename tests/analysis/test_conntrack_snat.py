@@ -7,10 +7,9 @@ host-network client would show too; the client node's conntrack.txt tells them a
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from analysis_helpers import samples_dir
+from analysis_helpers import nic_only
 
 from natlens.findings import analyze
 from natlens.netfilter.conntrack import parse_conntrack
@@ -18,11 +17,8 @@ from natlens.netfilter.conntrack import parse_conntrack
 
 @pytest.fixture
 def eth0_only(tmp_path):
-    dst = tmp_path / "cluster-eth0"
-    shutil.copytree(samples_dir() / "cluster-ok", dst)
-    for any_cap in dst.glob("nodes/*/any.pcap"):
-        any_cap.unlink()
-    return dst
+    """cluster-ok with only the NICs captured: conntrack.txt names the pods behind the node IP."""
+    return nic_only("cluster-ok", tmp_path / "cluster-eth0")
 
 
 def _truth(bundle):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from analysis_helpers import samples_dir
+from analysis_helpers import nic_only, samples_dir
 
 from natlens import connections as connections_mod
 from natlens import netfilter
@@ -21,11 +21,7 @@ PINNED_RECORD_COLUMNS = [*connections_mod.COLUMNS, "journey", "ts_corr"]
 @pytest.fixture
 def eth0_only(tmp_path):
     """cluster-ok with only the NICs captured: conntrack.txt names the pods behind the node IP."""
-    dst = tmp_path / "cluster-eth0"
-    shutil.copytree(samples_dir() / "cluster-ok", dst)
-    for any_cap in dst.glob("nodes/*/any.pcap"):
-        any_cap.unlink()
-    return dst
+    return nic_only("cluster-ok", tmp_path / "cluster-eth0")
 
 
 def test_records_are_the_connection_records_plus_journey_and_corrected_time(eth0_only):
