@@ -11,6 +11,9 @@ Layers (DESIGN.md section 3), data flowing one way, top to bottom:
     report       notebooks -> HTML + summary.json
     lab          real-kernel reproduction in network namespaces
     cli          `natlens ...`
+
+Shared by every layer: vocab (the words natlens answers in), nodefiles (the one place
+that finds a node's files), errors (the one error type users see).
 """
 
 from natlens.errors import NatlensError

@@ -332,6 +332,7 @@ def test_column_lists_are_pinned_and_documented():
     """Changing a column is a contract change: update this list, the docs and the schema version."""
     assert connections_mod.COLUMNS == CONNECTION_COLUMNS
     assert journeys_mod.JOURNEY_COLUMNS == JOURNEY_COLUMNS
+    assert journeys_mod.RECORD_COLUMNS == [*CONNECTION_COLUMNS, "journey", "ts_corr"]
     assert _documented(connections_mod.__doc__, CONNECTION_COLUMNS) == []
     assert _documented(journeys_mod.__doc__, JOURNEY_COLUMNS) == []
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
