@@ -5,7 +5,7 @@ with or without ``[packets:bytes]`` counters (``-c``), and hand-written
 iptables-restore input in the same syntax. Every rule keeps its source line and
 its text; a match module or target the model does not know is kept verbatim (its
 options are still split into ``--option args`` pairs), never dropped. What the
-rules *do* to a packet is evaluate.py's business.
+rules *do* to a packet is the business of walk/.
 
 Addresses are kept as (network int, mask int, version) triples so that the
 evaluator compares integers, which matters for 100,000-rule kube-proxy dumps.

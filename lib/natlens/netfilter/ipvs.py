@@ -5,7 +5,7 @@ packet that reaches LOCAL_IN (or LOCAL_OUT, for a locally generated one) with th
 address, port and protocol of a virtual service is sent to one of its real
 servers (one evaluation branch per real server of non-zero weight), with the
 destination rewritten for the Masq forwarding method and left alone for Route
-(direct routing) and Tunnel. See evaluate.py.
+(direct routing) and Tunnel. See walk/ipvs.py.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from natlens.netfilter.evaluate import PROTO_NUM, ip_str
 from natlens.netfilter.iptables import format_net
+from natlens.netfilter.walk import PROTO_NUM, ip_str
 
 _PROTO_NAME = {v: k for k, v in PROTO_NUM.items() if k in ("tcp", "udp", "sctp")}
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 from natlens.errors import NatlensError
-from natlens.netfilter.evaluate import Packet, Verdict, Walker, explain, ip_int, ip_str
 from natlens.netfilter.ipset import IPSet, parse_ipset
 from natlens.netfilter.iptables import Ruleset, parse_iptables_save
 from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
+from natlens.netfilter.walk import Packet, Verdict, Walker, WalkState, explain, ip_int, ip_str
 from natlens.nodefiles import DUMP_NAMES, NodeFiles, as_node_files
 
 Addr = tuple[int, int, int]  # (address, prefix length, version)
@@ -279,7 +279,7 @@ class NodeRules:
                          for a, plen, v in addrs)]
         return cands[0] if len(cands) == 1 else None
 
-    def ipvs_service(self, st) -> VirtualService | None:
+    def ipvs_service(self, st: WalkState) -> VirtualService | None:
         if not self._ipvs_by_key:
             return None
         vs = self._ipvs_by_key.get((st.proto, ip_str(st.dst, st.fam), st.dport))
