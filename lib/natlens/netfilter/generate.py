@@ -54,59 +54,78 @@ def _set(lines: list[str], name: str, stype: str, members: list[str], extra: str
     lines += [f"add {name} {m}" for m in sorted(set(members))]
 
 
-def kube_proxy_ipvs(services: list[Service], *, node_ips: list[str], cluster_cidr: str,
-                    version: str = "1.28", ipvs_ips: list[str] | None = None) -> Dump:
-    """IPVS-mode nat/filter rules, ipsets and ipvsadm -S -n for these services."""
-    old = version < "1.19"
-    new_fw = version >= "1.28"
-    cip, lb, lbl, ext, extl, loop, npt, nptl, npu, npul, hc = ([] for _ in range(11))
-    vs_lines: list[str] = []
-    for s in services:
-        pp = f"{s.proto}:{s.port}"
-        cip.append(f"{s.cluster_ip},{pp}")
-        vips = [(s.cluster_ip, s.port)] + [(ip, s.port) for ip in s.lb_ips + s.external_ips]
-        for ip in s.lb_ips:
-            lb.append(f"{ip},{pp}")
-            if s.policy == "Local":
-                lbl.append(f"{ip},{pp}")
-        for ip in s.external_ips:
-            ext.append(f"{ip},{pp}")
-            if s.policy == "Local":
-                extl.append(f"{ip},{pp}")
-        if s.node_port:
-            (npt if s.proto == "tcp" else npu).append(str(s.node_port))
-            if s.policy == "Local":
-                (nptl if s.proto == "tcp" else npul).append(str(s.node_port))
-            vips += [(ip, s.node_port) for ip in node_ips]
-        for ep, port, _ in s.endpoints:
-            loop.append(f"{ep},{s.proto}:{port},{ep}")
-        flag = "-t" if s.proto == "tcp" else "-u"
-        for ip, port in vips:
-            vs_lines.append(f"-A {flag} {ip}:{port} -s rr")
-            local_only = s.policy == "Local" and (ip, port) != (s.cluster_ip, s.port)
-            for ep, eport, on_node in s.endpoints:
-                if local_only and not on_node:
-                    continue
-                vs_lines.append(f"-a {flag} {ip}:{port} -r {ep}:{eport} -m -w 1")
+@dataclass
+class _IpvsMembers:
+    """What the services put into kube-proxy's ipsets, and the ipvsadm -S lines."""
+
+    cip: list[str] = field(default_factory=list)
+    lb: list[str] = field(default_factory=list)
+    lbl: list[str] = field(default_factory=list)
+    ext: list[str] = field(default_factory=list)
+    extl: list[str] = field(default_factory=list)
+    loop: list[str] = field(default_factory=list)
+    npt: list[str] = field(default_factory=list)
+    nptl: list[str] = field(default_factory=list)
+    npu: list[str] = field(default_factory=list)
+    npul: list[str] = field(default_factory=list)
+    hc: list[str] = field(default_factory=list)
+    vs_lines: list[str] = field(default_factory=list)
+
+
+def _ipvs_service(m: _IpvsMembers, s: Service, node_ips: list[str]) -> None:
+    """One service's set members and virtual services (cluster IP, LB/external IPs, node ports)."""
+    pp = f"{s.proto}:{s.port}"
+    m.cip.append(f"{s.cluster_ip},{pp}")
+    vips = [(s.cluster_ip, s.port)] + [(ip, s.port) for ip in s.lb_ips + s.external_ips]
+    for ip in s.lb_ips:
+        m.lb.append(f"{ip},{pp}")
+        if s.policy == "Local":
+            m.lbl.append(f"{ip},{pp}")
+    for ip in s.external_ips:
+        m.ext.append(f"{ip},{pp}")
+        if s.policy == "Local":
+            m.extl.append(f"{ip},{pp}")
+    if s.node_port:
+        (m.npt if s.proto == "tcp" else m.npu).append(str(s.node_port))
+        if s.policy == "Local":
+            (m.nptl if s.proto == "tcp" else m.npul).append(str(s.node_port))
+        vips += [(ip, s.node_port) for ip in node_ips]
+    for ep, port, _ in s.endpoints:
+        m.loop.append(f"{ep},{s.proto}:{port},{ep}")
+    flag = "-t" if s.proto == "tcp" else "-u"
+    for ip, port in vips:
+        m.vs_lines.append(f"-A {flag} {ip}:{port} -s rr")
+        local_only = s.policy == "Local" and (ip, port) != (s.cluster_ip, s.port)
+        for ep, eport, on_node in s.endpoints:
+            if local_only and not on_node:
+                continue
+            m.vs_lines.append(f"-a {flag} {ip}:{port} -r {ep}:{eport} -m -w 1")
+
+
+def _ipvs_sets(m: _IpvsMembers, ipvs_ips: list[str] | None) -> list[str]:
+    """ipset save of kube-proxy's sets; KUBE-IPVS-IPS only when ipvs_ips is given (1.28+)."""
     st: list[str] = []
-    _set(st, "KUBE-CLUSTER-IP", "hash:ip,port", cip)
-    _set(st, "KUBE-LOAD-BALANCER", "hash:ip,port", lb)
-    _set(st, "KUBE-LOAD-BALANCER-LOCAL", "hash:ip,port", lbl)
+    _set(st, "KUBE-CLUSTER-IP", "hash:ip,port", m.cip)
+    _set(st, "KUBE-LOAD-BALANCER", "hash:ip,port", m.lb)
+    _set(st, "KUBE-LOAD-BALANCER-LOCAL", "hash:ip,port", m.lbl)
     _set(st, "KUBE-LOAD-BALANCER-FW", "hash:ip,port", [])
     _set(st, "KUBE-LOAD-BALANCER-SOURCE-IP", "hash:ip,port,ip", [])
     _set(st, "KUBE-LOAD-BALANCER-SOURCE-CIDR", "hash:ip,port,net", [])
-    _set(st, "KUBE-EXTERNAL-IP", "hash:ip,port", ext)
-    _set(st, "KUBE-EXTERNAL-IP-LOCAL", "hash:ip,port", extl)
-    _set(st, "KUBE-LOOP-BACK", "hash:ip,port,ip", loop)
-    _set(st, "KUBE-NODE-PORT-TCP", "bitmap:port", npt)
-    _set(st, "KUBE-NODE-PORT-LOCAL-TCP", "bitmap:port", nptl)
-    _set(st, "KUBE-NODE-PORT-UDP", "bitmap:port", npu)
-    _set(st, "KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port", npul)
-    _set(st, "KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port", hc)
-    if new_fw:
-        ips = ipvs_ips if ipvs_ips is not None else sorted({s.cluster_ip for s in services})
-        _set(st, "KUBE-IPVS-IPS", "hash:ip", ips)
+    _set(st, "KUBE-EXTERNAL-IP", "hash:ip,port", m.ext)
+    _set(st, "KUBE-EXTERNAL-IP-LOCAL", "hash:ip,port", m.extl)
+    _set(st, "KUBE-LOOP-BACK", "hash:ip,port,ip", m.loop)
+    _set(st, "KUBE-NODE-PORT-TCP", "bitmap:port", m.npt)
+    _set(st, "KUBE-NODE-PORT-LOCAL-TCP", "bitmap:port", m.nptl)
+    _set(st, "KUBE-NODE-PORT-UDP", "bitmap:port", m.npu)
+    _set(st, "KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port", m.npul)
+    _set(st, "KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port", m.hc)
+    if ipvs_ips is not None:
+        _set(st, "KUBE-IPVS-IPS", "hash:ip", ipvs_ips)
+    return st
 
+
+def _ipvs_nat_head(old: bool) -> list[str]:
+    """*nat up to KUBE-MARK-MASQ: chains, hooks, KUBE-LOAD-BALANCER (and KUBE-FIREWALL before 1.19)."""
     nat = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
            ":POSTROUTING ACCEPT [0:0]"]
     chains = ["KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-LOAD-BALANCER", "KUBE-NODE-PORT",
@@ -129,6 +148,12 @@ def kube_proxy_ipvs(services: list[Service], *, node_ips: list[str], cluster_cid
     if old:
         nat.append("-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000")
     nat.append("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000")
+    return nat
+
+
+def _ipvs_nat(old: bool, ext: bool, cluster_cidr: str) -> list[str | None]:
+    """The nat table of IPVS mode (None: a rule this shape leaves out)."""
+    nat: list[str | None] = list(_ipvs_nat_head(old))
     for proto in ("tcp", "udp"):
         P = proto.upper()
         nat.append(f'-A KUBE-NODE-PORT -p {proto} -m comment --comment "Kubernetes nodeport {P} port '
@@ -160,6 +185,11 @@ def kube_proxy_ipvs(services: list[Service], *, node_ips: list[str], cluster_cid
             "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
             "-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT",
             "COMMIT"]
+    return nat
+
+
+def _ipvs_filter(old: bool, new_fw: bool) -> list[str]:
+    """The filter table: KUBE-FIREWALL, KUBE-FORWARD, KUBE-NODE-PORT (+ 1.28's IPVS filters)."""
     flt = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
            ":KUBE-FIREWALL - [0:0]", ":KUBE-FORWARD - [0:0]", ":KUBE-NODE-PORT - [0:0]"]
     if new_fw:
@@ -197,93 +227,123 @@ def kube_proxy_ipvs(services: list[Service], *, node_ips: list[str], cluster_cid
                 "dst,dst -j KUBE-SOURCE-RANGES-FIREWALL",
                 "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP"]
     flt.append("COMMIT")
+    return flt
+
+
+def kube_proxy_ipvs(services: list[Service], *, node_ips: list[str], cluster_cidr: str,
+                    version: str = "1.28", ipvs_ips: list[str] | None = None) -> Dump:
+    """IPVS-mode nat/filter rules, ipsets and ipvsadm -S -n for these services."""
+    old = version < "1.19"
+    new_fw = version >= "1.28"
+    m = _IpvsMembers()
+    for s in services:
+        _ipvs_service(m, s, node_ips)
+    if new_fw and ipvs_ips is None:
+        ipvs_ips = sorted({s.cluster_ip for s in services})
+    st = _ipvs_sets(m, ipvs_ips if new_fw else None)
+    nat = _ipvs_nat(old, bool(m.ext), cluster_cidr)
+    flt = _ipvs_filter(old, new_fw)
     ipt = "\n".join(x for x in [f"# Generated by natlens generate (kube-proxy {version} IPVS mode)",
                                 *nat, *flt] if x is not None) + "\n"
-    return Dump(ipt, "\n".join(st) + "\n", "\n".join(vs_lines) + "\n")
+    return Dump(ipt, "\n".join(st) + "\n", "\n".join(m.vs_lines) + "\n")
 
 
-def kube_proxy_iptables(services: list[Service], *, cluster_cidr: str, version: str = "1.28") -> Dump:
-    """iptables-mode nat rules (KUBE-SVC-/SEP-/EXT-/SVL-, or FW-/XLB- before 1.24)."""
-    old = version < "1.24"
-    decl: list[str] = []
-    body: list[str] = []
-    svc_rules: list[str] = []
-    np_rules: list[str] = []
-    for s in services:
-        p = s.proto
-        svc = _chain_id("KUBE-SVC-", s.name, p)
-        ext = _chain_id("KUBE-FW-" if old else "KUBE-EXT-", s.name, p)
-        loc = _chain_id("KUBE-XLB-" if old else "KUBE-SVL-", s.name, p)
-        decl += [svc]
-        cm = f'-m comment --comment "{s.name} cluster IP"'
-        svc_rules.append(f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {p} {cm} -m {p} --dport {s.port} -j {svc}")
-        body.append(f"-A {svc} ! -s {cluster_cidr} -d {s.cluster_ip}/32 -p {p} {cm} -m {p} "
+@dataclass
+class _IptablesRules:
+    """iptables-mode nat rules by where they go in the dump."""
+
+    decl: list[str] = field(default_factory=list)       # chains to declare
+    svc_rules: list[str] = field(default_factory=list)  # KUBE-SERVICES
+    np_rules: list[str] = field(default_factory=list)   # KUBE-NODEPORTS
+    body: list[str] = field(default_factory=list)       # the per-service chains
+
+
+def _svc_chains(out: _IptablesRules, s: Service, svc: str, cluster_cidr: str) -> list[tuple]:
+    """KUBE-SERVICES -> KUBE-SVC- -> KUBE-SEP- (DNAT) of one service; returns its endpoints."""
+    p = s.proto
+    out.decl.append(svc)
+    cm = f'-m comment --comment "{s.name} cluster IP"'
+    out.svc_rules.append(f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {p} {cm} -m {p} --dport {s.port} -j {svc}")
+    out.body.append(f"-A {svc} ! -s {cluster_cidr} -d {s.cluster_ip}/32 -p {p} {cm} -m {p} "
                     f"--dport {s.port} -j KUBE-MARK-MASQ")
-        seps = []
-        for ep, port, on_node in s.endpoints:
-            sep = _chain_id("KUBE-SEP-", s.name, ep, str(port))
-            decl.append(sep)
-            seps.append((sep, ep, port, on_node))
-            c = f'-m comment --comment "{s.name}"'
-            body += [f"-A {sep} -s {ep}/32 {c} -j KUBE-MARK-MASQ",
-                     f"-A {sep} -p {p} {c} -m {p} -j DNAT --to-destination {ep}:{port}"]
-        _spread(body, svc, s.name, seps)
-        external = bool(s.lb_ips or s.node_port or s.external_ips)
-        if not external:
-            continue
-        local = s.policy == "Local"
-        if old:
-            # KUBE-FW- only for load balancers; node ports jump to SVC / XLB directly
-            target = loc if local else svc
-            if s.lb_ips:
-                decl.append(ext)
-                for ip in s.lb_ips:
-                    svc_rules.append(f'-A KUBE-SERVICES -d {ip}/32 -p {p} -m comment --comment '
-                                     f'"{s.name} loadbalancer IP" -m {p} --dport {s.port} -j {ext}')
-                if not local:
-                    body.append(f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j KUBE-MARK-MASQ')
-                body += [f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j {target}',
-                         f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j KUBE-MARK-DROP']
-            if s.node_port:
-                if not local:
-                    np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
-                                    f"-m {p} --dport {s.node_port} -j KUBE-MARK-MASQ")
-                np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
-                                f"-m {p} --dport {s.node_port} -j {target}")
-        else:
-            decl.append(ext)
-            for ip in s.lb_ips:
-                svc_rules.append(f'-A KUBE-SERVICES -d {ip}/32 -p {p} -m comment --comment '
+    seps = []
+    for ep, port, on_node in s.endpoints:
+        sep = _chain_id("KUBE-SEP-", s.name, ep, str(port))
+        out.decl.append(sep)
+        seps.append((sep, ep, port, on_node))
+        c = f'-m comment --comment "{s.name}"'
+        out.body.extend([f"-A {sep} -s {ep}/32 {c} -j KUBE-MARK-MASQ",
+                         f"-A {sep} -p {p} {c} -m {p} -j DNAT --to-destination {ep}:{port}"])
+    _spread(out.body, svc, s.name, seps)
+    return seps
+
+
+def _external_old(out: _IptablesRules, s: Service, svc: str, ext: str, loc: str) -> None:
+    """Before 1.24: KUBE-FW- only for load balancers; node ports jump to SVC / XLB directly."""
+    p = s.proto
+    local = s.policy == "Local"
+    target = loc if local else svc
+    if s.lb_ips:
+        out.decl.append(ext)
+        for ip in s.lb_ips:
+            out.svc_rules.append(f'-A KUBE-SERVICES -d {ip}/32 -p {p} -m comment --comment '
                                  f'"{s.name} loadbalancer IP" -m {p} --dport {s.port} -j {ext}')
-            if s.node_port:
-                np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
-                                f"-m {p} --dport {s.node_port} -j {ext}")
-            if local:
-                body += [f'-A {ext} -s {cluster_cidr} -m comment --comment "pod traffic for {s.name} '
+        if not local:
+            out.body.append(f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j KUBE-MARK-MASQ')
+        out.body.extend([f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j {target}',
+                         f'-A {ext} -m comment --comment "{s.name} loadbalancer IP" -j KUBE-MARK-DROP'])
+    if s.node_port:
+        if not local:
+            out.np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
+                                f"-m {p} --dport {s.node_port} -j KUBE-MARK-MASQ")
+        out.np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
+                            f"-m {p} --dport {s.node_port} -j {target}")
+
+
+def _external_new(out: _IptablesRules, s: Service, svc: str, ext: str, loc: str, cluster_cidr: str) -> None:
+    """1.24+: LB IPs and node ports go to KUBE-EXT-, which leads to KUBE-SVC- or KUBE-SVL-."""
+    p = s.proto
+    out.decl.append(ext)
+    for ip in s.lb_ips:
+        out.svc_rules.append(f'-A KUBE-SERVICES -d {ip}/32 -p {p} -m comment --comment '
+                             f'"{s.name} loadbalancer IP" -m {p} --dport {s.port} -j {ext}')
+    if s.node_port:
+        out.np_rules.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{s.name}" '
+                            f"-m {p} --dport {s.node_port} -j {ext}")
+    if s.policy == "Local":
+        out.body.extend([f'-A {ext} -s {cluster_cidr} -m comment --comment "pod traffic for {s.name} '
                          f'external destinations" -j {svc}',
                          f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {s.name} external '
                          f'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
                          f'-A {ext} -m comment --comment "route LOCAL traffic for {s.name} external '
                          f'destinations" -m addrtype --src-type LOCAL -j {svc}',
-                         f"-A {ext} -j {loc}"]
-            else:
-                body += [f'-A {ext} -m comment --comment "masquerade traffic for {s.name} external '
-                         f'destinations" -j KUBE-MARK-MASQ', f"-A {ext} -j {svc}"]
-        if local:
-            decl.append(loc)
-            if old:
-                body += [f'-A {loc} -s {cluster_cidr} -m comment --comment "Redirect pods trying to reach '
+                         f"-A {ext} -j {loc}"])
+    else:
+        out.body.extend([f'-A {ext} -m comment --comment "masquerade traffic for {s.name} external '
+                         f'destinations" -j KUBE-MARK-MASQ', f"-A {ext} -j {svc}"])
+
+
+def _local_chain(out: _IptablesRules, s: Service, svc: str, loc: str, seps: list[tuple],
+                 old: bool, cluster_cidr: str) -> None:
+    """KUBE-SVL- (KUBE-XLB- before 1.24): only the endpoints on this node, else drop."""
+    out.decl.append(loc)
+    if old:
+        out.body.extend([f'-A {loc} -s {cluster_cidr} -m comment --comment "Redirect pods trying to reach '
                          f'external loadbalancer VIP to clusterIP" -j {svc}',
                          f'-A {loc} -m comment --comment "masquerade LOCAL traffic for {s.name} LB IP" '
                          "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
                          f'-A {loc} -m comment --comment "route LOCAL traffic for {s.name} LB IP to '
-                         f'service chain" -m addrtype --src-type LOCAL -j {svc}']
-            local_seps = [x for x in seps if x[3]]
-            if local_seps:
-                _spread(body, loc, s.name, local_seps)
-            else:
-                body.append(f'-A {loc} -m comment --comment "{s.name} has no local endpoints" '
-                            "-j KUBE-MARK-DROP")
+                         f'service chain" -m addrtype --src-type LOCAL -j {svc}'])
+    local_seps = [x for x in seps if x[3]]
+    if local_seps:
+        _spread(out.body, loc, s.name, local_seps)
+    else:
+        out.body.append(f'-A {loc} -m comment --comment "{s.name} has no local endpoints" '
+                        "-j KUBE-MARK-DROP")
+
+
+def _iptables_head(version: str, decl: list[str]) -> list[str]:
+    """The nat table's chains and the rules kube-proxy writes whatever the services."""
     head = [f"# Generated by natlens generate (kube-proxy {version} iptables mode)", "*nat",
             ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
             ":POSTROUTING ACCEPT [0:0]", ":KUBE-MARK-DROP - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
@@ -298,9 +358,30 @@ def kube_proxy_iptables(services: list[Service], *, cluster_cidr: str, version: 
              "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
              '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
              "-j MASQUERADE --random-fully"]
+    return head
+
+
+def kube_proxy_iptables(services: list[Service], *, cluster_cidr: str, version: str = "1.28") -> Dump:
+    """iptables-mode nat rules (KUBE-SVC-/SEP-/EXT-/SVL-, or FW-/XLB- before 1.24)."""
+    old = version < "1.24"
+    out = _IptablesRules()
+    for s in services:
+        svc = _chain_id("KUBE-SVC-", s.name, s.proto)
+        ext = _chain_id("KUBE-FW-" if old else "KUBE-EXT-", s.name, s.proto)
+        loc = _chain_id("KUBE-XLB-" if old else "KUBE-SVL-", s.name, s.proto)
+        seps = _svc_chains(out, s, svc, cluster_cidr)
+        if not (s.lb_ips or s.node_port or s.external_ips):
+            continue
+        if old:
+            _external_old(out, s, svc, ext, loc)
+        else:
+            _external_new(out, s, svc, ext, loc, cluster_cidr)
+        if s.policy == "Local":
+            _local_chain(out, s, svc, loc, seps, old, cluster_cidr)
     tail = ['-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be '
             'the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS', "COMMIT"]
-    return Dump("\n".join(head + svc_rules + np_rules + body + tail) + "\n", "")
+    head = _iptables_head(version, out.decl)
+    return Dump("\n".join(head + out.svc_rules + out.np_rules + out.body + tail) + "\n", "")
 
 
 def _spread(body: list[str], chain: str, name: str, seps: list) -> None:
