@@ -9,6 +9,7 @@ import pytest
 import natlens.netfilter
 from natlens.netfilter import NodeRules, parse_ip_addr
 from natlens.netfilter import parse_iptables_save as ipt
+from natlens.netfilter.generate import Service, kube_proxy_iptables
 from natlens.netfilter.walk import Branch, Packet, SnatTo, Undecided, Walker, WalkState
 from natlens.netfilter.walk.matches import CompiledRule, Compiler, rule_matches
 from natlens.netfilter.walk.targets import MARK, MarkOp, compile_target
@@ -136,37 +137,31 @@ def test_mark_targets_compile_to_the_kernels_xor_and_clear(opts, before, after):
     assert tgt.op.apply(before) == after
 
 
-BRANCHES = """*nat
-:PREROUTING ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:SVC - [0:0]
--A PREROUTING -d 198.18.10.1/32 -p tcp -m tcp --dport 80 -j SVC
--A SVC -m statistic --mode random --probability 0.2 -j DNAT --to-destination 198.18.64.7:8080
--A SVC -m statistic --mode random --probability 0.5 -j DNAT --to-destination 198.18.64.8:8080
--A SVC -j DNAT --to-destination 198.18.70.9:8080
-COMMIT
-"""
-
-
 def test_a_frame_copy_walks_on_by_itself():
-    chain = next(iter(ipt(BRANCHES).tables["nat"].values()))
+    chain = ipt("*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j RETURN\nCOMMIT\n").tables["nat"]["PREROUTING"]
     f = Frame(chain, None, "nat/PREROUTING")
     trace: list[str] = []
     assert f.next_rule(trace) == 0
     g = f.copy()
-    assert f.next_rule(trace) is None  # PREROUTING has one rule
+    assert f.next_rule(trace) is None  # the chain has one rule
     assert (g.pos, g.last) == (1, 0)
     assert g.next_rule(trace) is None and trace == []
 
 
 def test_branches_carry_their_probability_and_the_conditions_that_lead_there():
-    v = _node(BRANCHES).explain("198.18.64.5", "198.18.10.1", 80, in_iface="cni0")
+    eps = [("198.18.64.7", 8080, True), ("198.18.64.8", 8080, True), ("198.18.70.9", 8080, False)]
+    d = kube_proxy_iptables([Service("ns/web:http", "198.18.10.1", 80, endpoints=eps)],
+                            cluster_cidr="198.18.64.0/18")
+    v = _node(d.iptables).explain("198.18.64.5", "198.18.10.1", 80, in_iface="cni0")
     assert all(isinstance(b, Branch) for b in v.paths)
-    assert [(b.probability, b.dnat_to) for b in v.paths] == [
-        (0.4, "198.18.64.8:8080"), (0.4, "198.18.70.9:8080"), (0.2, "198.18.64.7:8080")]
-    assert sum(b.probability for b in v.paths) == pytest.approx(1.0)
-    assert v.paths[2].conditions == ["nat/SVC #1 taken (p=0.2)"]
-    assert v.paths[1].conditions == ["nat/SVC #1 not taken (p=0.8)", "nat/SVC #2 not taken (p=0.5)"]
+    assert sorted(b.dnat_to for b in v.paths) == [f"{ip}:{port}" for ip, port, _ in eps]
+    assert [b.probability for b in v.paths] == [0.333333] * 3
+    assert sum(b.probability for b in v.paths) == pytest.approx(1.0, abs=1e-5)
+    svc = next(c for c in d.iptables.split() if c.startswith("KUBE-SVC-"))
+    conditions = {b.dnat_to: [c.removeprefix(f"nat/{svc} ") for c in b.conditions] for b in v.paths}
+    assert conditions == {"198.18.64.7:8080": ["#2 taken (p=0.3333)"],
+                          "198.18.64.8:8080": ["#2 not taken (p=0.6667)", "#3 taken (p=0.5)"],
+                          "198.18.70.9:8080": ["#2 not taken (p=0.6667)", "#3 not taken (p=0.5)"]}
     assert list(v.paths[0].to_dict()) == [f.name for f in dataclasses.fields(Branch)]
 
 

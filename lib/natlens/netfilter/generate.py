@@ -54,74 +54,45 @@ def _set(lines: list[str], name: str, stype: str, members: list[str], extra: str
     lines += [f"add {name} {m}" for m in sorted(set(members))]
 
 
-@dataclass
-class _IpvsMembers:
-    """What the services put into kube-proxy's ipsets, and the ipvsadm -S lines."""
-
-    cip: list[str] = field(default_factory=list)
-    lb: list[str] = field(default_factory=list)
-    lbl: list[str] = field(default_factory=list)
-    ext: list[str] = field(default_factory=list)
-    extl: list[str] = field(default_factory=list)
-    loop: list[str] = field(default_factory=list)
-    npt: list[str] = field(default_factory=list)
-    nptl: list[str] = field(default_factory=list)
-    npu: list[str] = field(default_factory=list)
-    npul: list[str] = field(default_factory=list)
-    hc: list[str] = field(default_factory=list)
-    vs_lines: list[str] = field(default_factory=list)
+# kube-proxy's IPVS-mode ipsets, in ipset save order (KUBE-IPVS-IPS, 1.28+, comes last)
+_IPVS_SETS = [("KUBE-CLUSTER-IP", "hash:ip,port"), ("KUBE-LOAD-BALANCER", "hash:ip,port"),
+              ("KUBE-LOAD-BALANCER-LOCAL", "hash:ip,port"), ("KUBE-LOAD-BALANCER-FW", "hash:ip,port"),
+              ("KUBE-LOAD-BALANCER-SOURCE-IP", "hash:ip,port,ip"),
+              ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "hash:ip,port,net"),
+              ("KUBE-EXTERNAL-IP", "hash:ip,port"), ("KUBE-EXTERNAL-IP-LOCAL", "hash:ip,port"),
+              ("KUBE-LOOP-BACK", "hash:ip,port,ip"), ("KUBE-NODE-PORT-TCP", "bitmap:port"),
+              ("KUBE-NODE-PORT-LOCAL-TCP", "bitmap:port"), ("KUBE-NODE-PORT-UDP", "bitmap:port"),
+              ("KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port"), ("KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port")]
 
 
-def _ipvs_service(m: _IpvsMembers, s: Service, node_ips: list[str]) -> None:
+def _ipvs_service(members: dict[str, list[str]], vs_lines: list[str], s: Service,
+                  node_ips: list[str]) -> None:
     """One service's set members and virtual services (cluster IP, LB/external IPs, node ports)."""
     pp = f"{s.proto}:{s.port}"
-    m.cip.append(f"{s.cluster_ip},{pp}")
+    local = s.policy == "Local"
+    members["KUBE-CLUSTER-IP"].append(f"{s.cluster_ip},{pp}")
     vips = [(s.cluster_ip, s.port)] + [(ip, s.port) for ip in s.lb_ips + s.external_ips]
-    for ip in s.lb_ips:
-        m.lb.append(f"{ip},{pp}")
-        if s.policy == "Local":
-            m.lbl.append(f"{ip},{pp}")
-    for ip in s.external_ips:
-        m.ext.append(f"{ip},{pp}")
-        if s.policy == "Local":
-            m.extl.append(f"{ip},{pp}")
+    for ips, name in ((s.lb_ips, "KUBE-LOAD-BALANCER"), (s.external_ips, "KUBE-EXTERNAL-IP")):
+        for ip in ips:
+            members[name].append(f"{ip},{pp}")
+            if local:
+                members[f"{name}-LOCAL"].append(f"{ip},{pp}")
     if s.node_port:
-        (m.npt if s.proto == "tcp" else m.npu).append(str(s.node_port))
-        if s.policy == "Local":
-            (m.nptl if s.proto == "tcp" else m.npul).append(str(s.node_port))
+        P = "TCP" if s.proto == "tcp" else "UDP"
+        members[f"KUBE-NODE-PORT-{P}"].append(str(s.node_port))
+        if local:
+            members[f"KUBE-NODE-PORT-LOCAL-{P}"].append(str(s.node_port))
         vips += [(ip, s.node_port) for ip in node_ips]
     for ep, port, _ in s.endpoints:
-        m.loop.append(f"{ep},{s.proto}:{port},{ep}")
+        members["KUBE-LOOP-BACK"].append(f"{ep},{s.proto}:{port},{ep}")
     flag = "-t" if s.proto == "tcp" else "-u"
     for ip, port in vips:
-        m.vs_lines.append(f"-A {flag} {ip}:{port} -s rr")
-        local_only = s.policy == "Local" and (ip, port) != (s.cluster_ip, s.port)
+        vs_lines.append(f"-A {flag} {ip}:{port} -s rr")
+        local_only = local and (ip, port) != (s.cluster_ip, s.port)
         for ep, eport, on_node in s.endpoints:
             if local_only and not on_node:
                 continue
-            m.vs_lines.append(f"-a {flag} {ip}:{port} -r {ep}:{eport} -m -w 1")
-
-
-def _ipvs_sets(m: _IpvsMembers, ipvs_ips: list[str] | None) -> list[str]:
-    """ipset save of kube-proxy's sets; KUBE-IPVS-IPS only when ipvs_ips is given (1.28+)."""
-    st: list[str] = []
-    _set(st, "KUBE-CLUSTER-IP", "hash:ip,port", m.cip)
-    _set(st, "KUBE-LOAD-BALANCER", "hash:ip,port", m.lb)
-    _set(st, "KUBE-LOAD-BALANCER-LOCAL", "hash:ip,port", m.lbl)
-    _set(st, "KUBE-LOAD-BALANCER-FW", "hash:ip,port", [])
-    _set(st, "KUBE-LOAD-BALANCER-SOURCE-IP", "hash:ip,port,ip", [])
-    _set(st, "KUBE-LOAD-BALANCER-SOURCE-CIDR", "hash:ip,port,net", [])
-    _set(st, "KUBE-EXTERNAL-IP", "hash:ip,port", m.ext)
-    _set(st, "KUBE-EXTERNAL-IP-LOCAL", "hash:ip,port", m.extl)
-    _set(st, "KUBE-LOOP-BACK", "hash:ip,port,ip", m.loop)
-    _set(st, "KUBE-NODE-PORT-TCP", "bitmap:port", m.npt)
-    _set(st, "KUBE-NODE-PORT-LOCAL-TCP", "bitmap:port", m.nptl)
-    _set(st, "KUBE-NODE-PORT-UDP", "bitmap:port", m.npu)
-    _set(st, "KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port", m.npul)
-    _set(st, "KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port", m.hc)
-    if ipvs_ips is not None:
-        _set(st, "KUBE-IPVS-IPS", "hash:ip", ipvs_ips)
-    return st
+            vs_lines.append(f"-a {flag} {ip}:{port} -r {ep}:{eport} -m -w 1")
 
 
 def _ipvs_nat_head(old: bool) -> list[str]:
@@ -235,17 +206,21 @@ def kube_proxy_ipvs(services: list[Service], *, node_ips: list[str], cluster_cid
     """IPVS-mode nat/filter rules, ipsets and ipvsadm -S -n for these services."""
     old = version < "1.19"
     new_fw = version >= "1.28"
-    m = _IpvsMembers()
+    members: dict[str, list[str]] = {name: [] for name, _ in _IPVS_SETS}
+    vs_lines: list[str] = []
     for s in services:
-        _ipvs_service(m, s, node_ips)
-    if new_fw and ipvs_ips is None:
-        ipvs_ips = sorted({s.cluster_ip for s in services})
-    st = _ipvs_sets(m, ipvs_ips if new_fw else None)
-    nat = _ipvs_nat(old, bool(m.ext), cluster_cidr)
+        _ipvs_service(members, vs_lines, s, node_ips)
+    st: list[str] = []
+    for name, stype in _IPVS_SETS:
+        _set(st, name, stype, members[name])
+    if new_fw:
+        _set(st, "KUBE-IPVS-IPS", "hash:ip",
+             ipvs_ips if ipvs_ips is not None else sorted({s.cluster_ip for s in services}))
+    nat = _ipvs_nat(old, bool(members["KUBE-EXTERNAL-IP"]), cluster_cidr)
     flt = _ipvs_filter(old, new_fw)
     ipt = "\n".join(x for x in [f"# Generated by natlens generate (kube-proxy {version} IPVS mode)",
                                 *nat, *flt] if x is not None) + "\n"
-    return Dump(ipt, "\n".join(st) + "\n", "\n".join(m.vs_lines) + "\n")
+    return Dump(ipt, "\n".join(st) + "\n", "\n".join(vs_lines) + "\n")
 
 
 @dataclass

@@ -285,10 +285,10 @@ class Compiler:
         if o.name in ("--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"):
             net, mask, ver = parse_net(o.args[0])
             return [lambda st, w=o.name, n=o.neg:
-                    (st.fam == ver and (_ct_addr(st, w) & mask) == net) != n]
+                    (st.fam == ver and (_ct_tuple(st, w) & mask) == net) != n]
         if o.name in ("--ctorigsrcport", "--ctorigdstport", "--ctreplsrcport", "--ctrepldstport"):
             a, b = _ports(o.args[0])
-            return [lambda st, a=a, b=b, w=o.name, n=o.neg: (a <= _ct_port(st, w) <= b) != n]
+            return [lambda st, a=a, b=b, w=o.name, n=o.neg: (a <= _ct_tuple(st, w) <= b) != n]
         if o.name == "--ctstatus":
             # a first packet's conntrack entry: not expected, no reply, not confirmed
             return [_always(("NONE" in set(o.args[0].upper().split(","))) != o.neg)]
@@ -355,24 +355,20 @@ def _ctstates(st: WalkState) -> set[str]:
     return s
 
 
-def _ct_addr(st: WalkState, which: str) -> int:
-    if which == "--ctorigsrc":
-        return st.orig_src
-    if which == "--ctorigdst":
-        return st.orig_dst
-    if which == "--ctreplsrc":
-        return st.dst if st.nat_dst_done else st.orig_dst
-    return st.src if st.nat_src_done else st.orig_src
+def _ct_tuple(st: WalkState, which: str) -> int:
+    """What a --ctorig*/--ctrepl* address or port option tests.
 
-
-def _ct_port(st: WalkState, which: str) -> int:
-    if which == "--ctorigsrcport":
-        return st.orig_sport
-    if which == "--ctorigdstport":
-        return st.orig_dport
-    if which == "--ctreplsrcport":
-        return st.dport if st.nat_dst_done else st.orig_dport
-    return st.sport if st.nat_src_done else st.orig_sport
+    The reply tuple mirrors the packet: its source is the packet's destination once
+    DNAT is bound, its destination the packet's source once SNAT is.
+    """
+    port = which.endswith("port")
+    if which.startswith(("--ctorigdst", "--ctreplsrc")):  # the packet's destination side
+        orig, now = (st.orig_dport, st.dport) if port else (st.orig_dst, st.dst)
+        bound = st.nat_dst_done
+    else:  # --ctorigsrc*, --ctrepldst*: the packet's source side
+        orig, now = (st.orig_sport, st.sport) if port else (st.orig_src, st.src)
+        bound = st.nat_src_done
+    return now if bound and which.startswith("--ctrepl") else orig
 
 
 def _iface_match(pattern: str, name: str | None) -> bool | None:
