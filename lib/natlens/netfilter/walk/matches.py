@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from natlens.errors import NatlensError
-from natlens.netfilter.iptables import Match, Rule, parse_net
+from natlens.netfilter.iptables import Match, Option, Rule, parse_net
 from natlens.netfilter.walk.addresses import in_any_net, ip_addr
 from natlens.netfilter.walk.packet import PROTO_NUM, proto_number
 from natlens.netfilter.walk.state import WalkState
@@ -274,7 +274,7 @@ class Compiler:
 
     m_state = m_conntrack
 
-    def _ct_option(self, m: Match, o) -> list[Check]:
+    def _ct_option(self, m: Match, o: Option) -> list[Check]:
         """A conntrack option other than the state, as checks against the entry."""
         if o.name == "--ctdir":
             return [_always((o.args[0].upper() == "ORIGINAL") != o.neg)]

@@ -73,6 +73,7 @@ class Frame:
     last: int = -1
 
     def copy(self) -> Frame:
+        """An independent frame at the same place (for a forked branch's own stack)."""
         return Frame(self.chain, self.cands, self.at, self.pos, self.last)
 
     def next_rule(self, trace: list[str]) -> int | None:
