@@ -164,7 +164,7 @@ def _table(s: Sorted, c: Cut, r: Roles, k: Counters, size: tuple[np.ndarray, np.
            *, capture: str, node: str | None) -> pd.DataFrame:
     """The stages' per-connection results as the connections table (without uid), in cut order."""
     f0 = c.starts
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "ts": k.t_first / 1e9,
         "orig_h": s.names[r.orig_e >> 16],
         "orig_p": (r.orig_e & 0xFFFF).astype(np.int32),
@@ -203,7 +203,6 @@ def _table(s: Sorted, c: Cut, r: Roles, k: Counters, size: tuple[np.ndarray, np.
         "orig_tsval": _nullable(fp.tsval),
         "orig_hash": fp.payload_hash,
     })
-    return out
 
 
 def _in_start_order(out: pd.DataFrame, s: Sorted, c: Cut, n_packets: int, capture: str
