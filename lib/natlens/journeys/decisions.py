@@ -85,7 +85,7 @@ def classify_snat(r: pd.DataFrame, cl: pd.DataFrame, inventory: Inventory) -> De
           (yes_away, YES, " (arrived from the client node's IP)"),
           (here & r["egress"] & own & pod_r & ok, NO, " (left the node's NIC with the pod IP)"),
           (yes_here, YES, " (left with the node IP)"))
-    value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
+    value = pd.Series(UNKNOWN, index=cl.index)
     evidence = pd.Series(None, index=cl.index, dtype=object)
     for mask, val, why in ev:  # later rows win: evidence on the client's node beats evidence after it
         e = _first_evidence(r, mask, r["hop"] + why)
@@ -192,12 +192,12 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> D
     """
     node, picked = cl["client_node"], backend.value
     value = pd.Series(np.where(picked.isna() | node.isna(), UNKNOWN, np.where(picked == node, YES, NO)),
-                      index=cl.index, dtype=object)
+                      index=cl.index)
     evidence = pd.Series(np.where(
         value == YES, "the connection came back to its own node " + node.astype(str) + ": "
         + backend.evidence.astype(str),
         np.where(value == NO, "the load balancer sent it to " + picked.astype(str) + ": "
-                 + backend.evidence.astype(str), None)), index=cl.index, dtype=object)
+                 + backend.evidence.astype(str), None)), index=cl.index)
     where = r["capture"].astype(str)
     vip_ans = _first_evidence(r, r["pre_lb"] & r["on_client"] & r["synack_ts"].notna(),
                               where + ": SYN-ACK from " + r["resp_h"] + ":" + r["resp_p"].astype(str)
@@ -242,7 +242,7 @@ def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) ->
         [udp & answered, udp & (f["end"] == END_TIMEOUT), udp, est, reset, f["end"] == END_TIMEOUT,
          ~est & ~answered & (f["end"] == END_CAPTURE) & retried],
         [ANSWERED, UNANSWERED, UNKNOWN, ESTABLISHED, RESET, TIMED_OUT, TIMED_OUT], UNKNOWN),
-        index=cl.index, dtype=object)
+        index=cl.index)
     value.loc[f["uid"].isna()] = UNKNOWN
     return Decision(value, _outcome_evidence(f, udp, value))
 
@@ -257,5 +257,5 @@ def _outcome_evidence(f: pd.DataFrame, udp: np.ndarray, value: pd.Series) -> pd.
         head + ", " + (f["syn_retransmits"].fillna(0) + 1).astype(int).astype(str) + " SYN(s), ended "
         + ended + np.where((value == TIMED_OUT) & (f["end"] != END_TIMEOUT),
                            "; each SYN was answered from the wrong address and reset by the client", "")),
-        index=f.index, dtype=object)
+        index=f.index)
     return out
