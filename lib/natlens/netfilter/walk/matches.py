@@ -17,6 +17,7 @@ from natlens.netfilter.iptables import Match, Option, Rule, parse_net
 from natlens.netfilter.walk.addresses import in_any_net, ip_addr
 from natlens.netfilter.walk.packet import PROTO_NUM, proto_number
 from natlens.netfilter.walk.state import WalkState
+from natlens.vocab import TCP_FLAGS
 
 if TYPE_CHECKING:
     from natlens.netfilter.node import NodeRules
@@ -33,8 +34,7 @@ Answer = bool | float | Undecided   # what a check and rule_matches return
 Check = Callable[[WalkState], Answer]
 
 _PORT_PROTOS = (6, 17, 132, 136, 33)  # protocols with ports: tcp, udp, sctp, udplite, dccp
-_TCP_FLAGS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE": 64, "CWR": 128,
-              "ALL": 255, "NONE": 0}
+_TCP_FLAGS = {**TCP_FLAGS, "ALL": 255, "NONE": 0}  # iptables' --tcp-flags words
 _IN_UNKNOWN = Undecided("incoming interface unknown (give --in-iface) for -i")
 _OUT_UNKNOWN = Undecided("outgoing interface unknown (give --out-iface or ip-addr) for -o")
 ANY_PROTO = -1  # CompiledRule.pnum of "-p all"
