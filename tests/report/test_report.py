@@ -199,3 +199,14 @@ def test_time_window_and_services_scope_tables_not_the_verdict(sample):
     assert list(d.snat["service"]) == [full.snat["service"].iloc[0]]
     assert d.summary == full.summary
     assert "restricted to time window" in report.text.banner(d)
+
+
+def test_a_services_scope_that_matches_nothing_shows_no_snat_rows(sample):
+    """The SNAT table and sentences come from the scoped rows, never the unscoped summary."""
+    from natlens import report
+
+    d = report.load(sample, services=["198.19.0.99:443/tcp"])
+    assert d.snat.empty and report.tables.snat(d).empty
+    assert "SNATed" not in str(report.text.executive_summary(d))
+    assert "no SNAT decision to explain" in str(report.text.rule_traces(d))
+    assert d.summary["snat"]  # the summary still covers the whole incident

@@ -23,15 +23,14 @@ VERSION_PACKAGES = ("natlens", "numpy", "pandas", "pyarrow", "dpkt", "matplotlib
 
 def snat(d: ReportData) -> pd.DataFrame:
     """SNAT per Service and source node: connections, SNATed, ratio, and whether the rules agree."""
-    df = d.snat if not d.snat.empty else pd.DataFrame(d.summary.get("snat") or [])
+    df = d.snat
     if df.empty:
         return pd.DataFrame(columns=SNAT_COLUMNS)
-    cols = [c for c in SNAT_COLUMNS if c in df.columns]
-    if "host_network" in df.columns and df["host_network"].fillna(False).astype(bool).any():
+    cols = list(SNAT_COLUMNS)
+    if df["host_network"].fillna(False).astype(bool).any():
         cols.insert(2, "host_network")  # host-network clients get their own row: say which
     out = df[cols].reset_index(drop=True)
-    if "ratio" in out.columns:
-        out["ratio"] = pd.to_numeric(out["ratio"], errors="coerce").round(3)
+    out["ratio"] = pd.to_numeric(out["ratio"], errors="coerce").round(3)
     return out
 
 

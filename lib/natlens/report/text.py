@@ -74,15 +74,15 @@ def verdict_class(summary: dict[str, Any]) -> str:
 
 def banner(d: ReportData) -> Html:
     """The verdict at the top of the report: incident, headline, root cause."""
-    v = d.summary.get("verdict") or {}
-    state = "Loopback detected" if v.get("loopback_detected") else "No loopback detected"
+    v = d.summary["verdict"]
+    state = "Loopback detected" if v["loopback_detected"] else "No loopback detected"
     scope = scope_note(d)
     return Html(
         f'<div class="natlens-banner {verdict_class(d.summary)}" id="verdict">'
         + (f"<h1>{esc(d.about['title'])}</h1><p>Incident <code>{esc(d.incident)}</code></p>"
            if d.about.get("title") else f"<h1>{esc(d.incident)}</h1>")
-        + f"<p><strong>{esc(state)}.</strong> {esc(v.get('headline', ''))}</p>"
-        + (f"<p>{esc(v.get('root_cause'))}</p>" if v.get("root_cause") else "")
+        + f"<p><strong>{esc(state)}.</strong> {esc(v['headline'])}</p>"
+        + (f"<p>{esc(v['root_cause'])}</p>" if v["root_cause"] else "")
         + (f"<p><em>{esc(scope)}</em></p>" if scope else "")
         + ("<p><em>IP addresses in this report are anonymized (Crypto-PAn, prefix-preserving); "
            "payload-derived strings are left out.</em></p>" if d.anonymized else "")
@@ -106,43 +106,39 @@ def scope_note(d: ReportData) -> str:
 def executive_summary(d: ReportData) -> Html:
     """What happened, in plain words with exact numbers, and what it cost (impact)."""
     s = d.summary
-    c = s.get("connections") or {}
-    lb = s.get("loopback") or {}
-    caps = (s.get("inputs") or {}).get("captures") or []
-    nodes = sorted({str(x.get("node")) for x in caps if x.get("node") is not None})
-    total, failed = c.get("total", 0), c.get("failed", 0)
+    c, lb, caps = s["connections"], s["loopback"], s["inputs"]["captures"]
+    nodes = sorted({str(x["node"]) for x in caps})
+    total, failed = c["total"], c["failed"]
     items = []
     when = ""
-    conns = d.connections
-    if not conns.empty and "ts" in conns.columns:
-        ts = pd.to_numeric(conns["ts"], errors="coerce").dropna()
-        if len(ts):
-            when = f"Between {utc(ts.min())} and {utc(ts.max())}, "
+    ts = pd.to_numeric(d.connections["ts"], errors="coerce").dropna() if not d.connections.empty \
+        else pd.Series(dtype=float)
+    if len(ts):
+        when = f"Between {utc(ts.min())} and {utc(ts.max())}, "
     items.append(
         f"{esc(when)}natlens saw <strong>{n(total)}</strong> connections at {n(len(caps))} capture "
         f"point{'s' if len(caps) != 1 else ''} on {n(len(nodes))} node{'s' if len(nodes) != 1 else ''}"
         + (f" ({esc(', '.join(nodes))})" if nodes else "") + ".")
     items.append(
         f"<strong>{n(failed)}</strong> of them failed ({pct(failed, total)}): "
-        f"{n(c.get('timeouts', 0))} timed out and {n(c.get('resets', 0))} were reset.")
-    hits = lb.get("hits", 0)
+        f"{n(c['timeouts'])} timed out and {n(c['resets'])} were reset.")
+    hits = lb["hits"]
     if hits:
-        by_node = ", ".join(f"{esc(k)}: {n(v)}" for k, v in sorted((lb.get("by_node") or {}).items()))
+        by_node = ", ".join(f"{esc(k)}: {n(v)}" for k, v in sorted(lb["by_node"].items()))
         items.append(
             f"<strong>{n(hits)}</strong> connections were sent by the load balancer back to the node "
             f"they came from (loopback{'; ' + by_node if by_node else ''}); "
-            f"{n(lb.get('failed', 0))} of those failed.")
+            f"{n(lb['failed'])} of those failed.")
     else:
         items.append("No connection was sent back by the load balancer to the node it came from "
                      "(no loopback).")
-    snat_rows = d.snat.to_dict("records") if not d.snat.empty else (s.get("snat") or [])
-    for row in snat_rows:
+    for row in d.snat.to_dict("records"):  # the scoped rows (services=...), as the table shows
         items.append(_snat_sentence(row))
-    lat = (s.get("latency_ms") or {}).get("connect") or {}
-    if lat.get("count"):
-        items.append(f"Connect time over {n(lat['count'])} connections: median {ms(lat.get('p50'))}, "
-                     f"90th percentile {ms(lat.get('p90'))}, 99th {ms(lat.get('p99'))}, "
-                     f"worst {ms(lat.get('max'))}.")
+    lat = s["latency_ms"]["connect"]
+    if lat["count"]:
+        items.append(f"Connect time over {n(lat['count'])} connections: median {ms(lat['p50'])}, "
+                     f"90th percentile {ms(lat['p90'])}, 99th {ms(lat['p99'])}, "
+                     f"worst {ms(lat['max'])}.")
     impact = _impact(s)
     return Html(
         '<div class="natlens-summary"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
@@ -168,18 +164,16 @@ def reported(d: ReportData) -> str:
 
 
 def _snat_sentence(row: dict[str, Any]) -> str:
-    who = (f"connections from {esc(row.get('source_node'))} to {esc(row.get('service'))} "
-           f"(externalTrafficPolicy {esc(row.get('policy'))})")
-    total = row.get("connections") or 0
-    unknown = row.get("unknown_snat") or 0
-    ratio = row.get("ratio")
+    who = (f"connections from {esc(row['source_node'])} to {esc(row['service'])} "
+           f"(externalTrafficPolicy {esc(row['policy'])})")
+    total, unknown, ratio = row["connections"], row["unknown_snat"], row["ratio"]
     if ratio is None or ratio != ratio:  # None or NaN: the captures cannot tell
         text = (f"For {n(total)} {who}, the captures cannot show whether they were SNATed"
                 + (f" ({n(unknown)} undetermined)" if unknown else "") + ".")
     else:
-        text = (f"Of {n(total)} {who}, {n(row.get('snat'))} were SNATed "
-                f"({pct(row.get('snat'), total)}).")
-    pred = row.get("predicted_by_rules")
+        text = (f"Of {n(total)} {who}, {n(row['snat'])} were SNATed "
+                f"({pct(row['snat'], total)}).")
+    pred = row["predicted_by_rules"]
     if pred is True:
         text += " The node's netfilter rules predict exactly this."
     elif pred is False:
@@ -188,16 +182,15 @@ def _snat_sentence(row: dict[str, Any]) -> str:
 
 
 def _impact(s: dict[str, Any]) -> str:
-    c = s.get("connections") or {}
-    lb = s.get("loopback") or {}
-    total, failed = c.get("total", 0), c.get("failed", 0)
+    c, lb = s["connections"], s["loopback"]
+    total, failed = c["total"], c["failed"]
     if not total:
         return "No connections were found in the captures, so no impact can be measured."
     if not failed:
         return f"None of the {n(total)} connections failed."
     text = (f"{n(failed)} of {n(total)} connections ({pct(failed, total)}) failed, about one in "
             f"{max(1, round(total / failed)):,}.")
-    if lb.get("failed"):
+    if lb["failed"]:
         text += (f" Loopback accounts for {n(lb['failed'])} of these failures "
                  f"({pct(lb['failed'], failed)}).")
     return text
@@ -205,17 +198,15 @@ def _impact(s: dict[str, Any]) -> str:
 
 def rule_traces(d: ReportData) -> Html:
     """For each SNAT row, the netfilter rules the packet walks through, as text."""
-    rows = d.snat.to_dict("records") if not d.snat.empty else (d.summary.get("snat") or [])
+    rows = d.snat.to_dict("records")
     if not rows:
         return Html("<p>No Service traffic through a load balancer was found, so there is no SNAT "
                     "decision to explain.</p>")
     parts = []
     for row in rows:
-        trace = row.get("rule_trace")
-        lines = list(trace) if trace is not None and not isinstance(trace, str) else [trace or ""]
         parts.append(
-            f"<h4>{esc(row.get('service'))} from {esc(row.get('source_node'))}: "
-            f"policy {esc(row.get('policy'))}</h4>" + trace_pre(lines))
+            f"<h4>{esc(row['service'])} from {esc(row['source_node'])}: "
+            f"policy {esc(row['policy'])}</h4>" + trace_pre(list(row["rule_trace"])))
     return Html("".join(parts))
 
 
@@ -232,7 +223,7 @@ def trace_pre(lines: Any) -> str:
 
 def remediation(d: ReportData) -> Html:
     """What to change, from the verdict."""
-    steps = (d.summary.get("verdict") or {}).get("remediation") or []
+    steps = d.summary["verdict"]["remediation"]
     if not steps:
         return Html("<p>No change is needed on the evidence in this incident.</p>")
     return Html("<ol>" + "".join(f"<li>{esc(x)}</li>" for x in steps) + "</ol>")
