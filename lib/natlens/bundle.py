@@ -27,7 +27,7 @@ import yaml
 from natlens import netfilter
 from natlens.errors import NatlensError
 from natlens.netfilter.node import Address, NodeRules, read_ip_addr
-from natlens.nodefiles import CAPTURE_SUFFIXES, NodeFiles, copy_fields, find_node_files
+from natlens.nodefiles import CAPTURE_SUFFIXES, NodeFiles, copy_fields, find_node_files, hidden
 
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 CLUSTER_KINDS = ("nodes", "pods", "services")
@@ -74,10 +74,22 @@ class Bundle:
     not_read: list[tuple[str, str]] = field(default_factory=list)  # (bundle-relative path, why)
 
     def node(self, name: str) -> NodeDir:
+        """The node of that name (KeyError if the bundle has none)."""
         for n in self.nodes:
             if n.name == name:
                 return n
         raise KeyError(name)
+
+    def display_path(self, node: NodeDir, f: Path) -> str:
+        """A node's file as messages and summary.json name it: bundle-relative, or
+        ``nodes/<node> (tarball)/<file>`` for a file unpacked from a node tarball."""
+        return node_file_path(self.path, node, f)
+
+
+def node_file_path(root: Path, node: NodeDir, f: Path) -> str:
+    """f of node, relative to the bundle root (see Bundle.display_path)."""
+    where = relpath(root, node.path) if node.path.is_relative_to(root) else f"nodes/{node.name} (tarball)"
+    return f"{where}/{f.relative_to(node.path).as_posix()}"
 
 
 def require_captures(bundle: Bundle) -> None:
@@ -161,11 +173,6 @@ def load_node(path: Path, name: str | None = None) -> NodeDir:
     return copy_fields(find_node_files(path, name), NodeDir)
 
 
-def _hidden(f: Path, root: Path) -> bool:
-    """Dotfiles (.DS_Store, editor swap files) are nobody's input."""
-    return any(part.startswith(".") for part in f.relative_to(root).parts)
-
-
 def relpath(root: Path, f: Path) -> str:
     """f relative to root (posix) for messages and notes; f itself when outside root (a tarball's)."""
     try:
@@ -204,19 +211,18 @@ def load_bundle(path: str | Path) -> Bundle:
                         stem = stem[: -len(suf)]
                         break
                 nodes.append(load_node(_unpack(p), name=stem))
-            elif not _hidden(p, ndir):
+            elif not hidden(p, ndir):
                 not_read.append((relpath(root, p), "in nodes/ but neither a node directory nor a node tarball"))
     if not nodes and not cluster:
         raise NatlensError("not an incident bundle: no nodes/<node>/ directories and no cluster/*.json",
                            path=str(root))
     for n in nodes:
-        where = relpath(root, n.path) if n.path.is_relative_to(root) else f"nodes/{n.name} (tarball)"
-        not_read += [(f"{where}/{f.relative_to(n.path).as_posix()}",
-                      "not a capture (.pcap/.pcapng/.cap) or a dump natlens reads") for f in n.not_read]
+        not_read += [(node_file_path(root, n, f), "not a capture (.pcap/.pcapng/.cap) or a dump natlens "
+                      "reads") for f in n.not_read]
     if cdir.is_dir():
         not_read += [(relpath(root, f), f"cluster/ holds only {', '.join(k + '.json' for k in CLUSTER_KINDS)}")
                      for f in sorted(cdir.rglob("*"))
-                     if f.is_file() and not _hidden(f, cdir) and f.name not in {k + ".json" for k in CLUSTER_KINDS}]
+                     if f.is_file() and not hidden(f, cdir) and f.name not in {k + ".json" for k in CLUSTER_KINDS}]
     known_top = {"incident.yaml", "cluster", "nodes", "ground-truth"}
     not_read += [(p.name, "not part of an incident bundle (incident.yaml, cluster/, nodes/)")
                  for p in sorted(root.iterdir()) if p.name not in known_top and not p.name.startswith(".")]

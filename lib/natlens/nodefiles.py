@@ -57,10 +57,11 @@ def find_node_files(path: str | Path, name: str | None = None) -> NodeFiles:
     """What one node directory holds: every file found below it, by kind.
 
     A dump found under several of its names, or in several folders, is taken from the
-    first name in DUMP_NAMES, then the shallowest folder; the others are not read.
+    first name in DUMP_NAMES, then the shallowest folder; the others are listed in
+    ``not_read``.
     """
     root = Path(path)
-    files = sorted((p for p in root.rglob("*") if p.is_file() and not _hidden(p, root)),
+    files = sorted((p for p in root.rglob("*") if p.is_file()),
                    key=lambda p: (len(p.relative_to(root).parts), p.as_posix()))
     node = NodeFiles(name=name or root.name, path=root)
     node.captures = sorted(f for f in files if f.name.endswith(CAPTURE_SUFFIXES))
@@ -69,7 +70,7 @@ def find_node_files(path: str | Path, name: str | None = None) -> NodeFiles:
     if _find(files, RETINA_NAMES) is not None:
         node.shape = "retina"
     used = set(node.captures) | set(node.dumps().values())
-    node.not_read = sorted(f for f in files if f not in used)
+    node.not_read = sorted(f for f in files if f not in used and not hidden(f, root))
     return node
 
 
@@ -91,6 +92,7 @@ def _find(files: list[Path], names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _hidden(f: Path, root: Path) -> bool:
-    """Dotfiles (.DS_Store, editor swap files) are nobody's input."""
+def hidden(f: Path, root: Path) -> bool:
+    """Dotfiles (.DS_Store, editor swap files) are nobody's input: never listed as not read.
+    A capture or dump in a hidden folder (``.rotated/eth0.pcap``) is still read."""
     return any(part.startswith(".") for part in f.relative_to(root).parts)

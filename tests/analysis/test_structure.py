@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shutil
 
+import pandas as pd
 import pytest
 from analysis_helpers import nic_only, samples_dir
 
 from natlens import connections as connections_mod
 from natlens import netfilter
 from natlens.bundle import load_bundle
+from natlens.errors import NatlensError
 from natlens.findings import analyze
 from natlens.journeys import RECORD_COLUMNS
 from natlens.nodefiles import find_node_files
@@ -52,6 +54,11 @@ def test_journey_hops_of_any_journey_and_keyerror_for_an_unknown_one(tmp_path, z
     with pytest.raises(KeyError):
         a.journey_hops("J999")
     assert a.summary()["connections"]["total"] == 0  # the summary is about Service journeys
+    a.write(tmp_path / "out")  # journeys.parquet: every journey; service_journeys.parquet: none
+    assert len(pd.read_parquet(tmp_path / "out" / "journeys.parquet")) == len(a.journeys)
+    assert pd.read_parquet(tmp_path / "out" / "service_journeys.parquet").empty
+    with pytest.raises(NatlensError, match="no node 'node-9' in the bundle"):
+        a.rules("node-9")
 
 
 @pytest.fixture
@@ -89,3 +96,40 @@ def test_the_shallowest_copy_of_a_dump_wins(tmp_path):
     f = find_node_files(tmp_path)
     assert f.iptables == tmp_path / "iptables-save.txt"
     assert f.not_read == [tmp_path / "old" / "iptables-save.txt"]  # listed, not silently dropped
+
+
+def test_a_capture_in_a_hidden_folder_is_read_and_dotfiles_are_not_listed(tmp_path):
+    (tmp_path / ".rotated").mkdir()
+    (tmp_path / ".rotated" / "eth0.pcap").write_bytes(b"")
+    (tmp_path / ".swp").write_text("")
+    f = find_node_files(tmp_path)
+    assert f.captures == [tmp_path / ".rotated" / "eth0.pcap"] and f.not_read == []
+
+
+def test_files_of_a_tarballed_node_are_named_inside_the_bundle(tmp_path):
+    import tarfile
+
+    d = tmp_path / "tarred"
+    shutil.copytree(samples_dir() / "loopback-local", d)
+    with tarfile.open(d / "nodes" / "node-1.tar.gz", "w:gz") as tf:
+        tf.add(d / "nodes" / "node-1", arcname="node-1")
+    shutil.rmtree(d / "nodes" / "node-1")
+    s = analyze(d).summary()
+    files = sorted(c["file"] for c in s["inputs"]["captures"])
+    assert files == ["nodes/node-1 (tarball)/any.pcap", "nodes/node-1 (tarball)/eth0.pcap",
+                     "nodes/node-2/any.pcap", "nodes/node-2/eth0.pcap"]
+
+
+def test_a_retina_shaped_node_gives_the_rules_its_addresses(tmp_path):
+    """Retina's ip-resources.txt reaches the netfilter model too (the model once looked only
+    for ip-addr.*), so the rules can decide SNAT for the node's pods."""
+    d = tmp_path / "retina"
+    shutil.copytree(samples_dir() / "loopback-local", d)
+    node = d / "nodes" / "node-1"
+    (node / "iptables-save.txt").rename(node / "iptables-rules.txt")
+    (node / "ip-addr.json").rename(node / "ip-resources.txt")
+    (node / "ip-route.json").unlink()
+    assert load_bundle(d).node("node-1").shape == "retina"
+    a = analyze(d)
+    row = a.snat[a.snat["source_node"] == "node-1"].iloc[0]
+    assert row["ratio"] == 0.0 and bool(row["predicted_by_rules"]), row["rule_trace"]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from natlens.errors import NatlensError
 from natlens.findings import Analysis
+from natlens.nodefiles import hidden
 from natlens.report.anonymize import Anonymizer, load_key, new_key
 from natlens.vocab import SUMMARY_SCHEMA
 
@@ -45,9 +46,9 @@ class ReportData:
     files: pd.DataFrame
     inferred: list[str]
     parameters: dict[str, Any]
+    analysis: Analysis = field(repr=False)  # what every table, figure and text is drawn from
     anonymized: bool = False
     about: dict[str, Any] = field(default_factory=dict)  # incident.yaml: title, window, notes, services
-    analysis: Analysis | None = field(default=None, repr=False)
     anonymizer: Anonymizer | None = field(default=None, repr=False)
 
     def journey_hops(self, journey_id: Any = None) -> pd.DataFrame:
@@ -57,7 +58,7 @@ class ReportData:
         for the first loopback journey. KeyError for an id that is not a journey.
         """
         journey_id = self.worked_journey_id() if journey_id is None else journey_id
-        if self.analysis is None or journey_id is None:
+        if journey_id is None:
             return pd.DataFrame()
         hops = self.analysis.journey_hops(journey_id)
         return self.anonymizer.frame(hops) if self.anonymizer else hops
@@ -122,7 +123,7 @@ def load(
         params["services"] = [anonymizer.text(s) for s in services]
         about = anonymizer.value(about)
     return ReportData(
-        incident=str(summary.get("incident") or incident_dir.name),
+        incident=summary["incident"],
         incident_dir=incident_dir, summary=summary, files=files, inferred=inferred,
         parameters=params, anonymized=bool(anonymize), about=about, analysis=analysis,
         anonymizer=anonymizer, **frames,
@@ -164,27 +165,22 @@ def write_summary(data: ReportData, out_dir: str | os.PathLike[str]) -> Path:
 def input_files(incident_dir: Path, captures: Iterable[dict[str, Any]] = ()) -> pd.DataFrame:
     """Every file of the bundle: path, bytes, SHA-256, and for captures the record tally."""
     incident_dir = incident_dir.resolve()
-    by_file: dict[str, dict[str, Any]] = {}
-    for c in captures:  # "file" is relative to the bundle (or absolute inside it)
-        f = Path(str(c.get("file", "")))
-        if f.is_absolute() and f.resolve().is_relative_to(incident_dir):
-            f = f.resolve().relative_to(incident_dir)
-        by_file[f.as_posix()] = c
+    by_file = {c["file"]: c for c in captures}  # bundle-relative (natlens.summary/1)
     rows = []
     for p in sorted(incident_dir.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(incident_dir).parts):
+        if not p.is_file() or hidden(p, incident_dir):
             continue
         rel = p.relative_to(incident_dir).as_posix()
-        cap = by_file.get(rel)
-        skipped = (cap or {}).get("skipped") or {}
+        cap = by_file.get(rel)  # None: not a capture natlens read
         rows.append({
             "file": rel,
             "bytes": p.stat().st_size,
             "sha256": _sha256(p),
-            "records": (cap or {}).get("records"),
-            "decoded": (cap or {}).get("decoded"),
-            "skipped": sum(skipped.values()) if cap else None,
-            "skipped_by_reason": ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())),
+            "records": cap["records"] if cap else None,
+            "decoded": cap["decoded"] if cap else None,
+            "skipped": sum(cap["skipped"].values()) if cap else None,
+            "skipped_by_reason": ", ".join(f"{k}: {v}" for k, v in sorted(cap["skipped"].items()))
+            if cap else "",
         })
     df = pd.DataFrame(rows, columns=["file", "bytes", "sha256", "records", "decoded", "skipped",
                                      "skipped_by_reason"])
