@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from natlens import netfilter
-from natlens.bundle import Bundle, NodeDir, relpath
+from natlens.bundle import Bundle, NodeDir
 from natlens.errors import NatlensError
 from natlens.netfilter.ipset import parse_ipset
 
@@ -290,7 +290,7 @@ def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
     addrs = [a for a in node.addresses() if _host_address(a.ip)]
     if not addrs:
         return row
-    src = relpath(bundle.path, node.ip_addr)
+    src = bundle.display_path(node, node.ip_addr)
     up = [a for a in addrs if UPLINK.match(a.ifname)]
     if up:
         row["addresses"] = tuple(_every([a.ip for a in up]))
@@ -372,7 +372,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                 inferred.append(f"{node.name}: netfilter model could not read the rules ({exc})")
         if node.ipset is None:
             continue
-        src = relpath(bundle.path, node.ipset)
+        src = bundle.display_path(node, node.ipset)
         try:
             sets = parse_ipset(node.ipset.read_text(errors="replace"), str(node.ipset))
         except NatlensError as exc:

@@ -140,7 +140,7 @@ def test_analyze_out_writes_summary_and_parquet_tables(tmp_path):
     assert main(["analyze", str(bundle), "--out", str(tmp_path), "--no-progress"]) == 0
     a = run_analysis(bundle)
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(a.summary()))
-    for name in ("connections", "journeys", "snat", "latency"):
+    for name in ("connections", "journeys", "service_journeys", "snat", "latency"):
         back = pd.read_parquet(tmp_path / f"{name}.parquet")
         assert list(back.columns) == list(getattr(a, name).columns)
         assert len(back) == len(getattr(a, name))

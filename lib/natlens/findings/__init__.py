@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from natlens.bundle import Bundle, load_bundle, relpath, require_captures
+from natlens.bundle import Bundle, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
@@ -114,6 +114,6 @@ def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.
 
 def _conntrack_tables(bundle: Bundle) -> dict[str, tuple[str, list]]:
     """Each node's conntrack dump (file name relative to the bundle, entries)."""
-    return {node.name: (relpath(bundle.path, node.conntrack),
+    return {node.name: (bundle.display_path(node, node.conntrack),
                         parse_conntrack(node.conntrack.read_text(encoding="utf-8", errors="replace")))
             for node in bundle.nodes if node.conntrack is not None}

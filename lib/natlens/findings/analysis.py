@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.bundle import Bundle
+from natlens.errors import NatlensError
 from natlens.findings.hops import journey_hops
 from natlens.findings.summary import build_summary
 from natlens.inventory import Inventory
@@ -56,13 +57,14 @@ class Analysis:
                              self.service_journeys, self.snat, self.loopback, self.latency, self.verdict)
 
     def write(self, out_dir: str | Path) -> list[Path]:
-        """summary.json and the tables as Parquet (connections, journeys, snat, latency) in
-        `out_dir`, for scripts and notebooks that build on them; returns the files written."""
+        """summary.json and the tables as Parquet in `out_dir`, for scripts and notebooks that
+        build on them: connections, journeys (every journey), service_journeys (those the
+        summary counts), snat, latency. Returns the files written."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "summary.json"]
         written[0].write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
-        for name in ("connections", "journeys", "snat", "latency"):
+        for name in ("connections", "journeys", "service_journeys", "snat", "latency"):
             path = out / f"{name}.parquet"
             getattr(self, name).to_parquet(path, index=False)
             written.append(path)
@@ -83,8 +85,10 @@ class Analysis:
                             self.inventory)
 
     def rules(self, node: str) -> NodeRules:
-        """The node's netfilter model, as the analysis read it (KeyError: no such node;
-        NatlensError: no or unreadable dumps)."""
-        if self.bundle is None:
-            raise KeyError(node)
+        """The node's netfilter model, as the analysis read it. NatlensError naming the bundle
+        when it has no such node, or the file when its dumps are missing or unreadable."""
+        names = [n.name for n in self.bundle.nodes] if self.bundle is not None else []
+        if node not in names:
+            raise NatlensError(f"no node {node!r} in the bundle (nodes: {', '.join(names) or 'none'})",
+                               path=str(self.bundle.path / "nodes") if self.bundle else None)
         return self.bundle.node(node).rules()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from natlens.bundle import Bundle, NodeDir, relpath
+from natlens.bundle import Bundle, NodeDir
 from natlens.capture import read_capture
 from natlens.connections import connections_with_index
 
@@ -46,28 +46,42 @@ def read_captures(bundle: Bundle, progress: bool = False) -> CaptureSet:
     parts = []
     for node, path in todo:
         out.ifnames.update({(node.name, k): v for k, v in node.ifnames().items()})
-        parts.append(_read_one(out, bundle, node, path))
+        one = read_one(bundle, node, path)
+        out.inputs.append(one.input)
+        out.packets[one.label], out.packet_conn[one.label] = one.packets, one.packet_conn
+        out.warnings += one.warnings
+        parts.append(one.connections)
     out.connections = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return out
 
 
-def _read_one(out: CaptureSet, bundle: Bundle, node: NodeDir, path: Path) -> pd.DataFrame:
-    """One capture's connection records; its input entry, hop packets and warnings go to `out`."""
+@dataclass
+class OneCapture:
+    """What one capture file gave: its label, inputs entry, records, hop packets, warnings."""
+
+    label: str
+    input: dict
+    connections: pd.DataFrame
+    packets: pd.DataFrame
+    packet_conn: np.ndarray
+    warnings: list[str]
+
+
+def read_one(bundle: Bundle, node: NodeDir, path: Path) -> OneCapture:
+    """One capture's connection records, with its accounting and the packets of each record."""
     label = f"{node.name}/{path.stem}"
     cap = read_capture(path, label=path.stem)
     info = cap.info
-    out.warnings += info.warnings
+    warnings = list(info.warnings)
     if info.dropped:
-        out.warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
-                            "interface statistics): records there may miss handshakes or retransmissions")
+        warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
+                        "interface statistics): records there may miss handshakes or retransmissions")
     conns, idx = connections_with_index(cap.packets, node=node.name, capture=label,
                                         capture_end_ns=info.last_ts_ns)
-    out.inputs.append({"node": node.name, "file": relpath(bundle.path, path), "records": int(info.records),
-                       "decoded": int(info.decoded), "skipped": dict(info.skipped),
-                       "connections": len(conns),
-                       "not_in_connections": dict(conns.attrs.get("skipped", {}))})
+    entry = {"node": node.name, "file": bundle.display_path(node, path), "records": int(info.records),
+             "decoded": int(info.decoded), "skipped": dict(info.skipped), "connections": len(conns),
+             "not_in_connections": dict(conns.attrs.get("skipped", {}))}
     keep = [c for c in HOP_PACKET_COLUMNS if c in cap.packets.columns]
     sel = idx >= 0
-    out.packets[label] = cap.packets.loc[sel, keep].reset_index(drop=True)
-    out.packet_conn[label] = idx[sel]
-    return conns
+    return OneCapture(label, entry, conns, cap.packets.loc[sel, keep].reset_index(drop=True), idx[sel],
+                      warnings)

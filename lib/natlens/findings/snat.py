@@ -34,7 +34,8 @@ def snat_table(journeys: pd.DataFrame, bundle: Bundle | None) -> tuple[pd.DataFr
         known = g[g["snat"] != UNKNOWN]
         n_snat = int((known["snat"] == YES).sum())
         ratio = n_snat / len(known) if len(known) else None
-        pred, trace = _row_prediction(g, bundle, node, bool(is_node), notes)
+        (pred, trace), why = _row_prediction(g, bundle, node, bool(is_node))
+        notes += why
         agree = None
         if pred is not None and ratio is not None:
             agree = (ratio == 1.0) if pred else (ratio == 0.0)
@@ -48,45 +49,48 @@ def snat_table(journeys: pd.DataFrame, bundle: Bundle | None) -> tuple[pd.DataFr
     return pd.DataFrame(rows, columns=SNAT_COLUMNS), notes
 
 
-def _row_prediction(g: pd.DataFrame, bundle: Bundle | None, node: str, is_node: bool,
-                    notes: list[str]) -> Prediction:
-    """The rules' prediction for every distinct client of the row: the rules may treat two
-    pods differently, and then the row has no single prediction."""
+def _row_prediction(g: pd.DataFrame, bundle: Bundle | None, node: str, is_node: bool
+                    ) -> tuple[Prediction, list[str]]:
+    """The rules' prediction for every distinct client of the row (the rules may treat two pods
+    differently, and then the row has no single prediction); and notes on rules not used."""
     if bundle is None:
-        return None, ["no dumps in the bundle"]
-    found = {c.client_h: rules_prediction(bundle, node, c.client_h, c.vip, int(c.vport), c.proto,
-                                          is_node, notes)
-             for c in g.drop_duplicates(["client_h", "vip", "vport", "proto"]).itertuples()}
+        return (None, ["no dumps in the bundle"]), []
+    found, notes = {}, []
+    for c in g.drop_duplicates(["client_h", "vip", "vport", "proto"]).itertuples():
+        found[c.client_h], why = rules_prediction(bundle, node, c.client_h, c.vip, int(c.vport), c.proto,
+                                                  is_node)
+        notes += why
     pred, trace = next(iter(found.values()))
     if len({p for p, _ in found.values()}) > 1:
-        return None, ["undecided: the rules treat this row's clients differently"] + [
+        return (None, ["undecided: the rules treat this row's clients differently"] + [
             f"{h}: {'SNAT' if p else 'no SNAT' if p is not None else 'undecided'}: " + " | ".join(t)
-            for h, (p, t) in found.items()]
-    return pred, trace
+            for h, (p, t) in found.items()]), notes
+    return (pred, trace), notes
 
 
 def rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: int, proto: str,
-                     client_is_node: bool, notes: list[str]) -> Prediction:
-    """(SNAT predicted, trace) by the node's netfilter model for client -> VIP; (None, why) when
-    it cannot say. Bad or unreadable dumps become a note; a bug in natlens is raised."""
+                     client_is_node: bool) -> tuple[Prediction, list[str]]:
+    """(SNAT predicted, trace) by the node's netfilter model for client -> VIP, or (None, why)
+    when it cannot say; and a note when bad or unreadable dumps were the reason. A bug in
+    natlens is raised."""
     try:
         nd = bundle.node(node)
     except KeyError:
-        return None, [f"no dumps for node {node}"]
+        return (None, [f"no dumps for node {node}"]), []
     if nd.iptables is None:
-        return None, [f"{node}: no iptables-save dump"]
+        return (None, [f"{node}: no iptables-save dump"]), []
     try:
         bridge = next((a.ifname for a in nd.addresses() if a.ifname.startswith(("cni", "cbr", "docker"))),
                       None)
         v = nd.rules().explain(client_h, vip, port, proto=proto, local=client_is_node,
                                in_iface=None if client_is_node else bridge)
     except (NatlensError, OSError) as exc:
-        notes.append(f"{exc}: {node}'s rules not used for {client_h} -> {vip}:{port}"
-                     if isinstance(exc, NatlensError) else
-                     f"{node}: the rules could not be read for {client_h} -> {vip}:{port} ({exc})")
-        return None, [f"netfilter model failed: {exc}"]
+        note = (f"{exc}: {node}'s rules not used for {client_h} -> {vip}:{port}"
+                if isinstance(exc, NatlensError) else
+                f"{node}: the rules could not be read for {client_h} -> {vip}:{port} ({exc})")
+        return (None, [f"netfilter model failed: {exc}"]), [note]
     if v.undecided:
-        return None, list(v.trace) + [f"undecided: {u}" for u in v.undecided]
+        return (None, list(v.trace) + [f"undecided: {u}" for u in v.undecided]), []
     if v.snat is None:  # probabilistic branches disagree: no single prediction
-        return None, list(v.trace) + ["undecided: the rule paths disagree on SNAT"]
-    return v.snat, list(v.trace)
+        return (None, list(v.trace) + ["undecided: the rule paths disagree on SNAT"]), []
+    return (v.snat, list(v.trace)), []
