@@ -88,21 +88,20 @@ def latency_cdf(d: ReportData) -> Figure:
     """Empirical CDFs of handshake, connect and first-byte times, one line per path."""
     with matplotlib.rc_context(_RC):
         df = d.latency
-        metrics = [m for m in tables.LATENCY_METRICS if m in df.columns]
+        metrics = tables.LATENCY_METRICS
         fig = _figure(10.0, 3.2)
-        if df.empty or not metrics:
+        if df.empty:
             return _empty(fig, "no latency measurements")
         axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-        groups = list(df.groupby("path", dropna=False)) if "path" in df.columns else [("all", df)]
+        groups = list(df.groupby("path", dropna=False))
         for ax, m in zip(axes, metrics, strict=True):
             for path, g in groups:
                 v = np.sort(pd.to_numeric(g[m], errors="coerce").dropna().to_numpy(dtype=float))
                 v = v[v > 0]
                 if v.size == 0:
                     continue
-                label = path[0] if isinstance(path, tuple) else path
                 ax.step(v, np.arange(1, v.size + 1) / v.size, where="post",
-                        label=f"{label} (n={v.size:,})")
+                        label=f"{path} (n={v.size:,})")
             ax.set_xscale("log")
             ax.set_xlabel(f"{m.removesuffix('_ms').replace('_', ' ')} (ms, log)")
             ax.set_ylim(0, 1.02)
@@ -118,7 +117,7 @@ def snat_ratio(d: ReportData) -> Figure:
     with matplotlib.rc_context(_RC):
         t = tables.snat(d)
         fig = _figure(9.0, 0.5 + 0.35 * max(1, len(t)))
-        if t.empty or "ratio" not in t.columns:
+        if t.empty:
             return _empty(fig, "no Service traffic through a load balancer")
         ax = fig.subplots()
         labels = [f"{r.service} from {r.source_node} ({r.policy})" for r in t.itertuples()]

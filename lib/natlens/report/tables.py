@@ -47,9 +47,8 @@ def loopback(d: ReportData) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=LOOPBACK_COLUMNS)
     df = df.reset_index(drop=True)
-    if "ts" in df.columns and "time_utc" not in df.columns:
-        df.insert(0, "time_utc", _utc_col(df["ts"]))
-    return df[[c for c in LOOPBACK_COLUMNS if c in df.columns]]
+    df.insert(0, "time_utc", _utc_col(df["ts"]))
+    return df[LOOPBACK_COLUMNS]
 
 
 def hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:
@@ -58,31 +57,26 @@ def hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:
     if df.empty:
         return df
     df = df.reset_index(drop=True)
-    if "ts_ns" in df.columns:  # hops are microseconds apart: show them, not the raw epoch ns
-        t = pd.to_numeric(df["ts_ns"], errors="coerce")
-        df.insert(df.columns.get_loc("ts_ns"), "since_first_us", ((t - t.min()) / 1e3).round(1))
-        df = df.drop(columns="ts_ns")
-    if "ts" in df.columns and pd.api.types.is_numeric_dtype(df["ts"]):
-        df["ts"] = _utc_col(df["ts"], digits=6)
+    # hops are microseconds apart: show them, not the raw epoch ns
+    t = df["ts_ns"].astype("int64")
+    df.insert(df.columns.get_loc("ts_ns"), "since_first_us", ((t - t.min()) / 1e3).round(1))
+    df = df.drop(columns="ts_ns")
+    df["ts"] = _utc_col(df["ts"], digits=6)
     return df
 
 
 def latency(d: ReportData) -> pd.DataFrame:
     """Latency percentiles per path: count, p50, p90, p99, max for each metric (ms)."""
     df = d.latency
-    metrics = [m for m in LATENCY_METRICS if m in df.columns]
-    if df.empty or not metrics:
+    if df.empty:
         return pd.DataFrame()
-    key = "path" if "path" in df.columns else None
-    groups = df.groupby(key, dropna=False) if key else [("all", df)]
     rows = []
-    for path, g in groups:
-        for m in metrics:
+    for path, g in df.groupby("path", dropna=False):
+        for m in LATENCY_METRICS:
             v = pd.to_numeric(g[m], errors="coerce").dropna()
             if v.empty:
                 continue
-            rows.append({"path": path if not isinstance(path, tuple) else path[0],
-                         "metric": m.removesuffix("_ms"), "count": len(v),
+            rows.append({"path": path, "metric": m.removesuffix("_ms"), "count": len(v),
                          "p50": v.quantile(0.5), "p90": v.quantile(0.9), "p99": v.quantile(0.99),
                          "max": v.max()})
     out = pd.DataFrame(rows)
@@ -90,7 +84,8 @@ def latency(d: ReportData) -> pd.DataFrame:
 
 
 def outcomes(d: ReportData) -> pd.DataFrame:
-    """Connections per outcome (ok, timeout, reset, ...), with counts and shares."""
+    """Service journeys per outcome (natlens.vocab: established, timed out, reset, ...), with
+    counts and shares."""
     t = connection_outcomes(d)
     if t.empty:
         return pd.DataFrame(columns=["outcome", "connections", "share"])
@@ -142,17 +137,20 @@ def _utc_col(s: pd.Series, digits: int = 3) -> pd.Series:
 
 def kube_services(d: ReportData) -> pd.DataFrame:
     """Per node, the Services as kube-proxy programmed them (natlens.netfilter.kube_services),
-    from the rules the analysis read (a node whose rules could not be read has no rows; the
-    report's inputs section says why)."""
+    from the rules the analysis read. A node whose rules cannot be read has one row saying
+    why in ``evidence``; a node without an iptables dump has none (the inputs say so)."""
     import dataclasses
 
     from natlens.netfilter import kube_services as services_of
 
     rows = []
-    for node in d.analysis.bundle.nodes if d.analysis is not None and d.analysis.bundle else []:
+    for node in d.analysis.bundle.nodes:
+        if node.iptables is None:
+            continue
         try:
             rules = node.rules()
-        except NatlensError:  # no or unreadable dumps: the analysis's notes say so
+        except NatlensError as exc:
+            rows.append({"node": node.name, "evidence": f"rules not read: {exc}"})
             continue
         for svc in services_of(rules):
             rows.append({"node": node.name, **{k: _show(v) if isinstance(v, (list, tuple)) else v
