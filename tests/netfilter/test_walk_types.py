@@ -165,6 +165,17 @@ def test_branches_carry_their_probability_and_the_conditions_that_lead_there():
     assert list(v.paths[0].to_dict()) == [f.name for f in dataclasses.fields(Branch)]
 
 
+def test_each_branch_lists_only_its_own_decisions():
+    # decided_by was shared between forked branches: each DNAT was listed in every branch
+    eps = [("198.18.64.7", 8080, True), ("198.18.64.8", 8080, True)]
+    d = kube_proxy_iptables([Service("ns/web:http", "198.18.10.1", 80, endpoints=eps)],
+                            cluster_cidr="198.18.64.0/18")
+    v = _node(d.iptables).explain("198.18.64.5", "198.18.10.1", 80, in_iface="cni0")
+    for b in v.paths:
+        dnats = [x for x in b.decided_by if x.startswith("DNAT by")]
+        assert len(dnats) == 1 and b.dnat_to.split(":")[0] in dnats[0], b.decided_by
+
+
 def test_the_package_exports_branch_not_path():
     assert natlens.netfilter.Branch is Branch
     assert "Branch" in natlens.netfilter.__all__

@@ -12,7 +12,7 @@ import pandas as pd
 from natlens._grouped import join_groups
 from natlens.journeys.client import Clients, ServiceMap
 from natlens.journeys.decisions import Decision
-from natlens.vocab import NO, YES
+from natlens.vocab import NO, UNKNOWN, YES
 
 
 def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decision],
@@ -30,7 +30,7 @@ def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decisi
                                                                      strict=True)]
     cl["service"] = (cl["vip"].astype(str) + ":" + cl["vport"].astype("Int64").astype(str) + "/"
                      + cl["proto"].astype(str))
-    loop = cl["loopback"].map({YES: "loopback", NO: "remote"}).fillna("unknown")
+    loop = cl["loopback"].map({YES: "loopback", NO: "remote"}).fillna(UNKNOWN)
     cl["path"] = loop + "/" + cl["snat"].map({YES: "snat", NO: "no-snat"}).fillna("snat-unknown")
     _hops(cl, r)
     cl["client_is_node"] = cl["client_is_node"].fillna(False).astype(bool)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from natlens.netfilter.iptables import format_net
 from natlens.netfilter.walk import PROTO_NUM, ip_str
+from natlens.vocab import UNKNOWN
 
 _PROTO_NAME = {v: k for k, v in PROTO_NUM.items() if k in ("tcp", "udp", "sctp")}
 
@@ -145,7 +146,7 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
             for s in linked:
                 s.node_ports.append(np)
                 s.evidence.append(f"node port {np}: same ipvs real servers as {s.vip}:{s.port}")
-                if s.policy == "unknown":
+                if s.policy == UNKNOWN:
                     s.policy = policy
                     s.evidence += ev
             out.append(ServicePolicy("*", np, proto, "NodePort", policy, None, [np],
@@ -190,7 +191,7 @@ def _iptables_mode(node) -> list[ServicePolicy]:
         for sp in by_hash.get(h, []):
             sp.node_ports.append(port)
             sp.evidence.append(f"nat/KUBE-NODEPORTS #{r.index}: {r.describe()}")
-            if sp.policy == "unknown":
+            if sp.policy == UNKNOWN:
                 sp.policy = policy
         out.append(ServicePolicy("*", port, r.proto[1] if r.proto else "tcp", "NodePort", policy, None,
                                  [port], [f"nat/KUBE-NODEPORTS #{r.index}: {r.describe()}", *ev],
@@ -224,4 +225,4 @@ def _chain_policy(nat: dict, start: str) -> tuple[str, list[str]]:
                 todo.append(t)
     if start.startswith(("KUBE-EXT-", "KUBE-FW-", "KUBE-SVC-")):
         return "Cluster", [f"{start} never leads to a KUBE-SVL-/KUBE-XLB- chain"]
-    return "unknown", [f"{start}: not a kube-proxy service chain"]
+    return UNKNOWN, [f"{start}: not a kube-proxy service chain"]

@@ -93,9 +93,7 @@ class WalkState:
     def fork(self) -> WalkState:
         """A copy to follow the other way of a branch point (statistic match, IPVS).
 
-        The trace, conditions and undecided lists are copied. decided_by stays shared
-        with the parent, as it always has: a known fault (a decision taken after the
-        split is listed in both branches), kept while the walk's output must not change.
+        Every list is copied: a decision taken after the split belongs to one branch.
         """
         n = object.__new__(WalkState)
         for k in WalkState.__slots__:
@@ -103,6 +101,7 @@ class WalkState:
         n.trace = list(self.trace)
         n.conditions = list(self.conditions)
         n.undecided = list(self.undecided)
+        n.decided_by = list(self.decided_by)
         return n
 
     def confirm(self) -> None:
