@@ -7,9 +7,10 @@ Every decision of the analysis (DESIGN.md section 3) takes its value from here.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import pandas as pd
+if TYPE_CHECKING:  # vocab is imported by every layer: it must not pull pandas into netfilter
+    import pandas as pd
 
 # --- schemas ----------------------------------------------------------------------------
 SUMMARY_SCHEMA: Final = "natlens.summary/1"  # summary.json, DESIGN.md section 5 (contract)
