@@ -63,13 +63,13 @@ def utc(ts: Any) -> str:
 
 
 def verdict_class(summary: dict[str, Any]) -> str:
-    v = summary.get("verdict") or {}
-    if v.get("loopback_detected"):
+    """The banner's colour: bad (loopback or failures), unknown (no connection), ok."""
+    if summary["verdict"]["loopback_detected"]:
         return "verdict-bad"
-    c = summary.get("connections") or {}
-    if not c.get("total"):
+    c = summary["connections"]
+    if not c["total"]:
         return "verdict-unknown"
-    return "verdict-bad" if c.get("failed") else "verdict-ok"
+    return "verdict-bad" if c["failed"] else "verdict-ok"
 
 
 def banner(d: ReportData) -> Html:
