@@ -9,6 +9,8 @@ A node directory may also have the shape of a capture tool's tarball (Retina:
 ``nodes/<node>.tar.gz``: both are accepted. Bad input raises NatlensError naming
 the file and the place. A file natlens does not read (not a capture, a known dump or
 kubectl JSON) is listed in ``Bundle.not_read`` with the reason, never silently dropped.
+Which file of a node is which dump is natlens.nodefiles' decision (the only one);
+``NodeDir.rules()`` reads the node's netfilter model once for every user.
 """
 
 from __future__ import annotations
