@@ -73,6 +73,7 @@ def _syn_note(pk, jr: pd.Series, inventory: Inventory, client: bool, src: str, d
         if snat_to and src == snat_to:
             return f"SYN to the VIP, SNATed to {src}"
         return f"SYN to the VIP from {src}"
-    if inventory.node_ip(pk.dst):
-        return f"SYN after the load balancer's DNAT to {inventory.node_ip(pk.dst)}'s NodePort {dst}"
+    node = inventory.node_ip(pk.dst)
+    if node:
+        return f"SYN after the load balancer's DNAT to {node}'s NodePort {dst}"
     return f"SYN DNATed to the endpoint {dst}"

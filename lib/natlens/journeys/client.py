@@ -59,8 +59,10 @@ def annotate_records(r: pd.DataFrame, inventory: Inventory, services: ServiceMap
     addrs = pd.unique(pd.concat([r["orig_h"], r["resp_h"]], ignore_index=True))
     node_of = {a: inventory.node_of(a) for a in addrs}
     node_ip = {a: inventory.node_ip(a) for a in addrs}
-    r = r.assign(orig_node=r["orig_h"].map(node_of), orig_is_node=r["orig_h"].map(node_ip).notna(),
+    r = r.assign(orig_node=r["orig_h"].map(node_of),  # orig_ip_of_node: the node whose own address it is
+                 orig_ip_of_node=r["orig_h"].map(node_ip),
                  resp_node=r["resp_h"].map(node_of), resp_is_node=r["resp_h"].map(node_ip).notna())
+    r["orig_is_node"] = r["orig_ip_of_node"].notna()
     r["to_vip"] = pd.MultiIndex.from_arrays(
         [r["resp_h"].astype(object), r["resp_p"].astype("int64"), r["proto"].astype(object)]
     ).isin(list(services.vips)) if services.vips else False
@@ -85,7 +87,7 @@ def find_clients(r: pd.DataFrame, inventory: Inventory, services: ServiceMap) ->
     cl["client_uid"] = first["uid"]
     cl["client_h"] = first["orig_h"]
     cl["client_p"] = first["orig_p"]
-    cl["client_node"] = _client_node(r, first, cl.index, inventory)
+    cl["client_node"] = _client_node(r, first, cl.index)
     cl["client_node_ip"] = cl["client_node"].map(
         {row.name: row.internal_ip for row in inventory.nodes.itertuples()})
     cl["client_is_node"] = first["orig_is_node"]
@@ -93,13 +95,12 @@ def find_clients(r: pd.DataFrame, inventory: Inventory, services: ServiceMap) ->
     return Clients(cl, first.reindex(cl.index))
 
 
-def _client_node(r: pd.DataFrame, first: pd.DataFrame, index: pd.Index, inventory: Inventory) -> pd.Series:
+def _client_node(r: pd.DataFrame, first: pd.DataFrame, index: pd.Index) -> pd.Series:
     """The node the client lives on: its address's node in the inventory; for an address the
     inventory does not place, the node where a copy of the SYN was seen leaving towards the
     VIP (the LB never delivers a packet to its VIP to a node, so that node sent it)."""
-    node_ip = {a: inventory.node_ip(a) for a in first["orig_h"].unique()}
     placed = first["orig_node"].where(first["orig_node"].notna() & ~first["orig_is_node"],
-                                      first["orig_h"].map(node_ip)).reindex(index)
+                                      first["orig_ip_of_node"]).reindex(index)
     leaving = r["to_vip"] & ((r["orig_dir"] == "out")
                              | (r["orig_dir"].isna() & r["point"].fillna("").str.match(UPLINK)))
     sent_from = first_per_journey(r, leaving)["node"]

@@ -202,13 +202,13 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> D
     vip_ans = _first_evidence(r, r["pre_lb"] & r["on_client"] & r["synack_ts"].notna(),
                               where + ": SYN-ACK from " + r["resp_h"] + ":" + r["resp_p"].astype(str)
                               + " (the VIP answered; a loopback is answered by the node itself)")
-    came_back = r["on_client"] & ~r["pre_lb"]
-    left = _first_evidence(r, r["on_client"] & r["egress"] & r["pre_lb"] & ~r["jn"].isin(set(r.loc[came_back, "jn"])),
+    came_back = list(set(r.loc[r["on_client"] & ~r["pre_lb"], "jn"]))  # journeys seen again on their node
+    left = _first_evidence(r, r["on_client"] & r["egress"] & r["pre_lb"] & ~r["jn"].isin(came_back),
                            where + ": the SYN left towards the VIP and no copy came back to the node")
     unk = cl.index[value == UNKNOWN]
     for ev in (left.reindex(unk).dropna(), vip_ans.reindex(unk).dropna()):
         value.loc[ev.index], evidence.loc[ev.index] = NO, ev
-    back = (value == UNKNOWN) & cl.index.isin(list(set(r.loc[came_back, "jn"])))
+    back = (value == UNKNOWN) & cl.index.isin(came_back)
     evidence.loc[back] = (
         "a copy of the SYN came back to the client's node addressed elsewhere than the VIP, but "
         "natlens cannot tell whether to this node's NodePort (its addresses are not known)")
