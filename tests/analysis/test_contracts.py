@@ -323,7 +323,7 @@ JOURNEY_COLUMNS = [
     "hops", "captures", "client_uid", "uids", "hop_list",
 ]
 
-RECORD_COLUMNS = [*CONNECTION_COLUMNS, "journey", "ts_corr"]
+RECORD_COLUMNS = [*CONNECTION_COLUMNS, "journey", "ts_corr", "point"]
 
 
 def _documented(doc: str, columns: list[str]) -> list[str]:

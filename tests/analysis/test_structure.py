@@ -17,7 +17,7 @@ from natlens.findings import analyze
 from natlens.journeys import RECORD_COLUMNS
 from natlens.nodefiles import find_node_files
 
-PINNED_RECORD_COLUMNS = [*connections_mod.COLUMNS, "journey", "ts_corr"]
+PINNED_RECORD_COLUMNS = [*connections_mod.COLUMNS, "journey", "ts_corr", "point"]
 
 
 @pytest.fixture

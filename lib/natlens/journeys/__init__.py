@@ -94,8 +94,9 @@ JOURNEY_COLUMNS = [
     "hops", "captures", "client_uid", "uids", "hop_list",
 ]
 # The records returned with the journeys (**contract**): the connection records as
-# natlens.connections made them, plus their journey and their clock-corrected start.
-RECORD_COLUMNS = [*RECORD_BASE_COLUMNS, "journey", "ts_corr"]
+# natlens.connections made them, plus their journey, their clock-corrected start and the
+# interface name of their capture point (``point``: "eth0", a veth; None when unknown).
+RECORD_COLUMNS = [*RECORD_BASE_COLUMNS, "journey", "ts_corr", "point"]
 
 __all__ = ["JOURNEY_COLUMNS", "RECORD_COLUMNS", "Decision", "assign_journeys", "build_journeys",
            "classify_lb_backend", "classify_loopback", "classify_outcome", "classify_snat",
