@@ -187,19 +187,24 @@ def test_loopback_unknown_when_the_client_node_is_unknown():
 
 # --- outcome -----------------------------------------------------------------------------
 def client_record(jn=0, *, state="S1", history="ShAD", end="fin", established=True, syns=0,
-                  proto="tcp", resp_pkts=3, orig_pkts=3, uid="n1/eth0#0"):
-    return {"jn": jn, "uid": uid, "capture": "node-1/eth0", "conn_state": state, "history": history,
-            "end": end, "established": established, "syn_retransmits": syns, "proto": proto,
-            "resp_pkts": resp_pkts, "orig_pkts": orig_pkts}
+                  proto="tcp", resp_pkts=3, orig_pkts=3, uid="n1/eth0#0", capture="eth0", egress=True,
+                  dst=f"{VIP}:80"):
+    """A placed record of the client's connection that is also the client's own record."""
+    row = rec(jn, 1.0 + jn, "node-1", capture, f"{POD}:{40000 + jn}", dst, client=(POD, 40000 + jn),
+              egress=egress, history=history)
+    row.update({"uid": uid, "conn_state": state, "end": end, "established": established,
+                "syn_retransmits": syns, "proto": proto, "resp_pkts": resp_pkts, "orig_pkts": orig_pkts,
+                "syn_ts": 1.0 + jn, "point": None})
+    return row
 
 
 def outcome(*recs, placed=None):
-    f = pd.DataFrame(recs).set_index("jn")
-    cl = clients(*[(j, POD, 40000 + j, "node-1") for j in f.index])
-    r = placed if placed is not None else records(
-        *[rec(j, 1.0, "node-1", "eth0", f"{POD}:{40000 + j}", f"{VIP}:80", client=(POD, 40000 + j))
-          for j in f.index])
-    return classify_outcome(r, cl, f)
+    """classify_outcome on records; the client's own record is the first one of each journey."""
+    r = pd.DataFrame(placed if placed is not None else recs)
+    own = pd.DataFrame(recs).drop_duplicates("jn").set_index("jn")
+    cl = clients(*[(j, POD, 40000 + j, "node-1") for j in own.index])
+    cl["client_uid"] = own["uid"]
+    return classify_outcome(r, cl, own)
 
 
 @pytest.mark.parametrize(("kw", "want"), [
@@ -218,15 +223,60 @@ def test_outcome_from_the_client_record(kw, want):
     assert outcome(client_record(**kw)).value[0] == want
 
 
+CUT = {"state": "S0", "history": "S", "end": "capture-end", "established": False, "resp_pkts": 0}
+
+
+def test_a_definite_observation_elsewhere_beats_a_record_the_capture_cut():
+    # the client's own record (the pod's veth in `any`) ends with the capture; the NIC saw the rest
+    own = client_record(capture="any", egress=False, **CUT)
+    nic = client_record(uid="n1/eth0#1", state="SF", history="ShADadFf")
+    d = outcome(own, placed=[own, nic])
+    assert d.value[0] == "established"
+    assert d.evidence[0].startswith("node-1/eth0: SF ShADadFf")
+    assert "(the client's own record: node-1/any: S0 S, 1 SYN(s), ended unknown (capture ended))" in d.evidence[0]
+
+
+def test_client_data_or_fin_shows_it_connected_though_the_ack_was_lost():
+    own = client_record(capture="any", egress=False, **CUT)
+    lossy = client_record(uid="n1/eth0#1", state="OTH", history="SDF", established=False, end="fin")
+    assert outcome(own, placed=[own, lossy]).value[0] == "established"
+
+
+def test_silence_at_one_point_does_not_beat_a_handshake_seen_at_another():
+    own = client_record(capture="any", egress=False)
+    quiet = client_record(uid="n1/eth0#1", state="S0", history="S", end="timeout", established=False)
+    d = outcome(own, placed=[own, quiet])
+    assert d.value[0] == "established" and d.evidence[0].startswith("node-1/any: S1")
+
+
+def test_a_handshake_and_a_refused_syn_contradict_and_stay_unknown():
+    own = client_record(capture="any", egress=False)
+    refused = client_record(uid="n1/eth0#1", state="REJ", history="Sr", end="rst", established=False)
+    d = outcome(own, placed=[own, refused])
+    assert d.value[0] == "unknown"
+    assert d.evidence[0].startswith("the records disagree: node-1/any: S1 ShAD")
+    assert "node-1/eth0: REJ Sr, 1 SYN(s), ended rst (the SYN refused)" in d.evidence[0]
+
+
+def test_an_unknown_outcome_says_what_the_client_record_showed():
+    d = outcome(client_record(**CUT))
+    assert d.value[0] == "unknown"
+    assert d.evidence[0] == ("node-1/eth0: S0 S, 1 SYN(s), ended unknown (capture ended); no capture "
+                             "point shows how it ended")
+
+
 def test_retries_answered_from_the_wrong_source_are_timed_out_even_if_the_capture_ended():
-    cr = client_record(state="S0", history="S", end="capture-end", established=False, resp_pkts=0, syns=2)
-    placed = records(rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80"),
-                     rec(0, 1.0, "node-1", "any", f"{POD}:40000", f"{NODE1}:30080", history="ShR"))
-    d = outcome(cr, placed=placed)
+    cr = client_record(syns=2, **CUT)
+    wrong = rec(0, 1.0, "node-1", "any", f"{POD}:40000", f"{NODE1}:30080", history="ShR")
+    wrong.update({"uid": "n1/any#5", "conn_state": "RSTOS0", "end": "rst", "established": False,
+                  "syn_retransmits": 0, "proto": "tcp", "resp_pkts": 1, "orig_pkts": 1, "syn_ts": None,
+                  "point": "veth1"})
+    d = outcome(cr, placed=[cr, wrong])
     assert d.value[0] == "timed out"
     assert d.evidence[0].endswith("answered from the wrong address and reset by the client")
     assert "3 SYN(s), ended unknown (capture ended)" in d.evidence[0]
 
 
 def test_a_journey_without_the_client_record_has_an_unknown_outcome():
-    assert outcome(client_record(uid=None)).value[0] == "unknown"
+    d = outcome(client_record(uid=None, **CUT))
+    assert d.value[0] == "unknown"

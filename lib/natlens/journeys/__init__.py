@@ -28,7 +28,8 @@ captures do not show it:
 
 Journey columns (JOURNEY_COLUMNS; **contract**, pinned by tests/analysis/test_contracts.py).
 Times: ``ts`` float seconds since the epoch (UTC) on the reference node's clock (clock
-offsets subtracted); latencies in ms as seen at the client's own capture point.
+offsets subtracted); latencies in ms as seen at the capture point nearest the client that
+holds them (``latency_from``).
 
 =====================  ======================================================================
 journey                "J<n>", in time order
@@ -49,13 +50,19 @@ lb_backend             node the load balancer sent it to (None: not in the captu
 lb_backend_evidence    the record after the LB's DNAT that shows it
 loopback               yes | no | unknown, ``loopback_evidence`` why
 outcome                established | reset | timed out | unknown (UDP: answered | unanswered |
-                       unknown), ``outcome_evidence`` the client record's conn_state, history,
-                       SYNs (UDP: packets each way) and end
-established            bool
+                       unknown), from every record (journeys.evidence: a definite observation at
+                       any point wins over records the capture cut); ``outcome_evidence`` the
+                       deciding record's conn_state, history, SYNs and end (UDP: the client
+                       record's packets each way), and the client's own record when another decided
+established            bool: outcome is established
 handshake_ms           SYN -> SYN-ACK -> ACK (last SYN), connect_ms (first SYN -> ACK,
 connect_ms             includes SYN retransmissions), first_byte_ms (first SYN -> first
 first_byte_ms          response byte); NaN when not seen
 syn_retransmits        client SYNs beyond the first
+latency_from           the record the latencies come from: the capture point nearest the client that
+                       holds every packet they need (the whole handshake, all the client's SYNs, a
+                       round trip no longer than another point's), and the nearer ones passed over
+                       and why; None when no point holds them (the latencies are then NaN)
 path                   "<loopback|remote|unknown>/<snat|no-snat|snat-unknown>", for grouping
 hops                   number of connection records (capture points x interfaces) joined
 captures               capture labels that saw it, comma separated
@@ -90,7 +97,7 @@ JOURNEY_COLUMNS = [
     "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "service", "vip", "vport",
     "proto", "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
-    "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "path",
+    "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "latency_from", "path",
     "hops", "captures", "client_uid", "uids", "hop_list",
 ]
 # The records returned with the journeys (**contract**): the connection records as

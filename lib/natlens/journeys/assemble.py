@@ -12,7 +12,8 @@ import pandas as pd
 from natlens._grouped import join_groups
 from natlens.journeys.client import Clients, ServiceMap
 from natlens.journeys.decisions import Decision
-from natlens.vocab import NO, UNKNOWN, YES
+from natlens.journeys.evidence import latency_records, nearness, point_label
+from natlens.vocab import ESTABLISHED, NO, UNKNOWN, YES
 
 
 def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decision],
@@ -24,7 +25,7 @@ def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decisi
     for name, d in decisions.items():
         for col, s in d.columns(name).items():
             cl[col] = s.reindex(cl.index)
-    _timings(cl, clients.record)
+    _timings(cl, r)
     cl["ts"] = r.groupby("jn")["_t"].min()
     cl["policy"] = [services.policy_of(v, p, pr) for v, p, pr in zip(cl["vip"], cl["vport"], cl["proto"],
                                                                      strict=True)]
@@ -37,13 +38,20 @@ def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decisi
     return cl
 
 
-def _timings(cl: pd.DataFrame, f: pd.DataFrame) -> None:
-    """Latencies in ms as the client's own record saw them."""
-    cl["established"] = f["established"].fillna(False).astype(bool)
-    cl["handshake_ms"] = f["handshake_rtt"] * 1e3
-    cl["connect_ms"] = f["connect"] * 1e3
-    cl["first_byte_ms"] = f["first_byte"] * 1e3
-    cl["syn_retransmits"] = f["syn_retransmits"]
+def _timings(cl: pd.DataFrame, r: pd.DataFrame) -> None:
+    """Latencies in ms from the record nearest the client that holds the packets they need
+    (``latency_from`` names it, and the nearer records passed over); the client's SYN
+    retransmissions as the records that saw the most of them counted."""
+    cl["established"] = cl["outcome"] == ESTABLISHED
+    pick = latency_records(r, nearness(r, cl["client_uid"])).reindex(cl.index)
+    chosen = r.drop_duplicates("uid").set_index("uid").reindex(pick["uid"])
+    for col, src in (("handshake_ms", "handshake_rtt"), ("connect_ms", "connect")):
+        cl[col] = chosen[src].to_numpy(dtype=float) * 1e3
+    cl["first_byte_ms"] = pick["first_byte"].to_numpy(dtype=float) * 1e3
+    cl["syn_retransmits"] = r.groupby("jn")["syn_retransmits"].max().reindex(cl.index)
+    label = pd.Series(point_label(chosen.reset_index()).to_numpy(), index=cl.index).where(pick["uid"].notna())
+    why = pick["why"].fillna("")
+    cl["latency_from"] = label.where(why == "", label + " (" + why + ")")
 
 
 def _hops(cl: pd.DataFrame, r: pd.DataFrame) -> None:
@@ -58,10 +66,7 @@ def _hops(cl: pd.DataFrame, r: pd.DataFrame) -> None:
     journeys = pd.unique(jn_sorted)
     uid_lists = [list(x) for x in np.split(srt["uid"].to_numpy(dtype=object), bounds)]
     cl["uids"] = pd.Series(uid_lists, index=journeys).reindex(cl.index)
-    where = r["capture"].astype(str)
-    label = where.str.split("/").str[-1]
-    iface = np.where(r["point"].notna() & (r["point"] != label), " (" + r["point"].astype(str) + ")", "")
-    hop_at = where + iface + ": " + r["four"]
+    hop_at = point_label(r) + ": " + r["four"]
     hop_lists = [list(x) for x in np.split(hop_at.loc[srt.index].to_numpy(dtype=object), bounds)]
     cl["hop_list"] = pd.Series(hop_lists, index=journeys).reindex(cl.index)
 

@@ -20,16 +20,15 @@ import pandas as pd
 
 from natlens.inventory import Inventory
 from natlens.journeys.client import first_per_journey
+from natlens.journeys.evidence import nearness, observations, point_label, refused, wrong_answers
 from natlens.netfilter.conntrack import Entry
 from natlens.vocab import (
     ANSWERED,
     END_CAPTURE,
-    END_RST,
     END_TIMEOUT,
     ESTABLISHED,
     NO,
     RESET,
-    RESET_STATES,
     TIMED_OUT,
     UNANSWERED,
     UNKNOWN,
@@ -222,40 +221,87 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> D
 
 def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) -> Decision:
     """established / reset / timed out / unknown (UDP: answered / unanswered / unknown), from
-    the client's own record (``record``, index: journey number).
+    every record of the journey (TCP) or the client's own record (``record``, UDP).
 
-    "timed out" is the record's end "timeout", or a capture that ended while the client
-    retried a SYN whose SYN-ACK came from the wrong address and was reset by it: the load
-    balancer keeps the 5-tuple on that backend, so every retry meets the same fate
-    (DESIGN.md section 1) and the connect cannot complete.
+    A definite observation at any capture point (journeys.evidence.observations) wins over
+    records that show nothing (cut by the capture's end, or missing packets): established
+    over reset over timed out. A completed handshake at one point and a refused SYN at
+    another contradict each other: unknown, with both records named. "timed out" is also a
+    capture that ended while the client retried a SYN whose SYN-ACK came from the wrong
+    address and was reset by it: the load balancer keeps the 5-tuple on that backend, so
+    every retry meets the same fate (DESIGN.md section 1) and the connect cannot complete.
     """
-    f = record
-    est = f["established"].fillna(False).astype(bool)
-    reset = f["conn_state"].isin(list(RESET_STATES)) | (f["end"] == END_RST)
-    rejected = r["from_client"] & ~r["pre_lb"] & r["history"].str.contains("h", regex=False) \
-        & r["history"].str.contains("R", regex=False)
-    wrong_answer = cl.index.isin(list(set(r.loc[rejected, "jn"])))
-    udp = (f["proto"] == "udp").to_numpy()
+    rank = nearness(r, cl["client_uid"])
+    obs = observations(r)
+    value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
+    evidence = pd.Series(None, index=cl.index, dtype=object)
+    by_own = pd.Series(False, index=cl.index)
+    for val in (TIMED_OUT, RESET, ESTABLISHED):  # later ones win
+        e = _nearest(r, rank, obs == val)
+        value.loc[e.index], evidence.loc[e.index], by_own.loc[e.index] = val, e["_ev"], e["_rank"] == 0
+    _looped_retries(r, rank, value, evidence, by_own)
+    _contradictions(r, rank, value, evidence)
+    _own_record(record, value, evidence, by_own)
+    udp = (record["proto"].fillna(cl["proto"]) == "udp").to_numpy()
+    value.loc[udp], evidence.loc[udp] = _udp_outcome(record[udp])
+    return Decision(value, evidence)
+
+
+def _nearest(r: pd.DataFrame, rank: pd.Series, mask: pd.Series) -> pd.DataFrame:
+    """Per journey (index), what the record nearest the client where mask holds says (``_ev``)
+    and its nearness (``_rank``)."""
+    sel = r.loc[mask, ["jn", "_t"]].assign(_rank=rank[mask], _ev=_said(r[mask]))
+    return sel.sort_values(["_rank", "_t"]).drop_duplicates("jn").set_index("jn")[["_ev", "_rank"]]
+
+
+def _said(r: pd.DataFrame) -> pd.Series:
+    """What a TCP record says of the connection: where, Zeek's state and history, SYNs, end."""
+    ended = r["end"].map({END_CAPTURE: "unknown (capture ended)"}).fillna(r["end"]).astype(str)
+    return (point_label(r) + ": " + r["conn_state"].astype(str) + " " + r["history"].astype(str) + ", "
+            + (r["syn_retransmits"].fillna(0) + 1).astype(int).astype(str) + " SYN(s), ended " + ended)
+
+
+def _looped_retries(r: pd.DataFrame, rank: pd.Series, value: pd.Series, evidence: pd.Series,
+                    by_own: pd.Series) -> None:
+    """Timed out: no definite outcome, and the client retried a SYN that was answered from the
+    wrong address and reset by it (the retries cannot succeed)."""
+    retried = r["from_client"] & r["pre_lb"] & (r["syn_retransmits"].fillna(0) > 0) \
+        & r["jn"].isin(set(r.loc[wrong_answers(r), "jn"]))
+    e = _nearest(r, rank, retried)
+    e = e[value.reindex(e.index) == UNKNOWN]
+    value.loc[e.index], by_own.loc[e.index] = TIMED_OUT, e["_rank"] == 0
+    evidence.loc[e.index] = e["_ev"] + "; each SYN was answered from the wrong address and reset by the client"
+
+
+def _contradictions(r: pd.DataFrame, rank: pd.Series, value: pd.Series, evidence: pd.Series) -> None:
+    """Unknown where one point saw the connection made and another saw its SYN refused."""
+    no = _nearest(r, rank, refused(r))["_ev"]
+    both = no.index[value.reindex(no.index) == ESTABLISHED]
+    value.loc[both] = UNKNOWN
+    evidence.loc[both] = ("the records disagree: " + evidence.loc[both].astype(str) + " (connected), but "
+                          + no.loc[both] + " (the SYN refused)")
+
+
+def _own_record(record: pd.DataFrame, value: pd.Series, evidence: pd.Series, by_own: pd.Series) -> None:
+    """The client's own record in the evidence: why an unknown is unknown, and what the client's
+    record showed when another point decided."""
+    has = record["uid"].notna() & (record["proto"] == "tcp")
+    own = pd.Series(None, index=record.index, dtype=object)
+    own.loc[has] = _said(record[has])
+    unk = has & (value == UNKNOWN) & evidence.isna()
+    evidence.loc[unk] = own[unk] + "; no capture point shows how it ended"
+    elsewhere = has & (value != UNKNOWN) & ~by_own
+    evidence.loc[elsewhere] = evidence[elsewhere] + " (the client's own record: " + own[elsewhere] + ")"
+    evidence.loc[evidence.isna()] = "no record of the client's connection"
+
+
+def _udp_outcome(f: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """answered / unanswered / unknown from the client's own UDP record, with its packets each way."""
     answered = f["resp_pkts"].fillna(0) > 0
-    retried = (f["syn_retransmits"].fillna(0) > 0) & wrong_answer
-    value = pd.Series(np.select(
-        [udp & answered, udp & (f["end"] == END_TIMEOUT), udp, est, reset, f["end"] == END_TIMEOUT,
-         ~est & ~answered & (f["end"] == END_CAPTURE) & retried],
-        [ANSWERED, UNANSWERED, UNKNOWN, ESTABLISHED, RESET, TIMED_OUT, TIMED_OUT], UNKNOWN),
-        index=cl.index)
-    value.loc[f["uid"].isna()] = UNKNOWN
-    return Decision(value, _outcome_evidence(f, udp, value))
-
-
-def _outcome_evidence(f: pd.DataFrame, udp: np.ndarray, value: pd.Series) -> pd.Series:
-    """The client record's conn_state, history, SYNs (UDP: packets each way) and end."""
+    value = pd.Series(np.select([f["uid"].isna(), answered, f["end"] == END_TIMEOUT],
+                                [UNKNOWN, ANSWERED, UNANSWERED], UNKNOWN), index=f.index)
     ended = f["end"].map({END_CAPTURE: "unknown (capture ended)"}).fillna(f["end"]).astype(str)
-    head = f["capture"].astype(str) + ": " + f["conn_state"].astype(str) + " " + f["history"].astype(str)
-    out = pd.Series(np.where(
-        udp, head + ", " + f["orig_pkts"].fillna(0).astype(int).astype(str) + " packet(s) out, "
-        + f["resp_pkts"].fillna(0).astype(int).astype(str) + " back, ended " + ended,
-        head + ", " + (f["syn_retransmits"].fillna(0) + 1).astype(int).astype(str) + " SYN(s), ended "
-        + ended + np.where((value == TIMED_OUT) & (f["end"] != END_TIMEOUT),
-                           "; each SYN was answered from the wrong address and reset by the client", "")),
-        index=f.index)
-    return out
+    ev = (f["capture"].astype(str) + ": " + f["conn_state"].astype(str) + " " + f["history"].astype(str)
+          + ", " + f["orig_pkts"].fillna(0).astype(int).astype(str) + " packet(s) out, "
+          + f["resp_pkts"].fillna(0).astype(int).astype(str) + " back, ended " + ended)
+    return value, ev.where(f["uid"].notna(), "no record of the client's connection")

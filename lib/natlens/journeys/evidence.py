@@ -1,0 +1,114 @@
+"""What each connection record of a journey definitely shows, and which record to trust for what.
+
+Why: one connection is seen at several capture points, and real captures lose packets,
+end early or start late. A record cut by the capture's end, or missing a packet another
+point saw, must not decide the journey: a definite observation at any point (the
+client's ACK, data or FIN: it connected; a RST refusing the SYN; SYNs that stopped
+while the capture went on) wins over a record that shows nothing. Latencies come from
+the point nearest the client that holds every packet they need.
+
+Nearness to the client (``nearness``, lower is nearer): 0 the client's own record, 1 on
+the client's node before the NIC (the pod's veth, in an ``any`` capture), 2 the client's
+node's NIC on the way out, 3 another node, 4 the client's node after the load balancer
+(a copy that came back).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from natlens.vocab import END_RST, END_TIMEOUT, ESTABLISHED, RESET, RESET_STATES, TIMED_OUT
+
+# Two points on one path see one SYN -> ACK round trip alike; a point whose handshake is
+# longer than the shortest one seen by more than this lost the client's ACK (it took a
+# later packet for it).
+HANDSHAKE_TOLERANCE_S = 0.0005
+HANDSHAKE_TOLERANCE_REL = 0.02
+REFUSED_STATE = "REJ"  # Zeek: the SYN was answered by a RST, nothing else
+
+
+def point_label(r: pd.DataFrame) -> pd.Series:
+    """Each record's capture, with the interface when the capture's name does not say it:
+    "node-1/any (veth1a2b)", "node-1/eth0"."""
+    points = r["point"] if "point" in r else [None] * len(r)
+    return pd.Series([f"{c} ({p})" if isinstance(p, str) and p != str(c).rsplit("/", 1)[-1] else str(c)
+                      for c, p in zip(r["capture"], points, strict=True)], index=r.index, dtype=object)
+
+
+def nearness(r: pd.DataFrame, client_uid: pd.Series) -> pd.Series:
+    """How near each record is to the client (0 = its own record; see the module doc)."""
+    own = r["uid"].to_numpy(dtype=object) == r["jn"].map(client_uid).to_numpy(dtype=object)
+    return pd.Series(np.select(
+        [own, r["on_client"] & r["pre_lb"] & ~r["egress"], r["on_client"] & r["pre_lb"], ~r["on_client"]],
+        [0, 1, 2, 3], 4), index=r.index)
+
+
+def wrong_answers(r: pd.DataFrame) -> pd.Series:
+    """Records of a SYN-ACK from the wrong source that the client reset (a loopback's answer
+    from nodeIP:NodePort): they show the client refusing, not the connection's outcome."""
+    return (r["from_client"] & ~r["pre_lb"] & r["history"].str.contains("h", regex=False)
+            & r["history"].str.contains("R", regex=False))
+
+
+def observations(r: pd.DataFrame) -> pd.Series:
+    """Per TCP record, the outcome it definitely shows (None: nothing definite).
+
+    established: the handshake completed there, or the client sent data or a FIN (it
+    only does once connected); reset: the SYN was refused or reset there; timed out: the
+    client's SYNs stopped there while the capture went on past the next retransmission.
+    """
+    hist = r["history"].fillna("").astype(str)
+    connected = r["established"].fillna(False).astype(bool) | (
+        r["syn_ts"].notna() & hist.str.contains("[DFdf]", regex=True))
+    reset = r["conn_state"].isin(list(RESET_STATES)) | (r["end"] == END_RST)
+    tcp = r["proto"] == "tcp"
+    obs = np.select([connected, reset & ~wrong_answers(r), r["end"] == END_TIMEOUT],
+                    [ESTABLISHED, RESET, TIMED_OUT], "")
+    return pd.Series(np.where(tcp & (obs != ""), obs, None), index=r.index, dtype=object)
+
+
+def refused(r: pd.DataFrame) -> pd.Series:
+    """Records where the SYN was answered by a RST and nothing else: a definite refusal that
+    contradicts another point's completed handshake."""
+    return (r["conn_state"] == REFUSED_STATE) & ~wrong_answers(r)
+
+
+def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:
+    """Per journey (index: jn), the record latencies are taken from, and why.
+
+    It is the nearest record to the client that saw the whole handshake, every SYN the
+    journey's records saw, and a round trip no longer than the shortest seen elsewhere
+    (else it lost the ACK). Columns: ``uid`` (None: no such record), ``why`` (the records
+    passed over), and the chosen record's ``first_byte`` when its responder side has no gap.
+    """
+    cand = r[(r["proto"] == "tcp") & r["handshake_rtt"].notna() & r["connect"].notna()].assign(
+        _rank=rank)
+    if cand.empty:
+        return pd.DataFrame(columns=["uid", "why", "first_byte"])
+    best = cand.groupby("jn")["handshake_rtt"].transform("min")
+    most_syns = r.groupby("jn")["syn_retransmits"].max().reindex(cand["jn"]).fillna(0).to_numpy()
+    slack = HANDSHAKE_TOLERANCE_S + HANDSHAKE_TOLERANCE_REL * best
+    ok_rtt = cand["handshake_rtt"] <= best + slack
+    ok_syns = cand["syn_retransmits"].to_numpy() >= most_syns
+    good = cand[ok_rtt & ok_syns].sort_values(["jn", "_rank", "_t"]).drop_duplicates("jn").set_index("jn")
+    out = pd.DataFrame(index=pd.Index(sorted(cand["jn"].unique()), name="jn"))
+    out["uid"] = good["uid"]
+    gap = good["history"].fillna("").str.contains("g", regex=False)
+    out["first_byte"] = good["first_byte"].where(~gap)
+    out["why"] = _passed_over(cand, ok_rtt, ok_syns, best, good["_rank"].reindex(cand["jn"]).to_numpy())
+    return out
+
+
+def _passed_over(cand: pd.DataFrame, ok_rtt: pd.Series, ok_syns: np.ndarray, best: pd.Series,
+                 chosen_rank: np.ndarray) -> pd.Series:
+    """Per journey, why records nearer the client than the chosen one were not used (one
+    reason per capture)."""
+    nearer = ~(ok_rtt & ok_syns) & ~(cand["_rank"].to_numpy() > np.nan_to_num(chosen_rank, nan=9))
+    why = pd.Series([f"{c} lost the client's ACK (SYN -> ACK {rtt * 1e3:.3f} ms there, {b * 1e3:.3f} ms "
+                     "at the point used)" if not rtt_ok else f"{c} missed some of the client's SYNs"
+                     for c, rtt, b, rtt_ok in zip(cand["capture"], cand["handshake_rtt"], best, ok_rtt,
+                                                  strict=True)], index=cand.index, dtype=object)
+    picked = pd.DataFrame({"jn": cand["jn"], "capture": cand["capture"], "why": why})[nearer]
+    picked = picked.drop_duplicates(["jn", "capture"])
+    return picked.groupby("jn")["why"].agg("; ".join)
