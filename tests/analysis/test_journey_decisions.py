@@ -44,9 +44,10 @@ def rec(jn, t, node, capture, src, dst, *, client=(POD, 40000), client_node="nod
     return {"jn": jn, "_t": t, "node": node, "capture": f"{node}/{capture}", "orig_h": sh,
             "orig_p": int(sp), "resp_h": dh, "resp_p": int(dp), "resp_node": NODE_OF.get(dh),
             "resp_is_node": dh in (NODE1, NODE2), "synack_ts": synack_ts, "history": history,
+            "orig_ip_of_node": NODE_OF.get(sh) if sh in (NODE1, NODE2) else None,
             "pre_lb": dh == VIP, "on_client": node == client_node, "egress": egress,
             "from_client": (sh, int(sp)) == (ch, cp), "hop": f"{node}/{capture}: {src} -> {dst}",
-            "j_client_h": ch, "j_client_p": cp, "j_client_node_ip": client_ip,
+            "j_client_h": ch, "j_client_p": cp, "j_client_node": client_node, "j_client_node_ip": client_ip,
             "j_client_is_node": ch in (NODE1, NODE2)}
 
 
@@ -153,6 +154,23 @@ def test_lb_backend_prefers_the_node_the_lb_dnat_named_over_an_endpoint():
     d = classify_lb_backend(_lb_records(), cl)
     assert d.value.tolist() == ["node-1", "node-2"]
     assert "30080 (after the LB's DNAT to a node)" in d.evidence[0]
+
+
+EP1, EP2 = "198.18.16.10:8080", "198.18.17.10:8080"  # endpoints on node-1 and node-2
+
+
+@pytest.mark.parametrize(("src", "dst", "want"), [
+    (f"{NODE2}:30001", EP1, "node-2"),  # node-2 got it and forwarded it to node-1's endpoint, SNATed
+    (f"{POD}:40000", EP2, "node-2"),  # the client's address kept: nobody forwarded it
+    (f"{NODE1}:30001", EP1, "node-1"),  # the client node's IP, endpoint on the client's node
+    (f"{NODE1}:30001", EP2, None),  # the client node's IP, endpoint elsewhere: either fits
+])
+def test_lb_backend_from_the_endpoint_record_alone(src, dst, want):
+    r = records(rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80", egress=True),
+                rec(0, 1.1, "node-x", "any", src, dst))
+    d = classify_lb_backend(r, clients((0, POD, 40000, "node-1")))
+    assert (None if pd.isna(d.value[0]) else d.value[0]) == want
+    assert pd.isna(d.evidence[0]) == (want is None)
 
 
 def test_loopback_yes_no_from_the_backend():

@@ -172,15 +172,30 @@ def _conntrack_says(name: str, key: tuple, found: list[Entry]):
 
 
 def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame) -> Decision:
-    """The node the load balancer sent the connection to (None: not in the captures): the node
-    of the first record after the LB's DNAT (to a node's IP, else to an endpoint)."""
+    """The node the load balancer sent the connection to (None: not in the captures).
+
+    The node of the first record after the LB's DNAT to a node's IP; else one after the
+    DNAT to an endpoint, read from its source: a node IP other than the client node's is the
+    node that got it from the LB and forwarded it (kube-proxy SNATs when it forwards to
+    another node's endpoint); the client's own address kept means no node forwarded it, so
+    the endpoint's node got it. A source that is the client node's IP, with the endpoint on
+    another node, fits both (the LB's pick forwarded it, or sent it there) and decides nothing.
+    """
     post = ~r["pre_lb"] & r["resp_node"].notna() & (
         (r["resp_h"] != r["j_client_h"]) | (r["resp_p"] != r["j_client_p"]))
-    ev_node = _first_evidence(r, post & r["resp_is_node"], r["hop"] + " (after the LB's DNAT to a node)")
-    ev_ep = _first_evidence(r, post & ~r["resp_is_node"], r["hop"] + " (DNAT to an endpoint)")
-    picked = r[post].sort_values(["jn", "resp_is_node", "_t"], ascending=[True, False, True])
-    picked = picked.drop_duplicates("jn").set_index("jn")["resp_node"]
-    return Decision(picked.reindex(cl.index), ev_node.reindex(cl.index).fillna(ev_ep.reindex(cl.index)))
+    to_node = post & r["resp_is_node"]
+    ep = post & ~r["resp_is_node"]
+    forwarded = ep & r["orig_ip_of_node"].notna() & (r["orig_h"] != r["j_client_node_ip"])
+    direct = ep & ((r["orig_h"] == r["j_client_h"]) | (r["resp_node"] == r["j_client_node"]))
+    rules = ((to_node, r["resp_node"], " (after the LB's DNAT to a node)"),
+             (forwarded, r["orig_ip_of_node"], " (DNAT to an endpoint, SNATed by the node that got it from the LB)"),
+             (direct, r["resp_node"], " (DNAT to an endpoint, no node forwarded it: the endpoint's node got it)"))
+    value = pd.Series(None, index=cl.index, dtype=object)
+    evidence = pd.Series(None, index=cl.index, dtype=object)
+    for mask, node, why in reversed(rules):  # the first rule wins
+        picked = first_per_journey(r.loc[mask, ["jn", "_t"]].assign(_node=node[mask], _ev=r["hop"][mask] + why))
+        value.loc[picked.index], evidence.loc[picked.index] = picked["_node"], picked["_ev"]
+    return Decision(value, evidence)
 
 
 def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> Decision:

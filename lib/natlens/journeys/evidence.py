@@ -74,6 +74,15 @@ def refused(r: pd.DataFrame) -> pd.Series:
     return (r["conn_state"] == REFUSED_STATE) & ~wrong_answers(r)
 
 
+def lost_ack(r: pd.DataFrame, by: str = "jn") -> pd.Series:
+    """Records whose SYN -> ACK is longer than the shortest of their journey (``by``) by more
+    than the tolerance: the capture lost the client's ACK there and took a later packet for
+    it. False where the handshake was not seen."""
+    rtt = r["handshake_rtt"].where(r["proto"] == "tcp")
+    best = rtt.groupby(r[by]).transform("min")
+    return (rtt > best + HANDSHAKE_TOLERANCE_S + HANDSHAKE_TOLERANCE_REL * best).fillna(False).astype(bool)
+
+
 def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:
     """Per journey (index: jn), the record latencies are taken from, and why.
 
@@ -88,8 +97,7 @@ def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:
         return pd.DataFrame(columns=["uid", "why", "first_byte"])
     best = cand.groupby("jn")["handshake_rtt"].transform("min")
     most_syns = r.groupby("jn")["syn_retransmits"].max().reindex(cand["jn"]).fillna(0).to_numpy()
-    slack = HANDSHAKE_TOLERANCE_S + HANDSHAKE_TOLERANCE_REL * best
-    ok_rtt = cand["handshake_rtt"] <= best + slack
+    ok_rtt = ~lost_ack(cand)
     ok_syns = cand["syn_retransmits"].to_numpy() >= most_syns
     good = cand[ok_rtt & ok_syns].sort_values(["jn", "_rank", "_t"]).drop_duplicates("jn").set_index("jn")
     out = pd.DataFrame(index=pd.Index(sorted(cand["jn"].unique()), name="jn"))
