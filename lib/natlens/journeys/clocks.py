@@ -1,64 +1,163 @@
-"""Clock offsets between nodes, from connections seen on both (NTP-style).
+"""Clock offsets between nodes, from connections seen on both (NTP-style), applied only
+when they are measurable.
 
-Why: a journey crosses nodes whose capture clocks differ; without correction a SYN
-seems to arrive before it left. With the SYN passing node A then B and the SYN-ACK
-passing back, offset(B - A) = ((syn_B - syn_A) + (synack_B - synack_A)) / 2; the
-median over connections, chained from a reference node. Captures of one node share a
-clock.
+Why: a journey crosses nodes whose capture clocks may differ; uncorrected, a SYN seems
+to arrive before it left. But nodes synced by NTP (or lab nodes sharing one kernel
+clock) differ by less than natlens can measure, and "correcting" them by noise puts an
+ACK before the SYN-ACK it answers. So an offset is applied only when the captures prove
+it, and every decision is a note with its numbers.
+
+How: a connection seen on nodes A and B, with its SYN reaching A first (A's SYN ->
+SYN-ACK time encloses B's: the SYN-ACK comes back through B first), bounds the offset o
+of B's clock from A's (o is subtracted from B's times): syn_B - o >= syn_A,
+synack_B - o <= synack_A and ack_B - o >= ack_A (where both saw the ACK and it is one
+packet: A's SYN-ACK -> ACK time within B's). Times one tick (TICK_S) apart have no
+order. The bounds of all connections of a pair intersect to the feasible interval. The
+estimate is the NTP one, ((syn_B - syn_A) + (synack_B - synack_A)) / 2, its median over
+the connections, and its spread their IQR. The rule for each pair:
+
+* 0 in the feasible interval (one clock as far as every connection's SYN/SYN-ACK/ACK
+  order can tell), or a median not larger than its spread: no offset (0; the note says
+  how many connections' order 0 reverses, which the hop tables then show causally);
+* else the median, clamped into the feasible interval (it reverses no connection's order);
+* an empty interval (the connections contradict each other: clock drift during the
+  capture, connections joined by mistake): no offset, unless the median is far outside
+  its spread (FAR_SPREADS); then the median, with the number of connections it reverses.
+
+Offsets are chained from the reference node (the one with the most records) through the
+pairs with a consistent measurement first, the best-measured first. Captures of one node
+share a clock.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
 
 OFFSET_WINDOW_S = 120.0  # how far apart two nodes' clocks may be when estimating offsets
+TICK_S = 1e-6  # pcap's microseconds (and float rounding): two times within it have no order
+FAR_SPREADS = 10.0  # contradicting constraints: the median is applied only this many spreads out
+
+
+@dataclass(frozen=True)
+class PairClock:
+    """The offset of ``b``'s clock from ``a``'s (seconds to subtract from b's times) as
+    applied, whether the connections' order is consistent with one offset, and why."""
+
+    a: str
+    b: str
+    offset: float
+    count: int
+    consistent: bool
+    why: str
 
 
 def clock_offsets(conns: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     """Seconds to subtract from each node's timestamps to put them on one clock, and why.
 
     The reference node (offset 0) is the one with the most records; nodes that share
-    no measurable connection with the others keep 0 and are named in the notes.
+    no measurable connection with the others keep 0 and are named in the notes, as is
+    every pair whose offset is not applied (see the module docstring for the rule).
     """
     nodes = sorted(conns["node"].dropna().unique().tolist())
     if len(nodes) <= 1:
         return {n: 0.0 for n in nodes}, []
     counts = conns["node"].value_counts()
     ref = max(nodes, key=lambda n: (counts.get(n, 0), n))
-    return _chain(ref, nodes, _pair_offsets(conns))
+    pairs = connection_bounds(conns)
+    clocks = [pair_clock(a, b, g) for (a, b), g in pairs.groupby(["node_a", "node_b"])]
+    return _chain(ref, nodes, clocks)
 
 
-def _pair_offsets(conns: pd.DataFrame) -> pd.DataFrame:
-    """Median offset and connection count for each pair of nodes that saw one connection."""
+def connection_bounds(conns: pd.DataFrame) -> pd.DataFrame:
+    """One row per connection seen on two nodes (node_a < node_b): ``est`` (NTP estimate of
+    b's offset from a), ``lo`` .. ``hi`` (the offsets its SYN/SYN-ACK/ACK order allows, a tick of slack).
+
+    Each node contributes its record with the earliest SYN of that ISN (its most upstream
+    sighting), among those that saw the SYN-ACK and no SYN retransmission (which SYN the
+    SYN-ACK answers would be a guess).
+    """
     c = conns[conns["client_isn"].notna() & conns["syn_ts"].notna() & conns["synack_ts"].notna()
               & (conns["syn_retransmits"] == 0)]
-    c = c[["node", "client_isn", "syn_ts", "synack_ts"]].copy()
+    c = c[["node", "client_isn", "syn_ts", "synack_ts", "ack_ts"]].copy()
     c["client_isn"] = c["client_isn"].astype("int64")
     # one record per (node, isn): the earliest (the same SYN seen twice on a node has one clock)
-    c = c.sort_values("syn_ts").drop_duplicates(["node", "client_isn"])
+    c = c.sort_values("syn_ts", kind="stable").drop_duplicates(["node", "client_isn"])
     m = c.merge(c, on="client_isn", suffixes=("_a", "_b"))
     m = m[(m["node_a"] < m["node_b"]) & ((m["syn_ts_b"] - m["syn_ts_a"]).abs() < OFFSET_WINDOW_S)]
-    m = m.assign(off=((m["syn_ts_b"] - m["syn_ts_a"]) + (m["synack_ts_b"] - m["synack_ts_a"])) / 2)
-    return m.groupby(["node_a", "node_b"])["off"].agg(["median", "count"]).reset_index()
+    d_syn = (m["syn_ts_b"] - m["syn_ts_a"]).to_numpy(dtype=float)
+    d_synack = (m["synack_ts_b"] - m["synack_ts_a"]).to_numpy(dtype=float)
+    d_ack = (m["ack_ts_b"] - m["ack_ts_a"]).to_numpy(dtype=float)
+    lo, hi = np.minimum(d_syn, d_synack), np.maximum(d_syn, d_synack)
+    # the ACK goes the SYN's way: it bounds o on the SYN's side. Not when it contradicts the
+    # connection's own SYN-ACK bound: then the two records' first ACKs are not one packet (the
+    # upstream capture missed it), whatever the clocks. A tie within a tick has no direction.
+    a_first = (d_synack < d_syn - 2 * TICK_S) & (d_ack >= d_synack - 2 * TICK_S)
+    b_first = (d_synack > d_syn + 2 * TICK_S) & (d_ack <= d_synack + 2 * TICK_S)
+    hi = np.where(a_first, np.minimum(hi, d_ack), hi)  # NaN (an ACK not seen) compares False
+    lo = np.where(b_first, np.maximum(lo, d_ack), lo)
+    return pd.DataFrame({"node_a": m["node_a"].to_numpy(), "node_b": m["node_b"].to_numpy(),
+                         "isn": m["client_isn"].to_numpy(), "est": (d_syn + d_synack) / 2,
+                         "lo": lo - TICK_S, "hi": hi + TICK_S})
 
 
-def _chain(ref: str, nodes: list[str], pairs: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
-    """Offsets of every node from the reference, through the best-measured pairs first."""
+def reversed_by(offset: float, bounds: pd.DataFrame) -> int:
+    """How many connections' SYN/SYN-ACK/ACK order `offset` reverses (outside their bounds)."""
+    return int(((bounds["lo"] > offset) | (bounds["hi"] < offset)).sum())
+
+
+def pair_clock(a: str, b: str, bounds: pd.DataFrame) -> PairClock:
+    """The rule of the module docstring for one pair of nodes, with the note that says why."""
+    n = len(bounds)
+    med = float(bounds["est"].median())
+    spread = float(bounds["est"].quantile(0.75) - bounds["est"].quantile(0.25))
+    lo, hi = float(bounds["lo"].max()), float(bounds["hi"].min())
+    ms = f"median {med * 1e3:+.3f} ms, spread {spread * 1e3:.3f} ms"
+    conn = "connection's" if n == 1 else f"{n} connections'"
+    if lo <= hi and lo <= 0.0 <= hi:
+        return PairClock(a, b, 0.0, n, True, f"{b} and {a} agree within the measurement ({ms}, 0 is "
+                         f"consistent with {'the' if n == 1 else 'all'} {conn} SYN/SYN-ACK/ACK "
+                         f"order, which allows {lo * 1e3:+.3f} .. {hi * 1e3:+.3f} ms): "
+                         "no offset applied")
+    if lo <= hi and abs(med) <= spread:
+        return PairClock(a, b, 0.0, n, True, f"{b} and {a}: the offset is not larger than its spread "
+                         f"({ms} over {n} connections): no offset applied; taken as 0 it puts "
+                         f"{reversed_by(0.0, bounds)} of them out of SYN/SYN-ACK/ACK order, "
+                         "shown in causal order in their hop tables")
+    if lo <= hi:
+        off = min(max(med, lo), hi)
+        how = "inside" if off == med else f"the median {med * 1e3:+.3f} ms clamped into"
+        return PairClock(a, b, off, n, True, f"clock of {b} relative to {a}: {off * 1e3:+.3f} ms "
+                         f"({ms} over {n} connections seen on both; {how} the {lo * 1e3:+.3f} .. "
+                         f"{hi * 1e3:+.3f} ms that their SYN/SYN-ACK/ACK order allows)")
+    clash = (f"the SYN/SYN-ACK/ACK order of the {n} connections seen on {a} and {b} fits no single "
+             f"offset (it needs at least {lo * 1e3:+.3f} and at most {hi * 1e3:+.3f} ms: clock drift "
+             "during the capture, or connections joined by mistake)")
+    if abs(med) > FAR_SPREADS * max(spread, TICK_S):
+        return PairClock(a, b, med, n, False, f"clock of {b} relative to {a}: {med * 1e3:+.3f} ms, "
+                         f"though {clash}; the {ms} is far outside its spread, so it is applied: "
+                         f"it reverses the order of {reversed_by(med, bounds)} of them")
+    return PairClock(a, b, 0.0, n, False, f"clock of {b} relative to {a}: {clash}; the {ms} is not "
+                     f"far outside its spread: no offset applied (taken as 0, "
+                     f"{reversed_by(0.0, bounds)} of them are out of order)")
+
+
+def _chain(ref: str, nodes: list[str], clocks: list[PairClock]) -> tuple[dict[str, float], list[str]]:
+    """Offsets of every node from the reference: repeatedly the best link from a node already
+    placed to one not yet placed (consistent pairs first, then the most connections)."""
     offsets = {ref: 0.0}
-    notes = []
-    edges: dict[str, list[tuple[str, float, int]]] = {}
-    for r in pairs.itertuples():
-        edges.setdefault(r.node_a, []).append((r.node_b, r.median, r.count))
-        edges.setdefault(r.node_b, []).append((r.node_a, -r.median, r.count))
-    todo = [ref]
-    while todo:
-        a = todo.pop()
-        for b, off, cnt in sorted(edges.get(a, []), key=lambda e: -e[2]):
-            if b not in offsets:
-                offsets[b] = offsets[a] + off
-                notes.append(f"clock of {b} relative to {ref}: {offsets[b] * 1e3:+.3f} ms "
-                             f"(median over {cnt} connections seen on {a} and {b})")
-                todo.append(b)
+    notes: list[str] = []
+    links = clocks + [PairClock(c.b, c.a, -c.offset, c.count, c.consistent, c.why) for c in clocks]
+    while True:
+        out = [c for c in links if c.a in offsets and c.b not in offsets]
+        if not out:
+            break
+        best = min(out, key=lambda c: (not c.consistent, -c.count, c.a, c.b))
+        offsets[best.b] = offsets[best.a] + best.offset
+        via = "" if best.a == ref else f"; {best.b} relative to {ref}: {offsets[best.b] * 1e3:+.3f} ms"
+        notes.append(best.why + via)
     for n in nodes:
         if n not in offsets:
             offsets[n] = 0.0
