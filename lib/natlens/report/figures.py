@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from natlens.findings.paths import MODES_S
 from natlens.report import tables
 from natlens.report.data import ReportData
 from natlens.vocab import ANSWERED, ESTABLISHED, RESET, TIMED_OUT, UNANSWERED, UNKNOWN
@@ -85,7 +86,15 @@ def _reported_window(d: ReportData):
 
 
 def latency_cdf(d: ReportData) -> Figure:
-    """Empirical CDFs of handshake, connect and first-byte times, one line per path."""
+    """Empirical CDFs of handshake, connect and first-byte times, one line per path.
+
+    When the analysis found slow or lossy paths (``d.analysis.problems``,
+    natlens.findings.paths), the connect axis marks the connect-time modes at the kernel's
+    SYN retransmission times (a dashed line at 1 s, 3 s ... with how many sit there), and
+    each delayed or lost group is a shaded band over its connections' times on the axis it
+    slows (SYN / SYN-ACK: handshake and connect; the client's ACK and the server's first
+    data: first byte).
+    """
     with matplotlib.rc_context(_RC):
         df = d.latency
         metrics = tables.LATENCY_METRICS
@@ -105,11 +114,71 @@ def latency_cdf(d: ReportData) -> Figure:
             ax.set_xscale("log")
             ax.set_xlabel(f"{m.removesuffix('_ms').replace('_', ' ')} (ms, log)")
             ax.set_ylim(0, 1.02)
+        for ax in axes:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="lower right")
+        marks = _mark_problems(dict(zip(metrics, axes, strict=True)), df, _problems(d))
+        if marks:  # one legend for the marks, below the axes, each mark once
+            fig.legend(list(marks.values()), list(marks), loc="outside lower center", fontsize=7,
+                       ncols=min(3, len(marks)), title="found on the path", title_fontsize=7)
         axes[0].set_ylabel("fraction of connections")
         fig.suptitle("Latency CDF per path")
         return fig
+
+
+# which latency axes a problem kind slows (natlens.findings.paths KINDS)
+_PROBLEM_AXES = {"syn-delayed": ("handshake_ms", "connect_ms"), "synack-delayed": ("handshake_ms", "connect_ms"),
+                 "syn-lost": ("connect_ms",), "synack-lost": ("connect_ms",),
+                 "ack-delayed": ("first_byte_ms",), "data-delayed": ("first_byte_ms",)}
+_BAND_COLORS = ("#ef6c00", "#6a1b9a", "#00838f", "#5d4037", "#c2185b", "#455a64")
+_SHORT = {"syn-delayed": "SYN delayed", "synack-delayed": "SYN-ACK delayed", "syn-lost": "SYN lost",
+          "synack-lost": "SYN-ACK lost", "ack-delayed": "ACK delayed", "data-delayed": "data delayed"}
+
+
+def _problems(d: ReportData) -> pd.DataFrame:
+    """The analysis' path problems table, or an empty one (an analysis without it)."""
+    p = getattr(getattr(d, "analysis", None), "problems", None)
+    return p if isinstance(p, pd.DataFrame) else pd.DataFrame(columns=["kind", "journeys"])
+
+
+def _mark_problems(axes: dict, latency: pd.DataFrame, problems: pd.DataFrame) -> dict:
+    """Connect-time modes as dashed lines on the connect axis, delayed and lost groups as
+    bands over their connections' times (see latency_cdf). Returns {label: artist}."""
+    marks: dict = {}
+    if problems.empty or "journey" not in latency:
+        return marks
+    by_id = latency.set_index("journey")
+    for r in problems.itertuples():
+        ids = [j for j in (r.journeys if isinstance(r.journeys, (list, tuple, np.ndarray)) else [])
+               if j in by_id.index]
+        if r.kind == "connect-mode" and "connect_ms" in axes and pd.notna(r.delay_ms_min):
+            ax = axes["connect_ms"]
+            mode_ms = _mode_ms(float(r.delay_ms_min), float(r.delay_ms_max))
+            label = f"{mode_ms / 1e3:g} s: SYN retransmission time ({r.count})"
+            marks[label] = ax.axvline(mode_ms, color="#b3261e", ls="--", lw=1.0)
+            ax.text(mode_ms, 1.0, f" {mode_ms / 1e3:g} s", color="#b3261e", fontsize=7,
+                    va="top", ha="left")
+            lo, hi = ax.get_xlim()
+            ax.set_xlim(lo, max(hi, mode_ms * 1.5))
+            continue
+        if r.kind not in _PROBLEM_AXES or not ids:
+            continue
+        color = _BAND_COLORS[len(marks) % len(_BAND_COLORS)]
+        where = f" {r.from_point} -> {r.to_point}" if isinstance(r.between, str) else ""
+        label = f"{_SHORT[r.kind]}{where} ({len(ids)})"
+        for m in _PROBLEM_AXES[r.kind]:
+            v = pd.to_numeric(by_id.loc[ids, m], errors="coerce").dropna()
+            v = v[v > 0]
+            if m in axes and not v.empty:
+                marks[label] = axes[m].axvspan(float(v.min()) / 1.03, float(v.max()) * 1.03,
+                                               color=color, alpha=0.18, lw=0)
+    return marks
+
+
+def _mode_ms(lo: float, hi: float) -> float:
+    """The SYN retransmission time (1, 3, 7 ... s, in ms) nearest a connect-mode row's times."""
+    mid = (lo + hi) / 2
+    return min((m * 1e3 for m in MODES_S), key=lambda m: abs(m - mid))
 
 
 def snat_ratio(d: ReportData) -> Figure:
