@@ -157,3 +157,29 @@ def kube_services(d: ReportData) -> pd.DataFrame:
                                                for k, v in dataclasses.asdict(svc).items()}})
     df = pd.DataFrame(rows)
     return d.anonymizer.frame(df) if d.anonymizer is not None and not df.empty else df
+
+
+PROBLEM_TABLE_COLUMNS = ["kind", "connections", "between", "delay_ms", "journeys", "finding", "note"]
+
+
+def problems(d: ReportData) -> pd.DataFrame:
+    """Slow and lossy paths (natlens.findings.paths; ``d.analysis.problems``): one row per
+    problem, the most connections first: its kind, how many connections, the two capture
+    points between which the time went (or the packet vanished), the time lost (ms, "min-max"),
+    the journeys and the finding in words. Empty when the analysis found none (or has none)."""
+    p = getattr(d.analysis, "problems", None)
+    if not isinstance(p, pd.DataFrame) or p.empty:
+        return pd.DataFrame(columns=PROBLEM_TABLE_COLUMNS)
+
+    def ms(lo: Any, hi: Any) -> str:
+        if pd.isna(lo):
+            return ""
+        return f"{lo:.1f}" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}-{hi:.1f}"
+
+    out = pd.DataFrame({
+        "kind": p["kind"], "connections": [f"{c} of {o}" for c, o in zip(p["count"], p["of"], strict=True)],
+        "between": p["between"].fillna(""),
+        "delay_ms": [ms(lo, hi) for lo, hi in zip(p["delay_ms_min"], p["delay_ms_max"], strict=True)],
+        "journeys": [", ".join(map(str, j)) for j in p["journeys"]], "finding": p["text"],
+        "note": p["note"].fillna("")}).reset_index(drop=True)
+    return d.anonymizer.frame(out) if d.anonymizer is not None else out
