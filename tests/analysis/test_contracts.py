@@ -92,12 +92,15 @@ def validate_summary(s: dict) -> None:
     for i, r in enumerate(s["snat"]):
         w = f"snat[{i}]"
         _keys(r, {"service", "source_node", "policy", "connections", "snat", "ratio",
-                  "predicted_by_rules", "rule_trace"}, {"host_network"}, where=w)
+                  "predicted_by_rules", "rule_trace"}, {"host_network", "no_snat", "unknown"}, where=w)
+        assert r.get("host_network", "no") in ("yes", "no", "unknown"), f"{w}.host_network"
         assert SERVICE.match(r["service"]), f"{w}.service {r['service']!r} is not VIP:port/proto"
         assert isinstance(r["source_node"], str) and r["source_node"]
         assert r["policy"] in ("Local", "Cluster", "unknown"), w
         n, k = _count(r["connections"], w), _count(r["snat"], w)
         assert n >= 1 and k <= n, w
+        if "no_snat" in r:  # the row's counts agree with its unknowns
+            assert k + _count(r["no_snat"], w) + _count(r["unknown"], w) == n, f"{w}: counts disagree"
         per_row += n
         if r["ratio"] is None:
             assert k == 0, f"{w}: SNATed connections but no ratio"
@@ -312,14 +315,14 @@ CONNECTION_COLUMNS = [
     "resp_pkts", "resp_ip_bytes", "capture", "node", "iface", "vlan", "vni",
     "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "handshake_rtt",
     "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
-    "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash",
+    "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl",
 ]
 JOURNEY_COLUMNS = [
-    "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "service", "vip", "vport",
-    "proto",
+    "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "host_network",
+    "host_network_evidence", "service", "vip", "vport", "proto",
     "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
-    "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "path",
+    "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "latency_from", "path",
     "hops", "captures", "client_uid", "uids", "hop_list",
 ]
 

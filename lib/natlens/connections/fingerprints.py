@@ -4,6 +4,9 @@ Why: NAT rewrites addresses and ports but keeps the IP ID, the TCP timestamp val
 and the payload, so they pair the copies of one connection across capture points
 when there is no handshake to join on (UDP has no ISN; a capture may miss a SYN).
 ``orig_dir`` says whether the originator's first packet came in or went out here.
+``orig_ttl`` is that packet's TTL (IPv6: hop limit): every router, and a node
+forwarding a pod's packet, takes one off, so on a node's NIC it tells a packet the
+node sent itself from one it forwarded (natlens.journeys.hostnet).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ class Fingerprints:
     tsval: np.ndarray  # its TCP timestamp value (-1: none)
     payload_hash: np.ndarray  # object: hash of the originator's first payload (NA: none)
     direction: np.ndarray  # object: "in" / "out" of the originator's first packet, or None
+    ttl: np.ndarray  # its TTL / hop limit (-1: none)
 
 
 def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerprints:
-    """IP ID, TSval and direction of the originator's first packet, hash of its first payload."""
+    """IP ID, TSval, TTL and direction of the originator's first packet, hash of its first payload."""
     f_o_row = first_where(c.conn, r.is_orig, c.nc)
     first = s.rows[np.maximum(f_o_row, 0)]
     seen = f_o_row >= 0
@@ -48,4 +52,5 @@ def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerpr
     return Fingerprints(
         ip_id=np.where(seen, column(packets, "ip_id", -1, np.int64)[first], -1),
         tsval=np.where(seen, column(packets, "tsval", -1, np.int64)[first], -1),
-        payload_hash=orig_hash, direction=orig_dir)
+        payload_hash=orig_hash, direction=orig_dir,
+        ttl=np.where(seen, column(packets, "ttl", -1, np.int64)[first], -1))

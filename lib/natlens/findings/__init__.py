@@ -25,9 +25,15 @@ additive keys (scripts written against section 5 are unaffected):
                                         decoded = packets in connections + sum(not_in_connections)
   inputs.not_read                       [{"file", "reason"}]: files of the bundle natlens
                                         did not read (bundle-relative paths)
-  snat[].host_network                   true: the row's clients' source is the node's own IP
-                                        (host-network clients, kept apart from the node's pods;
-                                        source_node "unknown" when the client's node is)
+  snat[].host_network                   "yes": the node itself opened the row's connections
+                                        (host-network clients, kept apart from the node's pods),
+                                        "no": its pods' (source a pod IP, or forwarded by the
+                                        node: the TTL on its NIC), "unknown": the captures and
+                                        conntrack cannot tell (source_node "unknown" when the
+                                        client's node is)
+  snat[].no_snat, snat[].unknown        connections seen leaving without SNAT / whose SNAT is
+                                        unknown: connections = snat + no_snat + unknown, and
+                                        the ratio is snat / (snat + no_snat)
 
 connections.failed counts the journeys whose outcome is "reset" or "timed out" (so
 failed = timeouts + resets); a UDP journey's outcome is "answered" / "unanswered" /

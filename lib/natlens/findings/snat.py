@@ -7,6 +7,10 @@ ones are left out of the ratio, which is None when none is known); the netfilter
 (natlens.netfilter) answers the second for a packet from the client to the VIP, and
 ``predicted_by_rules`` says whether the two agree (None: the rules could not be
 evaluated).
+
+Rows are per (Service, source node, ``host_network``: the journeys' yes / no / unknown),
+since the node's own connections take another path through its rules than its pods'.
+The counts agree: connections = snat + no_snat + unknown_snat.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import pandas as pd
 
 from natlens.bundle import Bundle
 from natlens.errors import NatlensError
-from natlens.vocab import UNKNOWN, YES, is_failed
+from natlens.vocab import NO, UNKNOWN, YES, is_failed
 
-SNAT_COLUMNS = ["service", "source_node", "host_network", "policy", "connections", "snat", "ratio",
-                "predicted_by_rules", "rule_trace", "failed", "loopback", "loopback_failed",
+SNAT_COLUMNS = ["service", "source_node", "host_network", "policy", "connections", "snat", "no_snat",
+                "ratio", "predicted_by_rules", "rule_trace", "failed", "loopback", "loopback_failed",
                 "unknown_snat"]
 
 Prediction = tuple[bool | None, list[str]]  # (SNAT predicted, the rule trace or why not)
@@ -28,25 +32,39 @@ def snat_table(journeys: pd.DataFrame, bundle: Bundle | None) -> tuple[pd.DataFr
     """One row per (service, source node, host network); and notes on rules that could not be
     read or walked."""
     rows, notes = [], []
-    keys = ["service", "client_node", "client_is_node"]
-    for (svc, node, is_node), g in journeys.groupby(keys, sort=True, dropna=False):
+    journeys = journeys.assign(host_network=journeys["host_network"].where(
+        journeys["host_network"].isin([YES, NO]), UNKNOWN))
+    keys = ["service", "client_node", "host_network"]
+    for (svc, node, host), g in journeys.groupby(keys, sort=True, dropna=False):
         node = UNKNOWN if pd.isna(node) else node
-        known = g[g["snat"] != UNKNOWN]
-        n_snat = int((known["snat"] == YES).sum())
-        ratio = n_snat / len(known) if len(known) else None
-        (pred, trace), why = _row_prediction(g, bundle, node, bool(is_node))
+        n_snat, n_no = int((g["snat"] == YES).sum()), int((g["snat"] == NO).sum())
+        ratio = n_snat / (n_snat + n_no) if n_snat + n_no else None
+        (pred, trace), why = _row_prediction(g, bundle, node, _asked_as_node(g, host))
         notes += why
+        if host == NO and g["client_is_node"].fillna(False).astype(bool).any():
+            trace = [*trace, "the pods behind the node's IP are not known (the node forwarded their "
+                     "packets: their TTL): the rules were asked about a forwarded packet from that IP"]
         agree = None
         if pred is not None and ratio is not None:
             agree = (ratio == 1.0) if pred else (ratio == 0.0)
         lb = g[g["loopback"] == YES]
-        rows.append({"service": svc, "source_node": node, "host_network": bool(is_node),
+        rows.append({"service": svc, "source_node": node, "host_network": host,
                      "policy": g["policy"].mode().iloc[0] if not g["policy"].empty else UNKNOWN,
-                     "connections": len(g), "snat": n_snat, "ratio": ratio, "predicted_by_rules": agree,
-                     "rule_trace": trace, "failed": int(is_failed(g["outcome"]).sum()),
+                     "connections": len(g), "snat": n_snat, "no_snat": n_no, "ratio": ratio,
+                     "predicted_by_rules": agree, "rule_trace": trace,
+                     "failed": int(is_failed(g["outcome"]).sum()),
                      "loopback": len(lb), "loopback_failed": int(is_failed(lb["outcome"]).sum()),
-                     "unknown_snat": int((g["snat"] == UNKNOWN).sum())})
+                     "unknown_snat": len(g) - n_snat - n_no})
     return pd.DataFrame(rows, columns=SNAT_COLUMNS), notes
+
+
+def _asked_as_node(g: pd.DataFrame, host: str) -> bool:
+    """Whether the rules are asked about the node's own packet (nat/OUTPUT) rather than a pod's
+    forwarded one: host-network clients; for an undecided row, clients whose source is a node IP
+    (the rules' answer then holds for host-network clients only, and the ratio is unknown)."""
+    if host == UNKNOWN:
+        return bool(g["client_is_node"].fillna(False).astype(bool).all())
+    return host == YES
 
 
 def _row_prediction(g: pd.DataFrame, bundle: Bundle | None, node: str, is_node: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from natlens.vocab import RESET, SUMMARY_SCHEMA, TIMED_OUT, is_failed
+from natlens.vocab import RESET, SUMMARY_SCHEMA, TIMED_OUT, TRISTATE, UNKNOWN, is_failed
 
 LATENCY_FIELDS = (("handshake", "handshake_ms"), ("connect", "connect_ms"), ("first_byte", "first_byte_ms"))
 CAPTURE_FIELDS = ("node", "file", "records", "decoded", "skipped", "connections", "not_in_connections")
@@ -44,8 +44,12 @@ def connection_counts(journeys: pd.DataFrame) -> dict:
 
 
 def _snat_row(r) -> dict:
-    return {"service": r.service, "source_node": r.source_node, "host_network": bool(r.host_network),
+    """One SNAT row of the summary: host_network "yes" / "no" / "unknown" (never asserted
+    without evidence), and counts that agree: connections = snat + no_snat + unknown."""
+    return {"service": r.service, "source_node": r.source_node,
+            "host_network": r.host_network if r.host_network in TRISTATE else UNKNOWN,
             "policy": r.policy, "connections": int(r.connections), "snat": int(r.snat),
+            "no_snat": int(r.no_snat), "unknown": int(r.unknown_snat),
             "ratio": None if pd.isna(r.ratio) else float(r.ratio),
             "predicted_by_rules": None if r.predicted_by_rules is None or pd.isna(r.predicted_by_rules)
             else bool(r.predicted_by_rules),

@@ -12,12 +12,14 @@ the first payload's hash and IP ID (IPv6: hash and client port).
 Stages (one module each): ``clocks`` (offsets between nodes' clocks), ``join``
 (records -> journey numbers), ``client`` (the client's own record, what it called,
 where each record sits), ``decisions`` (one function per decision: classify_snat,
-snat_from_conntrack, classify_lb_backend, classify_loopback, classify_outcome), and
-``assemble`` (the table below).
+snat_from_conntrack, classify_lb_backend, classify_loopback, classify_outcome),
+``hostnet`` (classify_host_network from the source address, the TTL on the node's NIC
+and the conntrack dump; snat_from_ttl), and ``assemble`` (the table below).
 
 Each journey is classified with the evidence behind it, and "unknown" when the
 captures do not show it:
   snat       "yes" | "no" | "unknown"  (and snat_to: the address it left with)
+  host_network "yes" | "no" | "unknown" (the node itself opened it / a pod's connection)
   lb_backend the node the load balancer sent the connection to (None: unknown)
   loopback   "yes" | "no" | "unknown"  (backend node == the client's own node)
   outcome    TCP: "established" | "reset" | "timed out" | "unknown"; UDP: "answered" |
@@ -38,8 +40,13 @@ ts                     earliest over its records of the record's first SYN (a re
 client_node            node the client lives on: its IP's node in the inventory, else the
                        node a copy of its SYN was seen leaving towards the VIP; None: unknown
 client_h, client_p     the original source address/port (the client's own record)
-client_is_node         bool: that source is a node's IP (a host-network client; when ``snat`` is
-                       unknown possibly a pod SNATed before every capture point)
+client_is_node         bool: that source is a node's IP (a host-network client, or a pod SNATed
+                       before every capture point: ``host_network`` says which)
+host_network           yes | no | unknown: the node itself opened it (a host-network client) / a
+host_network_evidence  pod's connection (its source a pod IP, or the node forwarded its packet: the
+                       TTL on the node's NIC one less than the initial TTL); the conntrack entry or
+                       the record, its TTL and the initial TTL (learned or assumed) that show it,
+                       or why unknown (journeys.hostnet)
 service                "VIP:port/proto" (the LB VIP, else the NodePort's Service, else the
                        client's destination)
 vip, vport, proto      the original destination and protocol ("tcp" | "udp")
@@ -91,11 +98,13 @@ from natlens.journeys.decisions import (
     classify_snat,
     snat_from_conntrack,
 )
+from natlens.journeys.hostnet import classify_host_network, host_network_and_snat, snat_from_ttl
 from natlens.journeys.join import assign_journeys, join_records
 
 JOURNEY_COLUMNS = [
-    "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "service", "vip", "vport",
-    "proto", "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
+    "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "host_network",
+    "host_network_evidence", "service", "vip", "vport", "proto", "policy", "snat", "snat_to",
+    "snat_evidence", "lb_backend", "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
     "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "latency_from", "path",
     "hops", "captures", "client_uid", "uids", "hop_list",
@@ -106,8 +115,8 @@ JOURNEY_COLUMNS = [
 RECORD_COLUMNS = [*RECORD_BASE_COLUMNS, "journey", "ts_corr", "point"]
 
 __all__ = ["JOURNEY_COLUMNS", "RECORD_COLUMNS", "Decision", "assign_journeys", "build_journeys",
-           "classify_lb_backend", "classify_loopback", "classify_outcome", "classify_snat",
-           "clock_offsets", "snat_from_conntrack"]
+           "classify_host_network", "classify_lb_backend", "classify_loopback", "classify_outcome",
+           "classify_snat", "clock_offsets", "snat_from_conntrack", "snat_from_ttl"]
 
 
 def build_journeys(conns: pd.DataFrame, inventory: Inventory,
@@ -118,7 +127,9 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     """Journeys from the connection records of all captures of an incident.
 
     `conntrack` maps a node to (its dump's file name, its conntrack entries): where the
-    captures start only after the node's SNAT, its conntrack table tells the pod behind it.
+    captures start only after the node's SNAT, its conntrack table tells the pod behind it;
+    where it does not, the TTL the client's packet left the node's NIC with tells whether
+    the node forwarded it (a pod's, SNATed) or sent it itself (journeys.hostnet).
 
     Returns (journeys, records, notes): one journey row per client connection
     (JOURNEY_COLUMNS), the connection records with their journey (RECORD_COLUMNS), and
@@ -134,12 +145,14 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     clients = find_clients(r, inventory, services)
     r = place_records(r, clients)
     cl = clients.table
-    snat = classify_snat(r, cl, inventory)
+    snat = captured = classify_snat(r, cl, inventory)
     fixes = pd.DataFrame(columns=["client_h", "client_p", "client_is_node"])
     if conntrack:
         snat, fixes = snat_from_conntrack(snat, cl, conntrack)
+    host, snat = host_network_and_snat(r, cl, inventory, snat, fixes, captured)
     backend = classify_lb_backend(r, cl)
-    decisions = {"snat": snat, "lb_backend": backend, "loopback": classify_loopback(r, cl, backend),
+    decisions = {"snat": snat, "host_network": host, "lb_backend": backend,
+                 "loopback": classify_loopback(r, cl, backend),
                  "outcome": classify_outcome(r, cl, clients.record)}
     table, names = number_journeys(journey_table(r, clients, decisions, fixes, services))
     records = r.assign(journey=r["jn"].map(names))[RECORD_COLUMNS]

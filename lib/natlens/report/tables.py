@@ -14,6 +14,7 @@ import pandas as pd
 
 from natlens.errors import NatlensError
 from natlens.report.data import ReportData
+from natlens.vocab import NO, UNKNOWN, YES
 
 SNAT_COLUMNS = ["service", "source_node", "policy", "connections", "snat", "ratio", "predicted_by_rules"]
 LATENCY_METRICS = ("handshake_ms", "connect_ms", "first_byte_ms")
@@ -22,16 +23,26 @@ VERSION_PACKAGES = ("natlens", "numpy", "pandas", "pyarrow", "dpkt", "matplotlib
 
 
 def snat(d: ReportData) -> pd.DataFrame:
-    """SNAT per Service and source node: connections, SNATed, ratio, and whether the rules agree."""
+    """SNAT per Service and source node: connections, SNATed, ratio, and whether the rules agree.
+
+    The host_network column is shown when a row is (or may be) the node's own connections
+    ("yes" / "unknown"; True in tables written before it was yes/no/unknown): those rows are
+    kept apart from the node's pods', and the table must say which is which."""
     df = d.snat
     if df.empty:
         return pd.DataFrame(columns=SNAT_COLUMNS)
     cols = list(SNAT_COLUMNS)
-    if df["host_network"].fillna(False).astype(bool).any():
+    if "host_network" in df and host_network_text(df["host_network"]).isin([YES, UNKNOWN]).any():
         cols.insert(2, "host_network")  # host-network clients get their own row: say which
     out = df[cols].reset_index(drop=True)
     out["ratio"] = pd.to_numeric(out["ratio"], errors="coerce").round(3)
     return out
+
+
+def host_network_text(col: pd.Series) -> pd.Series:
+    """A SNAT table's host_network as "yes" / "no" / "unknown" (older tables hold bools)."""
+    return col.map(lambda v: v if isinstance(v, str) else
+                   UNKNOWN if v is None or pd.isna(v) else YES if bool(v) else NO)
 
 
 LOOPBACK_COLUMNS = ["time_utc", "journey", "client_node", "client_h", "client_p", "service",

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from natlens.report.data import ReportData
+from natlens.vocab import NO, UNKNOWN, YES
 
 
 class Html(str):
@@ -164,12 +165,25 @@ def reported(d: ReportData) -> str:
 
 
 def _snat_sentence(row: dict[str, Any]) -> str:
-    who = (f"connections from {esc(row['source_node'])} to {esc(row['service'])} "
-           f"(externalTrafficPolicy {esc(row['policy'])})")
+    """One SNAT row in words: whose connections (the node's own, its pods', or not known), how
+    many were SNATed of those whose SNAT is known, and how many are undetermined."""
+    host = row.get("host_network")
+    host = host if isinstance(host, str) else YES if host else NO  # older tables: a bool
+    whose = {YES: f"connections {esc(row['source_node'])} opened itself (host network)",
+             UNKNOWN: f"connections from {esc(row['source_node'])} (its pods' or its own: the captures "
+                      "cannot tell)"}.get(host, f"connections from {esc(row['source_node'])}")
+    who = f"{whose} to {esc(row['service'])} (externalTrafficPolicy {esc(row['policy'])})"
     total, unknown, ratio = row["connections"], row["unknown_snat"], row["ratio"]
-    if ratio is None or ratio != ratio:  # None or NaN: the captures cannot tell
+    no_ratio = ratio is None or ratio != ratio  # None or NaN: the captures cannot tell
+    if no_ratio and host == YES:
+        text = f"The {n(total)} {who} leave with the node's own IP: there is no SNAT to measure."
+    elif no_ratio:
         text = (f"For {n(total)} {who}, the captures cannot show whether they were SNATed"
                 + (f" ({n(unknown)} undetermined)" if unknown else "") + ".")
+    elif unknown:
+        known = total - unknown
+        text = (f"Of {n(total)} {who}, {n(unknown)} are undetermined; of the other {n(known)}, "
+                f"{n(row['snat'])} were SNATed ({pct(row['snat'], known)}).")
     else:
         text = (f"Of {n(total)} {who}, {n(row['snat'])} were SNATed "
                 f"({pct(row['snat'], total)}).")
