@@ -40,12 +40,17 @@ def test_conntrack_names_the_pod_behind_the_node_ip(eth0_only):
     assert (svc["snat"], svc["ratio"], svc["predicted_by_rules"]) == (len(truth), 1.0, True)
 
 
-def test_without_conntrack_snat_stays_unknown(eth0_only):
+def test_without_conntrack_snat_comes_from_the_ttl_on_the_nic(eth0_only):
+    # a pod's packet is forwarded by the node: TTL 63 on the NIC where the node's own start at 64
     for ct in eth0_only.glob("nodes/*/conntrack.txt"):
         ct.unlink()
     a = analyze(eth0_only)
-    assert (a.journeys["snat"] == "unknown").all()
-    assert a.summary()["snat"][0]["ratio"] is None
+    j = a.journeys
+    assert (j["snat"] == "yes").all() and (j["host_network"] == "no").all()
+    assert j["snat_evidence"].str.contains("TTL 63, one less than the initial TTL 64", regex=False).all()
+    assert j["snat_evidence"].str.contains("initial TTL assumed", regex=False).all()  # said so
+    (row,) = a.summary()["snat"]
+    assert (row["ratio"], row["host_network"], row["unknown"]) == (1.0, "no", 0)
 
 
 def test_parse_conntrack_lines_and_snat_flag():

@@ -59,12 +59,13 @@ def _counts(d: dict, where: str) -> int:
 def validate_summary(s: dict) -> None:
     """Raise AssertionError naming the key when `s` is not natlens.summary/1."""
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN / Infinity anywhere
-    _keys(s, {"schema", "incident", "inputs", "connections", "snat", "loopback", "latency_ms", "verdict"})
+    _keys(s, {"schema", "incident", "inputs", "connections", "snat", "loopback", "latency_ms", "verdict"},
+          {"problems"})
     assert s["schema"] == "natlens.summary/1"
     assert isinstance(s["incident"], str) and s["incident"]
 
     inp = s["inputs"]
-    _keys(inp, {"captures", "inferred"}, {"not_read"}, "inputs")
+    _keys(inp, {"captures", "inferred"}, {"not_read", "quality"}, "inputs")
     assert isinstance(inp["captures"], list)
     for i, c in enumerate(inp["captures"]):
         w = f"inputs.captures[{i}]"
@@ -82,10 +83,11 @@ def validate_summary(s: dict) -> None:
         assert isinstance(x["file"], str) and isinstance(x["reason"], str) and x["reason"]
 
     c = s["connections"]
-    _keys(c, {"total", "failed", "timeouts", "resets"}, where="connections")
+    _keys(c, {"total", "failed", "timeouts", "resets"}, {"unknown"}, where="connections")
     for k in c:
         _count(c[k], f"connections.{k}")
     assert c["failed"] == c["timeouts"] + c["resets"] <= c["total"]
+    assert c["failed"] + c.get("unknown", 0) <= c["total"]
 
     assert isinstance(s["snat"], list)
     per_row = 0
@@ -133,7 +135,18 @@ def validate_summary(s: dict) -> None:
             assert vals == sorted(vals), f"{w}: p50 <= p90 <= p99 <= max"
 
     v = s["verdict"]
-    _keys(v, {"loopback_detected", "headline", "root_cause", "remediation"}, where="verdict")
+    _keys(v, {"loopback_detected", "headline", "root_cause", "remediation"}, {"evidence", "problem"},
+          where="verdict")
+    assert v.get("problem") is None or v["problem"]["text"] in v["headline"] + v["root_cause"]
+    for i, q in enumerate(inp.get("quality", [])):
+        w = f"inputs.quality[{i}]"
+        _keys(q, {"node", "file", "first_ts", "last_ts", "span_s", "starts_late_s", "ends_early_s", "cut_short",
+                  "dropped", "tcp_gaps", "lost_acks", "cut_records", "journeys_affected", "journeys_cut",
+                  "journeys_before", "journeys_after", "limits"}, where=w)
+        assert q["file"] == inp["captures"][i]["file"], f"{w}: not in the order of inputs.captures"
+        assert set(q["journeys_cut"]) | set(q["journeys_before"]) | set(q["journeys_after"]) \
+            <= set(q["journeys_affected"]), w
+    assert v.get("evidence") is None or (isinstance(v["evidence"], str) and v["evidence"])
     assert type(v["loopback_detected"]) is bool
     assert v["loopback_detected"] == (lb["hits"] > 0)
     assert isinstance(v["headline"], str) and v["headline"] and isinstance(v["root_cause"], str)
@@ -264,7 +277,7 @@ def test_summary_of_edge_bundles(edges):
 
     a, s = got["no-vip-traffic"]
     # cluster/ names the VIP; 34 TCP connections in the capture, none to it: zeros, no rows, nulls
-    assert s["connections"] == {"total": 0, "failed": 0, "timeouts": 0, "resets": 0}
+    assert s["connections"] == {"total": 0, "failed": 0, "timeouts": 0, "resets": 0, "unknown": 0}
     assert s["snat"] == [] and s["loopback"] == {"hits": 0, "failed": 0, "by_node": {}}
     assert all(d == {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
                for d in s["latency_ms"].values())
@@ -292,7 +305,7 @@ def test_summary_of_edge_bundles(edges):
                                         "skipped": {}, "connections": 0, "not_in_connections": {}}
 
     a, s = got["syn-only"]
-    assert s["connections"] == {"total": 2, "failed": 2, "timeouts": 2, "resets": 0}
+    assert s["connections"] == {"total": 2, "failed": 2, "timeouts": 2, "resets": 0, "unknown": 0}
     assert all(d["count"] == 0 and d["p50"] is None for d in s["latency_ms"].values())
     (row,) = s["snat"]
     assert (row["service"], row["policy"], row["connections"], row["snat"], row["ratio"]) == \
@@ -379,7 +392,13 @@ def test_verdict_words_numbers_and_remediation(sample_analyses):
     s = sample_analyses["cluster-ok"].summary()
     v = s["verdict"]
     assert v["loopback_detected"] is False and v["remediation"] == []
-    assert v["headline"] == "All 20 connections were established; no load-balancer loopback seen"
+    # the lab's slow path leads: the SYN-ACK held inside a node, between its bridge and its NIC
+    assert v["headline"] == ("10 of 20 connections: the SYN-ACK took 574-759 ms (5 from node-1/any (cni0) to "
+                             "node-1/eth0; 5 from node-2/any (cni0) to node-2/eth0). All 20 connections were "
+                             "established; no load-balancer loopback seen")
+    assert v["root_cause"].startswith("The time went between node-1/any (cni0) -> node-1/eth0; node-2/any "
+                                      "(cni0) -> node-2/eth0: inside the node")
+    assert v["problem"]["kind"] == "synack-delayed" and v["problem"]["count"] == 10
     assert "20 of 20 connections SNATed to the node IP" in v["root_cause"]
 
     a = sample_analyses["mixed"]

@@ -44,12 +44,17 @@ def render(a) -> str:
                           "skipped": ", ".join(f"{k} {v}" for k, v in c["skipped"].items()) or "-"}
                          for c in s["inputs"]["captures"]])
     out.append(_table(caps))
+    limits = [x for q in s["inputs"]["quality"] for x in q["limits"]]
+    if limits:
+        out.append("capture quality:")
+        out += [f"  - {x}" for x in limits]
     if s["inputs"]["inferred"]:
         out.append("inferred / notes:")
         out += [f"  - {x}" for x in s["inputs"]["inferred"]]
     c = s["connections"]
     out += ["", f"connections: {c['total']} total, {c['failed']} failed "
-                f"({c['timeouts']} timed out, {c['resets']} reset)", "", "SNAT per service and source node:"]
+                f"({c['timeouts']} timed out, {c['resets']} reset), {c['unknown']} outcome unknown", "",
+            "SNAT per service and source node:"]
     snat = a.snat.drop(columns=["rule_trace"]).copy()
     snat["ratio"] = snat["ratio"].map(lambda v: "-" if v is None or pd.isna(v) else f"{v:.2f}")
     snat["predicted_by_rules"] = snat["predicted_by_rules"].map(
@@ -71,6 +76,8 @@ def render(a) -> str:
         by_path = a.latency.groupby("path")[["handshake_ms", "connect_ms", "first_byte_ms"]].median()
         out += ["median by path (ms):", _table(by_path.reset_index().round(3))]
     v = s["verdict"]
+    if v["evidence"]:
+        out += ["", "what the evidence cannot show: " + v["evidence"]]
     out += ["", "verdict: " + v["headline"], "", "root cause: " + v["root_cause"]]
     if v["remediation"]:
         out.append("remediation:")

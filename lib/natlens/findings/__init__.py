@@ -25,6 +25,20 @@ additive keys (scripts written against section 5 are unaffected):
                                         decoded = packets in connections + sum(not_in_connections)
   inputs.not_read                       [{"file", "reason"}]: files of the bundle natlens
                                         did not read (bundle-relative paths)
+  inputs.quality                        one entry per capture, in the order of inputs.captures:
+                                        the time it covers, whether it starts late, ends early or
+                                        is cut short, the packets dropped (pcapng statistics,
+                                        collect-node.log) or inferred lost (TCP gaps, lost ACKs),
+                                        the journeys that affects and its ``limits`` in plain
+                                        words (natlens.findings.quality documents each field)
+  connections.unknown                   journeys whose outcome the captures do not show
+  verdict.evidence                      what limits the answer, in plain words, said before the
+                                        headline (null when nothing does)
+  verdict.problem                       the slow or lossy path that touches the most connections
+                                        (natlens.findings.paths.dominant_problem: kind, count, of,
+                                        journeys, between, delay_ms_min/max, text), null: none
+  problems                              every slow or lossy path found (findings.paths'
+                                        PROBLEM_COLUMNS, NaN delays as null)
   snat[].host_network                   "yes": the node itself opened the row's connections
                                         (host-network clients, kept apart from the node's pods),
                                         "no": its pods' (source a pod IP, or forwarded by the
@@ -40,9 +54,11 @@ failed = timeouts + resets); a UDP journey's outcome is "answered" / "unanswered
 "unknown": it counts in ``total`` but never as failed (UDP needs no answer, and going
 idle is not a failure).
 
-Stages (one module each): ``captures`` (read every capture), ``snat`` (the SNAT
-table and the rules' prediction), ``verdict``, ``summary``, ``notes`` (what could not
-be read or decided), ``hops`` (journey_hops), ``analysis`` (the Analysis object).
+Stages (one module each): ``captures`` (read every capture), ``quality`` (each
+capture as evidence), ``paths`` (slow and lossy paths between capture points),
+``snat`` (the SNAT table and the rules' prediction),
+``verdict``, ``summary``, ``notes`` (what could not be read or decided), ``hops``
+(journey_hops), ``analysis`` (the Analysis object).
 Each returns its values and its notes.
 
 Nulls, never NaN: a ratio with no journey of known SNAT status, a latency
@@ -61,6 +77,8 @@ from natlens.bundle import Bundle, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
+from natlens.findings.paths import dominant_problem, path_problems
+from natlens.findings.quality import capture_quality
 from natlens.findings.snat import SNAT_COLUMNS, snat_table
 from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_names
 from natlens.inventory import Inventory, build_inventory
@@ -81,10 +99,14 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     service, scope_notes = _service_journeys(journeys, inventory)
     snat, snat_notes = (snat_table(service, bundle) if not service.empty
                         else (pd.DataFrame(columns=SNAT_COLUMNS), []))
+    quality = capture_quality(caps.inputs, bundle, service, records, offsets)
+    problems = path_problems(service, records, offsets)
     warnings = caps.warnings + missing_evidence(bundle)
-    inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + scope_notes
-                + no_client_record(journeys, service) + undecided_notes(service) + warnings + snat_notes)
-    verdict = (make_verdict(service, snat, service_names(inventory)) if not service.empty
+    inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + problems.attrs["notes"]
+                + scope_notes + no_client_record(journeys, service) + undecided_notes(service) + warnings
+                + snat_notes)
+    verdict = (make_verdict(service, snat, service_names(inventory), quality,
+                            dominant_problem(problems, service)) if not service.empty
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
     return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
                     inventory=inventory, connections=caps.connections, journeys=journeys,
@@ -92,6 +114,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                     loopback=service[service["loopback"] == YES],
                     latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
                     offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
+                    quality=quality, problems=problems,
                     _packets=caps.packets, _packet_conn=caps.packet_conn)
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from natlens.bundle import Bundle
 from natlens.errors import NatlensError
 from natlens.findings.hops import journey_hops
+from natlens.findings.paths import PROBLEM_COLUMNS
 from natlens.findings.summary import build_summary
 from natlens.inventory import Inventory
 from natlens.netfilter import NodeRules
@@ -47,6 +48,8 @@ class Analysis:
     records: pd.DataFrame | None = None
     bundle: Bundle | None = None
     warnings: list[str] = field(default_factory=list)  # partial input, for stderr (also in inferred)
+    quality: list[dict] = field(default_factory=list)  # per capture, findings.quality
+    problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
     _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -54,7 +57,8 @@ class Analysis:
         """summary.json, DESIGN.md section 5 plus the keys documented in natlens.findings."""
         return build_summary(self.incident, self.inputs, self.inferred,
                              self.bundle.not_read if self.bundle is not None else [],
-                             self.service_journeys, self.snat, self.loopback, self.latency, self.verdict)
+                             self.service_journeys, self.snat, self.loopback, self.latency, self.verdict,
+                             self.quality, self.problems)
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """summary.json and the tables as Parquet in `out_dir`, for scripts and notebooks that
@@ -64,14 +68,16 @@ class Analysis:
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "summary.json"]
         written[0].write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
-        for name in ("connections", "journeys", "service_journeys", "snat", "latency"):
+        for name in ("connections", "journeys", "service_journeys", "snat", "latency", "problems"):
             path = out / f"{name}.parquet"
             getattr(self, name).to_parquet(path, index=False)
             written.append(path)
         return written
 
     def journey_hops(self, journey_id: str) -> pd.DataFrame:
-        """Every packet of one journey, all capture points, in time order, on one clock.
+        """Every packet of one journey, all capture points, on one clock, in time order, except
+        that an effect never shows before its cause: where two nodes' clocks could not be put
+        on one, the hop is placed after its cause and its note says so.
 
         ``ts`` float seconds / ``ts_ns`` int ns since the epoch (UTC), clock offsets subtracted
         (DESIGN.md section 4), like every other table; ``note`` says what the hop is. KeyError

@@ -80,7 +80,11 @@ def read_one(bundle: Bundle, node: NodeDir, path: Path) -> OneCapture:
                                         capture_end_ns=info.last_ts_ns)
     entry = {"node": node.name, "file": bundle.display_path(node, path), "records": int(info.records),
              "decoded": int(info.decoded), "skipped": dict(info.skipped), "connections": len(conns),
-             "not_in_connections": dict(conns.attrs.get("skipped", {}))}
+             "not_in_connections": dict(conns.attrs.get("skipped", {})),
+             # for findings.quality (not in summary.json's inputs.captures):
+             "label": label, "first_ts": None if info.first_ts_ns is None else info.first_ts_ns / 1e9,
+             "last_ts": None if info.last_ts_ns is None else info.last_ts_ns / 1e9,
+             "unread_bytes": int(info.unread_bytes), "dropped": info.dropped}
     keep = [c for c in HOP_PACKET_COLUMNS if c in cap.packets.columns]
     sel = idx >= 0
     return OneCapture(label, entry, conns, cap.packets.loc[sel, keep].reset_index(drop=True), idx[sel],

@@ -17,14 +17,17 @@ CAPTURE_FIELDS = ("node", "file", "records", "decoded", "skipped", "connections"
 
 def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_read: list[tuple[str, str]],
                   journeys: pd.DataFrame, snat: pd.DataFrame, loopback: pd.DataFrame,
-                  latency: pd.DataFrame, verdict: dict) -> dict:
-    """The summary document of one incident's Service journeys."""
+                  latency: pd.DataFrame, verdict: dict, quality: list[dict] | None = None,
+                  problems: pd.DataFrame | None = None) -> dict:
+    """The summary document of one incident's Service journeys (``quality``: findings.quality's
+    entry per capture; ``problems``: findings.paths' table)."""
     return {
         "schema": SUMMARY_SCHEMA,
         "incident": incident,
         "inputs": {"captures": [{k: c[k] for k in CAPTURE_FIELDS} for c in inputs],
                    "inferred": list(inferred),
-                   "not_read": [{"file": f, "reason": why} for f, why in not_read]},
+                   "not_read": [{"file": f, "reason": why} for f, why in not_read],
+                   "quality": [dict(q) for q in quality or []]},
         "connections": connection_counts(journeys),
         "snat": [_snat_row(r) for r in snat.itertuples()],
         "loopback": {"hits": int(len(loopback)),
@@ -33,14 +36,29 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
                                  loopback["client_node"].value_counts().sort_index().items()}},
         "latency_ms": {name: distribution(latency[col]) for name, col in LATENCY_FIELDS},
         "verdict": dict(verdict),
+        "problems": [] if problems is None else [plain(row) for row in problems.to_dict("records")],
     }
 
 
+def plain(row: dict) -> dict:
+    """A table row as JSON values: NaN as null, numpy numbers as Python ones, lists as lists."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, (list, tuple, np.ndarray)):
+            out[k] = [x.item() if hasattr(x, "item") else x for x in v]
+        elif v is None or (isinstance(v, float) and np.isnan(v)):
+            out[k] = None
+        else:
+            out[k] = v.item() if hasattr(v, "item") else v
+    return out
+
+
 def connection_counts(journeys: pd.DataFrame) -> dict:
-    """total, failed (= timeouts + resets), timeouts, resets."""
+    """total, failed (= timeouts + resets), timeouts, resets, unknown (outcome not shown)."""
     return {"total": int(len(journeys)), "failed": int(is_failed(journeys["outcome"]).sum()),
             "timeouts": int((journeys["outcome"] == TIMED_OUT).sum()),
-            "resets": int((journeys["outcome"] == RESET).sum())}
+            "resets": int((journeys["outcome"] == RESET).sum()),
+            "unknown": int((journeys["outcome"] == UNKNOWN).sum())}
 
 
 def _snat_row(r) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from natlens.findings.quality import unknown_outcomes
 from natlens.inventory import Inventory
 from natlens.vocab import UNKNOWN, YES, is_failed
 
@@ -63,30 +64,87 @@ def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "") -
     return out
 
 
-def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str] | None = None) -> dict:
-    """Headline, root cause and remediation for the Service journeys.
+def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str] | None = None,
+                 quality: list[dict] | None = None, problem: dict | None = None) -> dict:
+    """Headline, root cause and remediation for the Service journeys, and first of all what
+    the evidence cannot show (``evidence``: None when nothing limits the answer).
 
-    ``names`` maps a service key ("VIP:port/proto") to "namespace/name" where known.
+    ``names`` maps a service key ("VIP:port/proto") to "namespace/name" where known;
+    ``quality`` is findings.quality's entry per capture; ``problem`` the dominant slow or
+    lossy path (findings.paths.dominant_problem), named beside the loopback finding.
     """
     names = names or {}
     if (journeys["loopback"] == YES).any():
-        return _loopback_verdict(journeys, snat, names)
-    return _no_loopback_verdict(journeys, snat, names)
+        v = _loopback_verdict(journeys, snat, names)
+        if problem:
+            v["root_cause"] += f" Besides the loopbacks: {problem['text']}."
+    else:
+        v = _no_loopback_verdict(journeys, snat, names)
+        if problem:
+            v = _with_problem(v, journeys, problem)
+    return {"evidence": evidence_statement(journeys, quality or []), **v, "problem": problem}
+
+
+def _with_problem(v: dict, journeys: pd.DataFrame, problem: dict) -> dict:
+    """No loopback: the dominant slow or lossy path leads the headline and the root cause."""
+    lead = "No failure in the captures."
+    rest = v["root_cause"][len(lead):].lstrip() if v["root_cause"].startswith(lead) else v["root_cause"]
+    v["headline"] = f"{problem['text']}. {v['headline']}"
+    places = problem["between"]
+    inside = places and all(b.split("/")[0] == b.split(" -> ")[-1].split("/")[0] for b in places)
+    v["root_cause"] = ((f"The time went between {'; '.join(places)}" if places else
+                        "natlens cannot name the capture points between which the time went")
+                       + (": inside the node, between those capture points, not in the network or "
+                          "the load balancer." if inside else ".") + (" " + rest if rest else ""))
+    return v
+
+
+def evidence_statement(journeys: pd.DataFrame, quality: list[dict]) -> str | None:
+    """What limits the answer, in plain words, for the top of the verdict (None: nothing)."""
+    parts = []
+    unknown = unknown_outcomes(journeys, quality)
+    if unknown:
+        parts.append(unknown[0].upper() + unknown[1:] + ".")
+    for q in quality:
+        lossy = [x for x in q["limits"] if "dropped" in x or "miss data" in x or "lost the client" in x]
+        if lossy and q["journeys_affected"]:
+            parts.append(f"{q['file']} lost packets ({'; '.join(x.split(': ', 1)[-1] for x in lossy)}): "
+                         f"{plural(len(q['journeys_affected']), 'connection')} affected; natlens used other "
+                         "capture points for them where one holds the packets.")
+    return " ".join(parts) or None
+
+
+def _outcome_counts(journeys: pd.DataFrame, mask: pd.Series) -> tuple[int, int, int]:
+    """(connections, failed, outcome unknown) among the journeys where mask holds."""
+    return int(mask.sum()), int((mask & is_failed(journeys["outcome"])).sum()), \
+        int((mask & (journeys["outcome"] == UNKNOWN)).sum())
+
+
+def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> str:
+    """The headline when loopbacks were seen: how many failed, and never "none failed" while
+    outcomes are unknown."""
+    total = len(journeys)
+    lb, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
+    _, failed, unknown = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
+    if lb_failed:
+        head = (f"{lb_failed} of {failed} failed connections (of {total}) were load-balancer loopbacks: "
+                f"{worst['loopback']} of {worst['connections']} connections from {worst['source_node']} to "
+                f"the {svc} were sent back to their own node")
+        return head + (f"; the outcome of {plural(lb_unknown, 'more loopback')} is unknown" if lb_unknown else "")
+    head = f"{lb} of {total} connections were load-balancer loopbacks (sent back to their own node)"
+    if lb_unknown:
+        seen = lb - lb_unknown
+        return (head + f"; the outcome of {lb_unknown} of them is unknown"
+                + (f", none of the other {seen} failed" if seen else ""))
+    head += f", none of them failed; {plural(failed, 'connection')} failed"
+    return head + (f", the outcome of {unknown} is unknown" if unknown else "")
 
 
 def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str]) -> dict:
     """Loopbacks were seen: the worst row's Service, why it loops, and the fixes."""
-    failed, lb = is_failed(journeys["outcome"]), journeys["loopback"] == YES
     worst = snat.sort_values(["loopback_failed", "loopback"], ascending=False).iloc[0]
     svc = _svc_name(worst["service"], names)
-    if int((lb & failed).sum()):
-        headline = (f"{int((lb & failed).sum())} of {int(failed.sum())} failed connections (of "
-                    f"{len(journeys)}) were load-balancer loopbacks: {worst['loopback']} of "
-                    f"{worst['connections']} connections from {worst['source_node']} to the {svc} were "
-                    "sent back to their own node")
-    else:
-        headline = (f"{int(lb.sum())} of {len(journeys)} connections were load-balancer loopbacks (sent "
-                    f"back to their own node), none of them failed; {int(failed.sum())} connections failed")
+    headline = _loopback_headline(journeys, worst, svc)
     pol, ratio = worst["policy"], worst["ratio"]
     known = int(worst["connections"] - worst["unknown_snat"])
     why_snat = (f"none of the {known} whose source the captures show was SNATed" if ratio == 0 else
@@ -96,6 +154,10 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
                 "has an externalTrafficPolicy natlens could not find (no cluster/services.json, no "
                 "kube-proxy ipsets)")
     root = f"The {svc} {pol_text}; pod-to-VIP traffic leaves the node ({why_snat}), {LOOPBACK_MECHANISM}"
+    _, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
+    if lb_unknown and not lb_failed:
+        root += (" These captures do not show how the loopbacks ended (their outcome is unknown), so "
+                 "that they failed is the mechanism's prediction, not an observation.")
     others = snat[(snat["loopback"] > 0) & (snat.index != worst.name)]
     if len(others):
         root += " Loopbacks were also seen for: " + "; ".join(
@@ -114,20 +176,27 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
 
 
 def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str]) -> dict:
-    """No loopback seen: the failures (if any) and what could not be checked."""
-    total, failed = len(journeys), is_failed(journeys["outcome"])
+    """No loopback seen: the failures (if any), the outcomes not seen, what could not be checked."""
+    total, failed, unk_outcome = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     unknown = int((journeys["loopback"] == UNKNOWN).sum())
-    if failed.any():
-        headline = f"{int(failed.sum())} of {total} connections failed; none was a load-balancer loopback"
+    if failed:
+        headline = f"{failed} of {total} connections failed; none was a load-balancer loopback"
         if unknown:
             headline += f" ({unknown} could not be checked: captures from their backend node are missing)"
         root = ("The failures are not the loopback pattern; look at the failed journeys' hops "
                 "(journey_hops) for where the SYN or SYN-ACK was lost.")
+    elif unk_outcome:
+        est = int((journeys["established"]).sum())
+        headline = (f"{est} of {total} connections were established and the outcome of {unk_outcome} is "
+                    "unknown; no load-balancer loopback seen")
+        root = f"No failure is seen, but the captures do not show how {plural(unk_outcome, 'connection')} ended."
     else:
         headline = f"All {total} connections were established; no load-balancer loopback seen"
         root = "No failure in the captures."
+    if failed and unk_outcome:
+        headline += f"; the outcome of {unk_outcome} is unknown"
     root += _snat_sentences(snat, names)
-    if unknown and not failed.any():
+    if unknown and not failed:
         root += f" {unknown} journeys' load-balancer pick is not visible in the captures."
     return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
 
@@ -145,4 +214,5 @@ def no_journeys_verdict(inputs: list[dict], conns: pd.DataFrame, vips: set) -> d
                        "none a TCP connection whose opening SYN was captured; no VIP is known)"))
         root = ("Nothing to analyse: the captures hold no client connection to the Services' VIPs. "
                 "Check that the capture covered the failing calls (time window, node, interface).")
-    return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
+    return {"evidence": None, "loopback_detected": False, "headline": headline, "root_cause": root,
+            "remediation": []}

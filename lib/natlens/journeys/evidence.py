@@ -98,7 +98,7 @@ def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:
     best = cand.groupby("jn")["handshake_rtt"].transform("min")
     most_syns = r.groupby("jn")["syn_retransmits"].max().reindex(cand["jn"]).fillna(0).to_numpy()
     ok_rtt = ~lost_ack(cand)
-    ok_syns = cand["syn_retransmits"].to_numpy() >= most_syns
+    ok_syns = cand["syn_retransmits"].fillna(0).to_numpy() >= most_syns
     good = cand[ok_rtt & ok_syns].sort_values(["jn", "_rank", "_t"]).drop_duplicates("jn").set_index("jn")
     out = pd.DataFrame(index=pd.Index(sorted(cand["jn"].unique()), name="jn"))
     out["uid"] = good["uid"]
