@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+from conftest import SAMPLES
 
 from natlens import report
 from natlens.report.display import header, table_html
@@ -109,3 +110,41 @@ def test_host_network_rows_are_labelled_in_the_snat_table(sample):
     t = report.tables.snat(d)
     assert list(t["host_network"]) == [False, True]
     assert "host-network client" in report.table_html(t)
+
+
+def test_cluster_ok_names_its_slow_path_in_the_banner_tables_and_remediation():
+    from natlens import report
+    from natlens.report.text import verdict_class
+
+    d = report.load(SAMPLES / "cluster-ok")
+    assert verdict_class(d.summary) == "verdict-warn"  # no failure, but a slow path: not green
+    banner = report.text.banner(d)._repr_html_()
+    assert "What the evidence cannot show." in banner and "nodes/node-1/any.pcap lost packets" in banner
+    assert banner.index("What the evidence cannot show.") < banner.index("No loopback detected.")
+    assert "the SYN-ACK took 574-759 ms" in banner
+    q = report.tables.capture_quality(d)
+    assert list(q["capture"]) == [c["file"] for c in d.summary["inputs"]["captures"]]
+    assert q.set_index("capture").loc["nodes/node-1/any.pcap", "lost_acks"] == 3
+    p = report.tables.problems(d)
+    assert set(p["kind"]) >= {"synack-delayed"}
+    rem = report.text.remediation(d)._repr_html_()
+    assert "No change is needed" not in rem and "node-1/any (cni0) -&gt; node-1/eth0" in rem
+
+
+def test_unknown_outcomes_are_never_reported_as_none_failed(sample, tmp_path):
+    import shutil
+
+    from natlens import report
+    from natlens.lab.damage import cut
+    from natlens.report.text import verdict_class
+
+    d0 = tmp_path / "cut"
+    shutil.copytree(sample, d0)
+    cut(d0 / "nodes" / "node-1" / "any.pcap", 0.3, mid_record=True)
+    d = report.load(d0)
+    c = d.summary["connections"]
+    assert c["unknown"] >= 1
+    page = report.text.banner(d)._repr_html_() + report.text.executive_summary(d)._repr_html_()
+    assert "none of them failed" not in page and "None of the" not in page
+    assert "cut short mid-record" in page and "is unknown" in page
+    assert verdict_class(d.summary) == "verdict-bad"  # the loopbacks that did fail still show

@@ -21,8 +21,9 @@ from natlens.report.anonymize import Anonymizer
 from natlens.report.execute import check_completed
 from natlens.report.render import external_references
 
-SECTIONS = ["Executive summary", "Timeline", "SNAT per Service and node", "Rule trace",
-            "Loopback evidence", "One journey, hop by hop", "Latency", "Remediation", "Appendix",
+SECTIONS = ["Executive summary", "Evidence quality", "Timeline", "SNAT per Service and node", "Rule trace",
+            "Loopback evidence", "One journey, hop by hop", "Latency", "Slow and lossy paths", "Remediation",
+            "Appendix",
             "Inputs", "What was inferred", "Parameters", "Tool versions"]
 
 

@@ -41,6 +41,8 @@ nav.natlens-toc .toc-h3 { font-size: 13px; }
 .natlens-banner.verdict-bad { background: #b3261e; }
 .natlens-banner.verdict-ok { background: #2e7d32; }
 .natlens-banner.verdict-unknown { background: #6b6f76; }
+.natlens-banner.verdict-warn { background: #8a5a00; }
+.natlens-banner .natlens-evidence { background: rgba(0,0,0,.22); padding: .35rem .6rem; border-radius: 4px; }
 /* JupyterLab's own ".jp-RenderedHTMLCommon pre" and nbconvert's ".jp-OutputArea-output pre
    { font-family: inherit }" come later in the page with the same weight as "pre.x", so these
    selectors carry the output classes too (the rule-trace test checks the computed style). */

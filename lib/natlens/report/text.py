@@ -64,13 +64,18 @@ def utc(ts: Any) -> str:
 
 
 def verdict_class(summary: dict[str, Any]) -> str:
-    """The banner's colour: bad (loopback or failures), unknown (no connection), ok."""
+    """The banner's colour: bad (loopback or failures), unknown (no connection, or outcomes the
+    captures do not show and no failure), warn (a slow or lossy path, no failure), ok."""
     if summary["verdict"]["loopback_detected"]:
         return "verdict-bad"
     c = summary["connections"]
     if not c["total"]:
         return "verdict-unknown"
-    return "verdict-bad" if c["failed"] else "verdict-ok"
+    if c["failed"]:
+        return "verdict-bad"
+    if c.get("unknown"):
+        return "verdict-unknown"
+    return "verdict-warn" if summary["verdict"].get("problem") else "verdict-ok"
 
 
 def banner(d: ReportData) -> Html:
@@ -82,6 +87,8 @@ def banner(d: ReportData) -> Html:
         f'<div class="natlens-banner {verdict_class(d.summary)}" id="verdict">'
         + (f"<h1>{esc(d.about['title'])}</h1><p>Incident <code>{esc(d.incident)}</code></p>"
            if d.about.get("title") else f"<h1>{esc(d.incident)}</h1>")
+        + (f'<p class="natlens-evidence"><strong>What the evidence cannot show.</strong> '
+           f"{esc(v['evidence'])}</p>" if v.get("evidence") else "")
         + f"<p><strong>{esc(state)}.</strong> {esc(v['headline'])}</p>"
         + (f"<p>{esc(v['root_cause'])}</p>" if v["root_cause"] else "")
         + (f"<p><em>{esc(scope)}</em></p>" if scope else "")
@@ -122,7 +129,9 @@ def executive_summary(d: ReportData) -> Html:
         + (f" ({esc(', '.join(nodes))})" if nodes else "") + ".")
     items.append(
         f"<strong>{n(failed)}</strong> of them failed ({pct(failed, total)}): "
-        f"{n(c['timeouts'])} timed out and {n(c['resets'])} were reset.")
+        f"{n(c['timeouts'])} timed out and {n(c['resets'])} were reset."
+        + (f" The outcome of <strong>{n(c['unknown'])}</strong> is unknown: the captures do not show "
+           "how they ended." if c.get("unknown") else ""))
     hits = lb["hits"]
     if hits:
         by_node = ", ".join(f"{esc(k)}: {n(v)}" for k, v in sorted(lb["by_node"].items()))
@@ -200,10 +209,15 @@ def _impact(s: dict[str, Any]) -> str:
     total, failed = c["total"], c["failed"]
     if not total:
         return "No connections were found in the captures, so no impact can be measured."
+    unknown = c.get("unknown", 0)
+    if not failed and unknown:
+        return (f"No failure is seen, but the outcome of {n(unknown)} of {n(total)} connections is unknown: "
+                "the impact cannot be measured from these captures.")
     if not failed:
         return f"None of the {n(total)} connections failed."
     text = (f"{n(failed)} of {n(total)} connections ({pct(failed, total)}) failed, about one in "
-            f"{max(1, round(total / failed)):,}.")
+            f"{max(1, round(total / failed)):,}"
+            + (f"; the outcome of {n(unknown)} more is unknown, so this is a lower bound." if unknown else "."))
     if lb["failed"]:
         text += (f" Loopback accounts for {n(lb['failed'])} of these failures "
                  f"({pct(lb['failed'], failed)}).")
@@ -237,7 +251,12 @@ def trace_pre(lines: Any) -> str:
 
 def remediation(d: ReportData) -> Html:
     """What to change, from the verdict."""
-    steps = d.summary["verdict"]["remediation"]
+    v = d.summary["verdict"]
+    steps = v["remediation"]
+    if not steps and v.get("problem"):
+        where = "; ".join(v["problem"]["between"]) or "the capture points the table above names"
+        return Html("<p>No load-balancer loopback to fix. The slow or lossy path is the finding: look at "
+                    f"what holds or drops packets between {esc(where)} (see Slow and lossy paths).</p>")
     if not steps:
         return Html("<p>No change is needed on the evidence in this incident.</p>")
     return Html("<ol>" + "".join(f"<li>{esc(x)}</li>" for x in steps) + "</ol>")
