@@ -10,7 +10,8 @@ the ground truth that has a journey:
   failed; "unknown" is always allowed;
 * loopback, snat: "yes"/"no" as the ground truth has it, or "unknown";
 * lb_backend: the node the load balancer picked (conntrack's), or None;
-* connect_ms, where given: within 1 ms of the client's own connect() time.
+* connect_ms, where given: within 1 ms of the client's own connect() time; and given for a
+  connected journey wherever a capture holds its whole handshake and every SYN.
 
 A connection may have no journey when every capture of it was removed, but not while a
 capture holding its client's SYN (client pod:port -> VIP:port) survives. The summary
@@ -174,9 +175,23 @@ def check_journeys(a, truth: pd.DataFrame, syns: dict[tuple, list[str]]) -> list
             continue
         for j in js.itertuples():
             found = (check_outcome(j, t) + check_yes_no(j, t, "loopback")
-                     + check_yes_no(j, t, "snat") + check_lb_backend(j, t) + check_connect_ms(j, t))
+                     + check_yes_no(j, t, "snat") + check_lb_backend(j, t) + check_connect_ms(j, t)
+                     + check_connect_given(a, j, t))
             problems += [f"{j.journey} ({conn_name(t)}): {p}" for p in found]
     return problems
+
+
+def check_connect_given(a, j, t) -> list[str]:
+    """Where a capture holds the packets (a record of the journey with the whole handshake and
+    every SYN the journey's records saw), a connected journey has its connect time."""
+    if t.outcome != "connected" or not pd.isna(j.connect_ms):
+        return []
+    r = a.records[a.records["journey"] == j.journey]
+    full = r[r["connect"].notna() & (r["syn_retransmits"] >= r["syn_retransmits"].max())]
+    if full.empty:
+        return []
+    return [f"connect_ms: none given, yet {', '.join(sorted(set(full['capture'])))} saw the whole handshake "
+            f"(latency_from says {j.latency_from!r})"]
 
 
 def check_summary(a, truth: pd.DataFrame) -> list[str]:
