@@ -62,8 +62,8 @@ def _not_host_network(r: pd.DataFrame) -> pd.Series:
 def pod_source(cl: pd.DataFrame, inventory: Inventory) -> pd.Series:
     """Per journey: the client's source is known not to be its node's IP (a pod IP, or a
     node whose IP is known and differs), so leaving with it means no SNAT."""
-    is_pod = pd.Series([inventory.is_pod_ip(h) if isinstance(h, str) else False for h in cl["client_h"]],
-                       index=cl.index)
+    pods = {h: inventory.is_pod_ip(h) for h in cl["client_h"].dropna().unique()}
+    is_pod = cl["client_h"].map(pods).fillna(False).astype(bool)
     return is_pod | (cl["client_node_ip"].notna() & (cl["client_node_ip"] != cl["client_h"]))
 
 
@@ -246,6 +246,7 @@ def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) ->
     address and was reset by it: the load balancer keeps the 5-tuple on that backend, so
     every retry meets the same fate (DESIGN.md section 1) and the connect cannot complete.
     """
+    r = r.copy()  # gains the worded records (_said); the caller's table is left as it was
     rank = nearness(r, cl["client_uid"])
     obs = observations(r)
     value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
@@ -265,7 +266,9 @@ def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) ->
 def _nearest(r: pd.DataFrame, rank: pd.Series, mask: pd.Series) -> pd.DataFrame:
     """Per journey (index), what the record nearest the client where mask holds says (``_ev``)
     and its nearness (``_rank``)."""
-    sel = r.loc[mask, ["jn", "_t"]].assign(_rank=rank[mask], _ev=_said(r[mask]))
+    if "_said" not in r:  # what every record says, worded once per classify_outcome
+        r["_said"] = _said(r)
+    sel = r.loc[mask, ["jn", "_t", "_said"]].rename(columns={"_said": "_ev"}).assign(_rank=rank[mask])
     return sel.sort_values(["_rank", "_t"]).drop_duplicates("jn").set_index("jn")[["_ev", "_rank"]]
 
 

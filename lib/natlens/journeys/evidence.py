@@ -31,9 +31,16 @@ REFUSED_STATE = "REJ"  # Zeek: the SYN was answered by a RST, nothing else
 def point_label(r: pd.DataFrame) -> pd.Series:
     """Each record's capture, with the interface when the capture's name does not say it:
     "node-1/any (veth1a2b)", "node-1/eth0"."""
-    points = r["point"] if "point" in r else [None] * len(r)
-    return pd.Series([f"{c} ({p})" if isinstance(p, str) and p != str(c).rsplit("/", 1)[-1] else str(c)
-                      for c, p in zip(r["capture"], points, strict=True)], index=r.index, dtype=object)
+    caps = r["capture"].to_numpy(dtype=object)
+    caps = pd.Series(caps).map({c: str(c) for c in pd.unique(caps)}).to_numpy(dtype=object)
+    if "point" not in r or not len(r):
+        return pd.Series(caps, index=r.index, dtype=object)
+    tail = {c: c.rsplit("/", 1)[-1] for c in pd.unique(caps)}
+    points = r["point"].to_numpy(dtype=object)
+    named = np.array([isinstance(p, str) and p != tail[c] for c, p in zip(caps, points, strict=True)], dtype=bool)
+    out = caps.copy()
+    out[named] = caps[named] + " (" + points[named] + ")"
+    return pd.Series(out, index=r.index, dtype=object)
 
 
 def nearness(r: pd.DataFrame, client_uid: pd.Series) -> pd.Series:
