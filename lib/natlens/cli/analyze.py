@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(render(a))
     if args.journeys:
-        cols = ["journey", "client_node", "client_p", "service", "snat", "lb_backend", "loopback",
-                "outcome", "handshake_ms", "hops"]
+        cols = ["journey", "client_node", "client_p", "service", "host_network", "snat", "lb_backend",
+                "loopback", "outcome", "connect_ms", "hops", "latency_from"]
         print("\njourneys:")
         print(_table(a.journeys[cols]))
     return 0
