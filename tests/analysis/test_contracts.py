@@ -65,7 +65,7 @@ def validate_summary(s: dict) -> None:
     assert isinstance(s["incident"], str) and s["incident"]
 
     inp = s["inputs"]
-    _keys(inp, {"captures", "inferred"}, {"not_read", "quality"}, "inputs")
+    _keys(inp, {"captures", "inferred"}, {"not_read", "quality", "uncaptured_nodes"}, "inputs")
     assert isinstance(inp["captures"], list)
     for i, c in enumerate(inp["captures"]):
         w = f"inputs.captures[{i}]"

@@ -212,7 +212,18 @@ def check_summary(a, truth: pd.DataFrame) -> list[str]:
             if hits:
                 problems.append(f"{where} says {hits[0]!r} while {len(unknown)} journey(s) have an "
                                 f"unknown outcome ({', '.join(unknown[:5])}): {text!r}")
+    missed = sorted(set(truth.loc[truth["outcome"] == "failed", "src"].map(client_node_of(a))) - {None}
+                    & set(s["inputs"]["uncaptured_nodes"]))
+    for node in missed:  # failures natlens cannot see: the verdict must say why, first
+        if not (s["verdict"]["evidence"] or "").startswith(f"{node} has no capture"):
+            problems.append(f"verdict.evidence does not say first that {node}, where failed connections "
+                            f"started, has no capture: {s['verdict']['evidence']!r}")
     return problems
+
+
+def client_node_of(a) -> Callable[[str], str | None]:
+    """The node of a client address, as the analysis's inventory places it."""
+    return lambda ip: a.inventory.node_of(ip)
 
 
 def check_snat_ratios(a, want: float) -> list[str]:

@@ -138,3 +138,18 @@ def test_clean_evidence_has_no_evidence_statement():
     j = journeys(("J0", "established", "no", "node-1", T0))
     v = make_verdict(j, snat_row(loopback=0), quality=[])
     assert v["evidence"] is None and v["headline"].startswith("All 1 connections were established")
+
+
+def test_a_client_node_without_captures_is_said_first_and_hedges_the_headline():
+    from natlens.findings.quality import blind_spots
+
+    j = journeys(("J0", "established", "no", "node-1", T0), ("J1", "established", "no", "node-1", T0 + 1))
+    assert blind_spots(j, []) == []
+    said = blind_spots(j, ["node-1", "node-3"])
+    assert said[0].startswith("node-1 has no capture, yet it is the client node of 2 connections seen elsewhere")
+    assert said[1] == "No capture from node-3: connections through it are not in this analysis."
+    v = make_verdict(j, snat_row(loopback=0), quality=[], uncaptured=["node-1"])
+    assert v["evidence"].startswith("node-1 has no capture")
+    assert v["headline"].endswith("node-1, the clients' node, has no capture, so loopbacks to it cannot be seen")
+    assert make_verdict(j, snat_row(loopback=0), quality=[], uncaptured=["node-3"])["headline"] == (
+        "All 2 connections were established; no load-balancer loopback seen")

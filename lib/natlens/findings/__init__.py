@@ -31,6 +31,7 @@ additive keys (scripts written against section 5 are unaffected):
                                         collect-node.log) or inferred lost (TCP gaps, lost ACKs),
                                         the journeys that affects and its ``limits`` in plain
                                         words (natlens.findings.quality documents each field)
+  inputs.uncaptured_nodes               the cluster's nodes (bundle, inventory) no capture covers
   connections.unknown                   journeys whose outcome the captures do not show
   verdict.evidence                      what limits the answer, in plain words, said before the
                                         headline (null when nothing does)
@@ -78,7 +79,7 @@ from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
-from natlens.findings.quality import capture_quality
+from natlens.findings.quality import capture_quality, uncaptured_nodes
 from natlens.findings.snat import SNAT_COLUMNS, snat_table
 from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_names
 from natlens.inventory import Inventory, build_inventory
@@ -105,8 +106,9 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + problems.attrs["notes"]
                 + scope_notes + no_client_record(journeys, service) + undecided_notes(service) + warnings
                 + snat_notes)
+    uncaptured = uncaptured_nodes(bundle, inventory.nodes["name"].tolist())
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
-                            dominant_problem(problems, service)) if not service.empty
+                            dominant_problem(problems, service), uncaptured) if not service.empty
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
     return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
                     inventory=inventory, connections=caps.connections, journeys=journeys,
@@ -114,7 +116,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                     loopback=service[service["loopback"] == YES],
                     latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
                     offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
-                    quality=quality, problems=problems,
+                    quality=quality, problems=problems, uncaptured=uncaptured,
                     _packets=caps.packets, _packet_conn=caps.packet_conn)
 
 

@@ -50,6 +50,7 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)  # partial input, for stderr (also in inferred)
     quality: list[dict] = field(default_factory=list)  # per capture, findings.quality
     problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
+    uncaptured: list[str] = field(default_factory=list)  # nodes no capture covers
     _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -58,7 +59,7 @@ class Analysis:
         return build_summary(self.incident, self.inputs, self.inferred,
                              self.bundle.not_read if self.bundle is not None else [],
                              self.service_journeys, self.snat, self.loopback, self.latency, self.verdict,
-                             self.quality, self.problems)
+                             self.quality, self.problems, self.uncaptured)
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """summary.json and the tables as Parquet in `out_dir`, for scripts and notebooks that

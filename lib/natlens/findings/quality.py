@@ -159,3 +159,31 @@ def unknown_outcomes(journeys: pd.DataFrame, quality: list[dict]) -> str | None:
 def plural_them(n: int, verb: str = "were") -> str:
     """'1 of them was', '3 of them were' (verb 'were' or a past tense)."""
     return f"{n} of them " + ("was" if verb == "were" and n == 1 else verb)
+
+
+def uncaptured_nodes(bundle: Bundle, inventory_nodes: list[str]) -> list[str]:
+    """The cluster's nodes (the bundle's and the inventory's) that no capture covers."""
+    captured = {n.name for n in bundle.nodes if n.captures}
+    return sorted(({n.name for n in bundle.nodes} | set(inventory_nodes)) - captured)
+
+
+def blind_spots(journeys: pd.DataFrame, uncaptured: list[str]) -> list[str]:
+    """Sentences on the nodes no capture covers, the ones the journeys touch first: a client
+    node without a capture hides what the load balancer sent back to it and what never left it."""
+    out = []
+    clients = set(journeys["client_node"].dropna()) if not journeys.empty else set()
+    picks = set(journeys["lb_backend"].dropna()) if not journeys.empty else set()
+    for n in uncaptured:
+        k = int((journeys["client_node"] == n).sum()) if not journeys.empty else 0
+        if n in clients:
+            out.append(f"{n} has no capture, yet it is the client node of {k} connection{'s' if k != 1 else ''} "
+                       "seen elsewhere: what the load balancer sent back to it (loopbacks) and what never left "
+                       "it are not in these captures.")
+        elif n in picks:
+            out.append(f"{n} has no capture: what happened to the connections the load balancer sent it is "
+                       "seen only at the other nodes.")
+    rest = [n for n in uncaptured if n not in clients | picks]
+    if rest:
+        out.append(f"No capture from {', '.join(rest)}: connections through "
+                   f"{'it' if len(rest) == 1 else 'them'} are not in this analysis.")
+    return out

@@ -18,7 +18,7 @@ CAPTURE_FIELDS = ("node", "file", "records", "decoded", "skipped", "connections"
 def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_read: list[tuple[str, str]],
                   journeys: pd.DataFrame, snat: pd.DataFrame, loopback: pd.DataFrame,
                   latency: pd.DataFrame, verdict: dict, quality: list[dict] | None = None,
-                  problems: pd.DataFrame | None = None) -> dict:
+                  problems: pd.DataFrame | None = None, uncaptured: list[str] | None = None) -> dict:
     """The summary document of one incident's Service journeys (``quality``: findings.quality's
     entry per capture; ``problems``: findings.paths' table)."""
     return {
@@ -27,7 +27,8 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
         "inputs": {"captures": [{k: c[k] for k in CAPTURE_FIELDS} for c in inputs],
                    "inferred": list(inferred),
                    "not_read": [{"file": f, "reason": why} for f, why in not_read],
-                   "quality": [dict(q) for q in quality or []]},
+                   "quality": [dict(q) for q in quality or []],
+                   "uncaptured_nodes": list(uncaptured or [])},
         "connections": connection_counts(journeys),
         "snat": [_snat_row(r) for r in snat.itertuples()],
         "loopback": {"hits": int(len(loopback)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from natlens.findings.quality import unknown_outcomes
+from natlens.findings.quality import blind_spots, unknown_outcomes
 from natlens.inventory import Inventory
 from natlens.vocab import UNKNOWN, YES, is_failed
 
@@ -65,13 +65,15 @@ def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "") -
 
 
 def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str] | None = None,
-                 quality: list[dict] | None = None, problem: dict | None = None) -> dict:
+                 quality: list[dict] | None = None, problem: dict | None = None,
+                 uncaptured: list[str] | None = None) -> dict:
     """Headline, root cause and remediation for the Service journeys, and first of all what
     the evidence cannot show (``evidence``: None when nothing limits the answer).
 
     ``names`` maps a service key ("VIP:port/proto") to "namespace/name" where known;
     ``quality`` is findings.quality's entry per capture; ``problem`` the dominant slow or
-    lossy path (findings.paths.dominant_problem), named beside the loopback finding.
+    lossy path (findings.paths.dominant_problem), named beside the loopback finding;
+    ``uncaptured`` the nodes no capture covers.
     """
     names = names or {}
     if (journeys["loopback"] == YES).any():
@@ -82,7 +84,11 @@ def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, st
         v = _no_loopback_verdict(journeys, snat, names)
         if problem:
             v = _with_problem(v, journeys, problem)
-    return {"evidence": evidence_statement(journeys, quality or []), **v, "problem": problem}
+        blind = sorted(set(uncaptured or []) & set(journeys["client_node"].dropna()))
+        if blind:
+            v["headline"] += (f" in the captures; {', '.join(blind)}, the clients' node, has no capture, so "
+                              "loopbacks to it cannot be seen")
+    return {"evidence": evidence_statement(journeys, quality or [], uncaptured or []), **v, "problem": problem}
 
 
 def _with_problem(v: dict, journeys: pd.DataFrame, problem: dict) -> dict:
@@ -99,9 +105,9 @@ def _with_problem(v: dict, journeys: pd.DataFrame, problem: dict) -> dict:
     return v
 
 
-def evidence_statement(journeys: pd.DataFrame, quality: list[dict]) -> str | None:
+def evidence_statement(journeys: pd.DataFrame, quality: list[dict], uncaptured: list[str] = ()) -> str | None:
     """What limits the answer, in plain words, for the top of the verdict (None: nothing)."""
-    parts = []
+    parts = blind_spots(journeys, list(uncaptured))
     unknown = unknown_outcomes(journeys, quality)
     if unknown:
         parts.append(unknown[0].upper() + unknown[1:] + ".")
