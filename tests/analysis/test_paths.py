@@ -462,3 +462,28 @@ def test_mixed_the_slow_connects_are_synack_delayed_and_the_loopbacks_retransmit
     retrans = p[p["kind"] == "syn-retransmit"].iloc[0]
     assert set(retrans["journeys"]) == set(a.loopback["journey"])
     assert P.dominant_problem(p, a.service_journeys)["kind"] == "synack-delayed"
+
+
+def test_capture_losses_are_not_network_findings():
+    from natlens.findings.paths import not_capture_losses
+
+    hits = pd.DataFrame([
+        {"journey": "J0", "kind": "synack-lost", "from_point": "n/a", "to_point": "n/b", "nodes": ("n", "n"),
+         "delay_s": float("nan"), "suspect": ""},  # J0 established: its SYN-ACK reached the client
+        {"journey": "J1", "kind": "synack-lost", "from_point": "n/a", "to_point": "n/b", "nodes": ("n", "n"),
+         "delay_s": float("nan"), "suspect": ""},  # J1 timed out: may be real
+        {"journey": "J1", "kind": "syn-lost", "from_point": "n/a", "to_point": "n/b", "nodes": ("n", "n"),
+         "delay_s": 0.00002, "suspect": ""},  # "retransmitted" 20 us later: a copy the capture missed
+        {"journey": "J2", "kind": "synack-delayed", "from_point": "n/a", "to_point": "n/c", "nodes": ("n", "n"),
+         "delay_s": 1.01, "suspect": ""},  # a retransmission interval late, at a lossy capture
+        {"journey": "J2", "kind": "synack-delayed", "from_point": "n/a", "to_point": "n/b", "nodes": ("n", "n"),
+         "delay_s": 0.7, "suspect": ""},  # n/b is also captured cleanly: the delay stands
+    ])
+    journeys = pd.DataFrame({"journey": ["J0", "J1", "J2"], "outcome": ["established", "timed out", "established"]})
+    caps = {"n/b": {"n/any", "n/eth0"}, "n/c": {"n/any"}}
+    kept = not_capture_losses(hits, journeys, caps, {"n/any"})
+    assert list(zip(kept["journey"], kept["kind"], kept["to_point"], strict=True)) == [
+        ("J1", "synack-lost", "n/b"), ("J2", "synack-delayed", "n/b")]
+    # with every capture of n/b lossy, its missing SYN-ACK says nothing either
+    kept = not_capture_losses(hits, journeys, caps, {"n/any", "n/eth0"})
+    assert kept.empty

@@ -79,7 +79,7 @@ from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
-from natlens.findings.quality import capture_quality, uncaptured_nodes
+from natlens.findings.quality import capture_quality, lossy_captures, uncaptured_nodes
 from natlens.findings.snat import SNAT_COLUMNS, snat_table
 from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_names
 from natlens.inventory import Inventory, build_inventory
@@ -101,7 +101,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     snat, snat_notes = (snat_table(service, bundle) if not service.empty
                         else (pd.DataFrame(columns=SNAT_COLUMNS), []))
     quality = capture_quality(caps.inputs, bundle, service, records, offsets)
-    problems = path_problems(service, records, offsets)
+    problems = path_problems(service, records, offsets, lossy=lossy_captures(caps.inputs, quality))
     warnings = caps.warnings + missing_evidence(bundle)
     inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + problems.attrs["notes"]
                 + scope_notes + no_client_record(journeys, service) + undecided_notes(service) + warnings

@@ -97,7 +97,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.connections import SYN_RTO_S  # Linux's initial SYN retransmission timeout, doubling
-from natlens.vocab import YES
+from natlens.vocab import ESTABLISHED, YES
 
 SYN_DELAYED = "syn-delayed"
 SYNACK_DELAYED = "synack-delayed"
@@ -118,6 +118,7 @@ DELAY_MIN_S = 0.100  # a step this long is a delay (see the module docstring)
 DELAY_FACTOR = 10.0  # ... when it is also this many times the link's usual transit
 BASELINE_QUANTILE = 25  # percentile of a link's steps taken as its usual transit
 LOSS_GRACE_S = 1.0  # the next point's capture ran this long past the last sighting
+MIN_RTO_S = 0.2  # TCP's minimum retransmission timeout: a "retransmission" sooner is a missed copy
 NEGATIVE_S = 0.001  # a step below -1 ms: the earlier point's capture missed the packet
 MODES_S = tuple(SYN_RTO_S * (2 ** k - 1) for k in range(1, 7))  # 1, 3, 7, 15, 31, 63 s
 MODE_TOLERANCE = 0.10
@@ -131,13 +132,15 @@ _EVENT_COLS = ("syn", "synack", "ack", "data")
 
 
 def path_problems(journeys: pd.DataFrame, records: pd.DataFrame, offsets: dict[str, float],
-                  known_clocks: Collection[str] | None = None) -> pd.DataFrame:
+                  known_clocks: Collection[str] | None = None, lossy: Collection[str] = ()) -> pd.DataFrame:
     """One row per slow or lossy path problem of the TCP `journeys` (see module docstring).
 
     `records` are the journeys' connection records (natlens.journeys.RECORD_COLUMNS),
     `offsets` the seconds to subtract per node (Analysis.offsets). `known_clocks`: the
     nodes whose offset was measured (default: derived from the records, as
-    natlens.journeys.clocks measures them). ``attrs["notes"]`` lists what limited the answer.
+    natlens.journeys.clocks measures them). `lossy`: the captures known to have lost packets
+    (findings.quality): a packet missing there, or first seen late there, is not a finding.
+    ``attrs["notes"]`` lists what limited the answer.
     """
     tcp = journeys[journeys["proto"] == "tcp"] if "proto" in journeys else journeys
     of = len(tcp)
@@ -155,6 +158,7 @@ def path_problems(journeys: pd.DataFrame, records: pd.DataFrame, offsets: dict[s
     found = [delayed_steps(st, link_baselines(st), misses, caps), lost_syns(st, caps, spans),
              unanswered_syns(st, obs, caps, spans), lost_synacks(obs, caps, spans)]
     hits = pd.concat([f for f in found if not f.empty] or [_empty_hits()], ignore_index=True)
+    hits = not_capture_losses(hits, tcp, caps, set(lossy))
     rows = _grouped_rows(hits, tcp, of)
     rows += syn_retransmissions(tcp, hits, of) + connect_modes(tcp, hits, of)
     table = _table(rows)
@@ -480,6 +484,26 @@ def lost_synacks(obs: pd.DataFrame, caps: dict[str, set[str]],
                          "to_point": q["label"], "nodes": (last["node"], q["node"]),
                          "delay_s": np.nan, "suspect": ""})
     return pd.DataFrame(rows) if rows else _empty_hits()
+
+
+def not_capture_losses(hits: pd.DataFrame, journeys: pd.DataFrame, caps: dict[str, set[str]],
+                       lossy: set[str]) -> pd.DataFrame:
+    """The hits that are the network's, not the capture's: a SYN-ACK the client ACKed reached
+    it (established), so it was not lost; a SYN "lost" and seen again sooner than TCP's
+    minimum retransmission timeout was a copy the capture missed; and where every capture of
+    the later point is known to lose packets, a packet missing there, or first seen there a
+    retransmission timeout late (or ``suspect``), says nothing: the capture may have missed
+    the first copy."""
+    if hits.empty:
+        return hits
+    est = set(journeys.loc[journeys["outcome"] == ESTABLISHED, "journey"]) if "outcome" in journeys else set()
+    arrived = (hits["kind"] == SYNACK_LOST) & hits["journey"].isin(est)
+    copy = (hits["kind"] == SYN_LOST) & (hits["delay_s"] < MIN_RTO_S)
+    at_lossy = np.array([caps.get(q, {q}) <= lossy for q in hits["to_point"]], dtype=bool)
+    retried = hits["delay_s"] >= MIN_RTO_S  # a first copy the capture missed looks like this too
+    doubtful = at_lossy & (hits["kind"].isin([SYN_LOST, SYNACK_LOST]) | (hits["suspect"].fillna("") != "")
+                           | retried)
+    return hits[~(arrived | copy | doubtful)].reset_index(drop=True)
 
 
 def syn_retransmissions(journeys: pd.DataFrame, hits: pd.DataFrame, of: int) -> list[dict]:

@@ -187,3 +187,13 @@ def blind_spots(journeys: pd.DataFrame, uncaptured: list[str]) -> list[str]:
         out.append(f"No capture from {', '.join(rest)}: connections through "
                    f"{'it' if len(rest) == 1 else 'them'} are not in this analysis.")
     return out
+
+
+def lossy(q: dict) -> bool:
+    """The capture is known to have lost packets: the host said it dropped some, or TCP shows it."""
+    return bool(q["tcp_gaps"] or q["lost_acks"] or any(q["dropped"].values()))
+
+
+def lossy_captures(inputs: list[dict], quality: list[dict]) -> set[str]:
+    """The labels ("node/name") of the captures known to have lost packets."""
+    return {c["label"] for c, q in zip(inputs, quality, strict=True) if lossy(q)}
