@@ -188,6 +188,14 @@ def test_no_loopback_when_the_syn_left_and_never_came_back():
     assert d.value[0] == "no" and "no copy came back to the node" in d.evidence[0]
 
 
+def test_a_lossy_capture_cannot_show_that_no_copy_came_back():
+    r = records(rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80", egress=True))
+    cl = clients((0, POD, 40000, "node-1"))
+    d = classify_loopback(r, cl, classify_lb_backend(r, cl), lossy={"node-1/eth0"})
+    assert d.value[0] == "unknown"
+    assert d.evidence[0].endswith("but that capture lost packets: the copy may be one it lost")
+
+
 def test_a_copy_that_came_back_to_an_unknown_address_leaves_loopback_unknown():
     r = records(rec(0, 1.0, "node-1", "eth0", f"{POD}:40000", f"{VIP}:80", egress=True),
                 rec(0, 1.1, "node-1", "eth0", f"{POD}:40000", "198.18.99.9:30080"))
@@ -293,6 +301,15 @@ def test_retries_answered_from_the_wrong_source_are_timed_out_even_if_the_captur
     assert d.value[0] == "timed out"
     assert d.evidence[0].endswith("answered from the wrong address and reset by the client")
     assert "3 SYN(s), ended unknown (capture ended)" in d.evidence[0]
+
+
+def test_a_record_without_a_syn_does_not_claim_one_nor_decide():
+    # mid-stream packets joined on the 5-tuple may be an older connection's: they decide nothing
+    mid = client_record(state="OTH", history="^fF", established=False, end="fin")
+    mid["syn_ts"] = None
+    d = outcome(mid)
+    assert d.value[0] == "unknown"
+    assert d.evidence[0] == "node-1/eth0: OTH ^fF, no SYN seen, ended fin; no capture point shows how it ended"
 
 
 def test_a_journey_without_the_client_record_has_an_unknown_outcome():

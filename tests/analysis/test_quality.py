@@ -112,7 +112,8 @@ def test_loopbacks_of_unknown_outcome_never_read_as_none_failed():
     j = journeys(("J0", "unknown", "yes", "node-1", T0), ("J1", "unknown", "yes", "node-1", T0 + 1),
                  ("J2", "established", "no", "node-1", T0 + 2))
     q = [dict(cap("node-1/any", T0, T0 + 1.5, unread=10), starts_late_s=0.0, ends_early_s=3.0, cut_short=True,
-              cut_records=2, journeys_affected=["J0", "J1"], journeys_cut=["J0"], journeys_after=["J1"],
+              dropped={"pcapng": None, "collect_log": None}, cut_records=2, tcp_gaps=0, lost_acks=0, journeys_affected=["J0", "J1"], journeys_cut=["J0"],
+              journeys_after=["J1"],
               journeys_before=[], limits=[])]
     v = make_verdict(j, snat_row(), quality=q)
     assert "none of them failed" not in v["headline"] and "none failed" not in v["headline"]
@@ -147,9 +148,27 @@ def test_a_client_node_without_captures_is_said_first_and_hedges_the_headline():
     assert blind_spots(j, []) == []
     said = blind_spots(j, ["node-1", "node-3"])
     assert said[0].startswith("node-1 has no capture, yet it is the client node of 2 connections seen elsewhere")
-    assert said[1] == "No capture from node-3: connections through it are not in this analysis."
+    assert said[1] == "No capture from node-3: what happened on it is seen only where the other nodes' captures show it."
     v = make_verdict(j, snat_row(loopback=0), quality=[], uncaptured=["node-1"])
     assert v["evidence"].startswith("node-1 has no capture")
     assert v["headline"].endswith("node-1, the clients' node, has no capture, so loopbacks to it cannot be seen")
     assert make_verdict(j, snat_row(loopback=0), quality=[], uncaptured=["node-3"])["headline"] == (
         "All 2 connections were established; no load-balancer loopback seen")
+
+
+def test_a_failure_whose_loopback_is_unknown_is_not_read_as_another_cause():
+    j = journeys(("J0", "timed out", "yes", "node-1", T0), ("J1", "timed out", "unknown", "node-1", T0 + 1),
+                 ("J2", "established", "no", "node-1", T0 + 2))
+    v = make_verdict(j, snat_row(loopback=1, loopback_failed=1), quality=[])
+    assert v["headline"].startswith("1 of 2 failed connections (of 3) were load-balancer loopbacks")
+    assert "whether the other 1 failed connection was a loopback is unknown" in v["headline"]
+
+
+def test_a_lossy_capture_is_named_as_lossy_not_as_ending_early():
+    q = [dict(cap("node-1/eth0", T0, T0 + 9), starts_late_s=0.0, ends_early_s=0.0, cut_short=False, cut_records=1,
+              dropped={"pcapng": None, "collect_log": None}, tcp_gaps=3, lost_acks=0, journeys_affected=["J0"], journeys_cut=["J0"], journeys_after=[],
+              journeys_before=[], limits=[])]
+    said = unknown_outcomes(journeys(("J0", "unknown", "no", "node-1", T0)), q)
+    assert said == ("the outcome of 1 of 1 connections is unknown because nodes/node-1/eth0.pcap lost packets and "
+                    "ends at 06:40:01 UTC with 1 of them still open there (their last packets may be among "
+                    "those it lost)")

@@ -74,16 +74,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from natlens.bundle import Bundle, load_bundle, require_captures
+from natlens.bundle import Bundle, capture_drops, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
-from natlens.findings.quality import capture_quality, lossy_captures, uncaptured_nodes
+from natlens.findings.quality import capture_quality, uncaptured_nodes
 from natlens.findings.snat import SNAT_COLUMNS, snat_table
 from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_names
 from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys, clock_offsets
+from natlens.journeys.evidence import lossy_captures
 from natlens.netfilter.conntrack import parse_conntrack
 from natlens.vocab import YES
 
@@ -96,12 +97,14 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     inventory = build_inventory(bundle)
     require_captures(bundle)
     caps = read_captures(bundle, progress=progress)
-    journeys, records, offsets, clock_notes = _journeys(caps, inventory, bundle)
+    dropped = _dropped(caps, bundle)
+    journeys, records, offsets, clock_notes = _journeys(caps, inventory, bundle, dropped)
     service, scope_notes = _service_journeys(journeys, inventory)
     snat, snat_notes = (snat_table(service, bundle) if not service.empty
                         else (pd.DataFrame(columns=SNAT_COLUMNS), []))
     quality = capture_quality(caps.inputs, bundle, service, records, offsets)
-    problems = path_problems(service, records, offsets, lossy=lossy_captures(caps.inputs, quality))
+    problems = path_problems(service, records, offsets,
+                             lossy=lossy_captures(records, dropped, by="journey") if len(records) else set())
     warnings = caps.warnings + missing_evidence(bundle)
     inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + problems.attrs["notes"]
                 + scope_notes + no_client_record(journeys, service) + undecided_notes(service) + warnings
@@ -120,13 +123,13 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                     _packets=caps.packets, _packet_conn=caps.packet_conn)
 
 
-def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle):
+def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: set[str]):
     """(journeys, records, clock offsets, notes on them) from the connection records."""
     if caps.connections.empty:
         return (pd.DataFrame(columns=JOURNEY_COLUMNS), pd.DataFrame(columns=RECORD_COLUMNS), {}, [])
     offsets, notes = clock_offsets(caps.connections)
     journeys, records, _ = build_journeys(caps.connections, inventory, caps.ifnames, offsets=offsets,
-                                          conntrack=_conntrack_tables(bundle))
+                                          conntrack=_conntrack_tables(bundle), dropped=dropped)
     return journeys, records, offsets, notes
 
 
@@ -141,6 +144,13 @@ def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.
     note = ("no load-balancer VIP known (no LoadBalancer ingress IP in cluster/services.json, none in "
             "the kube-proxy ipsets): every TCP connection counts as a service connection")
     return journeys[journeys["proto"] == "tcp"], [note]
+
+
+def _dropped(caps: CaptureSet, bundle: Bundle) -> set[str]:
+    """The captures whose host said it dropped packets (pcapng statistics, collect-node.log)."""
+    logs = {n.name: capture_drops(n) for n in bundle.nodes}
+    return {c["label"] for c in caps.inputs
+            if c.get("dropped") or logs.get(c["node"], {}).get(c["label"].split("/")[-1])}
 
 
 def _conntrack_tables(bundle: Bundle) -> dict[str, tuple[str, list]]:

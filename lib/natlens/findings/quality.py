@@ -147,7 +147,11 @@ def unknown_outcomes(journeys: pd.DataFrame, quality: list[dict]) -> str | None:
         early = f", {q['ends_early_s']:.1f} s before the other captures" if q["ends_early_s"] > EDGE_S else ""
         short = ", cut short mid-record" if q["cut_short"] else ""
         cut, after = len(unk & set(q["journeys_cut"])), len(unk & set(q["journeys_after"]))
-        if cut:
+        lost = q["tcp_gaps"] or q["lost_acks"] or any(q["dropped"].values())
+        if cut and lost:
+            parts.append(f"{q['file']} lost packets and ends at {at}{early}{short} with {cut} of them "
+                         "still open there (their last packets may be among those it lost)")
+        elif cut:
             parts.append(f"{q['file']} ends at {at}{early}{short} while {plural_them(cut)} still open")
         if after:
             parts.append(f"{q['file']} ends at {at}{early}{short}, before {plural_them(after, 'began')}")
@@ -184,16 +188,7 @@ def blind_spots(journeys: pd.DataFrame, uncaptured: list[str]) -> list[str]:
                        "seen only at the other nodes.")
     rest = [n for n in uncaptured if n not in clients | picks]
     if rest:
-        out.append(f"No capture from {', '.join(rest)}: connections through "
-                   f"{'it' if len(rest) == 1 else 'them'} are not in this analysis.")
+        out.append(f"No capture from {', '.join(rest)}: what happened on {'it' if len(rest) == 1 else 'them'} "
+                   "is seen only where the other nodes' captures show it.")
     return out
 
-
-def lossy(q: dict) -> bool:
-    """The capture is known to have lost packets: the host said it dropped some, or TCP shows it."""
-    return bool(q["tcp_gaps"] or q["lost_acks"] or any(q["dropped"].values()))
-
-
-def lossy_captures(inputs: list[dict], quality: list[dict]) -> set[str]:
-    """The labels ("node/name") of the captures known to have lost packets."""
-    return {c["label"] for c, q in zip(inputs, quality, strict=True) if lossy(q)}

@@ -10,7 +10,7 @@ import pandas as pd
 
 from natlens.findings.quality import blind_spots, unknown_outcomes
 from natlens.inventory import Inventory
-from natlens.vocab import UNKNOWN, YES, is_failed
+from natlens.vocab import NO, UNKNOWN, YES, is_failed
 
 REMEDIATION = [
     "Switch the Service to externalTrafficPolicy: Cluster: pod-to-VIP traffic is then SNATed to "
@@ -57,7 +57,9 @@ def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "") -
     for r in snat.itertuples():
         if r.ratio is None or pd.isna(r.ratio):
             continue
-        out += (f"{lead} {_svc_name(r.service, names)} from {r.source_node} (policy {r.policy}): "
+        who = {YES: ", the node's own connections", UNKNOWN: ", the node's or its pods' (not told apart)"}.get(
+            getattr(r, "host_network", NO), "")
+        out += (f"{lead} {_svc_name(r.service, names)} from {r.source_node} (policy {r.policy}{who}): "
                 f"{r.snat} of {r.connections - r.unknown_snat} connections SNATed"
                 + (" to the node IP, so the load balancer never picks the client's own node."
                    if r.ratio == 1.0 else "."))
@@ -136,6 +138,10 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
         head = (f"{lb_failed} of {failed} failed connections (of {total}) were load-balancer loopbacks: "
                 f"{worst['loopback']} of {worst['connections']} connections from {worst['source_node']} to "
                 f"the {svc} were sent back to their own node")
+        failed_unchecked = int((is_failed(journeys["outcome"]) & (journeys["loopback"] == UNKNOWN)).sum())
+        if failed_unchecked:
+            head += (f"; whether the other {plural(failed_unchecked, 'failed connection')} "
+                     f"{'was a loopback' if failed_unchecked == 1 else 'were loopbacks'} is unknown")
         return head + (f"; the outcome of {plural(lb_unknown, 'more loopback')} is unknown" if lb_unknown else "")
     head = f"{lb} of {total} connections were load-balancer loopbacks (sent back to their own node)"
     if lb_unknown:

@@ -98,6 +98,7 @@ from natlens.journeys.decisions import (
     classify_snat,
     snat_from_conntrack,
 )
+from natlens.journeys.evidence import lossy_captures
 from natlens.journeys.hostnet import classify_host_network, host_network_and_snat, snat_from_ttl
 from natlens.journeys.join import assign_journeys, join_records
 
@@ -123,8 +124,13 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
                    ifnames: dict[tuple[str, int], str] | None = None,
                    offsets: dict[str, float] | None = None,
                    conntrack: ConntrackTables | None = None,
+                   dropped: set[str] | None = None,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Journeys from the connection records of all captures of an incident.
+
+    `dropped`: the captures whose host said it dropped packets (pcapng statistics,
+    collect-node.log); with those whose records show TCP gaps or a lost handshake ACK, a
+    packet missing there is no evidence that it was never sent.
 
     `conntrack` maps a node to (its dump's file name, its conntrack entries): where the
     captures start only after the node's SNAT, its conntrack table tells the pod behind it;
@@ -152,7 +158,7 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     host, snat = host_network_and_snat(r, cl, inventory, snat, fixes, captured)
     backend = classify_lb_backend(r, cl)
     decisions = {"snat": snat, "host_network": host, "lb_backend": backend,
-                 "loopback": classify_loopback(r, cl, backend),
+                 "loopback": classify_loopback(r, cl, backend, lossy_captures(r, dropped or set())),
                  "outcome": classify_outcome(r, cl, clients.record)}
     table, names = number_journeys(journey_table(r, clients, decisions, fixes, services))
     records = r.assign(journey=r["jn"].map(names))[RECORD_COLUMNS]

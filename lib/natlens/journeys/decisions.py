@@ -198,11 +198,13 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame) -> Decision:
     return Decision(value, evidence)
 
 
-def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> Decision:
+def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision,
+                      lossy: set[str] = frozenset()) -> Decision:
     """yes / no / unknown: did the load balancer send the connection back to its own node?
 
     Without the backend's captures, a SYN-ACK from the VIP, or a SYN that left the client's
-    NIC with no copy of it coming back to the node, rules a loopback out.
+    NIC with no copy of it coming back to the node, rules a loopback out; the latter only at
+    a capture not known to lose packets (``lossy``: the returning copy may be one it lost).
     """
     node, picked = cl["client_node"], backend.value
     value = pd.Series(np.where(picked.isna() | node.isna(), UNKNOWN, np.where(picked == node, YES, NO)),
@@ -217,8 +219,12 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> D
                               where + ": SYN-ACK from " + r["resp_h"] + ":" + r["resp_p"].astype(str)
                               + " (the VIP answered; a loopback is answered by the node itself)")
     came_back = list(set(r.loc[r["on_client"] & ~r["pre_lb"], "jn"]))  # journeys seen again on their node
-    left = _first_evidence(r, r["on_client"] & r["egress"] & r["pre_lb"] & ~r["jn"].isin(came_back),
+    leaving = r["on_client"] & r["egress"] & r["pre_lb"] & ~r["jn"].isin(came_back)
+    clean = ~r["capture"].astype(str).isin(lossy)
+    left = _first_evidence(r, leaving & clean,
                            where + ": the SYN left towards the VIP and no copy came back to the node")
+    blind = _first_evidence(r, leaving & ~clean, where + ": the SYN left towards the VIP and no copy came "
+                            "back to the node, but that capture lost packets: the copy may be one it lost")
     unk = cl.index[value == UNKNOWN]
     for ev in (left.reindex(unk).dropna(), vip_ans.reindex(unk).dropna()):
         value.loc[ev.index], evidence.loc[ev.index] = NO, ev
@@ -230,6 +236,8 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision) -> D
     evidence.loc[nowhere] = (
         "the client's node is not known: " + cl.loc[nowhere, "client_h"].astype(str) + " is in no "
         "inventory and no capture shows its SYN leaving a node towards the VIP")
+    blind = blind.reindex(cl.index[(value == UNKNOWN) & evidence.isna()]).dropna()
+    evidence.loc[blind.index] = blind
     evidence.loc[evidence.isna()] = "no capture shows where the load balancer sent it"
     return Decision(value, evidence)
 
@@ -275,8 +283,10 @@ def _nearest(r: pd.DataFrame, rank: pd.Series, mask: pd.Series) -> pd.DataFrame:
 def _said(r: pd.DataFrame) -> pd.Series:
     """What a TCP record says of the connection: where, Zeek's state and history, SYNs, end."""
     ended = r["end"].map({END_CAPTURE: "unknown (capture ended)"}).fillna(r["end"]).astype(str)
+    syns = pd.Series(np.where(r["syn_ts"].notna(), (r["syn_retransmits"].fillna(0) + 1).astype(int).astype(str)
+                              + " SYN(s)", "no SYN seen"), index=r.index)
     return (point_label(r) + ": " + r["conn_state"].astype(str) + " " + r["history"].astype(str) + ", "
-            + (r["syn_retransmits"].fillna(0) + 1).astype(int).astype(str) + " SYN(s), ended " + ended)
+            + syns + ", ended " + ended)
 
 
 def _looped_retries(r: pd.DataFrame, rank: pd.Series, value: pd.Series, evidence: pd.Series,

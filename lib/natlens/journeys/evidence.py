@@ -90,6 +90,14 @@ def lost_ack(r: pd.DataFrame, by: str = "jn") -> pd.Series:
     return (rtt > best + HANDSHAKE_TOLERANCE_S + HANDSHAKE_TOLERANCE_REL * best).fillna(False).astype(bool)
 
 
+def lossy_captures(r: pd.DataFrame, dropped: set[str], by: str = "jn") -> set[str]:
+    """The captures known to lose packets: ``dropped`` (their host said so) and those with a
+    record that misses data the other side ACKed (Zeek's G/g) or lost the client's handshake
+    ACK another point of its journey (``by``) saw."""
+    gaps = r["history"].fillna("").astype(str).str.contains("[Gg]", regex=True)
+    return set(dropped) | set(r.loc[gaps | lost_ack(r, by=by), "capture"].astype(str))
+
+
 def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:
     """Per journey (index: jn), the record latencies are taken from, and why.
 
