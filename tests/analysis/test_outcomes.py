@@ -96,3 +96,24 @@ def test_mid_stream_records_are_not_linked_on_the_ip_id_alone():
     j = _build(("n1", "eth0", [ack(1.0, "10.0.0.1", 40000, "10.1.0.9", 80)]),
                ("n2", "eth0", [ack(1.2, "10.0.0.7", 41000, "10.2.0.2", 30080)]))
     assert len(j) == 2
+
+
+def test_a_record_that_lost_its_syn_joins_its_journey_on_the_sequence_number(tmp_path):
+    # node-1's NIC saw only the client's ACK (SYN dropped by the capture) before the LB's DNAT;
+    # node-2 saw the whole handshake after it: one journey, joined on seq = ISN + 1
+    from analysis_helpers import pcap_file, tcp
+
+    from natlens.findings import analyze
+
+    node1, node2, vip = "198.18.0.11", "198.18.0.12", "198.19.0.10"
+    isn, sisn, t = 1_000_000, 5_000_000, 1_795_675_200.0
+    for n in ("node-1", "node-2"):
+        (tmp_path / "nodes" / n).mkdir(parents=True)
+    pcap_file(tmp_path / "nodes" / "node-1" / "eth0.pcap",
+              [(t + 0.0003, tcp(node1, 40000, vip, 80, 0x10, isn + 1, sisn + 1, ip_id=11))])
+    pcap_file(tmp_path / "nodes" / "node-2" / "eth0.pcap",
+              [(t + 0.0001, tcp(node1, 40000, node2, 30080, 0x02, isn, ip_id=10)),
+               (t + 0.0002, tcp(node2, 30080, node1, 40000, 0x12, sisn, isn + 1, ip_id=20)),
+               (t + 0.0004, tcp(node1, 40000, node2, 30080, 0x10, isn + 1, sisn + 1, ip_id=11))])
+    j = analyze(tmp_path).journeys
+    assert len(j) == 1 and j.iloc[0]["hops"] == 2

@@ -21,7 +21,8 @@ history       Zeek's history letters
 handshake     ISNs, handshake RTT, connect time, time to first byte
 states        Zeek's conn_state from the endpoints' states
 ending        rst / fin / timeout / capture-end
-fingerprints  IP ID, TSval, TTL, payload hash, direction of the first originator packet
+fingerprints  IP ID, TSval, TTL, sequence number, payload hash, direction of the first
+              originator packet
 
 Columns (times: ``ts``/``*_ts`` float seconds since the epoch UTC, durations float seconds)
 
@@ -64,6 +65,9 @@ orig_hash          connection across capture points (UDP has no ISN)
 orig_ttl           TTL (IPv6: hop limit) of the originator's first packet (NA: none); on a
                    node's NIC one less than the node's initial TTL when the node forwarded
                    it (a pod's packet), the initial TTL itself when the node sent it
+orig_seq           TCP sequence number of the originator's first packet (NA: none, UDP):
+                   NAT keeps it, so a record whose SYN the capture missed joins its
+                   journey on it (the client's ISN + 1 + the bytes sent before)
 =================  ===========================================================
 
 Deliberate differences from Zeek (tests/analysis/test_connections_zeek.py):
@@ -111,7 +115,7 @@ COLUMNS = [
     "resp_pkts", "resp_ip_bytes", "capture", "node", "iface", "vlan", "vni",
     "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "handshake_rtt",
     "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
-    "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl",
+    "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl", "orig_seq",
 ]
 
 
@@ -206,6 +210,7 @@ def _table(s: Sorted, c: Cut, r: Roles, k: Counters, size: tuple[np.ndarray, np.
         "orig_tsval": _nullable(fp.tsval),
         "orig_hash": fp.payload_hash,
         "orig_ttl": _nullable(fp.ttl),
+        "orig_seq": _nullable(fp.seq),
     })
 
 

@@ -6,7 +6,9 @@ when there is no handshake to join on (UDP has no ISN; a capture may miss a SYN)
 ``orig_dir`` says whether the originator's first packet came in or went out here.
 ``orig_ttl`` is that packet's TTL (IPv6: hop limit): every router, and a node
 forwarding a pod's packet, takes one off, so on a node's NIC it tells a packet the
-node sent itself from one it forwarded (natlens.journeys.hostnet).
+node sent itself from one it forwarded (natlens.journeys.hostnet). ``orig_seq`` is its
+TCP sequence number, which NAT keeps too: where the capture missed the SYN, it is the
+client's ISN + 1 + the bytes sent before, and joins the record to its journey.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ class Fingerprints:
     payload_hash: np.ndarray  # object: hash of the originator's first payload (NA: none)
     direction: np.ndarray  # object: "in" / "out" of the originator's first packet, or None
     ttl: np.ndarray  # its TTL / hop limit (-1: none)
+    seq: np.ndarray  # its TCP sequence number (-1: none, or not TCP)
 
 
 def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerprints:
-    """IP ID, TSval, TTL and direction of the originator's first packet, hash of its first payload."""
+    """IP ID, TSval, TTL, TCP sequence number and direction of the originator's first packet,
+    hash of its first payload."""
     f_o_row = first_where(c.conn, r.is_orig, c.nc)
     first = s.rows[np.maximum(f_o_row, 0)]
     seen = f_o_row >= 0
@@ -53,4 +57,5 @@ def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerpr
         ip_id=np.where(seen, column(packets, "ip_id", -1, np.int64)[first], -1),
         tsval=np.where(seen, column(packets, "tsval", -1, np.int64)[first], -1),
         payload_hash=orig_hash, direction=orig_dir,
-        ttl=np.where(seen, column(packets, "ttl", -1, np.int64)[first], -1))
+        ttl=np.where(seen, column(packets, "ttl", -1, np.int64)[first], -1),
+        seq=np.where(seen & s.is_tcp[np.maximum(f_o_row, 0)], s.seq[np.maximum(f_o_row, 0)], -1))

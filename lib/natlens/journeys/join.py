@@ -15,6 +15,8 @@ import pandas as pd
 from natlens.inventory import UPLINK
 
 JOIN_WINDOW_S = 5.0  # margin between the times records of one connection span (after clock correction)
+SEQ_WINDOW = 1 << 20  # a mid-stream client packet's sequence number is at most this far past the ISN
+M32_SPAN = 1 << 32
 
 
 def join_records(conns: pd.DataFrame, offsets: dict[str, float],
@@ -86,8 +88,10 @@ def _join_mid_stream(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, nxt: 
     Two such records are one connection when their first packets are copies of one packet
     (same IP ID, TCP timestamp and payload hash, which survive NAT, close in time), or when they are on
     one node with the same addresses and ports (either way round) and overlapping times:
-    one node's conntrack cannot hold two live connections with one 5-tuple. A group that
-    so meets exactly one journey joins it; one that meets none becomes a journey of its own.
+    one node's conntrack cannot hold two live connections with one 5-tuple, or when their
+    first client packet's sequence number lies just past one journey's ISN (NAT keeps it).
+    A group that so meets exactly one journey joins it; one that meets none becomes a
+    journey of its own.
     """
     lost = np.flatnonzero((jid < 0) & (conns["proto"] == "tcp").to_numpy())
     if not lost.size:
@@ -113,6 +117,7 @@ def _join_mid_stream(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, nxt: 
         g = g.sort_values("t")
         close = np.diff(g["t"].to_numpy()) <= JOIN_WINDOW_S
         links += [(a, b) for a, b, c in zip(g["i"].iloc[:-1], g["i"].iloc[1:], close, strict=True) if c]
+    links += _seq_links(conns, jid, ts, lost)
     parent = {int(i): int(i) for i in lost}
 
     def root(x: int) -> int:
@@ -139,6 +144,44 @@ def _join_mid_stream(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, nxt: 
             jid[members] = nxt
             nxt += 1
     return nxt
+
+
+def _seq_links(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, lost: np.ndarray) -> list[tuple[int, int]]:
+    """(lost record, record of a journey) pairs where the lost record's first client packet
+    carries a sequence number just past exactly one journey's ISN (ISN + 1 .. ISN +
+    SEQ_WINDOW, modulo 2^32) at overlapping times: NAT keeps sequence numbers, so it is that
+    connection's ACK or data. A number that fits two journeys links to neither."""
+    seq = conns["orig_seq"].to_numpy(dtype="float64", na_value=np.nan) if "orig_seq" in conns else None
+    if seq is None:
+        return []
+    known = np.flatnonzero(jid >= 0)
+    known = known[conns["client_isn"].iloc[known].notna().to_numpy()]
+    want = lost[~np.isnan(seq[lost])]
+    if not known.size or not want.size:
+        return []
+    isn = conns["client_isn"].iloc[known].to_numpy(dtype="int64")
+    order = np.argsort(isn)
+    isn, known = isn[order], known[order]
+    ext = np.concatenate([isn, isn + M32_SPAN])  # an ISN near 2^32 wraps
+    idx = np.concatenate([known, known])
+    links = []
+    for i in want:
+        s0 = int(seq[i])
+        for s_ in (s0, s0 + M32_SPAN):
+            lo, hi = np.searchsorted(ext, [s_ - SEQ_WINDOW, s_ - 1], side="left")[0], \
+                np.searchsorted(ext, s_ - 1, side="right")
+            hits = [int(k) for k in idx[lo:hi] if abs(ts[k] - ts[i]) <= JOIN_WINDOW_S + _span(conns, k)]
+            journeys = {int(jid[k]) for k in hits}
+            if len(journeys) == 1:
+                links.append((int(i), hits[0]))
+                break
+    return links
+
+
+def _span(conns: pd.DataFrame, k: int) -> float:
+    """How long record k lasted (s), 0 when unknown."""
+    d = conns["last_ts"].iat[k] - conns["ts"].iat[k]
+    return 0.0 if pd.isna(d) else float(d)
 
 
 def capture_point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> pd.Series:
