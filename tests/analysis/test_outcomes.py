@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from natlens.connections import connections
 from natlens.inventory import NODE_COLUMNS, POD_COLUMNS, SERVICE_COLUMNS, Inventory
@@ -98,7 +99,8 @@ def test_mid_stream_records_are_not_linked_on_the_ip_id_alone():
     assert len(j) == 2
 
 
-def test_a_record_that_lost_its_syn_joins_its_journey_on_the_sequence_number(tmp_path):
+@pytest.mark.parametrize("seen", ["client ACK", "server ACK only"])
+def test_a_record_that_lost_its_syn_joins_its_journey_on_the_sequence_number(tmp_path, seen):
     # node-1's NIC saw only the client's ACK (SYN dropped by the capture) before the LB's DNAT;
     # node-2 saw the whole handshake after it: one journey, joined on seq = ISN + 1
     from analysis_helpers import pcap_file, tcp
@@ -109,8 +111,9 @@ def test_a_record_that_lost_its_syn_joins_its_journey_on_the_sequence_number(tmp
     isn, sisn, t = 1_000_000, 5_000_000, 1_795_675_200.0
     for n in ("node-1", "node-2"):
         (tmp_path / "nodes" / n).mkdir(parents=True)
-    pcap_file(tmp_path / "nodes" / "node-1" / "eth0.pcap",
-              [(t + 0.0003, tcp(node1, 40000, vip, 80, 0x10, isn + 1, sisn + 1, ip_id=11))])
+    at_node1 = (tcp(node1, 40000, vip, 80, 0x10, isn + 1, sisn + 1, ip_id=11) if seen == "client ACK"
+                else tcp(vip, 80, node1, 40000, 0x10, sisn + 1, isn + 1, ip_id=21))  # acks the client's ISN + 1
+    pcap_file(tmp_path / "nodes" / "node-1" / "eth0.pcap", [(t + 0.0003, at_node1)])
     pcap_file(tmp_path / "nodes" / "node-2" / "eth0.pcap",
               [(t + 0.0001, tcp(node1, 40000, node2, 30080, 0x02, isn, ip_id=10)),
                (t + 0.0002, tcp(node2, 30080, node1, 40000, 0x12, sisn, isn + 1, ip_id=20)),

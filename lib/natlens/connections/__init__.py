@@ -68,6 +68,8 @@ orig_ttl           TTL (IPv6: hop limit) of the originator's first packet (NA: n
 orig_seq           TCP sequence number of the originator's first packet (NA: none, UDP):
                    NAT keeps it, so a record whose SYN the capture missed joins its
                    journey on it (the client's ISN + 1 + the bytes sent before)
+resp_ack           ack number of the responder's first ACK (NA: none): the same for a
+                   record that holds only the server's packets
 =================  ===========================================================
 
 Deliberate differences from Zeek (tests/analysis/test_connections_zeek.py):
@@ -115,7 +117,7 @@ COLUMNS = [
     "resp_pkts", "resp_ip_bytes", "capture", "node", "iface", "vlan", "vni",
     "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "handshake_rtt",
     "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
-    "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl", "orig_seq",
+    "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl", "orig_seq", "resp_ack",
 ]
 
 
@@ -211,6 +213,7 @@ def _table(s: Sorted, c: Cut, r: Roles, k: Counters, size: tuple[np.ndarray, np.
         "orig_hash": fp.payload_hash,
         "orig_ttl": _nullable(fp.ttl),
         "orig_seq": _nullable(fp.seq),
+        "resp_ack": _nullable(fp.resp_ack),
     })
 
 

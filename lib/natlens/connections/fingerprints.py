@@ -8,7 +8,9 @@ when there is no handshake to join on (UDP has no ISN; a capture may miss a SYN)
 forwarding a pod's packet, takes one off, so on a node's NIC it tells a packet the
 node sent itself from one it forwarded (natlens.journeys.hostnet). ``orig_seq`` is its
 TCP sequence number, which NAT keeps too: where the capture missed the SYN, it is the
-client's ISN + 1 + the bytes sent before, and joins the record to its journey.
+client's ISN + 1 + the bytes sent before, and joins the record to its journey;
+``resp_ack``, the ack number of the responder's first ACK, does the same for a record
+that holds only the server's packets.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Fingerprints:
     direction: np.ndarray  # object: "in" / "out" of the originator's first packet, or None
     ttl: np.ndarray  # its TTL / hop limit (-1: none)
     seq: np.ndarray  # its TCP sequence number (-1: none, or not TCP)
+    resp_ack: np.ndarray  # the ack number of the responder's first ACK (-1: none)
 
 
 def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerprints:
@@ -58,4 +61,11 @@ def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerpr
         tsval=np.where(seen, column(packets, "tsval", -1, np.int64)[first], -1),
         payload_hash=orig_hash, direction=orig_dir,
         ttl=np.where(seen, column(packets, "ttl", -1, np.int64)[first], -1),
-        seq=np.where(seen & s.is_tcp[np.maximum(f_o_row, 0)], s.seq[np.maximum(f_o_row, 0)], -1))
+        seq=np.where(seen & s.is_tcp[np.maximum(f_o_row, 0)], s.seq[np.maximum(f_o_row, 0)], -1),
+        resp_ack=_first_resp_ack(s, c, r))
+
+
+def _first_resp_ack(s: Sorted, c: Cut, r: Roles) -> np.ndarray:
+    """The ack number of each connection's first responder packet with the ACK flag (-1: none)."""
+    f_r_ack = first_where(c.conn, ~r.is_orig & s.ackf, c.nc)
+    return np.where(f_r_ack >= 0, s.ack[np.maximum(f_r_ack, 0)], -1)

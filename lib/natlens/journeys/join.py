@@ -148,12 +148,15 @@ def _join_mid_stream(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, nxt: 
 
 def _seq_links(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, lost: np.ndarray) -> list[tuple[int, int]]:
     """(lost record, record of a journey) pairs where the lost record's first client packet
-    carries a sequence number just past exactly one journey's ISN (ISN + 1 .. ISN +
-    SEQ_WINDOW, modulo 2^32) at overlapping times: NAT keeps sequence numbers, so it is that
-    connection's ACK or data. A number that fits two journeys links to neither."""
-    seq = conns["orig_seq"].to_numpy(dtype="float64", na_value=np.nan) if "orig_seq" in conns else None
-    if seq is None:
+    carries a sequence number (or, with only the server's packets, the server acks one) just
+    past exactly one journey's ISN (ISN + 1 .. ISN + SEQ_WINDOW, modulo 2^32) at overlapping
+    times: NAT keeps sequence numbers, so it is that connection's. A number that fits two
+    journeys links to neither."""
+    if "orig_seq" not in conns:
         return []
+    seq = conns["orig_seq"].to_numpy(dtype="float64", na_value=np.nan)
+    acked = conns["resp_ack"].to_numpy(dtype="float64", na_value=np.nan)
+    seq = np.where(np.isnan(seq), acked, seq)  # only the server's packets: what it acked of the client
     known = np.flatnonzero(jid >= 0)
     known = known[conns["client_isn"].iloc[known].notna().to_numpy()]
     want = lost[~np.isnan(seq[lost])]
