@@ -31,6 +31,7 @@ def rec(journey, node, capture, point, times, *, leg=CLIENT, iface=0, syns=1, en
              orig_h=leg[0], orig_p=leg[1], resp_h=leg[2], resp_p=leg[3], proto="tcp",
              ts=start, ts_corr=start, last_ts=T0 + (end if end is not None else 30.0),
              syn_ts=syn, synack_ts=synack, ack_ts=ack,
+             client_isn=1_000_003 * sum(map(ord, journey)),  # one ISN per journey, as NAT keeps it
              first_byte=None if data is None else data - start,
              syn_retransmits=syns - 1 if syn is not None else 0)
     return r

@@ -6,15 +6,13 @@ and the verdict's wording when outcomes are unknown (never "none failed" then).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pandas as pd
 
 from natlens.findings.quality import capture_quality, unknown_outcomes
 from natlens.findings.verdict import make_verdict
 
 T0 = 1_795_675_192.0  # 2026-11-26 06:39:52 UTC
-NO_LOGS = SimpleNamespace(nodes=[])
+NO_LOGS: dict = {}  # no collect-node.log
 
 
 def cap(label, first, last, *, unread=0, dropped=None):

@@ -83,7 +83,8 @@ from natlens.findings.quality import capture_quality, uncaptured_nodes
 from natlens.findings.snat import SNAT_COLUMNS, snat_table
 from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_names
 from natlens.inventory import Inventory, build_inventory
-from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys, clock_offsets
+from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys
+from natlens.journeys.clocks import ClockChain, clock_chain
 from natlens.journeys.evidence import lossy_captures
 from natlens.netfilter.conntrack import parse_conntrack
 from natlens.vocab import YES
@@ -97,15 +98,17 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     inventory = build_inventory(bundle)
     require_captures(bundle)
     caps = read_captures(bundle, progress=progress)
-    dropped = _dropped(caps, bundle)
-    journeys, records, offsets, clock_notes = _journeys(caps, inventory, bundle, dropped)
+    logs = {n.name: capture_drops(n) for n in bundle.nodes}  # collect-node.log: tcpdump's drops
+    dropped = _dropped(caps, logs)
+    journeys, records, clocks = _journeys(caps, inventory, bundle, dropped)
+    offsets, clock_notes = clocks.offsets, clocks.notes
     service, scope_notes = _service_journeys(journeys, inventory)
     snat, snat_notes = (snat_table(service, bundle) if not service.empty
                         else (pd.DataFrame(columns=SNAT_COLUMNS), []))
-    quality = capture_quality(caps.inputs, bundle, service, records, offsets)
-    problems = path_problems(service, records, offsets,
+    quality = capture_quality(caps.inputs, logs, service, records, offsets)
+    problems = path_problems(service, records, offsets, known_clocks=clocks.measured,
                              lossy=lossy_captures(records, dropped, by="journey") if len(records) else set())
-    warnings = caps.warnings + missing_evidence(bundle)
+    warnings = caps.warnings + missing_evidence(bundle, logs)
     inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + problems.attrs["notes"]
                 + scope_notes + no_client_record(journeys, service) + undecided_notes(service) + warnings
                 + snat_notes)
@@ -123,14 +126,16 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                     _packets=caps.packets, _packet_conn=caps.packet_conn)
 
 
-def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: set[str]):
-    """(journeys, records, clock offsets, notes on them) from the connection records."""
+def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: set[str]
+              ) -> tuple[pd.DataFrame, pd.DataFrame, ClockChain]:
+    """(journeys, records, the nodes' clocks) from the connection records."""
     if caps.connections.empty:
-        return (pd.DataFrame(columns=JOURNEY_COLUMNS), pd.DataFrame(columns=RECORD_COLUMNS), {}, [])
-    offsets, notes = clock_offsets(caps.connections)
-    journeys, records, _ = build_journeys(caps.connections, inventory, caps.ifnames, offsets=offsets,
+        return (pd.DataFrame(columns=JOURNEY_COLUMNS), pd.DataFrame(columns=RECORD_COLUMNS),
+                ClockChain({}, [], frozenset()))
+    clocks = clock_chain(caps.connections)
+    journeys, records, _ = build_journeys(caps.connections, inventory, caps.ifnames, offsets=clocks.offsets,
                                           conntrack=_conntrack_tables(bundle), dropped=dropped)
-    return journeys, records, offsets, notes
+    return journeys, records, clocks
 
 
 def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.DataFrame, list[str]]:
@@ -146,9 +151,8 @@ def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.
     return journeys[journeys["proto"] == "tcp"], [note]
 
 
-def _dropped(caps: CaptureSet, bundle: Bundle) -> set[str]:
+def _dropped(caps: CaptureSet, logs: dict[str, dict[str, int]]) -> set[str]:
     """The captures whose host said it dropped packets (pcapng statistics, collect-node.log)."""
-    logs = {n.name: capture_drops(n) for n in bundle.nodes}
     return {c["label"] for c in caps.inputs
             if c.get("dropped") or logs.get(c["node"], {}).get(c["label"].split("/")[-1])}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from natlens.bundle import Bundle, capture_drops
+from natlens.bundle import Bundle
 from natlens.findings.verdict import plural
 from natlens.nodefiles import DUMP_NAMES
 from natlens.vocab import UNKNOWN
@@ -22,13 +22,14 @@ def unread_files(bundle: Bundle) -> list[str]:
             + ", ".join(f for f, _ in bundle.not_read)]
 
 
-def missing_evidence(bundle: Bundle) -> list[str]:
-    """Warnings: nodes with captures but no rules, captures tcpdump said it dropped packets from."""
+def missing_evidence(bundle: Bundle, logs: dict[str, dict[str, int]]) -> list[str]:
+    """Warnings: nodes with captures but no rules, captures tcpdump said it dropped packets from
+    (``logs``: per node, per capture point, what its collect-node.log says was dropped)."""
     out = [f"{n.path}: no iptables dump ({', '.join(DUMP_NAMES['iptables'])}): the rules "
            "cannot say whether it SNATs" for n in bundle.nodes if n.iptables is None and n.captures]
     out += [f"{n.collect_log}: tcpdump -i {point} dropped {dropped:,} packets: records there may "
             "miss handshakes or retransmissions" for n in bundle.nodes
-            for point, dropped in capture_drops(n).items() if dropped]
+            for point, dropped in logs.get(n.name, {}).items() if dropped]
     return out
 
 

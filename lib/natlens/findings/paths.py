@@ -97,6 +97,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.connections import SYN_RTO_S  # Linux's initial SYN retransmission timeout, doubling
+from natlens.journeys.clocks import clock_chain
 from natlens.vocab import ESTABLISHED, YES
 
 SYN_DELAYED = "syn-delayed"
@@ -169,37 +170,13 @@ def path_problems(journeys: pd.DataFrame, records: pd.DataFrame, offsets: dict[s
 def clock_domains(records: pd.DataFrame, offsets: dict[str, float],
                   known_clocks: Collection[str] | None = None) -> dict[str, str]:
     """Each node's clock domain: REFERENCE for the reference node and every node whose
-    offset to it was measured, else the node's own name (its times only compare with
-    themselves).
-
-    Measured, as natlens.journeys.clocks measures it: a chain of node pairs that each saw
-    one journey's SYN and SYN-ACK (without SYN retransmissions) from the reference, the
-    node with the most records. A node with a non-zero offset was measured.
-    """
+    offset to it was measured (``known_clocks``; default: as natlens.journeys.clocks
+    measures them from these records), else the node's own name (its times only compare
+    with themselves)."""
     nodes = sorted({*records["node"].dropna().astype(str), *offsets})
-    if known_clocks is not None:
-        return {n: REFERENCE if n in known_clocks else n for n in nodes}
-    if len(nodes) <= 1:
-        return {n: REFERENCE for n in nodes}
-    counts = records["node"].value_counts()
-    ref = max(nodes, key=lambda n: (counts.get(n, 0), n))
-    ok = records[records["syn_ts"].notna() & records["synack_ts"].notna()
-                 & (records["syn_retransmits"] == 0) & records["journey"].notna()]
-    ok = ok[["journey", "node"]].astype(str).drop_duplicates()
-    pairs = ok.merge(ok, on="journey")
-    pairs = pairs[pairs["node_x"] < pairs["node_y"]][["node_x", "node_y"]].drop_duplicates()
-    links: dict[str, set[str]] = {n: set() for n in nodes}
-    for a, b in zip(pairs["node_x"], pairs["node_y"], strict=True):
-        links[a].add(b)
-        links[b].add(a)
-    known, todo = {ref}, [ref]
-    while todo:
-        for m in links.get(todo.pop(), ()):
-            if m not in known:
-                known.add(m)
-                todo.append(m)
-    known |= {n for n, off in offsets.items() if off}
-    return {n: REFERENCE if n in known else n for n in nodes}
+    if known_clocks is None:
+        known_clocks = clock_chain(records[records["journey"].notna()]).measured if len(nodes) > 1 else nodes
+    return {n: REFERENCE if n in known_clocks else n for n in nodes}
 
 
 def point_labels(records: pd.DataFrame) -> pd.DataFrame:

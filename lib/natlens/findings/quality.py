@@ -24,21 +24,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from natlens.bundle import Bundle, capture_drops
-from natlens.journeys.evidence import lost_ack
+from natlens.bundle import Bundle
+from natlens.journeys.evidence import content_gaps, lost_ack
 from natlens.vocab import END_CAPTURE, UNKNOWN
 
 EDGE_S = 1.0  # a capture ending this much before the others and cutting a journey names it
 EDGE_MARGIN_S = 0.001  # a journey this close to a capture's first or last packet is inside it
 
 
-def capture_quality(inputs: list[dict], bundle: Bundle, journeys: pd.DataFrame, records: pd.DataFrame,
-                    offsets: dict[str, float]) -> list[dict]:
-    """One quality entry per capture, in the order of ``inputs`` (see the module doc)."""
+def capture_quality(inputs: list[dict], logs: dict[str, dict[str, int]], journeys: pd.DataFrame,
+                    records: pd.DataFrame, offsets: dict[str, float]) -> list[dict]:
+    """One quality entry per capture, in the order of ``inputs`` (see the module doc); ``logs``:
+    per node, per capture point, the packets its collect-node.log says tcpdump dropped."""
     window = _incident_window(inputs, offsets)
     service = set(journeys["journey"]) if not journeys.empty else set()
     flawed = _flawed_records(records[records["journey"].isin(service)]) if len(records) else records
-    logs = {n.name: capture_drops(n) for n in bundle.nodes}
     return [_entry(c, window, offsets.get(c["node"], 0.0), flawed, journeys, logs.get(c["node"], {}))
             for c in inputs]
 
@@ -52,9 +52,7 @@ def _incident_window(inputs: list[dict], offsets: dict[str, float]) -> tuple[flo
 
 def _flawed_records(r: pd.DataFrame) -> pd.DataFrame:
     """The records with a flaw the capture caused: gap, lost ACK, cut by the capture's end."""
-    hist = r["history"].fillna("").astype(str)
-    return r.assign(_gap=hist.str.contains("[Gg]", regex=True), _lost_ack=lost_ack(r, by="journey"),
-                    _cut=r["end"] == END_CAPTURE)
+    return r.assign(_gap=content_gaps(r), _lost_ack=lost_ack(r, by="journey"), _cut=r["end"] == END_CAPTURE)
 
 
 def _entry(c: dict, window: tuple[float, float] | None, offset: float, flawed: pd.DataFrame,

@@ -54,6 +54,17 @@ class PairClock:
     why: str
 
 
+@dataclass(frozen=True)
+class ClockChain:
+    """Every node's offset from the reference node, the notes that say why, and the nodes
+    whose times compare with the reference's (``measured``: the reference and every node
+    reached through pairs whose connections fit one offset)."""
+
+    offsets: dict[str, float]
+    notes: list[str]
+    measured: frozenset[str]
+
+
 def clock_offsets(conns: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     """Seconds to subtract from each node's timestamps to put them on one clock, and why.
 
@@ -61,9 +72,16 @@ def clock_offsets(conns: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     no measurable connection with the others keep 0 and are named in the notes, as is
     every pair whose offset is not applied (see the module docstring for the rule).
     """
-    nodes = sorted(conns["node"].dropna().unique().tolist())
+    chain = clock_chain(conns)
+    return chain.offsets, chain.notes
+
+
+def clock_chain(conns: pd.DataFrame) -> ClockChain:
+    """clock_offsets, with the nodes whose clocks it measured (conns: connection records,
+    or the journeys' records, which carry the same columns)."""
+    nodes = sorted(conns["node"].dropna().astype(str).unique().tolist())
     if len(nodes) <= 1:
-        return {n: 0.0 for n in nodes}, []
+        return ClockChain({n: 0.0 for n in nodes}, [], frozenset(nodes))
     counts = conns["node"].value_counts()
     ref = max(nodes, key=lambda n: (counts.get(n, 0), n))
     pairs = connection_bounds(conns)
@@ -144,10 +162,11 @@ def pair_clock(a: str, b: str, bounds: pd.DataFrame) -> PairClock:
                      f"{reversed_by(0.0, bounds)} of them are out of order)")
 
 
-def _chain(ref: str, nodes: list[str], clocks: list[PairClock]) -> tuple[dict[str, float], list[str]]:
+def _chain(ref: str, nodes: list[str], clocks: list[PairClock]) -> ClockChain:
     """Offsets of every node from the reference: repeatedly the best link from a node already
     placed to one not yet placed (consistent pairs first, then the most connections)."""
     offsets = {ref: 0.0}
+    measured = {ref}
     notes: list[str] = []
     links = clocks + [PairClock(c.b, c.a, -c.offset, c.count, c.consistent, c.why) for c in clocks]
     while True:
@@ -156,6 +175,8 @@ def _chain(ref: str, nodes: list[str], clocks: list[PairClock]) -> tuple[dict[st
             break
         best = min(out, key=lambda c: (not c.consistent, -c.count, c.a, c.b))
         offsets[best.b] = offsets[best.a] + best.offset
+        if best.consistent and best.a in measured:
+            measured.add(best.b)
         via = "" if best.a == ref else f"; {best.b} relative to {ref}: {offsets[best.b] * 1e3:+.3f} ms"
         notes.append(best.why + via)
     for n in nodes:
@@ -163,4 +184,4 @@ def _chain(ref: str, nodes: list[str], clocks: list[PairClock]) -> tuple[dict[st
             offsets[n] = 0.0
             notes.append(f"clock of {n}: no connection seen both there and on another node; "
                          "its offset is unknown and taken as 0")
-    return offsets, notes
+    return ClockChain(offsets, notes, frozenset(measured))

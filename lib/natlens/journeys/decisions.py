@@ -254,29 +254,27 @@ def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) ->
     address and was reset by it: the load balancer keeps the 5-tuple on that backend, so
     every retry meets the same fate (DESIGN.md section 1) and the connect cannot complete.
     """
-    r = r.copy()  # gains the worded records (_said); the caller's table is left as it was
     rank = nearness(r, cl["client_uid"])
+    said = _said(r)  # what each record says, worded once
     obs = observations(r)
     value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
     evidence = pd.Series(None, index=cl.index, dtype=object)
     by_own = pd.Series(False, index=cl.index)
     for val in (TIMED_OUT, RESET, ESTABLISHED):  # later ones win
-        e = _nearest(r, rank, obs == val)
+        e = _nearest(r, rank, obs == val, said)
         value.loc[e.index], evidence.loc[e.index], by_own.loc[e.index] = val, e["_ev"], e["_rank"] == 0
-    _looped_retries(r, rank, value, evidence, by_own)
-    _contradictions(r, rank, value, evidence)
+    _looped_retries(r, rank, said, value, evidence, by_own)
+    _contradictions(r, rank, said, value, evidence)
     _own_record(record, value, evidence, by_own)
     udp = (record["proto"].fillna(cl["proto"]) == "udp").to_numpy()
     value.loc[udp], evidence.loc[udp] = _udp_outcome(record[udp])
     return Decision(value, evidence)
 
 
-def _nearest(r: pd.DataFrame, rank: pd.Series, mask: pd.Series) -> pd.DataFrame:
-    """Per journey (index), what the record nearest the client where mask holds says (``_ev``)
-    and its nearness (``_rank``)."""
-    if "_said" not in r:  # what every record says, worded once per classify_outcome
-        r["_said"] = _said(r)
-    sel = r.loc[mask, ["jn", "_t", "_said"]].rename(columns={"_said": "_ev"}).assign(_rank=rank[mask])
+def _nearest(r: pd.DataFrame, rank: pd.Series, mask: pd.Series, said: pd.Series) -> pd.DataFrame:
+    """Per journey (index), what the record nearest the client where mask holds says (``_ev``,
+    from ``said``) and its nearness (``_rank``)."""
+    sel = r.loc[mask, ["jn", "_t"]].assign(_ev=said[mask], _rank=rank[mask])
     return sel.sort_values(["_rank", "_t"]).drop_duplicates("jn").set_index("jn")[["_ev", "_rank"]]
 
 
@@ -289,21 +287,22 @@ def _said(r: pd.DataFrame) -> pd.Series:
             + syns + ", ended " + ended)
 
 
-def _looped_retries(r: pd.DataFrame, rank: pd.Series, value: pd.Series, evidence: pd.Series,
-                    by_own: pd.Series) -> None:
+def _looped_retries(r: pd.DataFrame, rank: pd.Series, said: pd.Series, value: pd.Series,
+                    evidence: pd.Series, by_own: pd.Series) -> None:
     """Timed out: no definite outcome, and the client retried a SYN that was answered from the
     wrong address and reset by it (the retries cannot succeed)."""
     retried = r["from_client"] & r["pre_lb"] & (r["syn_retransmits"].fillna(0) > 0) \
         & r["jn"].isin(set(r.loc[wrong_answers(r), "jn"]))
-    e = _nearest(r, rank, retried)
+    e = _nearest(r, rank, retried, said)
     e = e[value.reindex(e.index) == UNKNOWN]
     value.loc[e.index], by_own.loc[e.index] = TIMED_OUT, e["_rank"] == 0
     evidence.loc[e.index] = e["_ev"] + "; each SYN was answered from the wrong address and reset by the client"
 
 
-def _contradictions(r: pd.DataFrame, rank: pd.Series, value: pd.Series, evidence: pd.Series) -> None:
+def _contradictions(r: pd.DataFrame, rank: pd.Series, said: pd.Series, value: pd.Series,
+                    evidence: pd.Series) -> None:
     """Unknown where one point saw the connection made and another saw its SYN refused."""
-    no = _nearest(r, rank, refused(r))["_ev"]
+    no = _nearest(r, rank, refused(r), said)["_ev"]
     both = no.index[value.reindex(no.index) == ESTABLISHED]
     value.loc[both] = UNKNOWN
     evidence.loc[both] = ("the records disagree: " + evidence.loc[both].astype(str) + " (connected), but "

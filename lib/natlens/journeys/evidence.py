@@ -94,8 +94,12 @@ def lossy_captures(r: pd.DataFrame, dropped: set[str], by: str = "jn") -> set[st
     """The captures known to lose packets: ``dropped`` (their host said so) and those with a
     record that misses data the other side ACKed (Zeek's G/g) or lost the client's handshake
     ACK another point of its journey (``by``) saw."""
-    gaps = r["history"].fillna("").astype(str).str.contains("[Gg]", regex=True)
-    return set(dropped) | set(r.loc[gaps | lost_ack(r, by=by), "capture"].astype(str))
+    return set(dropped) | set(r.loc[content_gaps(r) | lost_ack(r, by=by), "capture"].astype(str))
+
+
+def content_gaps(r: pd.DataFrame) -> pd.Series:
+    """Records that miss data the other side ACKed (Zeek's G/g): the capture lost it."""
+    return r["history"].fillna("").astype(str).str.contains("[Gg]", regex=True)
 
 
 def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:

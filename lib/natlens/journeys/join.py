@@ -157,34 +157,23 @@ def _seq_links(conns: pd.DataFrame, jid: np.ndarray, ts: np.ndarray, lost: np.nd
     seq = conns["orig_seq"].to_numpy(dtype="float64", na_value=np.nan)
     acked = conns["resp_ack"].to_numpy(dtype="float64", na_value=np.nan)
     seq = np.where(np.isnan(seq), acked, seq)  # only the server's packets: what it acked of the client
-    known = np.flatnonzero(jid >= 0)
-    known = known[conns["client_isn"].iloc[known].notna().to_numpy()]
+    known = np.flatnonzero((jid >= 0) & conns["client_isn"].notna().to_numpy())
     want = lost[~np.isnan(seq[lost])]
     if not known.size or not want.size:
         return []
-    isn = conns["client_isn"].iloc[known].to_numpy(dtype="int64")
+    isn = conns["client_isn"].to_numpy(dtype="float64", na_value=np.nan)[known]
     order = np.argsort(isn)
-    isn, known = isn[order], known[order]
-    ext = np.concatenate([isn, isn + M32_SPAN])  # an ISN near 2^32 wraps
-    idx = np.concatenate([known, known])
+    ext = np.concatenate([isn[order], isn[order] + M32_SPAN])  # an ISN near 2^32 wraps
+    idx = np.concatenate([known[order], known[order]])
+    span = np.nan_to_num(conns["last_ts"].to_numpy(dtype=float) - conns["ts"].to_numpy(dtype=float))
+    s = seq[want] + np.where(seq[want] < SEQ_WINDOW, M32_SPAN, 0)
+    lo, hi = np.searchsorted(ext, s - SEQ_WINDOW, side="left"), np.searchsorted(ext, s - 1, side="right")
     links = []
-    for i in want:
-        s0 = int(seq[i])
-        for s_ in (s0, s0 + M32_SPAN):
-            lo, hi = np.searchsorted(ext, [s_ - SEQ_WINDOW, s_ - 1], side="left")[0], \
-                np.searchsorted(ext, s_ - 1, side="right")
-            hits = [int(k) for k in idx[lo:hi] if abs(ts[k] - ts[i]) <= JOIN_WINDOW_S + _span(conns, k)]
-            journeys = {int(jid[k]) for k in hits}
-            if len(journeys) == 1:
-                links.append((int(i), hits[0]))
-                break
+    for i, a, b in zip(want[hi > lo], lo[hi > lo], hi[hi > lo], strict=True):  # the few with a candidate
+        hits = [int(k) for k in idx[a:b] if abs(ts[k] - ts[i]) <= JOIN_WINDOW_S + span[k]]
+        if len({int(jid[k]) for k in hits}) == 1:
+            links.append((int(i), hits[0]))
     return links
-
-
-def _span(conns: pd.DataFrame, k: int) -> float:
-    """How long record k lasted (s), 0 when unknown."""
-    d = conns["last_ts"].iat[k] - conns["ts"].iat[k]
-    return 0.0 if pd.isna(d) else float(d)
 
 
 def capture_point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> pd.Series:
