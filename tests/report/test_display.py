@@ -125,6 +125,8 @@ def test_cluster_ok_names_its_slow_path_in_the_banner_tables_and_remediation():
     q = report.tables.capture_quality(d)
     assert list(q["capture"]) == [c["file"] for c in d.summary["inputs"]["captures"]]
     assert q.set_index("capture").loc["nodes/node-1/any.pcap", "lost_acks"] == 3
+    limits = report.text.capture_limits(d)._repr_html_()
+    assert "nodes/node-1/any.pcap: 3 connection(s) lost the client&#x27;s handshake ACK" in limits
     p = report.tables.problems(d)
     assert set(p["kind"]) >= {"synack-delayed"}
     rem = report.text.remediation(d)._repr_html_()

@@ -198,18 +198,19 @@ def problems(d: ReportData) -> pd.DataFrame:
 
 def capture_quality(d: ReportData) -> pd.DataFrame:
     """Each capture as evidence (natlens.findings.quality; ``d.analysis.quality``): the time it
-    covers (UTC), whether it is cut short, the packets the host said it dropped, the
-    connections whose packets it lost (TCP gaps, lost handshake ACKs), how many connections
-    its flaws affect, and the flaws in words ("" when none is known)."""
+    covers (UTC, to the ms; the date is the timeline's), whether it is cut short, the packets
+    the host said it dropped, the connections whose packets it lost (TCP gaps, lost handshake
+    ACKs) and how many connections its flaws affect. The flaws in words are
+    report.text.capture_limits."""
     q = getattr(d.analysis, "quality", None) or []
-    span = _utc_col(pd.Series([x["first_ts"] for x in q] + [x["last_ts"] for x in q], dtype=float))
+    span = _utc_col(pd.Series([x["first_ts"] for x in q] + [x["last_ts"] for x in q], dtype=float)).str[11:]
     rows = [{"capture": x["file"],
              "covers_utc": f"{span.iloc[i]} .. {span.iloc[len(q) + i]}" if x["first_ts"] else "no packet",
              "cut_short": x["cut_short"],
              "dropped": ", ".join(f"{n:,} ({k})" for k, n in x["dropped"].items() if n is not None) or "not said",
              "tcp_gaps": x["tcp_gaps"], "lost_acks": x["lost_acks"],
-             "connections_affected": len(x["journeys_affected"]), "limits": "; ".join(x["limits"])}
+             "connections_affected": len(x["journeys_affected"])}
             for i, x in enumerate(q)]
     out = pd.DataFrame(rows, columns=["capture", "covers_utc", "cut_short", "dropped", "tcp_gaps", "lost_acks",
-                                      "connections_affected", "limits"])
+                                      "connections_affected"])
     return d.anonymizer.frame(out) if d.anonymizer is not None else out

@@ -262,6 +262,16 @@ def remediation(d: ReportData) -> Html:
     return Html("<ol>" + "".join(f"<li>{esc(x)}</li>" for x in steps) + "</ol>")
 
 
+def capture_limits(d: ReportData) -> Html:
+    """What is known to be wrong with each capture, in words (findings.quality's ``limits``)."""
+    limits = [x for q in (getattr(d.analysis, "quality", None) or []) for x in q["limits"]]
+    if d.anonymizer is not None:
+        limits = [d.anonymizer.text(x) for x in limits]
+    if not limits:
+        return Html("<p>Nothing is known to be wrong with the captures.</p>")
+    return Html("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in limits) + "</ul>")
+
+
 def inferred(d: ReportData) -> Html:
     """What natlens inferred because cluster/ was missing, and from what."""
     if not d.inferred:
