@@ -69,7 +69,7 @@ syn_retransmits        client SYNs beyond the first
 latency_from           the record the latencies come from: the capture point nearest the client that
                        holds every packet they need (the whole handshake, all the client's SYNs, a
                        round trip no longer than another point's), and the nearer ones passed over
-                       and why; None when no point holds them (the latencies are then NaN)
+                       and why; "none: <why>" when no point holds them (the latencies are then NaN)
 path                   "<loopback|remote|unknown>/<snat|no-snat|snat-unknown>", for grouping
 hops                   number of connection records (capture points x interfaces) joined
 captures               capture labels that saw it, comma separated

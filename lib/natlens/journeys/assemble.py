@@ -52,6 +52,11 @@ def _timings(cl: pd.DataFrame, r: pd.DataFrame) -> None:
     label = pd.Series(point_label(chosen.reset_index()).to_numpy(), index=cl.index).where(pick["uid"].notna())
     why = pick["why"].fillna("")
     cl["latency_from"] = label.where(why == "", label + " (" + why + ")")
+    none = cl["latency_from"].isna()
+    cl.loc[none, "latency_from"] = np.where(
+        cl.loc[none, "proto"] == "udp", "none: UDP has no handshake",
+        np.where(cl.loc[none, "established"], "none: no capture point holds the whole handshake and every SYN",
+                 "none: the handshake did not complete"))
 
 
 def _hops(cl: pd.DataFrame, r: pd.DataFrame) -> None:
