@@ -12,10 +12,33 @@ filter rules, the KUBE-* ipsets, ipvsadm -S -n), in the shape of a chosen releas
 ``kube_proxy_iptables`` writes iptables-mode rules: KUBE-SVC-/KUBE-SEP- with
 statistic branches, KUBE-EXT-/KUBE-SVL- (1.24+) or KUBE-FW-/KUBE-XLB- (older),
 KUBE-NODEPORTS. Addresses are whatever the caller passes in Service objects.
+
+``kube_proxy_nftables`` writes the ``ip`` (or ``ip6``) ``kube-proxy`` table of
+nftables mode as ``nft -f`` commands, in the form knftables dumps it (the
+expectations of kube-proxy's proxier_test.go): ``add table`` / ``add chain`` /
+``add set`` / ``add map`` / ``add rule`` / ``add element``. Per service port:
+service-HASH-ns/name/proto/port (all endpoints, ``numgen random mod N vmap``),
+external-HASH-... (Cluster: mark for masquerade; Local: short-circuit pod and node
+traffic, then local-HASH-... or the drop elements of the no-endpoint maps),
+endpoint-HASH-...__ip/port (hairpin mark, ``dnat to``); HASH is kube-proxy's 8
+base32 characters of sha256. The shape of a release:
+
+* "1.31" (also "1.29", "1.30"): filter-prerouting/-input/-forward/-output at
+  priority -110 (dstnat-10); one endpoints-check chain holds both no-endpoint maps;
+  the ClusterIP masquerade rule matches ``ip daddr X tcp dport P``.
+* "1.32": endpoints-check split into service-endpoints-check and
+  nodeport-endpoints-check (input only); cluster-ips set and cluster-ips-check
+  (reject unknown ports of cluster IPs, drop unallocated ones of the service CIDR),
+  jumped to from filter-forward and filter-output-post-dnat (priority -90).
+* "current" (kubernetes master): filter-prerouting-pre-dnat and
+  filter-output-pre-dnat at -110 hold only the firewall check; filter-input,
+  filter-forward and filter-output at priority 0 (after DNAT); the ClusterIP
+  masquerade rule matches the address only.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -385,3 +408,307 @@ def many_services(n: int, *, endpoints: int = 2, local_every: int = 2) -> list[S
                            lb_ips=[str(ipaddress.IPv4Address(lbip + i))],
                            policy="Local" if i % local_every == 0 else "Cluster", endpoints=eps))
     return out
+
+
+# ----------------------------------------------------------------- kube-proxy nftables mode
+
+
+@dataclass
+class NftDump:
+    """An nft rule set in ``nft -f`` command syntax (``add table ...`` / ``add rule ...``)."""
+
+    nft: str
+
+
+_NFT_MASQ_MARK = "0x4000"       # kube-proxy's default --masquerade-bit 14
+_NFT_NAME_BASE_MAX = 256 - 16   # knftables.NameLengthMax minus the longest chain prefix
+# version -> shape: "endpoints" (1.29-1.31), "post-dnat" (1.32), "pre-dnat" (current)
+_NFT_SHAPES = {"1.29": "endpoints", "1.30": "endpoints", "1.31": "endpoints",
+               "1.32": "post-dnat", "current": "pre-dnat", "master": "pre-dnat"}
+
+
+@dataclass
+class _NftFamily:
+    """The words that differ between an ip and an ip6 kube-proxy table."""
+
+    family: str     # "ip" / "ip6": the table family and the address match keyword
+    addr: str       # "ipv4_addr" / "ipv6_addr": the set key type
+    loopback: str   # what --nodeport-addresses never accepts
+
+    def ep(self, ip: str, port: int) -> str:
+        """An endpoint as a dnat target: 10.0.0.1:80, [fd00::1]:80."""
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _nft_family(family: int) -> _NftFamily:
+    if family == 6:
+        return _NftFamily("ip6", "ipv6_addr", "::1")
+    if family == 4:
+        return _NftFamily("ip", "ipv4_addr", "127.0.0.0/8")
+    raise ValueError(f"family must be 4 or 6, not {family!r}")
+
+
+def _nft_hashed(name: str) -> str:
+    """kube-proxy's hashAndTruncate: 8 base32 characters of sha256(name), a dash, the name.
+
+    The hash keeps names unique and tells apart chains whose names differ in one digit.
+    """
+    digest = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()
+    out = f"{digest[:8]}-{name}"
+    return out if len(out) <= _NFT_NAME_BASE_MAX else out[:_NFT_NAME_BASE_MAX - 3] + "..."
+
+
+def _nft_port_name(s: Service) -> str:
+    """'namespace/name:port' -> 'namespace/name/proto/port', the servicePortName kube-proxy hashes."""
+    svc, _, port = s.name.partition(":")
+    return f"{svc}/{s.proto}/{port}"
+
+
+def _nft_ep_chain(s: Service, ip: str, port: int) -> str:
+    """endpoint-HASH-ns/name/proto/port__ip/port (an IPv6 endpoint's colons become dots)."""
+    return "endpoint-" + _nft_hashed(f"{_nft_port_name(s)}__{ip.replace(':', '.')}/{port}")
+
+
+def _nft_chains(version: str) -> tuple[str, list[tuple[str, str, str, int]], list[tuple[str, str]]]:
+    """The shape, base chains (name, type, hook, priority) and jumps (from, to) of a version.
+
+    The base chains and the rules jumping from them are what changed between releases:
+    1.29-1.31 filter everything at dstnat-10 through one endpoints-check chain; 1.32
+    split it into service-/nodeport-endpoints-check and added cluster-ips-check in a
+    filter-output-post-dnat chain (dstnat+10); current kube-proxy filters at priority 0,
+    keeping only the firewall (LoadBalancerSourceRanges) checks before DNAT.
+    """
+    shape = _NFT_SHAPES.get(version)
+    if shape is None:
+        raise ValueError(f"no kube-proxy nftables shape for version {version!r}: "
+                         f"one of {', '.join(_NFT_SHAPES)}")
+    nat = [("nat-prerouting", "nat", "prerouting", -100), ("nat-output", "nat", "output", -100),
+           ("nat-postrouting", "nat", "postrouting", 100)]
+    nat_jumps = [("nat-output", "services"), ("nat-prerouting", "services"),
+                 ("nat-postrouting", "masquerading")]
+    if shape == "pre-dnat":
+        base = [("filter-prerouting-pre-dnat", "filter", "prerouting", -110),
+                ("filter-output-pre-dnat", "filter", "output", -110),
+                ("filter-forward", "filter", "forward", 0), ("filter-input", "filter", "input", 0),
+                ("filter-output", "filter", "output", 0)]
+        jumps = [("filter-input", "nodeport-endpoints-check"),
+                 ("filter-input", "service-endpoints-check"),
+                 ("filter-forward", "service-endpoints-check"),
+                 ("filter-output", "service-endpoints-check"),
+                 ("filter-prerouting-pre-dnat", "firewall-check"),
+                 ("filter-output-pre-dnat", "firewall-check")]
+        jumps += nat_jumps + [("filter-forward", "cluster-ips-check"),
+                              ("filter-output", "cluster-ips-check")]
+        return shape, base + nat, jumps
+    base = [(f"filter-{h}", "filter", h, -110) for h in ("prerouting", "input", "forward", "output")]
+    if shape == "endpoints":
+        jumps = [("filter-input", "endpoints-check"), ("filter-forward", "endpoints-check"),
+                 ("filter-output", "endpoints-check"), ("filter-prerouting", "firewall-check"),
+                 ("filter-output", "firewall-check")]
+        return shape, base + nat, jumps + nat_jumps
+    base.append(("filter-output-post-dnat", "filter", "output", -90))
+    jumps = [("filter-input", "nodeport-endpoints-check"),
+             ("filter-input", "service-endpoints-check"),
+             ("filter-forward", "service-endpoints-check"),
+             ("filter-output", "service-endpoints-check"),
+             ("filter-prerouting", "firewall-check"), ("filter-output", "firewall-check")]
+    jumps += nat_jumps + [("filter-forward", "cluster-ips-check"),
+                          ("filter-output-post-dnat", "cluster-ips-check")]
+    return shape, base + nat, jumps
+
+
+def _nft_maps(t: str, fam: _NftFamily, shape: str) -> list[str]:
+    """The sets and verdict maps every kube-proxy table has (cluster-ips from 1.32 on)."""
+    svc_key = f"{fam.addr} . inet_proto . inet_service : verdict"
+    port_key = "inet_proto . inet_service : verdict"
+    out = [f'add set {t} cluster-ips {{ type {fam.addr} ; comment "Active ClusterIPs" ; }}']
+    if shape == "endpoints":
+        out = []
+    return out + [
+        f'add map {t} no-endpoint-services {{ type {svc_key} ; comment "vmap to drop or reject '
+        'packets to services with no endpoints" ; }',
+        f'add map {t} no-endpoint-nodeports {{ type {port_key} ; comment "vmap to drop or reject '
+        'packets to service nodeports with no endpoints" ; }',
+        f'add map {t} firewall-ips {{ type {svc_key} ; comment "destinations that are subject to '
+        'LoadBalancerSourceRanges" ; }',
+        f'add map {t} service-ips {{ type {svc_key} ; comment "ClusterIP, ExternalIP and '
+        'LoadBalancer IP traffic" ; }',
+        f'add map {t} service-nodeports {{ type {port_key} ; comment "NodePort traffic" ; }}']
+
+
+def _nft_setup(version: str, fam: _NftFamily, node_ips: list[str],
+               service_cidr: str | None) -> list[str]:
+    """What kube-proxy's setupNFTables writes whatever the services: chains, maps, dispatch.
+
+    An empty ``node_ips`` is ``--nodeport-addresses`` matching every local address: no
+    nodeport-ips set, node ports matched with ``fib daddr type local`` instead.
+    """
+    shape, base, jumps = _nft_chains(version)
+    t, ipx = f"{fam.family} kube-proxy", fam.family
+    out = [f'add table {t} {{ comment "rules for kube-proxy" ; }}']
+    out += [f"add chain {t} {n} {{ type {ty} hook {h} priority {p} ; }}" for n, ty, h, p in base]
+    regular = dict.fromkeys([to for _, to in jumps] + ["mark-for-masquerade"])
+    out += [f"add chain {t} {c}" for c in regular]
+    out.append(f'add chain {t} reject-chain {{ comment "helper for @no-endpoint-services / '
+               '@no-endpoint-nodeports" ; }')
+    out += [f"add rule {t} {src} {'' if src.startswith('nat-') else 'ct state new '}jump {to}"
+            for src, to in jumps]
+    m = _NFT_MASQ_MARK
+    out += [f"add rule {t} mark-for-masquerade mark set mark or {m}",
+            f"add rule {t} masquerading mark and {m} == 0 return",
+            f"add rule {t} masquerading mark set mark xor {m}",
+            f"add rule {t} masquerading masquerade fully-random"]
+    out += _nft_maps(t, fam, shape)
+    if shape != "endpoints":
+        out.append(f"add rule {t} cluster-ips-check {ipx} daddr @cluster-ips reject comment "
+                   '"Reject traffic to invalid ports of ClusterIPs"')
+        if service_cidr:
+            out.append(f"add rule {t} cluster-ips-check {ipx} daddr {{ {service_cidr} }} drop "
+                       'comment "Drop traffic to unallocated ClusterIPs"')
+    if node_ips:
+        out.append(f'add set {t} nodeport-ips {{ type {fam.addr} ; comment "IPs that accept '
+                   'NodePort traffic" ; }')
+        out += [f"add element {t} nodeport-ips {{ {ip} }}" for ip in node_ips]
+        to_node = f"{ipx} daddr @nodeport-ips"
+    else:
+        to_node = f"fib daddr type local {ipx} daddr != {fam.loopback}"
+    svc_check, np_check = (("endpoints-check", "endpoints-check") if shape == "endpoints" else
+                           ("service-endpoints-check", "nodeport-endpoints-check"))
+    if shape != "endpoints" and not node_ips:
+        to_node_np = f"{ipx} daddr != {fam.loopback}"   # only jumped to from filter-input
+    else:
+        to_node_np = to_node
+    out += [f"add rule {t} reject-chain reject",
+            f"add rule {t} {svc_check} {ipx} daddr . meta l4proto . th dport vmap @no-endpoint-services",
+            f"add rule {t} {np_check} {to_node_np} meta l4proto . th dport vmap @no-endpoint-nodeports",
+            f"add rule {t} firewall-check {ipx} daddr . meta l4proto . th dport vmap @firewall-ips",
+            f"add rule {t} services {ipx} daddr . meta l4proto . th dport vmap @service-ips",
+            f"add rule {t} services {to_node} meta l4proto . th dport vmap @service-nodeports"]
+    return out
+
+
+@dataclass
+class _NftService:
+    """One service port's chain names and what its rules send where."""
+
+    svc: str            # service-HASH-...: the Cluster policy chain (all endpoints)
+    ext: str            # external-HASH-...: NodePort, LoadBalancer and external IP traffic
+    loc: str            # local-HASH-...: Local policy (this node's endpoints only)
+    has_eps: bool
+    external: bool      # reachable from outside: a node port, LB IPs or external IPs
+    local: bool         # externalTrafficPolicy Local (and reachable from outside)
+    local_eps: list[tuple[str, int, bool]]
+
+
+def _nft_service_info(s: Service) -> _NftService:
+    base = _nft_hashed(_nft_port_name(s))
+    external = bool(s.node_port or s.lb_ips or s.external_ips)
+    local = external and s.policy == "Local"
+    return _NftService(f"service-{base}", f"external-{base}", f"local-{base}", bool(s.endpoints),
+                       external, local, [e for e in s.endpoints if e[2]])
+
+
+def _nft_spread(t: str, chain: str, s: Service, eps: list[tuple[str, int, bool]]) -> str:
+    """The load-balancing rule: numgen random mod N vmap { i : goto endpoint-... , ... }."""
+    arms = " , ".join(f"{i} : goto {_nft_ep_chain(s, ip, port)}" for i, (ip, port, _) in enumerate(eps))
+    return f"add rule {t} {chain} numgen random mod {len(eps)} vmap {{ {arms} }}"
+
+
+def _nft_service_chains(t: str, fam: _NftFamily, s: Service, info: _NftService, shape: str,
+                        cluster_cidr: str) -> tuple[list[str], list[str]]:
+    """The chains of one service port that has endpoints: service-, external-, local-, endpoint-.
+
+    Returns (chain declarations, rules), in syncProxyRules' order: every chain a rule or
+    map element names is declared before it is named.
+    """
+    ipx = fam.family
+    eps = [(_nft_ep_chain(s, ip, port), ip, port) for ip, port, _ in s.endpoints]
+    chains = [ep for ep, _, _ in eps] + [info.svc]
+    if info.local and info.local_eps:
+        chains.append(info.loc)
+    if info.external:
+        chains.append(info.ext)
+    dport = "" if shape == "pre-dnat" else f"{s.proto} dport {s.port} "  # current: address only
+    rules = [f"add rule {t} {info.svc} {ipx} daddr {s.cluster_ip} {dport}{ipx} saddr != "
+             f"{cluster_cidr} jump mark-for-masquerade"]
+    if info.external and not info.local:
+        rules += [f"add rule {t} {info.ext} jump mark-for-masquerade",
+                  f"add rule {t} {info.ext} goto {info.svc}"]
+    elif info.external:
+        rules += [f"add rule {t} {info.ext} {ipx} saddr {cluster_cidr} goto {info.svc} "
+                  'comment "short-circuit pod traffic"',
+                  f"add rule {t} {info.ext} fib saddr type local jump mark-for-masquerade "
+                  'comment "masquerade local traffic"',
+                  f"add rule {t} {info.ext} fib saddr type local goto {info.svc} "
+                  'comment "short-circuit local traffic"']
+        if info.local_eps:
+            rules.append(f"add rule {t} {info.ext} goto {info.loc}")
+    rules.append(_nft_spread(t, info.svc, s, s.endpoints))
+    if info.local and info.local_eps:
+        rules.append(_nft_spread(t, info.loc, s, info.local_eps))
+    for ep, ip, port in eps:
+        rules += [f"add rule {t} {ep} {ipx} saddr {ip} jump mark-for-masquerade",
+                  f"add rule {t} {ep} meta l4proto {s.proto} dnat to {fam.ep(ip, port)}"]
+    return [f"add chain {t} {c}" for c in chains], rules
+
+
+def _nft_service_elements(t: str, s: Service, info: _NftService, shape: str) -> list[str]:
+    """One service port's map elements: where its addresses and node port go, or why not.
+
+    No endpoints at all: every address rejects (goto reject-chain). Local policy with no
+    endpoint on this node: outside traffic to external addresses is dropped, while pods and
+    the node itself are short-circuited to the Cluster chain first (in the prerouting/output
+    nat chains, before the filter chains look at @no-endpoint-services).
+    """
+    key = f"{s.proto} . {s.port}"
+    comment = f'comment "{s.name}"'
+    out = [f"add element {t} cluster-ips {{ {s.cluster_ip} }}"] if shape != "endpoints" else []
+    if info.has_eps:
+        out.append(f"add element {t} service-ips {{ {s.cluster_ip} . {key} : goto {info.svc} }}")
+    else:
+        out.append(f"add element {t} no-endpoint-services {{ {s.cluster_ip} . {key} {comment} : "
+                   "goto reject-chain }")
+    verdict = None
+    if not info.has_eps:
+        verdict = "goto reject-chain"
+    elif info.local and not info.local_eps:
+        verdict = "drop"
+    for ip in s.external_ips + s.lb_ips:
+        if info.has_eps:
+            out.append(f"add element {t} service-ips {{ {ip} . {key} : goto {info.ext} }}")
+        if verdict:
+            out.append(f"add element {t} no-endpoint-services {{ {ip} . {key} {comment} : {verdict} }}")
+    if s.node_port:
+        np = f"{s.proto} . {s.node_port}"
+        if info.has_eps:
+            out.append(f"add element {t} service-nodeports {{ {np} : goto {info.ext} }}")
+        if verdict:
+            out.append(f"add element {t} no-endpoint-nodeports {{ {np} {comment} : {verdict} }}")
+    return out
+
+
+def kube_proxy_nftables(services: list[Service], *, node_ips: list[str], cluster_cidr: str,
+                        service_cidr: str | None = None, version: str = "current",
+                        family: int = 4) -> NftDump:
+    """kube-proxy nftables-mode rules for these services, as ``nft -f`` commands.
+
+    The ``ip``/``ip6 kube-proxy`` table in the shape of a release (see the module
+    docstring): base chains, the dispatch maps, and per service port the service-,
+    external-, local- and endpoint- chains with kube-proxy's hashed names. ``node_ips``
+    fill the nodeport-ips set (empty: node ports on every local address);
+    ``cluster_cidr`` is the pod CIDR the local-traffic detector matches;
+    ``service_cidr`` (1.32+) makes cluster-ips-check drop unallocated cluster IPs.
+    Session affinity and loadBalancerSourceRanges are not generated.
+    """
+    fam = _nft_family(family)
+    shape = _nft_chains(version)[0]
+    t = f"{fam.family} kube-proxy"
+    out = [f"# Generated by natlens generate (kube-proxy {version} nftables mode)",
+           *_nft_setup(version, fam, node_ips, service_cidr)]
+    for s in services:
+        info = _nft_service_info(s)
+        out.append(f"# {s.name}")
+        chains, rules = (_nft_service_chains(t, fam, s, info, shape, cluster_cidr)
+                         if info.has_eps else ([], []))
+        out += chains + _nft_service_elements(t, s, info, shape) + rules
+    return NftDump("\n".join(out) + "\n")
