@@ -1,4 +1,4 @@
-"""A three-namespace lab (used by test_kernel_truth.py) for the kernel truth test: client -> node (rules here) -> peer.
+"""A three-namespace lab (used by test_kernel_truth.py and test_kernel_truth_nft.py) for the kernel truth test: client -> node (rules here) -> peer.
 
     client  c0 198.18.1.2-.6/24 ----- n-c 198.18.1.1/24   node   n-p 198.18.2.1/24 ----- p0 198.18.2.2/24  peer
                                       kd0 198.18.5.1, .2 (like kube-ipvs0)
@@ -7,6 +7,11 @@
 The peer drops everything, so nothing answers; the node's conntrack table shows
 the NAT decision of each first packet (original vs reply tuple). Namespaces have a
 per-run prefix and are always deleted.
+
+``Lab.load`` swaps in iptables rules and ipsets; ``Lab.load_nft`` swaps in a whole
+nft rule set (optionally with iptables-nft rules and ipsets beside it) and returns
+what the kernel prints back: ``nft list ruleset``, ``nft -j list ruleset``,
+iptables-save and ipset save.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,6 +63,24 @@ EMPTY_TABLES = "".join(f"*{t}\nCOMMIT\n" for t in ("raw", "mangle", "nat", "filt
 # passes over) makes it run even for rule sets with no NAT, so "no entry" always means dropped.
 CT_ON = ("*security\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
          '-A OUTPUT -m conntrack --ctstate INVALID -j LOG --log-prefix "natlens-ct-on "\nCOMMIT\n')
+
+
+# The nft counterpart of CT_ON, for rule sets with no ct expression and no nat chain: a
+# native table of its own (iptables-nft keeps out of it) whose one rule never matches a
+# first packet, so the model passes over it.
+NFT_CT_ON = ("table ip natlens-ct-on {\n\tchain output {\n"
+             "\t\ttype filter hook output priority 50; policy accept;\n"
+             "\t\tct state invalid counter\n\t}\n}\n")
+
+
+@dataclass
+class NftLoaded:
+    """What the kernel prints back after Lab.load_nft: the model reads these, not the input."""
+
+    text: str       # nft list ruleset
+    json: str       # nft -j list ruleset
+    iptables: str   # iptables-save (the iptables-nft tables, as iptables sees them)
+    ipset: str      # ipset save
 
 
 def _run(args: list[str], input: str | None = None, check: bool = True) -> str:
@@ -116,6 +140,26 @@ class Lab:
         self.ns(self.n, "conntrack", "-F", check=False)
         return self.ns(self.n, "iptables-save"), self.ns(self.n, "ipset", "save")
 
+    def load_nft(self, nft: str, iptables: str = "", ipset: str = "",
+                 ct_on: bool = True) -> NftLoaded:
+        """Replace the node's whole nft rule set: ``nft flush ruleset``, ipsets, ``nft -f -``.
+
+        ``iptables`` (iptables-restore input) is loaded after the nft rule set, so its
+        tables live in nft too (nf_tables backend) and, at an equal priority, their base
+        chains were registered after the nft ones. ``ct_on`` adds NFT_CT_ON.
+        """
+        n = self.n
+        self.ns(n, "nft", "flush", "ruleset")   # also the iptables-nft tables: no set is in use
+        self.ns(n, "ipset", "destroy")
+        if ipset.strip():
+            self.ns(n, "ipset", "restore", input=ipset)
+        self.ns(n, "nft", "-f", "-", input=nft + (NFT_CT_ON if ct_on else ""))
+        if iptables.strip():
+            self.ns(n, "iptables-restore", input=iptables)
+        self.ns(n, "conntrack", "-F", check=False)
+        return NftLoaded(self.ns(n, "nft", "list", "ruleset"), self.ns(n, "nft", "-j", "list", "ruleset"),
+                         self.ns(n, "iptables-save"), self.ns(n, "ipset", "save"))
+
     def node_dumps(self) -> tuple[str, str]:
         return self.ns(self.n, "ip", "-o", "addr"), self.ns(self.n, "ip", "route")
 
@@ -165,11 +209,12 @@ def parse_conntrack(text: str) -> dict[tuple, dict]:
     return entries
 
 
-def kernel_lab_fixture():
-    reason = netns_unavailable_reason("iptables-restore", "ipset", "conntrack")
+def _lab(tools: tuple[str, ...], prefix: str):
+    """Build the lab (skip when namespaces or a tool are missing), yield it, always delete it."""
+    reason = netns_unavailable_reason("iptables-restore", "ipset", "conntrack", *tools)
     if reason:
         pytest.skip(reason)
-    lab = Lab(f"nlnf-{os.getpid()}-")
+    lab = Lab(f"{prefix}-{os.getpid()}-")
     try:
         lab.build()
     except RuntimeError as exc:
@@ -179,3 +224,13 @@ def kernel_lab_fixture():
         yield lab
     finally:
         lab.destroy()
+
+
+def kernel_lab_fixture():
+    """The lab for iptables rule sets (test_kernel_truth.py)."""
+    yield from _lab((), "nlnf")
+
+
+def kernel_nft_lab_fixture():
+    """The lab for nft rule sets (test_kernel_truth_nft.py): needs nft, own namespace names."""
+    yield from _lab(("nft",), "nlnft")
