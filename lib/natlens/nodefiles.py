@@ -20,6 +20,7 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 DUMP_NAMES: dict[str, tuple[str, ...]] = {
     "iptables": ("iptables-save.txt", "iptables-rules.txt", "iptables.txt"),
     "ip6tables": ("ip6tables-save.txt",),  # the IPv6 rules (iptables-save holds only IPv4)
+    "nft": ("nft-ruleset.json", "nft-ruleset.txt"),  # nft -j list ruleset / nft list ruleset
     "ipset": ("ipset-save.txt", "ipset.txt", "ipset-list.txt"),
     "ipvsadm": ("ipvsadm.txt", "ipvsadm-save.txt"),
     "ip_addr": ("ip-addr.json", "ip-addr.txt", "ip-resources.txt"),
@@ -39,6 +40,7 @@ class NodeFiles:
     captures: list[Path] = field(default_factory=list)
     iptables: Path | None = None
     ip6tables: Path | None = None
+    nft: Path | None = None
     ipset: Path | None = None
     ipvsadm: Path | None = None
     ip_addr: Path | None = None

@@ -22,7 +22,10 @@ from natlens.errors import NatlensError
 from natlens.netfilter.ipset import IPSet, parse_ipset
 from natlens.netfilter.iptables import Ruleset, parse_iptables_save
 from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
+from natlens.netfilter.nft import XTABLES, NftChain, NftRuleset, NftTable
 from natlens.netfilter.walk import Packet, Verdict, Walker, WalkState, explain, ip_int, ip_str
+from natlens.netfilter.walk.hooks import HOOK_TABLES, NAT_CORE, TABLE_PRIORITY, BaseChain
+from natlens.netfilter.walk.nftables import NftWalker
 from natlens.nodefiles import DUMP_NAMES, NodeFiles, as_node_files
 
 Addr = tuple[int, int, int]  # (address, prefix length, version)
@@ -156,15 +159,20 @@ def parse_ip_route(text: str, path: str = "<ip-route>") -> list[Route]:
 class NodeRules:
     """Everything netfilter-related known about one node; ``explain`` walks a packet."""
 
-    def __init__(self, ruleset: Ruleset, sets: dict[str, IPSet] | None = None,
+    def __init__(self, ruleset: Ruleset | None, sets: dict[str, IPSet] | None = None,
                  ipvs: list[VirtualService] | None = None,
                  addresses: dict[str, list[Addr]] | None = None,
                  local_ips: list[str] | None = None, name: str = "",
-                 routes: list[Route] | None = None, rules6: Ruleset | None = None):
+                 routes: list[Route] | None = None, rules6: Ruleset | None = None,
+                 nft: NftRuleset | None = None):
         self.name = name
         self.routes = routes or []
-        self.ruleset = ruleset
-        self.rules6 = rules6  # ip6tables-save; None: IPv6 packets are undecided
+        self.iptables_known = ruleset is not None  # an iptables-save dump was given
+        self.ruleset = ruleset if ruleset is not None else Ruleset(path="(no iptables-save)")
+        self.rules6 = rules6  # ip6tables-save; None (and no nft dump): IPv6 packets are undecided
+        self.nft = nft        # nft list ruleset; None: no native nft tables are known
+        self._nft_walker = NftWalker(self, nft) if nft is not None else None
+        self._base_chains: dict[tuple[int, str], list[BaseChain]] = {}
         self.sets: dict[str, IPSet] = sets or {}
         self.sets_known = sets is not None
         self.ipvs: list[VirtualService] = ipvs or []
@@ -191,11 +199,73 @@ class NodeRules:
         return w
 
     def walker_for(self, fam: int) -> Walker | None:
-        """The walker over this family's rules; None for IPv6 without ip6tables-save."""
+        """The walker over this family's iptables rules; None without that dump."""
         if fam not in self._walkers:
-            rules = self.ruleset if fam == 4 else self.rules6
+            rules = (self.ruleset if self.iptables_known else None) if fam == 4 else self.rules6
             self._walkers[fam] = Walker(self, rules) if rules is not None else None
         return self._walkers[fam]
+
+    # the rules, hook by hook -------------------------------------------------------
+    def rules_missing(self, fam: int) -> str | None:
+        """Why a packet of this family cannot be walked at all, or None if it can."""
+        if self.walker_for(fam) is not None or self._nft_sees(fam):
+            return None
+        if fam == 4:
+            return "no iptables-save or nft dump for this node"
+        return ("IPv6 packet: no ip6tables-save dump (ip6tables-save.txt) for this node; "
+                "iptables-save holds only the IPv4 rules")
+
+    def _nft_sees(self, fam: int) -> bool:
+        """An nft dump shows this family's rules: its own, and iptables-nft's unless the
+        iptables dump says the legacy backend (whose tables nft does not list)."""
+        if self.nft is None:
+            return False
+        return fam == 4 or not self.iptables_known or self.ruleset.backend != "legacy"
+
+    def walk_notes(self, fam: int) -> list[str]:
+        """Trace lines on what the walk of this family reads (said once, at the top)."""
+        out = []
+        if self.nft is not None and self.walker_for(fam) is None:
+            out.append("no iptables-save dump: iptables-legacy rules, if any, are not in the nft dump")
+        shadowed = [f"{t.family} {t.name}" for t in (self.nft.tables.values() if self.nft else [])
+                    if _fam_of(t.family, fam) and self._shadowed(t)]
+        if shadowed:
+            out.append(f"nft tables {', '.join(shadowed)} are iptables-nft's: walked from the "
+                       "iptables dump, not twice")
+        return out
+
+    def _shadowed(self, t: NftTable) -> bool:
+        """An iptables-nft table that the iptables dump of its family already holds."""
+        if t.family not in ("ip", "ip6") or t.name not in XTABLES:
+            return False
+        w = self.walker_for(4 if t.family == "ip" else 6)
+        return w is not None and (t.managed_by == "iptables-nft" or w.ruleset.backend != "legacy")
+
+    def base_chains(self, fam: int, hook: str) -> list[BaseChain]:
+        """Every base chain registered at this hook for this family: iptables and nft."""
+        key = (fam, hook)
+        if key not in self._base_chains:
+            out = []
+            w = self.walker_for(fam)
+            for table in HOOK_TABLES[hook] if w is not None else ():
+                if hook in w.ruleset.tables.get(table, {}):
+                    nat = table == "nat"
+                    out.append(BaseChain(NAT_CORE[hook] if nat else TABLE_PRIORITY[table],
+                                         f"iptables {table}/{hook}", nat,
+                                         lambda st, t=table, h=hook: w.run_table(st, t, h)))
+            nw = self._nft_walker
+            for ch in self._nft_chains(fam, hook):
+                out.append(BaseChain(ch.prio or 0, f"nft {ch.family} {ch.table} {ch.name}",
+                                     ch.type == "nat", lambda st, c=ch, nw=nw: nw.run_chain(st, c)))
+            self._base_chains[key] = out
+        return self._base_chains[key]
+
+    def _nft_chains(self, fam: int, hook: str) -> list[NftChain]:
+        if self.nft is None:
+            return []
+        return [ch for t in self.nft.tables.values() if _fam_of(t.family, fam) and not self._shadowed(t)
+                for ch in t.chains.values()
+                if ch.base and ch.hook == hook.lower() and ch.type in ("filter", "nat", "route")]
 
     # addresses ---------------------------------------------------------------------
     def is_local(self, ip: int, fam: int = 4) -> bool:
@@ -298,7 +368,13 @@ class NodeRules:
 
     def check(self) -> int:
         """Compile every rule (a malformed one raises NatlensError naming file:line)."""
-        return sum(w.compile_all() for w in (self.walker_for(4), self.walker_for(6)) if w)
+        n = sum(w.compile_all() for w in (self.walker_for(4), self.walker_for(6)) if w)
+        return n + (self._nft_walker.compile_all() if self._nft_walker else 0)
+
+
+def _fam_of(table_family: str, fam: int) -> bool:
+    """Whether an nft table of this family sees packets of IP version fam."""
+    return table_family == "inet" or table_family == ("ip" if fam == 4 else "ip6")
 
 
 def _mask(plen: int, fam: int) -> int:
@@ -321,19 +397,25 @@ def _read(p: FsPath) -> str:
         raise NatlensError(f"cannot read: {exc.strerror}", path=str(p)) from None
 
 
-def load_files(iptables: str, ipset: str | None = None, ipvs: str | None = None,
+def load_files(iptables: str | None, ipset: str | None = None, ipvs: str | None = None,
                ip_addr: str | None = None, local_ips: list[str] | None = None,
                name: str = "", ip_route: str | None = None,
-               ip6tables: str | None = None) -> NodeRules:
-    """Build a NodeRules from dump files (paths); only iptables is required. Without
-    ip6tables (ip6tables-save), IPv6 packets are undecided."""
-    rs = parse_iptables_save(_read(FsPath(iptables)), str(iptables))
+               ip6tables: str | None = None, nft: str | None = None) -> NodeRules:
+    """Build a NodeRules from dump files (paths); iptables or nft (nft list ruleset, text or
+    JSON) is required. Without ip6tables-save or nft, IPv6 packets are undecided."""
+    if iptables is None and nft is None:
+        raise NatlensError("no iptables-save or nft dump given")
+    rs = parse_iptables_save(_read(FsPath(iptables)), str(iptables)) if iptables else None
+    nrs = None
+    if nft:
+        from natlens.netfilter.nft import parse_nft
+        nrs = parse_nft(_read(FsPath(nft)), str(nft))
     rs6 = parse_iptables_save(_read(FsPath(ip6tables)), str(ip6tables)) if ip6tables else None
     sets = parse_ipset(_read(FsPath(ipset)), str(ipset)) if ipset else None
     vss = parse_ipvsadm(_read(FsPath(ipvs)), str(ipvs)) if ipvs else None
     addrs = parse_ip_addr(_read(FsPath(ip_addr)), str(ip_addr)) if ip_addr else None
     routes = parse_ip_route(_read(FsPath(ip_route)), str(ip_route)) if ip_route else None
-    node = NodeRules(rs, sets, vss, addrs, local_ips, name=name, routes=routes, rules6=rs6)
+    node = NodeRules(rs, sets, vss, addrs, local_ips, name=name, routes=routes, rules6=rs6, nft=nrs)
     node.check()
     return node
 
@@ -344,12 +426,13 @@ def load_node(node_dir: str | FsPath | NodeFiles, local_ips: list[str] | None = 
     if not isinstance(node_dir, NodeFiles) and not FsPath(node_dir).is_dir():
         raise NatlensError("not a directory", path=str(node_dir))
     f = as_node_files(node_dir)
-    if f.iptables is None:
-        raise NatlensError(f"no iptables dump (looked for {', '.join(DUMP_NAMES['iptables'])})",
-                           path=str(f.path))
+    if f.iptables is None and f.nft is None:
+        raise NatlensError("no iptables or nft dump (looked for "
+                           f"{', '.join(DUMP_NAMES['iptables'] + DUMP_NAMES['nft'])})", path=str(f.path))
 
     def opt(p: FsPath | None) -> str | None:
         return str(p) if p is not None else None
 
-    return load_files(str(f.iptables), opt(f.ipset), opt(f.ipvsadm), opt(f.ip_addr), local_ips,
-                      name=f.name, ip_route=opt(f.ip_route), ip6tables=opt(f.ip6tables))
+    return load_files(opt(f.iptables), opt(f.ipset), opt(f.ipvsadm), opt(f.ip_addr), local_ips,
+                      name=f.name, ip_route=opt(f.ip_route), ip6tables=opt(f.ip6tables),
+                      nft=opt(f.nft))

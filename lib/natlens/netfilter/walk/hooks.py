@@ -15,6 +15,8 @@ packet, as in the kernel. ``explain`` is the entry point.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from natlens.netfilter.walk.addresses import hostport, ip_str
@@ -22,11 +24,12 @@ from natlens.netfilter.walk.ipvs import ipvs_branches
 from natlens.netfilter.walk.packet import Packet
 from natlens.netfilter.walk.state import DELIVERED, FORWARDED, UNDECIDED, WalkState
 from natlens.netfilter.walk.verdict import Verdict, branch_of
-from natlens.netfilter.walk.walker import Walker
 
 if TYPE_CHECKING:
     from natlens.netfilter.node import NodeRules
 
+# where iptables' tables hook in (the nat table's chains run inside the nat core)
+TABLE_PRIORITY = {"raw": -300, "mangle": -150, "filter": 0, "security": 50}
 HOOK_TABLES = {
     "PREROUTING": ("raw", "mangle", "nat"),
     "INPUT": ("mangle", "filter", "security", "nat"),
@@ -34,71 +37,141 @@ HOOK_TABLES = {
     "OUTPUT": ("raw", "mangle", "nat", "filter", "security"),
     "POSTROUTING": ("mangle", "nat"),
 }
-_SRC_NAT_HOOKS = ("POSTROUTING", "INPUT")  # where the nat table binds the source manipulation
-_NO_NAT = ("raw", "mangle", "filter", "security")
+NAT_CORE = {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100}
+CONNTRACK = -200       # nf_conntrack attaches its entry here (PREROUTING, OUTPUT)
+IPVS_LOCAL_IN = 99     # ip_vs_remote_request: after filter (0), before nat (100)
+IPVS_LOCAL_OUT = -98   # ip_vs_local_request: after nat (-100), before filter (0)
+_SRC_NAT_HOOKS = ("POSTROUTING", "INPUT")  # where the nat core binds the source manipulation
+ALL = (None, None)     # a priority window: every base chain of the hook
+
+
+@dataclass(frozen=True)
+class BaseChain:
+    """One base chain at a hook: an iptables table's built-in chain or a native nft chain.
+
+    ``nat``: a nat-type chain; those run inside the nat core (at NAT_CORE's priority, in
+    their own priority order, until one binds a NAT), as nf_nat_inet_fn runs them.
+    """
+
+    prio: int
+    label: str
+    nat: bool
+    run: Callable[[WalkState], list[WalkState]]
+
+
+@dataclass(frozen=True)
+class HookStep:
+    """What runs at one priority of a hook: a base chain, or the nat core and its chains."""
+
+    prio: int
+    chains: tuple[BaseChain, ...]
+    nat: bool
+    tie: str = ""  # another step shares this priority: their order is not in the dumps
+
+
+def hook_steps(node: NodeRules, fam: int, hook: str) -> list[HookStep]:
+    """The hook's base chains in the kernel's priority order, nat chains grouped in the core."""
+    chains = node.base_chains(fam, hook)
+    nat = tuple(sorted((c for c in chains if c.nat), key=lambda c: c.prio))
+    steps = [HookStep(c.prio, (c,), False) for c in chains if not c.nat]
+    if nat:
+        steps.append(HookStep(NAT_CORE[hook], nat, True))
+    steps.sort(key=lambda s: s.prio)
+    out = []
+    for i, s in enumerate(steps):
+        same = [t for j, t in enumerate(steps) if j != i and t.prio == s.prio]
+        if same:
+            others = ", ".join(c.label for t in same for c in t.chains)
+            s = HookStep(s.prio, s.chains, s.nat, f"same priority {s.prio} as {others}: the kernel "
+                         "runs them in the order they were registered, which the dumps do not show")
+        out.append(s)
+    return out
 
 
 def explain(node: NodeRules, pkt: Packet) -> Verdict:
     """Walk pkt through node's rules (see the module docstring for the order).
 
-    An IPv6 packet walks the ip6tables-save rules; without them it is undecided, since
-    iptables-save holds only the IPv4 rules.
+    An IPv6 packet walks the ip6tables-save rules and the ip6/inet nft tables; without
+    either it is undecided, since iptables-save holds only the IPv4 rules.
     """
     st = WalkState.start(pkt)
     st.trace.append(f"packet {pkt.proto} {hostport(st.src, st.sport, st.fam)} -> "
                     f"{hostport(st.dst, st.dport, st.fam)} "
                     + ("generated on the node" if pkt.local else f"in via {pkt.in_iface or '?'}"))
-    w = node.walker_for(st.fam)
-    if w is None:
-        why = (f"IPv{st.fam} packet: no ip6tables-save dump (ip6tables-save.txt) for this node; "
-               "iptables-save holds only the IPv4 rules")
+    why = node.rules_missing(st.fam)
+    if why:
         st.stop_undecided(why, f"undecided: {why}")
         return Verdict(pkt, [branch_of(st)])
-    done = _from_node(w, st) if pkt.local else _from_outside(w, st)
+    st.trace += node.walk_notes(st.fam)
+    done = _from_node(node, st) if pkt.local else _from_outside(node, st)
     for s in done:
         if s.outcome is None:
             s.outcome = UNDECIDED
     return Verdict(pkt, [branch_of(s) for s in sorted(done, key=lambda s: -s.prob)])
 
 
-def _through(w: Walker, states: list[WalkState], hooks: list[str],
-             tables_only: tuple[str, ...] = ()) -> list[WalkState]:
-    """Run states through each hook's tables in priority order; finished branches pass through."""
+def _through(node: NodeRules, states: list[WalkState], hooks: list[str],
+             window: tuple[int | None, int | None] = ALL, nat: bool = True) -> list[WalkState]:
+    """Run states through each hook's base chains with priority in [lo, hi); finished
+    branches pass through. nat=False: the connection's NAT is already bound (a packet
+    looping back in via lo, IPVS re-sending): the nat core is skipped."""
     for hook in hooks:
         nxt: list[WalkState] = []
         for s in states:
-            nxt += [s] if s.outcome else _hook(w, s, hook, tables_only)
+            nxt += [s] if s.outcome else _hook(node, s, hook, window, nat)
         states = nxt
     return states
 
 
-def _hook(w: Walker, s: WalkState, hook: str, tables_only: tuple[str, ...]) -> list[WalkState]:
-    """One live branch through one hook; the branches it forked into come back with it.
-
-    Whether nat runs is decided on s, the branch entering the hook, for all its forks.
-    """
-    src_manip = hook in _SRC_NAT_HOOKS
+def _hook(node: NodeRules, s: WalkState, hook: str, window: tuple[int | None, int | None],
+          nat: bool) -> list[WalkState]:
+    """One live branch through one hook; the branches it forked into come back with it."""
+    lo, hi = window
     cur = [s]
-    for table in HOOK_TABLES[hook]:
-        if tables_only and table not in tables_only:
+    for step in hook_steps(node, s.fam, hook):
+        if (lo is not None and step.prio < lo) or (hi is not None and step.prio >= hi):
             continue
-        if table == "nat" and (s.notrack or (s.nat_src_done if src_manip else s.nat_dst_done)):
+        if step.nat and not nat:
             continue
         out: list[WalkState] = []
         for c in cur:
             if c.outcome:
                 out.append(c)
                 continue
-            res = w.run_table(c, table, hook)
-            if table == "nat":
-                for r in res:
-                    if src_manip:
-                        r.nat_src_done = True
-                    else:
-                        r.nat_dst_done = True
-            out += res
+            if step.prio > CONNTRACK and not c.notrack:
+                c.ct = True
+            if step.tie and step.tie not in c.trace:
+                c.trace.append(step.tie)
+            c.hook = hook
+            out += _nat_core(c, step, hook) if step.nat else step.chains[0].run(c)
         cur = out
     return cur
+
+
+def _nat_core(s: WalkState, step: HookStep, hook: str) -> list[WalkState]:
+    """The nat chains of a hook, for a new connection: each in turn until one binds a NAT
+    (or drops); a connection whose NAT is bound for this direction skips them."""
+    src = hook in _SRC_NAT_HOOKS
+    if s.notrack or (s.nat_src_done if src else s.nat_dst_done):
+        return [s]
+    pending, out = [s], []
+    for chain in step.chains:
+        nxt: list[WalkState] = []
+        for p in pending:
+            p.hook = hook
+            for r in chain.run(p):
+                bound = r.snat is not None if src else r.dnat is not None
+                (out if r.outcome or bound else nxt).append(r)
+        pending = nxt
+        if not pending:
+            break
+    res = out + pending
+    for r in res:
+        if src:
+            r.nat_src_done = True
+        else:
+            r.nat_dst_done = True
+    return res
 
 
 def _finished(states: list[WalkState], done: list[WalkState]) -> list[WalkState]:
@@ -115,27 +188,26 @@ def _end(s: WalkState, outcome: str, done: list[WalkState]) -> None:
     done.append(s)
 
 
-def _from_outside(w: Walker, st: WalkState) -> list[WalkState]:
+def _from_outside(node: NodeRules, st: WalkState) -> list[WalkState]:
     """A packet arriving on an interface: PREROUTING, then forwarded or delivered locally."""
     done: list[WalkState] = []
-    for s in _finished(_through(w, [st], ["PREROUTING"]), done):
-        if not w.node.is_local(s.dst, s.fam):
-            _route_out(w.node, s)
-            for r in _finished(_through(w, [s], ["FORWARD", "POSTROUTING"]), done):
+    for s in _finished(_through(node, [st], ["PREROUTING"]), done):
+        if not node.is_local(s.dst, s.fam):
+            _route_out(node, s)
+            for r in _finished(_through(node, [s], ["FORWARD", "POSTROUTING"]), done):
                 _end(r, FORWARDED, done)
             continue
         s.trace.append(f"routing: {ip_str(s.dst, s.fam)} is a local address -> INPUT")
-        _local_in(w, s, done)
+        _local_in(node, s, done)
     return done
 
 
-def _local_in(w: Walker, s: WalkState, done: list[WalkState]) -> None:
+def _local_in(node: NodeRules, s: WalkState, done: list[WalkState]) -> None:
     """INPUT; IPVS takes the packet at LOCAL_IN priority 99, between filter (0) and nat (100)."""
-    node = w.node
-    for i in _finished(_through(w, [s], ["INPUT"], ("mangle", "filter", "security")), done):
+    for i in _finished(_through(node, [s], ["INPUT"], (None, IPVS_LOCAL_IN)), done):
         vs = node.ipvs_service(i)
         if vs is None:
-            for r in _finished(_through(w, [i], ["INPUT"], ("nat",)), done):
+            for r in _finished(_through(node, [i], ["INPUT"], (IPVS_LOCAL_IN, None)), done):
                 _end(r, DELIVERED, done)
             continue
         for b in _finished(ipvs_branches(i, vs), done):
@@ -144,52 +216,52 @@ def _local_in(w: Walker, s: WalkState, done: list[WalkState]) -> None:
                 continue
             _route_out(node, b)
             # ip_vs_nat_xmit re-sends through LOCAL_OUT (nat already bound) and POSTROUTING
-            for r in _finished(_through(w, [b], ["OUTPUT", "POSTROUTING"], (*_NO_NAT, "nat")), done):
+            for r in _finished(_through(node, [b], ["OUTPUT", "POSTROUTING"]), done):
                 _end(r, FORWARDED, done)
 
 
-def _from_node(w: Walker, st: WalkState) -> list[WalkState]:
+def _from_node(node: NodeRules, st: WalkState) -> list[WalkState]:
     """A packet generated on the node: OUTPUT (IPVS at LOCAL_OUT), routing, POSTROUTING."""
-    node = w.node
     done: list[WalkState] = []
     st.out_iface = st.out_iface or ("lo" if node.is_local(st.dst, st.fam)
                                     else node.route(st.dst, st.fam))
-    for s in _finished(_through(w, [st], ["OUTPUT"], ("raw", "mangle", "nat")), done):
-        # IPVS takes locally generated packets at LOCAL_OUT priority -98, before filter
+    for s in _finished(_through(node, [st], ["OUTPUT"], (None, IPVS_LOCAL_OUT)), done):
+        # IPVS takes locally generated packets at LOCAL_OUT priority -98, before filter,
+        # and re-sends them through the whole of LOCAL_OUT (NAT already bound)
         vs = node.ipvs_service(s)
         if vs is not None:
-            branches, tables = _finished(ipvs_branches(s, vs), done), _NO_NAT
+            branches = _through(node, _finished(ipvs_branches(s, vs), done), ["OUTPUT"], nat=False)
         else:
-            branches, tables = [s], ("filter", "security")
-        for b in _finished(_through(w, branches, ["OUTPUT"], tables), done):
+            branches = _through(node, [s], ["OUTPUT"], (IPVS_LOCAL_OUT, None))
+        for b in _finished(branches, done):
             if node.is_local(b.dst, b.fam):
-                _loop_back(w, b, done)
+                _loop_back(node, b, done)
             else:
-                _out_of_node(w, b, st, done)
+                _out_of_node(node, b, st, done)
     return done
 
 
-def _loop_back(w: Walker, b: WalkState, done: list[WalkState]) -> None:
+def _loop_back(node: NodeRules, b: WalkState, done: list[WalkState]) -> None:
     """To a local address: out via lo (POSTROUTING), back in on lo (PREROUTING, INPUT)."""
     b.out_iface = "lo"
     b.trace.append(f"routing: {ip_str(b.dst, b.fam)} is local: out via lo, back in on lo")
-    for r in _finished(_through(w, [b], ["POSTROUTING"]), done):
+    for r in _finished(_through(node, [b], ["POSTROUTING"]), done):
         r.confirm()  # leaving via lo confirms; a drop on the way back in keeps it
         r.in_iface = "lo"
         r.local = False
-        for q in _finished(_through(w, [r], ["PREROUTING", "INPUT"], _NO_NAT), done):
+        for q in _finished(_through(node, [r], ["PREROUTING", "INPUT"], nat=False), done):
             q.outcome = DELIVERED
             done.append(q)
 
 
-def _out_of_node(w: Walker, b: WalkState, st: WalkState, done: list[WalkState]) -> None:
+def _out_of_node(node: NodeRules, b: WalkState, st: WalkState, done: list[WalkState]) -> None:
     """To a remote address: routed again if DNAT moved it (st is the walk's first state)."""
     if b.dst != b.orig_dst or not b.out_iface:
         b.out_iface = st.out_iface if st.out_iface and b.dst == b.orig_dst else None
-        _route_out(w.node, b)
+        _route_out(node, b)
     else:
         b.trace.append(f"routing: {ip_str(b.dst, b.fam)} is not local -> out via {b.out_iface}")
-    for r in _finished(_through(w, [b], ["POSTROUTING"]), done):
+    for r in _finished(_through(node, [b], ["POSTROUTING"]), done):
         _end(r, FORWARDED, done)
 
 
