@@ -10,6 +10,9 @@
 #                                        tables exist too: see "NAT state" below
 #   <out>/nodes/<node>/ipset-save.txt    ipset save
 #   <out>/nodes/<node>/ipvsadm.txt       ipvsadm -S -n
+#   <out>/nodes/<node>/nft-ruleset.txt   nft list ruleset (kube-proxy nftables mode writes no
+#                                        iptables rules; iptables-nft's tables show here too)
+#   <out>/nodes/<node>/nft-ruleset.json  nft -j list ruleset (the same, libnftables JSON)
 #   <out>/nodes/<node>/conntrack.txt     conntrack -L, then conntrack -L -f ipv6 appended
 #   <out>/nodes/<node>/ip-addr.json      ip -j addr
 #   <out>/nodes/<node>/ip-route.json     ip -j route
@@ -175,6 +178,9 @@ save_rules ip
 save_rules ip6
 dump ipset-save.txt ipset ipset save
 dump ipvsadm.txt ipvsadm ipvsadm -S -n
+# kube-proxy nftables mode keeps everything in its own nft table (`ip kube-proxy`)
+dump nft-ruleset.txt nftables nft list ruleset
+dump nft-ruleset.json nftables nft -j list ruleset
 # conntrack -L lists IPv4 only; the IPv6 entries go to the same file (one reader for both)
 dump conntrack.txt conntrack conntrack -L
 dump -a conntrack.txt conntrack conntrack -L -f ipv6

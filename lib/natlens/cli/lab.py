@@ -24,7 +24,8 @@ def _run(args: argparse.Namespace) -> int:
 
     facts = run(args.out, _policies(args.policy), connections=args.connections,
                 nodes=args.nodes, any_capture=args.any, prefix=args.prefix,
-                timeout=args.timeout, concurrency=args.concurrency, title=args.title)
+                timeout=args.timeout, concurrency=args.concurrency, title=args.title,
+                proxy_mode=args.proxy_mode, ip_mode=args.ip_mode)
     for s in facts["services"]:
         print(tally_line(s))
     print(f"bundle: {args.out}")
@@ -34,9 +35,27 @@ def _run(args: argparse.Namespace) -> int:
 def tally_line(s: dict) -> str:
     """One Service's tally from lab.json, in words: what the run did."""
     picks = ", ".join(f"{node} {n}" for node, n in s["by_lb_node"].items())
+    on_node = f", {s['node_dnat']} DNATed on the node" if s.get("node_dnat") else ""
+    asym = f", {s['asymmetric']} asymmetric" if s.get("asymmetric") else ""
     return (f"{s['service']} {s['key']} {s['policy']}: {s['connections']} connections, "
-            f"{s['failed']} failed, {s['loopback']} loopback, {s['snat']} SNATed; "
+            f"{s['failed']} failed, {s['loopback']} loopback{asym}, {s['snat']} SNATed{on_node}; "
             f"LB picked {picks}")
+
+
+def _proxy_mode(value: str) -> str:
+    """--proxy-mode, case-insensitive: ipvs, iptables or nftables."""
+    mode = value.strip().lower()
+    if mode not in ("ipvs", "iptables", "nftables"):
+        raise argparse.ArgumentTypeError(f"use ipvs, iptables or nftables, not {value!r}")
+    return mode
+
+
+def _ip_mode(value: str) -> str:
+    """--ip-mode, case-insensitive: VIP or Proxy (the spelling Kubernetes uses)."""
+    mode = {"vip": "VIP", "proxy": "Proxy"}.get(value.strip().lower())
+    if mode is None:
+        raise argparse.ArgumentTypeError(f"use VIP or Proxy, not {value!r}")
+    return mode
 
 
 def _clean(args: argparse.Namespace) -> int:
@@ -56,6 +75,14 @@ def register(subparsers) -> None:
     r.add_argument("--policy", action="append", metavar="Local|Cluster",
                    help="externalTrafficPolicy; repeat (or comma-separate) for one Service "
                         "each, e.g. --policy Local,Cluster (default Local)")
+    r.add_argument("--proxy-mode", type=_proxy_mode, default="ipvs",
+                   metavar="ipvs|iptables|nftables",
+                   help="kube-proxy's mode on the nodes (default ipvs: TKE's, the VIP is in "
+                        "the ipsets but not bound, so pod -> VIP traffic leaves the node)")
+    r.add_argument("--ip-mode", type=_ip_mode, default="VIP", metavar="VIP|Proxy",
+                   help="the LoadBalancer ingress's ipMode (default VIP: in iptables and "
+                        "nftables modes kube-proxy handles the VIP on the node; Proxy: no "
+                        "kube-proxy rule for it, traffic to it goes to the LB)")
     r.add_argument("--connections", type=int, default=20, metavar="N",
                    help="connections per Service (default 20)")
     r.add_argument("--out", required=True, metavar="DIR", help="bundle directory (new or empty)")

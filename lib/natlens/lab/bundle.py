@@ -4,8 +4,9 @@
 * ``incident.yaml``: title, UTC time window, notes, services of interest.
 * ``ground-truth/connections.jsonl``: the client's own record of every connection,
   joined with the kernel's conntrack tables of the client's node and of the LB:
-  the source the connection had on the wire (SNATed or not), the node the LB
-  picked, and whether that pick was the client's own node (a loopback).
+  the source the connection had on the wire (SNATed or not), the endpoint the
+  node itself DNATed the VIP to (iptables/nftables mode with ipMode VIP), the
+  node the LB picked, and whether that pick was the client's own node (a loopback).
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def cluster_json(topo: Topology, created: str) -> dict[str, dict]:
             "apiVersion": "v1", "kind": "Service",
             "metadata": _meta(s.name, created, s.namespace),
             "spec": spec,
-            # ipMode Proxy: kube-proxy does not bind the VIP, traffic to it leaves the node.
-            "status": {"loadBalancer": {"ingress": [{"ip": s.vip, "ipMode": "Proxy"}]}},
+            # the run's --ip-mode: VIP (kube-proxy may handle the VIP on the node) or Proxy
+            # (kube-proxy ignores it, traffic to it leaves the node)
+            "status": {"loadBalancer": {"ingress": [{"ip": s.vip, "ipMode": topo.ip_mode}]}},
         })
     return {"nodes.json": _kube_list(nodes), "pods.json": _kube_list(pods),
             "services.json": _kube_list(services)}
@@ -101,38 +103,70 @@ def write_incident_yaml(out: Path, topo: Topology, title: str, start: float, end
     (out / "incident.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
 
 
-def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str) -> list[dict]:
-    """Add the wire source, SNAT, the LB's pick and loopback to each client record.
+def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str,
+           node_cts: dict[str, str] | None = None) -> list[dict]:
+    """Add the wire source, SNAT, DNAT on the node, the LB's pick and loopback to each record.
 
     The client node's conntrack maps pod:port -> the source the packet left with
     (reply tuple's destination); the VPC's conntrack maps that source to the
-    nodeIP:NodePort the LB chose (reply tuple's source). Records that cannot be
-    joined keep None, never a guess.
+    nodeIP:NodePort the LB chose (reply tuple's source). When the node's own reply
+    tuple comes from somewhere other than the VIP, kube-proxy DNATed the VIP on the
+    node (``node_dnat`` = that endpoint): the connection never went to the LB, so
+    ``loopback`` is False and ``lb_node`` None. With ``node_cts`` (every node's
+    conntrack text by node name) the LB's node tells where it sent the connection:
+    ``backend`` (endpoint ip:port), ``backend_snat``, and ``asymmetric`` (not SNATed
+    and the endpoint on another node than the LB's pick, so its answer reaches the pod
+    without passing the reverse NAT: from the wrong source, like a loopback). Records
+    that cannot be joined keep None, never a guess.
     """
     by_orig_node = {e.orig: e for e in parse_conntrack(client_node_ct) if e.proto == "tcp"}
     by_orig_vpc = {e.orig: e for e in parse_conntrack(vpc_ct) if e.proto == "tcp"}
+    by_node = {name: {e.orig: e for e in parse_conntrack(text) if e.proto == "tcp"}
+               for name, text in (node_cts or {}).items()}
     node_by_ip = {n.ip: n.name for n in topo.nodes}
-    client_node = topo.client.node
     out = []
     for r in records:
-        r = dict(r, wire_src=None, wire_sport=None, snat=None, lb_node=None, loopback=None,
+        r = dict(r, wire_src=None, wire_sport=None, snat=None, node_dnat=None, lb_node=None,
+                 loopback=None, backend=None, backend_snat=None, asymmetric=None,
                  node_ct_state=None, lb_ct_state=None)
         e = by_orig_node.get((r["src"], r["dst"], r["sport"], r["dport"]))
         if e:
             r["wire_src"], r["wire_sport"] = e.reply[1], e.reply[3]
             r["snat"] = (r["wire_src"], r["wire_sport"]) != (r["src"], r["sport"])
             r["node_ct_state"] = e.state
-            lb = by_orig_vpc.get((r["wire_src"], r["dst"], r["wire_sport"], r["dport"]))
-            if lb:
-                r["lb_node"] = node_by_ip.get(lb.reply[0])
-                r["lb_ct_state"] = lb.state
-                r["loopback"] = r["lb_node"] == client_node
+            if (e.reply[0], e.reply[2]) != (r["dst"], r["dport"]):
+                r["node_dnat"] = f"{e.reply[0]}:{e.reply[2]}"
+                r["loopback"] = False
+            else:
+                _lb_side(r, topo, by_orig_vpc, by_node, node_by_ip)
         out.append(r)
     return out
 
 
+def _lb_side(r: dict, topo: Topology, by_orig_vpc: dict, by_node: dict[str, dict],
+             node_by_ip: dict[str, str]) -> None:
+    """The LB's pick for record ``r`` (from the VPC's conntrack), then what that node did."""
+    lb = by_orig_vpc.get((r["wire_src"], r["dst"], r["wire_sport"], r["dport"]))
+    if not lb:
+        return
+    r["lb_node"] = node_by_ip.get(lb.reply[0])
+    r["lb_ct_state"] = lb.state
+    r["loopback"] = r["lb_node"] == topo.client.node
+    # On the picked node the connection is wire_src -> nodeIP:NodePort (the LB's reply source).
+    e = by_node.get(r["lb_node"] or "", {}).get((lb.reply[1], lb.reply[0], lb.reply[3],
+                                                  lb.reply[2]))
+    if not e:
+        return
+    r["backend"] = f"{e.reply[0]}:{e.reply[2]}"
+    r["backend_snat"] = (e.reply[1], e.reply[3]) != (e.orig[0], e.orig[2])
+    backend_node = next((p.node for p in topo.pods if p.ip == e.reply[0]), None)
+    r["asymmetric"] = (not r["loopback"] and not r["backend_snat"]
+                       and backend_node not in (None, r["lb_node"]))
+
+
 def tally(records: list[dict], topo: Topology) -> list[dict]:
-    """Per service: connections, failed, SNATed, loopbacks (and loopbacks that failed)."""
+    """Per service: connections, failed, SNATed, DNATed on the node, loopbacks (and loopbacks
+    that failed), asymmetric returns, and the LB's picks per node."""
     out = []
     for s in topo.services:
         rs = [r for r in records if r["service"] == s.name]
@@ -141,9 +175,11 @@ def tally(records: list[dict], topo: Topology) -> list[dict]:
             "connections": len(rs),
             "failed": sum(r["outcome"] == "failed" for r in rs),
             "snat": sum(bool(r.get("snat")) for r in rs),
+            "node_dnat": sum(bool(r.get("node_dnat")) for r in rs),
             "loopback": sum(bool(r.get("loopback")) for r in rs),
             "loopback_failed": sum(bool(r.get("loopback")) and r["outcome"] == "failed"
                                    for r in rs),
+            "asymmetric": sum(bool(r.get("asymmetric")) for r in rs),
             "by_lb_node": {n.name: sum(r.get("lb_node") == n.name for r in rs)
                            for n in topo.nodes},
         })

@@ -1,10 +1,18 @@
-"""Netfilter state of the lab: kube-proxy IPVS-mode rules, ipsets, the IPVS stand-in, the LB.
+"""Netfilter state of the lab: kube-proxy's rules in each proxy mode, the IPVS stand-in, the LB.
 
-* :func:`kube_proxy_iptables` and :func:`kube_proxy_ipsets` write what kube-proxy
-  in IPVS mode installs on a node (iptables nat/filter + ipsets), in the shape
-  DESIGN.md section 1 shows. They are loaded with iptables-restore / ipset
-  restore, so a node's iptables-save.txt and ipset-save.txt are what a real node
-  would show.
+* IPVS mode (the default): :func:`kube_proxy_iptables` and :func:`kube_proxy_ipsets`
+  write what kube-proxy in IPVS mode installs on a node (iptables nat/filter +
+  ipsets), in the shape DESIGN.md section 1 shows. They are loaded with
+  iptables-restore / ipset restore, so a node's iptables-save.txt and
+  ipset-save.txt are what a real node would show.
+* iptables and nftables modes: the rules come from natlens.netfilter.generate
+  (``kube_proxy_iptables`` / ``kube_proxy_nftables``, kube-proxy-shaped: KUBE-SVC-/
+  SEP-/EXT-/SVL- chains, or the ``kube-proxy`` nft table) for the lab's Services
+  as :func:`generate_services` converts them, endpoints flagged per node. Their
+  own KUBE-MARK-MASQ / masquerade rules do the SNAT; the lab adds nothing.
+* ipMode (:attr:`Topology.lb_ip_in_rules`): with Proxy the LB IP is left out of
+  kube-proxy's rules in every mode (no ipset member, no KUBE-EXT- match, no nft
+  element), so pod -> VIP traffic leaves the node as the pod sent it.
 * IPVS itself is missing from the lab's kernel. :func:`ipvs_standin` emulates
   each IPVS virtual server (ClusterIP:port and NodePort on the node's
   addresses, scheduler rr, masquerading forward) with an nftables DNAT in its
@@ -28,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from natlens.lab.topology import CLUSTER_CIDR, Node, Topology
+from natlens.netfilter import generate
 
 MASQ_MARK = "0x4000"
 LB_SEED = 0x6E6C  # "nl": fixed, so a given 5-tuple always lands on the same node
@@ -48,7 +57,8 @@ def virtual_servers(topo: Topology, node: Node) -> list[VirtualServer]:
 
     ClusterIP:port -> every endpoint. NodePort on each node address -> every
     endpoint (Cluster) or the node's own endpoints only (Local). The LB VIP gets
-    none: on TKE its ingress has ipMode Proxy, so it is not bound to kube-ipvs0.
+    none: TKE's kube-proxy does not bind it to kube-ipvs0 (it is only in the ipsets,
+    with ipMode VIP), and with ipMode Proxy no kube-proxy programs it at all.
     """
     out = []
     for s in topo.services:
@@ -109,10 +119,12 @@ def kube_proxy_ipsets(topo: Topology, node: Node) -> str:
     }
     for s in topo.services:
         sets["KUBE-CLUSTER-IP"][1].append(f"{s.cluster_ip},tcp:{s.port}")
-        sets["KUBE-LOAD-BALANCER"][1].append(f"{s.vip},tcp:{s.port}")
+        if topo.lb_ip_in_rules:  # ipMode Proxy: kube-proxy ignores the LB IP
+            sets["KUBE-LOAD-BALANCER"][1].append(f"{s.vip},tcp:{s.port}")
         sets["KUBE-NODE-PORT-TCP"][1].append(str(s.node_port))
         if s.policy == "Local":
-            sets["KUBE-LOAD-BALANCER-LOCAL"][1].append(f"{s.vip},tcp:{s.port}")
+            if topo.lb_ip_in_rules:
+                sets["KUBE-LOAD-BALANCER-LOCAL"][1].append(f"{s.vip},tcp:{s.port}")
             sets["KUBE-NODE-PORT-LOCAL-TCP"][1].append(str(s.node_port))
             sets["KUBE-HEALTH-CHECK-NODE-PORT"][1].append(str(s.health_check_node_port))
     for p in topo.local_endpoints(node.name):
@@ -200,10 +212,50 @@ def lb_nft(topo: Topology) -> str:
             f"{body}\n  }}\n}}\n")
 
 
+def generate_services(topo: Topology, node: Node) -> list[generate.Service]:
+    """The lab's Services as natlens.netfilter.generate sees them, from ``node``'s side.
+
+    Every endpoint pod backs every Service; ``on this node`` is what Local NodePorts
+    keep. The LB IP is listed only when kube-proxy writes rules for it (ipMode VIP).
+    """
+    local = {p.name for p in topo.local_endpoints(node.name)}
+    return [generate.Service(
+        name=f"{s.namespace}/{s.name}:http", cluster_ip=s.cluster_ip, port=s.port,
+        proto="tcp", node_port=s.node_port,
+        lb_ips=[s.vip] if topo.lb_ip_in_rules else [], policy=s.policy,
+        endpoints=[(p.ip, s.target_port, p.name in local) for p in topo.endpoints])
+        for s in topo.services]
+
+
+def iptables_mode_rules(topo: Topology, node: Node) -> str:
+    """``iptables-restore`` input: kube-proxy 1.28 iptables-mode rules for ``node``."""
+    return generate.kube_proxy_iptables(generate_services(topo, node),
+                                        cluster_cidr=CLUSTER_CIDR, version="1.28").iptables
+
+
+def nftables_mode_rules(topo: Topology, node: Node) -> str:
+    """``nft -f`` input: kube-proxy's nftables-mode table for ``node``.
+
+    NodePorts answer on the node's primary address only (kube-proxy's nftables-mode
+    default for --nodeport-addresses).
+    """
+    return generate.kube_proxy_nftables(generate_services(topo, node), node_ips=[node.ip],
+                                        cluster_cidr=CLUSTER_CIDR, version="current").nft
+
+
 def apply(topo: Topology, lab) -> None:
-    """Load the LB into the VPC and kube-proxy's state plus the IPVS stand-in into each node."""
+    """Load the LB into the VPC and kube-proxy's state into each node, per proxy mode.
+
+    IPVS mode also gets the IPVS stand-in (table natlens_ipvs); the other modes have
+    no such table, so the node's nft rule set is the real node's.
+    """
     lab.sh("nft", "-f", "-", ns=topo.vpc_ns, stdin=lb_nft(topo))
     for n in topo.nodes:
-        lab.sh("ipset", "restore", ns=n.ns, stdin=kube_proxy_ipsets(topo, n))
-        lab.sh("iptables-restore", ns=n.ns, stdin=kube_proxy_iptables(topo, n))
-        lab.sh("nft", "-f", "-", ns=n.ns, stdin=ipvs_standin(virtual_servers(topo, n)))
+        if topo.proxy_mode == "ipvs":
+            lab.sh("ipset", "restore", ns=n.ns, stdin=kube_proxy_ipsets(topo, n))
+            lab.sh("iptables-restore", ns=n.ns, stdin=kube_proxy_iptables(topo, n))
+            lab.sh("nft", "-f", "-", ns=n.ns, stdin=ipvs_standin(virtual_servers(topo, n)))
+        elif topo.proxy_mode == "iptables":
+            lab.sh("iptables-restore", ns=n.ns, stdin=iptables_mode_rules(topo, n))
+        else:
+            lab.sh("nft", "-f", "-", ns=n.ns, stdin=nftables_mode_rules(topo, n))

@@ -81,6 +81,8 @@ class Testbed:
     policies: list[str]
     nodes: int = 2
     prefix: str | None = None
+    proxy_mode: str = "ipvs"
+    ip_mode: str = "VIP"
     topo: topology.Topology = field(init=False)
     lab: Lab = field(init=False)
     captures: list[Capture] = field(default_factory=list)
@@ -88,7 +90,8 @@ class Testbed:
     def __post_init__(self) -> None:
         require()
         self.prefix = self.prefix or default_prefix()
-        self.topo = topology.plan(list(self.policies), self.nodes, self.prefix)
+        self.topo = topology.plan(list(self.policies), self.nodes, self.prefix,
+                                  self.proxy_mode, self.ip_mode)
         self.lab = Lab(self.prefix)
 
     def __enter__(self) -> Testbed:
@@ -171,14 +174,26 @@ class Testbed:
         return bundle.read_jsonl(out)
 
     def snapshot_node(self, name: str, d: Path) -> None:
-        """The node directory's dumps, as scripts/collect-node.sh names them."""
+        """The node directory's dumps, as scripts/collect-node.sh names them.
+
+        What a real node of the lab's proxy mode holds: IPVS mode has ipsets and
+        virtual servers but no nft-ruleset files (its only nft table is the IPVS
+        stand-in, not node state); iptables and nftables modes have no ipsets and no
+        IPVS, and their ``nft list ruleset`` is the node's own (in nftables mode the
+        kube-proxy table, while iptables-save shows no KUBE rule).
+        """
         n = self.topo.node(name)
         d.mkdir(parents=True, exist_ok=True)
         sh = self.lab.sh
         (d / "iptables-save.txt").write_text(sh("iptables-save", ns=n.ns))
-        (d / "ipset-save.txt").write_text(sh("ipset", "save", ns=n.ns))
-        # What ipvsadm -S -n would print; the kernel has no IPVS, see rules.ipvs_standin.
-        (d / "ipvsadm.txt").write_text(rules.ipvsadm_save(rules.virtual_servers(self.topo, n)))
+        if self.topo.proxy_mode == "ipvs":
+            (d / "ipset-save.txt").write_text(sh("ipset", "save", ns=n.ns))
+            # What ipvsadm -S -n would print; the kernel has no IPVS, see rules.ipvs_standin.
+            (d / "ipvsadm.txt").write_text(
+                rules.ipvsadm_save(rules.virtual_servers(self.topo, n)))
+        else:
+            (d / "nft-ruleset.txt").write_text(sh("nft", "list", "ruleset", ns=n.ns))
+            (d / "nft-ruleset.json").write_text(sh("nft", "-j", "list", "ruleset", ns=n.ns))
         (d / "conntrack.txt").write_text(sh("conntrack", "-L", ns=n.ns))
         (d / "ip-addr.json").write_text(sh("ip", "-j", "addr", ns=n.ns))
         (d / "ip-route.json").write_text(sh("ip", "-j", "route", ns=n.ns))
@@ -190,20 +205,23 @@ class Testbed:
 
 def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int = 2,
         any_capture: bool = False, prefix: str | None = None, timeout: float = 1.5,
-        concurrency: int = 10, interval: float = 0.02, title: str | None = None) -> dict:
+        concurrency: int = 10, interval: float = 0.02, title: str | None = None,
+        proxy_mode: str = "ipvs", ip_mode: str = "VIP") -> dict:
     """Build the lab, run the client, write an incident bundle to ``out``; its lab.json.
 
     ``policies``: one LoadBalancer Service per entry ("Local" / "Cluster"), all
-    called by the client pod ``connections`` times each. The returned dict (also
-    ground-truth/lab.json) holds the topology, the per-service tally and the
-    captures' tcpdump counters.
+    called by the client pod ``connections`` times each. ``proxy_mode`` (ipvs,
+    iptables, nftables) and ``ip_mode`` (the ingress's ipMode, VIP or Proxy) decide
+    whether pod -> VIP traffic is handled on the node or leaves for the LB. The
+    returned dict (also ground-truth/lab.json) holds the topology, the per-service
+    tally and the captures' tcpdump counters.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise NatlensError("output directory exists and is not empty", path=str(out))
     if connections < 1:
         raise NatlensError(f"--connections must be at least 1, not {connections}")
-    bed = Testbed(list(policies), nodes, prefix)
+    bed = Testbed(list(policies), nodes, prefix, proxy_mode, ip_mode)
     restore = _trap_signals()
     try:
         bed.start()
@@ -218,9 +236,9 @@ def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int 
         t_end = time.time()
         records = _snapshot(bed, out, records)
         _write_cluster_view(bed, out, title, t_start, t_end)
-        command = {"policies": list(policies), "connections": connections, "nodes": nodes,
-                   "any": any_capture, "timeout_s": timeout, "concurrency": concurrency,
-                   "interval_s": interval}
+        command = {"policies": list(policies), "proxy_mode": proxy_mode, "ip_mode": ip_mode,
+                   "connections": connections, "nodes": nodes, "any": any_capture,
+                   "timeout_s": timeout, "concurrency": concurrency, "interval_s": interval}
         facts = _facts(bed, out, command, records, t_start, t_end)
         (gt / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
         return facts
@@ -238,11 +256,13 @@ def _snapshot(bed: Testbed, out: Path, records: list[dict]) -> list[dict]:
     vpc_ct = bed.lab.sh("conntrack", "-L", ns=bed.topo.vpc_ns)
     (gt / "lb-conntrack.txt").write_text(vpc_ct)
     (gt / "lb.nft").write_text(bed.lab.sh("nft", "list", "ruleset", ns=bed.topo.vpc_ns))
-    for n in bed.topo.nodes:
-        (gt / f"ipvs-standin-{n.name}.nft").write_text(
-            bed.lab.sh("nft", "list", "table", "ip", "natlens_ipvs", ns=n.ns))
-    client_ct = (out / "nodes" / bed.topo.client.node / "conntrack.txt").read_text()
-    records = bundle.enrich(records, bed.topo, client_ct, vpc_ct)
+    if bed.topo.proxy_mode == "ipvs":
+        for n in bed.topo.nodes:
+            (gt / f"ipvs-standin-{n.name}.nft").write_text(
+                bed.lab.sh("nft", "list", "table", "ip", "natlens_ipvs", ns=n.ns))
+    node_cts = {n.name: (out / "nodes" / n.name / "conntrack.txt").read_text()
+                for n in bed.topo.nodes}
+    records = bundle.enrich(records, bed.topo, node_cts[bed.topo.client.node], vpc_ct, node_cts)
     bundle.write_jsonl(gt / "connections.jsonl", records)
     return records
 
@@ -255,9 +275,34 @@ def _write_cluster_view(bed: Testbed, out: Path, title: str | None, t_start: flo
     bundle.write_incident_yaml(
         out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}", t_start, t_end,
         notes=("Made by `natlens lab run` in network namespaces on the real kernel. "
-               "IPVS is emulated by an nftables DNAT (table natlens_ipvs, not in "
-               "iptables-save); ipvsadm.txt lists the virtual servers it emulates. "
+               f"{mode_notes(bed.topo)} "
                "ground-truth/ holds what really happened to every connection."))
+
+
+def mode_notes(topo: topology.Topology) -> str:
+    """incident.yaml's words for the proxy mode and ipMode: what the nodes' rules are."""
+    mode = f"kube-proxy {topo.proxy_mode} mode, LoadBalancer ingress ipMode {topo.ip_mode}"
+    if topo.proxy_mode == "ipvs":
+        how = ("IPVS is emulated by an nftables DNAT (table natlens_ipvs, not in "
+               "iptables-save); ipvsadm.txt lists the virtual servers it emulates.")
+        vip = ("The VIP is in kube-proxy's ipsets but not bound to kube-ipvs0 (as on TKE), "
+               "so pod -> VIP traffic leaves the node." if topo.lb_ip_in_rules else
+               "kube-proxy has no rule, ipset member or virtual server for the LB IP, "
+               "so pod -> VIP traffic leaves the node un-SNATed.")
+    elif topo.proxy_mode == "iptables":
+        how = "kube-proxy 1.28 iptables-mode rules, no ipsets, no IPVS."
+        vip = ("kube-proxy DNATs pod -> VIP on the node (KUBE-EXT-); it never reaches the LB."
+               if topo.lb_ip_on_node else
+               "kube-proxy has no rule for the LB IP (ClusterIP and NodePort only), so pod "
+               "-> VIP traffic leaves the node un-SNATed.")
+    else:
+        how = ("kube-proxy's nftables table (nft-ruleset.txt / .json); iptables-save holds "
+               "no KUBE rule, there are no ipsets and no IPVS.")
+        vip = ("kube-proxy DNATs pod -> VIP on the node (service-ips map); it never reaches "
+               "the LB." if topo.lb_ip_on_node else
+               "kube-proxy has no element for the LB IP (ClusterIP and NodePort only), so pod "
+               "-> VIP traffic leaves the node un-SNATed.")
+    return f"{mode}: {how} {vip}"
 
 
 def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start: float,
@@ -274,20 +319,53 @@ def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start:
         "lb": {"namespace": bed.topo.vpc_ns, "hash": "nft jhash(saddr . sport . daddr . "
                f"dport) mod pool seed {rules.LB_SEED:#x}",
                "excludes": "the node whose IP is the packet's source"},
-        "ipvs": "emulated by nft DNAT (numgen inc = rr), table natlens_ipvs, "
-                "priority -99 (dstnat+1)",
+        "proxy_mode": bed.topo.proxy_mode,
+        "ip_mode": bed.topo.ip_mode,
+        "modes": mode_notes(bed.topo),
+        "ipvs": ("emulated by nft DNAT (numgen inc = rr), table natlens_ipvs, "
+                 "priority -99 (dstnat+1)") if bed.topo.proxy_mode == "ipvs" else None,
         "br_netfilter": topology.bridge_netfilter_available(),
         "captures": [{"node": c.node, "label": c.label,
                       "file": str(c.path.relative_to(out)), "tcpdump": c.stats}
                      for c in bed.captures],
         "services": bundle.tally(records, bed.topo),
-        "expected": {
-            "Local": "source not SNATed (pod IP); the LB picks the client's own node for "
-                     "some connections: those loop back (SYN leaves for the VIP and comes "
-                     "back to this node's NodePort) and time out; the rest connect",
-            "Cluster": "source SNATed to the node IP; the LB never picks the client's "
-                       "node; every connection connects",
-        },
+        "expected": expected(bed.topo),
+    }
+
+
+def expected(topo: topology.Topology) -> dict[str, str]:
+    """What each policy is expected to do under the lab's proxy mode and ipMode (lab.json)."""
+    loops = ("the LB picks the client's own node for some connections: those loop back "
+             "(SYN leaves for the VIP and comes back to this node's NodePort) and time out; "
+             "the rest connect")
+    if topo.lb_ip_on_node:
+        return {
+            "Local": "kube-proxy DNATs pod -> VIP on the node to an endpoint (pod traffic "
+                     "takes the cluster-wide service chain, so any endpoint); not SNATed; it "
+                     "never reaches the LB: no loopback, every connection connects",
+            "Cluster": "kube-proxy DNATs pod -> VIP on the node to any endpoint and "
+                       "masquerades it; it never reaches the LB: no loopback, every "
+                       "connection connects",
+        }
+    if not topo.lb_ip_in_rules:
+        # iptables/nftables modes short-circuit pod sources at a Local NodePort to the
+        # cluster-wide service chain; IPVS mode keeps Local NodePorts to local endpoints.
+        other = ("; of the connections the LB sends to another node, those that node DNATs "
+                 "to an endpoint elsewhere (kube-proxy treats the pod source as cluster "
+                 "traffic, cluster-wide endpoints, no SNAT) are answered straight to the pod "
+                 "from the wrong source and time out too (asymmetric)"
+                 if topo.proxy_mode != "ipvs" else "")
+        return {
+            "Local": f"no kube-proxy rule for the LB IP: the pod IP leaves un-SNATed; {loops}"
+                     f"{other}",
+            "Cluster": "no kube-proxy rule for the LB IP, so nothing marks it for SNAT "
+                       f"either: the pod IP leaves un-SNATed; the LB's pool is every node; "
+                       f"{loops}",
+        }
+    return {
+        "Local": f"source not SNATed (pod IP); {loops}",
+        "Cluster": "source SNATed to the node IP; the LB never picks the client's "
+                   "node; every connection connects",
     }
 
 

@@ -9,9 +9,13 @@ node-i pod CIDR        198.18.(15+i).0/24 on bridge cni0 (.1 is the node's side)
 endpoint pod web-i     198.18.(15+i).10   (on node-1 and node-2 only)
 client pod             198.18.16.100      (on node-1, beside endpoint web-1)
 cluster CIDR           198.18.16.0/20
-service CIDR           198.18.128.0/20    (ClusterIPs 198.18.128.10+k on kube-ipvs0)
+service CIDR           198.18.128.0/20    (ClusterIPs 198.18.128.10+k; on kube-ipvs0 in IPVS mode)
 LoadBalancer VIPs      198.19.0.(10+k)    (not bound anywhere on the nodes)
 =====================  ==========================================================
+
+The proxy mode (``ipvs``, ``iptables``, ``nftables``) and the LoadBalancer ingress's
+``ipMode`` (``VIP``, ``Proxy``) decide whether kube-proxy handles pod -> VIP traffic
+on the node (:attr:`Topology.lb_ip_on_node`) or lets it leave for the LB.
 
 Nodes are joined by routing through the VPC namespace, one veth per node, never
 by a shared bridge: with br_netfilter a bridge shared by all nodes lets the
@@ -32,6 +36,8 @@ from natlens.errors import NatlensError
 from natlens.lab.netns import Lab
 
 POLICIES = ("Local", "Cluster")
+PROXY_MODES = ("ipvs", "iptables", "nftables")
+IP_MODES = ("VIP", "Proxy")
 VPC_GATEWAY = "198.18.0.1"
 CLUSTER_CIDR = "198.18.16.0/20"
 SERVICE_CIDR = "198.18.128.0/20"
@@ -89,6 +95,8 @@ class Topology:
     pods: list[Pod]
     services: list[Service]
     vpc_ns: str = ""
+    proxy_mode: str = "ipvs"
+    ip_mode: str = "VIP"
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -115,10 +123,32 @@ class Topology:
             return [n for n in self.nodes if self.local_endpoints(n.name)]
         return list(self.nodes)
 
+    @property
+    def lb_ip_in_rules(self) -> bool:
+        """Whether kube-proxy writes rules for the LB IP at all.
+
+        ipMode Proxy: no (upstream kube-proxy ignores such an ingress in every mode,
+        only ClusterIP and NodePort get rules). ipMode VIP: yes.
+        """
+        return self.ip_mode == "VIP"
+
+    @property
+    def lb_ip_on_node(self) -> bool:
+        """Whether pod -> VIP traffic is DNATed on the node and never reaches the LB.
+
+        iptables and nftables modes with ipMode VIP: yes. IPVS mode: never, as on
+        TKE, whose kube-proxy puts the VIP in its ipsets (the SNAT decision) but
+        binds no IPVS virtual server to it, so the packet leaves the node.
+        """
+        return self.lb_ip_in_rules and self.proxy_mode != "ipvs"
+
     def to_dict(self) -> dict:
         """The plan as plain data (for ground-truth/lab.json)."""
         return {
             "prefix": self.prefix,
+            "proxy_mode": self.proxy_mode,
+            "ip_mode": self.ip_mode,
+            "lb_ip_on_node": self.lb_ip_on_node,
             "vpc": {"namespace": self.vpc_ns, "gateway": VPC_GATEWAY},
             "cluster_cidr": CLUSTER_CIDR,
             "service_cidr": SERVICE_CIDR,
@@ -135,8 +165,18 @@ class Topology:
         }
 
 
-def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-") -> Topology:
-    """Addresses and names for a lab with one LoadBalancer Service per policy given."""
+def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-", proxy_mode: str = "ipvs",
+         ip_mode: str = "VIP") -> Topology:
+    """Addresses and names for a lab with one LoadBalancer Service per policy given.
+
+    ``proxy_mode`` is kube-proxy's mode on every node, ``ip_mode`` every Service's
+    ``status.loadBalancer.ingress[].ipMode``; both are checked here so that a bad value
+    is a one-line error before anything is built.
+    """
+    if proxy_mode not in PROXY_MODES:
+        raise NatlensError(f"unknown proxy mode {proxy_mode!r}: use ipvs, iptables or nftables")
+    if ip_mode not in IP_MODES:
+        raise NatlensError(f"unknown ipMode {ip_mode!r}: use VIP or Proxy")
     if not 2 <= nodes <= 4:
         raise NatlensError(f"--nodes must be 2, 3 or 4, not {nodes}")
     if not policies:
@@ -162,7 +202,8 @@ def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-") -> Topology:
             policy=policy, vip=f"198.19.0.{10 + k}", cluster_ip=f"198.18.128.{10 + k}",
             node_port=30080 + k,
             health_check_node_port=32080 + k if policy == "Local" else None))
-    return Topology(prefix, node_list, pods, services, vpc_ns=f"{prefix}vpc")
+    return Topology(prefix, node_list, pods, services, vpc_ns=f"{prefix}vpc",
+                    proxy_mode=proxy_mode, ip_mode=ip_mode)
 
 
 def build(topo: Topology, lab: Lab) -> None:
@@ -173,45 +214,7 @@ def build(topo: Topology, lab: Lab) -> None:
                      "net/ipv4/conf/all/send_redirects": 0,
                      "net/ipv4/conf/default/send_redirects": 0})
     for n in topo.nodes:
-        ns = lab.ns(n.name)
-        assert ns == n.ns
-        # The node's NIC is a veth whose other end is the VPC router's port.
-        lab.sh("ip", "-n", vpc, "link", "add", n.name, "type", "veth",
-               "peer", "name", "eth0", "netns", ns)
-        lab.sh("ip", "-n", vpc, "addr", "add", f"{VPC_GATEWAY}/32", "dev", n.name)
-        lab.sh("ip", "-n", vpc, "link", "set", n.name, "up")
-        lab.sysctl(vpc, {f"net/ipv4/conf/{n.name}/proxy_arp": 1})
-        lab.sh("ip", "-n", vpc, "route", "add", f"{n.ip}/32", "dev", n.name)
-        lab.sh("ip", "-n", vpc, "route", "add", n.pod_cidr, "via", n.ip, "dev", n.name)
-        lab.sh("ip", "-n", ns, "addr", "add", f"{n.ip}/24", "dev", "eth0")
-        lab.sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        lab.sh("ip", "-n", ns, "route", "add", "default", "via", VPC_GATEWAY)
-        lab.sh("ip", "-n", ns, "link", "add", "cni0", "type", "bridge")
-        lab.sh("ip", "-n", ns, "addr", "add",
-               f"{n.bridge_ip}/{ipaddress.ip_network(n.pod_cidr).prefixlen}", "dev", "cni0")
-        lab.sh("ip", "-n", ns, "link", "set", "cni0", "up")
-        # kube-proxy IPVS mode binds every ClusterIP to the dummy kube-ipvs0 (never the LB VIP
-        # on TKE, whose ingress has ipMode Proxy).
-        # kube-ipvs0 is a dummy device, left down; a kernel without the dummy driver gets an
-        # empty bridge instead (its local routes are the same, which is all that matters here).
-        if lab.sh("ip", "-n", ns, "link", "add", "kube-ipvs0", "type", "dummy", check=False,
-                  ok=True) is None:
-            lab.sh("ip", "-n", ns, "link", "add", "kube-ipvs0", "type", "bridge")
-        for s in topo.services:
-            lab.sh("ip", "-n", ns, "addr", "add", f"{s.cluster_ip}/32", "dev", "kube-ipvs0")
-        # A Kubernetes node: forwarding on, loose about the source of the looped-back SYN
-        # (it arrives on eth0 from a pod address routed via cni0), br_netfilter on, as the
-        # kubelet requires.
-        settings: dict[str, str | int] = {
-            "net/ipv4/ip_forward": 1,
-            "net/ipv4/conf/all/rp_filter": 0, "net/ipv4/conf/default/rp_filter": 0,
-            "net/ipv4/conf/eth0/rp_filter": 0,
-            "net/ipv4/conf/all/accept_redirects": 0,
-            "net/ipv4/conf/eth0/accept_redirects": 0,
-        }
-        if bridge_netfilter_available():
-            settings["net/bridge/bridge-nf-call-iptables"] = 1
-        lab.sysctl(ns, settings)
+        _build_node(topo, lab, n)
     for p in topo.pods:
         node = topo.node(p.node)
         ns = lab.ns(p.ns[len(topo.prefix):])
@@ -223,6 +226,58 @@ def build(topo: Topology, lab: Lab) -> None:
         lab.sh("ip", "-n", ns, "addr", "add", f"{p.ip}/{plen}", "dev", "eth0")
         lab.sh("ip", "-n", ns, "link", "set", "eth0", "up")
         lab.sh("ip", "-n", ns, "route", "add", "default", "via", node.bridge_ip)
+
+
+def _build_node(topo: Topology, lab: Lab, n: Node) -> None:
+    """One node: its NIC routed to the VPC, cni0, kube-ipvs0 (IPVS mode) and sysctls."""
+    vpc = topo.vpc_ns
+    ns = lab.ns(n.name)
+    assert ns == n.ns
+    # The node's NIC is a veth whose other end is the VPC router's port.
+    lab.sh("ip", "-n", vpc, "link", "add", n.name, "type", "veth",
+           "peer", "name", "eth0", "netns", ns)
+    lab.sh("ip", "-n", vpc, "addr", "add", f"{VPC_GATEWAY}/32", "dev", n.name)
+    lab.sh("ip", "-n", vpc, "link", "set", n.name, "up")
+    lab.sysctl(vpc, {f"net/ipv4/conf/{n.name}/proxy_arp": 1})
+    lab.sh("ip", "-n", vpc, "route", "add", f"{n.ip}/32", "dev", n.name)
+    lab.sh("ip", "-n", vpc, "route", "add", n.pod_cidr, "via", n.ip, "dev", n.name)
+    lab.sh("ip", "-n", ns, "addr", "add", f"{n.ip}/24", "dev", "eth0")
+    lab.sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    lab.sh("ip", "-n", ns, "route", "add", "default", "via", VPC_GATEWAY)
+    lab.sh("ip", "-n", ns, "link", "add", "cni0", "type", "bridge")
+    lab.sh("ip", "-n", ns, "addr", "add",
+           f"{n.bridge_ip}/{ipaddress.ip_network(n.pod_cidr).prefixlen}", "dev", "cni0")
+    lab.sh("ip", "-n", ns, "link", "set", "cni0", "up")
+    if topo.proxy_mode == "ipvs":
+        _kube_ipvs0(topo, lab, ns)
+    # A Kubernetes node: forwarding on, loose about the source of the looped-back SYN
+    # (it arrives on eth0 from a pod address routed via cni0), br_netfilter on, as the
+    # kubelet requires.
+    settings: dict[str, str | int] = {
+        "net/ipv4/ip_forward": 1,
+        "net/ipv4/conf/all/rp_filter": 0, "net/ipv4/conf/default/rp_filter": 0,
+        "net/ipv4/conf/eth0/rp_filter": 0,
+        "net/ipv4/conf/all/accept_redirects": 0,
+        "net/ipv4/conf/eth0/accept_redirects": 0,
+    }
+    if bridge_netfilter_available():
+        settings["net/bridge/bridge-nf-call-iptables"] = 1
+    lab.sysctl(ns, settings)
+
+
+def _kube_ipvs0(topo: Topology, lab: Lab, ns: str) -> None:
+    """kube-proxy IPVS mode binds every ClusterIP to the dummy device kube-ipvs0.
+
+    Never the LB VIP: the lab's IPVS mode is TKE's, which leaves it unbound (and
+    with ipMode Proxy no kube-proxy binds it). iptables and nftables modes have no
+    such device. kube-ipvs0 is left down; a kernel without the dummy driver gets an
+    empty bridge instead (its local routes are the same, which is all that matters).
+    """
+    if lab.sh("ip", "-n", ns, "link", "add", "kube-ipvs0", "type", "dummy", check=False,
+              ok=True) is None:
+        lab.sh("ip", "-n", ns, "link", "add", "kube-ipvs0", "type", "bridge")
+    for s in topo.services:
+        lab.sh("ip", "-n", ns, "addr", "add", f"{s.cluster_ip}/32", "dev", "kube-ipvs0")
 
 
 def bridge_netfilter_available() -> bool:
