@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from natlens.netfilter import kubeproxy_nft
 from natlens.netfilter.iptables import format_net
 from natlens.netfilter.walk import PROTO_NUM, ip_str
 from natlens.vocab import UNKNOWN
@@ -42,24 +43,34 @@ class ServicePolicy:
     snat_on_egress: bool | None
     node_ports: list[int] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
-    name: str | None = None         # "namespace/name:port" when a rule comment says so
+    name: str | None = None         # "namespace/name:port" when a rule comment or chain name says so
+    endpoints: list[str] = field(default_factory=list)  # "ip:port" the rules DNAT to (nftables mode)
+    no_endpoints: str | None = None  # nftables mode: "drop"/"reject" when a no-endpoint map has it
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def kube_services(node, pod_ip: str | None = None) -> list[ServicePolicy]:
+def kube_services(node, pod_ip: str | None = None,
+                  lb_ips: list[tuple[str, int, str]] | None = None) -> list[ServicePolicy]:
     """Every Service VIP:port kube-proxy set up on this node, with its policy and SNAT.
 
-    SNAT is evaluated for a packet from pod_ip, by default an address of the cluster CIDR
-    found in kube-proxy's rules.
+    IPVS, iptables and nftables mode (the last from the node's nft dump). SNAT is
+    evaluated for a packet from pod_ip, by default an address of the cluster CIDR found
+    in kube-proxy's rules. lb_ips (VIP, port, proto) are the LoadBalancer ingress IPs the
+    cluster reports: one with no rule on the node is listed too, as traffic that leaves.
     """
     if "KUBE-LOAD-BALANCER" in node.sets or "KUBE-CLUSTER-IP" in node.sets or \
             node.ruleset.chain("nat", "KUBE-LOAD-BALANCER") is not None:
         out = _ipvs_mode(node)
     else:
         out = _iptables_mode(node)
-    pod, why = (pod_ip, "given") if pod_ip else pod_source(node)
+    nft_mode = kubeproxy_nft.is_nftables_mode(node.nft)
+    if nft_mode:
+        out += kubeproxy_nft.services(node.nft)
+    out += _without_rules(out, lb_ips or [])
+    pod, why = (pod_ip, "given") if pod_ip else \
+        (kubeproxy_nft.pod_source(node.nft) if nft_mode and not out_of_iptables(node) else pod_source(node))
     for sp in out:
         if sp.kind == "NodePort" or pod is None:
             if pod is None:
@@ -70,6 +81,21 @@ def kube_services(node, pod_ip: str | None = None) -> list[ServicePolicy]:
         sp.evidence.append(f"packet model, pod {pod} ({why}) -> {sp.vip}:{sp.port}/{sp.proto}: "
                            f"{v.verdict}" + (f"; undecided: {v.undecided[0]}" if v.undecided else ""))
     return out
+
+
+def _without_rules(found: list[ServicePolicy], lb_ips: list[tuple[str, int, str]]) -> list[ServicePolicy]:
+    """LB ingress IPs kube-proxy wrote no rule for: pod traffic to them leaves the node."""
+    have = {(s.vip, s.port, s.proto) for s in found}
+    return [ServicePolicy(ip, int(port), proto.lower(), "LoadBalancer", UNKNOWN, None, evidence=[
+        "no kube-proxy rule for this LoadBalancer IP on the node (ingress ipMode Proxy, or a "
+        "hostname-only ingress): pod traffic to it leaves the node for the load balancer, and "
+        "only the CNI's or other rules decide whether it is SNATed"])
+        for ip, port, proto in lb_ips if (ip, int(port), proto.lower()) not in have]
+
+
+def out_of_iptables(node) -> bool:
+    """Whether the iptables dump holds kube-proxy's own rules (iptables or IPVS mode)."""
+    return node.ruleset.chain("nat", "KUBE-SERVICES") is not None
 
 
 def pod_source(node) -> tuple[str | None, str]:
