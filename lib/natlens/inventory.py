@@ -28,6 +28,7 @@ from natlens import netfilter
 from natlens.bundle import Bundle, NodeDir
 from natlens.errors import NatlensError
 from natlens.netfilter.ipset import parse_ipset
+from natlens.netfilter.kubeproxy_nft import EXTERNAL
 
 NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
 POD_COLUMNS = ["namespace", "name", "ip", "ips", "node", "host_network", "source"]
@@ -342,7 +343,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
     """
     rows: dict[tuple, dict] = {}
     for node in bundle.nodes:
-        if node.iptables is not None:
+        if node.iptables is not None or node.nft is not None:
             try:
                 found = netfilter.kube_services(node.rules())
                 for sp in found:
@@ -350,7 +351,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                         continue
                     key = (sp.vip, int(sp.port), str(sp.proto).lower())
                     if key not in rows:
-                        outside = sp.kind in ("LoadBalancer", "ExternalIP")
+                        outside = sp.kind in ("LoadBalancer", "ExternalIP", EXTERNAL)
                         rows[key] = {"namespace": None, "name": None, "type": sp.kind,
                                      "cluster_ip": None if outside else sp.vip,
                                      "cluster_ips": () if outside else (sp.vip,),

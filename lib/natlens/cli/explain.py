@@ -1,7 +1,7 @@
 """`natlens explain`: what the node's netfilter rules do to one packet, rule by rule.
 
     natlens explain --iptables iptables-save.txt [--ip6tables ip6tables-save.txt]
-                    [--ipset ipset.txt] [--ipvs ipvsadm.txt]
+                    [--nft nft-ruleset.txt|.json] [--ipset ipset.txt] [--ipvs ipvsadm.txt]
                     [--ip-addr ip-addr.txt] [--local-ip IP ...] --src IP --dst IP --dport N
                     [--proto tcp] [--sport N] [--in-iface IF | --local] [--json]
     natlens explain --node incident/nodes/node-a --src ... --dst ... --dport ...
@@ -20,18 +20,20 @@ from natlens.errors import NatlensError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
-        help="walk a packet through a node's iptables/ipset/ipvs dumps: SNATed or not, and why",
+        help="walk a packet through a node's iptables/nft/ipset/ipvs dumps: SNATed or not, and why",
         description="Walk the first packet of a connection through a node's netfilter dumps the "
         "way the kernel orders tables and hooks; print the verdict (SNAT, DNAT, dropped) and a "
         "trace of every rule evaluated. A rule the model cannot evaluate makes the answer "
         "'undecided', naming it. --services lists kube-proxy's Service VIPs with their "
         "externalTrafficPolicy and whether pod traffic to them is SNATed.",
     )
-    src = p.add_argument_group("dumps (either --node or --iptables)")
+    src = p.add_argument_group("dumps (either --node, or --iptables and/or --nft)")
     src.add_argument("--node", metavar="DIR", help="node directory of an incident bundle "
-                     "(iptables-save.txt, ip6tables-save.txt, ipset-save.txt, ipvsadm.txt, ip-addr.txt/.json, "
-                     "ip-route.txt)")
+                     "(iptables-save.txt, ip6tables-save.txt, nft-ruleset.json/.txt, ipset-save.txt, "
+                     "ipvsadm.txt, ip-addr.txt/.json, ip-route.txt)")
     src.add_argument("--iptables", metavar="FILE", help="iptables-save output")
+    src.add_argument("--nft", metavar="FILE", help="nft list ruleset (text), nft -j list ruleset (JSON) "
+                     "or an nft -f file: kube-proxy's nftables mode writes no iptables rules")
     src.add_argument("--ip6tables", metavar="FILE", help="ip6tables-save output (without it an "
                      "IPv6 packet is undecided: iptables-save holds only IPv4 rules)")
     src.add_argument("--ipset", metavar="FILE", help="ipset save or ipset list output")
@@ -60,14 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from natlens.netfilter import kube_services, load_files, load_node
 
-    if bool(args.node) == bool(args.iptables):
-        raise NatlensError("give either --node DIR or --iptables FILE")
+    if bool(args.node) == bool(args.iptables or args.nft):
+        raise NatlensError("give either --node DIR or --iptables FILE and/or --nft FILE")
     if args.node:
         node = load_node(args.node, local_ips=args.local_ip)
     else:
         node = load_files(args.iptables, args.ipset, args.ipvs, args.ip_addr, args.local_ip,
-                          ip_route=args.ip_route, ip6tables=args.ip6tables)
-    for note in node.ruleset.notes:
+                          ip_route=args.ip_route, ip6tables=args.ip6tables, nft=args.nft)
+    for note in node.ruleset.notes + (node.nft.notes if node.nft is not None else []):
         print(f"natlens: note: {note}", file=sys.stderr)
     if args.services:
         svcs = kube_services(node, pod_ip=args.src)
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                 snat = {True: "SNATed", False: "not SNATed", None: "SNAT unknown"}[s.snat_on_egress]
                 nps = f" nodePort {','.join(map(str, s.node_ports))}" if s.node_ports else ""
                 print(f"{s.kind:<12} {s.vip}:{s.port}/{s.proto:<4} {s.policy:<8} {snat}{nps}"
-                      + (f"  {s.name}" if s.name else ""))
+                      + (f"  {s.name}" if s.name else "")
+                      + (f"  endpoints {', '.join(s.endpoints)}" if s.endpoints else ""))
                 for e in s.evidence:
                     print(f"    {e}")
         return 0

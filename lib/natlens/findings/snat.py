@@ -95,8 +95,8 @@ def rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: i
         nd = bundle.node(node)
     except KeyError:
         return (None, [f"no dumps for node {node}"]), []
-    if nd.iptables is None:
-        return (None, [f"{node}: no iptables-save dump"]), []
+    if nd.iptables is None and nd.nft is None:
+        return (None, [f"{node}: no iptables-save or nft dump"]), []
     try:
         bridge = next((a.ifname for a in nd.addresses() if a.ifname.startswith(("cni", "cbr", "docker"))),
                       None)

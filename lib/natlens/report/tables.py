@@ -155,15 +155,18 @@ def kube_services(d: ReportData) -> pd.DataFrame:
     from natlens.netfilter import kube_services as services_of
 
     rows = []
+    svcs = d.analysis.inventory.services
+    lb_ips = [(r.lb_ip, int(r.port), str(r.proto)) for r in svcs.itertuples()
+              if isinstance(r.lb_ip, str) and r.lb_ip and pd.notna(r.port)]
     for node in d.analysis.bundle.nodes:
-        if node.iptables is None:
+        if node.iptables is None and node.nft is None:
             continue
         try:
             rules = node.rules()
         except NatlensError as exc:
             rows.append({"node": node.name, "evidence": f"rules not read: {exc}"})
             continue
-        for svc in services_of(rules):
+        for svc in services_of(rules, lb_ips=lb_ips):
             rows.append({"node": node.name, **{k: _show(v) if isinstance(v, (list, tuple)) else v
                                                for k, v in dataclasses.asdict(svc).items()}})
     df = pd.DataFrame(rows)
