@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -58,9 +59,14 @@ def test_collects_the_node_directory_while_traffic_flows(bed, tmp_path):
     assert "add KUBE-LOAD-BALANCER 198.19.0.10,tcp:80" in (d / "ipset-save.txt").read_text()
     assert "198.18.0.11" in (d / "ip-addr.json").read_text()
     assert ":NLT-V6 - [0:0]" in (d / "ip6tables-save.txt").read_text()
+    # nft's view: iptables-nft's tables (and here the lab's IPVS stand-in), text and JSON
+    assert "table ip nat" in (d / "nft-ruleset.txt").read_text()
+    assert json.loads((d / "nft-ruleset.json").read_text())["nftables"]
     assert "NLT-V6" not in (d / "iptables-save.txt").read_text()
     log = (d / "collect-node.log").read_text()
     assert "ok ip6tables-save -> ip6tables-save.txt" in log
+    assert "ok nft list ruleset -> nft-ruleset.txt" in log
+    assert "ok nft -j list ruleset -> nft-ruleset.json" in log
     # IPv6 conntrack entries are appended to conntrack.txt, after (not over) the IPv4 ones
     assert "ok conntrack -L -f ipv6 >> conntrack.txt" in log
     ct = parse_conntrack((d / "conntrack.txt").read_text())
@@ -104,10 +110,12 @@ def test_size_limit_stops_the_capture_and_missing_tools_are_notes(bed, tmp_path)
     log = (d / "collect-node.log").read_text()
     assert "size limit 0.005 MB reached" in log
     for tool, pkg in (("iptables-save", "iptables"), ("ip6tables-save", "iptables"), ("ipset", "ipset"),
-                      ("conntrack", "conntrack"), ("ipvsadm", "ipvsadm")):
+                      ("conntrack", "conntrack"), ("ipvsadm", "ipvsadm"), ("nft", "nftables")):
         assert f"Debian package {pkg}" in log, tool
     assert not (d / "iptables-save.txt").exists() and not (d / "ip6tables-save.txt").exists()
     assert "skipped ip6tables-save: not installed" in log
+    assert "skipped nft list ruleset: nft not installed (Debian package nftables)" in log
+    assert not list(d.glob("nft-ruleset.*"))
     assert (d / "ip-addr.json").exists() and (d / "eth0.pcap").exists()
 
 
@@ -141,6 +149,21 @@ def test_legacy_tables_win_and_the_log_says_why_the_nft_dump_is_not_read(bed, tm
     nd = load_node(d)
     assert nd.iptables == d / "iptables-save.txt"
     assert d / "iptables-nft-save.txt" in nd.not_read
+
+
+def test_nftables_mode_node_keeps_kube_proxy_in_the_nft_dumps(tmp_path):
+    """kube-proxy nftables mode: iptables-save has no KUBE rule, nft-ruleset.* have it all."""
+    with Testbed(["Local"], 2, prefix=f"nlt{os.getpid()}f-", proxy_mode="nftables") as b:
+        r = _collect(b.topo.node("node-1").ns, "-d", "0", "-A", "-n", "node-1",
+                     "-o", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "b" / "nodes" / "node-1"
+    assert "KUBE" not in (d / "iptables-save.txt").read_text()
+    assert "table ip kube-proxy" in (d / "nft-ruleset.txt").read_text()
+    doc = json.loads((d / "nft-ruleset.json").read_text())
+    assert [o["table"]["name"] for o in doc["nftables"] if "table" in o] == ["kube-proxy"]
+    log = (d / "collect-node.log").read_text()
+    assert "ok nft -j list ruleset -> nft-ruleset.json" in log
 
 
 def test_refuses_to_run_without_root(tmp_path):

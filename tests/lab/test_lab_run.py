@@ -184,7 +184,12 @@ def test_bundle_layout_and_kubectl_shapes(local):
     (svc,) = svcs
     assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["externalTrafficPolicy"] == "Local"
     assert svc["spec"]["ports"][0]["nodePort"] == 30080
-    assert svc["status"]["loadBalancer"]["ingress"][0]["ip"] == "198.19.0.10"
+    # the default run: IPVS mode as on TKE, ipMode VIP (in the ipsets, not bound)
+    assert svc["status"]["loadBalancer"]["ingress"] == [{"ip": "198.19.0.10", "ipMode": "VIP"}]
+    assert (facts["proxy_mode"], facts["ip_mode"]) == ("ipvs", "VIP")
+    # the IPVS stand-in is not node state: no nft-ruleset files, its table in ground-truth/
+    assert not list(node_dir.glob("nft-ruleset.*"))
+    assert "table ip natlens_ipvs" in (local / "ground-truth" / "ipvs-standin-node-1.nft").read_text()
     # kube-proxy's rules as the kernel holds them, in DESIGN.md section 1's shape.
     saved = (node_dir / "iptables-save.txt").read_text()
     for line in (
