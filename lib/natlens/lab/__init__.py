@@ -1,11 +1,13 @@
 """Reproduction lab: the load-balancer loopback incident on the real kernel, in namespaces.
 
 ``natlens lab run`` (:func:`natlens.lab.run.run`) builds a routed VPC namespace
-playing the cloud LB, Kubernetes nodes with kube-proxy IPVS-mode rules and
-ipsets, pods behind a bridge, runs a client that records every connection, and
-writes an incident bundle (DESIGN.md section 2) with ``ground-truth/``.
+playing the cloud LB, Kubernetes nodes with kube-proxy's rules in IPVS (iptables +
+ipsets + an nft stand-in for IPVS), iptables or nftables mode, LoadBalancer
+Services with ingress ipMode VIP or Proxy, pods behind a bridge, runs a client
+that records every connection, and writes an incident bundle (DESIGN.md
+section 2) with ``ground-truth/``.
 
 Modules: netns (namespaces/processes, cleanup), topology (addresses, build),
-rules (kube-proxy rules, ipsets, IPVS stand-in, LB), client, server, bundle
+rules (kube-proxy rules per mode, ipsets, IPVS stand-in, LB), client, server, bundle
 (cluster JSON, ground truth), run (orchestration, :class:`~natlens.lab.run.Testbed`).
 """
