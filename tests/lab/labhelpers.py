@@ -86,3 +86,17 @@ def assert_loopback_signature(bundle: Path, facts: dict, conns: list[dict], svc_
             assert v["came_back"] == v["went"] and not v["answered"], (c, v)
         else:
             assert not v["came_back"] and v["answered"], (c, v)
+
+
+def assert_nic_matches_ground_truth(bundle: Path, facts: dict, conns: list[dict],
+                                    svc_name: str) -> None:
+    """Loopbacks come back on the client node's NIC (same ISN), nothing else does, and only
+    connected ones are answered from the VIP (an asymmetric failure is answered elsewhere)."""
+    view = nic_view(bundle, facts, svc_name)
+    mine = [c for c in conns if c["service"] == svc_name]
+    assert set(view) == {c["sport"] for c in mine}, "every SYN on the NIC is a client connection"
+    for c in mine:
+        v = view[c["sport"]]
+        assert v["went"], c
+        assert (v["came_back"] == v["went"]) if c["loopback"] else not v["came_back"], (c, v)
+        assert v["answered"] == (c["outcome"] == "connected"), (c, v)

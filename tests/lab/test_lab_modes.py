@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import netns_unavailable_reason
-from labhelpers import ground_truth, nic_view, node_ip, service, syns, tcp_packets
+from labhelpers import (
+    assert_nic_matches_ground_truth,
+    ground_truth,
+    node_ip,
+    service,
+    syns,
+    tcp_packets,
+)
 
 from natlens.lab import netns
 from natlens.lab.run import run
@@ -113,13 +120,7 @@ def test_nftables_proxy_local_loops_back_and_times_out(bundles):
     assert tally["loopback_failed"] == tally["loopback"] == len(loops)
     # The client node's NIC: each loopback's SYN leaves for the VIP and comes back with the
     # same ISN to this node's NodePort; what went to node-2 does not come back.
-    view = nic_view(bundle, facts, "web-local")
-    assert set(view) == {c["sport"] for c in conns}
-    for c in conns:
-        v = view[c["sport"]]
-        assert v["went"], c
-        assert (v["came_back"] == v["went"]) if c["loopback"] else not v["came_back"], (c, v)
-        assert v["answered"] == (c["outcome"] == "connected"), (c, v)
+    assert_nic_matches_ground_truth(bundle, facts, conns, "web-local")
 
 
 def test_iptables_mode_dumps(bundles):

@@ -8,7 +8,14 @@ import json
 import pytest
 import yaml
 from conftest import REPO
-from labhelpers import assert_loopback_signature, ground_truth, node_ip, syns, tcp_packets
+from labhelpers import (
+    assert_loopback_signature,
+    assert_nic_matches_ground_truth,
+    ground_truth,
+    node_ip,
+    syns,
+    tcp_packets,
+)
 
 from natlens.capture import read_capture
 
@@ -64,3 +71,33 @@ def test_mixed_sample():
     assert by["Local"]["failed"] == by["Local"]["loopback_failed"] > 0
     assert by["Cluster"]["failed"] == 0 and by["Cluster"]["snat"] == 20
     assert_loopback_signature(SAMPLES / "mixed", facts, conns, "web-local")
+
+
+def test_nftables_local_sample():
+    """kube-proxy nftables mode, ipMode Proxy, Local: nft dumps only; loopbacks and
+    asymmetric returns (node-2 short-circuits the pod source to web-1) time out."""
+    d = SAMPLES / "nftables-local"
+    assert sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) < 1_000_000
+    facts, conns = ground_truth(d)
+    assert (facts["proxy_mode"], facts["ip_mode"], facts["command"]["any"]) == (
+        "nftables", "Proxy", True)
+    (svc,) = json.loads((d / "cluster" / "services.json").read_text())["items"]
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    assert svc["status"]["loadBalancer"]["ingress"] == [{"ip": "198.19.0.10", "ipMode": "Proxy"}]
+    for n in ("node-1", "node-2"):
+        nd = d / "nodes" / n
+        assert "table ip kube-proxy" in (nd / "nft-ruleset.txt").read_text()
+        assert json.loads((nd / "nft-ruleset.json").read_text())["nftables"]
+        assert "KUBE" not in (nd / "iptables-save.txt").read_text()
+        assert not (nd / "ipvsadm.txt").exists() and not (nd / "ipset-save.txt").exists()
+        for f in ("eth0.pcap", "any.pcap"):
+            info = read_capture(nd / f).info
+            assert info.records == info.decoded + info.skipped.get("arp", 0), info
+    assert len(conns) == 20 and not any(c["snat"] for c in conns)
+    failed = [c for c in conns if c["outcome"] == "failed"]
+    assert failed and len(failed) < len(conns)
+    assert all(c["error"] == "timeout" and (c["loopback"] or c["asymmetric"]) for c in failed)
+    assert any(c["loopback"] for c in conns) and any(c["asymmetric"] for c in conns)
+    (t,) = facts["services"]
+    assert t["failed"] == len(failed) == t["loopback"] + t["asymmetric"]
+    assert_nic_matches_ground_truth(d, facts, conns, "web-local")

@@ -350,14 +350,16 @@ def expected(topo: topology.Topology) -> dict[str, str]:
     if not topo.lb_ip_in_rules:
         # iptables/nftables modes short-circuit pod sources at a Local NodePort to the
         # cluster-wide service chain; IPVS mode keeps Local NodePorts to local endpoints.
-        other = ("; of the connections the LB sends to another node, those that node DNATs "
-                 "to an endpoint elsewhere (kube-proxy treats the pod source as cluster "
-                 "traffic, cluster-wide endpoints, no SNAT) are answered straight to the pod "
-                 "from the wrong source and time out too (asymmetric)"
-                 if topo.proxy_mode != "ipvs" else "")
+        local_rest = loops
+        if topo.proxy_mode != "ipvs":
+            local_rest = loops.replace("; the rest connect", (
+                "; the other node treats the pod source as cluster traffic (cluster-wide "
+                "endpoints, no SNAT): what it DNATs to an endpoint on another node is "
+                "answered straight to the pod from the wrong source and times out too "
+                "(asymmetric); the rest connect"))
         return {
-            "Local": f"no kube-proxy rule for the LB IP: the pod IP leaves un-SNATed; {loops}"
-                     f"{other}",
+            "Local": f"no kube-proxy rule for the LB IP: the pod IP leaves un-SNATed; "
+                     f"{local_rest}",
             "Cluster": "no kube-proxy rule for the LB IP, so nothing marks it for SNAT "
                        f"either: the pod IP leaves un-SNATed; the LB's pool is every node; "
                        f"{loops}",
