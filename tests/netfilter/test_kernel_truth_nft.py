@@ -196,7 +196,9 @@ def test_kube_proxy_nftables_mode(kernel_lab, version):
 
 # A CNI beside kube-proxy, in iptables-nft: pod egress masquerade (nat POSTROUTING, the
 # same priority as kube-proxy's nat-postrouting), a FORWARD drop, mangle marks saved to
-# the connection mark before kube-proxy's masquerading chain clears its bit.
+# the connection mark before kube-proxy's masquerading chain clears its bit; the other
+# nodes' pod network in an ipset.
+CNI_IPSET = "create CNI-NOMASQ hash:net family inet\nadd CNI-NOMASQ 198.18.4.0/24\n"
 CNI_IPTABLES = f"""*mangle
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
@@ -215,7 +217,7 @@ COMMIT
 :CNI-MASQ - [0:0]
 -A POSTROUTING -s {POD_CIDR} -m comment --comment "cni pod egress" -j CNI-MASQ
 -A CNI-MASQ -d 198.18.1.0/24 -j RETURN
--A CNI-MASQ -d 198.18.4.0/24 -j RETURN
+-A CNI-MASQ -m set --match-set CNI-NOMASQ dst -j RETURN
 -A CNI-MASQ -j MASQUERADE
 COMMIT
 *filter
@@ -233,7 +235,8 @@ COMMIT
 def test_kube_proxy_nftables_with_iptables_nft(kernel_lab, version):
     """The same services with CNI-like iptables-nft rules in nft tables of their own."""
     stats = _new_stats()
-    bad = run_case_nft(kernel_lab, _kube_nft(version), _kube_packets(), stats, iptables=CNI_IPTABLES)
+    bad = run_case_nft(kernel_lab, _kube_nft(version), _kube_packets(), stats, iptables=CNI_IPTABLES,
+                       ipset=CNI_IPSET)
     _report(f"kube-proxy {version} + iptables-nft", stats, bad)
     assert not bad, f"{len(bad)} disagreements, first:\n" + "\n".join(bad[:5])
     assert stats["compared"] == 2 * len(_kube_packets())
