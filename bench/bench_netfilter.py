@@ -1,4 +1,4 @@
-"""Netfilter model speed: a kube-proxy iptables-mode dump of 10,000 Services.
+"""Netfilter model speed: kube-proxy dumps of 10,000 Services in each proxy mode.
 
 Generates the dump (lib/natlens/netfilter/generate.py: KUBE-SVC-/SEP-/EXT-/SVL-,
 statistic branches, node ports; well over 100,000 rules), writes it to a temp
@@ -7,7 +7,9 @@ file, then times:
 * load: read + parse + compile every rule (what `natlens explain` does first);
 * query: NodeRules.explain for pod -> cluster IP, pod -> LB VIP and
   outside -> node port packets (mean and worst, after the first query);
-* the same for an IPVS-mode dump of 10,000 Services (big ipsets, few rules).
+* the same for an IPVS-mode dump of 10,000 Services (big ipsets, few rules);
+* the same for an nftables-mode rule set of 10,000 Services (verdict maps), as the
+  ``nft -f`` command file kube-proxy writes (the parser reads it like nft list ruleset).
 
 The baseline, in the same process, is reading the file and splitting every line
 into tokens (str.split): the least any parser costs. Prints ratios against it.
@@ -24,7 +26,12 @@ import tempfile
 import time
 
 from natlens.netfilter import NodeRules, load_files
-from natlens.netfilter.generate import kube_proxy_iptables, kube_proxy_ipvs, many_services
+from natlens.netfilter.generate import (
+    kube_proxy_iptables,
+    kube_proxy_ipvs,
+    kube_proxy_nftables,
+    many_services,
+)
 
 ADDR = ("1: lo    inet 127.0.0.1/8 scope host lo\n"
         "2: eth0    inet 198.18.0.10/16 brd 198.18.255.255 scope global eth0\n")
@@ -98,6 +105,36 @@ def main() -> None:
                          "pod -> LB VIP   ")
             time_queries(node, [("198.18.64.9", "198.18.0.10", s.node_port, "eth0") for s in picks],
                          "outside -> node port")
+        nftables_mode(svcs, tmp, addr, a.queries, rng)
+
+
+def nftables_mode(svcs: list, tmp: str, addr: str, queries: int, rng: random.Random) -> None:
+    """nftables mode: generate, load (parse + compile), query; the same ratios as above."""
+    t = time.perf_counter()
+    d = kube_proxy_nftables(svcs, node_ips=["198.18.0.10"], cluster_cidr="198.18.128.0/17")
+    gen = time.perf_counter() - t
+    path = os.path.join(tmp, "nft-ruleset.nft")
+    with open(path, "w") as f:
+        f.write(d.nft)
+    base = baseline(path)
+    t = time.perf_counter()
+    node = load_files(None, None, None, addr, nft=path)
+    load = time.perf_counter() - t
+    nft = node.nft
+    chains = sum(len(t.chains) for t in nft.tables.values())
+    elements = sum(len(s.elements) for t in nft.tables.values() for s in t.sets.values())
+    print(f"nftables mode, {len(svcs)} services: {nft.rule_count():,} rules, {chains:,} chains, "
+          f"{elements:,} map/set elements ({os.path.getsize(path) / 1e6:.1f} MB; generated in {gen:.1f} s)")
+    print(f"  load (parse + compile): {load:.2f} s   baseline (read + split): {base:.2f} s   "
+          f"ratio {load / base:.1f}x")
+    pods = [f"198.18.{128 + rng.randrange(100)}.{rng.randrange(2, 250)}" for _ in range(queries)]
+    picks = [svcs[rng.randrange(len(svcs))] for _ in range(queries)]
+    time_queries(node, [(p, s.cluster_ip, s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
+                 "pod -> cluster IP")
+    time_queries(node, [(p, s.lb_ips[0], s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
+                 "pod -> LB VIP   ")
+    time_queries(node, [("198.18.64.9", "198.18.0.10", s.node_port, "eth0") for s in picks],
+                 "outside -> node port")
 
 
 if __name__ == "__main__":
