@@ -11,20 +11,47 @@ cannot put into that form is kept as ``{"unparsed": "<text>"}``: the walk stops
 such a path as undecided, naming the rule; it is never dropped.
 
 What the rules *do* to a packet is the business of walk/.
+
+The text-to-JSON translation follows what nft 1.0.6 prints with ``-j`` for the
+same rule (checked by loading rule sets into a namespace and listing them both
+ways): ports, marks and other numbers are ints, addresses and symbolic values
+strings; an implicit relation on a bitmask type (``ct state new``, ``ct status
+dnat``, ``tcp flags syn``) is op ``in``, any other implicit one ``==``; a flag list
+(``established,related``) is a JSON list, an anonymous set ``{"set": [...]}``.
+Command files are what nft is *given*, not what it lists, so three
+normalisations nft applies on loading are applied to them too: a one-element
+anonymous set of single values becomes that value (``ip daddr { 10.0.0.0/8 }``
+lists as ``ip daddr 10.0.0.0/8``), a ``meta l4proto tcp`` (or ``ip protocol``,
+``ip6 nexthdr``) dependency before a ``th`` or ``tcp`` match is folded into it
+(``meta l4proto tcp th dport 80`` lists as ``tcp dport 80``), and a bare
+``counter`` is ``{"packets": 0, "bytes": 0}``. Known differences of nft 1.0.6
+itself between its text and JSON listings: JSON omits a set's ``dynamic`` flag, a
+netdev chain's device and a table's comment, and shows iptables-nft's compat
+statements as bare ``{"xt": {"type", "name"}}`` where the text shows their
+translation (``xt match physdev`` only when there is none).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
+
+from natlens.errors import NatlensError
 
 # Named chain priorities (nft(8), "PRIORITY"), for the ip, ip6 and inet families.
 PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
                   "srcnat": 100}
+# The bridge family names the same priorities differently (nft(8)).
+BRIDGE_PRIORITY_NAMES = {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300}
 # The tables iptables-nft keeps in nft (they also appear in iptables-save output).
 XTABLES = ("raw", "mangle", "nat", "filter", "security")
-
+FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+IPTABLES_NFT = "iptables-nft"
 
 @dataclass
 class NftElement:
@@ -61,6 +88,9 @@ class NftSet:
     comment: str | None = None
     path: str = ""
     lineno: int = 0
+    # Elements the text parser could not read, verbatim: a lookup that misses the
+    # known elements of a set with such entries is undecided, not a miss.
+    unparsed: list[str] = field(default_factory=list)
 
     @property
     def is_map(self) -> bool:
@@ -146,3 +176,2018 @@ class NftRuleset:
 
     def rule_count(self) -> int:
         return sum(1 for _ in self.rules())
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def parse_nft(text: str, path: str = "<nft>") -> NftRuleset:
+    """An nft dump of any of the three formats -> NftRuleset (``format`` says which).
+
+    JSON when the text starts with ``{``; otherwise nft syntax, "commands" when it
+    holds ``add``/``create``/``insert`` commands and "text" (the block syntax of
+    ``nft list ruleset``) when not. Raises NatlensError naming ``path:line`` for a
+    file that is none of these or is structurally broken; a statement inside a
+    rule that cannot be translated is kept as {"unparsed": text} instead.
+    """
+    body = text.lstrip("\ufeff \t\r\n")
+    if body.startswith("{"):
+        return _parse_json(text, path)
+    return _TextParser(text, path).parse()
+
+
+def chain_priority(text: str, family: str = "ip") -> int:
+    """A chain priority as nft writes it ('dstnat - 10', 'filter + 5', '-110', 'srcnat') -> int.
+
+    The names are the family's (PRIORITY_NAMES, or BRIDGE_PRIORITY_NAMES for
+    bridge). Raises ValueError for anything else.
+    """
+    m = _PRIO.match(text)
+    if m is None:
+        raise ValueError(f"bad chain priority {text.strip()!r}")
+    base, sign, offset = m.groups()
+    if base.lstrip("+-").isdigit():
+        value = int(base)
+    else:
+        names = BRIDGE_PRIORITY_NAMES if family == "bridge" else PRIORITY_NAMES
+        if base not in names:
+            raise ValueError(f"unknown chain priority name {base!r} for family {family}")
+        value = names[base]
+    if sign:
+        value += int(offset) if sign == "+" else -int(offset)
+    return value
+
+
+_PRIO = re.compile(r"^\s*([a-z]+|[+-]?\d+)\s*(?:([+-])\s*(\d+))?\s*$")
+
+
+# ----------------------------------------------------------------------------- lexer
+
+
+class _Tok:
+    """One token: kind w(ord), s(tring, val unquoted), p(unctuation) or n(ewline)."""
+
+    __slots__ = ("kind", "val", "raw", "line", "col", "end", "sp")
+
+    def __init__(self, kind: str, val: str, raw: str, line: int, col: int, end: int, sp: bool):
+        self.kind, self.val, self.raw = kind, val, raw
+        self.line, self.col, self.end, self.sp = line, col, end, sp
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.raw!r} @{self.line}>"
+
+
+_LEX = re.compile(r'''
+    (?P<ws>[ \t\r\f\v]+)
+  | (?P<n>\n)
+  | (?P<s>"(?:[^"\\\n]|\\.)*")
+  | (?P<c>\#[^\n]*)
+  | (?P<p>[{};,()|&^])
+  | (?P<w>[^\s{};,()|&^"\#]+)
+  | (?P<bad>")
+''', re.X)
+_HANDLE = re.compile(r"#\s*handle\s+(\d+)")
+_MANAGED = re.compile(r"#\s*Warning:\s*table\s+(\S+)\s+(\S+)\s+is managed by iptables-nft")
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def _lex(text: str, path: str) -> tuple[list[_Tok], dict[int, int], set[tuple[str, str]]]:
+    """Text -> tokens, the ``# handle N`` of each line, the tables nft warns iptables-nft owns."""
+    toks: list[_Tok] = []
+    handles: dict[int, int] = {}
+    managed: set[tuple[str, str]] = set()
+    line, line_start, sp = 1, 0, True
+    for m in _LEX.finditer(text):
+        kind = m.lastgroup
+        raw = m.group()
+        col = m.start() - line_start
+        if kind == "ws":
+            sp = True
+            continue
+        if kind == "n":
+            toks.append(_Tok("n", "\n", raw, line, col, col + 1, sp))
+            line, line_start, sp = line + 1, m.end(), True
+            continue
+        if kind == "c":
+            _lex_comment(raw, line, handles, managed)
+            sp = True
+            continue
+        if kind == "bad":
+            raise NatlensError("unterminated quoted string", path=path, where=str(line))
+        val = _UNESCAPE.sub(r"\1", raw[1:-1]) if kind == "s" else raw
+        if kind == "w" and len(raw) > 1 and raw.endswith(":") and ":" not in raw[:-1]:
+            toks.append(_Tok("w", raw[:-1], raw[:-1], line, col, col + len(raw) - 1, sp))
+            toks.append(_Tok("w", ":", ":", line, col + len(raw) - 1, col + len(raw), False))
+        else:
+            toks.append(_Tok(kind, val, raw, line, col, col + len(raw), sp))
+        sp = False
+    return toks, handles, managed
+
+
+def _lex_comment(raw: str, line: int, handles: dict[int, int], managed: set[tuple[str, str]]):
+    """Keep what a comment tells: a rule's handle, or iptables-nft's ownership of a table."""
+    h = _HANDLE.search(raw)
+    if h:
+        handles[line] = int(h.group(1))
+        return
+    w = _MANAGED.match(raw)
+    if w:
+        managed.add((w.group(1), w.group(2)))
+
+
+def _join(toks: list[_Tok]) -> str:
+    """Tokens back to text, one space where the source had any."""
+    out: list[str] = []
+    for i, t in enumerate(toks):
+        if i and t.sp:
+            out.append(" ")
+        out.append(t.raw)
+    return "".join(out)
+
+
+class _Cur:
+    """A cursor over tokens, with the lookahead the parsers need."""
+
+    __slots__ = ("toks", "i", "n")
+
+    def __init__(self, toks: list[_Tok]):
+        self.toks, self.i, self.n = toks, 0, len(toks)
+
+    def peek(self, k: int = 0) -> _Tok | None:
+        j = self.i + k
+        return self.toks[j] if j < self.n else None
+
+    def next(self) -> _Tok | None:
+        t = self.peek()
+        if t is not None:
+            self.i += 1
+        return t
+
+    def word(self, k: int = 0) -> str | None:
+        """The unquoted word k tokens ahead, or None (a string, punctuation, the end)."""
+        t = self.peek(k)
+        return t.val if t is not None and t.kind == "w" else None
+
+    def is_p(self, ch: str, k: int = 0) -> bool:
+        t = self.peek(k)
+        return t is not None and t.kind == "p" and t.val == ch
+
+    def skip_sep(self) -> _Tok | None:
+        """Skip newlines and ';', return the next token (None at the end)."""
+        while self.i < self.n:
+            t = self.toks[self.i]
+            if t.kind == "n" or (t.kind == "p" and t.val == ";"):
+                self.i += 1
+                continue
+            return t
+        return None
+
+
+# ----------------------------------------------------------------------------- structure
+
+_FAMILY_SET = frozenset(FAMILIES)
+_VERBS = frozenset(("add", "create", "insert", "replace", "flush", "delete", "destroy"))
+_IGNORED_TOP = frozenset(("define", "redefine", "undefine", "include", "list", "reset",
+                          "monitor", "export", "import", "describe", "rename"))
+_TABLE_OBJECTS = frozenset(("counter", "quota", "limit", "ct", "flowtable", "secmark",
+                            "synproxy", "tunnel"))
+_SET_SKIP = frozenset(("size", "timeout", "gc-interval", "policy", "counter", "auto-merge"))
+_OBJ_NAMES = {"table": 1, "chain": 2, "set": 2, "map": 2, "element": 2, "rule": 2}
+
+
+class _TextParser:
+    """nft syntax -> NftRuleset: the block syntax nft lists, and ``nft -f`` command files."""
+
+    def __init__(self, text: str, path: str):
+        self.path = path
+        toks, self.handles, self.managed = _lex(text, path)
+        self.cur = _Cur(toks)
+        self.lines = text.split("\n")
+        self.rs = NftRuleset(path=path, format="text")
+        self.commands = False
+        self.applied: dict[str, int] = {}
+
+    def err(self, msg: str, line: int) -> NatlensError:
+        return NatlensError(msg, path=self.path, where=str(line))
+
+    def note(self, line: int, msg: str) -> None:
+        self.rs.notes.append(f"{self.path}:{line}: {msg}")
+
+    def parse(self) -> NftRuleset:
+        cur = self.cur
+        while (t := cur.skip_sep()) is not None:
+            w = t.val if t.kind == "w" else None
+            if w == "table":
+                cur.next()
+                self._table_cmd(t, block=True)
+            elif w in _VERBS:
+                self.commands = self.commands or w in ("add", "create", "insert")
+                self._command()
+            elif w in _IGNORED_TOP:
+                self.note(t.line, f"'{_join(self._item())}' ignored")
+            elif t.kind == "p" and t.val == "}":
+                raise self.err("unbalanced braces: '}' without a '{'", t.line)
+            else:
+                raise self.err(f"not an nft rule set: expected a table or an nft command, "
+                               f"got {t.raw!r}", t.line)
+        self.rs.format = "commands" if self.commands else "text"
+        for what, n in self.applied.items():
+            self.rs.notes.append(f"{self.path}: {what} applied {n} time(s)")
+        _finish(self.rs, self.managed)
+        return self.rs
+
+    # -- token groups
+
+    def _item(self) -> list[_Tok]:
+        """Tokens up to a newline or ';' outside braces (consumed) or a '}' closing the block."""
+        cur = self.cur
+        out: list[_Tok] = []
+        depth, open_line = 0, 0
+        while True:
+            t = cur.peek()
+            if t is None:
+                if depth:
+                    raise self.err("unbalanced braces: this '{' is never closed", open_line)
+                return out
+            if t.kind == "n" or (t.kind == "p" and t.val == ";"):
+                cur.i += 1
+                if depth == 0:
+                    return out
+                continue
+            if t.kind == "p" and t.val == "}":
+                if depth == 0:
+                    return out
+                depth -= 1
+            elif t.kind == "p" and t.val == "{":
+                if depth == 0:
+                    open_line = t.line
+                depth += 1
+            out.append(t)
+            cur.i += 1
+
+    def _braced(self) -> list[_Tok]:
+        """The tokens of the '{ ... }' at the cursor, braces included, newlines dropped."""
+        cur = self.cur
+        start = cur.peek()
+        if start is None or not cur.is_p("{"):
+            raise self.err("expected '{'", start.line if start else len(self.lines))
+        out: list[_Tok] = []
+        depth = 0
+        while True:
+            t = cur.next()
+            if t is None:
+                raise self.err("unbalanced braces: this '{' is never closed", start.line)
+            if t.kind == "n":
+                continue
+            out.append(t)
+            if t.kind == "p" and t.val == "{":
+                depth += 1
+            elif t.kind == "p" and t.val == "}":
+                depth -= 1
+                if depth == 0:
+                    return out
+
+    def _fam_names(self, count: int, line: int) -> tuple[str, list[str]]:
+        """'[family] name...' -> (family, names); the family defaults to ip, as in nft."""
+        cur = self.cur
+        fam = "ip"
+        if cur.word() in _FAMILY_SET and all(
+                (t := cur.peek(k)) is not None and t.kind in ("w", "s") for k in range(1, count + 1)):
+            fam = cur.next().val
+        names = []
+        for _ in range(count):
+            t = cur.next()
+            if t is None or t.kind not in ("w", "s"):
+                raise self.err("expected a name", t.line if t else line)
+            names.append(t.val)
+        return fam, names
+
+    def _end_command(self) -> None:
+        t = self.cur.peek()
+        if t is None or t.kind == "n" or (t.kind == "p" and t.val == ";"):
+            self.cur.next()
+            return
+        raise self.err(f"unexpected {t.raw!r} after the command", t.line)
+
+    # -- tables, chains, sets
+
+    def _table_cmd(self, t: _Tok, block: bool) -> None:
+        fam, (name,) = self._fam_names(1, t.line)
+        table = self.rs.tables.get((fam, name))
+        if table is None:
+            table = NftTable(fam, name, path=self.path, lineno=t.line)
+            self.rs.tables[(fam, name)] = table
+        if self.cur.is_p("{"):
+            self._table_body(table, self.cur.next().line)
+        elif block:
+            raise self.err(f"expected '{{' after table {fam} {name}", t.line)
+        if not block:
+            self._end_command()
+
+    def _table_of(self, fam: str, name: str, line: int) -> NftTable:
+        table = self.rs.tables.get((fam, name))
+        if table is None:
+            raise self.err(f"unknown table {fam} {name}", line)
+        return table
+
+    def _table_body(self, table: NftTable, open_line: int) -> None:
+        cur = self.cur
+        while True:
+            t = cur.skip_sep()
+            if t is None:
+                raise self.err(f"unbalanced braces: table {table.family} {table.name} is never "
+                               "closed", open_line)
+            if t.kind == "p" and t.val == "}":
+                cur.next()
+                return
+            w = t.val if t.kind == "w" else None
+            if w == "chain":
+                cur.next()
+                self._chain_block(table, t)
+            elif w in ("set", "map"):
+                cur.next()
+                self._set_block(table, t)
+            elif w == "comment":
+                table.comment = _str_arg(self._item())
+            elif w == "flags":
+                table.flags = frozenset(x.val for x in self._item()[1:] if x.kind == "w")
+            elif w in _TABLE_OBJECTS:
+                self.note(t.line, f"{_join(self._item()[:3])} object skipped")
+            else:
+                raise self.err(f"unexpected {t.raw!r} in table {table.family} {table.name} "
+                               "(a rule outside a chain?)", t.line)
+
+    def _chain(self, table: NftTable, name: str, line: int) -> NftChain:
+        ch = table.chains.get(name)
+        if ch is None:
+            ch = NftChain(table.family, table.name, name, path=self.path, lineno=line)
+            table.chains[name] = ch
+        return ch
+
+    def _chain_block(self, table: NftTable, t: _Tok) -> None:
+        name = self.cur.next()
+        if name is None or name.kind not in ("w", "s") or not self.cur.is_p("{"):
+            raise self.err("expected 'chain NAME {'", t.line)
+        ch = self._chain(table, name.val, t.line)
+        self._chain_body(ch, self.cur.next().line)
+
+    def _chain_body(self, ch: NftChain, open_line: int) -> None:
+        cur = self.cur
+        while True:
+            t = cur.skip_sep()
+            if t is None:
+                raise self.err(f"unbalanced braces: chain {ch.name} is never closed", open_line)
+            if t.kind == "p" and t.val == "}":
+                cur.next()
+                return
+            item = self._item()
+            w = item[0].val if item[0].kind == "w" else None
+            if w == "type" and any(x.val == "hook" for x in item):
+                self._chain_spec(ch, item)
+            elif w == "policy" and len(item) == 2:
+                ch.policy = item[1].val
+            elif w == "comment" and len(item) == 2 and item[1].kind == "s":
+                ch.comment = item[1].val
+            elif w in ("device", "devices"):
+                self._chain_spec(ch, item)
+            else:
+                ch.rules.append(self._make_rule(ch, item, commands=False))
+
+    def _chain_spec(self, ch: NftChain, item: list[_Tok]) -> None:
+        """'type T hook H [device D] priority P [policy X]' -> the base chain's fields."""
+        vals = [t.val for t in item]
+        i = 0
+        while i < len(vals):
+            k = vals[i]
+            if k in ("type", "hook", "device", "policy") and i + 1 < len(vals):
+                setattr(ch, k, vals[i + 1])
+                i += 2
+            elif k == "devices":
+                ch.device = ",".join(t.val for t in item[i + 1:]
+                                     if t.kind in ("w", "s") and t.val != "=")
+                return
+            elif k == "priority":
+                j = i + 1
+                while j < len(vals) and vals[j] != "policy":
+                    j += 1
+                try:
+                    ch.prio = chain_priority(" ".join(vals[i + 1:j]), ch.family)
+                except ValueError as e:
+                    raise self.err(str(e), item[i].line) from None
+                i = j
+            else:
+                raise self.err(f"unexpected {k!r} in the declaration of chain {ch.name}",
+                               item[i].line)
+
+    def _set(self, table: NftTable, name: str, line: int) -> NftSet:
+        s = table.sets.get(name)
+        if s is None:
+            s = NftSet(table.family, table.name, name, (), path=self.path, lineno=line)
+            table.sets[name] = s
+        return s
+
+    def _set_block(self, table: NftTable, t: _Tok) -> None:
+        name = self.cur.next()
+        if name is None or name.kind not in ("w", "s") or not self.cur.is_p("{"):
+            raise self.err(f"expected '{t.val} NAME {{'", t.line)
+        s = self._set(table, name.val, t.line)
+        self._set_body(s, self.cur.next().line)
+
+    def _set_body(self, s: NftSet, open_line: int) -> None:
+        cur = self.cur
+        while True:
+            t = cur.skip_sep()
+            if t is None:
+                raise self.err(f"unbalanced braces: set {s.name} is never closed", open_line)
+            if t.kind == "p" and t.val == "}":
+                cur.next()
+                return
+            w = t.val if t.kind == "w" else None
+            if w == "elements":
+                cur.next()
+                if cur.word() == "=":
+                    cur.next()
+                self._set_elements(s, t.line)
+                continue
+            item = self._item()
+            if w == "type":
+                _set_type(s, [x.val for x in item[1:]])
+            elif w == "typeof":
+                self._set_typeof(s, item)
+            elif w == "flags":
+                s.flags = frozenset(x.val for x in item[1:] if x.kind == "w")
+            elif w == "comment":
+                s.comment = _str_arg(item)
+            elif w not in _SET_SKIP:
+                self.note(t.line, f"set {s.name}: '{_join(item)}' ignored")
+
+    def _set_typeof(self, s: NftSet, item: list[_Tok]) -> None:
+        """'typeof ip daddr . tcp dport [: verdict|EXPR]' -> the type names nft resolves it to."""
+        toks = item[1:]
+        k = next((i for i, x in enumerate(toks) if x.kind == "w" and x.val == ":"), None)
+        key_toks, data_toks = (toks, None) if k is None else (toks[:k], toks[k + 1:])
+        s.key = self._typeof(key_toks, s)
+        if data_toks is not None:
+            vals = [x.val for x in data_toks]
+            s.data = "verdict" if vals == ["verdict"] else " . ".join(self._typeof(data_toks, s))
+
+    def _typeof(self, toks: list[_Tok], s: NftSet) -> tuple[str, ...]:
+        try:
+            e = _RuleParser(toks, s.family, False).expr_only()
+        except _Unparsed:
+            self.note(toks[0].line if toks else s.lineno,
+                      f"set {s.name}: typeof '{_join(toks)}' kept as written")
+            return tuple(x.strip() for x in _join(toks).split(" . "))
+        parts = e["concat"] if isinstance(e, dict) and "concat" in e else [e]
+        return tuple(_typeof_name(x) for x in parts)
+
+    def _set_elements(self, s: NftSet, line: int) -> None:
+        toks = self._braced()
+        kind = "verdict" if s.data == "verdict" else ("data" if s.data else None)
+        positions = frozenset(i for i, k in enumerate(s.key) if k == "inet_proto")
+        items, bad = _RuleParser(toks, s.family, False).elements(kind, positions, lenient=True)
+        s.elements.extend(NftElement(k, v, c) for k, v, c, _ in items)
+        if bad:
+            s.unparsed.extend(bad)
+            self.note(line, f"set {s.name}: {len(bad)} element(s) not understood, kept as text")
+
+    # -- commands
+
+    def _command(self) -> None:
+        cur = self.cur
+        verb = cur.next()
+        line = verb.line
+        obj = cur.word()
+        if verb.val in ("flush", "delete", "destroy"):
+            self._remove(verb.val, obj, line)
+        elif obj == "table":
+            cur.next()
+            self._table_cmd(verb, block=False)
+        elif obj == "chain":
+            cur.next()
+            fam, (tname, cname) = self._fam_names(2, line)
+            ch = self._chain(self._table_of(fam, tname, line), cname, line)
+            if cur.is_p("{"):
+                self._chain_body(ch, cur.next().line)
+            self._end_command()
+        elif obj in ("set", "map"):
+            cur.next()
+            fam, (tname, sname) = self._fam_names(2, line)
+            s = self._set(self._table_of(fam, tname, line), sname, line)
+            if cur.is_p("{"):
+                self._set_body(s, cur.next().line)
+            self._end_command()
+        elif obj == "rule":
+            cur.next()
+            self._rule_cmd(verb.val, line)
+        elif obj == "element":
+            cur.next()
+            self._set_elements(self._named_set(line), line)
+            self._end_command()
+        else:
+            self.note(line, f"'{_join([verb, *self._item()])}' ignored")
+
+    def _named_set(self, line: int) -> NftSet:
+        fam, (tname, sname) = self._fam_names(2, line)
+        s = self._table_of(fam, tname, line).sets.get(sname)
+        if s is None:
+            raise self.err(f"elements for unknown set {fam} {tname} {sname}", line)
+        return s
+
+    def _rule_cmd(self, verb: str, line: int) -> None:
+        cur = self.cur
+        fam, (tname, cname) = self._fam_names(2, line)
+        ch = self._table_of(fam, tname, line).chains.get(cname)
+        if ch is None:
+            raise self.err(f"rule for unknown chain {fam} {tname} {cname} (a rule outside a "
+                           "chain)", line)
+        where = None
+        if cur.word() in ("index", "position", "handle") and (cur.word(1) or "").isdigit():
+            where = (cur.next().val, int(cur.next().val))
+        item = self._item()
+        if not item:
+            raise self.err(f"empty rule for chain {cname}", line)
+        if verb == "replace":
+            self.note(line, f"replace rule in chain {cname} ignored (no handles in a command file)")
+            return
+        rule = self._make_rule(ch, item, commands=True)
+        if where is not None and where[0] == "index":
+            ch.rules.insert(where[1] + (verb != "insert"), rule)
+            return
+        if where is not None:
+            self.note(line, f"{where[0]} {where[1]} of a rule in chain {cname} ignored")
+        if verb == "insert":
+            ch.rules.insert(0, rule)
+        else:
+            ch.rules.append(rule)
+
+    def _remove(self, verb: str, obj: str | None, line: int) -> None:
+        """flush/delete/destroy, applied to what the file built so far."""
+        cur = self.cur
+        if obj == "ruleset":
+            cur.next()
+            self._item()
+            self.rs.tables.clear()
+            self.applied[f"{verb} ruleset"] = self.applied.get(f"{verb} ruleset", 0) + 1
+            return
+        if obj not in _OBJ_NAMES:
+            self.note(line, f"'{verb} {_join(self._item())}' ignored")
+            return
+        cur.next()
+        fam, names = self._fam_names(_OBJ_NAMES[obj], line)
+        table = self.rs.tables.get((fam, names[0]))
+        if obj == "element":
+            toks = self._braced()
+            self._end_command()
+            s = table.sets.get(names[1]) if table else None
+            if s is not None:
+                items, _ = _RuleParser(toks, fam, False).elements(None, frozenset(), lenient=True)
+                gone = [k for k, _, _, _ in items]
+                s.elements = [e for e in s.elements if e.key not in gone]
+        else:
+            self._item()
+            _apply_removal(verb, obj, table, names)
+        what = f"{verb} {obj}"
+        self.applied[what] = self.applied.get(what, 0) + 1
+
+    def _make_rule(self, ch: NftChain, item: list[_Tok], commands: bool) -> NftRule:
+        first, last = item[0], item[-1]
+        if first.line == last.line:
+            text = self.lines[first.line - 1][first.col:last.end]
+        else:
+            text = _join(item)
+        expr, comment = _RuleParser(item, ch.family, commands).rule()
+        return NftRule(ch.family, ch.table, ch.name, expr, text, path=self.path,
+                       lineno=first.line, handle=self.handles.get(last.line), comment=comment)
+
+
+def _apply_removal(verb: str, obj: str, table: NftTable | None, names: list[str]) -> None:
+    """flush/delete of a table, chain, set or map (a rule by handle is not in command files)."""
+    if table is None or obj == "rule":
+        return
+    if obj == "table":
+        for ch in table.chains.values():
+            ch.rules.clear()
+        if verb != "flush":
+            table.chains.clear()
+            table.sets.clear()
+        return
+    if obj == "chain" and names[1] in table.chains:
+        if verb == "flush":
+            table.chains[names[1]].rules.clear()
+        else:
+            del table.chains[names[1]]
+    elif obj in ("set", "map") and names[1] in table.sets:
+        if verb == "flush":
+            table.sets[names[1]].elements.clear()
+        else:
+            del table.sets[names[1]]
+
+
+def _finish(rs: NftRuleset, managed: set[tuple[str, str]]) -> None:
+    """Number the rules of each chain; mark the tables iptables-nft manages."""
+    for t in rs.tables.values():
+        xt = False
+        for ch in t.chains.values():
+            for i, r in enumerate(ch.rules, 1):
+                r.index = i
+                if not xt:
+                    xt = any(isinstance(s, dict) and "xt" in s for s in r.expr)
+        if xt or (t.family, t.name) in managed:
+            t.managed_by = IPTABLES_NFT
+
+
+def _str_arg(item: list[_Tok]) -> str | None:
+    """The argument of 'comment "x"'."""
+    return item[1].val if len(item) > 1 else None
+
+
+def _set_type(s: NftSet, vals: list[str]) -> None:
+    """'type a . b [: [interval] c . d]' -> key names and data."""
+    key, data = vals, None
+    if ":" in vals:
+        k = vals.index(":")
+        key, data = vals[:k], vals[k + 1:]
+    s.key = tuple(v for v in key if v != ".")
+    if data is not None:
+        s.data = " . ".join(v for v in data if v not in (".", "interval"))
+
+
+# ----------------------------------------------------------------------------- statements
+
+
+class _Unparsed(Exception):
+    """A statement the translation does not know: the rest of the rule is kept as text."""
+
+
+_VERDICT_WORDS = frozenset(("accept", "drop", "continue", "return"))
+# Words that end a relation's right-hand side instead of being its value.
+_STMT_WORDS = frozenset(("accept", "drop", "continue", "return", "jump", "goto", "vmap",
+                         "comment"))
+_OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">",
+        "gt": ">", "<=": "<=", "le": "<=", ">=": ">=", "ge": ">="}
+_BINOPS = {"&": "&", "and": "&", "|": "|", "or": "|", "^": "^", "xor": "^", "<<": "<<",
+           "lshift": "<<", ">>": ">>", "rshift": ">>"}
+# meta keys nft prints without "meta"; the others may be written without it too.
+_META_UNQUALIFIED = frozenset(("iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"))
+_META_SHORT = _META_UNQUALIFIED | frozenset((
+    "mark", "iiftype", "oiftype", "skuid", "skgid", "nftrace", "rtclassid", "ibrname", "obrname",
+    "ibriport", "obriport", "pkttype", "cpu", "cgroup", "priority", "l4proto", "nfproto",
+    "secmark"))
+_CT_KEYS = frozenset(("state", "direction", "status", "mark", "expiration", "helper", "l3proto",
+                      "protocol", "proto-src", "proto-dst", "saddr", "daddr", "label", "bytes",
+                      "packets", "avgpkt", "zone", "id", "event", "secmark"))
+_BITMASK_CT = frozenset(("state", "status", "event"))
+_FIB_FLAGS = ("saddr", "daddr", "mark", "iif", "oif")
+_SOCKET_KEYS = frozenset(("transparent", "mark", "wildcard"))
+_NAT_FLAGS = frozenset(("random", "fully-random", "persistent", "netmap"))
+_L4 = frozenset(("tcp", "udp", "udplite", "sctp", "dccp"))
+_PROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 50: "esp",
+                51: "ah", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
+_PAYLOAD_FIELDS = {p: frozenset(f.split()) for p, f in {
+    "ip": "version hdrlength dscp ecn length id frag-off ttl protocol checksum saddr daddr",
+    "ip6": "version dscp ecn flowlabel length nexthdr hoplimit saddr daddr",
+    "tcp": "sport dport sequence ackseq doff reserved flags window checksum urgptr",
+    "udp": "sport dport length checksum",
+    "udplite": "sport dport csumcov checksum",
+    "sctp": "sport dport vtag checksum",
+    "dccp": "sport dport type",
+    "th": "sport dport",
+    "icmp": "type code checksum id sequence gateway mtu",
+    "icmpv6": "type code checksum parameter-problem packet-too-big id sequence max-delay",
+    "ether": "saddr daddr type",
+    "vlan": "id cfi dei pcp type",
+    "arp": "htype ptype hlen plen operation",
+}.items()}
+_LIMIT_PACKETS = re.compile(r"^(\d+)/([a-z]+)$")
+_LIMIT_UNIT = re.compile(r"^([a-z]+)/([a-z]+)$")
+_BRACKETED = re.compile(r"^\[([^\]]+)\](?::(.+))?$")
+
+
+class _RuleParser:
+    """The tokens of one rule -> its statements in libnftables-json form."""
+
+    def __init__(self, toks: list[_Tok], family: str, commands: bool):
+        self.cur = _Cur([t for t in toks if t.kind != "n"])
+        self.family = family
+        self.commands = commands
+        self.out: list[dict] = []       # the statements so far (a bare reject looks back)
+
+    # -- entry points
+
+    def rule(self) -> tuple[list[dict], str | None]:
+        """(statements, the rule's comment); an unknown statement keeps the rest as text."""
+        comment = self._take_comment()
+        out = self.out = []
+        cur = self.cur
+        while cur.peek() is not None:
+            start = cur.i
+            try:
+                out.append(self._stmt())
+            except _Unparsed:
+                out.append({"unparsed": _join(cur.toks[start:])})
+                break
+        if self.commands:
+            out = _as_loaded(out, self.family)
+        return out, comment
+
+    def expr_only(self) -> Any:
+        """The tokens are one expression (a typeof declaration)."""
+        e = self._expr()
+        if self.cur.peek() is not None:
+            raise _Unparsed
+        return e
+
+    def elements(self, kind: str | None, positions: frozenset[int], lenient: bool
+                 ) -> tuple[list[tuple[Any, Any, str | None, dict]], list[str]]:
+        """'{ e, e : v, ... }' -> [(key, value, comment, {timeout...})], [texts not understood].
+
+        kind: "verdict" for a verdict map, "data" for another map, None for a set;
+        positions: the concatenation fields that are protocols (numbers -> names).
+        """
+        cur = self.cur
+        if not cur.is_p("{"):
+            raise _Unparsed
+        cur.next()
+        items: list[tuple[Any, Any, str | None, dict]] = []
+        bad: list[str] = []
+        while cur.peek() is not None and not cur.is_p("}"):
+            start = cur.i
+            try:
+                item = self._element(kind, positions)
+                if not (cur.is_p(",") or cur.is_p("}")):
+                    raise _Unparsed
+                items.append(item)
+            except _Unparsed:
+                if not lenient:
+                    raise
+                self._skip_element()
+                bad.append(_join(cur.toks[start:cur.i]))
+            if cur.is_p(","):
+                cur.next()
+        cur.next()
+        return items, bad
+
+    # -- pieces
+
+    def _take_comment(self) -> str | None:
+        toks = self.cur.toks
+        depth = 0
+        for i, t in enumerate(toks):
+            if t.kind == "p":
+                depth += (t.val == "{") - (t.val == "}")
+            elif (depth == 0 and t.kind == "w" and t.val == "comment" and i + 1 < len(toks)
+                  and toks[i + 1].kind == "s"):
+                self.cur = _Cur(toks[:i] + toks[i + 2:])
+                return toks[i + 1].val
+        return None
+
+    def _skip_element(self) -> None:
+        cur = self.cur
+        depth = 0
+        while (t := cur.peek()) is not None:
+            if t.kind == "p":
+                if depth == 0 and t.val in (",", "}"):
+                    return
+                depth += (t.val == "{") - (t.val == "}")
+            cur.next()
+
+    def _element(self, kind: str | None, positions: frozenset[int]
+                 ) -> tuple[Any, Any, str | None, dict]:
+        cur = self.cur
+        key = _protoize(self._value_concat(), positions)
+        comment: str | None = None
+        extras: dict[str, int] = {}
+        while True:
+            w = cur.word()
+            if w == "comment" and (t := cur.peek(1)) is not None and t.kind == "s":
+                cur.i += 2
+                comment = t.val
+            elif w in ("timeout", "expires"):
+                cur.next()
+                extras[w] = _seconds(self._word())
+            elif w == "counter":
+                cur.next()
+                if cur.word() == "packets" and cur.word(2) == "bytes":
+                    cur.i += 4
+            else:
+                break
+        value = None
+        if cur.word() == ":":
+            cur.next()
+            value = self._verdict() if kind == "verdict" else self._value_concat()
+        return key, value, comment, extras
+
+    def _value_concat(self) -> Any:
+        parts = [self._atom()]
+        while self.cur.word() == ".":
+            self.cur.next()
+            parts.append(self._atom())
+        return parts[0] if len(parts) == 1 else {"concat": parts}
+
+    def _atom(self, guard: bool = False) -> Any:
+        t = self.cur.next()
+        if t is None:
+            raise _Unparsed
+        if t.kind == "s":
+            return t.val
+        if t.kind != "w" or (guard and t.val in _STMT_WORDS):
+            raise _Unparsed
+        return _atom_value(t.val)
+
+    def _word(self) -> str:
+        t = self.cur.next()
+        if t is None or t.kind != "w":
+            raise _Unparsed
+        return t.val
+
+    def _int(self) -> int:
+        v = _atom_value(self._word())
+        if type(v) is not int:
+            raise _Unparsed
+        return v
+
+    def _flags(self) -> Any:
+        """A value, a flag list 'a,b' (JSON list) or '(a|b)' (JSON list)."""
+        cur = self.cur
+        if cur.is_p("("):
+            cur.next()
+            vals = [self._atom()]
+            while cur.is_p("|"):
+                cur.next()
+                vals.append(self._atom())
+            if not cur.is_p(")"):
+                raise _Unparsed
+            cur.next()
+            return vals if len(vals) > 1 else vals[0]
+        v = self._atom()
+        if not cur.is_p(","):
+            return v
+        vals = [v]
+        while cur.is_p(","):
+            cur.next()
+            vals.append(self._atom())
+        return vals
+
+    # -- statements
+
+    def _stmt(self) -> dict:
+        cur = self.cur
+        w = cur.word()
+        if w is None:
+            raise _Unparsed
+        if w in _VERDICT_WORDS or w in ("jump", "goto"):
+            return self._verdict()
+        handler = _STMT_HANDLERS.get(w)
+        if handler is not None:
+            return handler(self)
+        if w in ("update", "add", "delete") and (cur.word(1) or "").startswith("@"):
+            return self._set_stmt()
+        lhs = self._expr()
+        nxt = cur.word()
+        if nxt == "set":
+            cur.next()
+            return {"mangle": {"key": lhs, "value": self._mangle_value()}}
+        if nxt == "vmap":
+            cur.next()
+            return {"vmap": {"key": lhs, "data": self._map_data("verdict", lhs)}}
+        return self._match(lhs)
+
+    def _verdict(self) -> dict:
+        w = self._word()
+        if w in _VERDICT_WORDS:
+            return {w: None}
+        if w in ("jump", "goto"):
+            t = self.cur.next()
+            if t is None or t.kind not in ("w", "s"):
+                raise _Unparsed
+            return {w: {"target": t.val}}
+        raise _Unparsed
+
+    def _match(self, lhs: Any) -> dict:
+        cur = self.cur
+        op = _OPS.get(cur.word() or "")
+        if op is not None:
+            cur.next()
+        right = self._rhs(lhs)
+        if cur.word() == "/":
+            cur.next()
+            return {"match": {"op": op or "==", "left": {"&": [lhs, self._flags()]},
+                              "right": right}}
+        if self.commands and isinstance(right, dict) and "set" in right:
+            right = _collapse(right)
+        if op is None:
+            op = "in" if _is_bitmask(lhs) and not _setish(right) else "=="
+        return {"match": {"op": op, "left": lhs, "right": right}}
+
+    def _rhs(self, lhs: Any) -> Any:
+        cur = self.cur
+        positions = _proto_positions(lhs)
+        if cur.is_p("{"):
+            items, _ = self.elements(None, positions, lenient=False)
+            return {"set": [_elem_json(*it) for it in items]}
+        v = self._atom(guard=True)
+        if cur.is_p(","):
+            vals = [v]
+            while cur.is_p(","):
+                cur.next()
+                vals.append(self._atom())
+            return vals
+        if cur.word() == ".":
+            parts = [v]
+            while cur.word() == ".":
+                cur.next()
+                parts.append(self._atom())
+            v = {"concat": parts}
+        return _protoize(v, positions)
+
+    def _mangle_value(self) -> Any:
+        if self._starts_selector():
+            e = self._expr()
+            if self.cur.word() == "map":
+                self.cur.next()
+                return {"map": {"key": e, "data": self._map_data("data", e)}}
+            return e
+        return self._flags()
+
+    def _map_data(self, kind: str, key: Any) -> Any:
+        cur = self.cur
+        if cur.is_p("{"):
+            items, _ = self.elements(kind, _proto_positions(key), lenient=False)
+            return {"set": [_elem_json(*it) for it in items]}
+        t = cur.next()
+        if t is not None and t.kind == "w" and t.val.startswith("@"):
+            return t.val
+        raise _Unparsed
+
+    def _counter(self) -> dict:
+        cur = self.cur
+        cur.next()
+        if cur.word() == "packets" and cur.word(2) == "bytes":
+            cur.next()
+            packets = self._int()
+            cur.next()
+            return {"counter": {"packets": packets, "bytes": self._int()}}
+        if cur.word() == "name":
+            cur.next()
+            t = cur.next()
+            if t is None or t.kind not in ("w", "s"):
+                raise _Unparsed
+            return {"counter": t.val}
+        return {"counter": None}
+
+    def _log(self) -> dict:
+        cur = self.cur
+        cur.next()
+        opts: dict[str, Any] = {}
+        while True:
+            w = cur.word()
+            if w == "prefix":
+                cur.next()
+                t = cur.next()
+                if t is None or t.kind not in ("w", "s"):
+                    raise _Unparsed
+                opts["prefix"] = t.val
+            elif w == "level":
+                cur.next()
+                level = self._word()
+                if level != "warn":
+                    opts["level"] = level
+            elif w in ("group", "snaplen", "queue-threshold"):
+                cur.next()
+                opts[w] = self._int()
+            elif w == "flags":
+                cur.next()
+                kind = cur.word()
+                if kind in ("tcp", "ip"):
+                    cur.next()
+                    names = [f"{kind} {x}" for x in _as_list(self._flags())]
+                else:
+                    names = _as_list(self._flags())
+                opts["flags"] = names[0] if len(names) == 1 else names
+            else:
+                return {"log": opts or None}
+
+    def _limit(self) -> dict:
+        cur = self.cur
+        cur.next()
+        if cur.word() != "rate":
+            raise _Unparsed
+        cur.next()
+        inv = cur.word() == "over"
+        if inv:
+            cur.next()
+        w = self._word()
+        m = _LIMIT_PACKETS.match(w)
+        if m:
+            body: dict[str, Any] = {"rate": int(m[1]), "burst": 5, "per": m[2]}
+        else:
+            u = _LIMIT_UNIT.match(self._word()) if w.isdigit() else None
+            if u is None:
+                raise _Unparsed
+            body = {"rate": int(w), "burst": 0, "per": u[2], "rate_unit": u[1],
+                    "burst_unit": "bytes"}
+        if cur.word() == "burst":
+            cur.next()
+            body["burst"] = self._int()
+            unit = cur.word()
+            if unit == "packets":
+                cur.next()
+            elif unit in ("bytes", "kbytes", "mbytes"):
+                cur.next()
+                body["burst_unit"] = unit
+        if inv:
+            body["inv"] = True
+        return {"limit": body}
+
+    def _reject(self) -> dict:
+        cur = self.cur
+        cur.next()
+        if cur.word() != "with":
+            return {"reject": {"type": _reject_default(self.family, self.out),
+                               "expr": "port-unreachable"}}
+        cur.next()
+        kind = self._word()
+        if kind == "tcp":
+            if self._word() != "reset":
+                raise _Unparsed
+            return {"reject": {"type": "tcp reset"}}
+        kind = "icmpv6" if kind == "icmp6" else kind
+        if kind not in ("icmp", "icmpv6", "icmpx"):
+            raise _Unparsed
+        if cur.word() == "type":
+            cur.next()
+        return {"reject": {"type": kind, "expr": self._word()}}
+
+    def _notrack(self) -> dict:
+        self.cur.next()
+        return {"notrack": None}
+
+    def _nat(self) -> dict:
+        """snat/dnat [ip|ip6] to ADDR[:PORT] | EXPR map {...} [flags]."""
+        cur = self.cur
+        kind = self._word()
+        body: dict[str, Any] = {}
+        if cur.word() in ("ip", "ip6") and cur.word(1) == "to":
+            body["family"] = self._word()
+        if cur.word() != "to":
+            raise _Unparsed
+        cur.next()
+        if self._starts_selector():
+            key = self._expr()
+            if cur.word() != "map":
+                raise _Unparsed
+            cur.next()
+            body["addr"] = {"map": {"key": key, "data": self._map_data("data", key)}}
+        else:
+            addr, port = _addr_port(self._word())
+            if addr is not None:
+                body["addr"] = addr
+            if port is not None:
+                body["port"] = port
+        if cur.word() in _NAT_FLAGS:
+            body["flags"] = self._flags()
+        return {kind: body}
+
+    def _masquerade(self) -> dict:
+        """masquerade/redirect [to :PORT] [flags]."""
+        cur = self.cur
+        kind = self._word()
+        body: dict[str, Any] = {}
+        if cur.word() == "to":
+            cur.next()
+            w = self._word()
+            if not w.startswith(":"):
+                raise _Unparsed
+            body["port"] = _atom_value(w[1:])
+        if cur.word() in _NAT_FLAGS:
+            body["flags"] = self._flags()
+        return {kind: body or None}
+
+    def _queue(self) -> dict:
+        cur = self.cur
+        cur.next()
+        body: dict[str, Any] = {}
+        while True:
+            w = cur.word()
+            if w in ("num", "to"):
+                cur.next()
+                body["num"] = _atom_value(self._word())
+            elif w == "flags":
+                cur.next()
+                body["flags"] = self._flags()
+            elif w in ("bypass", "fanout"):
+                body["flags"] = self._flags()
+            else:
+                return {"queue": body or None}
+
+    def _set_stmt(self) -> dict:
+        """update/add/delete @set { EXPR [timeout T] }."""
+        cur = self.cur
+        op = self._word()
+        ref = self._word()
+        if not cur.is_p("{"):
+            raise _Unparsed
+        cur.next()
+        e = self._expr()
+        extras: dict[str, int] = {}
+        while cur.word() in ("timeout", "expires"):
+            k = self._word()
+            extras[k] = _seconds(self._word())
+        if not cur.is_p("}"):
+            raise _Unparsed
+        cur.next()
+        elem = {"elem": {"val": e, **extras}} if extras else e
+        return {"set": {"op": op, "elem": elem, "set": ref}}
+
+    def _xt(self) -> dict:
+        """iptables-nft's compat statements: xt match|target|watcher NAME."""
+        self.cur.next()
+        kind = self._word()
+        t = self.cur.next()
+        if kind not in ("match", "target", "watcher") or t is None or t.kind not in ("w", "s"):
+            raise _Unparsed
+        return {"xt": {"type": kind, "name": t.val}}
+
+    # -- expressions
+
+    def _starts_selector(self) -> bool:
+        w = self.cur.word()
+        if w in ("meta", "ct", "fib", "numgen", "socket") or w in _META_SHORT:
+            return True
+        fields = _PAYLOAD_FIELDS.get(w or "")
+        return fields is not None and self.cur.word(1) in fields
+
+    def _expr(self) -> Any:
+        parts = [self._binop_expr()]
+        while self.cur.word() == ".":
+            self.cur.next()
+            parts.append(self._binop_expr())
+        return parts[0] if len(parts) == 1 else {"concat": parts}
+
+    def _binop_expr(self) -> Any:
+        e = self._selector()
+        cur = self.cur
+        while True:
+            t = cur.peek()
+            op = _BINOPS.get(t.val) if t is not None and t.kind in ("w", "p") else None
+            if op is None:
+                return e
+            cur.next()
+            e = {op: [e, self._flags()]}
+
+    def _selector(self) -> dict:
+        cur = self.cur
+        w = cur.word()
+        if w == "meta":
+            key = cur.word(1)
+            if key is None:
+                raise _Unparsed
+            cur.i += 2
+            return {"meta": {"key": key}}
+        if w in _META_SHORT:
+            cur.next()
+            return {"meta": {"key": w}}
+        if w == "ct":
+            return self._ct()
+        if w == "fib":
+            return self._fib()
+        if w == "numgen":
+            return self._numgen()
+        if w == "socket" and cur.word(1) in _SOCKET_KEYS:
+            cur.i += 2
+            return {"socket": {"key": cur.toks[cur.i - 1].val}}
+        fields = _PAYLOAD_FIELDS.get(w or "")
+        if fields is not None and cur.word(1) in fields:
+            cur.i += 2
+            return {"payload": {"protocol": w, "field": cur.toks[cur.i - 1].val}}
+        raise _Unparsed
+
+    def _ct(self) -> dict:
+        cur = self.cur
+        cur.next()
+        direction = None
+        if cur.word() in ("original", "reply"):
+            direction = self._word()
+        k = cur.word()
+        if k in ("ip", "ip6") and cur.word(1) in ("saddr", "daddr"):
+            key = f"{k} {cur.word(1)}"
+            cur.i += 2
+        elif k in _CT_KEYS:
+            key = self._word()
+        else:
+            raise _Unparsed
+        if key in ("helper", "timeout", "expectation") and cur.word() == "set":
+            raise _Unparsed
+        body = {"key": key}
+        if direction:
+            body["dir"] = direction
+        return {"ct": body}
+
+    def _fib(self) -> dict:
+        cur = self.cur
+        cur.next()
+        flags = []
+        while True:
+            f = self._word()
+            if f not in _FIB_FLAGS:
+                raise _Unparsed
+            flags.append(f)
+            if cur.word() != ".":
+                break
+            cur.next()
+        result = self._word()
+        if result not in ("oif", "oifname", "type"):
+            raise _Unparsed
+        return {"fib": {"result": result, "flags": sorted(flags, key=_FIB_FLAGS.index)}}
+
+    def _numgen(self) -> dict:
+        cur = self.cur
+        cur.next()
+        mode = self._word()
+        if mode not in ("random", "inc") or self._word() != "mod":
+            raise _Unparsed
+        mod = self._int()
+        offset = 0
+        if cur.word() == "offset":
+            cur.next()
+            offset = self._int()
+        return {"numgen": {"mode": mode, "mod": mod, "offset": offset}}
+
+
+_STMT_HANDLERS = {
+    "counter": _RuleParser._counter, "log": _RuleParser._log, "limit": _RuleParser._limit,
+    "reject": _RuleParser._reject, "notrack": _RuleParser._notrack, "snat": _RuleParser._nat,
+    "dnat": _RuleParser._nat, "masquerade": _RuleParser._masquerade,
+    "redirect": _RuleParser._masquerade, "queue": _RuleParser._queue, "xt": _RuleParser._xt,
+}
+
+
+# ----------------------------------------------------------------------------- values
+
+_INT_RE = re.compile(r"^(?:0[xX][0-9a-fA-F]+|[0-9]+)$")
+_TIME_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
+
+
+def _atom_value(s: str) -> Any:
+    """An unquoted nft value -> its JSON form: int, True/False (exists/missing),
+    {"prefix"}, {"range"}, or the string itself (addresses, names, '@set')."""
+    if _INT_RE.match(s):
+        return int(s, 16) if s[:2] in ("0x", "0X") else int(s)
+    c = s[0]
+    if c == "@":
+        return s
+    if c == "$":
+        raise _Unparsed      # a variable: its definition is not part of the dump
+    if s == "exists":
+        return True
+    if s == "missing":
+        return False
+    if "/" in s:
+        addr, _, plen = s.rpartition("/")
+        bits = _ip_bits(addr)
+        if bits and plen.isdigit():
+            n = int(plen)
+            return addr if n == bits else {"prefix": {"addr": addr, "len": n}}
+        return s
+    if "-" in s:
+        parts = s.split("-")
+        if len(parts) == 2 and all(_INT_RE.match(p) or _ip_bits(p) for p in parts):
+            return {"range": [_atom_value(parts[0]), _atom_value(parts[1])]}
+    return s
+
+
+@lru_cache(maxsize=65536)
+def _ip_bits(s: str) -> int:
+    """32 or 128 for an IPv4 or IPv6 address, 0 for anything else."""
+    try:
+        return ipaddress.ip_address(s).max_prefixlen
+    except ValueError:
+        return 0
+
+
+def _seconds(s: str) -> int:
+    """'1h30m', '10s', '29m59s992ms' or '600' -> whole seconds."""
+    if s.isdigit():
+        return int(s)
+    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = _TIME_PART.findall(s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise _Unparsed
+    return int(sum(int(n) * scale[u] for n, u in parts))
+
+
+def _addr_port(s: str) -> tuple[Any, Any]:
+    """'10.0.0.1:80', '[fd00::1]:80', 'fd00::1', '10.0.0.1-10.0.0.9:80-90' -> (addr, port)."""
+    m = _BRACKETED.match(s)
+    if m:
+        addr, port = m[1], m[2]
+    elif s.startswith(":"):
+        addr, port = None, s[1:]
+    elif s.count(":") == 1:
+        addr, port = s.split(":")
+    else:
+        addr, port = s, None
+    return (_atom_value(addr) if addr else None), (_atom_value(port) if port else None)
+
+
+def _reject_default(family: str, before: list[dict]) -> str:
+    """The ICMP kind of a bare reject: the family's, or in inet/bridge/netdev the one an
+    earlier ip/ip6 match (or meta nfproto) implies, as nft picks it; else icmpx."""
+    if family in ("ip", "ip6"):
+        return "icmp" if family == "ip" else "icmpv6"
+    for s in before:
+        m = s.get("match") if isinstance(s, dict) else None
+        left = m.get("left") if m else None
+        parts = left["concat"] if isinstance(left, dict) and "concat" in left else [left]
+        for p in parts:
+            proto = p.get("payload", {}).get("protocol") if isinstance(p, dict) else None
+            if p == {"meta": {"key": "nfproto"}}:
+                right = m.get("right")
+                proto = {"ipv4": "ip", "ipv6": "ip6"}.get(right if isinstance(right, str) else "")
+            if proto in ("ip", "ip6"):
+                return "icmp" if proto == "ip" else "icmpv6"
+    return "icmpx"
+
+
+def _as_list(v: Any) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def _elem_json(key: Any, value: Any, comment: str | None, extras: dict) -> Any:
+    """A set literal's element as nft -j prints it: the key, {"elem": ...}, or [key, value]."""
+    k = key
+    if comment is not None or extras:
+        inner: dict[str, Any] = {"val": key}
+        inner.update(extras)
+        if comment is not None:
+            inner["comment"] = comment
+        k = {"elem": inner}
+    return k if value is None else [k, value]
+
+
+def _is_bitmask(e: Any) -> bool:
+    """ct state/status/event and tcp flags: an implicit relation on them is 'in' in nft -j."""
+    if not isinstance(e, dict):
+        return False
+    if "ct" in e:
+        return e["ct"].get("key") in _BITMASK_CT
+    p = e.get("payload")
+    return isinstance(p, dict) and p.get("protocol") == "tcp" and p.get("field") == "flags"
+
+
+def _setish(v: Any) -> bool:
+    return (isinstance(v, dict) and "set" in v) or (isinstance(v, str) and v.startswith("@"))
+
+
+def _is_proto_key(e: Any) -> bool:
+    if not isinstance(e, dict):
+        return False
+    if "meta" in e:
+        return e["meta"].get("key") == "l4proto"
+    if "ct" in e:
+        return e["ct"].get("key") == "protocol"
+    p = e.get("payload")
+    return isinstance(p, dict) and (p.get("protocol"), p.get("field")) in (
+        ("ip", "protocol"), ("ip6", "nexthdr"))
+
+
+def _proto_positions(e: Any) -> frozenset[int]:
+    parts = e["concat"] if isinstance(e, dict) and "concat" in e else [e]
+    return frozenset(i for i, p in enumerate(parts) if _is_proto_key(p))
+
+
+def _protoize(v: Any, positions: frozenset[int]) -> Any:
+    """Protocol numbers -> the names nft prints (6 -> "tcp"), in the protocol fields only."""
+    if not positions:
+        return v
+    if type(v) is int:
+        return _PROTO_NAMES.get(v, v) if 0 in positions else v
+    if isinstance(v, dict) and "concat" in v:
+        return {"concat": [_PROTO_NAMES.get(x, x) if i in positions and type(x) is int else x
+                           for i, x in enumerate(v["concat"])]}
+    return v
+
+
+def _collapse(right: dict) -> Any:
+    """{ x } of a single value -> x, as nft stores a one-element anonymous set."""
+    items = right["set"]
+    if len(items) == 1 and not isinstance(items[0], list) and not (
+            isinstance(items[0], dict) and ("concat" in items[0] or "elem" in items[0])):
+        return items[0]
+    return right
+
+
+def _as_loaded(stmts: list[dict], family: str) -> list[dict]:
+    """What nft lists for a rule it was given: zeroed counters, l4 dependencies folded."""
+    out = [{"counter": {"packets": 0, "bytes": 0}} if s == {"counter": None} else s
+           for s in stmts]
+    i = 0
+    while i < len(out):
+        proto = _l4_dependency(out[i], family)
+        later = [s for s in out[i + 1:] if _payload_proto(s) in ("th", proto)] if proto else []
+        if not later:
+            i += 1
+            continue
+        for s in later:
+            left = s["match"]["left"]["payload"]
+            s["match"]["left"] = {"payload": {"protocol": proto, "field": left["field"]}}
+        del out[i]
+    return out
+
+
+def _l4_dependency(s: dict, family: str) -> str | None:
+    """'meta l4proto tcp' (or 'ip protocol tcp' in ip, 'ip6 nexthdr tcp' in ip6) -> 'tcp'."""
+    m = s.get("match")
+    if not m or m.get("op") != "==" or not isinstance(m.get("right"), str) or m["right"] not in _L4:
+        return None
+    left = m["left"]
+    if left == {"meta": {"key": "l4proto"}}:
+        return m["right"]
+    p = left.get("payload") if isinstance(left, dict) else None
+    if p and ((family == "ip" and (p["protocol"], p["field"]) == ("ip", "protocol"))
+              or (family == "ip6" and (p["protocol"], p["field"]) == ("ip6", "nexthdr"))):
+        return m["right"]
+    return None
+
+
+def _payload_proto(s: dict) -> str | None:
+    m = s.get("match")
+    left = m.get("left") if m else None
+    p = left.get("payload") if isinstance(left, dict) else None
+    return p.get("protocol") if isinstance(p, dict) else None
+
+
+_TYPEOF_PAYLOAD = {("ip", "saddr"): "ipv4_addr", ("ip", "daddr"): "ipv4_addr",
+                   ("ip6", "saddr"): "ipv6_addr", ("ip6", "daddr"): "ipv6_addr",
+                   ("ip", "protocol"): "inet_proto", ("ip6", "nexthdr"): "inet_proto",
+                   ("ip", "dscp"): "dscp", ("ip6", "dscp"): "dscp", ("ip", "ecn"): "ecn",
+                   ("ip6", "ecn"): "ecn", ("ether", "saddr"): "ether_addr",
+                   ("ether", "daddr"): "ether_addr", ("ether", "type"): "ether_type",
+                   ("vlan", "type"): "ether_type", ("icmp", "type"): "icmp_type",
+                   ("icmpv6", "type"): "icmpv6_type", ("tcp", "flags"): "tcp_flag",
+                   ("icmp", "code"): "icmp_code", ("icmpv6", "code"): "icmpv6_code"}
+_TYPEOF_META = {"mark": "mark", "iifname": "ifname", "oifname": "ifname", "ibrname": "ifname",
+                "obrname": "ifname", "iif": "iface_index", "oif": "iface_index",
+                "l4proto": "inet_proto", "nfproto": "nf_proto", "protocol": "ether_type",
+                "pkttype": "pkt_type", "skuid": "uid", "skgid": "gid", "iiftype": "iface_type",
+                "oiftype": "iface_type", "priority": "classid", "iifgroup": "devgroup",
+                "oifgroup": "devgroup", "secpath": "boolean"}
+_TYPEOF_CT = {"state": "ct_state", "status": "ct_status", "direction": "ct_dir", "mark": "mark",
+              "protocol": "inet_proto", "l3proto": "nf_proto", "proto-src": "inet_service",
+              "proto-dst": "inet_service", "label": "ct_label", "event": "ct_event",
+              "ip saddr": "ipv4_addr", "ip daddr": "ipv4_addr", "ip6 saddr": "ipv6_addr",
+              "ip6 daddr": "ipv6_addr", "expiration": "time"}
+_TYPEOF_FIB = {"type": "fib_addrtype", "oif": "iface_index", "oifname": "ifname"}
+
+
+def _typeof_name(e: Any) -> str:
+    """A typeof expression -> the type name nft gives the set key (ip daddr -> ipv4_addr)."""
+    if not isinstance(e, dict):
+        return "integer"
+    if "payload" in e:
+        p = e["payload"]
+        if p.get("field") in ("sport", "dport"):
+            return "inet_service"
+        return _TYPEOF_PAYLOAD.get((p.get("protocol"), p.get("field")), "integer")
+    if "meta" in e:
+        return _TYPEOF_META.get(e["meta"].get("key"), "integer")
+    if "ct" in e:
+        return _TYPEOF_CT.get(e["ct"].get("key"), "integer")
+    if "fib" in e:
+        return _TYPEOF_FIB.get(e["fib"].get("result"), "integer")
+    return "integer"
+
+
+# ----------------------------------------------------------------------------- JSON
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _parse_json(text: str, path: str) -> NftRuleset:
+    """libnftables-json (nft -j list ruleset, or a JSON command file) -> NftRuleset."""
+    rs = NftRuleset(path=path, format="json")
+    try:
+        for line, item in _JsonScan(text, path).items():
+            _json_item(rs, item, path, line)
+    except json.JSONDecodeError as e:
+        raise NatlensError(f"invalid JSON: {e.msg}", path=path, where=str(e.lineno)) from None
+    _finish(rs, set())
+    return rs
+
+
+def _json_item(rs: NftRuleset, item: Any, path: str, line: int) -> None:
+    if not isinstance(item, dict) or len(item) != 1:
+        rs.notes.append(f"{path}:{line}: JSON item {json.dumps(item)[:60]} skipped")
+        return
+    ((kind, body),) = item.items()
+    insert = False
+    if kind in ("add", "create", "insert") and isinstance(body, dict) and len(body) == 1:
+        insert = kind == "insert"
+        ((kind, body),) = body.items()
+    handler = _JSON_HANDLERS.get(kind)
+    if not isinstance(body, dict) or handler is None:
+        if kind != "metainfo":
+            rs.notes.append(f"{path}:{line}: JSON {kind} skipped")
+        return
+    handler(rs, body, path, line, insert)
+
+
+class _JsonScan:
+    """Walks the top-level object by hand, so that each item knows the line it starts on."""
+
+    def __init__(self, text: str, path: str):
+        self.text, self.path, self.i = text, path, 0
+        self.dec = json.JSONDecoder()
+        self.line, self.line_at = 1, 0
+
+    def ws(self) -> None:
+        self.i = _JSON_WS.match(self.text, self.i).end()
+
+    def peek(self) -> str:
+        return self.text[self.i:self.i + 1]
+
+    def lineno(self, pos: int) -> int:
+        self.line += self.text.count("\n", self.line_at, pos)
+        self.line_at = pos
+        return self.line
+
+    def fail(self, msg: str) -> NatlensError:
+        return NatlensError(f"invalid JSON: {msg}", path=self.path, where=str(self.lineno(self.i)))
+
+    def value(self) -> Any:
+        v, self.i = self.dec.raw_decode(self.text, self.i)
+        return v
+
+    def items(self) -> Iterator[tuple[int, Any]]:
+        text = self.text
+        self.i = len(text) - len(text.lstrip("\ufeff \t\r\n"))
+        if self.peek() != "{":
+            raise self.fail("expected '{'")
+        self.i += 1
+        self.ws()
+        found = False
+        while self.peek() not in ("}", ""):
+            key = self.value()
+            self.ws()
+            if not isinstance(key, str) or self.peek() != ":":
+                raise self.fail("expected a key and ':'")
+            self.i += 1
+            self.ws()
+            if key == "nftables" and self.peek() == "[":
+                found = True
+                yield from self._list()
+            else:
+                self.value()
+            self.ws()
+            if self.peek() == ",":
+                self.i += 1
+                self.ws()
+            elif self.peek() != "}":
+                raise self.fail("expected ',' or '}'")
+        if self.peek() != "}":
+            raise self.fail("the top-level object is never closed")
+        self.i += 1
+        self.ws()
+        if self.i != len(text):
+            raise self.fail("extra data after the top-level object")
+        if not found:
+            raise NatlensError('not an nft JSON dump: no top-level "nftables" list',
+                               path=self.path, where="1")
+
+    def _list(self) -> Iterator[tuple[int, Any]]:
+        self.i += 1
+        self.ws()
+        if self.peek() == "]":
+            self.i += 1
+            return
+        while True:
+            start = self.i
+            item = self.value()
+            yield self.lineno(start), item
+            self.ws()
+            c = self.peek()
+            self.i += 1
+            if c == "]":
+                return
+            if c != ",":
+                raise self.fail("expected ',' or ']'")
+            self.ws()
+
+
+def _json_table_of(rs: NftRuleset, b: dict, path: str, line: int, what: str) -> NftTable:
+    key = (b.get("family"), b.get("table"))
+    table = rs.tables.get(key)  # type: ignore[arg-type]
+    if table is None:
+        raise NatlensError(f"{what} {b.get('name', b.get('chain', ''))} in unknown table "
+                           f"{key[0]} {key[1]}", path=path, where=str(line))
+    return table
+
+
+def _json_table(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    fam, name = b.get("family"), b.get("name")
+    if not isinstance(fam, str) or not isinstance(name, str):
+        raise NatlensError("a table without family and name", path=path, where=str(line))
+    table = rs.tables.get((fam, name))
+    if table is None:
+        table = rs.tables[(fam, name)] = NftTable(fam, name, path=path, lineno=line)
+    table.comment = b.get("comment", table.comment)
+    if b.get("flags"):
+        table.flags = frozenset(_as_list(b["flags"]))
+
+
+def _json_chain(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    table = _json_table_of(rs, b, path, line, "chain")
+    name = str(b.get("name"))
+    ch = table.chains.get(name)
+    if ch is None:
+        ch = table.chains[name] = NftChain(table.family, table.name, name, path=path, lineno=line)
+    ch.type, ch.hook = b.get("type", ch.type), b.get("hook", ch.hook)
+    prio = b.get("prio", ch.prio)
+    if isinstance(prio, str):
+        try:
+            prio = chain_priority(prio, table.family)
+        except ValueError as e:
+            raise NatlensError(str(e), path=path, where=str(line)) from None
+    ch.prio = prio
+    ch.policy = b.get("policy", ch.policy)
+    dev = b.get("dev", b.get("devices", ch.device))
+    ch.device = ",".join(dev) if isinstance(dev, list) else dev
+    ch.comment = b.get("comment", ch.comment)
+
+
+def _json_set(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    table = _json_table_of(rs, b, path, line, "set")
+    name = str(b.get("name"))
+    data = b.get("map")
+    s = NftSet(table.family, table.name, name, _json_type(b.get("type")),
+               data=" . ".join(_json_type(data)) if data is not None else None,
+               flags=frozenset(_as_list(b.get("flags", []))), comment=b.get("comment"),
+               path=path, lineno=line)
+    s.elements = [_json_elem(e) for e in b.get("elem", [])]
+    table.sets[name] = s
+
+
+def _json_element(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    table = _json_table_of(rs, b, path, line, "element of")
+    s = table.sets.get(str(b.get("name")))
+    if s is None:
+        raise NatlensError(f"elements for unknown set {b.get('name')}", path=path, where=str(line))
+    s.elements.extend(_json_elem(e) for e in b.get("elem", []))
+
+
+def _json_rule(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    table = _json_table_of(rs, b, path, line, "rule of chain")
+    ch = table.chains.get(str(b.get("chain")))
+    if ch is None:
+        raise NatlensError(f"rule for unknown chain {table.family} {table.name} {b.get('chain')}",
+                           path=path, where=str(line))
+    expr = b.get("expr", [])
+    if not isinstance(expr, list):
+        raise NatlensError("a rule whose expr is not a list", path=path, where=str(line))
+    comment = b.get("comment")
+    text = format_rule(expr, table.family)
+    if comment is not None:
+        text += f' comment "{comment}"'
+    rule = NftRule(table.family, table.name, ch.name, expr, text, path=path, lineno=line,
+                   handle=b.get("handle"), comment=comment)
+    if insert:
+        ch.rules.insert(0, rule)
+    else:
+        ch.rules.append(rule)
+
+
+_JSON_HANDLERS = {"table": _json_table, "chain": _json_chain, "set": _json_set,
+                  "map": _json_set, "element": _json_element, "rule": _json_rule}
+
+
+def _json_type(t: Any) -> tuple[str, ...]:
+    """A set's "type" (a name, a list for a concatenation, or {"typeof": EXPR}) -> names."""
+    if isinstance(t, str):
+        return (t,)
+    if isinstance(t, list):
+        return tuple(str(x) for x in t)
+    if isinstance(t, dict) and "typeof" in t:
+        e = t["typeof"]
+        parts = e["concat"] if isinstance(e, dict) and "concat" in e else [e]
+        return tuple(_typeof_name(x) for x in parts)
+    return ()
+
+
+def _json_elem(e: Any) -> NftElement:
+    """One "elem" entry: a value, {"elem": {"val", "comment"...}}, or [key, value] of a map."""
+    value = None
+    if isinstance(e, list) and len(e) == 2:
+        e, value = e
+    comment = None
+    if isinstance(e, dict) and "elem" in e:
+        inner = e["elem"]
+        comment = inner.get("comment")
+        e = inner.get("val")
+    return NftElement(e, value, comment)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def format_rule(expr: list[dict], family: str | None = None) -> str:
+    """libnftables-json statements -> nft syntax, as ``nft list ruleset`` prints the rule.
+
+    The text of a rule read from JSON (NftRule.text), for trace lines. With
+    ``family`` a ``reject`` of the family's default kind prints bare, as nft does.
+    A statement it does not know prints as its JSON; nothing is left out.
+    """
+    return " ".join(_fmt_stmt(s, family) for s in expr)
+
+
+_PLAIN_NAME = re.compile(r"^[\w./:@%+-]+$")
+_QUOTED_META = frozenset(("iifname", "oifname", "iif", "oif", "ibrname", "obrname", "ibriport",
+                          "obriport", "iifkind", "oifkind", "sdifname"))
+_BINOP_KEYS = ("&", "|", "^", "<<", ">>")
+_FMT_ERRORS = (KeyError, TypeError, IndexError, AttributeError, ValueError)
+
+
+def _fmt_stmt(s: Any, family: str | None) -> str:
+    if not isinstance(s, dict) or len(s) != 1:
+        return json.dumps(s)
+    ((k, v),) = s.items()
+    if k in _VERDICT_WORDS and v is None:
+        return k
+    f = _FMT_STMT.get(k)
+    if f is not None:
+        try:
+            return f(v, family)
+        except _FMT_ERRORS:
+            pass
+    return f"{k} {json.dumps(v)}"
+
+
+def _fmt_match(v: dict, family: str | None) -> str:
+    left, op, right = v["left"], v.get("op", "=="), v["right"]
+    hint = _hint(left)
+    if (op == "==" and isinstance(left, dict) and "&" in left and isinstance(left["&"][1], list)
+            and _is_bitmask(left["&"][0])):
+        base, mask = left["&"]
+        return f"{_fmt(base)} {_fmt(right, hint)} / {_fmt(mask, hint)}"
+    lt, rt = _fmt(left), _fmt(right, hint)
+    if op == "in":
+        return f"{lt} {rt}"
+    if op == "==":
+        explicit = not _setish(right) and (_is_binop(left) or _is_bitmask(left))
+        return f"{lt} == {rt}" if explicit else f"{lt} {rt}"
+    return f"{lt} {op} {rt}"
+
+
+def _fmt_jump(kind: str) -> Any:
+    return lambda v, family: f"{kind} {_name(v['target'])}"
+
+
+def _fmt_counter(v: Any, family: str | None) -> str:
+    if v is None:
+        return "counter"
+    if isinstance(v, str):
+        return f'counter name "{v}"'
+    return f"counter packets {v['packets']} bytes {v['bytes']}"
+
+
+def _fmt_mangle(v: dict, family: str | None) -> str:
+    return f"{_fmt(v['key'])} set {_fmt(v['value'], _hint(v['key']))}"
+
+
+def _fmt_vmap(v: dict, family: str | None) -> str:
+    return f"{_fmt(v['key'])} vmap {_fmt_data(v['data'], _hint(v['key']), None)}"
+
+
+def _fmt_nat(kind: str) -> Any:
+    def fmt(v: Any, family: str | None) -> str:
+        if not v:
+            return kind
+        out = kind
+        addr, port = v.get("addr"), v.get("port")
+        if addr is not None or port is not None:
+            if kind in ("snat", "dnat"):
+                fam = v.get("family")
+                out += f" {fam} to " if fam else " to "
+                a = "" if addr is None else _fmt(addr)
+                if port is not None and isinstance(addr, str) and ":" in addr:
+                    a = f"[{a}]"
+                out += a
+            else:
+                out += " to "
+            if port is not None:
+                out += ":" + _fmt(port)
+        if v.get("flags"):
+            out += " " + _fmt(v["flags"])
+        return out
+    return fmt
+
+
+def _fmt_reject(v: Any, family: str | None) -> str:
+    if not v:
+        return "reject"
+    kind, code = v.get("type"), v.get("expr")
+    if kind == "tcp reset":
+        return "reject with tcp reset"
+    default = {"ip": "icmp", "ip6": "icmpv6"}.get(family or "", "icmpx")
+    if code == "port-unreachable" and (family is None or kind == default):
+        return "reject"
+    return f"reject with {kind} {code}" if code else f"reject with {kind}"
+
+
+def _fmt_log(v: Any, family: str | None) -> str:
+    if not v:
+        return "log"
+    out = ["log"]
+    if "prefix" in v:
+        out.append(f'prefix "{v["prefix"]}"')
+    out.extend(f"{k} {v[k]}" for k in ("group", "snaplen", "queue-threshold") if k in v)
+    if "level" in v:
+        out.append(f"level {v['level']}")
+    if "flags" in v:
+        groups: dict[str, list[str]] = {}
+        for f in _as_list(v["flags"]):
+            head, _, tail = str(f).partition(" ")
+            groups.setdefault(head if tail else "", []).append(tail or head)
+        out.append("flags " + " ".join((f"{h} " if h else "") + ",".join(n)
+                                       for h, n in groups.items()))
+    return " ".join(out)
+
+
+def _fmt_limit(v: dict, family: str | None) -> str:
+    over = " over" if v.get("inv") else ""
+    if "rate_unit" in v:
+        out = f"limit rate{over} {v['rate']} {v['rate_unit']}/{v['per']}"
+        if v.get("burst"):
+            out += f" burst {v['burst']} {v.get('burst_unit', 'bytes')}"
+        return out
+    out = f"limit rate{over} {v['rate']}/{v['per']}"
+    if v.get("burst", 5) != 5:
+        out += f" burst {v['burst']} packets"
+    return out
+
+
+def _fmt_queue(v: Any, family: str | None) -> str:
+    if not v:
+        return "queue"
+    out = "queue"
+    if "num" in v:
+        out += f" num {_fmt(v['num'])}"
+    if "flags" in v:
+        out += f" {_fmt(v['flags'])}"
+    return out
+
+
+def _fmt_set_stmt(v: dict, family: str | None) -> str:
+    return f"{v['op']} {v['set']} {{ {_fmt(v['elem'])} }}"
+
+
+_FMT_STMT = {
+    "match": _fmt_match, "jump": _fmt_jump("jump"), "goto": _fmt_jump("goto"),
+    "counter": _fmt_counter, "mangle": _fmt_mangle, "vmap": _fmt_vmap,
+    "snat": _fmt_nat("snat"), "dnat": _fmt_nat("dnat"), "masquerade": _fmt_nat("masquerade"),
+    "redirect": _fmt_nat("redirect"), "reject": _fmt_reject, "log": _fmt_log,
+    "limit": _fmt_limit, "queue": _fmt_queue, "set": _fmt_set_stmt,
+    "notrack": lambda v, family: "notrack",
+    "xt": lambda v, family: f"xt {v['type']} {v['name']}",
+    "unparsed": lambda v, family: str(v),
+}
+
+
+def _name(n: str) -> str:
+    return n if _PLAIN_NAME.match(n) else f'"{n}"'
+
+
+def _is_binop(e: Any) -> bool:
+    return isinstance(e, dict) and len(e) == 1 and next(iter(e)) in _BINOP_KEYS
+
+
+def _hint(e: Any) -> Any:
+    """How the values compared with e print: "mark" (0x%08x), "quote", or per concat field."""
+    if not isinstance(e, dict):
+        return None
+    if "meta" in e:
+        k = e["meta"].get("key")
+        return "mark" if k == "mark" else ("quote" if k in _QUOTED_META else None)
+    if "ct" in e:
+        k = e["ct"].get("key")
+        return "mark" if k == "mark" else ("quote" if k == "helper" else None)
+    if "fib" in e:
+        return "quote" if e["fib"].get("result") == "oifname" else None
+    if "concat" in e:
+        return tuple(_hint(p) for p in e["concat"])
+    for op in _BINOP_KEYS:
+        if op in e:
+            return _hint(e[op][0])
+    return None
+
+
+def _fmt_time(s: Any) -> str:
+    if not isinstance(s, int) or s <= 0:
+        return f"{s}s"
+    out = ""
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= n:
+            out += f"{s // n}{unit}"
+            s %= n
+    return out
+
+
+def _fmt(e: Any, hint: Any = None) -> str:
+    """An expression or value -> nft syntax."""
+    h = hint if isinstance(hint, str) else None
+    if isinstance(e, bool):
+        return "exists" if e else "missing"
+    if isinstance(e, int):
+        return f"0x{e:08x}" if h == "mark" else str(e)
+    if isinstance(e, str):
+        if e.startswith("@"):
+            return e
+        return f'"{e}"' if h == "quote" or not e or " " in e else e
+    if isinstance(e, list):
+        return ",".join(_fmt(x, hint) for x in e)
+    if isinstance(e, dict) and len(e) == 1:
+        ((k, v),) = e.items()
+        f = _FMT_EXPR.get(k)
+        if f is not None:
+            try:
+                return f(v, hint)
+            except _FMT_ERRORS:
+                pass
+        if k in _BINOP_KEYS and isinstance(v, list) and len(v) == 2:
+            return f"{_fmt(v[0])} {k} {_fmt(v[1], _hint(v[0]))}"
+    return json.dumps(e)
+
+
+def _fmt_data(d: Any, khint: Any, dhint: Any) -> str:
+    """A map's data: '@name' or '{ k : v, ... }' (verdicts as statements)."""
+    if isinstance(d, dict) and "set" in d:
+        return _fmt_set(d["set"], khint, dhint)
+    return _fmt(d, dhint)
+
+
+def _fmt_set(items: Any, khint: Any, dhint: Any) -> str:
+    out = []
+    for it in _as_list(items):
+        if isinstance(it, list) and len(it) == 2:
+            k, v = it
+            vt = _fmt_stmt(v, None) if isinstance(v, dict) and _is_verdict(v) else _fmt(v, dhint)
+            out.append(f"{_fmt(k, khint)} : {vt}")
+        else:
+            out.append(_fmt(it, khint))
+    return "{ " + ", ".join(out) + " }"
+
+
+def _is_verdict(v: dict) -> bool:
+    return len(v) == 1 and next(iter(v)) in ("accept", "drop", "continue", "return", "jump",
+                                              "goto", "queue")
+
+
+def _fmt_concat(v: list, hint: Any) -> str:
+    hints = hint if isinstance(hint, tuple) else (hint,) * len(v)
+    return " . ".join(_fmt(p, hints[i] if i < len(hints) else None) for i, p in enumerate(v))
+
+
+def _fmt_elem(v: dict, hint: Any) -> str:
+    out = _fmt(v["val"], hint)
+    for k in ("timeout", "expires"):
+        if k in v:
+            out += f" {k} {_fmt_time(v[k])}"
+    if "comment" in v:
+        out += f' comment "{v["comment"]}"'
+    return out
+
+
+def _fmt_payload(v: dict, hint: Any) -> str:
+    if "protocol" in v:
+        return f"{v['protocol']} {v['field']}"
+    return f"@{v['base']},{v['offset']},{v['len']}"
+
+
+def _fmt_ct(v: dict, hint: Any) -> str:
+    return "ct " + (f"{v['dir']} " if v.get("dir") else "") + v["key"]
+
+
+def _fmt_numgen(v: dict, hint: Any) -> str:
+    out = f"numgen {v['mode']} mod {v['mod']}"
+    return out + (f" offset {v['offset']}" if v.get("offset") else "")
+
+
+def _fmt_map(v: dict, hint: Any) -> str:
+    return f"{_fmt(v['key'])} map {_fmt_data(v['data'], _hint(v['key']), hint)}"
+
+
+_FMT_EXPR = {
+    "payload": _fmt_payload,
+    "meta": lambda v, h: v["key"] if v["key"] in _META_UNQUALIFIED else f"meta {v['key']}",
+    "ct": _fmt_ct,
+    "fib": lambda v, h: f"fib {' . '.join(_as_list(v['flags']))} {v['result']}",
+    "numgen": _fmt_numgen,
+    "socket": lambda v, h: f"socket {v['key']}",
+    "concat": _fmt_concat,
+    "prefix": lambda v, h: f"{v['addr']}/{v['len']}",
+    "range": lambda v, h: f"{_fmt(v[0], h)}-{_fmt(v[1], h)}",
+    "set": lambda v, h: _fmt_set(v, h, None),
+    "map": _fmt_map,
+    "elem": _fmt_elem,
+    "tcp option": lambda v, h: f"tcp option {v['name']} {v['field']}",
+}
