@@ -33,6 +33,7 @@ translation (``xt match physdev`` only when there is none).
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import re
@@ -191,9 +192,17 @@ def parse_nft(text: str, path: str = "<nft>") -> NftRuleset:
     rule that cannot be translated is kept as {"unparsed": text} instead.
     """
     body = text.lstrip("\ufeff \t\r\n")
-    if body.startswith("{"):
-        return _parse_json(text, path)
-    return _TextParser(text, path).parse()
+    # A big dump is a million small objects and no cycles: collecting during the parse
+    # only costs time (a third of it for a 100,000-rule kube-proxy dump).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if body.startswith("{"):
+            return _parse_json(text, path)
+        return _TextParser(text, path).parse()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def chain_priority(text: str, family: str = "ip") -> int:
@@ -237,15 +246,9 @@ class _Tok:
         return f"<{self.kind} {self.raw!r} @{self.line}>"
 
 
-_LEX = re.compile(r'''
-    (?P<ws>[ \t\r\f\v]+)
-  | (?P<n>\n)
-  | (?P<s>"(?:[^"\\\n]|\\.)*")
-  | (?P<c>\#[^\n]*)
-  | (?P<p>[{};,()|&^])
-  | (?P<w>[^\s{};,()|&^"\#]+)
-  | (?P<bad>")
-''', re.X)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|#.*|[{};,()|&^]|[^\s{};,()|&^"#]+|"')
+_PUNCT = frozenset("{};,()|&^")
+_PLAIN_LINE = re.compile(r'^[^{};,()|&^"#]*$')
 _HANDLE = re.compile(r"#\s*handle\s+(\d+)")
 _MANAGED = re.compile(r"#\s*Warning:\s*table\s+(\S+)\s+(\S+)\s+is managed by iptables-nft")
 _UNESCAPE = re.compile(r"\\(.)")
@@ -254,34 +257,51 @@ _UNESCAPE = re.compile(r"\\(.)")
 def _lex(text: str, path: str) -> tuple[list[_Tok], dict[int, int], set[tuple[str, str]]]:
     """Text -> tokens, the ``# handle N`` of each line, the tables nft warns iptables-nft owns."""
     toks: list[_Tok] = []
+    append = toks.append
     handles: dict[int, int] = {}
     managed: set[tuple[str, str]] = set()
-    line, line_start, sp = 1, 0, True
-    for m in _LEX.finditer(text):
-        kind = m.lastgroup
-        raw = m.group()
-        col = m.start() - line_start
-        if kind == "ws":
-            sp = True
+    for line, src in enumerate(text.split("\n"), 1):
+        if _PLAIN_LINE.match(src):
+            _lex_plain(src, line, append)
             continue
-        if kind == "n":
-            toks.append(_Tok("n", "\n", raw, line, col, col + 1, sp))
-            line, line_start, sp = line + 1, m.end(), True
-            continue
-        if kind == "c":
-            _lex_comment(raw, line, handles, managed)
-            sp = True
-            continue
-        if kind == "bad":
-            raise NatlensError("unterminated quoted string", path=path, where=str(line))
-        val = _UNESCAPE.sub(r"\1", raw[1:-1]) if kind == "s" else raw
-        if kind == "w" and len(raw) > 1 and raw.endswith(":") and ":" not in raw[:-1]:
-            toks.append(_Tok("w", raw[:-1], raw[:-1], line, col, col + len(raw) - 1, sp))
-            toks.append(_Tok("w", ":", ":", line, col + len(raw) - 1, col + len(raw), False))
-        else:
-            toks.append(_Tok(kind, val, raw, line, col, col + len(raw), sp))
-        sp = False
+        prev = -1
+        for m in _TOKEN.finditer(src):
+            raw = m.group()
+            col, end = m.span()
+            sp = col != prev
+            prev = end
+            c = raw[0]
+            if c == "#":
+                _lex_comment(raw, line, handles, managed)
+            elif c == '"':
+                if len(raw) == 1:
+                    raise NatlensError("unterminated quoted string", path=path, where=str(line))
+                val = _UNESCAPE.sub(r"\1", raw[1:-1]) if "\\" in raw else raw[1:-1]
+                append(_Tok("s", val, raw, line, col, end, sp))
+            elif c in _PUNCT and len(raw) == 1:
+                append(_Tok("p", raw, raw, line, col, end, sp))
+            elif raw[-1] == ":" and len(raw) > 1 and ":" not in raw[:-1]:
+                append(_Tok("w", raw[:-1], raw[:-1], line, col, end - 1, sp))
+                append(_Tok("w", ":", ":", line, end - 1, end, False))
+            else:
+                append(_Tok("w", raw, raw, line, col, end, sp))
+        append(_Tok("n", "\n", "\n", line, len(src), len(src) + 1, True))
     return toks, handles, managed
+
+
+def _lex_plain(src: str, line: int, append: Any) -> None:
+    """A line of plain words (most of a big dump): split on whitespace, no regex per token."""
+    pos = 0
+    for w in src.split():
+        col = src.index(w, pos)
+        end = col + len(w)
+        if w[-1] == ":" and len(w) > 1 and ":" not in w[:-1]:
+            append(_Tok("w", w[:-1], w[:-1], line, col, end - 1, True))
+            append(_Tok("w", ":", ":", line, end - 1, end, False))
+        else:
+            append(_Tok("w", w, w, line, col, end, True))
+        pos = end
+    append(_Tok("n", "\n", "\n", line, len(src), len(src) + 1, True))
 
 
 def _lex_comment(raw: str, line: int, handles: dict[int, int], managed: set[tuple[str, str]]):
@@ -325,12 +345,19 @@ class _Cur:
 
     def word(self, k: int = 0) -> str | None:
         """The unquoted word k tokens ahead, or None (a string, punctuation, the end)."""
-        t = self.peek(k)
-        return t.val if t is not None and t.kind == "w" else None
+        j = self.i + k
+        if j < self.n:
+            t = self.toks[j]
+            if t.kind == "w":
+                return t.val
+        return None
 
     def is_p(self, ch: str, k: int = 0) -> bool:
-        t = self.peek(k)
-        return t is not None and t.kind == "p" and t.val == ch
+        j = self.i + k
+        if j < self.n:
+            t = self.toks[j]
+            return t.kind == "p" and t.val == ch
+        return False
 
     def skip_sep(self) -> _Tok | None:
         """Skip newlines and ';', return the next token (None at the end)."""
@@ -451,8 +478,9 @@ class _TextParser:
         """'[family] name...' -> (family, names); the family defaults to ip, as in nft."""
         cur = self.cur
         fam = "ip"
-        if cur.word() in _FAMILY_SET and all(
-                (t := cur.peek(k)) is not None and t.kind in ("w", "s") for k in range(1, count + 1)):
+        names_follow = all((t := cur.peek(k)) is not None and t.kind in ("w", "s")
+                           for k in range(1, count + 1))
+        if cur.word() in _FAMILY_SET and names_follow:
             fam = cur.next().val
         names = []
         for _ in range(count):
@@ -484,10 +512,10 @@ class _TextParser:
         if not block:
             self._end_command()
 
-    def _table_of(self, fam: str, name: str, line: int) -> NftTable:
+    def _table_of(self, fam: str, name: str, line: int, what: str) -> NftTable:
         table = self.rs.tables.get((fam, name))
         if table is None:
-            raise self.err(f"unknown table {fam} {name}", line)
+            raise self.err(f"{what} in unknown table {fam} {name}", line)
         return table
 
     def _table_body(self, table: NftTable, open_line: int) -> None:
@@ -666,14 +694,14 @@ class _TextParser:
         elif obj == "chain":
             cur.next()
             fam, (tname, cname) = self._fam_names(2, line)
-            ch = self._chain(self._table_of(fam, tname, line), cname, line)
+            ch = self._chain(self._table_of(fam, tname, line, f"chain {cname}"), cname, line)
             if cur.is_p("{"):
                 self._chain_body(ch, cur.next().line)
             self._end_command()
         elif obj in ("set", "map"):
             cur.next()
             fam, (tname, sname) = self._fam_names(2, line)
-            s = self._set(self._table_of(fam, tname, line), sname, line)
+            s = self._set(self._table_of(fam, tname, line, f"set {sname}"), sname, line)
             if cur.is_p("{"):
                 self._set_body(s, cur.next().line)
             self._end_command()
@@ -689,7 +717,7 @@ class _TextParser:
 
     def _named_set(self, line: int) -> NftSet:
         fam, (tname, sname) = self._fam_names(2, line)
-        s = self._table_of(fam, tname, line).sets.get(sname)
+        s = self._table_of(fam, tname, line, f"set {sname}").sets.get(sname)
         if s is None:
             raise self.err(f"elements for unknown set {fam} {tname} {sname}", line)
         return s
@@ -697,7 +725,7 @@ class _TextParser:
     def _rule_cmd(self, verb: str, line: int) -> None:
         cur = self.cur
         fam, (tname, cname) = self._fam_names(2, line)
-        ch = self._table_of(fam, tname, line).chains.get(cname)
+        ch = self._table_of(fam, tname, line, f"rule of chain {cname}").chains.get(cname)
         if ch is None:
             raise self.err(f"rule for unknown chain {fam} {tname} {cname} (a rule outside a "
                            "chain)", line)
