@@ -70,22 +70,42 @@ class HookStep:
 
 
 def hook_steps(node: NodeRules, fam: int, hook: str) -> list[HookStep]:
-    """The hook's base chains in the kernel's priority order, nat chains grouped in the core."""
-    chains = node.base_chains(fam, hook)
-    nat = tuple(sorted((c for c in chains if c.nat), key=lambda c: c.prio))
-    steps = [HookStep(c.prio, (c,), False) for c in chains if not c.nat]
+    """The hook's base chains in the kernel's order, nat chains grouped in the core.
+
+    The kernel orders a hook's entries by priority; among equal priorities the one
+    registered later runs first (nf_hook_entries_grow inserts before its equals). The
+    dumps list tables and chains in the order they were made, so ties are walked in
+    the reverse of that order, and the trace says so: a chain registered again since
+    (a restarted agent, a table flag) would change it.
+    """
+    chains = list(enumerate(node.base_chains(fam, hook)))
+    nat = [(i, c) for i, c in chains if c.nat]
+    steps = [(c.prio, -i, HookStep(c.prio, (c,), False)) for i, c in chains if not c.nat]
     if nat:
-        steps.append(HookStep(NAT_CORE[hook], nat, True))
-    steps.sort(key=lambda s: s.prio)
+        ordered = tuple(c for _, c in sorted(nat, key=lambda ic: (ic[1].prio, -ic[0])))
+        first = min(i for i, _ in nat)  # the nat core hooks in with the first nat chain
+        steps.append((NAT_CORE[hook], -first, HookStep(NAT_CORE[hook], ordered, True, _nat_ties(nat))))
+    steps.sort(key=lambda s: (s[0], s[1]))
     out = []
-    for i, s in enumerate(steps):
-        same = [t for j, t in enumerate(steps) if j != i and t.prio == s.prio]
+    for k, (prio, _, s) in enumerate(steps):
+        same = [t for j, (p, _, t) in enumerate(steps) if j != k and p == prio]
         if same:
             others = ", ".join(c.label for t in same for c in t.chains)
-            s = HookStep(s.prio, s.chains, s.nat, f"same priority {s.prio} as {others}: the kernel "
-                         "runs them in the order they were registered, which the dumps do not show")
+            s = HookStep(s.prio, s.chains, s.nat, (s.tie + "; " if s.tie else "") + _TIE.format(
+                prio=prio, others=others))
         out.append(s)
     return out
+
+
+_TIE = ("same priority {prio} as {others}: walked in the reverse of the dumps' order, as the kernel "
+        "runs the later-registered first")
+
+
+def _nat_ties(nat: list[tuple[int, BaseChain]]) -> str:
+    prios = [c.prio for _, c in nat]
+    tied = sorted({p for p in prios if prios.count(p) > 1})
+    return "; ".join(_TIE.format(prio=p, others=", ".join(c.label for _, c in nat if c.prio == p))
+                     for p in tied)
 
 
 def explain(node: NodeRules, pkt: Packet) -> Verdict:

@@ -134,6 +134,10 @@ class NftWalker:
             return Step("vmap", fn=self._vmap(rule, v))
         if k == "mangle":
             return self._mangle(v)
+        if k in ("snat", "dnat") and isinstance(v, dict) and isinstance(v.get("addr"), dict) \
+                and "map" in v["addr"]:
+            return Step("natmap", fn=self._nat_map(rule, k, v), target=Target(
+                SNAT if k == "snat" else DNAT, k, to=NatTo("", None)))
         if k in ("snat", "dnat", "masquerade", "redirect"):
             return Step("nat", target=_nat_target(k, v))
         if k == "notrack":
@@ -210,6 +214,26 @@ class NftWalker:
             return [(1.0, verdict if found else None)]
         return look
 
+    def _nat_map(self, rule: NftRule, kind: str, v: dict) -> Any:
+        """snat/dnat to <key> map {...}: the address (and port) looked up per packet."""
+        m = v["addr"]["map"]
+        key = compile_value(m["key"], self.node)
+        if key.numgen or v.get("port") is not None:
+            raise Unsupported(f"{kind} to a map of {str(m['data'])[:40]}")
+        els = self._elements(rule, m["data"], key.types, True)
+
+        def look(st: WalkState) -> Any:
+            x = key.fn(st)
+            if x is BREAK or isinstance(x, Undecided):
+                return x
+            found, to = els.get(x)
+            if not found:
+                return BREAK
+            if not isinstance(to, str):
+                return Undecided(f"{kind} to {str(to)[:40]} from a map")
+            return NatTo(to, None)
+        return look
+
     def _mangle(self, v: dict) -> Step:
         key = v["key"]
         which = key.get("meta", key.get("ct", {})).get("key") if isinstance(key, dict) else None
@@ -283,9 +307,18 @@ class NftWalker:
                 _copy_mark(st, k)
             elif k == "notrack":
                 st.notrack = True
-            elif k == "nat":
-                st.trace.append(f"{line} (verdict accept: {step.target.name})")
-                apply_nat(self.node, st, step.target, where, RuleRef(rule.where, rule.text))
+            elif k in ("nat", "natmap"):
+                tgt = step.target
+                if k == "natmap":
+                    to = step.fn(st)
+                    if to is BREAK:
+                        st.trace.append(f"{line} (no element in the map)")
+                        return NEXT
+                    if isinstance(to, Undecided):
+                        return _undecided(st, rule, where, line, to.reason)
+                    tgt = tgt._replace(to=to)
+                st.trace.append(f"{line} (verdict accept: {tgt.name})")
+                apply_nat(self.node, st, tgt, where, RuleRef(rule.where, rule.text))
                 return STOP if st.outcome else {"accept": None}
             elif k == "undecided":
                 return _undecided(st, rule, where, line, step.reason)
