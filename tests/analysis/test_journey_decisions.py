@@ -315,3 +315,70 @@ def test_a_record_without_a_syn_does_not_claim_one_nor_decide():
 def test_a_journey_without_the_client_record_has_an_unknown_outcome():
     d = outcome(client_record(uid=None, **CUT))
     assert d.value[0] == "unknown"
+
+
+def _refusal(jn=0, *, uid="n1/any#7", dst="198.18.17.10:8080", point="cni0"):
+    """The client's own RST to a wrong answer, seen alone on the pod bridge after NAT (br_netfilter)."""
+    row = rec(jn, 1.2 + jn, "node-1", "any", f"{POD}:{40000 + jn}", dst, history="R")
+    row.update({"uid": uid, "conn_state": "RSTO", "end": "rst", "established": False, "syn_retransmits": 0,
+                "proto": "tcp", "resp_pkts": 0, "orig_pkts": 1, "syn_ts": None, "point": point})
+    return row
+
+
+def _wrong_answer(jn=0, *, uid="n1/eth0#4"):
+    """A SYN-ACK from the endpoint the client never called, reset by the client."""
+    row = rec(jn, 1.1 + jn, "node-1", "eth0", f"{POD}:{40000 + jn}", "198.18.17.10:8080", history="ShRh")
+    row.update({"uid": uid, "conn_state": "RSTO", "end": "rst", "established": False, "syn_retransmits": 1,
+                "proto": "tcp", "resp_pkts": 2, "orig_pkts": 4, "syn_ts": 1.0 + jn, "point": "eth0"})
+    return row
+
+
+def test_the_clients_own_rst_refusing_an_answer_is_not_a_reset():
+    # nftables mode: the looped-back SYN went to web-2 on another node; the pod bridge shows the
+    # client's RST to it in a record of its own. The client's record (2 SYNs, no answer) decides.
+    own = client_record(syns=1, capture="any", egress=False, **CUT)
+    d = outcome(own, placed=[own, _wrong_answer(), _refusal()])
+    assert d.value[0] == "timed out"
+    assert d.evidence[0] == ("node-1/any: S0 S, 2 SYN(s), ended unknown (capture ended); each SYN was "
+                             "answered from the wrong address and reset by the client")
+
+
+def test_a_client_refusal_alone_leaves_the_outcome_unknown():
+    own = client_record(syns=1, capture="any", egress=False, **CUT)
+    d = outcome(own, placed=[own, _refusal()])
+    assert d.value[0] == "unknown"
+    assert d.evidence[0].endswith("no capture point shows how it ended")
+
+
+def test_a_responders_rst_after_the_syn_is_still_a_reset():
+    own = client_record(syns=1, capture="any", egress=False, **CUT)
+    rst = client_record(uid="n1/eth0#1", state="RSTR", history="Sr", end="rst", established=False)
+    d = outcome(own, placed=[own, rst])
+    assert d.value[0] == "reset" and d.evidence[0].startswith("node-1/eth0: RSTR Sr")
+
+
+def test_client_refusals_are_the_records_with_only_client_rsts_before_a_connection():
+    from natlens.journeys.evidence import client_refusals
+    t = pd.DataFrame({"history": ["R", "ShR", "ShRh", "Sr", "ShADaR", "SR", "S", None],
+                      "established": [False, False, False, False, True, False, False, False],
+                      "proto": ["tcp"] * 7 + ["udp"]})
+    assert client_refusals(t).tolist() == [True, True, True, False, False, True, False, False]
+
+
+def test_a_point_that_missed_the_first_syn_cannot_show_the_syns_stopping():
+    # the retransmitted SYN alone reached web-1's bridge port: that record's "timeout" counts from
+    # the retransmission as if it were the first SYN; the client's own record shows 2 SYNs
+    own = client_record(syns=1, capture="any", egress=False, **CUT)
+    late = client_record(uid="n1/any#94", capture="any", egress=False, state="S0", history="S",
+                         end="timeout", established=False, resp_pkts=0, dst="198.18.16.10:8080")
+    late.update({"syn_retransmits": 0, "point": "cni0", "pre_lb": False})
+    assert outcome(own, placed=[own, late]).value[0] == "unknown"
+    d = outcome(own, placed=[own, late, _wrong_answer()])
+    assert d.value[0] == "timed out" and d.evidence[0].startswith("node-1/any: S0 S, 2 SYN(s)")
+
+
+def test_missed_syns_compares_within_the_journey():
+    from natlens.journeys.evidence import missed_syns
+    t = pd.DataFrame({"jn": [0, 0, 0, 1], "syn_retransmits": [1, 0, 0, 0],
+                      "syn_ts": [1.0, 2.0, None, 1.0]})
+    assert missed_syns(t).tolist() == [False, True, False, False]

@@ -20,7 +20,14 @@ import pandas as pd
 
 from natlens.inventory import Inventory
 from natlens.journeys.client import first_per_journey
-from natlens.journeys.evidence import nearness, observations, point_label, refused, wrong_answers
+from natlens.journeys.evidence import (
+    missed_syns,
+    nearness,
+    observations,
+    point_label,
+    refused,
+    wrong_answers,
+)
 from natlens.netfilter.conntrack import Entry
 from natlens.vocab import (
     ANSWERED,
@@ -248,7 +255,10 @@ def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) ->
 
     A definite observation at any capture point (journeys.evidence.observations) wins over
     records that show nothing (cut by the capture's end, or missing packets): established
-    over reset over timed out. A completed handshake at one point and a refused SYN at
+    over reset over timed out. Not definite: a RST of the client's own refusing an answer
+    (``client_refusals``: its socket goes on waiting), and "timed out" at a point that
+    missed some of the client's SYNs (``missed_syns``: its retry clock is off); the
+    client's own record then decides. A completed handshake at one point and a refused SYN at
     another contradict each other: unknown, with both records named. "timed out" is also a
     capture that ended while the client retried a SYN whose SYN-ACK came from the wrong
     address and was reset by it: the load balancer keeps the 5-tuple on that backend, so
@@ -257,6 +267,7 @@ def classify_outcome(r: pd.DataFrame, cl: pd.DataFrame, record: pd.DataFrame) ->
     rank = nearness(r, cl["client_uid"])
     said = _said(r)  # what each record says, worded once
     obs = observations(r)
+    obs = obs.where(~((obs == TIMED_OUT) & missed_syns(r)))  # its retry clock is off: not evidence
     value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
     evidence = pd.Series(None, index=cl.index, dtype=object)
     by_own = pd.Series(False, index=cl.index)

@@ -58,21 +58,54 @@ def wrong_answers(r: pd.DataFrame) -> pd.Series:
             & r["history"].str.contains("R", regex=False))
 
 
+def client_refusals(r: pd.DataFrame) -> pd.Series:
+    """Records whose only RSTs are the client's and where the connection never got going:
+    the client's kernel refusing a packet its socket did not expect (a SYN-ACK from the
+    wrong address, seen there or at another point).
+
+    Why: Linux sends no RST when a connect gives up or a socket in SYN-SENT is closed, so a
+    client RST before the connection was made is its refusal of an answer, not its
+    connection being reset: the socket goes on waiting (and retransmitting its SYN). With
+    br_netfilter the refusing RST is seen on the pod bridge apart from the SYN-ACK it
+    refuses (another tuple after NAT), in a record holding nothing else. Only a RST from
+    the responder's side (Zeek's lower-case ``r``) resets the client's connection.
+    """
+    hist = r["history"].fillna("").astype(str)
+    made = r["established"].fillna(False).astype(bool) | hist.str.contains("[DFdf]", regex=True)
+    return (hist.str.contains("R", regex=False) & ~hist.str.contains("r", regex=False) & ~made
+            & (r["proto"] == "tcp"))
+
+
 def observations(r: pd.DataFrame) -> pd.Series:
     """Per TCP record, the outcome it definitely shows (None: nothing definite).
 
     established: the handshake completed there, or the client sent data or a FIN (it
-    only does once connected); reset: the SYN was refused or reset there; timed out: the
-    client's SYNs stopped there while the capture went on past the next retransmission.
+    only does once connected); reset: the SYN was refused or reset there (not a RST of the
+    client's own refusing an answer: ``client_refusals``; nor a wrong answer the client
+    reset: ``wrong_answers``); timed out: the client's SYNs stopped there while the
+    capture went on past the next retransmission.
     """
     hist = r["history"].fillna("").astype(str)
     connected = r["established"].fillna(False).astype(bool) | (
         r["syn_ts"].notna() & hist.str.contains("[DFdf]", regex=True))
     reset = r["conn_state"].isin(list(RESET_STATES)) | (r["end"] == END_RST)
     tcp = r["proto"] == "tcp"
-    obs = np.select([connected, reset & ~wrong_answers(r), r["end"] == END_TIMEOUT],
+    obs = np.select([connected, reset & ~wrong_answers(r) & ~client_refusals(r), r["end"] == END_TIMEOUT],
                     [ESTABLISHED, RESET, TIMED_OUT], "")
     return pd.Series(np.where(tcp & (obs != ""), obs, None), index=r.index, dtype=object)
+
+
+def missed_syns(r: pd.DataFrame, by: str = "jn") -> pd.Series:
+    """Records that saw fewer of the client's SYNs than another record of their journey (``by``).
+
+    Why: a point reached only by a retransmitted SYN (the first went to another endpoint,
+    or was lost before it) counts that SYN as the first, so its idea of when the next
+    retransmission is due, and hence of when the client gave up, is off by the SYNs it
+    missed: its "timed out" (silent past the next retransmission) is not evidence.
+    """
+    syns = r["syn_retransmits"].where(r["syn_ts"].notna())
+    most = syns.groupby(r[by]).transform("max")
+    return (syns < most).fillna(False).astype(bool)
 
 
 def refused(r: pd.DataFrame) -> pd.Series:
