@@ -772,6 +772,9 @@ class _TextParser:
                 items, _ = _RuleParser(toks, fam, False).elements(None, frozenset(), lenient=True)
                 gone = [k for k, _, _, _ in items]
                 s.elements = [e for e in s.elements if e.key not in gone]
+        elif obj == "table" and verb != "flush":
+            self._item()
+            self.rs.tables.pop((fam, names[0]), None)
         else:
             self._item()
             _apply_removal(verb, obj, table, names)
@@ -793,12 +796,9 @@ def _apply_removal(verb: str, obj: str, table: NftTable | None, names: list[str]
     """flush/delete of a table, chain, set or map (a rule by handle is not in command files)."""
     if table is None or obj == "rule":
         return
-    if obj == "table":
+    if obj == "table":              # flush table: the rules go, the sets stay (as in nft)
         for ch in table.chains.values():
             ch.rules.clear()
-        if verb != "flush":
-            table.chains.clear()
-            table.sets.clear()
         return
     if obj == "chain" and names[1] in table.chains:
         if verb == "flush":
