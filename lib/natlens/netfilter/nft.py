@@ -254,39 +254,34 @@ _MANAGED = re.compile(r"#\s*Warning:\s*table\s+(\S+)\s+(\S+)\s+is managed by ipt
 _UNESCAPE = re.compile(r"\\(.)")
 
 
-def _lex(text: str, path: str) -> tuple[list[_Tok], dict[int, int], set[tuple[str, str]]]:
-    """Text -> tokens, the ``# handle N`` of each line, the tables nft warns iptables-nft owns."""
-    toks: list[_Tok] = []
-    append = toks.append
-    handles: dict[int, int] = {}
-    managed: set[tuple[str, str]] = set()
-    for line, src in enumerate(text.split("\n"), 1):
-        if _PLAIN_LINE.match(src):
-            _lex_plain(src, line, append)
-            continue
-        prev = -1
-        for m in _TOKEN.finditer(src):
-            raw = m.group()
-            col, end = m.span()
-            sp = col != prev
-            prev = end
-            c = raw[0]
-            if c == "#":
-                _lex_comment(raw, line, handles, managed)
-            elif c == '"':
-                if len(raw) == 1:
-                    raise NatlensError("unterminated quoted string", path=path, where=str(line))
-                val = _UNESCAPE.sub(r"\1", raw[1:-1]) if "\\" in raw else raw[1:-1]
-                append(_Tok("s", val, raw, line, col, end, sp))
-            elif c in _PUNCT and len(raw) == 1:
-                append(_Tok("p", raw, raw, line, col, end, sp))
-            elif raw[-1] == ":" and len(raw) > 1 and ":" not in raw[:-1]:
-                append(_Tok("w", raw[:-1], raw[:-1], line, col, end - 1, sp))
-                append(_Tok("w", ":", ":", line, end - 1, end, False))
-            else:
-                append(_Tok("w", raw, raw, line, col, end, sp))
-        append(_Tok("n", "\n", "\n", line, len(src), len(src) + 1, True))
-    return toks, handles, managed
+def _lex_line(src: str, line: int, append: Any, handles: dict[int, int],
+              managed: set[tuple[str, str]], path: str) -> None:
+    """One line -> its tokens and a closing newline token; remembers what comments tell."""
+    if _PLAIN_LINE.match(src):
+        _lex_plain(src, line, append)
+        return
+    prev = -1
+    for m in _TOKEN.finditer(src):
+        raw = m.group()
+        col, end = m.span()
+        sp = col != prev
+        prev = end
+        c = raw[0]
+        if c == "#":
+            _lex_comment(raw, line, handles, managed)
+        elif c == '"':
+            if len(raw) == 1:
+                raise NatlensError("unterminated quoted string", path=path, where=str(line))
+            val = _UNESCAPE.sub(r"\1", raw[1:-1]) if "\\" in raw else raw[1:-1]
+            append(_Tok("s", val, raw, line, col, end, sp))
+        elif c in _PUNCT and len(raw) == 1:
+            append(_Tok("p", raw, raw, line, col, end, sp))
+        elif raw[-1] == ":" and len(raw) > 1 and ":" not in raw[:-1]:
+            append(_Tok("w", raw[:-1], raw[:-1], line, col, end - 1, sp))
+            append(_Tok("w", ":", ":", line, end - 1, end, False))
+        else:
+            append(_Tok("w", raw, raw, line, col, end, sp))
+    append(_Tok("n", "\n", "\n", line, len(src), len(src) + 1, True))
 
 
 def _lex_plain(src: str, line: int, append: Any) -> None:
@@ -370,6 +365,53 @@ class _Cur:
         return None
 
 
+class _Stream(_Cur):
+    """The structure parser's cursor: it lexes a line at a time as the parser reads on and
+    forgets what was read, so a big dump never exists as millions of tokens at once."""
+
+    __slots__ = ("lines", "next_line", "path", "handles", "managed")
+
+    def __init__(self, lines: list[str], path: str):
+        super().__init__([])
+        self.lines, self.next_line, self.path = lines, 0, path
+        self.handles: dict[int, int] = {}
+        self.managed: set[tuple[str, str]] = set()
+
+    def _fill(self, k: int) -> None:
+        toks = self.toks
+        if self.i >= 4096:
+            del toks[:self.i]
+            self.i = 0
+        append = toks.append
+        while len(toks) <= self.i + k and self.next_line < len(self.lines):
+            _lex_line(self.lines[self.next_line], self.next_line + 1, append, self.handles,
+                      self.managed, self.path)
+            self.next_line += 1
+        self.n = len(toks)
+
+    def peek(self, k: int = 0) -> _Tok | None:
+        if self.i + k >= self.n:
+            self._fill(k)
+        j = self.i + k
+        return self.toks[j] if j < self.n else None
+
+    def word(self, k: int = 0) -> str | None:
+        t = self.peek(k)
+        return t.val if t is not None and t.kind == "w" else None
+
+    def is_p(self, ch: str, k: int = 0) -> bool:
+        t = self.peek(k)
+        return t is not None and t.kind == "p" and t.val == ch
+
+    def skip_sep(self) -> _Tok | None:
+        while (t := self.peek()) is not None:
+            if t.kind == "n" or (t.kind == "p" and t.val == ";"):
+                self.i += 1
+                continue
+            return t
+        return None
+
+
 # ----------------------------------------------------------------------------- structure
 
 _FAMILY_SET = frozenset(FAMILIES)
@@ -387,9 +429,8 @@ class _TextParser:
 
     def __init__(self, text: str, path: str):
         self.path = path
-        toks, self.handles, self.managed = _lex(text, path)
-        self.cur = _Cur(toks)
         self.lines = text.split("\n")
+        self.cur = _Stream(self.lines, path)
         self.rs = NftRuleset(path=path, format="text")
         self.commands = False
         self.applied: dict[str, int] = {}
@@ -420,7 +461,7 @@ class _TextParser:
         self.rs.format = "commands" if self.commands else "text"
         for what, n in self.applied.items():
             self.rs.notes.append(f"{self.path}: {what} applied {n} time(s)")
-        _finish(self.rs, self.managed)
+        _finish(self.rs, self.cur.managed)
         return self.rs
 
     # -- token groups
@@ -789,7 +830,7 @@ class _TextParser:
             text = _join(item)
         expr, comment = _RuleParser(item, ch.family, commands).rule()
         return NftRule(ch.family, ch.table, ch.name, expr, text, path=self.path,
-                       lineno=first.line, handle=self.handles.get(last.line), comment=comment)
+                       lineno=first.line, handle=self.cur.handles.get(last.line), comment=comment)
 
 
 def _apply_removal(verb: str, obj: str, table: NftTable | None, names: list[str]) -> None:
@@ -1462,6 +1503,8 @@ def _atom_value(s: str) -> Any:
     {"prefix"}, {"range"}, or the string itself (addresses, names, '@set')."""
     if _INT_RE.match(s):
         return int(s, 16) if s[:2] in ("0x", "0X") else int(s)
+    if not s:
+        raise _Unparsed
     c = s[0]
     if c == "@":
         return s
