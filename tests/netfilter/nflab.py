@@ -157,6 +157,17 @@ class Lab:
         if iptables.strip():
             self.ns(n, "iptables-restore", input=iptables)
         self.ns(n, "conntrack", "-F", check=False)
+        return self.listings()
+
+    def nft_apply(self, commands: str) -> NftLoaded:
+        """Run one more ``nft -f -`` transaction (an agent restarting, say); the new listings."""
+        self.ns(self.n, "nft", "-f", "-", input=commands)
+        self.ns(self.n, "conntrack", "-F", check=False)
+        return self.listings()
+
+    def listings(self) -> NftLoaded:
+        """What the node's nft, iptables-save and ipset print now."""
+        n = self.n
         return NftLoaded(self.ns(n, "nft", "list", "ruleset"), self.ns(n, "nft", "-j", "list", "ruleset"),
                          self.ns(n, "iptables-save"), self.ns(n, "ipset", "save"))
 
