@@ -378,6 +378,7 @@ class _Stream(_Cur):
         self.managed: set[tuple[str, str]] = set()
 
     def _fill(self, k: int) -> None:
+        """Lex lines until k tokens past the cursor exist; drop what was read long ago."""
         toks = self.toks
         if self.i >= 4096:
             del toks[:self.i]
@@ -442,6 +443,7 @@ class _TextParser:
         self.rs.notes.append(f"{self.path}:{line}: {msg}")
 
     def parse(self) -> NftRuleset:
+        """Top-level statements until the end: tables and commands; anything else is an error."""
         cur = self.cur
         while (t := cur.skip_sep()) is not None:
             w = t.val if t.kind == "w" else None
@@ -541,6 +543,7 @@ class _TextParser:
     # -- tables, chains, sets
 
     def _table_cmd(self, t: _Tok, block: bool) -> None:
+        """'table [family] NAME [{ ... }]' (block syntax, or after 'add')."""
         fam, (name,) = self._fam_names(1, t.line)
         table = self.rs.tables.get((fam, name))
         if table is None:
@@ -560,6 +563,7 @@ class _TextParser:
         return table
 
     def _table_body(self, table: NftTable, open_line: int) -> None:
+        """The chains, sets, maps, comment and flags of a table, up to its '}'."""
         cur = self.cur
         while True:
             t = cur.skip_sep()
@@ -601,6 +605,7 @@ class _TextParser:
         self._chain_body(ch, self.cur.next().line)
 
     def _chain_body(self, ch: NftChain, open_line: int) -> None:
+        """A chain's declaration lines and its rules, up to its '}'."""
         cur = self.cur
         while True:
             t = cur.skip_sep()
@@ -663,6 +668,7 @@ class _TextParser:
         self._set_body(s, self.cur.next().line)
 
     def _set_body(self, s: NftSet, open_line: int) -> None:
+        """A set's type/typeof, flags, comment and elements, up to its '}'."""
         cur = self.cur
         while True:
             t = cur.skip_sep()
@@ -701,6 +707,7 @@ class _TextParser:
             s.data = "verdict" if vals == ["verdict"] else " . ".join(self._typeof(data_toks, s))
 
     def _typeof(self, toks: list[_Tok], s: NftSet) -> tuple[str, ...]:
+        """The tokens of a typeof expression -> type names (kept as written if unknown)."""
         try:
             e = _RuleParser(toks, s.family, False).expr_only()
         except _Unparsed:
@@ -711,6 +718,7 @@ class _TextParser:
         return tuple(_typeof_name(x) for x in parts)
 
     def _set_elements(self, s: NftSet, line: int) -> None:
+        """'{ ... }' at the cursor -> elements appended to the set."""
         toks = self._braced()
         kind = "verdict" if s.data == "verdict" else ("data" if s.data else None)
         positions = frozenset(i for i, k in enumerate(s.key) if k == "inet_proto")
@@ -723,6 +731,7 @@ class _TextParser:
     # -- commands
 
     def _command(self) -> None:
+        """One add/create/insert/replace/flush/delete/destroy command."""
         cur = self.cur
         verb = cur.next()
         line = verb.line
@@ -764,6 +773,7 @@ class _TextParser:
         return s
 
     def _rule_cmd(self, verb: str, line: int) -> None:
+        """'add|insert rule [family] TABLE CHAIN [index N] STATEMENTS'."""
         cur = self.cur
         fam, (tname, cname) = self._fam_names(2, line)
         ch = self._table_of(fam, tname, line, f"rule of chain {cname}").chains.get(cname)
@@ -823,6 +833,7 @@ class _TextParser:
         self.applied[what] = self.applied.get(what, 0) + 1
 
     def _make_rule(self, ch: NftChain, item: list[_Tok], commands: bool) -> NftRule:
+        """An item's tokens -> NftRule: its text, statements, comment, line, handle."""
         first, last = item[0], item[-1]
         if first.line == last.line:
             text = self.lines[first.line - 1][first.col:last.end]
@@ -1000,6 +1011,7 @@ class _RuleParser:
     # -- pieces
 
     def _take_comment(self) -> str | None:
+        """Remove the rule's 'comment "..."' (outside braces) and return it."""
         toks = self.cur.toks
         depth = 0
         for i, t in enumerate(toks):
@@ -1012,6 +1024,7 @@ class _RuleParser:
         return None
 
     def _skip_element(self) -> None:
+        """After an element it cannot read: move to the next ',' or the closing '}'."""
         cur = self.cur
         depth = 0
         while (t := cur.peek()) is not None:
@@ -1023,6 +1036,7 @@ class _RuleParser:
 
     def _element(self, kind: str | None, positions: frozenset[int]
                  ) -> tuple[Any, Any, str | None, dict]:
+        """KEY [comment "x"] [timeout T] [expires T] [counter ...] [: VALUE]."""
         cur = self.cur
         key = _protoize(self._value_concat(), positions)
         comment: str | None = None
@@ -1055,6 +1069,7 @@ class _RuleParser:
         return parts[0] if len(parts) == 1 else {"concat": parts}
 
     def _atom(self, guard: bool = False) -> Any:
+        """One value token -> its JSON value; guard: a statement keyword is no value."""
         t = self.cur.next()
         if t is None:
             raise _Unparsed
@@ -1101,6 +1116,7 @@ class _RuleParser:
     # -- statements
 
     def _stmt(self) -> dict:
+        """One statement at the cursor -> its JSON dict (raises _Unparsed if unknown)."""
         cur = self.cur
         w = cur.word()
         if w is None:
@@ -1123,6 +1139,7 @@ class _RuleParser:
         return self._match(lhs)
 
     def _verdict(self) -> dict:
+        """accept, drop, continue, return, jump X, goto X."""
         w = self._word()
         if w in _VERDICT_WORDS:
             return {w: None}
@@ -1134,6 +1151,7 @@ class _RuleParser:
         raise _Unparsed
 
     def _match(self, lhs: Any) -> dict:
+        """'LHS [op] RHS [/ MASK]' -> {"match": ...}, with nft's implicit op."""
         cur = self.cur
         op = _OPS.get(cur.word() or "")
         if op is not None:
@@ -1150,6 +1168,7 @@ class _RuleParser:
         return {"match": {"op": op, "left": lhs, "right": right}}
 
     def _rhs(self, lhs: Any) -> Any:
+        """The right side of a relation: value, flag list, concatenation or { set }."""
         cur = self.cur
         positions = _proto_positions(lhs)
         if cur.is_p("{"):
@@ -1180,6 +1199,7 @@ class _RuleParser:
         return self._flags()
 
     def _map_data(self, kind: str, key: Any) -> Any:
+        """The data of a map lookup or vmap: '{ k : v, ... }' or '@name'."""
         cur = self.cur
         if cur.is_p("{"):
             items, _ = self.elements(kind, _proto_positions(key), lenient=False)
@@ -1190,6 +1210,7 @@ class _RuleParser:
         raise _Unparsed
 
     def _counter(self) -> dict:
+        """counter [packets N bytes M] | counter name X."""
         cur = self.cur
         cur.next()
         if cur.word() == "packets" and cur.word(2) == "bytes":
@@ -1206,6 +1227,7 @@ class _RuleParser:
         return {"counter": None}
 
     def _log(self) -> dict:
+        """log and its options; level warn is nft's default and not printed."""
         cur = self.cur
         cur.next()
         opts: dict[str, Any] = {}
@@ -1238,6 +1260,7 @@ class _RuleParser:
                 return {"log": opts or None}
 
     def _limit(self) -> dict:
+        """limit rate [over] N/unit | N bytes-unit/unit [burst N packets|bytes-unit]."""
         cur = self.cur
         cur.next()
         if cur.word() != "rate":
@@ -1270,6 +1293,7 @@ class _RuleParser:
         return {"limit": body}
 
     def _reject(self) -> dict:
+        """reject [with tcp reset | with icmp|icmpv6|icmpx [type] CODE]."""
         cur = self.cur
         cur.next()
         if cur.word() != "with":
@@ -1334,6 +1358,7 @@ class _RuleParser:
         return {kind: body or None}
 
     def _queue(self) -> dict:
+        """queue [num N|N-M] [flags bypass,fanout]."""
         cur = self.cur
         cur.next()
         body: dict[str, Any] = {}
@@ -1395,6 +1420,7 @@ class _RuleParser:
         return parts[0] if len(parts) == 1 else {"concat": parts}
 
     def _binop_expr(self) -> Any:
+        """A selector with & | ^ << >> (or and/or/xor) applied."""
         e = self._selector()
         cur = self.cur
         while True:
@@ -1406,6 +1432,7 @@ class _RuleParser:
             e = {op: [e, self._flags()]}
 
     def _selector(self) -> dict:
+        """A payload, meta (also short forms), ct, fib, numgen or socket expression."""
         cur = self.cur
         w = cur.word()
         if w == "meta":
@@ -1433,6 +1460,7 @@ class _RuleParser:
         raise _Unparsed
 
     def _ct(self) -> dict:
+        """ct [original|reply] KEY (ip saddr and friends as one key, as in nft -j)."""
         cur = self.cur
         cur.next()
         direction = None
@@ -1454,6 +1482,7 @@ class _RuleParser:
         return {"ct": body}
 
     def _fib(self) -> dict:
+        """fib FLAG[ . FLAG] RESULT, the flags in nft's order."""
         cur = self.cur
         cur.next()
         flags = []
@@ -1471,6 +1500,7 @@ class _RuleParser:
         return {"fib": {"result": result, "flags": sorted(flags, key=_FIB_FLAGS.index)}}
 
     def _numgen(self) -> dict:
+        """numgen random|inc mod N [offset K]."""
         cur = self.cur
         cur.next()
         mode = self._word()
@@ -1612,6 +1642,7 @@ def _setish(v: Any) -> bool:
 
 
 def _is_proto_key(e: Any) -> bool:
+    """meta l4proto, ip protocol, ip6 nexthdr, ct protocol: their numbers print as names."""
     if not isinstance(e, dict):
         return False
     if "meta" in e:
@@ -1748,6 +1779,7 @@ def _parse_json(text: str, path: str) -> NftRuleset:
 
 
 def _json_item(rs: NftRuleset, item: Any, path: str, line: int) -> None:
+    """One item of the list: a table, chain, set, map, element or rule (or {"add": ...})."""
     if not isinstance(item, dict) or len(item) != 1:
         rs.notes.append(f"{path}:{line}: JSON item {json.dumps(item)[:60]} skipped")
         return
@@ -1791,6 +1823,7 @@ class _JsonScan:
         return v
 
     def items(self) -> Iterator[tuple[int, Any]]:
+        """(line, item) for each item of the top-level "nftables" list."""
         text = self.text
         self.i = len(text) - len(text.lstrip("\ufeff \t\r\n"))
         if self.peek() != "{":
@@ -1827,6 +1860,7 @@ class _JsonScan:
                                path=self.path, where="1")
 
     def _list(self) -> Iterator[tuple[int, Any]]:
+        """The items of the "nftables" list, each with the line it starts on."""
         self.i += 1
         self.ws()
         if self.peek() == "]":
@@ -1856,6 +1890,7 @@ def _json_table_of(rs: NftRuleset, b: dict, path: str, line: int, what: str) -> 
 
 
 def _json_table(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    """{"table": ...} -> the table (a later duplicate only updates it)."""
     fam, name = b.get("family"), b.get("name")
     if not isinstance(fam, str) or not isinstance(name, str):
         raise NatlensError("a table without family and name", path=path, where=str(line))
@@ -1868,6 +1903,7 @@ def _json_table(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> 
 
 
 def _json_chain(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    """{"chain": ...} -> the chain, with type/hook/prio/policy/dev for a base chain."""
     table = _json_table_of(rs, b, path, line, "chain")
     name = str(b.get("name"))
     ch = table.chains.get(name)
@@ -1888,6 +1924,7 @@ def _json_chain(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> 
 
 
 def _json_set(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    """{"set"|"map": ...} -> the NftSet with its "elem" list."""
     table = _json_table_of(rs, b, path, line, "set")
     name = str(b.get("name"))
     data = b.get("map")
@@ -1908,6 +1945,7 @@ def _json_element(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -
 
 
 def _json_rule(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+    """{"rule": ...} -> NftRule; the statements stay as nft printed them."""
     table = _json_table_of(rs, b, path, line, "rule of chain")
     ch = table.chains.get(str(b.get("chain")))
     if ch is None:
@@ -1979,6 +2017,7 @@ _FMT_ERRORS = (KeyError, TypeError, IndexError, AttributeError, ValueError)
 
 
 def _fmt_stmt(s: Any, family: str | None) -> str:
+    """One statement -> nft syntax; one it does not know -> its name and JSON."""
     if not isinstance(s, dict) or len(s) != 1:
         return json.dumps(s)
     ((k, v),) = s.items()
@@ -1994,6 +2033,7 @@ def _fmt_stmt(s: Any, family: str | None) -> str:
 
 
 def _fmt_match(v: dict, family: str | None) -> str:
+    """A relation, printed the way nft lists it (implicit ==/in, 'flags x / mask')."""
     left, op, right = v["left"], v.get("op", "=="), v["right"]
     hint = _hint(left)
     if (op == "==" and isinstance(left, dict) and "&" in left and isinstance(left["&"][1], list)
@@ -2030,6 +2070,7 @@ def _fmt_vmap(v: dict, family: str | None) -> str:
 
 
 def _fmt_nat(kind: str) -> Any:
+    """snat/dnat/masquerade/redirect, with family, address, :port and flags."""
     def fmt(v: Any, family: str | None) -> str:
         if not v:
             return kind
@@ -2054,6 +2095,7 @@ def _fmt_nat(kind: str) -> Any:
 
 
 def _fmt_reject(v: Any, family: str | None) -> str:
+    """reject [with KIND CODE]; bare when it is the family's default."""
     if not v:
         return "reject"
     kind, code = v.get("type"), v.get("expr")
@@ -2066,6 +2108,7 @@ def _fmt_reject(v: Any, family: str | None) -> str:
 
 
 def _fmt_log(v: Any, family: str | None) -> str:
+    """log [prefix "x"] [group N ...] [level L] [flags ...]."""
     if not v:
         return "log"
     out = ["log"]
@@ -2085,6 +2128,7 @@ def _fmt_log(v: Any, family: str | None) -> str:
 
 
 def _fmt_limit(v: dict, family: str | None) -> str:
+    """limit rate [over] N/unit [burst ...], leaving out nft's default burst."""
     over = " over" if v.get("inv") else ""
     if "rate_unit" in v:
         out = f"limit rate{over} {v['rate']} {v['rate_unit']}/{v['per']}"
@@ -2098,6 +2142,7 @@ def _fmt_limit(v: dict, family: str | None) -> str:
 
 
 def _fmt_queue(v: Any, family: str | None) -> str:
+    """queue [num N] [flags]."""
     if not v:
         return "queue"
     out = "queue"
@@ -2153,6 +2198,7 @@ def _hint(e: Any) -> Any:
 
 
 def _fmt_time(s: Any) -> str:
+    """Seconds -> nft's '1h30m' spelling."""
     if not isinstance(s, int) or s <= 0:
         return f"{s}s"
     out = ""
@@ -2197,6 +2243,7 @@ def _fmt_data(d: Any, khint: Any, dhint: Any) -> str:
 
 
 def _fmt_set(items: Any, khint: Any, dhint: Any) -> str:
+    """Set or map literal items -> '{ a, b : verdict, ... }'."""
     out = []
     for it in _as_list(items):
         if isinstance(it, list) and len(it) == 2:
