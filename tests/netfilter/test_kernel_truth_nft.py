@@ -551,3 +551,46 @@ def test_kube_proxy_beside_a_snat_cni(kernel_lab, version, restarted):
     _report(f"kube-proxy {version} + SNAT CNI{' restarted' if restarted else ''}", stats, bad)
     assert not bad, f"{len(bad)} disagreements, first:\n" + "\n".join(bad[:5])
     assert stats["compared"] + stats["undecided"] == 2 * len(pk)
+
+
+# ----------------------------------------------------------------- ct status, word by word
+
+# nft compiles `ct status dnat` (and `ct status & dnat == 0`, listed back as
+# `ct status ! dnat`) to bit tests, but `ct status == dnat`, `!= dnat` and the set
+# forms to comparisons of the whole status word, which also holds the *_NAT_DONE bits:
+# each rule ORs its own bit into the packet mark, saved as the connection mark.
+_CT_STATUS_RULES = [["ct status != dnat", "ct status == dnat", "ct status dnat", "ct status { dnat, snat }",
+                     "ct status != { dnat, snat }", "ct state new"],
+                    ["ct status & dnat == 0", "ct status & snat != 0"]]
+
+
+def _ct_status_nft(rules: list[str]) -> str:
+    marks = "".join(f"\t\t{m} meta mark set meta mark | {1 << i:#x}\n" for i, m in enumerate(rules))
+    chains = "".join(f"\tchain {h} {{\n\t\ttype filter hook {h} priority {p}; policy accept;\n{marks}"
+                     "\t\tct mark set meta mark\n\t}\n"
+                     for h, p in (("forward", 0), ("input", 0), ("output", -50), ("postrouting", 150)))
+    return ("table ip corners {\n\tchain raw {\n\t\ttype filter hook prerouting priority raw; policy accept;\n"
+            "\t\tip saddr 198.18.1.6 notrack\n\t}\n"
+            "\tchain pre {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+            "\t\tip daddr 198.18.3.1 dnat to 198.18.4.1\n\t\tip daddr 198.18.5.2 redirect\n\t}\n"
+            "\tchain out {\n\t\ttype nat hook output priority -100; policy accept;\n"
+            "\t\tip daddr 198.18.3.2 dnat to 198.18.4.2\n\t}\n"
+            "\tchain post {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+            "\t\tip saddr 198.18.1.3 masquerade\n\t}\n" + chains + "}\n")
+
+
+@pytest.mark.parametrize("rules", _CT_STATUS_RULES, ids=["words", "masks"])
+def test_ct_status_words(kernel_lab, rules):
+    """Bit tests and whole-word comparisons of ct status, after DNAT, redirect, SNAT or none."""
+    pk = []
+    for i, (src, dst, dport) in enumerate([(s, d, p) for s in ("198.18.1.2", "198.18.1.3", "198.18.1.6")
+                                           for d, p in (("198.18.3.1", 80), ("198.18.3.9", 80),
+                                                        ("198.18.5.2", 8080), ("198.18.5.1", 80))]):
+        pk.append((src, 26000 + i, dst, dport, "tcp" if i % 3 else "udp", False))
+    for i, dst in enumerate(["198.18.3.2", "198.18.3.9", "198.18.5.1"]):
+        pk.append(("198.18.2.1", 26100 + i, dst, 80, "tcp", True))
+    stats = _new_stats()
+    bad = run_case_nft(kernel_lab, _ct_status_nft(rules), pk, stats, strict=False)
+    _report(f"ct status {rules[0]} ...", stats, bad)
+    assert not bad, f"{len(bad)} disagreements, first:\n" + "\n".join(bad[:5])
+    assert stats["compared"] + stats["undecided"] == 2 * len(pk)
