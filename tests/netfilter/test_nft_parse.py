@@ -1049,6 +1049,15 @@ def test_errors_name_file_and_line(text, where, what):
     assert "\n" not in str(e.value)
 
 
+def test_windows_line_ends_a_byte_order_mark_and_device_lists():
+    rs = parse_nft("\ufefftable netdev n {\r\n\tchain i {\r\n\t\ttype filter hook ingress "
+                   'devices = { "lo", eth0 } priority -500; policy drop;\r\n'
+                   "\t\tip saddr 198.18.0.1 drop\r\n\t}\r\n}\r\n", "crlf.txt")
+    ch = rs.tables[("netdev", "n")].chains["i"]
+    assert (ch.device, ch.prio, ch.policy) == ("lo,eth0", -500, "drop")
+    assert [(r.text, r.where) for r in ch.rules] == [("ip saddr 198.18.0.1 drop", "crlf.txt:4")]
+
+
 def test_empty_and_comment_only_dumps_are_empty_rule_sets():
     for text in ("", "\n\n", "# Warning: nothing\n"):
         rs = parse_nft(text, "e.txt")

@@ -191,7 +191,9 @@ def parse_nft(text: str, path: str = "<nft>") -> NftRuleset:
     file that is none of these or is structurally broken; a statement inside a
     rule that cannot be translated is kept as {"unparsed": text} instead.
     """
-    body = text.lstrip("\ufeff \t\r\n")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    body = text.lstrip(" \t\r\n")
     # A big dump is a million small objects and no cycles: collecting during the parse
     # only costs time (a third of it for a 100,000-rule kube-proxy dump).
     collecting = gc.isenabled()
@@ -637,9 +639,10 @@ class _TextParser:
                 setattr(ch, k, vals[i + 1])
                 i += 2
             elif k == "devices":
-                ch.device = ",".join(t.val for t in item[i + 1:]
+                j = next((j for j in range(i, len(item)) if item[j].raw == "}"), len(item) - 1)
+                ch.device = ",".join(t.val for t in item[i + 1:j]
                                      if t.kind in ("w", "s") and t.val != "=")
-                return
+                i = j + 1
             elif k == "priority":
                 j = i + 1
                 while j < len(vals) and vals[j] != "policy":
