@@ -502,6 +502,28 @@ def test_random_nft_rule_sets(kernel_lab):
     assert {"absent", "dnat", "snat", ""} <= stats["outcomes"], stats["outcomes"]
 
 
+
+def test_random_nft_beside_random_iptables_nft(kernel_lab):
+    """30 random nft rule sets, each with test_kernel_truth's random iptables rules and
+    ipsets loaded after it (iptables-nft: their base chains tie with the nft ones at
+    the standard priorities, and were registered later)."""
+    from test_kernel_truth import _gen_rules, _gen_sets
+
+    stats = _new_stats()
+    bad_all = []
+    for seed in range(30):
+        r = random.Random(1000 + seed)
+        nft, rules, sets = _gen_nft(r), _gen_rules(r, with_statistic=False), _gen_sets(r)
+        pk = _nft_packets(r, 7, 3)
+        try:
+            bad = run_case_nft(kernel_lab, nft, pk, stats, iptables=rules, ipset=sets, strict=False)
+        except RuntimeError as exc:
+            pytest.fail(f"seed {1000 + seed}: {exc}\n{nft}\n{rules}")
+        bad_all += [f"seed {1000 + seed}: {b}" for b in bad]
+    _report("random nft + random iptables-nft", stats, bad_all)
+    assert not bad_all, f"{len(bad_all)} disagreements, first:\n" + "\n".join(bad_all[:3])
+    assert stats["compared"] >= 300
+
 # ----------------------------------------------------------------- a restarted kube-proxy
 
 # A CNI that SNATs pod egress to an address of its own, in iptables-nft: its nat
