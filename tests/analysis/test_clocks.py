@@ -280,3 +280,38 @@ def test_the_checker_finds_what_the_old_offset_did(monkeypatch):
     assert _causal_violations(a, a.offsets) == []
     monkeypatch.setattr(hops, "causal_order", lambda h: np.arange(len(h)))  # time order only
     assert len(_causal_violations(a, a.offsets)) > 0
+
+
+# --- which SYN: a retransmission one node saw instead of the first ---------------------------
+
+def _retransmitted(tsvals: bool) -> pd.DataFrame:
+    """The nftables-local J17 shape: node-a saw the first SYN (looped back to a local endpoint)
+    and the retransmission 1.02 s later; node-b saw only the retransmission (the node picked an
+    endpoint on node-b for it). Each record holds one SYN and its SYN-ACK."""
+    t, rtx = T0, T0 + 1.02
+    rows = [{"node": "node-a", "client_isn": 7, "syn_retransmits": 0, "orig_tsval": 1000,
+             "syn_ts": t, "synack_ts": t + 50 * US, "ack_ts": None},
+            {"node": "node-a", "client_isn": 7, "syn_retransmits": 0, "orig_tsval": 2020,
+             "syn_ts": rtx + 10 * US, "synack_ts": rtx + 90 * US, "ack_ts": None},
+            {"node": "node-a", "client_isn": 7, "syn_retransmits": 1, "orig_tsval": 1000,
+             "syn_ts": t - 10 * US, "synack_ts": None, "ack_ts": None},
+            {"node": "node-b", "client_isn": 7, "syn_retransmits": 0, "orig_tsval": 2020,
+             "syn_ts": rtx + 30 * US, "synack_ts": rtx + 60 * US, "ack_ts": None}]
+    conns = pd.DataFrame(rows)
+    if not tsvals:
+        conns["orig_tsval"] = None
+    return conns
+
+
+def test_clock_bounds_pair_records_of_one_syn_transmission():
+    b = connection_bounds(_retransmitted(tsvals=True))
+    assert len(b) == 1  # node-a's copy of the retransmission against node-b's, not the first SYN
+    assert b["lo"].iloc[0] <= 0.0 <= b["hi"].iloc[0]
+    assert abs(b["est"].iloc[0]) < 100 * US
+
+
+def test_without_tcp_timestamps_a_retransmitted_syn_bounds_no_clock():
+    assert connection_bounds(_retransmitted(tsvals=False)).empty
+    once = _retransmitted(tsvals=False).iloc[[0]].assign(node="node-b")  # one SYN, never sent again
+    both = pd.concat([_retransmitted(tsvals=False).iloc[[0]], once]).assign(client_isn=8)
+    assert len(connection_bounds(both)) == 1

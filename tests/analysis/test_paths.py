@@ -488,3 +488,92 @@ def test_capture_losses_are_not_network_findings():
     # with every capture of n/b lossy, its missing SYN-ACK says nothing either
     kept = not_capture_losses(hits, journeys, caps, {"n/any", "n/eth0"})
     assert kept.empty
+
+
+# --- one SYN, or its retransmission: the TCP timestamp tells ---------------------------------
+
+EP_A = ("10.0.0.1", 40000, "10.0.1.10", 8080)  # the looped-back SYN DNATed to an endpoint ...
+EP_B = ("10.0.0.1", 40000, "10.0.2.10", 8080)  # ... and its retransmission, to another one
+
+
+def _forked(journey, *, tsvals=True):
+    """nftables mode: the first SYN (TSval 1000) went to endpoint A, its retransmission (TSval
+    2020, 1.02 s later) to endpoint B; the client's veth and node-1/eth0 saw both SYNs."""
+    rtx = 1.02
+    recs = [rec(journey, "node-1", "node-1/any", None, (0.0, None, None, None), iface=6, syns=2),
+            rec(journey, "node-1", "node-1/eth0", "eth0", (1e-5, None, None, None), leg=WIRE, syns=2),
+            rec(journey, "node-1", "node-1/any", "vethA", (3e-5, 5e-5, None, None), leg=EP_A, iface=7),
+            rec(journey, "node-1", "node-1/any", "vethB", (rtx + 3e-5, rtx + 5e-5, None, None), leg=EP_B,
+                iface=8)]
+    for r, tsval in zip(recs, (1000, 1000, 1000, 2020), strict=True):
+        r["orig_tsval"] = tsval if tsvals else None
+    return recs
+
+
+def test_a_retransmission_that_took_another_way_is_no_delay():
+    recs = [r for j in ("J0", "J1", "J2") for r in path(j)] + _forked("J3")
+    p = run(recs, syn_retransmits={"J3": 1}, loopback={"J3": "yes"})
+    assert kinds(p) == ["syn-retransmit"]
+
+
+def test_a_synack_of_the_retransmission_seen_under_other_addresses_is_lent_to_no_first_syn():
+    # nftables-local J17: the first SYN looped back to endpoint A on this node, the retransmission
+    # to B behind eth0. The bridge shows B's SYN-ACK un-DNATed (from the NodePort) in a record of
+    # its own; it answers the retransmission, not the first SYN the bridge's A leg holds.
+    rtx, tv = 1.02, {"orig_tsval": 1000}
+    recs = [rec("J3", "node-1", "node-1/any", None, (0.0, 6e-5, None, None), iface=6, syns=2),
+            rec("J3", "node-1", "node-1/any", "cni0", (1e-5, None, None, None), iface=3, syns=2),
+            rec("J3", "node-1", "node-1/eth0", "eth0", (2e-5, None, None, None), leg=WIRE, syns=2),
+            rec("J3", "node-1", "node-1/any", "cni0", (3e-5, None, None, None), leg=EP_A, iface=3),
+            rec("J3", "node-1", "node-1/any", "vethA", (4e-5, 5e-5, None, None), leg=EP_A, iface=7),
+            rec("J3", "node-1", "node-1/eth0", "eth0", (rtx + 3e-5, rtx + 5e-5, None, None), leg=EP_B),
+            rec("J3", "node-1", "node-1/any", "cni0", (None, rtx + 6e-5, None, None), iface=3,
+                leg=("10.0.0.1", 40000, "10.0.0.11", 30080))]
+    for r in recs[:5]:
+        r.update(tv)
+    recs[5]["orig_tsval"] = 2020
+    sights = P.sightings(pd.DataFrame(recs, columns=RECORD_COLUMNS), {"node-1": 0.0}, {"node-1": "reference"})
+    by_leg = sights.set_index(["resp_h", "label"])["synack"]
+    assert pd.isna(by_leg[("10.0.1.10", "node-1/any (cni0)")])  # not A's: it never saw B's SYN
+    assert by_leg[("10.9.9.9", "node-1/any (cni0)")] == pytest.approx(T0 + rtx + 6e-5)  # both SYNs
+    p = run([r for j in ("J0", "J1", "J2") for r in path(j)] + recs, syn_retransmits={"J3": 1},
+            loopback={"J3": "yes"})
+    assert kinds(p) == ["syn-retransmit"]
+
+
+def test_the_first_syn_lost_between_two_points_is_still_found_with_tcp_timestamps():
+    recs = [r for j in ("J0", "J1") for r in path(j)]
+    lossy = path("J2", base=2.0)
+    for r in lossy[:2]:
+        r["syn_retransmits"], r["orig_tsval"] = 1, 5000
+    for r in lossy[2:]:  # node-2 saw only the retransmission: a later TSval
+        r["syn_ts"] += 1.0
+        r["ts"], r["orig_tsval"] = r["syn_ts"], 6000
+    p = run(recs + lossy, syn_retransmits={"J2": 1}, connect_ms={"J2": 1000.4})
+    lost = p[p["kind"] == "syn-lost"]
+    assert list(lost["journeys"]) == [["J2"]] and lost.iloc[0]["between"] == "node-1/eth0 -> node-2/eth0"
+
+
+def test_fewer_syns_after_the_same_first_syn_are_not_a_loss():
+    # node-2 saw the first SYN (same TSval), not the retransmission, which went elsewhere
+    recs = [r for j in ("J0", "J1") for r in path(j)]
+    j2 = path("J2")
+    for r in j2:
+        r["orig_tsval"] = 5000
+    for r in j2[:2]:
+        r["syn_retransmits"] = 1
+    st = P.steps(P.observations(P.sightings(pd.DataFrame(recs + j2, columns=RECORD_COLUMNS),
+                                            {"node-1": 0.0, "node-2": 0.0}, {"node-1": "reference",
+                                                                              "node-2": "reference"})))
+    row = st[(st["journey"] == "J2") & (st["event"] == "syn") & (st["to_point"] == "node-2/eth0")].iloc[0]
+    assert row["same_syn"] is True and row["syns_to"] < row["syns_from"]
+    assert "syn-lost" not in set(run(recs + j2, syn_retransmits={"J2": 1})["kind"])
+
+
+def test_nftables_local_invents_no_delay_and_no_clock_offset():
+    a, truth, ids, p = _sample("nftables-local")
+    assert list(p["kind"]) == ["syn-retransmit"]  # nothing was held or lost between two points
+    failed = {ids[port] for port, t in truth.items() if t["outcome"] != "connected"}
+    assert set(p.iloc[0]["journeys"]) == failed
+    assert not [n for n in a.inferred if "fits no single offset" in n]
+    assert not p.attrs["notes"]  # node-2's clock was measured against node-1's

@@ -44,6 +44,13 @@ times, within one clock domain); the SYN and the client's ACK travel that way, t
 SYN-ACK and the server's data the other. A record that saw no SYN (NAT at a bridge can
 show the SYN-ACK under other addresses than the SYN) lends its times to the record of
 the same point that saw the SYN, else is left out (its place on the path is unknown).
+A step is one packet's only when both points saw the same transmission of the client's
+SYN (``findings.transmissions``: the SYN's TCP timestamp value, which NAT keeps; the
+SYN-ACK, ACK and data by the SYN they follow): a retransmitted SYN may go another way than
+the first (kube-proxy's nftables and iptables modes pick an endpoint per conntrack entry),
+and one point's first SYN against another's retransmission is a retransmission interval
+that no packet took. A synless record lends its times only to a record that saw the SYN
+they answer.
 
 Kinds and their rules (one function each; thresholds are the constants below):
 
@@ -97,6 +104,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.connections import SYN_RTO_S  # Linux's initial SYN retransmission timeout, doubling
+from natlens.findings.transmissions import UNKNOWN_TX, answered_tx, syn_transmissions, syn_tx
 from natlens.journeys.clocks import clock_chain
 from natlens.vocab import ESTABLISHED, YES
 
@@ -225,9 +233,19 @@ def sightings(records: pd.DataFrame, offsets: dict[str, float],
         "syn": r["syn_ts"] - off, "synack": r["synack_ts"] - off, "ack": r["ack_ts"] - off,
         "data": start + r["first_byte"] - off,
         "syns": np.where(r["syn_ts"].notna(), r["syn_retransmits"].fillna(0).astype(int) + 1, 0),
+        "syn_id": _syn_tsval(r),
     })
     o["domain"] = o["node"].map(domains).fillna(o["node"]).astype(object)
     return _lend_synless(o)
+
+
+def _syn_tsval(r: pd.DataFrame) -> pd.Series:
+    """The TCP timestamp value of each record's first SYN (NaN: no SYN, or no timestamps):
+    which transmission of the SYN it is (findings.transmissions)."""
+    if "orig_tsval" not in r:
+        return pd.Series(np.nan, index=r.index)
+    tsval = pd.to_numeric(r["orig_tsval"], errors="coerce").astype(float)
+    return tsval.where(r["syn_ts"].notna() & (tsval >= 0))
 
 
 def observations(sights: pd.DataFrame) -> pd.DataFrame:
@@ -240,7 +258,11 @@ def observations(sights: pd.DataFrame) -> pd.DataFrame:
     o = sights.sort_values(["own"], ascending=False, kind="stable")
     agg = {"node": "first", "label": "first", "domain": "first", "syns": "max",
            **{c: "min" for c in _EVENT_COLS}}
-    o = o.groupby(["journey", "key", *_LEG], sort=False).agg(agg).reset_index()
+    keys = ["journey", "key", *_LEG]
+    first_id = sights.sort_values("syn", kind="stable").groupby(keys, sort=False)["syn_id"].first()
+    o = o.groupby(keys, sort=False).agg(agg)
+    o["syn_id"] = first_id.reindex(o.index)  # the TSval of the earliest SYN seen there
+    o = o.reset_index()
     o = o.sort_values(["journey", "domain", "syn"], kind="stable").reset_index(drop=True)
     o["order"] = o.groupby(["journey", "domain"]).cumcount()
     return o
@@ -268,8 +290,8 @@ def capture_misses(sights: pd.DataFrame, st: pd.DataFrame, caps: dict[str, set[s
 
 def _lend_synless(o: pd.DataFrame) -> pd.DataFrame:
     """Records without a SYN: their event times go to the same journey's record at the same
-    point that saw the SYN and lacks most of those times (nearest SYN first); then they are
-    dropped."""
+    point that saw the SYN and lacks most of those times (nearest SYN first), if that record
+    saw the SYN transmission they answer (``_answers_its_syns``); then they are dropped."""
     lent = ["synack", "ack", "data"]
     synless = o[o["syn"].isna()]
     if synless.empty:
@@ -278,6 +300,7 @@ def _lend_synless(o: pd.DataFrame) -> pd.DataFrame:
     m = synless[["journey", "key", *lent]].reset_index(names="src").merge(
         has_syn[["journey", "key", "syn", *lent]].reset_index(names="dst"),
         on=["journey", "key"], suffixes=("", "_t"))
+    m = m[_answers_its_syns(o, m)]
     if not m.empty:
         m["gaps"] = m[[c + "_t" for c in lent]].isna().sum(axis=1)
         m["near"] = (m["syn"] - m[lent].min(axis=1)).abs().fillna(0.0)
@@ -289,6 +312,26 @@ def _lend_synless(o: pd.DataFrame) -> pd.DataFrame:
             cur = o.loc[fill.index, c]
             o.loc[fill.index, c] = cur.where(cur.notna(), fill[c])
     return o.drop(index=synless.index)
+
+
+def _answers_its_syns(o: pd.DataFrame, m: pd.DataFrame) -> np.ndarray:
+    """Per candidate (``m``: a synless record ``src`` and a SYN record ``dst`` of one point),
+    whether the synless record's first packet follows a SYN transmission the SYN record saw
+    (from its first to its last SYN; findings.transmissions). Unknown transmissions: True.
+
+    Why: with br_netfilter a bridge shows a SYN-ACK under other addresses than its SYN; in a
+    journey whose retransmitted SYN went elsewhere it is the retransmission's answer, and
+    lent to the first SYN's record it would make a step of a second, not of one packet."""
+    txs = syn_transmissions(o)
+    if m.empty or txs.empty:
+        return np.ones(len(m), dtype=bool)
+    first = pd.Series(syn_tx(o, txs), index=o.index)
+    src = o.loc[m["src"]].assign(_e=o.loc[m["src"], ["synack", "ack", "data"]].min(axis=1))
+    answers = answered_tx(src.reset_index(drop=True).assign(synack=src["_e"].to_numpy()), "synack", txs)
+    lo = first.loc[m["dst"]].to_numpy()
+    hi = lo + o.loc[m["dst"], "syns"].to_numpy(dtype=np.int64) - 1
+    unknown = (lo == UNKNOWN_TX) | (answers == UNKNOWN_TX)
+    return unknown | ((answers >= lo) & (answers <= hi))
 
 
 def point_captures(sights: pd.DataFrame) -> dict[str, set[str]]:
@@ -325,24 +368,35 @@ def _covered(captures: Iterable[str], spans: dict[str, tuple[float, float]], lo:
 def steps(obs: pd.DataFrame) -> pd.DataFrame:
     """Every step of every event between two consecutive points of one journey and clock
     domain that saw it, in the event's direction of travel: ``dt`` seconds (negative: the
-    earlier point's capture missed the first copy)."""
+    earlier point's capture missed the first copy).
+
+    A step is one packet's only when both points saw the same transmission of the SYN
+    (findings.transmissions: by the SYN's TSval, the others by the SYN they follow);
+    ``same_syn`` says so for SYN steps (True, False, None: no TSval to tell). Other pairs
+    are left out, but for a SYN step whose later point saw fewer SYNs and a later first
+    one: that may be the first SYNs lost between the two (lost_syns).
+    """
     cols = ["journey", "event", "from_point", "to_point", "from_node", "to_node", "t_from", "dt",
-            "syns_from", "syns_to", "link"]
+            "syns_from", "syns_to", "link", "same_syn"]
     if obs.empty:
         return pd.DataFrame(columns=cols)
     group = obs.groupby(["journey", "domain"], sort=False).ngroup().to_numpy()
     arr = {c: obs[c].to_numpy(dtype=object) for c in ("journey", "label", "node")}
     code, uniq = pd.factorize(obs["label"])  # a link: its two points' codes, smaller first
     syns = obs["syns"].to_numpy()
+    txs = syn_transmissions(obs)
     parts = []
     for col, _kind, direction, _words in EVENTS:
         t = obs[col].to_numpy(dtype=float)
+        tx = syn_tx(obs, txs) if col == "syn" else answered_tx(obs, col, txs)
         idx = np.flatnonzero(~np.isnan(t))  # obs is in path order within each group
         if idx.size < 2:
             continue
         a, b = idx[:-1], idx[1:]
-        keep = group[a] == group[b]
-        a, b = a[keep], b[keep]
+        known = (tx[a] != UNKNOWN_TX) & (tx[b] != UNKNOWN_TX)
+        same = ~known | (tx[a] == tx[b])
+        keep = (group[a] == group[b]) & (same | ((col == "syn") & (syns[b] < syns[a])))
+        a, b, known, same = a[keep], b[keep], known[keep], same[keep]
         first, second = (a, b) if direction > 0 else (b, a)
         parts.append(pd.DataFrame({
             "journey": arr["journey"][a], "event": col,
@@ -350,7 +404,8 @@ def steps(obs: pd.DataFrame) -> pd.DataFrame:
             "from_node": arr["node"][first], "to_node": arr["node"][second],
             "t_from": t[first], "dt": t[second] - t[first],
             "syns_from": syns[first], "syns_to": syns[second],
-            "link": np.minimum(code[a], code[b]) * len(uniq) + np.maximum(code[a], code[b])}))
+            "link": np.minimum(code[a], code[b]) * len(uniq) + np.maximum(code[a], code[b]),
+            "same_syn": np.where(known & (col == "syn"), same, None).astype(object)}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
@@ -396,7 +451,8 @@ def lost_syns(st: pd.DataFrame, caps: dict[str, set[str]],
     the first SYNs vanished between the two points; ``dt`` is what the retransmission cost."""
     if st.empty:
         return _empty_hits()
-    d = st[(st["event"] == "syn") & (st["syns_to"] < st["syns_from"])]
+    d = st[(st["event"] == "syn") & (st["syns_to"] < st["syns_from"])
+           & (st["same_syn"] != True)]  # noqa: E712 (None: no TSval to tell)
     keep = np.array([_covered(caps.get(q, ()), spans, t, t)
                      for q, t in zip(d["to_point"], d["t_from"], strict=True)], dtype=bool)
     d = d[keep]

@@ -11,8 +11,10 @@ How: a connection seen on nodes A and B, with its SYN reaching A first (A's SYN 
 SYN-ACK time encloses B's: the SYN-ACK comes back through B first), bounds the offset o
 of B's clock from A's (o is subtracted from B's times): syn_B - o >= syn_A,
 synack_B - o <= synack_A and ack_B - o >= ack_A (where both saw the ACK and it is one
-packet: A's SYN-ACK -> ACK time within B's). Times one tick (TICK_S) apart have no
-order. The bounds of all connections of a pair intersect to the feasible interval. The
+packet: A's SYN-ACK -> ACK time within B's). Both records must hold one transmission of
+the SYN (its TCP timestamp value; without one, a connection whose SYN was never sent
+twice): a retransmission one node saw instead of the first SYN would bound the offset by
+the retransmission interval. Times one tick (TICK_S) apart have no order. The bounds of all connections of a pair intersect to the feasible interval. The
 estimate is the NTP one, ((syn_B - syn_A) + (synack_B - synack_A)) / 2, its median over
 the connections, and its spread their IQR. The rule for each pair:
 
@@ -95,15 +97,19 @@ def connection_bounds(conns: pd.DataFrame) -> pd.DataFrame:
 
     Each node contributes its record with the earliest SYN of that ISN (its most upstream
     sighting), among those that saw the SYN-ACK and no SYN retransmission (which SYN the
-    SYN-ACK answers would be a guess).
+    SYN-ACK answers would be a guess). The two records must hold one SYN transmission
+    (``syn_copy``): a client's retransmitted SYN may take another way than its first (a
+    new endpoint pick once its RST ended the first conntrack entry), and one node's first
+    SYN against the other's retransmission bounds the offset by the retransmission interval.
     """
-    c = conns[conns["client_isn"].notna() & conns["syn_ts"].notna() & conns["synack_ts"].notna()
-              & (conns["syn_retransmits"] == 0)]
-    c = c[["node", "client_isn", "syn_ts", "synack_ts", "ack_ts"]].copy()
+    copy = syn_copy(conns).to_numpy(dtype=object)
+    use = (conns["client_isn"].notna() & conns["syn_ts"].notna() & conns["synack_ts"].notna()
+           & (conns["syn_retransmits"] == 0)).to_numpy(dtype=bool) & pd.notna(copy)
+    c = conns.loc[use, ["node", "client_isn", "syn_ts", "synack_ts", "ack_ts"]].assign(syn_copy=copy[use])
     c["client_isn"] = c["client_isn"].astype("int64")
-    # one record per (node, isn): the earliest (the same SYN seen twice on a node has one clock)
-    c = c.sort_values("syn_ts", kind="stable").drop_duplicates(["node", "client_isn"])
-    m = c.merge(c, on="client_isn", suffixes=("_a", "_b"))
+    # one record per (node, SYN): the earliest (the same SYN seen twice on a node has one clock)
+    c = c.sort_values("syn_ts", kind="stable").drop_duplicates(["node", "client_isn", "syn_copy"])
+    m = c.merge(c, on=["client_isn", "syn_copy"], suffixes=("_a", "_b"))
     m = m[(m["node_a"] < m["node_b"]) & ((m["syn_ts_b"] - m["syn_ts_a"]).abs() < OFFSET_WINDOW_S)]
     d_syn = (m["syn_ts_b"] - m["syn_ts_a"]).to_numpy(dtype=float)
     d_synack = (m["synack_ts_b"] - m["synack_ts_a"]).to_numpy(dtype=float)
@@ -119,6 +125,20 @@ def connection_bounds(conns: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"node_a": m["node_a"].to_numpy(), "node_b": m["node_b"].to_numpy(),
                          "isn": m["client_isn"].to_numpy(), "est": (d_syn + d_synack) / 2,
                          "lo": lo - TICK_S, "hi": hi + TICK_S})
+
+
+def syn_copy(conns: pd.DataFrame) -> pd.Series:
+    """Which transmission of its client's SYN each record's first SYN is: its TCP timestamp
+    value (NAT keeps it, a retransmission carries a new one), as a string; without one "-"
+    when no record of that ISN saw the SYN sent twice (there was one transmission), else
+    None: which SYN it is cannot be told."""
+    tsval = conns["orig_tsval"] if "orig_tsval" in conns else pd.Series(pd.NA, index=conns.index)
+    tsval = pd.to_numeric(tsval, errors="coerce").to_numpy(dtype=float)
+    known = ~np.isnan(tsval) & (tsval >= 0) & conns["syn_ts"].notna().to_numpy()
+    most = conns["syn_retransmits"].fillna(0).groupby(conns["client_isn"].to_numpy()).transform("max")
+    out = np.where(most.fillna(0).to_numpy() > 0, None, "-").astype(object)
+    out[known] = [str(int(v)) for v in tsval[known]]
+    return pd.Series(out, index=conns.index, dtype=object)
 
 
 def reversed_by(offset: float, bounds: pd.DataFrame) -> int:

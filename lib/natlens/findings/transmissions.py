@@ -1,0 +1,60 @@
+"""Which of the client's SYN transmissions a packet seen at a capture point belongs to.
+
+Why: a client whose SYN goes unanswered sends it again (1 s, then 2, 4 ... s later). The
+retransmission may take another way than the first SYN (kube-proxy's nftables and
+iptables modes pick an endpoint per new conntrack entry, and the client's RST deleted the
+first one), or reach a point the first never reached. A point whose first SYN is the
+retransmission, compared with one whose first SYN is the original, shows a "delay" of one
+retransmission interval that no packet took. So a step between two points is one packet's
+only when both saw the same transmission.
+
+How: the SYN's TCP timestamp value (TSval) names its transmission: NAT keeps it and each
+retransmission carries a new one. A journey's transmissions, per clock domain, are its
+distinct first-SYN TSvals in the order they were first seen. A SYN belongs to the
+transmission its TSval names; a SYN-ACK, ACK or first data byte to the latest
+transmission seen (in its clock domain) before it: it answers, or follows, that SYN. A
+journey without TCP timestamps has no known transmissions (-1): one transmission as far
+as natlens can tell, as before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+UNKNOWN_TX = -1
+
+
+def syn_transmissions(sights: pd.DataFrame) -> pd.DataFrame:
+    """Each journey's SYN transmissions per clock domain: columns journey, domain, syn_id
+    (the TSval) and t (when first seen there), numbered ``tx`` 0, 1, ... in time order."""
+    s = sights[sights["syn"].notna() & sights["syn_id"].notna()]
+    if s.empty:
+        return pd.DataFrame({"journey": [], "domain": [], "syn_id": [], "t": [], "tx": []})
+    t = s.groupby(["journey", "domain", "syn_id"], sort=False)["syn"].min().rename("t").reset_index()
+    t = t.sort_values(["journey", "domain", "t"], kind="stable").reset_index(drop=True)
+    t["tx"] = t.groupby(["journey", "domain"]).cumcount()
+    return t
+
+
+def syn_tx(sights: pd.DataFrame, tx: pd.DataFrame) -> np.ndarray:
+    """Per sighting, the transmission of its first SYN (by its TSval); UNKNOWN_TX without one."""
+    if tx.empty or sights.empty:
+        return np.full(len(sights), UNKNOWN_TX, dtype=np.int64)
+    m = sights[["journey", "domain", "syn_id"]].merge(tx, on=["journey", "domain", "syn_id"], how="left")
+    return m["tx"].fillna(UNKNOWN_TX).to_numpy(dtype=np.int64)
+
+
+def answered_tx(sights: pd.DataFrame, col: str, tx: pd.DataFrame) -> np.ndarray:
+    """Per sighting, the transmission its event ``col`` (synack, ack, data) follows: the
+    latest one of its journey first seen, in its clock domain, before it; UNKNOWN_TX where
+    the journey has no known transmission or the event was not seen."""
+    out = np.full(len(sights), UNKNOWN_TX, dtype=np.int64)
+    if tx.empty or sights.empty:
+        return out
+    ev = pd.DataFrame({"journey": sights["journey"].to_numpy(), "domain": sights["domain"].to_numpy(),
+                       "e": sights[col].to_numpy(dtype=float), "i": np.arange(len(sights))})
+    m = ev[~np.isnan(ev["e"])].merge(tx[["journey", "domain", "t"]], on=["journey", "domain"])
+    before = (m["t"] <= m["e"]).groupby(m["i"]).sum()  # transmissions seen by then
+    out[before.index.to_numpy()] = np.maximum(before.to_numpy() - 1, 0)
+    return out
