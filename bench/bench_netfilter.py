@@ -20,8 +20,11 @@ into tokens (str.split): the least any parser costs. Prints ratios against it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
+import shutil
+import subprocess
 import tempfile
 import time
 
@@ -109,32 +112,65 @@ def main() -> None:
 
 
 def nftables_mode(svcs: list, tmp: str, addr: str, queries: int, rng: random.Random) -> None:
-    """nftables mode: generate, load (parse + compile), query; the same ratios as above."""
+    """nftables mode: generate, list through the kernel's nft where it can (root), then
+    load (parse + compile) each format and query; the same ratios as above.
+
+    nft refuses two elements with one key, so only the first 2,768 Services keep their
+    node port (the 30000-32767 range; the other modes' dumps reuse ports)."""
+    svcs = [dataclasses.replace(s, node_port=s.node_port if i < 2768 else None)
+            for i, s in enumerate(svcs)]
     t = time.perf_counter()
     d = kube_proxy_nftables(svcs, node_ips=["198.18.0.10"], cluster_cidr="198.18.128.0/17")
     gen = time.perf_counter() - t
-    path = os.path.join(tmp, "nft-ruleset.nft")
-    with open(path, "w") as f:
+    files = {"nft -f commands": os.path.join(tmp, "nft-ruleset.nft")}
+    with open(files["nft -f commands"], "w") as f:
         f.write(d.nft)
-    base = baseline(path)
-    t = time.perf_counter()
-    node = load_files(None, None, None, addr, nft=path)
-    load = time.perf_counter() - t
-    nft = node.nft
-    chains = sum(len(t.chains) for t in nft.tables.values())
-    elements = sum(len(s.elements) for t in nft.tables.values() for s in t.sets.values())
-    print(f"nftables mode, {len(svcs)} services: {nft.rule_count():,} rules, {chains:,} chains, "
-          f"{elements:,} map/set elements ({os.path.getsize(path) / 1e6:.1f} MB; generated in {gen:.1f} s)")
-    print(f"  load (parse + compile): {load:.2f} s   baseline (read + split): {base:.2f} s   "
-          f"ratio {load / base:.1f}x")
-    pods = [f"198.18.{128 + rng.randrange(100)}.{rng.randrange(2, 250)}" for _ in range(queries)]
-    picks = [svcs[rng.randrange(len(svcs))] for _ in range(queries)]
-    time_queries(node, [(p, s.cluster_ip, s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
-                 "pod -> cluster IP")
-    time_queries(node, [(p, s.lb_ips[0], s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
-                 "pod -> LB VIP   ")
-    time_queries(node, [("198.18.64.9", "198.18.0.10", s.node_port, "eth0") for s in picks],
-                 "outside -> node port")
+    files.update(_kernel_listings(d.nft, tmp))
+    for label, path in files.items():
+        base = baseline(path)
+        t = time.perf_counter()
+        node = load_files(None, None, None, addr, nft=path)
+        load = time.perf_counter() - t
+        nft = node.nft
+        chains = sum(len(t.chains) for t in nft.tables.values())
+        elements = sum(len(s.elements) for t in nft.tables.values() for s in t.sets.values())
+        print(f"nftables mode ({label}), {len(svcs)} services: {nft.rule_count():,} rules, {chains:,} "
+              f"chains, {elements:,} map/set elements ({os.path.getsize(path) / 1e6:.1f} MB; generated "
+              f"in {gen:.1f} s)")
+        print(f"  load (parse + compile): {load:.2f} s   baseline (read + split): {base:.2f} s   "
+              f"ratio {load / base:.1f}x")
+        pods = [f"198.18.{128 + rng.randrange(100)}.{rng.randrange(2, 250)}" for _ in range(queries)]
+        picks = [svcs[rng.randrange(2768)] for _ in range(queries)]
+        time_queries(node, [(p, s.cluster_ip, s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
+                     "pod -> cluster IP")
+        time_queries(node, [(p, s.lb_ips[0], s.port, "cni0") for p, s in zip(pods, picks, strict=True)],
+                     "pod -> LB VIP   ")
+        time_queries(node, [("198.18.64.9", "198.18.0.10", s.node_port, "eth0") for s in picks],
+                     "outside -> node port")
+
+
+def _kernel_listings(rules: str, tmp: str) -> dict[str, str]:
+    """`nft list ruleset` and `nft -j list ruleset` of the rule set loaded into a throwaway
+    network namespace: what a real node's dumps look like. Empty without root or nft."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        print("  (not root or no nft: the kernel's own listings are not measured)")
+        return {}
+    ns = f"nlbench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True,
+                       check=True, capture_output=True)
+        out = {}
+        for label, flag, name in (("nft list ruleset", [], "nft-ruleset.txt"),
+                                  ("nft -j list ruleset", ["-j"], "nft-ruleset.json")):
+            text = subprocess.run(["ip", "netns", "exec", ns, "nft", *flag, "list", "ruleset"],
+                                  check=True, capture_output=True, text=True).stdout
+            out[label] = os.path.join(tmp, name)
+            with open(out[label], "w") as f:
+                f.write(text)
+        return out
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 if __name__ == "__main__":
