@@ -242,32 +242,40 @@ class NodeRules:
         return w is not None and (t.managed_by == "iptables-nft" or w.ruleset.backend != "legacy")
 
     def base_chains(self, fam: int, hook: str) -> list[BaseChain]:
-        """Every base chain registered at this hook for this family: iptables and nft."""
+        """Every base chain registered at this hook for this family, iptables and nft, in
+        the order they were made as far as the dumps show it: iptables tables nft does not
+        list (legacy) first, then nft's tables in its listing order, an iptables-nft table
+        (walked from the iptables dump) where nft lists it."""
         key = (fam, hook)
         if key not in self._base_chains:
-            out = []
             w = self.walker_for(fam)
-            for table in HOOK_TABLES[hook] if w is not None else ():
-                if hook in w.ruleset.tables.get(table, {}):
-                    nat = table == "nat"
-                    out.append(BaseChain(NAT_CORE[hook] if nat else TABLE_PRIORITY[table],
-                                         f"iptables {table}/{hook}", nat,
-                                         lambda st, t=table, h=hook: w.run_table(st, t, h)))
-            nw = self._nft_walker
-            for ch in self._nft_chains(fam, hook):
-                out.append(BaseChain(ch.prio or 0, f"nft {ch.family} {ch.table} {ch.name}",
-                                     ch.type == "nat", lambda st, c=ch, nw=nw: nw.run_chain(st, c)))
-            self._base_chains[key] = out
+            ipt = {t: self._iptables_chain(w, t, hook) for t in HOOK_TABLES[hook]} if w else {}
+            ipt = {t: c for t, c in ipt.items() if c is not None}
+            out: list[BaseChain] = []
+            listed = []
+            for t in self.nft.tables.values() if self.nft is not None else ():
+                if _fam_of(t.family, fam) and self._shadowed(t):
+                    listed.append(t.name)
+                    out += [ipt[t.name]] if t.name in ipt else []
+                elif _fam_of(t.family, fam):
+                    out += [self._nft_base(ch) for ch in t.chains.values()
+                            if ch.base and ch.hook == hook.lower() and ch.type in ("filter", "nat", "route")]
+            self._base_chains[key] = [c for t, c in ipt.items() if t not in listed] + out
         return self._base_chains[key]
 
-    def _nft_chains(self, fam: int, hook: str) -> list[NftChain]:
-        if self.nft is None:
-            return []
-        return [ch for t in self.nft.tables.values() if _fam_of(t.family, fam) and not self._shadowed(t)
-                for ch in t.chains.values()
-                if ch.base and ch.hook == hook.lower() and ch.type in ("filter", "nat", "route")]
+    @staticmethod
+    def _iptables_chain(w: Walker, table: str, hook: str) -> BaseChain | None:
+        if hook not in w.ruleset.tables.get(table, {}):
+            return None
+        nat = table == "nat"
+        return BaseChain(NAT_CORE[hook] if nat else TABLE_PRIORITY[table], f"iptables {table}/{hook}",
+                         nat, lambda st, t=table, h=hook: w.run_table(st, t, h), f"iptables {table}")
 
-    # addresses ---------------------------------------------------------------------
+    def _nft_base(self, ch: NftChain) -> BaseChain:
+        nw = self._nft_walker
+        return BaseChain(ch.prio or 0, f"nft {ch.family} {ch.table} {ch.name}", ch.type == "nat",
+                         lambda st, c=ch, nw=nw: nw.run_chain(st, c), f"nft {ch.family} {ch.table}")
+
     def is_local(self, ip: int, fam: int = 4) -> bool:
         return (fam, ip) in self._local or _loopback(ip, fam)
 

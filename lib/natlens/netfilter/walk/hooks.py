@@ -51,61 +51,86 @@ class BaseChain:
 
     ``nat``: a nat-type chain; those run inside the nat core (at NAT_CORE's priority, in
     their own priority order, until one binds a NAT), as nf_nat_inet_fn runs them.
+    ``table`` names its table: chains of one table are registered in the order listed.
     """
 
     prio: int
     label: str
     nat: bool
     run: Callable[[WalkState], list[WalkState]]
+    table: str = ""
 
 
 @dataclass(frozen=True)
 class HookStep:
-    """What runs at one priority of a hook: a base chain, or the nat core and its chains."""
+    """What runs at one place of a hook: a base chain, the nat core and its chains, or a
+    group of steps sharing a priority whose order the dumps do not show (``orders``: the
+    likely one first, then the other)."""
 
     prio: int
-    chains: tuple[BaseChain, ...]
-    nat: bool
-    tie: str = ""  # another step shares this priority: their order is not in the dumps
+    chains: tuple[BaseChain, ...] = ()
+    nat: bool = False
+    orders: tuple[tuple[HookStep, ...], ...] = ()
+    tie: str = ""
 
 
 def hook_steps(node: NodeRules, fam: int, hook: str) -> list[HookStep]:
     """The hook's base chains in the kernel's order, nat chains grouped in the core.
 
     The kernel orders a hook's entries by priority; among equal priorities the one
-    registered later runs first (nf_hook_entries_grow inserts before its equals). The
-    dumps list tables and chains in the order they were made, so ties are walked in
-    the reverse of that order, and the trace says so: a chain registered again since
-    (a restarted agent, a table flag) would change it.
+    registered later runs first (nf_hook_entries_grow inserts before its equals). Chains
+    of one table are registered in the order the dump lists them, so a tie inside a table
+    is walked in the reverse of that order. Across tables the order also depends on when
+    each chain was last registered (kube-proxy re-adds its base chains on every start),
+    which no dump shows: such a tie becomes a group walked both ways (see _either_order).
+    Once any nat chain exists for the family, the nat core runs at all four nat hooks.
     """
-    chains = list(enumerate(node.base_chains(fam, hook)))
+    every = {h: node.base_chains(fam, h) for h in NAT_CORE}
+    chains = list(enumerate(every.get(hook) or node.base_chains(fam, hook)))
+    units = [(c.prio, -i, HookStep(c.prio, (c,))) for i, c in chains if not c.nat]
     nat = [(i, c) for i, c in chains if c.nat]
-    steps = [(c.prio, -i, HookStep(c.prio, (c,), False)) for i, c in chains if not c.nat]
-    if nat:
-        ordered = tuple(c for _, c in sorted(nat, key=lambda ic: (ic[1].prio, -ic[0])))
-        first = min(i for i, _ in nat)  # the nat core hooks in with the first nat chain
-        steps.append((NAT_CORE[hook], -first, HookStep(NAT_CORE[hook], ordered, True, _nat_ties(nat))))
-    steps.sort(key=lambda s: (s[0], s[1]))
-    out = []
-    for k, (prio, _, s) in enumerate(steps):
-        same = [t for j, (p, _, t) in enumerate(steps) if j != k and p == prio]
-        if same:
-            others = ", ".join(c.label for t in same for c in t.chains)
-            s = HookStep(s.prio, s.chains, s.nat, (s.tie + "; " if s.tie else "") + _TIE.format(
-                prio=prio, others=others))
-        out.append(s)
+    if hook in NAT_CORE and any(c.nat for cs in every.values() for c in cs):
+        first = -min((i for i, _ in nat), default=len(chains))
+        units.append((NAT_CORE[hook], first, _nat_step(hook, nat)))
+    units.sort(key=lambda u: (u[0], u[1]))
+    out: list[HookStep] = []
+    for prio in sorted({u[0] for u in units}):
+        same = [u[2] for u in units if u[0] == prio]
+        out.append(same[0] if len(same) == 1 else _tie_group(prio, same))
     return out
 
 
-_TIE = ("same priority {prio} as {others}: walked in the reverse of the dumps' order, as the kernel "
-        "runs the later-registered first")
+def _tables(step: HookStep) -> set[str]:
+    return {c.table for c in step.chains} | {t for o in step.orders for s in o for t in _tables(s)}
 
 
-def _nat_ties(nat: list[tuple[int, BaseChain]]) -> str:
-    prios = [c.prio for _, c in nat]
-    tied = sorted({p for p in prios if prios.count(p) > 1})
-    return "; ".join(_TIE.format(prio=p, others=", ".join(c.label for _, c in nat if c.prio == p))
-                     for p in tied)
+def _tie_group(prio: int, same: list[HookStep]) -> HookStep:
+    """Steps sharing a priority: reverse listing order within a table; across tables a group."""
+    labels = ", ".join(c.label for st in same for c in st.chains)
+    if len(set().union(*(_tables(st) for st in same))) <= 1:
+        return HookStep(prio, orders=(tuple(same),), tie=f"same priority {prio}: {labels}, "
+                        "walked in the reverse of the dump's order, as the kernel runs them")
+    return HookStep(prio, orders=(tuple(same), tuple(reversed(same))), tie=_TIE.format(
+        prio=prio, labels=labels))
+
+
+def _nat_step(hook: str, nat: list[tuple[int, BaseChain]]) -> HookStep:
+    """The nat core: its chains by priority (ties: reverse listing order), and the other
+    order too where chains of different tables share a priority."""
+    likely = tuple(c for _, c in sorted(nat, key=lambda ic: (ic[1].prio, -ic[0])))
+    other = tuple(c for _, c in sorted(nat, key=lambda ic: (ic[1].prio, ic[0])))
+    tied = {c.prio for _, c in nat if sum(d.prio == c.prio for _, d in nat) > 1
+            and len({d.table for _, d in nat if d.prio == c.prio}) > 1}
+    core = HookStep(NAT_CORE[hook], likely, True)
+    if not tied:
+        return core
+    labels = ", ".join(c.label for c in likely if c.prio in tied)
+    return HookStep(NAT_CORE[hook], orders=((core,), (HookStep(NAT_CORE[hook], other, True),)),
+                    tie=_TIE.format(prio=", ".join(map(str, sorted(tied))), labels=labels))
+
+
+_TIE = ("same priority {prio}: {labels}, in different tables: the kernel runs the one registered "
+        "last first, which the dumps do not show; walked both ways")
 
 
 def explain(node: NodeRules, pkt: Packet) -> Verdict:
@@ -151,8 +176,6 @@ def _hook(node: NodeRules, s: WalkState, hook: str, window: tuple[int | None, in
     for step in hook_steps(node, s.fam, hook):
         if (lo is not None and step.prio < lo) or (hi is not None and step.prio >= hi):
             continue
-        if step.nat and not nat:
-            continue
         out: list[WalkState] = []
         for c in cur:
             if c.outcome:
@@ -160,12 +183,53 @@ def _hook(node: NodeRules, s: WalkState, hook: str, window: tuple[int | None, in
                 continue
             if step.prio > CONNTRACK and not c.notrack:
                 c.ct = True
-            if step.tie and step.tie not in c.trace:
-                c.trace.append(step.tie)
             c.hook = hook
-            out += _nat_core(c, step, hook) if step.nat else step.chains[0].run(c)
+            out += _run(c, step, hook, nat)
         cur = out
     return cur
+
+
+def _run(c: WalkState, step: HookStep, hook: str, nat: bool) -> list[WalkState]:
+    """One step for one live branch: a base chain, the nat core, or a tie group."""
+    if step.orders:
+        if step.tie and step.tie not in c.trace:
+            c.trace.append(step.tie)
+        if len(step.orders) == 1:
+            return _in_order(c, step.orders[0], hook, nat)
+        return _either_order(c, step, hook, nat)
+    if step.nat:
+        return _nat_core(c, step, hook) if nat else [c]
+    return step.chains[0].run(c)
+
+
+def _in_order(c: WalkState, steps: tuple[HookStep, ...], hook: str, nat: bool) -> list[WalkState]:
+    cur = [c]
+    for st in steps:
+        cur = [r for x in cur for r in ([x] if x.outcome else _run(x, st, hook, nat))]
+    return cur
+
+
+def _either_order(c: WalkState, step: HookStep, hook: str, nat: bool) -> list[WalkState]:
+    """A tie across tables: walk both orders; when they end differently the answer depends
+    on registration order, which no dump shows, so those branches are undecided."""
+    alt = c.fork()
+    first = _in_order(c, step.orders[0], hook, nat)
+    second = _in_order(alt, step.orders[1], hook, nat)
+    if sorted(map(_result, first)) == sorted(map(_result, second)):
+        return first
+    why = (f"{hook}: {step.tie.split(': the kernel')[0]}: the two orders give different answers "
+           "and the dumps do not show which the kernel uses")
+    for r in first:
+        if r.outcome != UNDECIDED:
+            r.outcome = None
+            r.stop_undecided(why, f"undecided: {why}")
+    return first
+
+
+def _result(s: WalkState) -> tuple:
+    """What a branch's walk so far decided: enough to tell two orders apart."""
+    return (round(s.prob, 6), s.outcome or "", s.dnat or "", s.snat.address if s.snat else "",
+            s.mark, s.ctmark, s.notrack, s.src, s.dst, s.sport, s.dport)
 
 
 def _nat_core(s: WalkState, step: HookStep, hook: str) -> list[WalkState]:

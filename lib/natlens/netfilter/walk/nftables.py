@@ -430,8 +430,11 @@ def _compare(left: Value, op: str, ranges: list) -> Any:
     """A relational match against a literal (its ranges)."""
     t = left.types[0]
     (lo, hi), = ranges
-    if op in ("in", "==") and t in BITMASK_TYPES and op == "in":
-        return _lifted(left, lambda x: (x & lo) != 0)
+    if t in BITMASK_TYPES and op == "in":
+        return _lifted(left, lambda x: (x & lo) != 0)   # 'ct status dnat': a bit test
+    if t in BITMASK_TYPES and op == "!":
+        return _lifted(left, lambda x: (x & lo) == 0)   # 'ct status ! dnat'
+
     tests = {"==": lambda x: in_range(x, (lo, hi)), "!=": lambda x: not in_range(x, (lo, hi)),
              "in": lambda x: in_range(x, (lo, hi)), "<": lambda x: x < lo, ">": lambda x: x > hi,
              "<=": lambda x: x <= hi, ">=": lambda x: x >= lo}

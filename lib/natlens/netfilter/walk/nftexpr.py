@@ -203,8 +203,7 @@ def _ct(v: dict) -> Value:
     if key == "state":
         return Value((t,), _ct_state)
     if key == "status":
-        return Value((t,), lambda st: BREAK if not st.ct or st.notrack else
-                     (32 if st.dnat else 0) | (16 if st.snat is not None and st.snat.known else 0))
+        return Value((t,), _ct_status)
     if key == "direction":
         return Value((t,), lambda st: 0 if st.ct and not st.notrack else BREAK)
     if key == "mark":
@@ -212,6 +211,21 @@ def _ct(v: dict) -> Value:
     if key == "l3proto":
         return Value((t,), lambda st: (2 if st.fam == 4 else 10) if st.ct and not st.notrack else BREAK)
     return Value((t,), lambda st: st.pnum if st.ct and not st.notrack else BREAK)
+
+
+def _ct_status(st: WalkState) -> Any:
+    """The whole status word of the new connection, as nft compares it.
+
+    IPS_DST_NAT (32) / IPS_SRC_NAT (16) once a NAT changed the tuple; the nat core sets
+    IPS_DST_NAT_DONE (128) / IPS_SRC_NAT_DONE (64) for every connection it saw, a null
+    binding too; IPS_CONFIRMED (8) once conntrack confirmed it (a packet looping back in).
+    ``ct status == dnat`` compares all of it, ``ct status dnat`` tests one bit.
+    """
+    if not st.ct or st.notrack:
+        return BREAK
+    return ((32 if st.dnat else 0) | (16 if st.snat is not None and st.snat.known else 0)
+            | (128 if st.nat_dst_done else 0) | (64 if st.nat_src_done else 0)
+            | (8 if st.confirmed else 0))
 
 
 def _ct_state(st: WalkState) -> int:
