@@ -222,3 +222,37 @@ def test_nat_chains_run_until_one_binds():
                                     type="nat")
     v = node(second, first).explain(POD, "198.18.0.1", 80, in_iface="cni0")
     assert v.snat_to == "198.18.0.99"
+
+
+def test_a_set_with_unread_elements_makes_a_miss_undecided():
+    t = Table("ip", "s").chain("pre", [match(DADDR, "@vips"), {"drop": None}], hook="prerouting", prio=0)
+    t.map("vips", ("ipv4_addr",), None, [("198.19.0.10", None)])
+    t.t.sets["vips"].unparsed.append("198.19.0.$VIP")
+    n = node(t)
+    assert n.explain(POD, VIP, 80, in_iface="cni0").paths[0].outcome == "dropped"  # a hit is a hit
+    v = n.explain(POD, "198.19.0.11", 80, in_iface="cni0")
+    assert v.paths[0].outcome == "undecided" and "could not read" in v.undecided[0]
+
+
+def test_ct_status_compares_the_whole_word_or_one_bit():
+    """After DNAT the word also holds DST_NAT_DONE: '== dnat' is false, 'dnat' is true."""
+    STATUS = {"ct": {"key": "status"}}
+    for op, dropped in (("==", False), ("in", True), ("!=", True), ("!", False)):
+        t = kube_like(local=True)
+        guard = Table("ip", "g").chain("flt", [match(STATUS, "dnat", op), {"drop": None}],
+                                       hook="prerouting", prio=-50)
+        out = node(t, guard).explain(POD, VIP, 80, in_iface="cni0").paths[0].outcome
+        assert (out == "dropped") == dropped, op
+
+
+def test_a_tie_across_tables_that_changes_the_answer_is_undecided():
+    a = Table("ip", "a").chain("post", [{"snat": {"addr": "198.18.0.99"}}], hook="postrouting",
+                               prio=100, type="nat")
+    b = Table("ip", "b").chain("post", [{"masquerade": None}], hook="postrouting", prio=100, type="nat")
+    v = node(a, b).explain(POD, "198.18.0.1", 80, in_iface="cni0")
+    assert v.paths[0].outcome == "undecided"
+    assert "orders give different answers" in v.undecided[0]
+    same = Table("ip", "c").chain("post", [{"snat": {"addr": "198.18.0.99"}}], hook="postrouting",
+                                  prio=100, type="nat")
+    v = node(a, same).explain(POD, "198.18.0.1", 80, in_iface="cni0")
+    assert not v.undecided and v.snat_to == "198.18.0.99"

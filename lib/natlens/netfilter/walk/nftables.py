@@ -159,7 +159,9 @@ class NftWalker:
             s = t.sets.get(name) if t else None
             if s is None:
                 raise Unsupported(f"set @{name} (not in the dump)")
-            els = self._sets[key] = Elements(types, [(e.key, e.value) for e in s.elements])
+            unread = (f"set @{name} has {len(s.unparsed)} element(s) the dump's parser could not read "
+                      f"({s.unparsed[0][:40]})") if s.unparsed else ""
+            els = self._sets[key] = Elements(types, [(e.key, e.value) for e in s.elements], unread)
         return els
 
     def _elements(self, rule: NftRule, right: Any, types: tuple[str, ...], is_map: bool) -> Elements:
@@ -185,7 +187,12 @@ class NftWalker:
         if is_set:
             els = self._elements(rule, right, left.types, False)
             neg = op == "!="
-            return _lifted(left, lambda x: els.get(x)[0] != neg)
+            miss = Undecided(els.unread) if els.unread else False
+
+            def member(x: Any) -> Any:
+                hit = els.get(x)[0]
+                return (hit != neg) if hit or not els.unread else miss
+            return _lifted(left, member)
         if len(left.types) > 1:
             parts = right["concat"] if isinstance(right, dict) and "concat" in right else None
             if parts is None:
@@ -211,6 +218,8 @@ class NftWalker:
             if isinstance(x, Undecided):
                 return x
             found, verdict = els.get(x)
+            if not found and els.unread:
+                return Undecided(els.unread)
             return [(1.0, verdict if found else None)]
         return look
 

@@ -365,8 +365,9 @@ class Elements:
     order. ``get`` answers (found, data).
     """
 
-    def __init__(self, types: tuple[str, ...], items: list[tuple[Any, Any]]):
+    def __init__(self, types: tuple[str, ...], items: list[tuple[Any, Any]], unread: str = ""):
         self.types = types
+        self.unread = unread  # why a miss is not a no: elements the parser could not read
         self.exact: dict[Any, Any] = {}
         self.ranged: list[tuple[list[list[Range]], Any]] = []
         for key, data in items:
@@ -381,6 +382,7 @@ class Elements:
                 self.ranged.append((ranges, data))
 
     def get(self, x: Any) -> tuple[bool, Any]:
+        """(True, data) for a hit, (False, None) for a miss."""
         if x in self.exact:
             return True, self.exact[x]
         xs = x if isinstance(x, tuple) else (x,)
