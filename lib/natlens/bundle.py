@@ -28,6 +28,7 @@ import yaml
 
 from natlens import netfilter
 from natlens.errors import NatlensError
+from natlens.netfilter.nft import parse_nft
 from natlens.netfilter.node import Address, NodeRules, read_ip_addr
 from natlens.nodefiles import CAPTURE_SUFFIXES, NodeFiles, copy_fields, find_node_files, hidden
 
@@ -219,8 +220,7 @@ def load_bundle(path: str | Path) -> Bundle:
         raise NatlensError("not an incident bundle: no nodes/<node>/ directories and no cluster/*.json",
                            path=str(root))
     for n in nodes:
-        not_read += [(node_file_path(root, n, f), "not a capture (.pcap/.pcapng/.cap) or a dump natlens "
-                      "reads") for f in n.not_read]
+        not_read += [(node_file_path(root, n, f), _why_not_read(root, n, f)) for f in n.not_read]
     if cdir.is_dir():
         not_read += [(relpath(root, f), f"cluster/ holds only {', '.join(k + '.json' for k in CLUSTER_KINDS)}")
                      for f in sorted(cdir.rglob("*"))
@@ -232,6 +232,54 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(path=root, name=str(incident.get("title") and root.name or root.name),
                   incident=incident, cluster=cluster, nodes=nodes,
                   ground_truth=gt if gt.is_dir() else None, not_read=not_read)
+
+
+def _why_not_read(root: Path, node: NodeDir, f: Path) -> str:
+    """Why a node's file was not read: not a capture or a known dump, or another copy of a dump
+    that was read (said so with the file read, so that nothing reads as lost)."""
+    if f not in node.alternates:
+        return "not a capture (.pcap/.pcapng/.cap) or a dump natlens reads"
+    kind, chosen = node.alternates[f]
+    read = node_file_path(root, node, chosen)
+    if kind == "nft" and f.suffix != chosen.suffix:
+        return nft_twin(f, chosen, read)
+    return f"another copy of the {kind} dump: natlens read {read} (the preferred name, or the shallowest folder)"
+
+
+def nft_twin(f: Path, chosen: Path, read: str) -> str:
+    """The reason for an nft dump in the other format (``nft list ruleset`` beside ``nft -j list
+    ruleset``): the same rule set, read from the JSON, when both hold the same tables, chains,
+    rules and set elements (``_nft_shape``); else the first table where they differ."""
+    try:
+        ra, rb = (parse_nft(x.read_text(errors="replace"), str(x)) for x in (chosen, f))
+    except (NatlensError, OSError) as exc:
+        return f"the nft rule set in the other format; natlens read {read} (the two could not be compared: {exc})"
+    managed = {k for r in (ra, rb) for k, t in r.tables.items() if t.managed_by}
+    a, b = _nft_shape(ra, managed), _nft_shape(rb, managed)
+    if a == b:
+        return (f"the same nft rule set as {read}, in the other format (the same tables, chains, rules and "
+                "set elements); natlens read the JSON")
+    diff = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    return (f"the nft rule set in the other format; natlens read {read}, and the two differ in table "
+            f"{diff[0]} {diff[1]} (listed at different times?)")
+
+
+def _nft_shape(rs, managed: set) -> dict:
+    """An nft dump's tables as comparable values: chains with their hook, priority, policy and
+    rules, sets with their elements. Counters are left out (they change between two listings);
+    of iptables-nft's tables only the chains and their rule counts (the JSON shows their
+    matches and targets as opaque xt statements, the text as nft syntax; natlens reads those
+    rules from the iptables dump); ``managed``: those tables, as either dump marks them."""
+
+    def rules(t, ch) -> object:
+        if (t.family, t.name) in managed:
+            return len(ch.rules)
+        return [json.dumps([x for x in r.expr if not (isinstance(x, dict) and "counter" in x)], sort_keys=True)
+                for r in ch.rules]
+    return {k: ({c: (ch.type, ch.hook, ch.prio, ch.policy, rules(t, ch)) for c, ch in t.chains.items()},
+                {n: (st.key, st.data, sorted(json.dumps([e.key, e.value], sort_keys=True) for e in st.elements))
+                 for n, st in t.sets.items()})
+            for k, t in rs.tables.items()}
 
 
 def parse_ip_addr(path: Path) -> list[Address]:

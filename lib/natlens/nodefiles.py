@@ -48,6 +48,9 @@ class NodeFiles:
     ip_route: Path | None = None
     collect_log: Path | None = None
     not_read: list[Path] = field(default_factory=list)  # files of this node natlens does not read
+    # of those, the ones that are another copy of a dump natlens did read (another of its names,
+    # formats or folders: nft-ruleset.txt beside nft-ruleset.json) -> (kind, the file read)
+    alternates: dict[Path, tuple[str, Path]] = field(default_factory=dict)
     shape: str = "bundle"  # "bundle" | "retina"
 
     def dumps(self) -> dict[str, Path]:
@@ -60,7 +63,7 @@ def find_node_files(path: str | Path, name: str | None = None) -> NodeFiles:
 
     A dump found under several of its names, or in several folders, is taken from the
     first name in DUMP_NAMES, then the shallowest folder; the others are listed in
-    ``not_read``.
+    ``not_read`` and, with the kind and the file read instead, in ``alternates``.
     """
     root = Path(path)
     files = sorted((p for p in root.rglob("*") if p.is_file()),
@@ -68,7 +71,10 @@ def find_node_files(path: str | Path, name: str | None = None) -> NodeFiles:
     node = NodeFiles(name=name or root.name, path=root)
     node.captures = sorted(f for f in files if f.name.endswith(CAPTURE_SUFFIXES))
     for kind, names in DUMP_NAMES.items():
-        setattr(node, kind, _find(files, names))
+        chosen = _find(files, names)
+        setattr(node, kind, chosen)
+        node.alternates.update({f: (kind, chosen) for f in files
+                                if chosen is not None and f != chosen and f.name in names})
     if _find(files, RETINA_NAMES) is not None:
         node.shape = "retina"
     used = set(node.captures) | set(node.dumps().values())

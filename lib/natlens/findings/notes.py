@@ -15,18 +15,20 @@ from natlens.vocab import UNKNOWN
 
 
 def unread_files(bundle: Bundle) -> list[str]:
-    """One note naming the bundle's files natlens did not read."""
-    if not bundle.not_read:
-        return []
-    return [f"{len(bundle.not_read)} file(s) not read (not a capture or a dump natlens reads): "
-            + ", ".join(f for f, _ in bundle.not_read)]
+    """Notes naming the bundle's files natlens did not read: one per reason, so that a copy of a
+    dump natlens read in another format is not reported as something it cannot read."""
+    by_why: dict[str, list[str]] = {}
+    for f, why in bundle.not_read:
+        by_why.setdefault(why, []).append(f)
+    return [", ".join(files) + f" not read: {why}" for why, files in by_why.items()]
 
 
 def missing_evidence(bundle: Bundle, logs: dict[str, dict[str, int]]) -> list[str]:
     """Warnings: nodes with captures but no rules, captures tcpdump said it dropped packets from
     (``logs``: per node, per capture point, what its collect-node.log says was dropped)."""
-    out = [f"{n.path}: no iptables dump ({', '.join(DUMP_NAMES['iptables'])}): the rules "
-           "cannot say whether it SNATs" for n in bundle.nodes if n.iptables is None and n.captures]
+    out = [f"{n.path}: no iptables or nft dump ({', '.join(DUMP_NAMES['iptables'] + DUMP_NAMES['nft'])}): "
+           "the rules cannot say whether it SNATs" for n in bundle.nodes
+           if n.iptables is None and n.nft is None and n.captures]
     out += [f"{n.collect_log}: tcpdump -i {point} dropped {dropped:,} packets: records there may "
             "miss handshakes or retransmissions" for n in bundle.nodes
             for point, dropped in logs.get(n.name, {}).items() if dropped]
