@@ -215,13 +215,30 @@ def _impact(s: dict[str, Any]) -> str:
                 "the impact cannot be measured from these captures.")
     if not failed:
         return f"None of the {n(total)} connections failed."
-    text = (f"{n(failed)} of {n(total)} connections ({pct(failed, total)}) failed, about one in "
-            f"{max(1, round(total / failed)):,}"
+    text = (f"{n(failed)} of {n(total)} connections ({pct(failed, total)}) failed, {share_in_words(failed, total)}"
             + (f"; the outcome of {n(unknown)} more is unknown, so this is a lower bound." if unknown else "."))
     if lb["failed"]:
         text += (f" Loopback accounts for {n(lb['failed'])} of these failures "
                  f"({pct(lb['failed'], failed)}).")
     return text
+
+
+def share_in_words(part: int, whole: int) -> str:
+    """A share as a reader says it: "about one in 25", "about 7 in 10", "nearly all", "all of them".
+
+    "One in N" only where 1/N is within 10 % of the share (70 % is not "one in 1", 40 % not
+    "one in 2"); otherwise tenths, and "nearly all" when they round to ten but some did not fail.
+    """
+    if whole <= 0 or part <= 0:
+        return "none of them"
+    if part >= whole:
+        return "all of them"
+    share = part / whole
+    one_in = round(whole / part)
+    if one_in >= 2 and abs(1 / one_in - share) <= 0.1 * share:
+        return f"about one in {one_in:,}"
+    tenths = round(10 * share)
+    return "nearly all" if tenths >= 10 else f"about {max(tenths, 1)} in 10"
 
 
 def rule_traces(d: ReportData) -> Html:
