@@ -12,8 +12,10 @@ list columns hold all of them, the single ones the first IPv4 one (else the firs
   nodes     name, internal_ip, addresses (InternalIPs, ExternalIPs), pod_cidr, pod_cidrs, source
   pods      namespace, name, ip, ips (podIPs), node, host_network, source
   services  namespace, name, type, cluster_ip, cluster_ips, lb_ip, port, proto, node_port,
-            target_port, policy ("Local" | "Cluster" | "unknown"), source
-            (one row per port and load-balancer ingress IP)
+            target_port, policy ("Local" | "Cluster" | "unknown"), source, ip_mode (the ingress's
+            status.loadBalancer.ingress[].ipMode: "VIP" | "Proxy", None when not set or not
+            known), lb_hostname (a hostname-only ingress: its hostname, lb_ip None)
+            (one row per port and load-balancer ingress)
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from natlens.netfilter.kubeproxy_nft import EXTERNAL
 NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
 POD_COLUMNS = ["namespace", "name", "ip", "ips", "node", "host_network", "source"]
 SERVICE_COLUMNS = ["namespace", "name", "type", "cluster_ip", "cluster_ips", "lb_ip", "port", "proto",
-                   "node_port", "target_port", "policy", "source"]
+                   "node_port", "target_port", "policy", "source", "ip_mode", "lb_hostname"]
 
 # Interfaces that carry the node's own address (not pods, not kube-proxy dummies).
 UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
-_BRIDGE = re.compile(r"^(cni|cbr|docker|kube-bridge|br)\w*")
+# Interfaces that bridge a node's pods (their address is the pods' gateway).
+BRIDGE = re.compile(r"^(cni|cbr|docker|kube-bridge|br)\w*")
 
 
 @dataclass
@@ -248,10 +251,7 @@ def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
                      "ip": _primary(ips), "ips": tuple(ips), "node": p.get("spec.nodeName", str),
                      "host_network": bool(p.get("spec.hostNetwork", bool)), "source": "cluster/pods.json"})
     for s in _items(bundle, "services"):
-        ingress = [ip for label, i in s.each("status.loadBalancer.ingress")
-                   for ip in s.ips(f"{label}.ip", s.get("ip", str, i, label))] or [None]
-        for label, i in s.each("status.loadBalancer.ingress"):
-            s.get("hostname", str, i, label)
+        ingress = _ingress(s) or [(None, None, None)]
         stype = s.get("spec.type", str)
         policy = s.get("spec.externalTrafficPolicy", str) or \
             ("Cluster" if stype in ("LoadBalancer", "NodePort") else "unknown")
@@ -259,16 +259,35 @@ def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
                       s.ips("spec.clusterIPs", s.get("spec.clusterIPs", list) or []))
         for label, port in s.each("spec.ports"):
             proto = s.get("protocol", str, port, label) or "TCP"
-            for lb in ingress:
+            for lb, ip_mode, hostname in ingress:
                 services.append({
                     "namespace": s.get("metadata.namespace", str), "name": s.get("metadata.name", str),
                     "type": stype, "cluster_ip": _primary(cips), "cluster_ips": tuple(cips),
                     "lb_ip": lb, "port": s.get("port", int, port, label), "proto": proto.lower(),
                     "node_port": s.get("nodePort", int, port, label),
                     "target_port": s.get("targetPort", (int, str), port, label),
-                    "policy": policy, "source": "cluster/services.json"})
+                    "policy": policy, "source": "cluster/services.json", "ip_mode": ip_mode,
+                    "lb_hostname": hostname})
     return (pd.DataFrame(nodes, columns=NODE_COLUMNS), pd.DataFrame(pods, columns=POD_COLUMNS),
             pd.DataFrame(services, columns=SERVICE_COLUMNS))
+
+
+IP_MODES = ("VIP", "Proxy")  # status.loadBalancer.ingress[].ipMode (Kubernetes 1.29+)
+
+
+def _ingress(s: _Item) -> list[tuple[str | None, str | None, str | None]]:
+    """(IP, ipMode, hostname) of each load-balancer ingress of a Service: an ingress with an IP
+    gives its IP and ipMode (None when not set); a hostname-only ingress (AWS's NLB/ELB) gives
+    (None, None, hostname). An ipMode other than VIP or Proxy is a NatlensError naming it."""
+    out = []
+    for label, i in s.each("status.loadBalancer.ingress"):
+        host = s.get("hostname", str, i, label) or None
+        mode = s.get("ipMode", str, i, label) or None
+        if mode is not None and mode not in IP_MODES:
+            s.fail(f"{label}.ipMode is {mode!r:.20}, not VIP or Proxy")
+        ips = s.ips(f"{label}.ip", s.get("ip", str, i, label))
+        out += [(ip, mode, None) for ip in ips] or ([(None, None, host)] if host else [])
+    return out
 
 
 def _host_address(ip: str) -> bool:
@@ -298,7 +317,7 @@ def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
         row["internal_ip"] = _primary(list(row["addresses"]))
         inferred.append(f"{node.name}: InternalIP {', '.join(row['addresses'])} from {src} "
                         f"({', '.join(dict.fromkeys(a.ifname for a in up))})")
-    br = [a for a in addrs if _BRIDGE.match(a.ifname)]
+    br = [a for a in addrs if BRIDGE.match(a.ifname)]
     if br:
         row["pod_cidrs"] = tuple(_every([a.network for a in br]))
         row["pod_cidr"] = _primary(list(row["pod_cidrs"]))

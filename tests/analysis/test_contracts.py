@@ -333,7 +333,8 @@ CONNECTION_COLUMNS = [
 JOURNEY_COLUMNS = [
     "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "host_network",
     "host_network_evidence", "service", "vip", "vport", "proto",
-    "policy", "snat", "snat_to", "snat_evidence", "lb_backend", "lb_backend_evidence",
+    "policy", "snat", "snat_to", "snat_evidence", "node_dnat", "node_dnat_evidence", "lb_backend",
+    "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
     "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "latency_from", "path",
     "hops", "captures", "client_uid", "uids", "hop_list",

@@ -15,6 +15,7 @@ from natlens.journeys import (
     Decision,
     classify_lb_backend,
     classify_loopback,
+    classify_node_dnat,
     classify_outcome,
     classify_snat,
     snat_from_conntrack,
@@ -382,3 +383,80 @@ def test_missed_syns_compares_within_the_journey():
     t = pd.DataFrame({"jn": [0, 0, 0, 1], "syn_retransmits": [1, 0, 0, 0],
                       "syn_ts": [1.0, 2.0, None, 1.0]})
     assert missed_syns(t).tolist() == [False, True, False, False]
+
+
+# --- node DNAT: the client's node DNATed the VIP itself (ipMode VIP) -------------------------
+WEB1, WEB2 = "198.18.16.10", "198.18.17.10"
+
+
+def placed(jn, t, capture, src, dst, *, point, egress=False, history="ShADadfF", end=9.0):
+    """A record of an `any` capture of node-1 at `point`, with the times _nic_watched reads."""
+    row = rec(jn, t, "node-1", capture, src, dst, egress=egress, history=history, client=(POD, 40000 + jn))
+    row.update({"point": point, "ts": t, "last_ts": end, "_has_syn": True})
+    return row
+
+
+def _nic(jn=9, t=0.5):
+    """Another journey's packet on node-1's NIC: the capture of it ran from t."""
+    return placed(jn, t, "any", f"{POD}:{40000 + jn}", f"{VIP}:80", point="eth0", egress=True)
+
+
+def _vip_dnat(jn, endpoint, *, src=None):
+    """pod -> VIP at the pod's veth, then -> endpoint after the node's DNAT (at cni0 and past it)."""
+    src = src or f"{POD}:{40000 + jn}"
+    local = endpoint == WEB1
+    return [placed(jn, 1.0 + jn, "any", f"{POD}:{40000 + jn}", f"{VIP}:80", point=None),
+            placed(jn, 1.0 + jn, "any", f"{POD}:{40000 + jn}", f"{endpoint}:8080", point="cni0"),
+            placed(jn, 1.0 + jn, "any", src, f"{endpoint}:8080", point=None if local else "eth0",
+                   egress=not local)]
+
+
+def _dnat_clients(*jns):
+    return clients(*[(j, POD, 40000 + j, "node-1") for j in jns])
+
+
+def test_a_vip_dnated_on_the_client_node_is_node_dnat_and_no_loopback():
+    r = records(*_vip_dnat(0, WEB1), *_vip_dnat(1, WEB2), _nic())
+    cl = _dnat_clients(0, 1, 9)
+    d = classify_node_dnat(r, cl)
+    assert d.value[[0, 1, 9]].tolist() == ["yes", "yes", "no"]
+    assert "the client's node DNATed the VIP to an endpoint itself" in d.evidence[0]
+    assert "(the SYN to the VIP left the node's NIC: the load balancer got it)" in d.evidence[9]
+    backend = classify_lb_backend(r, cl, d)
+    assert backend.value[0] is None and backend.evidence[0].startswith("the load balancer never got it: ")
+    loop = classify_loopback(r, cl, backend, node_dnat=d)
+    assert loop.value[0] == "no" and loop.evidence[0].startswith("it never left its node: ")
+    # without node_dnat the local endpoint reads as the LB's pick of the client's own node
+    assert classify_loopback(r, cl, classify_lb_backend(r, cl)).value[0] == "yes"
+
+
+def test_no_node_dnat_claimed_without_a_clean_capture_of_the_nic():
+    r = records(*_vip_dnat(0, WEB1))  # an `any` capture with no record at the NIC
+    assert classify_node_dnat(r, _dnat_clients(0)).value[0] == "unknown"
+    r = records(*_vip_dnat(0, WEB1), _nic())
+    d = classify_node_dnat(r, _dnat_clients(0, 9), lossy={"node-1/any"})  # the NIC's capture lost packets
+    assert d.value[0] == "unknown" and "no capture of the client node's NIC" in d.evidence[0]
+
+
+def test_a_loopback_is_not_node_dnat():
+    # the SYN left towards the VIP and came back to the node's NodePort, then went to web-1
+    r = records(placed(0, 1.0, "any", f"{POD}:40000", f"{VIP}:80", point="eth0", egress=True),
+                placed(0, 1.1, "any", f"{POD}:40000", f"{NODE1}:30080", point="eth0"),
+                placed(0, 1.1, "any", f"{POD}:40000", f"{WEB1}:8080", point="cni0"))
+    d = classify_node_dnat(r, _dnat_clients(0))
+    assert d.value[0] == "no"
+
+
+def test_snat_of_a_node_dnated_connection_is_read_after_the_dnat():
+    # Local: the pod IP reaches web-1's veth (not SNATed); Cluster: the bridge still shows the pod
+    # IP (before POSTROUTING), web-1's veth the masquerade address: SNATed
+    r = records(*_vip_dnat(0, WEB1), *_vip_dnat(1, WEB1, src="198.18.16.1:13210"),
+                *_vip_dnat(2, WEB2, src=f"{NODE1}:7070"), _nic())
+    cl = _dnat_clients(0, 1, 2, 9)
+    d = classify_snat(r, cl, INV, classify_node_dnat(r, cl))
+    assert d.value[[0, 1, 2]].tolist() == ["no", "yes", "yes"]
+    assert "still from the pod IP past its bridge" in d.evidence[0]
+    assert d.detail["snat_to"][1] == "198.18.16.1:13210" and d.detail["snat_to"][2] == f"{NODE1}:7070"
+    bridge_only = records(*_vip_dnat(0, WEB1)[:2], _nic())  # only the bridge's copy: not evidence
+    cl = _dnat_clients(0, 9)
+    assert classify_snat(bridge_only, cl, INV, classify_node_dnat(bridge_only, cl)).value[0] == "unknown"

@@ -12,7 +12,8 @@ the first payload's hash and IP ID (IPv6: hash and client port).
 Stages (one module each): ``clocks`` (offsets between nodes' clocks), ``join``
 (records -> journey numbers), ``client`` (the client's own record, what it called,
 where each record sits), ``decisions`` (one function per decision: classify_snat,
-snat_from_conntrack, classify_lb_backend, classify_loopback, classify_outcome),
+snat_from_conntrack, classify_node_dnat, classify_lb_backend, classify_loopback,
+classify_outcome),
 ``hostnet`` (classify_host_network from the source address, the TTL on the node's NIC
 and the conntrack dump; snat_from_ttl), and ``assemble`` (the table below).
 
@@ -53,8 +54,13 @@ vip, vport, proto      the original destination and protocol ("tcp" | "udp")
 policy                 the Service's externalTrafficPolicy: Local | Cluster | unknown
 snat                   yes | no | unknown; ``snat_to`` the address:port it left with when yes;
 snat_evidence          the record (capture: src:sport -> dst:dport) that shows it, or why unknown
-lb_backend             node the load balancer sent it to (None: not in the captures);
-lb_backend_evidence    the record after the LB's DNAT that shows it
+node_dnat              yes | no | unknown: the client's own node DNATed the VIP to an endpoint, so
+node_dnat_evidence     the connection never reached the load balancer (kube-proxy's iptables and
+                       nftables modes with ipMode VIP); the record that shows it (the client's
+                       packets to an endpoint on its node, none to the VIP leaving its NIC), or the
+                       one that shows it left (no), or why unknown
+lb_backend             node the load balancer sent it to (None: not in the captures, or never sent:
+lb_backend_evidence    node_dnat yes); the record after the LB's DNAT that shows it
 loopback               yes | no | unknown, ``loopback_evidence`` why
 outcome                established | reset | timed out | unknown (UDP: answered | unanswered |
                        unknown), from every record (journeys.evidence: a definite observation at
@@ -94,6 +100,7 @@ from natlens.journeys.decisions import (
     Decision,
     classify_lb_backend,
     classify_loopback,
+    classify_node_dnat,
     classify_outcome,
     classify_snat,
     snat_from_conntrack,
@@ -105,7 +112,7 @@ from natlens.journeys.join import assign_journeys, join_records
 JOURNEY_COLUMNS = [
     "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "host_network",
     "host_network_evidence", "service", "vip", "vport", "proto", "policy", "snat", "snat_to",
-    "snat_evidence", "lb_backend", "lb_backend_evidence",
+    "snat_evidence", "node_dnat", "node_dnat_evidence", "lb_backend", "lb_backend_evidence",
     "loopback", "loopback_evidence", "outcome", "outcome_evidence", "established",
     "handshake_ms", "connect_ms", "first_byte_ms", "syn_retransmits", "latency_from", "path",
     "hops", "captures", "client_uid", "uids", "hop_list",
@@ -116,7 +123,8 @@ JOURNEY_COLUMNS = [
 RECORD_COLUMNS = [*RECORD_BASE_COLUMNS, "journey", "ts_corr", "point"]
 
 __all__ = ["JOURNEY_COLUMNS", "RECORD_COLUMNS", "Decision", "assign_journeys", "build_journeys",
-           "classify_host_network", "classify_lb_backend", "classify_loopback", "classify_outcome",
+           "classify_host_network", "classify_lb_backend", "classify_loopback", "classify_node_dnat",
+           "classify_outcome",
            "classify_snat", "clock_offsets", "snat_from_conntrack", "snat_from_ttl"]
 
 
@@ -151,14 +159,16 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     clients = find_clients(r, inventory, services)
     r = place_records(r, clients)
     cl = clients.table
-    snat = captured = classify_snat(r, cl, inventory)
+    lossy = lossy_captures(r, dropped or set())
+    node_dnat = classify_node_dnat(r, cl, lossy)
+    snat = captured = classify_snat(r, cl, inventory, node_dnat)
     fixes = pd.DataFrame(columns=["client_h", "client_p", "client_is_node"])
     if conntrack:
         snat, fixes = snat_from_conntrack(snat, cl, conntrack)
     host, snat = host_network_and_snat(r, cl, inventory, snat, fixes, captured)
-    backend = classify_lb_backend(r, cl)
-    decisions = {"snat": snat, "host_network": host, "lb_backend": backend,
-                 "loopback": classify_loopback(r, cl, backend, lossy_captures(r, dropped or set())),
+    backend = classify_lb_backend(r, cl, node_dnat)
+    decisions = {"snat": snat, "host_network": host, "node_dnat": node_dnat, "lb_backend": backend,
+                 "loopback": classify_loopback(r, cl, backend, lossy, node_dnat),
                  "outcome": classify_outcome(r, cl, clients.record)}
     table, names = number_journeys(journey_table(r, clients, decisions, fixes, services))
     records = r.assign(journey=r["jn"].map(names))[RECORD_COLUMNS]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from natlens.inventory import Inventory
+from natlens.inventory import BRIDGE, Inventory
 from natlens.journeys.client import first_per_journey
 from natlens.journeys.evidence import (
     missed_syns,
@@ -74,11 +74,14 @@ def pod_source(cl: pd.DataFrame, inventory: Inventory) -> pd.Series:
     return is_pod | (cl["client_node_ip"].notna() & (cl["client_node_ip"] != cl["client_h"]))
 
 
-def classify_snat(r: pd.DataFrame, cl: pd.DataFrame, inventory: Inventory) -> Decision:
+def classify_snat(r: pd.DataFrame, cl: pd.DataFrame, inventory: Inventory,
+                  node_dnat: Decision | None = None) -> Decision:
     """yes / no / unknown: did the connection leave the client's node with the node's IP?
 
     yes: a record on the client's node (or after it) to the VIP from the node's IP; no: one
-    that left the node's NIC (or arrived elsewhere) with the pod's own IP. ``snat_to`` is the
+    that left the node's NIC (or arrived elsewhere) with the pod's own IP. A connection the
+    client's node DNATed itself (``node_dnat`` yes) is judged by its records after that
+    DNAT on the node: from the pod's IP (no) or the node's (yes). ``snat_to`` is the
     address:port it left with.
     """
     pod_src = pod_source(cl, inventory)
@@ -87,10 +90,21 @@ def classify_snat(r: pd.DataFrame, cl: pd.DataFrame, inventory: Inventory) -> De
     here, ok = r["pre_lb"] & r["on_client"], _not_host_network(r)
     away = ~r["on_client"] & ~r["pre_lb"]
     yes_here, yes_away = here & node_ip & ok, away & node_ip & ok
+    mine = r["jn"].isin(node_dnat.value.index[node_dnat.value == YES]) if node_dnat is not None \
+        else pd.Series(False, index=r.index)
+    dnat_here = mine & r["on_client"] & ~r["pre_lb"] & ok
+    # after the node's DNAT: a source other than the pod's was rewritten (a masquerade); the pod's
+    # own source past the bridge (a veth, the NIC: after POSTROUTING) was not
+    rewritten = dnat_here & (r["orig_h"] != r["j_client_h"])
+    point = r["point"] if "point" in r else pd.Series(None, index=r.index, dtype=object)
+    kept = dnat_here & own & pod_r & ~point.fillna("").astype(str).str.match(BRIDGE)
+    yes_here |= rewritten
     ev = ((away & own & pod_r & ok, NO, " (arrived with the client pod's IP)"),
           (yes_away, YES, " (arrived from the client node's IP)"),
+          (kept, NO, " (DNATed on the client's node, still from the pod IP past its bridge)"),
           (here & r["egress"] & own & pod_r & ok, NO, " (left the node's NIC with the pod IP)"),
-          (yes_here, YES, " (left with the node IP)"))
+          (rewritten, YES, " (DNATed on the client's node and SNATed there)"),
+          (yes_here & ~rewritten, YES, " (left with the node IP)"))
     value = pd.Series(UNKNOWN, index=cl.index)
     evidence = pd.Series(None, index=cl.index, dtype=object)
     for mask, val, why in ev:  # later rows win: evidence on the client's node beats evidence after it
@@ -98,6 +112,9 @@ def classify_snat(r: pd.DataFrame, cl: pd.DataFrame, inventory: Inventory) -> De
         value.loc[e.index], evidence.loc[e.index] = val, e
     snat_to = _first_evidence(r, yes_here | yes_away, r["orig_h"] + ":" + r["orig_p"].astype(str))
     snat_to = snat_to.reindex(cl.index).where(value == YES, None)
+    after = _first_evidence(r, dnat_here, r["hop"]).reindex(cl.index[value == UNKNOWN]).dropna()
+    evidence.loc[after.index] = after + (" (DNATed on the client's node; its source there is neither the pod's "
+                                         "IP nor the node's InternalIP: another address of the node?)")
     _why_unknown(evidence, value, cl, pod_src)
     return Decision(value, evidence, {"snat_to": snat_to})
 
@@ -178,8 +195,53 @@ def _conntrack_says(name: str, key: tuple, found: list[Entry]):
                   "(a host-network client: its source is already the node IP)"), None, None
 
 
-def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame) -> Decision:
-    """The node the load balancer sent the connection to (None: not in the captures).
+def classify_node_dnat(r: pd.DataFrame, cl: pd.DataFrame, lossy: set[str] = frozenset()) -> Decision:
+    """yes / no / unknown: did the client's own node DNAT the VIP to an endpoint, so that the
+    connection never reached the load balancer?
+
+    Why: with ipMode VIP, kube-proxy's iptables and nftables modes DNAT pod traffic to the LB
+    IP on the node itself; such a connection cannot loop back, and an endpoint on the client's
+    node is then no sign that the load balancer picked it. yes: on the client's node, the
+    client's own packets to an endpoint (neither the VIP nor a node's address), no copy of
+    them to the VIP leaving the node's NIC and none arriving at a node after the load
+    balancer, while a capture of that NIC not known to lose packets (``lossy``) ran (the
+    packets may come from the node's address: a masquerade after the DNAT). no: a
+    copy to the VIP left the NIC, or one arrived at a node's NodePort (after the LB).
+    """
+    left = r["pre_lb"] & r["on_client"] & r["egress"]
+    via_lb = ~r["pre_lb"] & r["resp_is_node"].fillna(False).astype(bool)
+    gone = set(r.loc[left | via_lb, "jn"])
+    to_ep = (r["on_client"] & ~r["pre_lb"] & ~r["resp_is_node"].fillna(False).astype(bool)
+             & ~r["jn"].isin(gone) & _nic_watched(r, lossy))
+    value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
+    evidence = pd.Series(None, index=cl.index, dtype=object)
+    for mask, val, why in ((via_lb, NO, " (arrived at a node's address after the load balancer)"),
+                           (left, NO, " (the SYN to the VIP left the node's NIC: the load balancer got it)"),
+                           (to_ep, YES, " (the client's node DNATed the VIP to an endpoint itself: no copy to the "
+                            "VIP left its NIC, whose capture ran)")):
+        e = _first_evidence(r, mask, r["hop"] + why)
+        value.loc[e.index], evidence.loc[e.index] = val, e
+    evidence.loc[evidence.isna()] = ("no capture of the client node's NIC shows whether the SYN to the VIP "
+                                     "left the node")
+    return Decision(value, evidence)
+
+
+def _nic_watched(r: pd.DataFrame, lossy: set[str]) -> pd.Series:
+    """Per record: a capture of its node that sees the node's NIC (records at its uplink) and is
+    not known to lose packets ran from before the record to after it."""
+    nic = r[r["egress"] & ~r["capture"].astype(str).isin(lossy)]
+    if nic.empty:
+        return pd.Series(False, index=r.index)
+    spans = nic.assign(_end=nic["last_ts"].fillna(nic["ts"])).groupby(["node", "capture"]).agg(
+        lo=("ts", "min"), hi=("_end", "max")).reset_index()
+    m = r[["node", "ts"]].reset_index().merge(spans, on="node")
+    ok = m[(m["lo"] <= m["ts"]) & (m["hi"] >= m["ts"])]["index"].unique()
+    return pd.Series(r.index.isin(ok), index=r.index)
+
+
+def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision | None = None) -> Decision:
+    """The node the load balancer sent the connection to (None: not in the captures, or never
+    sent: the client's node DNATed the VIP itself, ``node_dnat`` yes).
 
     The node of the first record after the LB's DNAT to a node's IP; else one after the
     DNAT to an endpoint, read from its source: a node IP other than the client node's is the
@@ -202,16 +264,21 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame) -> Decision:
     for mask, node, why in reversed(rules):  # the first rule wins
         picked = first_per_journey(r.loc[mask, ["jn", "_t"]].assign(_node=node[mask], _ev=r["hop"][mask] + why))
         value.loc[picked.index], evidence.loc[picked.index] = picked["_node"], picked["_ev"]
+    if node_dnat is not None:
+        mine = node_dnat.value == YES
+        value.loc[mine] = None
+        evidence.loc[mine] = "the load balancer never got it: " + node_dnat.evidence[mine].astype(str)
     return Decision(value, evidence)
 
 
 def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision,
-                      lossy: set[str] = frozenset()) -> Decision:
+                      lossy: set[str] = frozenset(), node_dnat: Decision | None = None) -> Decision:
     """yes / no / unknown: did the load balancer send the connection back to its own node?
 
     Without the backend's captures, a SYN-ACK from the VIP, or a SYN that left the client's
     NIC with no copy of it coming back to the node, rules a loopback out; the latter only at
     a capture not known to lose packets (``lossy``: the returning copy may be one it lost).
+    A connection the client's node DNATed itself (``node_dnat`` yes) never left it: no.
     """
     node, picked = cl["client_node"], backend.value
     value = pd.Series(np.where(picked.isna() | node.isna(), UNKNOWN, np.where(picked == node, YES, NO)),
@@ -246,6 +313,10 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision,
     blind = blind.reindex(cl.index[(value == UNKNOWN) & evidence.isna()]).dropna()
     evidence.loc[blind.index] = blind
     evidence.loc[evidence.isna()] = "no capture shows where the load balancer sent it"
+    if node_dnat is not None:
+        mine = node_dnat.value == YES
+        value.loc[mine] = NO
+        evidence.loc[mine] = "it never left its node: " + node_dnat.evidence[mine].astype(str)
     return Decision(value, evidence)
 
 
