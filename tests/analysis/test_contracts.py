@@ -56,11 +56,16 @@ def _counts(d: dict, where: str) -> int:
     return sum(d.values())
 
 
+RULE_KEYS = {"service", "source_node", "files", "proxy_mode", "proxy_mode_evidence", "ingress", "ingress_evidence",
+             "vip", "vip_evidence", "returning_syn", "returning_syn_evidence", "returning_syn_rule",
+             "looped_back_to"}
+
+
 def validate_summary(s: dict) -> None:
     """Raise AssertionError naming the key when `s` is not natlens.summary/1."""
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN / Infinity anywhere
     _keys(s, {"schema", "incident", "inputs", "connections", "snat", "loopback", "latency_ms", "verdict"},
-          {"problems"})
+          {"problems", "rules"})
     assert s["schema"] == "natlens.summary/1"
     assert isinstance(s["incident"], str) and s["incident"]
 
@@ -133,6 +138,18 @@ def validate_summary(s: dict) -> None:
         else:
             assert all(type(v) is float and math.isfinite(v) and v >= 0 for v in vals), w
             assert vals == sorted(vals), f"{w}: p50 <= p90 <= p99 <= max"
+
+    for i, m in enumerate(s.get("rules", [])):
+        w = f"rules[{i}]"
+        _keys(m, RULE_KEYS, where=w)
+        assert m["proxy_mode"] in ("ipvs", "iptables", "nftables", "none", "unknown"), w
+        assert m["ingress"] in ("VIP", "Proxy", "unset", "unknown"), w
+        assert m["vip"] in ("dnat", "policy", "none", "unknown"), w
+        assert m["returning_syn"] in ("local", "any", "none", "unknown"), w
+        assert all(isinstance(m[k], str) and m[k] for k in RULE_KEYS if k.endswith("_evidence")), w
+        assert all(_count(x["connections"], w) > 0 for x in m["looped_back_to"]), w
+    assert {(m["service"], m["source_node"]) for m in s.get("rules", [])} <= \
+        {(r["service"], r["source_node"]) for r in s["snat"]}, "rules[] for a row the SNAT table lacks"
 
     v = s["verdict"]
     _keys(v, {"loopback_detected", "headline", "root_cause", "remediation"}, {"evidence", "problem"},

@@ -45,9 +45,16 @@ def test_node_without_iptables_dump_is_a_warning(bundle, capsys):
     (bundle / "nodes" / "node-1" / "iptables-save.txt").unlink()
     rc, out, err = _run(capsys, bundle)
     assert rc == 0 and "loopback: 11 hits" in out
-    assert err == [f"natlens: warning: {bundle / 'nodes' / 'node-1'}: no iptables dump "
-                   "(iptables-save.txt, iptables-rules.txt, iptables.txt): the rules cannot say "
-                   "whether it SNATs"]
+    assert err == [f"natlens: warning: {bundle / 'nodes' / 'node-1'}: no iptables or nft dump "
+                   "(iptables-save.txt, iptables-rules.txt, iptables.txt, nft-ruleset.json, nft-ruleset.txt): "
+                   "the rules cannot say whether it SNATs"]
+
+
+def test_a_node_with_only_an_nft_dump_is_not_without_rules(bundle, capsys):
+    (bundle / "nodes" / "node-1" / "iptables-save.txt").unlink()
+    (bundle / "nodes" / "node-1" / "nft-ruleset.txt").write_text("table ip filter {\n}\n")
+    rc, out, err = _run(capsys, bundle)
+    assert rc == 0 and not [e for e in err if "no iptables or nft dump" in e]
 
 
 def test_truncated_capture_is_a_warning_with_its_offset(bundle, capsys):

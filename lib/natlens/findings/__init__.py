@@ -40,6 +40,16 @@ additive keys (scripts written against section 5 are unaffected):
                                         journeys, between, delay_ms_min/max, text), null: none
   problems                              every slow or lossy path found (findings.paths'
                                         PROBLEM_COLUMNS, NaN delays as null)
+  rules                                 per (Service, client node) of the SNAT table, what that
+                                        node's rules do with the Service's traffic
+                                        (natlens.findings.mechanism): proxy_mode (ipvs | iptables |
+                                        nftables | none | unknown), ingress (the ingress's ipMode:
+                                        VIP | Proxy | unset | unknown), vip (pod -> VIP: dnat on the
+                                        node | policy | none: no kube-proxy rule | unknown),
+                                        returning_syn (a looped-back SYN's DNAT: local | any |
+                                        none | unknown) and returning_syn_rule, each with its
+                                        *_evidence; files (the dumps read); looped_back_to
+                                        [{"endpoint", "node", "connections"}] from the captures
   snat[].host_network                   "yes": the node itself opened the row's connections
                                         (host-network clients, kept apart from the node's pods),
                                         "no": its pods' (source a pod IP, or forwarded by the
@@ -57,7 +67,8 @@ idle is not a failure).
 
 Stages (one module each): ``captures`` (read every capture), ``quality`` (each
 capture as evidence), ``paths`` (slow and lossy paths between capture points),
-``snat`` (the SNAT table and the rules' prediction),
+``snat`` (the SNAT table and the rules' prediction), ``mechanism`` (what the client nodes'
+rules do with the Services' traffic), ``wording`` (the verdict's sentences it picks),
 ``verdict``, ``summary``, ``notes`` (what could not be read or decided), ``hops``
 (journey_hops), ``analysis`` (the Analysis object).
 Each returns its values and its notes.
@@ -77,6 +88,7 @@ import pandas as pd
 from natlens.bundle import Bundle, capture_drops, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
+from natlens.findings.mechanism import mechanisms
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
 from natlens.findings.quality import capture_quality, uncaptured_nodes
@@ -113,8 +125,9 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                 + scope_notes + no_client_record(journeys, service) + undecided_notes(service) + warnings
                 + snat_notes)
     uncaptured = uncaptured_nodes(bundle, inventory.nodes["name"].tolist())
+    mechs = mechanisms(service, records, bundle, inventory) if not service.empty else []
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
-                            dominant_problem(problems, service), uncaptured) if not service.empty
+                            dominant_problem(problems, service), uncaptured, mechs) if not service.empty
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
     return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
                     inventory=inventory, connections=caps.connections, journeys=journeys,
@@ -122,7 +135,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                     loopback=service[service["loopback"] == YES],
                     latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
                     offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
-                    quality=quality, problems=problems, uncaptured=uncaptured,
+                    quality=quality, problems=problems, uncaptured=uncaptured, mechanisms=mechs,
                     _packets=caps.packets, _packet_conn=caps.packet_conn)
 
 

@@ -51,6 +51,7 @@ class Analysis:
     quality: list[dict] = field(default_factory=list)  # per capture, findings.quality
     problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
     uncaptured: list[str] = field(default_factory=list)  # nodes no capture covers
+    mechanisms: list = field(default_factory=list)  # findings.mechanism: what the client nodes' rules do
     _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -59,7 +60,8 @@ class Analysis:
         return build_summary(self.incident, self.inputs, self.inferred,
                              self.bundle.not_read if self.bundle is not None else [],
                              self.service_journeys, self.snat, self.loopback, self.latency, self.verdict,
-                             self.quality, self.problems, self.uncaptured)
+                             self.quality, self.problems, self.uncaptured,
+                             [m.to_dict() for m in self.mechanisms])
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """summary.json and the tables as Parquet in `out_dir`, for scripts and notebooks that

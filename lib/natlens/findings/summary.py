@@ -18,9 +18,11 @@ CAPTURE_FIELDS = ("node", "file", "records", "decoded", "skipped", "connections"
 def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_read: list[tuple[str, str]],
                   journeys: pd.DataFrame, snat: pd.DataFrame, loopback: pd.DataFrame,
                   latency: pd.DataFrame, verdict: dict, quality: list[dict] | None = None,
-                  problems: pd.DataFrame | None = None, uncaptured: list[str] | None = None) -> dict:
+                  problems: pd.DataFrame | None = None, uncaptured: list[str] | None = None,
+                  rules: list[dict] | None = None) -> dict:
     """The summary document of one incident's Service journeys (``quality``: findings.quality's
-    entry per capture; ``problems``: findings.paths' table)."""
+    entry per capture; ``problems``: findings.paths' table; ``rules``: findings.mechanism's
+    facts per Service and client node, as dicts)."""
     return {
         "schema": SUMMARY_SCHEMA,
         "incident": incident,
@@ -38,6 +40,7 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
         "latency_ms": {name: distribution(latency[col]) for name, col in LATENCY_FIELDS},
         "verdict": dict(verdict),
         "problems": [] if problems is None else [plain(row) for row in problems.to_dict("records")],
+        "rules": list(rules or []),
     }
 
 

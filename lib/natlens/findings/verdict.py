@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from natlens.findings import wording
+from natlens.findings.mechanism import Mechanism
 from natlens.findings.quality import blind_spots, unknown_outcomes
 from natlens.inventory import Inventory
 from natlens.vocab import NO, UNKNOWN, YES, is_failed
-
-REMEDIATION = [
-    "Switch the Service to externalTrafficPolicy: Cluster: pod-to-VIP traffic is then SNATed to "
-    "the node IP and the load balancer never sends it back to the node it came from (external "
-    "clients' source IPs are then no longer preserved).",
-    "Or SNAT pod-to-VIP traffic on the nodes (a MASQUERADE rule for pod CIDR -> VIP:port, or the "
-    "CNI/kube-proxy option that does it), keeping Local for external clients.",
-    "Or use the cloud's own loopback fix: AWS NLB: turn off client IP preservation or use IP "
-    "targets; Azure, Alibaba and Tencent TKE: the load balancer's hairpin/loopback option, or "
-    "let kube-proxy bind the VIP on the nodes (status.loadBalancer.ingress ipMode VIP).",
-    "From inside the cluster, call the Service's ClusterIP (or its DNS name) instead of the "
-    "load balancer VIP.",
-]
-LOOPBACK_MECHANISM = (
-    "so the load balancer sees the pod's own IP and may pick the client's own node. That node DNATs "
-    "the SYN to a local endpoint and answers from nodeIP:NodePort instead of the VIP; the client "
-    "resets that SYN-ACK, retransmits its SYN to the same backend, and the connect times out. "
-    "Only connections hashed to the client's own node fail, hence the sporadic failures.")
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -51,39 +35,63 @@ def _svc_name(key: str, names: dict[str, str]) -> str:
     return f"Service {names[key]} ({key})" if names.get(key) else f"Service {key}"
 
 
-def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "") -> str:
-    """' Service a (VIP) from node-1 (policy Cluster): 20 of 20 connections SNATed ...' per row."""
+def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "",
+                    dnated: set[tuple[str, str]] = frozenset()) -> str:
+    """' Service a (VIP) from node-1 (policy Cluster): 20 of 20 connections SNATed ...' per row;
+    rows whose connections the client's node DNATed itself (``dnated``: (service, node)) never
+    reached the load balancer, and say so instead of what the load balancer does."""
     out = ""
     for r in snat.itertuples():
         if r.ratio is None or pd.isna(r.ratio):
             continue
         who = {YES: ", the node's own connections", UNKNOWN: ", the node's or its pods' (not told apart)"}.get(
             getattr(r, "host_network", NO), "")
+        why = (" on the node, on their way to an endpoint (they never reached the load balancer)."
+               if (r.service, r.source_node) in dnated else
+               " to the node IP, so the load balancer never picks the client's own node." if r.ratio == 1.0 else ".")
         out += (f"{lead} {_svc_name(r.service, names)} from {r.source_node} (policy {r.policy}{who}): "
-                f"{r.snat} of {r.connections - r.unknown_snat} connections SNATed"
-                + (" to the node IP, so the load balancer never picks the client's own node."
-                   if r.ratio == 1.0 else "."))
+                f"{r.snat} of {r.connections - r.unknown_snat} connections SNATed" + why)
+    return out
+
+
+def _mechanism_of(mechs: list[Mechanism], service: str, node: str) -> Mechanism | None:
+    """The facts of one (Service, client node), None when there are none."""
+    return next((m for m in mechs if m.service == service and m.node == node), None)
+
+
+def _dnated(journeys: pd.DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
+    """(service, client node) -> (connections the client's node DNATed itself, connections),
+    for the rows where every connection whose node DNAT is known was DNATed on the node."""
+    if "node_dnat" not in journeys:
+        return {}
+    out = {}
+    for (svc, node), g in journeys.groupby(["service", "client_node"]):
+        yes, known = int((g["node_dnat"] == YES).sum()), int((g["node_dnat"] != UNKNOWN).sum())
+        if yes and yes == known:
+            out[(svc, node)] = (yes, len(g))
     return out
 
 
 def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str] | None = None,
                  quality: list[dict] | None = None, problem: dict | None = None,
-                 uncaptured: list[str] | None = None) -> dict:
+                 uncaptured: list[str] | None = None, mechs: list[Mechanism] | None = None) -> dict:
     """Headline, root cause and remediation for the Service journeys, and first of all what
     the evidence cannot show (``evidence``: None when nothing limits the answer).
 
     ``names`` maps a service key ("VIP:port/proto") to "namespace/name" where known;
     ``quality`` is findings.quality's entry per capture; ``problem`` the dominant slow or
     lossy path (findings.paths.dominant_problem), named beside the loopback finding;
-    ``uncaptured`` the nodes no capture covers.
+    ``uncaptured`` the nodes no capture covers; ``mechs`` what the client nodes' rules do with
+    the Services' traffic (findings.mechanism), which picks the words of the mechanism and the
+    remedies.
     """
-    names = names or {}
+    names, mechs = names or {}, mechs or []
     if (journeys["loopback"] == YES).any():
-        v = _loopback_verdict(journeys, snat, names)
+        v = _loopback_verdict(journeys, snat, names, mechs)
         if problem:
             v["root_cause"] += f" Besides the loopbacks: {problem['text']}."
     else:
-        v = _no_loopback_verdict(journeys, snat, names)
+        v = _no_loopback_verdict(journeys, snat, names, mechs)
         if problem:
             v = _with_problem(v, journeys, problem)
         blind = sorted(set(uncaptured or []) & set(journeys["client_node"].dropna()))
@@ -152,9 +160,12 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
     return head + (f", the outcome of {unknown} is unknown" if unknown else "")
 
 
-def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str]) -> dict:
-    """Loopbacks were seen: the worst row's Service, why it loops, and the fixes."""
+def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str],
+                      mechs: list[Mechanism]) -> dict:
+    """Loopbacks were seen: the worst row's Service, why it loops (by what its node's rules do),
+    the failures that are not loopbacks, and the fixes."""
     worst = snat.sort_values(["loopback_failed", "loopback"], ascending=False).iloc[0]
+    m = _mechanism_of(mechs, worst["service"], worst["source_node"])
     svc = _svc_name(worst["service"], names)
     headline = _loopback_headline(journeys, worst, svc)
     pol, ratio = worst["policy"], worst["ratio"]
@@ -165,8 +176,10 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
     pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
                 "has an externalTrafficPolicy natlens could not find (no cluster/services.json, no "
                 "kube-proxy ipsets)")
-    root = f"The {svc} {pol_text}; pod-to-VIP traffic leaves the node ({why_snat}), {LOOPBACK_MECHANISM}"
     _, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
+    _, failed, _ = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
+    root = (f"The {svc} {pol_text}; {wording.why_it_leaves(m)} ({why_snat}), "
+            f"{wording.loopback_mechanism(m, lb_failed == failed)}" + wording.not_a_fix(m, pol))
     if lb_unknown and not lb_failed:
         root += (" These captures do not show how the loopbacks ended (their outcome is unknown), so "
                  "that they failed is the mechanism's prediction, not an observation.")
@@ -175,20 +188,36 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
         root += " Loopbacks were also seen for: " + "; ".join(
             f"{_svc_name(o.service, names)} from {o.source_node}: {o.loopback} of {o.connections} "
             f"({o.loopback_failed} failed)" for o in others.itertuples()) + "."
-    root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for")
-    remediation = list(REMEDIATION)
-    if pol == "Cluster":
+    root += _other_failures(journeys)
+    root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for", set(_dnated(journeys)))
+    if pol == "Cluster" and (m is None or m.vip.value != "none"):
         root += (" The policy on record is Cluster, yet connections looped back: check whether "
-                 "kube-proxy's MASQUERADE for this VIP is in effect (see rule_trace).")
-        remediation[0] = ("Make the Cluster policy take effect: pod-to-VIP traffic must be SNATed to the "
-                          "node IP by kube-proxy's KUBE-MARK-MASQ / MASQUERADE rules (see rule_trace "
-                          "for where the packet skipped them).")
+                 f"{wording.masquerade_rules(m)} for this VIP are in effect (see rule_trace).")
     return {"loopback_detected": True, "headline": headline, "root_cause": root,
-            "remediation": remediation}
+            "remediation": wording.remediation(m, pol)}
 
 
-def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str]) -> dict:
-    """No loopback seen: the failures (if any), the outcomes not seen, what could not be checked."""
+def _other_failures(journeys: pd.DataFrame) -> str:
+    """The failed connections that were not loopbacks, where the load balancer sent them, and
+    that natlens identifies no mechanism for them (the loopback explains only its own)."""
+    other = journeys[is_failed(journeys["outcome"]) & (journeys["loopback"] == NO)]
+    if other.empty:
+        return ""
+    ids = ", ".join(other["journey"].astype(str).head(8)) + (", ..." if len(other) > 8 else "")
+    where = sorted({str(b) for b in other["lb_backend"].dropna()})
+    sent = f": the load balancer sent them to {', '.join(where)}" if where else ""
+    wrong = int(other["outcome_evidence"].astype(str).str.contains("answered from the wrong address").sum())
+    seen = (f"; {'the client' if wrong == len(other) else f'in {wrong} of them the client'} got "
+            f"{'its' if len(other) == 1 else 'their' if wrong == len(other) else 'the'} SYN-ACK from another "
+            "address than the VIP and reset it" if wrong else "")
+    return (f" {plural(len(other), 'more failed connection')} ({ids}) did not loop back{sent}{seen}; "
+            "natlens identifies no mechanism for them.")
+
+
+def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str],
+                         mechs: list[Mechanism]) -> dict:
+    """No loopback seen: the failures (if any), the outcomes not seen, what could not be checked,
+    and the Services whose traffic the client's node DNATed itself (no loopback possible)."""
     total, failed, unk_outcome = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     unknown = int((journeys["loopback"] == UNKNOWN).sum())
     if failed:
@@ -207,7 +236,13 @@ def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict
         root = "No failure in the captures."
     if failed and unk_outcome:
         headline += f"; the outcome of {unk_outcome} is unknown"
-    root += _snat_sentences(snat, names)
+    dnated = _dnated(journeys)
+    if dnated and sum(k for k, _ in dnated.values()) == total:
+        headline += ("; none reached the load balancer: the client's node DNATed the VIP to the Service's "
+                     "endpoints itself, so no loopback is possible for pod traffic")
+    for (svc, node), (k, n) in sorted(dnated.items()):
+        root += wording.node_dnat_sentence(_mechanism_of(mechs, svc, node), _svc_name(svc, names), node, k, n)
+    root += _snat_sentences(snat, names, dnated=set(dnated))
     if unknown and not failed:
         root += f" {unknown} journeys' load-balancer pick is not visible in the captures."
     return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}

@@ -13,6 +13,7 @@ import matplotlib.dates
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from natlens.findings.paths import MODES_S
@@ -112,6 +113,7 @@ def latency_cdf(d: ReportData) -> Figure:
                 ax.step(v, np.arange(1, v.size + 1) / v.size, where="post",
                         label=f"{path} (n={v.size:,})")
             ax.set_xscale("log")
+            _plain_log_ticks(ax)
             ax.set_xlabel(f"{m.removesuffix('_ms').replace('_', ' ')} (ms, log)")
             ax.set_ylim(0, 1.02)
         for ax in axes:
@@ -124,6 +126,30 @@ def latency_cdf(d: ReportData) -> Figure:
         axes[0].set_ylabel("fraction of connections")
         fig.suptitle("Latency CDF per path")
         return fig
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log-axis tick labels as plain numbers ("0.12", "1", "200").
+
+    Why: the figures turn mathtext off (a "$" in a label from the incident must stay text), and
+    matplotlib's log formatters write their labels in mathtext, which then shows as raw
+    "$\\mathdefault{1.2\\times10^{-1}}$". Minor ticks are labelled only where the axis spans
+    less than a decade (else the decades label it): every one below a factor of 3, else
+    those at 2 and 5 times a power of ten.
+    """
+    def label(v: float, _pos=None, minor: bool = False) -> str:
+        if v <= 0:
+            return ""
+        if minor:
+            lo, hi = sorted(ax.get_xlim())
+            span = hi / lo if lo > 0 else float("inf")
+            mantissa = round(v / 10 ** np.floor(np.log10(v)), 6)
+            if span >= 10 or (span >= 3 and mantissa not in (2.0, 5.0)):
+                return ""
+        return f"{v:.2g}" if v < 1 else f"{v:,.0f}" if v >= 100 else f"{v:g}"
+
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(label))
+    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, pos: label(v, pos, minor=True)))
 
 
 # which latency axes a problem kind slows (natlens.findings.paths KINDS)

@@ -241,6 +241,79 @@ def share_in_words(part: int, whole: int) -> str:
     return "nearly all" if tenths >= 10 else f"about {max(tenths, 1)} in 10"
 
 
+MODE_NAME = {"ipvs": "IPVS", "iptables": "iptables", "nftables": "nftables"}
+
+
+def _rules(d: ReportData) -> list[dict[str, Any]]:
+    """summary.json's ``rules``: what each client node's rules do with the Service's traffic
+    (natlens.findings.mechanism), for the rows the report shows."""
+    shown = {(r["service"], r["source_node"]) for r in d.snat.to_dict("records")} if not d.snat.empty else set()
+    rules = d.summary.get("rules") or []
+    return [r for r in rules if not shown or (r["service"], r["source_node"]) in shown]
+
+
+def _on(rule: dict[str, Any]) -> str:
+    mode = MODE_NAME.get(rule.get("proxy_mode"))
+    return f"On {esc(rule['source_node'])}, kube-proxy" + (f" ({mode} mode)" if mode else "")
+
+
+def snat_intro(d: ReportData) -> Html:
+    """Why pod traffic to the VIP leaves each client node SNATed or not, as its rules say (the
+    words depend on kube-proxy's mode and the ingress's ipMode, from the rule trace)."""
+    said, parts = set(), []
+    for r in _rules(d):
+        key = (r["proxy_mode"], r["vip"], r["ingress"])
+        if key in said:
+            continue
+        said.add(key)
+        ingress = f" (ingress ipMode {esc(r['ingress'])})" if r["ingress"] in ("VIP", "Proxy") else ""
+        if r["vip"] == "policy" and r["proxy_mode"] == "ipvs":
+            parts.append(f"{_on(r)} keeps the VIP in its ipsets without DNATing it: with "
+                         "<code>externalTrafficPolicy: Local</code> it returns before marking the packet for "
+                         "masquerade, so the pod address goes to the load balancer, and the load balancer may "
+                         "send the connection back to the client's own node; with <code>Cluster</code> it is "
+                         "SNATed to the node's IP.")
+        elif r["vip"] == "none":
+            parts.append(f"{_on(r)} has no rule for the Service's LB IP{ingress}: nothing of kube-proxy's marks "
+                         "pod traffic to it for masquerade under either policy, so the pod address goes to the "
+                         "load balancer, which may send the connection back to the client's own node.")
+        elif r["vip"] == "dnat":
+            parts.append(f"{_on(r)} DNATs pod traffic to the LB IP to the Service's endpoints on the node"
+                         f"{ingress}: it never reaches the load balancer, so it cannot loop back; whether it "
+                         "is SNATed on its way to the endpoint depends on the policy.")
+    if not parts:
+        parts.append("Whether the node SNATs it is decided by its netfilter rules: the rule trace below shows "
+                     "the walk, where the dumps allow one.")
+    return Html("<p>" + " ".join(parts) + "</p>")
+
+
+def rule_trace_intro(d: ReportData) -> Html:
+    """Where the rule traces below come from: each client node's dumps, by name."""
+    files = {r["source_node"]: r.get("files") or [] for r in _rules(d)}
+    named = "; ".join(f"{esc(node)}: " + ", ".join(f"<code>{esc(f.rsplit('/', 1)[-1])}</code>" for f in fs)
+                      for node, fs in sorted(files.items()) if fs)
+    source = f"from the node's dumps ({named})" if named else "from the node's dumps"
+    return Html(f"<p>The rules a packet from a pod on that node to the Service walks through, {source}, hook "
+                "by hook: the reason for the SNAT decision above.</p>")
+
+
+def loopback_intro(d: ReportData) -> Html:
+    """What a loopback looks like in the captures, with where the client's node sends the SYN
+    that comes back (a local endpoint, or any endpoint: its rules' walk)."""
+    where = {r["returning_syn"] for r in _rules(d)}
+    if "any" in where:
+        dnat = ("is DNATed to one of the Service's endpoints (the node's rules send a SYN from a pod address to "
+                "any endpoint, on this node or another, whose answer comes back through this node)")
+    elif where == {"local"}:
+        dnat = "is DNATed to a local endpoint"
+    else:
+        dnat = "is DNATed to an endpoint"
+    return Html("<p>Connections the load balancer sent back to the node they came from. The SYN leaves towards "
+                "<code>VIP:port</code>, comes back in towards <code>nodeIP:NodePort</code> with the same source "
+                f"address, port and initial sequence number, {dnat}, and its SYN-ACK reaches the client from "
+                "the wrong address, so the client resets it and the connection times out.</p>")
+
+
 def rule_traces(d: ReportData) -> Html:
     """For each SNAT row, the netfilter rules the packet walks through, as text."""
     rows = d.snat.to_dict("records")
