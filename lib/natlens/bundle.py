@@ -252,7 +252,8 @@ def nft_twin(f: Path, chosen: Path, read: str) -> str:
     rules and set elements (``_nft_shape``); else the first table where they differ."""
     try:
         ra, rb = (parse_nft(x.read_text(errors="replace"), str(x)) for x in (chosen, f))
-    except (NatlensError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a file natlens does not read must not stop the analysis
+        # (the one read is parsed again by the netfilter model, where an error does surface)
         return f"the nft rule set in the other format; natlens read {read} (the two could not be compared: {exc})"
     managed = {k for r in (ra, rb) for k, t in r.tables.items() if t.managed_by}
     a, b = _nft_shape(ra, managed), _nft_shape(rb, managed)
