@@ -44,3 +44,42 @@ def test_every_failure_is_a_time_out_from_the_clients_own_record(a, m):
     assert not m["outcome_evidence"].str.contains("no SYN seen").any()
     assert a.summary()["connections"] == {**a.summary()["connections"], "total": 20, "failed": 14,
                                           "timeouts": 14, "resets": 0}
+
+
+def test_the_rules_facts_are_the_nftables_nodes(a):
+    [r] = a.summary()["rules"]
+    assert (r["proxy_mode"], r["ingress"], r["vip"], r["returning_syn"]) == ("nftables", "Proxy", "none", "any")
+    assert 'comment "short-circuit pod traffic"' in r["returning_syn_rule"]
+    assert r["files"] == ["nodes/node-1/iptables-save.txt", "nodes/node-1/nft-ruleset.json"]
+
+
+def test_the_loopback_mechanism_is_any_endpoint_as_the_captures_show(a, m):
+    root = a.summary()["verdict"]["root_cause"]
+    assert "That node DNATs the SYN to a local endpoint" not in root
+    assert "to any of the Service's endpoints" in root and '"short-circuit pod traffic" rule' in root
+    # every endpoint the ground truth says a loopback ended on is among those the verdict names
+    [r] = a.summary()["rules"]
+    named = {x["endpoint"]: x["node"] for x in r["looped_back_to"]}
+    assert set(m.loc[m["loopback_x"].astype(bool), "backend"]) <= set(named)
+    assert named["198.18.17.10:8080"] == "node-2" and "198.18.17.10:8080 (node-2)" in root
+
+
+def test_no_cluster_remedy_where_kube_proxy_has_no_rule_for_the_lb_ip(a):
+    v = a.summary()["verdict"]
+    assert not any("externalTrafficPolicy: Cluster" in s or "KUBE-MARK-MASQ" in s for s in v["remediation"])
+    assert "ipMode VIP" in v["remediation"][0]
+    assert "has no rule for its LB IP (its ingress has ipMode Proxy in cluster/services.json)" in v["root_cause"]
+    assert "Switching to externalTrafficPolicy: Cluster is no fix here" in v["root_cause"]
+
+
+def test_the_asymmetric_failures_are_neither_connected_nor_loopbacks_nor_explained(a, m):
+    asym = m[m["asymmetric"].fillna(False).astype(bool)]
+    assert sorted(asym["journey"]) == ["J1", "J11", "J3"]
+    assert (asym["outcome_y"] == "timed out").all() and (asym["loopback_y"] == "no").all()
+    assert (asym["lb_backend"] == asym["lb_node"]).all()
+    v = a.summary()["verdict"]
+    assert "Only connections hashed to the client's own node fail" not in v["root_cause"]
+    assert ("3 more failed connections (J1, J3, J11) did not loop back: the load balancer sent them to node-2; "
+            "the client got their SYN-ACK from another address than the VIP and reset it; natlens identifies "
+            "no mechanism for them.") in v["root_cause"]
+    assert v["headline"].startswith("11 of 14 failed connections (of 20) were load-balancer loopbacks")

@@ -62,6 +62,8 @@ class Mechanism:
     looped: dict[str, int] = field(default_factory=dict)
     looped_nodes: dict[str, str] = field(default_factory=dict)  # endpoint -> its node (None: unknown)
     files: list[str] = field(default_factory=list)  # the dumps the facts were read from
+    # the looped-back SYN the rules were asked about (src, dst, dport, proto, in_iface), None: not asked
+    returning_packet: tuple | None = None
 
     def to_dict(self) -> dict:
         """As summary.json's ``rules[]`` entry (plain JSON values)."""
@@ -99,10 +101,12 @@ def _one(svc: str, node: str, key, mine: pd.DataFrame, records: pd.DataFrame | N
     pods = mine.loc[~mine["client_is_node"].fillna(False).astype(bool), "client_h"].dropna()
     pod = str(pods.iloc[0]) if len(pods) else None
     node_ip = inventory.nodes.set_index("name")["internal_ip"].get(node)
+    node_port, uplink = _node_port(inventory, vip, port, proto), _iface(bundle, node, UPLINK)
+    back = (pod, node_ip, node_port, proto, uplink) if pod and node_ip and node_port else None
     return Mechanism(svc, node, proxy_mode(rules, files), ingress,
                      vip_on_node(rules, pod, vip, port, proto, _iface(bundle, node, BRIDGE)),
-                     returning_syn(rules, inventory, node, pod, node_ip, _node_port(inventory, vip, port, proto),
-                                   proto, _iface(bundle, node, UPLINK)), looped, nodes, files)
+                     returning_syn(rules, inventory, node, pod, node_ip, node_port, proto, uplink),
+                     looped, nodes, files, back)
 
 
 def _node_rules(bundle: Bundle | None, node: str) -> tuple[NodeRules | None, list[str], str]:

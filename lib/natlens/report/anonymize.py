@@ -36,10 +36,12 @@ PAYLOAD_COLUMNS = frozenset({
 })
 
 _V4 = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}"
-# An IPv4 address (optionally /prefix) not glued to other digits or dots-with-digits.
-_V4_RE = re.compile(rf"(?<![\w.])({_V4})(?:/(\d{{1,2}}))?(?![\w]|\.\d)")
+# An IPv4 address (optionally /prefix) not glued to other letters, digits or dots-with-digits;
+# an underscore may touch it (kube-proxy's nftables chain names: endpoint-X-ns/svc/tcp/p__10.0.1.5/8080).
+_V4_RE = re.compile(rf"(?<![0-9A-Za-z.])({_V4})(?:/(\d{{1,2}}))?(?![0-9A-Za-z]|\.\d)")
 # Candidate IPv6 text; validated with ipaddress before it is mapped.
-_V6_RE = re.compile(r"(?<![\w:.])((?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|" + _V4 + r")?)(?:/(\d{1,3}))?(?![\w:])")
+_V6_RE = re.compile(r"(?<![0-9A-Za-z:.])((?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|" + _V4
+                    + r")?)(?:/(\d{1,3}))?(?![0-9A-Za-z:])")
 # Cloud host names that spell the address with dashes: ip-10-0-1-5, 10-0-1-5.
 _DASHED_RE = re.compile(r"(?<![\w-])(ip-)?(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?![\d-]\d)")
 

@@ -314,6 +314,27 @@ def loopback_intro(d: ReportData) -> Html:
                 "the wrong address, so the client resets it and the connection times out.</p>")
 
 
+def returning_syn_trace(d: ReportData) -> Html:
+    """The walk of a looped-back SYN (from the pod, to the node's NodePort, in via its uplink)
+    through the client node's rules: where they DNAT it, the evidence for the loopback's
+    mechanism in the verdict. Only for nodes with loopbacks in the captures."""
+    looped = set(zip(d.loopback["service"], d.loopback["client_node"], strict=True)) if not d.loopback.empty \
+        else set()
+    show = d.anonymizer.text if d.anonymizer is not None else (lambda x: x)
+    parts = []
+    for m in getattr(d.analysis, "mechanisms", None) or []:
+        if m.returning_packet is None or (show(m.service), m.node) not in looped:
+            continue
+        src, dst, dport, proto, iface = m.returning_packet
+        v = d.analysis.rules(m.node).explain(src, dst, int(dport), proto=proto, in_iface=iface)
+        head = f"{src} -> {dst}:{dport}/{proto} in via {iface or 'the uplink'} on {m.node}: {v.verdict}"
+        parts.append(f"<h4>{esc(show(head))}</h4>" + trace_pre([show(str(x)) for x in v.trace]))
+    if not parts:
+        return Html("")
+    return Html("<p>Where the client's node sends a SYN that comes back to its NodePort from the pod (the "
+                "netfilter model's walk of that packet through the node's rules):</p>" + "".join(parts))
+
+
 def rule_traces(d: ReportData) -> Html:
     """For each SNAT row, the netfilter rules the packet walks through, as text."""
     rows = d.snat.to_dict("records")
