@@ -55,3 +55,16 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, ip_id: int = 1) -> byte
 def tcp(src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int = 0, ip_id: int = 1) -> bytes:
     """An IPv4 TCP segment without options or payload."""
     return ipv4(src, dst, 6, struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 64240, 0, 0), ip_id)
+
+
+def netns_unavailable_reason(*tools: str) -> str | None:
+    """tests/conftest.py's check (why root/network-namespace tests cannot run here), loaded by
+    path: `from conftest import ...` finds another directory's conftest when tests/analysis and
+    tests/report run in one session."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("natlens_tests_root_conftest",
+                                                  Path(__file__).resolve().parents[1] / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.netns_unavailable_reason(*tools)

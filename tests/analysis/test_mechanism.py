@@ -176,3 +176,25 @@ def test_node_dnat_sentence_says_no_loopback_is_possible_and_shows_the_rule():
     assert "(kube-proxy in iptables mode; ingress ipMode VIP)" in text
     assert f"-d {VIP}/32 -p tcp --dport 80 -> KUBE-EXT-X)" in text and "(matched)" not in text
     assert text.endswith("so no loopback is possible for pod traffic.")
+
+
+def test_without_the_rules_walk_the_captures_decide_where_the_returning_syn_went():
+    unknown = M.Fact("unknown", "no NodePort")
+    m = _mech(back="unknown", looped={f"{WEB2}:8080": 2})
+    m.returning_syn = unknown
+    assert W.returning_to(m) == "any" and "to any of the Service's endpoints" in W.loopback_mechanism(m, True)
+    m.looped = {f"{WEB1}:8080": 2}
+    assert W.returning_to(m) == "local"
+    m.looped, m.looped_nodes = {"198.18.99.9:8080": 1}, {}  # an endpoint no inventory places
+    assert W.returning_to(m) == "unknown"
+    text = W.loopback_mechanism(m, True)
+    assert "local endpoint" not in text and "DNATs it to one of the Service's endpoints" in text
+    assert W.returning_to(None) == "unknown"
+
+
+def test_the_node_port_of_the_walk_comes_from_the_loopbacks_when_the_inventory_lacks_it():
+    j = pd.DataFrame({"journey": ["J0", "J1"], "loopback": ["yes", "no"]})
+    r = pd.DataFrame([{"journey": "J0", "resp_h": NODE1, "resp_p": 30080, "syn_ts": 1.0},
+                      {"journey": "J1", "resp_h": NODE1, "resp_p": 31111, "syn_ts": 1.0}])
+    assert M._looped_node_port(j, r, NODE1) == 30080
+    assert M._looped_node_port(j, r, None) is None

@@ -15,7 +15,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import netns_unavailable_reason
+from analysis_helpers import netns_unavailable_reason
 
 from natlens.findings import analyze
 

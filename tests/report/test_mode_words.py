@@ -43,7 +43,7 @@ def test_the_loopback_evidence_says_where_the_node_sends_the_returning_syn(nft, 
     assert "a local endpoint" not in text.loopback_intro(nft)
     assert "is DNATed to a local endpoint," in text.loopback_intro(ipvs)
     trace = text.returning_syn_trace(nft)
-    assert "198.18.16.100 -&gt; 198.18.0.11:30080/tcp in via eth0 on node-1" in trace
+    assert "node-1: 198.18.16.100 -&gt; 198.18.0.11:30080/tcp in via eth0</h4>" in trace
     assert "short-circuit pod traffic" in trace and "DNAT to 198.18.17.10:8080" in trace
 
 

@@ -90,7 +90,8 @@ def mechanisms(journeys: pd.DataFrame, records: pd.DataFrame | None, bundle: Bun
 
 def _one(svc: str, node: str, key, mine: pd.DataFrame, records: pd.DataFrame | None,
          bundle: Bundle | None, inventory: Inventory) -> Mechanism:
-    """The facts of one (Service, client node)."""
+    """The facts of one (Service, client node); the NodePort the rules are asked about is the
+    inventory's, else the one the captures show loopbacks coming back to."""
     vip, port, proto = str(key["vip"]), int(key["vport"]), str(key["proto"])
     ingress = ingress_mode(inventory, vip, port, proto)
     looped, nodes = looped_endpoints(mine, records, inventory)
@@ -101,7 +102,8 @@ def _one(svc: str, node: str, key, mine: pd.DataFrame, records: pd.DataFrame | N
     pods = mine.loc[~mine["client_is_node"].fillna(False).astype(bool), "client_h"].dropna()
     pod = str(pods.iloc[0]) if len(pods) else None
     node_ip = inventory.nodes.set_index("name")["internal_ip"].get(node)
-    node_port, uplink = _node_port(inventory, vip, port, proto), _iface(bundle, node, UPLINK)
+    node_port = _node_port(inventory, vip, port, proto) or _looped_node_port(mine, records, node_ip)
+    uplink = _iface(bundle, node, UPLINK)
     back = (pod, node_ip, node_port, proto, uplink) if pod and node_ip and node_port else None
     return Mechanism(svc, node, proxy_mode(rules, files), ingress,
                      vip_on_node(rules, pod, vip, port, proto, _iface(bundle, node, BRIDGE)),
@@ -140,6 +142,17 @@ def _node_port(inventory: Inventory, vip: str, port: int, proto: str) -> int | N
     s = inventory.services
     m = s[(s["lb_ip"] == vip) & (s["port"] == port) & (s["proto"] == proto) & s["node_port"].notna()]
     return int(m["node_port"].iloc[0]) if len(m) else None
+
+
+def _looped_node_port(journeys: pd.DataFrame, records: pd.DataFrame | None, node_ip: str | None) -> int | None:
+    """The port loopbacks came back to on the node's own IP (the Service's NodePort, as the load
+    balancer DNATed it), when the inventory does not know it: the commonest in the captures."""
+    loops = journeys.loc[journeys["loopback"] == YES, "journey"]
+    if records is None or node_ip is None or loops.empty:
+        return None
+    back = records[records["journey"].isin(loops) & (records["resp_h"] == node_ip) & records["syn_ts"].notna()]
+    ports = back.drop_duplicates(["journey", "resp_p"])["resp_p"].value_counts()
+    return int(ports.index[0]) if len(ports) else None
 
 
 def proxy_mode(rules: NodeRules, files: list[str]) -> Fact:

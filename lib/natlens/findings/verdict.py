@@ -174,8 +174,8 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
                 f"{worst['snat']} of {worst['connections']} were SNATed" if ratio is not None
                 and not pd.isna(ratio) else "whether they were SNATed is not visible in the captures")
     pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
-                "has an externalTrafficPolicy natlens could not find (no cluster/services.json, no "
-                "kube-proxy ipsets)")
+                "has an externalTrafficPolicy natlens could not find (no cluster/services.json, and no "
+                "kube-proxy rule on the node names it)")
     _, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
     _, failed, _ = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     root = (f"The {svc} {pol_text}; {wording.why_it_leaves(m)} ({why_snat}), "

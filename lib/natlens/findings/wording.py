@@ -26,6 +26,9 @@ REMEDIATION = [
     "From inside the cluster, call the Service's ClusterIP (or its DNS name) instead of the "
     "load balancer VIP.",
 ]
+RETURN_TO_SOME = ("The SYN comes back to that node's NodePort, which DNATs it to one of the Service's endpoints; the "
+                  "SYN-ACK reaches the client from nodeIP:NodePort instead of the VIP; the client resets it, "
+                  "retransmits its SYN to the same backend, and the connect times out.")
 RETURN_TO_LOCAL = ("That node DNATs the SYN to a local endpoint and answers from nodeIP:NodePort instead of the "
                    "VIP; the client resets that SYN-ACK, retransmits its SYN to the same backend, and the "
                    "connect times out.")
@@ -64,13 +67,30 @@ def loopback_mechanism(m: Mechanism | None, only_loopbacks_failed: bool) -> str:
     head = "so the load balancer sees the pod's own IP and may pick the client's own node. "
     tail = (" Only connections hashed to the client's own node fail, hence the sporadic failures."
             if only_loopbacks_failed else " Connections hashed to the client's own node fail this way.")
-    if m is None or m.returning_syn.value != "any":
+    where = returning_to(m)
+    if where == "local":
         return head + RETURN_TO_LOCAL + tail
-    rule = f" ({_rule_name(m.returning_syn.rule)})" if m.returning_syn.rule else ""
+    if where == "unknown":
+        return head + RETURN_TO_SOME + tail
+    rule = f" ({_rule_name(m.returning_syn.rule)})" if m is not None and m.returning_syn.rule else ""
     return (head + f"The SYN comes back to that node's NodePort from the pod's address, and {m.node}'s rules "
             f"send a SYN from a pod address to any of the Service's endpoints{rule}, on this node or on another"
             f"{_seen(m)}. Either way the SYN-ACK reaches the client from nodeIP:NodePort instead of the VIP; the "
             "client resets it and retransmits its SYN to the same backend node, and the connect times out." + tail)
+
+
+def returning_to(m: Mechanism | None) -> str:
+    """Where the client's node sends a looped-back SYN: its rules' walk (local, any) when the
+    model answered; else what the captures show (an endpoint on another node: any; only local
+    ones: local); else unknown."""
+    if m is not None and m.returning_syn.value in ("local", "any"):
+        return m.returning_syn.value
+    if m is None:
+        return "unknown"
+    nodes = {m.looped_nodes.get(e) for e in m.looped}
+    if nodes - {None, m.node}:
+        return "any"
+    return "local" if nodes == {m.node} else "unknown"
 
 
 def _rule_name(line: str) -> str:

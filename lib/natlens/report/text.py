@@ -327,8 +327,9 @@ def returning_syn_trace(d: ReportData) -> Html:
             continue
         src, dst, dport, proto, iface = m.returning_packet
         v = d.analysis.rules(m.node).explain(src, dst, int(dport), proto=proto, in_iface=iface)
-        head = f"{src} -> {dst}:{dport}/{proto} in via {iface or 'the uplink'} on {m.node}: {v.verdict}"
-        parts.append(f"<h4>{esc(show(head))}</h4>" + trace_pre([show(str(x)) for x in v.trace]))
+        head = f"{m.node}: {src} -> {dst}:{dport}/{proto} in via {iface or 'the uplink'}"
+        parts.append(f"<h4>{esc(show(head))}</h4><p>{esc(show(v.verdict))}</p>"
+                     + trace_pre([show(str(x)) for x in v.trace]))
     if not parts:
         return Html("")
     return Html("<p>Where the client's node sends a SYN that comes back to its NodePort from the pod (the "
