@@ -83,3 +83,13 @@ def test_the_asymmetric_failures_are_neither_connected_nor_loopbacks_nor_explain
             "the client got their SYN-ACK from another address than the VIP and reset it; natlens identifies "
             "no mechanism for them.") in v["root_cause"]
     assert v["headline"].startswith("11 of 14 failed connections (of 20) were load-balancer loopbacks")
+
+
+def test_snat_loopback_and_the_lbs_pick_agree_with_ground_truth(a, m):
+    assert ((m["loopback_y"] == "yes") == m["loopback_x"].astype(bool)).all()
+    assert (m["lb_backend"] == m["lb_node"]).all()
+    assert ((m["snat_y"] == "yes") == m["snat_x"].astype(bool)).all() and (m["snat_y"] != "unknown").all()
+    assert (m["node_dnat_y"] == "no").all()  # ipMode Proxy: every SYN to the VIP left the node
+    s = a.summary()
+    assert s["loopback"] == {"hits": 11, "failed": 11, "by_node": {"node-1": 11}}
+    assert s["snat"][0]["ratio"] == 0.0 and s["snat"][0]["predicted_by_rules"] is True
