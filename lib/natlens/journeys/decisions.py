@@ -227,9 +227,11 @@ def classify_node_dnat(r: pd.DataFrame, cl: pd.DataFrame, lossy: set[str] = froz
 
 
 def _nic_watched(r: pd.DataFrame, lossy: set[str]) -> pd.Series:
-    """Per record: a capture of its node that sees the node's NIC (records at its uplink) and is
-    not known to lose packets ran from before the record to after it."""
-    nic = r[r["egress"] & ~r["capture"].astype(str).isin(lossy)]
+    """Per record: a capture of its node that sees the node's NIC (it has records at the uplink:
+    an `any` capture or the NIC's own) and is not known to lose packets ran from before the
+    record to after it (its first and last packet, at any of its interfaces)."""
+    sees = set(r.loc[r["egress"], "capture"].astype(str)) - set(lossy)
+    nic = r[r["capture"].astype(str).isin(sees)]
     if nic.empty:
         return pd.Series(False, index=r.index)
     spans = nic.assign(_end=nic["last_ts"].fillna(nic["ts"])).groupby(["node", "capture"]).agg(
