@@ -414,6 +414,21 @@ class _Stream(_Cur):
             return t
         return None
 
+    def at_line(self) -> int | None:
+        """The index of the next line not yet lexed, when all that was lexed has been read
+        but newlines and ';' (skipped now, as skip_sep would); else None (also at the end).
+        The parser's fast paths read such a line themselves."""
+        toks, i = self.toks, self.i
+        while i < self.n:
+            t = toks[i]
+            if t.kind != "n" and (t.kind != "p" or t.val != ";"):
+                self.i = i
+                return None
+            i += 1
+        toks.clear()
+        self.i = self.n = 0
+        return self.next_line if self.next_line < len(self.lines) else None
+
 
 # ----------------------------------------------------------------------------- structure
 
@@ -427,6 +442,91 @@ _SET_SKIP = frozenset(("size", "timeout", "gc-interval", "policy", "counter", "a
 _OBJ_NAMES = {"table": 1, "chain": 2, "set": 2, "map": 2, "element": 2, "rule": 2}
 
 
+# What the fast paths read (see _TextParser._fast_top and the methods after it).
+_CLOSED = 2
+_NAME_WORD = r'[^\s{};,()|&^"#]+'
+_FAST_ADD = re.compile(rf"\s*add\s+(rule|chain|element)\s+({_NAME_WORD})\s+({_NAME_WORD})"
+                       rf"\s+({_NAME_WORD})(.*)$")
+_FAST_CHAIN = re.compile(rf"\s*chain\s+({_NAME_WORD})\s*\{{\s*$")
+_FAST_ELEMENTS = re.compile(r"\s*elements(?:\s+=)?\s*\{")
+_CHAIN_DECL = frozenset(("type", "policy", "comment", "device", "devices"))
+_QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")')
+_HANDLE_TAIL = re.compile(r"#\s*handle\s+(\d+)\s*$")
+_BRACES = re.compile(r"[{}]")
+
+
+def _bare(s: str) -> str | None:
+    """s with its quoted strings blanked out (same length), or None if a fast path must
+    leave it to the lexer: an unterminated quote, a comment, a ';'."""
+    if '"' in s:
+        s = _QUOTED.sub(lambda m: "_" * len(m.group()), s)
+        if '"' in s:
+            return None
+    if "#" in s or ";" in s:
+        return None
+    return s
+
+
+def _simple_line(text: str) -> tuple[str, int | None] | None:
+    """(the statements, the handle of a trailing '# handle N') of a rule that is all of
+    one line: balanced braces, no ';', no other comment; None for anything else."""
+    handle = None
+    if "#" in text:
+        m = _HANDLE_TAIL.search(text)
+        if m is None:
+            return None
+        text, handle = text[:m.start()], int(m[1])
+    bare = _bare(text)
+    if bare is None:
+        return None
+    if "{" in bare or "}" in bare:
+        depth = 0
+        for b in _BRACES.findall(bare):
+            depth += 1 if b == "{" else -1
+            if depth < 0:
+                return None
+        if depth:
+            return None
+    text = text.strip()
+    return (text, handle) if text else None
+
+
+def _split_commas(s: str) -> list[str]:
+    """s split at the commas outside quoted strings."""
+    if '"' not in s:
+        return s.split(",")
+    out: list[str] = []
+    cur: list[str] = []
+    for i, piece in enumerate(_QUOTED.split(s)):
+        if i % 2:
+            cur.append(piece)
+            continue
+        first, *rest = piece.split(",")
+        cur.append(first)
+        for r in rest:
+            out.append("".join(cur))
+            cur = [r]
+    out.append("".join(cur))
+    return out
+
+
+def _rule_parser(family: str, commands: bool) -> Any:
+    """tokens -> (statements, comment) of a rule of the family."""
+    return lambda toks: _RuleParser(toks, family, commands).rule()
+
+
+def _element_parser(family: str, kind: str | None, positions: frozenset[int]) -> Any:
+    """tokens -> (key, value, comment, extras) of one whole set element; _Unparsed if the
+    tokens are not exactly one element."""
+    def parse(toks: list[_Tok]) -> tuple:
+        p = _RuleParser(toks, family, False)
+        item = p._element(kind, positions)
+        if p.cur.peek() is not None:
+            raise _Unparsed
+        return item
+    return parse
+
+
 class _TextParser:
     """nft syntax -> NftRuleset: the block syntax nft lists, and ``nft -f`` command files."""
 
@@ -437,6 +537,8 @@ class _TextParser:
         self.rs = NftRuleset(path=path, format="text")
         self.commands = False
         self.applied: dict[str, int] = {}
+        self.shapes = _Shapes(path)
+        self.rule_parsers: dict[tuple, Any] = {}
 
     def err(self, msg: str, line: int) -> NatlensError:
         return NatlensError(msg, path=self.path, where=str(line))
@@ -447,7 +549,12 @@ class _TextParser:
     def parse(self) -> NftRuleset:
         """Top-level statements until the end: tables and commands; anything else is an error."""
         cur = self.cur
-        while (t := cur.skip_sep()) is not None:
+        while True:
+            if self._fast_top():
+                continue
+            t = cur.skip_sep()
+            if t is None:
+                break
             w = t.val if t.kind == "w" else None
             if w == "table":
                 cur.next()
@@ -568,6 +675,11 @@ class _TextParser:
         """The chains, sets, maps, comment and flags of a table, up to its '}'."""
         cur = self.cur
         while True:
+            fast = self._fast_table_line(table)
+            if fast == _CLOSED:
+                return
+            if fast:
+                continue
             t = cur.skip_sep()
             if t is None:
                 raise self.err(f"unbalanced braces: table {table.family} {table.name} is never "
@@ -610,6 +722,11 @@ class _TextParser:
         """A chain's declaration lines and its rules, up to its '}'."""
         cur = self.cur
         while True:
+            fast = self._fast_chain_line(ch)
+            if fast == _CLOSED:
+                return
+            if fast:
+                continue
             t = cur.skip_sep()
             if t is None:
                 raise self.err(f"unbalanced braces: chain {ch.name} is never closed", open_line)
@@ -674,6 +791,8 @@ class _TextParser:
         """A set's type/typeof, flags, comment and elements, up to its '}'."""
         cur = self.cur
         while True:
+            if self._fast_set_line(s):
+                continue
             t = cur.skip_sep()
             if t is None:
                 raise self.err(f"unbalanced braces: set {s.name} is never closed", open_line)
@@ -770,19 +889,26 @@ class _TextParser:
 
     def _named_set(self, line: int) -> NftSet:
         fam, (tname, sname) = self._fam_names(2, line)
+        return self._set_of(fam, tname, sname, line)
+
+    def _set_of(self, fam: str, tname: str, sname: str, line: int) -> NftSet:
         s = self._table_of(fam, tname, line, f"set {sname}").sets.get(sname)
         if s is None:
             raise self.err(f"elements for unknown set {fam} {tname} {sname}", line)
         return s
 
-    def _rule_cmd(self, verb: str, line: int) -> None:
-        """'add|insert rule [family] TABLE CHAIN [index N] STATEMENTS'."""
-        cur = self.cur
-        fam, (tname, cname) = self._fam_names(2, line)
+    def _chain_of(self, fam: str, tname: str, cname: str, line: int) -> NftChain:
         ch = self._table_of(fam, tname, line, f"rule of chain {cname}").chains.get(cname)
         if ch is None:
             raise self.err(f"rule for unknown chain {fam} {tname} {cname} (a rule outside a "
                            "chain)", line)
+        return ch
+
+    def _rule_cmd(self, verb: str, line: int) -> None:
+        """'add|insert rule [family] TABLE CHAIN [index N] STATEMENTS'."""
+        cur = self.cur
+        fam, (tname, cname) = self._fam_names(2, line)
+        ch = self._chain_of(fam, tname, cname, line)
         where = None
         if cur.word() in ("index", "position", "handle") and (cur.word(1) or "").isdigit():
             where = (cur.next().val, int(cur.next().val))
@@ -845,6 +971,155 @@ class _TextParser:
         expr, comment = _RuleParser(item, ch.family, commands).rule()
         return NftRule(ch.family, ch.table, ch.name, expr, text, path=self.path,
                        lineno=first.line, handle=self.cur.handles.get(last.line), comment=comment)
+
+    # -- fast paths: whole lines of the few shapes a big dump is made of, read without the
+    # token stream (each declines, leaving the line to it, when the line is anything else)
+
+    def _fast_top(self) -> bool:
+        """A blank top-level line, or one of the three commands of a big command file:
+        'add rule', 'add chain' without a body, 'add element'."""
+        n = self.cur.at_line()
+        if n is None:
+            return False
+        line = self.lines[n]
+        m = _FAST_ADD.match(line)
+        if m is None:
+            if line and not line.isspace():
+                return False
+            self.cur.next_line += 1
+            return True
+        obj, fam, tname, name, rest = m.groups()
+        if fam not in _FAMILY_SET or tname[-1] == ":" or name[-1] == ":":
+            return False
+        if obj == "rule":
+            done = self._fast_rule_cmd(n, fam, tname, name, rest)
+        elif obj == "chain":
+            done = not rest or rest.isspace()
+            if done:
+                self._chain(self._table_of(fam, tname, n + 1, f"chain {name}"), name, n + 1)
+                self.cur.next_line += 1
+        else:
+            rest = rest.lstrip()
+            done = rest[:1] == "{" and self._fast_elements(
+                self._set_of(fam, tname, name, n + 1), n, rest[1:])
+        if done:
+            self.commands = True
+        return bool(done)
+
+    def _fast_rule_cmd(self, n: int, fam: str, tname: str, cname: str, rest: str) -> bool:
+        simple = _simple_line(rest)
+        if simple is None or simple[0].split(None, 1)[0] in ("index", "position", "handle"):
+            return False
+        ch = self._chain_of(fam, tname, cname, n + 1)
+        ch.rules.append(self._fast_rule(ch, simple, n + 1, commands=True))
+        self.cur.next_line += 1
+        return True
+
+    def _fast_table_line(self, table: NftTable) -> int:
+        """A blank line, the table's closing '}' (_CLOSED) or a 'chain NAME {' line and the
+        chain it opens."""
+        n = self.cur.at_line()
+        if n is None:
+            return 0
+        line = self.lines[n]
+        s = line.strip()
+        if not s or s == "}":
+            self.cur.next_line += 1
+            return _CLOSED if s else 1
+        m = _FAST_CHAIN.match(line)
+        if m is None or m[1][-1] == ":":
+            return 0
+        self.cur.next_line += 1
+        self._chain_body(self._chain(table, m[1], n + 1), n + 1)
+        return 1
+
+    def _fast_chain_line(self, ch: NftChain) -> int:
+        """A blank line, the chain's closing '}' (_CLOSED) or a rule of one line."""
+        n = self.cur.at_line()
+        if n is None:
+            return 0
+        line = self.lines[n]
+        s = line.strip()
+        if not s or s == "}":
+            self.cur.next_line += 1
+            return _CLOSED if s else 1
+        if s[0] in _PUNCT or s[0] in '"#' or s.split(None, 1)[0].rstrip(":") in _CHAIN_DECL:
+            return 0
+        simple = _simple_line(line)
+        if simple is None:
+            return 0
+        ch.rules.append(self._fast_rule(ch, simple, n + 1, commands=False))
+        self.cur.next_line += 1
+        return 1
+
+    def _fast_set_line(self, s: NftSet) -> bool:
+        """An 'elements = { ... }' declaration, however many lines it takes."""
+        n = self.cur.at_line()
+        if n is None:
+            return False
+        m = _FAST_ELEMENTS.match(self.lines[n])
+        return m is not None and self._fast_elements(s, n, self.lines[n][m.end():])
+
+    def _fast_rule(self, ch: NftChain, simple: tuple[str, int | None], line: int,
+                   commands: bool) -> NftRule:
+        """The rule of a line _simple_line accepted: its statements by way of the shapes."""
+        text, handle = simple
+        mode = ("rule", ch.family, commands)
+        parse = self.rule_parsers.get(mode)
+        if parse is None:
+            parse = self.rule_parsers[mode] = _rule_parser(ch.family, commands)
+        expr, comment = self.shapes.translate(mode, text, parse, line)
+        return NftRule(ch.family, ch.table, ch.name, expr, text, self.path, line, handle, comment)
+
+    def _fast_elements(self, s: NftSet, n: int, first: str) -> bool:
+        """The elements of a '{' on line n (first: the text after it), up to its '}' and
+        the end of that line, appended to the set; False (nothing read) unless every
+        element is one the element parser reads."""
+        block = self._block(n, first)
+        if block is None:
+            return False
+        inner, last = block
+        pieces = _split_commas(inner)
+        kind = "verdict" if s.data == "verdict" else ("data" if s.data else None)
+        positions = frozenset(i for i, k in enumerate(s.key) if k == "inet_proto")
+        mode = ("element", s.family, kind, positions)
+        parse = _element_parser(s.family, kind, positions)
+        out = []
+        for i, p in enumerate(pieces):
+            if not p or p.isspace():
+                if i == len(pieces) - 1:
+                    continue
+                return False
+            try:
+                key, value, comment, _ = self.shapes.translate(mode, p.strip(), parse, n + 1)
+            except _Unparsed:
+                return False
+            out.append(NftElement(key, value, comment))
+        s.elements.extend(out)
+        self.cur.next_line = last + 1
+        return True
+
+    def _block(self, n: int, first: str) -> tuple[str, int] | None:
+        """The text up to the '}' closing a '{' on line n (first: the text after it) and the
+        line of that '}', which must end it; None for nested braces, comments, ';' or an
+        unterminated quote on the way."""
+        parts = []
+        s = first
+        while True:
+            bare = _bare(s)
+            if bare is None or "{" in bare:
+                return None
+            j = bare.find("}")
+            if j >= 0:
+                if bare[j + 1:].strip():
+                    return None
+                parts.append(s[:j])
+                return " ".join(parts), n
+            parts.append(s)
+            n += 1
+            if n >= len(self.lines):
+                return None
+            s = self.lines[n]
 
 
 def _apply_removal(verb: str, obj: str, table: NftTable | None, names: list[str]) -> None:
@@ -1762,6 +2037,246 @@ def _typeof_name(e: Any) -> str:
     if "fib" in e:
         return _TYPEOF_FIB.get(e["fib"].get("result"), "integer")
     return "integer"
+
+
+# ----------------------------------------------------------------------------- shapes
+
+# A big dump repeats a few rule and element shapes with other addresses, ports and
+# names (kube-proxy: "ip daddr A tcp dport P ip saddr != C jump mark-for-masquerade"
+# once per Service). _Shapes translates each shape once and then only fills in the
+# constants. A constant is a whole word of one of the classes below, chosen so that
+# the translation treats every member of a class alike: no keyword is of any of them,
+# and what the statement parser makes of one (an int, a string, an address and a port,
+# a prefix) does not depend on which member it is. Protocol numbers (6 prints as
+# "tcp") and /32 prefixes (an address) are left out for that reason; a word of no class
+# stays part of the shape, which is then only less often shared.
+_WORD_EDGE = r'[^\s{};,()|&^"#]'       # a character that continues a word (see _TOKEN)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_NOT_PROTO = "(?!(?:" + "|".join(str(n) for n in sorted(_PROTO_NAMES)) + f")(?!{_WORD_EDGE}))"
+_CONST = re.compile(
+    r'("(?:[^"\\]|\\.)*"'                                   # S: a quoted string
+    rf"|(?<!{_WORD_EDGE})(?:"
+    rf"{_OCTET}(?:\.{_OCTET}){{3}}"                         # I: IPv4 address,
+    r"(?:/(?:3[01]|[12]?[0-9])|:(?:[1-9][0-9]{0,4}|0))?"   # P: with /len, A: with :port
+    r"|0[xX][0-9a-fA-F]+"                                   # H: hex number
+    rf"|{_NOT_PROTO}(?:[1-9][0-9]*|0)"                      # D: decimal number
+    r"|(?=[a-z0-9_./-]*[A-Z])[A-Za-z][A-Za-z0-9_./-]*"      # N: a name with a capital
+    rf")(?!{_WORD_EDGE}))")
+_MAX_SLOTS = 200
+_ONCE, _NEVER = "once", "never"        # cache states before a shape has its builder
+
+
+def _const(c: str) -> tuple[str, tuple]:
+    """A constant's class letter and its forms: the word itself and what it converts to."""
+    c0 = c[0]
+    if c0 == '"':
+        return "S", (_UNESCAPE.sub(r"\1", c[1:-1]) if "\\" in c else c[1:-1],)
+    if "0" <= c0 <= "9":
+        if "." in c:
+            if "/" in c:
+                a, n = c.split("/")
+                return "P", (c, a, int(n))
+            if ":" in c:
+                a, p = c.split(":")
+                return "A", (c, a, int(p))
+            return "I", (c,)
+        if c[1:2] in ("x", "X"):
+            return "H", (c, int(c, 16))
+        return "D", (c, int(c))
+    return "N", (c,)
+
+
+def _shape(text: str) -> tuple[str, list[str], list, list[str]]:
+    """text -> (its shape, the split text, the constants' forms in slot order, the
+    distinct constants). Equal constants share one slot: the shape says which are equal."""
+    parts = _CONST.split(text)
+    slots: dict[str, str] = {}
+    flat: list = []
+    marks = []
+    for c in parts[1::2]:
+        m = slots.get(c)
+        if m is None:
+            cls, forms = _const(c)
+            m = slots[c] = f"\x00{cls}{len(slots)}"
+            flat.extend(forms)
+        marks.append(m)
+    shape_parts = parts.copy()
+    shape_parts[1::2] = marks
+    return "".join(shape_parts), parts, flat, list(slots)
+
+
+class _NoTemplate(Exception):
+    """A translation with a value the builder source cannot spell (it is parsed each time)."""
+
+
+def _leaves(consts: list[str]) -> dict[tuple, str] | None:
+    """Each form of each constant -> the builder source reading it from the flat values;
+    None when two constants have a form in common (which one a value came from is unknown)."""
+    out: dict[tuple, str] = {}
+    o = 0
+    for c in consts:
+        cls, forms = _const(c)
+        if cls == "S":
+            keys = [(("s", forms[0]), f"v[{o}]")]
+        elif cls == "P":
+            keys = [(("s", c), f"v[{o}]"), (("p", forms[1], forms[2]),
+                                            f"{{'prefix': {{'addr': v[{o + 1}], 'len': v[{o + 2}]}}}}")]
+        else:
+            keys = [(("i" if type(f) is int else "s", f), f"v[{o + i}]") for i, f in enumerate(forms)]
+        for k, src in keys:
+            if k in out:
+                return None
+            out[k] = src
+        o += len(forms)
+    return out
+
+
+def _leaf(x: Any) -> tuple | None:
+    """The key _leaves gives a value that may be a constant's form (None: it cannot be)."""
+    t = type(x)
+    if t is str:
+        return ("s", x)
+    if t is int:
+        return ("i", x)
+    if t is dict and len(x) == 1:
+        p = x.get("prefix")
+        if type(p) is dict and len(p) == 2 and type(p.get("addr")) is str \
+                and type(p.get("len")) is int:
+            return ("p", p["addr"], p["len"])
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types and key order throughout (1 is not True)."""
+    t = type(a)
+    if t is not type(b):
+        return False
+    if t is dict:
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if t is list or t is tuple:
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def _literal(x: Any) -> str:
+    """Python source that builds x afresh."""
+    t = type(x)
+    if t is str or t is int or t is bool or x is None:
+        return repr(x)
+    if t is dict:
+        if any(type(k) is not str for k in x):
+            raise _NoTemplate
+        return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in x.items()) + "}"
+    if t is list:
+        return "[" + ", ".join(_literal(v) for v in x) + "]"
+    if t is tuple:
+        return "(" + "".join(_literal(v) + ", " for v in x) + ")"
+    raise _NoTemplate
+
+
+def _src(outs: list, leaves: list[dict[tuple, str]]) -> str:
+    """Python source that builds outs[0] from the constants in v, given the translations
+    of the same shape with other constants (outs[1:]) and each one's constant forms: what
+    all of them have alike is a literal; where they differ, each must hold the same form
+    of the same constant, else raise _NoTemplate."""
+    x = outs[0]
+    if all(_same(x, y) for y in outs[1:]):
+        return _literal(x)
+    srcs = {lv.get(_leaf(o)) for o, lv in zip(outs, leaves, strict=True)}
+    if len(srcs) == 1 and None not in srcs:
+        return srcs.pop()
+    t = type(x)
+    if any(type(o) is not t for o in outs):
+        raise _NoTemplate
+    if t is dict:
+        if any(list(o) != list(x) for o in outs) or any(type(k) is not str for k in x):
+            raise _NoTemplate
+        return "{" + ", ".join(f"{k!r}: {_src([o[k] for o in outs], leaves)}" for k in x) + "}"
+    if (t is list or t is tuple) and all(len(o) == len(x) for o in outs):
+        items = [_src([o[i] for o in outs], leaves) for i in range(len(x))]
+        return f"[{', '.join(items)}]" if t is list else "(" + "".join(f"{i}, " for i in items) + ")"
+    raise _NoTemplate
+
+
+# Two sets of probes per class: constants no rule set is likely to hold, all different.
+_PROBES = {"S": lambda k, j: f'"natlens-{j}-{k}"', "I": lambda k, j: f"203.0.{113 + j}.{k + 1}",
+           "P": lambda k, j: f"100.{64 + j}.{k}.0/24",
+           "A": lambda k, j: f"192.0.{2 + j}.{k + 1}:{30000 + 1000 * j + k}",
+           "H": lambda k, j: f"0x5eed{j}{k:03x}", "D": lambda k, j: str(40000 + 1000 * j + k),
+           "N": lambda k, j: f"NatlensProbe{j}x{k}"}
+
+
+class _Shapes:
+    """Translations by shape: each shape is parsed in full the first two times; the second
+    time it also gets a builder, a function of the constants that returns what parsing
+    returns. A builder is kept only if it also gives what parsing the same shape with
+    other constants (probes of each class, all different) gives; a shape whose builder
+    fails that check, or that has none, is parsed each time. Nothing else changes: the
+    result is the parser's, only made faster."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.cache: dict[tuple, dict[str, Any]] = {}
+
+    def translate(self, mode: tuple, text: str, parse: Any, line: int) -> Any:
+        """parse(tokens of text), by way of the shape's builder when it has one. mode
+        names the translation (all it depends on besides the text)."""
+        shapes = self.cache.get(mode)
+        if shapes is None:
+            shapes = self.cache[mode] = {}
+        shape, parts, flat, consts = _shape(text)
+        b = shapes.get(shape)
+        if b is not None and b is not _ONCE and b is not _NEVER:
+            return b(flat)
+        out = parse(self._lex(text, line))
+        if b is None:
+            shapes[shape] = _ONCE
+        elif b is _ONCE:
+            made = self._builder(shape, parts, flat, consts, out, parse, line)
+            if made is not None:
+                shapes[shape] = made
+        return out
+
+    def _lex(self, text: str, line: int) -> list[_Tok]:
+        toks: list[_Tok] = []
+        _lex_line(text, line, toks.append, {}, set(), self.path)
+        return toks
+
+    def _builder(self, shape: str, parts: list[str], flat: list, consts: list[str], out: Any,
+                 parse: Any, line: int) -> Any:
+        """The builder of a shape, _NEVER if it cannot have one, None to try again with
+        the next text of this shape (two constants had a form in common)."""
+        leaves = _leaves(consts)
+        if leaves is None:
+            return None
+        if len(consts) > _MAX_SLOTS:
+            return _NEVER
+        outs, all_leaves, flats = [out], [leaves], [flat]
+        for j in (0, 1):
+            probes = {c: _PROBES[_const(c)[0]](k, j) for k, c in enumerate(consts)}
+            probe_leaves = _leaves(list(probes.values()))
+            if probe_leaves is None or any(probe_leaves.keys() & lv.keys() for lv in all_leaves):
+                return None
+            probe_parts = parts.copy()
+            probe_parts[1::2] = [probes[c] for c in parts[1::2]]
+            probe_text = "".join(probe_parts)
+            probe_shape, _, probe_flat, _ = _shape(probe_text)
+            try:
+                probe_out = parse(self._lex(probe_text, line))
+            except _Unparsed:
+                return _NEVER
+            if probe_shape != shape:
+                return _NEVER
+            outs.append(probe_out)
+            all_leaves.append(probe_leaves)
+            flats.append(probe_flat)
+        try:
+            # source made of literals (repr of str, int, bool, None) and v[i] only
+            b = eval(f"lambda v: {_src(outs, all_leaves)}", {"__builtins__": {}})
+        except _NoTemplate:
+            return _NEVER
+        ok = all(_same(b(f), o) for f, o in zip(flats, outs, strict=True))
+        return b if ok else _NEVER
 
 
 # ----------------------------------------------------------------------------- JSON
