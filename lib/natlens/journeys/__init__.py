@@ -21,13 +21,16 @@ Each journey is classified with the evidence behind it, and "unknown" when the
 captures do not show it:
   snat       "yes" | "no" | "unknown"  (and snat_to: the address it left with)
   host_network "yes" | "no" | "unknown" (the node itself opened it / a pod's connection)
-  lb_backend the node the load balancer sent the connection to (None: unknown)
-  loopback   "yes" | "no" | "unknown"  (backend node == the client's own node)
+  node_dnat  "yes" | "no" | "unknown"  (the client's own node DNATed the VIP: never at the LB)
+  lb_backend the node the load balancer sent the connection to (None: unknown, or node_dnat)
+  loopback   "yes" | "no" | "unknown"  (backend node == the client's own node; no: node_dnat)
   outcome    TCP: "established" | "reset" | "timed out" | "unknown"; UDP: "answered" |
              "unanswered" (no reply within 60 s of capture) | "unknown". "timed out" is the
              client record's end "timeout" (silent past its next SYN retransmission), or a
              capture that ended while the client retried a SYN whose SYN-ACK came from the
-             wrong address and was reset by it (a loopback: its retries cannot succeed)
+             wrong address and was reset by it (a loopback: its retries cannot succeed). A
+             RST of the client's own refusing an answer is never "reset", and a point that
+             missed some of the client's SYNs never shows them stopping (journeys.evidence)
 
 Journey columns (JOURNEY_COLUMNS; **contract**, pinned by tests/analysis/test_contracts.py).
 Times: ``ts`` float seconds since the epoch (UTC) on the reference node's clock (clock
