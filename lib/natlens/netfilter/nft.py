@@ -54,6 +54,20 @@ XTABLES = ("raw", "mangle", "nat", "filter", "security")
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 IPTABLES_NFT = "iptables-nft"
 
+class _Placed:
+    """``where`` for error messages and undecided reasons: "path:line" for nft syntax (and
+    a pretty-printed JSON dump), "path: place" where a line says nothing (nft -j prints
+    the whole dump on one line: place names the object, a rule by handle and chain)."""
+
+    path: str
+    lineno: int
+    place: str | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.lineno}" if self.place is None else f"{self.path}: {self.place}"
+
+
 @dataclass
 class NftElement:
     """One element of a set or map: its key, its data (maps only) and its comment.
@@ -69,7 +83,7 @@ class NftElement:
 
 
 @dataclass
-class NftSet:
+class NftSet(_Placed):
     """A named set or map of one table.
 
     ``key`` is the key's type, one name per concatenated field
@@ -92,6 +106,7 @@ class NftSet:
     # Elements the text parser could not read, verbatim: a lookup that misses the
     # known elements of a set with such entries is undecided, not a miss.
     unparsed: list[str] = field(default_factory=list)
+    place: str | None = None        # see _Placed
 
     @property
     def is_map(self) -> bool:
@@ -99,7 +114,7 @@ class NftSet:
 
 
 @dataclass
-class NftRule:
+class NftRule(_Placed):
     """One rule: its statements (libnftables-json form) and its text for trace lines."""
 
     family: str
@@ -112,14 +127,31 @@ class NftRule:
     handle: int | None = None
     comment: str | None = None
     index: int = 0                  # 1-based position in its chain
+    place: str | None = None        # see _Placed
 
-    @property
-    def where(self) -> str:
-        return f"{self.path}:{self.lineno}"
+
+class _JsonRule(NftRule):
+    """A rule read from JSON: its text is formatted from its statements when first read.
+    Most rules of a big dump never show in a trace, and formatting all of them was a third
+    of reading one."""
+
+    @property  # type: ignore[override]
+    def text(self) -> str:
+        t = self.__dict__.get("_text")
+        if t is None:
+            t = format_rule(self.expr, self.family)
+            if self.comment is not None:
+                t += f' comment "{self.comment}"'
+            self.__dict__["_text"] = t
+        return t
+
+    @text.setter
+    def text(self, value: str | None) -> None:
+        self.__dict__["_text"] = value
 
 
 @dataclass
-class NftChain:
+class NftChain(_Placed):
     """A chain; a base chain has type, hook and priority (``prio``, a number)."""
 
     family: str
@@ -134,6 +166,7 @@ class NftChain:
     comment: str | None = None
     path: str = ""
     lineno: int = 0
+    place: str | None = None        # see _Placed
 
     @property
     def base(self) -> bool:
@@ -141,7 +174,7 @@ class NftChain:
 
 
 @dataclass
-class NftTable:
+class NftTable(_Placed):
     """One table: its chains and its named sets and maps."""
 
     family: str                     # ip, ip6, inet, arp, bridge, netdev
@@ -153,6 +186,7 @@ class NftTable:
     managed_by: str | None = None   # "iptables-nft" when nft says so, or its rules hold xt statements
     path: str = ""
     lineno: int = 0
+    place: str | None = None        # see _Placed
 
 
 @dataclass
@@ -2284,22 +2318,65 @@ class _Shapes:
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 
 
+class _At:
+    """Where the JSON item being read is: its line and its index in the "nftables" list.
+    nft -j prints the whole dump on one line, and there the line says nothing: such a
+    dump names an item by its index in errors, and each object by what it is (a rule by
+    its handle and chain) in its ``place``."""
+
+    __slots__ = ("path", "one_line", "line", "index")
+
+    def __init__(self, path: str, one_line: bool):
+        self.path, self.one_line, self.line, self.index = path, one_line, 1, 0
+
+    def where(self) -> str:
+        return f"nftables[{self.index}]" if self.one_line else str(self.line)
+
+    def err(self, msg: str) -> NatlensError:
+        return NatlensError(msg, path=self.path, where=self.where())
+
+    def place(self, what: str) -> str | None:
+        return what if self.one_line else None
+
+
 def _parse_json(text: str, path: str) -> NftRuleset:
-    """libnftables-json (nft -j list ruleset, or a JSON command file) -> NftRuleset."""
+    """libnftables-json (nft -j list ruleset, or a JSON command file) -> NftRuleset.
+
+    A dump of one line (what nft prints) is decoded whole, which is fastest; one of
+    several lines (pretty-printed) item by item, so that each knows the line it starts on.
+    """
     rs = NftRuleset(path=path, format="json")
+    nl = text.find("\n")
+    at = _At(path, nl < 0 or text[nl:].isspace())
     try:
-        for line, item in _JsonScan(text, path).items():
-            _json_item(rs, item, path, line)
+        items = _json_items(text, path) if at.one_line else _JsonScan(text, path).items()
+        for i, (line, item) in enumerate(items):
+            at.index, at.line = i, line
+            _json_item(rs, item, at)
     except json.JSONDecodeError as e:
-        raise NatlensError(f"invalid JSON: {e.msg}", path=path, where=str(e.lineno)) from None
+        where = f"{e.lineno}:{e.colno}" if at.one_line else str(e.lineno)
+        raise NatlensError(f"invalid JSON: {e.msg}", path=path, where=where) from None
     _finish(rs, set())
     return rs
 
 
-def _json_item(rs: NftRuleset, item: Any, path: str, line: int) -> None:
+def _json_items(text: str, path: str) -> Iterator[tuple[int, Any]]:
+    """(1, item) for each item of the "nftables" list of a one-line document."""
+    doc = json.loads(text)
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise NatlensError('not an nft JSON dump: no top-level "nftables" list',
+                           path=path, where="1")
+    del doc
+    for i, item in enumerate(items):
+        items[i] = None         # what the model keeps of it lives on; the rest can go
+        yield 1, item
+
+
+def _json_item(rs: NftRuleset, item: Any, at: _At) -> None:
     """One item of the list: a table, chain, set, map, element or rule (or {"add": ...})."""
     if not isinstance(item, dict) or len(item) != 1:
-        rs.notes.append(f"{path}:{line}: JSON item {json.dumps(item)[:60]} skipped")
+        rs.notes.append(f"{at.path}:{at.where()}: JSON item {json.dumps(item)[:60]} skipped")
         return
     ((kind, body),) = item.items()
     insert = False
@@ -2309,9 +2386,9 @@ def _json_item(rs: NftRuleset, item: Any, path: str, line: int) -> None:
     handler = _JSON_HANDLERS.get(kind)
     if not isinstance(body, dict) or handler is None:
         if kind != "metainfo":
-            rs.notes.append(f"{path}:{line}: JSON {kind} skipped")
+            rs.notes.append(f"{at.path}:{at.where()}: JSON {kind} skipped")
         return
-    handler(rs, body, path, line, insert)
+    handler(rs, body, at, insert)
 
 
 class _JsonScan:
@@ -2398,42 +2475,45 @@ class _JsonScan:
             self.ws()
 
 
-def _json_table_of(rs: NftRuleset, b: dict, path: str, line: int, what: str) -> NftTable:
+def _json_table_of(rs: NftRuleset, b: dict, at: _At, what: str) -> NftTable:
     key = (b.get("family"), b.get("table"))
     table = rs.tables.get(key)  # type: ignore[arg-type]
     if table is None:
-        raise NatlensError(f"{what} {b.get('name', b.get('chain', ''))} in unknown table "
-                           f"{key[0]} {key[1]}", path=path, where=str(line))
+        raise at.err(f"{what} {b.get('name', b.get('chain', ''))} in unknown table "
+                     f"{key[0]} {key[1]}")
     return table
 
 
-def _json_table(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+def _json_table(rs: NftRuleset, b: dict, at: _At, insert: bool) -> None:
     """{"table": ...} -> the table (a later duplicate only updates it)."""
     fam, name = b.get("family"), b.get("name")
     if not isinstance(fam, str) or not isinstance(name, str):
-        raise NatlensError("a table without family and name", path=path, where=str(line))
+        raise at.err("a table without family and name")
     table = rs.tables.get((fam, name))
     if table is None:
-        table = rs.tables[(fam, name)] = NftTable(fam, name, path=path, lineno=line)
+        table = rs.tables[(fam, name)] = NftTable(fam, name, path=at.path, lineno=at.line,
+                                                  place=at.place(f"table {fam} {name}"))
     table.comment = b.get("comment", table.comment)
     if b.get("flags"):
         table.flags = frozenset(_as_list(b["flags"]))
 
 
-def _json_chain(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+def _json_chain(rs: NftRuleset, b: dict, at: _At, insert: bool) -> None:
     """{"chain": ...} -> the chain, with type/hook/prio/policy/dev for a base chain."""
-    table = _json_table_of(rs, b, path, line, "chain")
+    table = _json_table_of(rs, b, at, "chain")
     name = str(b.get("name"))
     ch = table.chains.get(name)
     if ch is None:
-        ch = table.chains[name] = NftChain(table.family, table.name, name, path=path, lineno=line)
+        ch = table.chains[name] = NftChain(
+            table.family, table.name, name, path=at.path, lineno=at.line,
+            place=at.place(f"chain {table.family} {table.name} {name}"))
     ch.type, ch.hook = b.get("type", ch.type), b.get("hook", ch.hook)
     prio = b.get("prio", ch.prio)
     if isinstance(prio, str):
         try:
             prio = chain_priority(prio, table.family)
         except ValueError as e:
-            raise NatlensError(str(e), path=path, where=str(line)) from None
+            raise at.err(str(e)) from None
     ch.prio = prio
     ch.policy = b.get("policy", ch.policy)
     dev = b.get("dev", b.get("devices", ch.device))
@@ -2441,43 +2521,46 @@ def _json_chain(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> 
     ch.comment = b.get("comment", ch.comment)
 
 
-def _json_set(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
+def _json_set(rs: NftRuleset, b: dict, at: _At, insert: bool) -> None:
     """{"set"|"map": ...} -> the NftSet with its "elem" list."""
-    table = _json_table_of(rs, b, path, line, "set")
+    table = _json_table_of(rs, b, at, "set")
     name = str(b.get("name"))
     data = b.get("map")
+    what = "set" if data is None else "map"
     s = NftSet(table.family, table.name, name, _json_type(b.get("type")),
                data=" . ".join(_json_type(data)) if data is not None else None,
                flags=frozenset(_as_list(b.get("flags", []))), comment=b.get("comment"),
-               path=path, lineno=line)
+               path=at.path, lineno=at.line,
+               place=at.place(f"{what} {table.family} {table.name} {name}"))
     s.elements = [_json_elem(e) for e in b.get("elem", [])]
     table.sets[name] = s
 
 
-def _json_element(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
-    table = _json_table_of(rs, b, path, line, "element of")
+def _json_element(rs: NftRuleset, b: dict, at: _At, insert: bool) -> None:
+    table = _json_table_of(rs, b, at, "element of")
     s = table.sets.get(str(b.get("name")))
     if s is None:
-        raise NatlensError(f"elements for unknown set {b.get('name')}", path=path, where=str(line))
+        raise at.err(f"elements for unknown set {b.get('name')}")
     s.elements.extend(_json_elem(e) for e in b.get("elem", []))
 
 
-def _json_rule(rs: NftRuleset, b: dict, path: str, line: int, insert: bool) -> None:
-    """{"rule": ...} -> NftRule; the statements stay as nft printed them."""
-    table = _json_table_of(rs, b, path, line, "rule of chain")
+def _json_rule(rs: NftRuleset, b: dict, at: _At, insert: bool) -> None:
+    """{"rule": ...} -> NftRule; the statements stay as nft printed them, the text is
+    formatted from them when first asked for."""
+    table = _json_table_of(rs, b, at, "rule of chain")
     ch = table.chains.get(str(b.get("chain")))
     if ch is None:
-        raise NatlensError(f"rule for unknown chain {table.family} {table.name} {b.get('chain')}",
-                           path=path, where=str(line))
+        raise at.err(f"rule for unknown chain {table.family} {table.name} {b.get('chain')}")
     expr = b.get("expr", [])
     if not isinstance(expr, list):
-        raise NatlensError("a rule whose expr is not a list", path=path, where=str(line))
-    comment = b.get("comment")
-    text = format_rule(expr, table.family)
-    if comment is not None:
-        text += f' comment "{comment}"'
-    rule = NftRule(table.family, table.name, ch.name, expr, text, path=path, lineno=line,
-                   handle=b.get("handle"), comment=comment)
+        raise at.err("a rule whose expr is not a list")
+    handle = b.get("handle")
+    place = None
+    if at.one_line:
+        which = f"handle {handle}" if handle is not None else f"nftables[{at.index}]"
+        place = f"rule {which} ({table.family} {table.name} {ch.name})"
+    rule = _JsonRule(table.family, table.name, ch.name, expr, None, at.path, at.line,
+                     handle, b.get("comment"), place=place)
     if insert:
         ch.rules.insert(0, rule)
     else:
