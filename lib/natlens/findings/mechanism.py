@@ -159,15 +159,20 @@ def proxy_mode(rules: NodeRules, files: list[str]) -> Fact:
     """Which of kube-proxy's modes wrote the node's rules, from what the dumps hold: the kube-proxy
     nft table's Service dispatch maps (nftables), its IPVS ipsets or KUBE-LOAD-BALANCER chain
     (ipvs), its KUBE-SERVICES chain (iptables); none of these: none."""
-    where = ", ".join(files) or "the node's dumps"
+    def where(*names: str) -> str:
+        hits = [f for f in files if any(n in f.rsplit("/", 1)[-1] for n in names)]
+        return ", ".join(hits or files) or "the node's dumps"
+
     if is_nftables_mode(rules.nft):
-        return Fact("nftables", f"{where}: kube-proxy's nft table with its Service dispatch maps")
+        return Fact("nftables", f"{where('nft')}: kube-proxy's nft table with its Service dispatch maps")
     if {"KUBE-LOAD-BALANCER", "KUBE-CLUSTER-IP"} & set(rules.sets) or \
             rules.ruleset.chain("nat", "KUBE-LOAD-BALANCER") is not None:
-        return Fact("ipvs", f"{where}: kube-proxy's IPVS-mode ipsets and nat chains (KUBE-LOAD-BALANCER)")
+        return Fact("ipvs", f"{where('iptables', 'ipset', 'ipvs')}: kube-proxy's IPVS-mode ipsets and nat "
+                    "chains (KUBE-LOAD-BALANCER)")
     if rules.ruleset.chain("nat", "KUBE-SERVICES") is not None:
-        return Fact("iptables", f"{where}: kube-proxy's iptables-mode nat chains (KUBE-SERVICES, KUBE-SVC-*)")
-    return Fact("none", f"{where}: no kube-proxy rules (no KUBE-SERVICES chain, no kube-proxy nft table)")
+        return Fact("iptables", f"{where('iptables')}: kube-proxy's iptables-mode nat chains (KUBE-SERVICES, "
+                    "KUBE-SVC-*)")
+    return Fact("none", f"{where()}: no kube-proxy rules (no KUBE-SERVICES chain, no kube-proxy nft table)")
 
 
 def ingress_mode(inventory: Inventory, vip: str, port: int, proto: str) -> Fact:
