@@ -596,6 +596,7 @@ class _TextParser:
         self.applied: dict[str, int] = {}
         self.shapes = _Shapes(path)
         self.rule_parsers: dict[tuple, Any] = {}
+        self.element_parsers: dict[tuple, Any] = {}
 
     def err(self, msg: str, line: int) -> NatlensError:
         return NatlensError(msg, path=self.path, where=str(line))
@@ -1033,16 +1034,19 @@ class _TextParser:
     # token stream (each declines, leaving the line to it, when the line is anything else)
 
     def _fast_top(self) -> bool:
-        """A blank top-level line, or one of the three commands of a big command file:
-        'add rule', 'add chain' without a body, 'add element'."""
+        """A blank or comment top-level line, or one of the three commands of a big command
+        file: 'add rule', 'add chain' without a body, 'add element'."""
         n = self.cur.at_line()
         if n is None:
             return False
         line = self.lines[n]
         m = _FAST_ADD.match(line)
         if m is None:
-            if line and not line.isspace():
+            s = line.lstrip()
+            if s and s[0] != "#":
                 return False
+            if s:
+                _lex_comment(s, n + 1, self.cur.handles, self.cur.managed)
             self.cur.next_line += 1
             return True
         obj, fam, tname, name, rest = m.groups()
@@ -1065,7 +1069,7 @@ class _TextParser:
 
     def _fast_rule_cmd(self, n: int, fam: str, tname: str, cname: str, rest: str) -> bool:
         simple = _simple_line(rest)
-        if simple is None or simple[0].split(None, 1)[0] in ("index", "position", "handle"):
+        if simple is None or simple[0].startswith(("index", "position", "handle")):
             return False
         ch = self._chain_of(fam, tname, cname, n + 1)
         ch.rules.append(self._fast_rule(ch, simple, n + 1, commands=True))
@@ -1137,10 +1141,12 @@ class _TextParser:
             return False
         inner, last = block
         pieces = _split_commas(inner)
-        kind = "verdict" if s.data == "verdict" else ("data" if s.data else None)
-        positions = frozenset(i for i, k in enumerate(s.key) if k == "inet_proto")
-        mode = ("element", s.family, kind, positions)
-        parse = _element_parser(s.family, kind, positions)
+        mode = ("element", s.family, s.key, s.data)
+        parse = self.element_parsers.get(mode)
+        if parse is None:
+            kind = "verdict" if s.data == "verdict" else ("data" if s.data else None)
+            positions = frozenset(i for i, k in enumerate(s.key) if k == "inet_proto")
+            parse = self.element_parsers[mode] = _element_parser(s.family, kind, positions)
         out = []
         for i, p in enumerate(pieces):
             if not p or p.isspace():
@@ -2144,22 +2150,23 @@ def _const(c: str) -> tuple[str, tuple]:
 
 
 def _shape(text: str) -> tuple[str, list[str], list, list[str]]:
-    """text -> (its shape, the split text, the constants' forms in slot order, the
-    distinct constants). Equal constants share one slot: the shape says which are equal."""
+    """text -> (its shape, the text split at its constants with each one replaced by the
+    mark of its slot, the constants' forms in slot order, the distinct constants). Equal
+    constants share one slot: the shape says which are equal."""
     parts = _CONST.split(text)
+    if len(parts) == 1:
+        return text, parts, [], []
     slots: dict[str, str] = {}
     flat: list = []
-    marks = []
-    for c in parts[1::2]:
+    for i in range(1, len(parts), 2):
+        c = parts[i]
         m = slots.get(c)
         if m is None:
             cls, forms = _const(c)
             m = slots[c] = f"\x00{cls}{len(slots)}"
             flat.extend(forms)
-        marks.append(m)
-    shape_parts = parts.copy()
-    shape_parts[1::2] = marks
-    return "".join(shape_parts), parts, flat, list(slots)
+        parts[i] = m
+    return "".join(parts), parts, flat, list(slots)
 
 
 class _NoTemplate(Exception):
@@ -2302,20 +2309,22 @@ class _Shapes:
     def _builder(self, shape: str, parts: list[str], flat: list, consts: list[str], out: Any,
                  parse: Any, line: int) -> Any:
         """The builder of a shape, _NEVER if it cannot have one, None to try again with
-        the next text of this shape (two constants had a form in common)."""
+        the next text of this shape (two constants had a form in common). parts, flat
+        and consts: what _shape returned for the text, out: what parsing it returned."""
         leaves = _leaves(consts)
         if leaves is None:
             return None
         if len(consts) > _MAX_SLOTS:
             return _NEVER
         outs, all_leaves, flats = [out], [leaves], [flat]
+        classes = [_const(c)[0] for c in consts]
         for j in (0, 1):
-            probes = {c: _PROBES[_const(c)[0]](k, j) for k, c in enumerate(consts)}
+            probes = {f"\x00{cls}{k}": _PROBES[cls](k, j) for k, cls in enumerate(classes)}
             probe_leaves = _leaves(list(probes.values()))
             if probe_leaves is None or any(probe_leaves.keys() & lv.keys() for lv in all_leaves):
                 return None
             probe_parts = parts.copy()
-            probe_parts[1::2] = [probes[c] for c in parts[1::2]]
+            probe_parts[1::2] = [probes[m] for m in parts[1::2]]
             probe_text = "".join(probe_parts)
             probe_shape, _, probe_flat, _ = _shape(probe_text)
             try:
