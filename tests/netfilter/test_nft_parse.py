@@ -14,6 +14,7 @@ that form only. The root test repeats the load-and-list live when it can.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from conftest import netns_unavailable_reason
 
 from natlens.errors import NatlensError
+from natlens.netfilter.generate import kube_proxy_nftables, many_services
 from natlens.netfilter.nft import NftElement, chain_priority, format_rule, parse_nft
 
 TAB2 = "\t\t"
@@ -710,6 +712,33 @@ def test_json_dump():
     lines = pretty.splitlines()
     for r in parse_nft(pretty, "kp.json").rules():
         assert lines[r.lineno - 1].strip() == "{" and '"rule"' in lines[r.lineno]
+        assert r.where == f"kp.json:{r.lineno}"
+
+
+def test_a_one_line_json_dump_names_rules_by_handle_and_items_by_index():
+    # nft -j prints one line: "kp.json:1" would name every rule alike
+    rs = parse_nft(KP_JSON, "kp.json")
+    t = rs.tables[("ip", "kube-proxy")]
+    r = t.chains["cluster-ips-check"].rules[0]
+    assert r.where == f"kp.json: rule handle {r.handle} (ip kube-proxy cluster-ips-check)"
+    assert len({r.where for r in rs.rules()}) == rs.rule_count()
+    assert t.where == "kp.json: table ip kube-proxy"
+    assert t.chains["services"].where == "kp.json: chain ip kube-proxy services"
+    assert t.sets["service-ips"].where == "kp.json: map ip kube-proxy service-ips"
+    assert t.sets["cluster-ips"].where == "kp.json: set ip kube-proxy cluster-ips"
+    # a JSON command file without handles: the index in the "nftables" list
+    cmds = json.dumps({"nftables": [{"add": {"table": {"family": "ip", "name": "t"}}},
+                                    {"add": {"chain": {"family": "ip", "table": "t", "name": "c"}}},
+                                    {"add": {"rule": {"family": "ip", "table": "t", "chain": "c",
+                                                      "expr": [{"accept": None}]}}}]})
+    (r,) = parse_nft(cmds, "c.json").rules()
+    assert (r.where, r.text) == ("c.json: rule nftables[2] (ip t c)", "accept")
+    # errors too
+    bad = cmds.replace('"chain": "c"', '"chain": "x"')
+    with pytest.raises(NatlensError, match=r"^c\.json:nftables\[2\]: rule for unknown chain ip t x"):
+        parse_nft(bad, "c.json")
+    with pytest.raises(NatlensError, match=r"^c\.json:1:\d+: invalid JSON: "):
+        parse_nft(cmds[:-30], "c.json")
 
 
 def test_the_three_formats_agree_rule_by_rule():
@@ -1058,6 +1087,65 @@ def test_windows_line_ends_a_byte_order_mark_and_device_lists():
     assert [(r.text, r.where) for r in ch.rules] == [("ip saddr 198.18.0.1 drop", "crlf.txt:4")]
 
 
+def _generated(services: int = 200) -> str:
+    """kube-proxy's nftables mode for that many Services, as knftables writes it."""
+    return kube_proxy_nftables(many_services(services), node_ips=["198.18.0.10"],
+                               cluster_cidr="198.18.128.0/17").nft
+
+
+def test_a_rule_or_element_shape_seen_before_translates_as_it_does_alone():
+    """Rules and elements of one shape (other constants) are translated once and then only
+    filled in: each must come out as the statement parser makes it of that text alone."""
+    src = _generated()
+    rs = parse_nft(src, "kp.nft")
+    assert rs.format == "commands" and rs.notes == [] and rs.rule_count() > 1500
+    head = "add table ip kube-proxy\nadd chain ip kube-proxy c\nadd rule ip kube-proxy c "
+    seen = set()
+    for r in rs.rules():
+        (alone,) = parse_nft(head + r.text + "\n", "one.nft").rules()
+        assert (r.expr, r.comment) == (alone.expr, alone.comment), r.text
+        seen.add(r.text.split()[0])
+    assert {"ip", "meta", "numgen", "fib", "goto", "jump"} <= seen
+    decls = [line for line in src.splitlines() if line.startswith(("add table", "add map", "add set"))]
+    for t in rs.tables.values():
+        for s in t.sets.values():
+            for e in s.elements[:300]:
+                key, value = _element_text(e)
+                one = parse_nft("\n".join(decls) + f"\nadd element ip kube-proxy {s.name} "
+                                f"{{ {key}{value} }}\n", "one.nft")
+                assert one.tables[("ip", "kube-proxy")].sets[s.name].elements == [e]
+    # the text listing of the same shapes (a chain with many of them)
+    body = "".join(f"\t\t{r.text}\n" for r in rs.rules())
+    text = parse_nft(f"table ip t {{\n\tchain c {{\n{body}\t}}\n}}\n", "t.txt")
+    assert [r.expr for r in text.rules()] == [r.expr for r in rs.rules()]
+    assert [r.where for r in text.rules()][:2] == ["t.txt:3", "t.txt:4"]
+
+
+def _element_text(e: NftElement) -> tuple[str, str]:
+    """A kube-proxy map element back in nft syntax (key, ' : verdict' or '')."""
+    key = format_rule([{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
+                                  "right": e.key}}]).removeprefix("meta l4proto ")
+    if e.value is None:
+        return key, ""
+    return key, " : " + format_rule([e.value])
+
+
+def test_the_collector_is_left_as_it_was():
+    before = (gc.isenabled(), gc.get_freeze_count())
+    parse_nft(KP_TEXT, "kp.txt")
+    assert (gc.isenabled(), gc.get_freeze_count()) == before
+    gc.disable()
+    try:
+        parse_nft(KP_JSON, "kp.json")
+        assert not gc.isenabled()
+    finally:
+        if before[0]:
+            gc.enable()
+    with pytest.raises(NatlensError):
+        parse_nft("table ip t {\n", "t.txt")
+    assert gc.isenabled() == before[0]
+
+
 def test_empty_and_comment_only_dumps_are_empty_rule_sets():
     for text in ("", "\n\n", "# Warning: nothing\n"):
         rs = parse_nft(text, "e.txt")
@@ -1092,3 +1180,32 @@ def test_both_listings_of_a_loaded_rule_set_parse_the_same():
                 _assert_same(parse_nft(source, "live.nft"), js)
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_a_generated_rule_set_parses_alike_in_all_three_forms():
+    """kube-proxy's rules for 1,000 Services as nft -f takes them, and as the kernel's nft
+    lists them back as text and as JSON: the same chains, sets and statements."""
+    source = _generated(1000)
+    ns = f"nlgen3-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        _nft(ns, "-f", "-", stdin=source)
+        listed = _nft(ns, "list", "ruleset")
+        text = parse_nft(listed, "nft-ruleset.txt")
+        js = parse_nft(_nft(ns, "-j", "list", "ruleset"), "nft-ruleset.json")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    commands = parse_nft(source, "nft-ruleset.nft")
+    assert (commands.format, text.format, js.format) == ("commands", "text", "json")
+    assert commands.rule_count() == text.rule_count() == js.rule_count() > 9000
+    assert commands.notes == text.notes == js.notes == []
+    _assert_same(text, js)
+    _assert_same(commands, js)
+    lines = listed.splitlines()
+    for r in list(text.rules())[::97]:
+        assert lines[r.lineno - 1].strip() == r.text and r.where == f"nft-ruleset.txt:{r.lineno}"
+    for r in list(js.rules())[::97]:
+        assert r.where == (f"nft-ruleset.json: rule handle {r.handle} "
+                           f"({r.family} {r.table} {r.chain})")
