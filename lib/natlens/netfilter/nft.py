@@ -29,6 +29,19 @@ itself between its text and JSON listings: JSON omits a set's ``dynamic`` flag, 
 netdev chain's device and a table's comment, and shows iptables-nft's compat
 statements as bare ``{"xt": {"type", "name"}}`` where the text shows their
 translation (``xt match physdev`` only when there is none).
+
+Speed (a 10,000-Service kube-proxy rule set is 95,000 rules): the text parser reads
+the lines a big dump is made of (a rule of one line, ``add rule``/``add chain``/``add
+element``, a chain's header and its closing brace, element lists) without the token
+stream, and translates each rule or element *shape* (its text with the addresses,
+numbers, quoted strings and capitalised names taken out; see _Shapes) once, then only
+fills in the constants; anything else goes through the token parser. A one-line JSON
+dump is decoded whole and a JSON rule's text is formatted when first read. The
+collector is off during a parse (see parse_nft and _settled).
+
+Places: ``where`` of a rule, chain, set or table is "path:line" for nft syntax and
+pretty-printed JSON; nft -j prints one line, so there it is "path: rule handle 57 (ip
+kube-proxy services)" (``place``), and errors name the item as ``nftables[i]``.
 """
 
 from __future__ import annotations
