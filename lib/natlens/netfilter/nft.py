@@ -2139,7 +2139,7 @@ _CONST = re.compile(
     r"|(?=[a-z0-9_./-]*[A-Z])[A-Za-z][A-Za-z0-9_./-]*"      # N: a name with a capital
     rf")(?!{_WORD_EDGE}))")
 _MAX_SLOTS = 200
-_ONCE, _NEVER = "once", "never"        # cache states before a shape has its builder
+_NEVER = "never"                       # a shape that cannot have a builder
 
 
 def _const(c: str) -> tuple[str, tuple]:
@@ -2283,35 +2283,43 @@ _PROBES = {"S": lambda k, j: f'"natlens-{j}-{k}"', "I": lambda k, j: f"203.0.{11
            "N": lambda k, j: f"NatlensProbe{j}x{k}"}
 
 
+# Builders (or _NEVER) by translation mode and shape, shared by all parses: a builder
+# depends on nothing but the two (see _Shapes). Bounded, as a process may parse many
+# dumps of shapes seen once; past the bound new shapes are parsed each time.
+_BUILDERS: dict[tuple, dict[str, Any]] = {}
+_MAX_BUILDERS = 4096
+
+
 class _Shapes:
-    """Translations by shape: each shape is parsed in full the first two times; the second
-    time it also gets a builder, a function of the constants that returns what parsing
-    returns. A builder is kept only if it also gives what parsing the same shape with
-    other constants (probes of each class, all different) gives; a shape whose builder
-    fails that check, or that has none, is parsed each time. Nothing else changes: the
-    result is the parser's, only made faster."""
+    """Translations by shape: a shape is parsed in full the first two times it is seen in
+    a dump; the second time it also gets a builder, a function of the constants that
+    returns what parsing returns. A builder is kept only if it also gives what parsing the
+    same shape with other constants (two sets of probes of each class, all different)
+    gives; a shape whose builder fails that check, or that has none, is parsed each time.
+    Nothing else changes: the result is the parser's, only made faster."""
 
     def __init__(self, path: str):
         self.path = path
-        self.cache: dict[tuple, dict[str, Any]] = {}
+        self.once: set[tuple[tuple, str]] = set()
 
     def translate(self, mode: tuple, text: str, parse: Any, line: int) -> Any:
         """parse(tokens of text), by way of the shape's builder when it has one. mode
         names the translation (all it depends on besides the text)."""
-        shapes = self.cache.get(mode)
+        shapes = _BUILDERS.get(mode)
         if shapes is None:
-            shapes = self.cache[mode] = {}
+            shapes = _BUILDERS[mode] = {}
         shape, parts, flat, consts = _shape(text)
         b = shapes.get(shape)
-        if b is not None and b is not _ONCE and b is not _NEVER:
+        if b is not None and b is not _NEVER:
             return b(flat)
         out = parse(self._lex(text, line))
         if b is None:
-            shapes[shape] = _ONCE
-        elif b is _ONCE:
-            made = self._builder(shape, parts, flat, consts, out, parse, line)
-            if made is not None:
-                shapes[shape] = made
+            if (mode, shape) not in self.once:
+                self.once.add((mode, shape))
+            elif sum(len(v) for v in _BUILDERS.values()) < _MAX_BUILDERS:
+                made = self._builder(shape, parts, flat, consts, out, parse, line)
+                if made is not None:
+                    shapes[shape] = made
         return out
 
     def _lex(self, text: str, line: int) -> list[_Tok]:
