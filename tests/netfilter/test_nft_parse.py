@@ -1147,6 +1147,21 @@ def test_the_collector_is_left_as_it_was():
     assert gc.isenabled() == before[0]
 
 
+def test_command_bodies_over_several_lines():
+    rs = parse_nft("add table ip t {\n}\n# a comment\nadd chain ip t c {\n\ttype filter hook "
+                   "input priority 0; policy drop;\n\tip saddr 198.18.0.1 drop\n}\n\n"
+                   "add rule ip t c accept\nadd map ip t m { type ipv4_addr : verdict ; }\n"
+                   "add element ip t m {\n\t198.18.0.1 : drop,\n\t198.18.0.2 : accept }\n", "t.nft")
+    ch = rs.tables[("ip", "t")].chains["c"]
+    assert (ch.hook, ch.policy) == ("input", "drop")
+    assert [(r.text, r.where) for r in ch.rules] == [("ip saddr 198.18.0.1 drop", "t.nft:6"),
+                                                     ("accept", "t.nft:9")]
+    assert rs.tables[("ip", "t")].sets["m"].elements == [
+        NftElement("198.18.0.1", {"drop": None}), NftElement("198.18.0.2", {"accept": None})]
+    with pytest.raises(NatlensError, match=r"^t\.nft:2: unexpected 'x' after the command"):
+        parse_nft("add table ip t {\n} x\n", "t.nft")
+
+
 def test_empty_and_comment_only_dumps_are_empty_rule_sets():
     for text in ("", "\n\n", "# Warning: nothing\n"):
         rs = parse_nft(text, "e.txt")

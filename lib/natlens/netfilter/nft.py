@@ -67,6 +67,7 @@ XTABLES = ("raw", "mangle", "nat", "filter", "security")
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 IPTABLES_NFT = "iptables-nft"
 
+
 class _Placed:
     """``where`` for error messages and undecided reasons: "path:line" for nft syntax (and
     a pretty-printed JSON dump), "path: place" where a line says nothing (nft -j prints
@@ -714,6 +715,10 @@ class _TextParser:
         return fam, names
 
     def _end_command(self) -> None:
+        """A command ends at a newline or ';'. All lexed tokens read means a line's end (the
+        last token of each lexed line is its newline; a fast path reads whole lines)."""
+        if self.cur.i >= self.cur.n:
+            return
         t = self.cur.peek()
         if t is None or t.kind == "n" or (t.kind == "p" and t.val == ";"):
             self.cur.next()
