@@ -521,6 +521,7 @@ _FAST_ADD = re.compile(rf"\s*add\s+(rule|chain|element)\s+({_NAME_WORD})\s+({_NA
 _FAST_CHAIN = re.compile(rf"\s*chain\s+({_NAME_WORD})\s*\{{\s*$")
 _FAST_ELEMENTS = re.compile(r"\s*elements(?:\s+=)?\s*\{")
 _CHAIN_DECL = frozenset(("type", "policy", "comment", "device", "devices"))
+_FIRST_WORD = re.compile(_NAME_WORD)
 _QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")')
 _HANDLE_TAIL = re.compile(r"#\s*handle\s+(\d+)\s*$")
 _BRACES = re.compile(r"[{}]")
@@ -1122,7 +1123,7 @@ class _TextParser:
         if not s or s == "}":
             self.cur.next_line += 1
             return _CLOSED if s else 1
-        if s[0] in _PUNCT or s[0] in '"#' or s.split(None, 1)[0].rstrip(":") in _CHAIN_DECL:
+        if s[0] in _PUNCT or s[0] in '"#' or _FIRST_WORD.match(s)[0].rstrip(":") in _CHAIN_DECL:
             return 0
         simple = _simple_line(line)
         if simple is None:
