@@ -2294,6 +2294,7 @@ _PROBES = {"S": lambda k, j: f'"natlens-{j}-{k}"', "I": lambda k, j: f"203.0.{11
 # dumps of shapes seen once; past the bound new shapes are parsed each time.
 _BUILDERS: dict[tuple, dict[str, Any]] = {}
 _MAX_BUILDERS = 4096
+_TRIAL = 2000
 
 
 class _Shapes:
@@ -2307,16 +2308,23 @@ class _Shapes:
     def __init__(self, path: str):
         self.path = path
         self.once: set[tuple[tuple, str]] = set()
+        self.tries = self.built = 0     # texts seen, and of them translated by a builder
 
     def translate(self, mode: tuple, text: str, parse: Any, line: int) -> Any:
         """parse(tokens of text), by way of the shape's builder when it has one. mode
-        names the translation (all it depends on besides the text)."""
+        names the translation (all it depends on besides the text). A dump whose shapes
+        hardly repeat (after a few thousand texts, one in eight or fewer built) is
+        parsed without them from there on: working out shapes would only cost time."""
+        self.tries += 1
+        if self.tries > _TRIAL and self.built * 8 < self.tries:
+            return parse(self._lex(text, line))
         shapes = _BUILDERS.get(mode)
         if shapes is None:
             shapes = _BUILDERS[mode] = {}
         shape, parts, flat, consts = _shape(text)
         b = shapes.get(shape)
         if b is not None and b is not _NEVER:
+            self.built += 1
             return b(flat)
         out = parse(self._lex(text, line))
         if b is None:
