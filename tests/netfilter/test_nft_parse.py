@@ -1122,6 +1122,25 @@ def test_a_rule_or_element_shape_seen_before_translates_as_the_token_parser_does
     assert [r.where for r in text.rules()][:2] == ["t.txt:3", "t.txt:4"]
 
 
+@pytest.mark.parametrize("shape", [
+    "ip daddr {a} tcp dport {p} dnat to {a}:{p}",
+    "ip saddr {a}/{n} ip daddr {a} meta mark set {p} counter packets {p} bytes 0 jump C{p}",
+    "numgen random mod {p} offset {p} vmap {{ 0 : goto X{a}, {p} : drop }}",
+    'ip daddr {a} tcp dport {{ {p}, 7 }} comment "{a}" accept',
+    "limit rate {p}/second burst {p} packets ct mark 0x{p} accept",
+])
+def test_shapes_with_equal_constants_translate_as_the_token_parser_does(shape):
+    """Constants that are equal, or equal in part (10.0.0.1 and 10.0.0.1:80), or equal to
+    a number the rule holds anyway (burst 5 and 5/second)."""
+    texts = [shape.format(a=a, p=p, n=n) for a in ("10.0.0.1", "10.0.2.3") for p in ("5", "80")
+             for n in ("8", "32")]
+    head = "add table ip t\nadd chain ip t c\n"
+    rs = parse_nft(head + "".join(f"add rule ip t c {t}\n" for t in texts * 2), "t.nft")
+    for r in rs.rules():
+        (alone,) = parse_nft(f"{head}add rule ip t c {r.text} ;\n", "one.nft").rules()
+        assert (r.expr, r.comment) == (alone.expr, alone.comment), r.text
+
+
 def _element_text(e: NftElement) -> tuple[str, str]:
     """A kube-proxy map element back in nft syntax (key, ' : verdict' or '')."""
     key = format_rule([{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},

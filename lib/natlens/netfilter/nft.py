@@ -2193,8 +2193,9 @@ class _NoTemplate(Exception):
 
 
 def _leaves(consts: list[str]) -> dict[tuple, str] | None:
-    """Each form of each constant -> the builder source reading it from the flat values;
-    None when two constants have a form in common (which one a value came from is unknown)."""
+    """Each form of each constant -> the builder source reading it from the flat values
+    (see _leaf); None when two constants have a form in common (10.0.0.1 and 10.0.0.1:80):
+    which one a value came from would be unknown."""
     out: dict[tuple, str] = {}
     o = 0
     for c in consts:
@@ -2257,15 +2258,16 @@ def _literal(x: Any) -> str:
     raise _NoTemplate
 
 
-def _src(outs: list, leaves: list[dict[tuple, str]]) -> str:
+def _src(outs: list, probe_leaves: list[dict[tuple, str]]) -> str:
     """Python source that builds outs[0] from the constants in v, given the translations
-    of the same shape with other constants (outs[1:]) and each one's constant forms: what
-    all of them have alike is a literal; where they differ, each must hold the same form
-    of the same constant, else raise _NoTemplate."""
+    of the same shape with probes for constants (outs[1:]) and the probes' forms: what
+    all of them have alike is a literal; where they differ, each probe translation must
+    hold the same form of the same constant, else raise _NoTemplate. (That outs[0] holds
+    its own constant's form there is for the caller to check.)"""
     x = outs[0]
     if all(_same(x, y) for y in outs[1:]):
         return _literal(x)
-    srcs = {lv.get(_leaf(o)) for o, lv in zip(outs, leaves, strict=True)}
+    srcs = {lv.get(_leaf(o)) for o, lv in zip(outs[1:], probe_leaves, strict=True)}
     if len(srcs) == 1 and None not in srcs:
         return srcs.pop()
     t = type(x)
@@ -2274,9 +2276,10 @@ def _src(outs: list, leaves: list[dict[tuple, str]]) -> str:
     if t is dict:
         if any(list(o) != list(x) for o in outs) or any(type(k) is not str for k in x):
             raise _NoTemplate
-        return "{" + ", ".join(f"{k!r}: {_src([o[k] for o in outs], leaves)}" for k in x) + "}"
+        return "{" + ", ".join(f"{k!r}: {_src([o[k] for o in outs], probe_leaves)}"
+                               for k in x) + "}"
     if (t is list or t is tuple) and all(len(o) == len(x) for o in outs):
-        items = [_src([o[i] for o in outs], leaves) for i in range(len(x))]
+        items = [_src([o[i] for o in outs], probe_leaves) for i in range(len(x))]
         return f"[{', '.join(items)}]" if t is list else "(" + "".join(f"{i}, " for i in items) + ")"
     raise _NoTemplate
 
@@ -2344,20 +2347,19 @@ class _Shapes:
     def _builder(self, shape: str, parts: list[str], flat: list, consts: list[str], out: Any,
                  parse: Any, line: int) -> Any:
         """The builder of a shape, _NEVER if it cannot have one, None to try again with
-        the next text of this shape (two constants had a form in common). parts, flat
+        the next text of this shape (this one holds a value of the probes). parts, flat
         and consts: what _shape returned for the text, out: what parsing it returned."""
-        leaves = _leaves(consts)
-        if leaves is None:
-            return None
         if len(consts) > _MAX_SLOTS:
             return _NEVER
-        outs, all_leaves, flats = [out], [leaves], [flat]
+        seen = {k for c in consts for k in (_leaves([c]) or {})}
+        outs, all_leaves, flats = [out], [], [flat]
         classes = [_const(c)[0] for c in consts]
         for j in (0, 1):
             probes = {f"\x00{cls}{k}": _PROBES[cls](k, j) for k, cls in enumerate(classes)}
             probe_leaves = _leaves(list(probes.values()))
-            if probe_leaves is None or any(probe_leaves.keys() & lv.keys() for lv in all_leaves):
+            if probe_leaves is None or probe_leaves.keys() & seen:
                 return None
+            seen |= probe_leaves.keys()
             probe_parts = parts.copy()
             probe_parts[1::2] = [probes[m] for m in parts[1::2]]
             probe_text = "".join(probe_parts)
