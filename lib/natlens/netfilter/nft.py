@@ -2311,16 +2311,22 @@ class _Shapes:
     def __init__(self, path: str):
         self.path = path
         self.once: set[tuple[tuple, str]] = set()
-        self.tries = self.built = 0     # texts seen, and of them translated by a builder
+        self.tries = self.built = 0     # texts of this trial, and of them built
+        self.skip = 0                   # texts to parse without shapes before the next trial
 
     def translate(self, mode: tuple, text: str, parse: Any, line: int) -> Any:
         """parse(tokens of text), by way of the shape's builder when it has one. mode
-        names the translation (all it depends on besides the text). A dump whose shapes
-        hardly repeat (after a few thousand texts, one in eight or fewer built) is
-        parsed without them from there on: working out shapes would only cost time."""
-        self.tries += 1
-        if self.tries > _TRIAL and self.built * 8 < self.tries:
+        names the translation (all it depends on besides the text). Where shapes hardly
+        repeat (a trial of _TRIAL texts, one in eight or fewer built) the next four
+        trials' worth are parsed without them: working out shapes would only cost time."""
+        if self.skip:
+            self.skip -= 1
             return parse(self._lex(text, line))
+        self.tries += 1
+        if self.tries >= _TRIAL:
+            if self.built * 8 < self.tries:
+                self.skip = 4 * _TRIAL
+            self.tries = self.built = 0
         shapes = _BUILDERS.get(mode)
         if shapes is None:
             shapes = _BUILDERS[mode] = {}
