@@ -522,6 +522,8 @@ _FAST_CHAIN = re.compile(rf"\s*chain\s+({_NAME_WORD})\s*\{{\s*$")
 _FAST_ELEMENTS = re.compile(r"\s*elements(?:\s+=)?\s*\{")
 _CHAIN_DECL = frozenset(("type", "policy", "comment", "device", "devices"))
 _FIRST_WORD = re.compile(_NAME_WORD)
+# The word xt, where an xt statement may be (see _finish); the literal first is fast.
+_XT_WORD = re.compile(rf"xt(?<!{_NAME_WORD[:-1]}xt)(?!{_NAME_WORD[:-1]})")
 _QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")')
 _HANDLE_TAIL = re.compile(r"#\s*handle\s+(\d+)\s*$")
 _BRACES = re.compile(r"[{}]")
@@ -604,6 +606,7 @@ class _TextParser:
 
     def __init__(self, text: str, path: str):
         self.path = path
+        self.text = text
         self.lines = text.split("\n")
         self.cur = _Stream(self.lines, path)
         self.rs = NftRuleset(path=path, format="text")
@@ -645,7 +648,7 @@ class _TextParser:
         self.rs.format = "commands" if self.commands else "text"
         for what, n in self.applied.items():
             self.rs.notes.append(f"{self.path}: {what} applied {n} time(s)")
-        _finish(self.rs, self.cur.managed)
+        _finish(self.rs, self.cur.managed, _XT_WORD.search(self.text) is not None)
         return self.rs
 
     # -- token groups
@@ -1224,14 +1227,15 @@ def _apply_removal(verb: str, obj: str, table: NftTable | None, names: list[str]
             del table.sets[names[1]]
 
 
-def _finish(rs: NftRuleset, managed: set[tuple[str, str]]) -> None:
-    """Number the rules of each chain; mark the tables iptables-nft manages."""
+def _finish(rs: NftRuleset, managed: set[tuple[str, str]], xt_possible: bool = True) -> None:
+    """Number the rules of each chain; mark the tables iptables-nft manages (their rules
+    hold xt statements: looked for unless the dump's text rules them out)."""
     for t in rs.tables.values():
         xt = False
         for ch in t.chains.values():
             for i, r in enumerate(ch.rules, 1):
                 r.index = i
-                if not xt:
+                if xt_possible and not xt:
                     xt = any(isinstance(s, dict) and "xt" in s for s in r.expr)
         if xt or (t.family, t.name) in managed:
             t.managed_by = IPTABLES_NFT
@@ -2431,7 +2435,7 @@ def _parse_json(text: str, path: str) -> NftRuleset:
     except json.JSONDecodeError as e:
         where = f"{e.lineno}:{e.colno}" if at.one_line else str(e.lineno)
         raise NatlensError(f"invalid JSON: {e.msg}", path=path, where=where) from None
-    _finish(rs, set())
+    _finish(rs, set(), '"xt"' in text or "\\u" in text)
     return rs
 
 
