@@ -2454,6 +2454,9 @@ def _json_items(text: str, path: str) -> Iterator[tuple[int, Any]]:
 
 def _json_item(rs: NftRuleset, item: Any, at: _At) -> None:
     """One item of the list: a table, chain, set, map, element or rule (or {"add": ...})."""
+    if type(item) is dict and len(item) == 1 and type(body := item.get("rule")) is dict:
+        _json_rule(rs, body, at, False)     # most of a big dump
+        return
     if not isinstance(item, dict) or len(item) != 1:
         rs.notes.append(f"{at.path}:{at.where()}: JSON item {json.dumps(item)[:60]} skipped")
         return
@@ -2586,6 +2589,8 @@ def _json_chain(rs: NftRuleset, b: dict, at: _At, insert: bool) -> None:
         ch = table.chains[name] = NftChain(
             table.family, table.name, name, path=at.path, lineno=at.line,
             place=at.place(f"chain {table.family} {table.name} {name}"))
+    if b.keys() <= _NAMED_ONLY:
+        return                              # a regular chain: nothing more to read
     ch.type, ch.hook = b.get("type", ch.type), b.get("hook", ch.hook)
     prio = b.get("prio", ch.prio)
     if isinstance(prio, str):
@@ -2646,6 +2651,7 @@ def _json_rule(rs: NftRuleset, b: dict, at: _At, insert: bool) -> None:
         ch.rules.append(rule)
 
 
+_NAMED_ONLY = frozenset(("family", "table", "name", "handle"))
 _JSON_HANDLERS = {"table": _json_table, "chain": _json_chain, "set": _json_set,
                   "map": _json_set, "element": _json_element, "rule": _json_rule}
 
