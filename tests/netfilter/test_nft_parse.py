@@ -1244,3 +1244,11 @@ def test_a_generated_rule_set_parses_alike_in_all_three_forms():
     for r in list(js.rules())[::97]:
         assert r.where == (f"nft-ruleset.json: rule handle {r.handle} "
                            f"({r.family} {r.table} {r.chain})")
+
+
+def test_bit_clear_operator_is_nfts_bang():
+    """`ct status ! dnat` (how nft lists `ct status & dnat == 0`) is op "!", as nft -j prints it."""
+    rs = parse_nft("table ip t {\n chain c {\n  ct status ! dnat counter\n }\n}\n", "bang.txt")
+    (rule,) = list(rs.rules())
+    assert rule.expr[0] == {"match": {"op": "!", "left": {"ct": {"key": "status"}}, "right": "dnat"}}
+    assert format_rule(rule.expr).startswith("ct status ! dnat")

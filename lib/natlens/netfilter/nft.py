@@ -1268,7 +1268,7 @@ _VERDICT_WORDS = frozenset(("accept", "drop", "continue", "return"))
 # Words that end a relation's right-hand side instead of being its value.
 _STMT_WORDS = frozenset(("accept", "drop", "continue", "return", "jump", "goto", "vmap",
                          "comment"))
-_OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">",
+_OPS = {"!": "!", "==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">",
         "gt": ">", "<=": "<=", "le": "<=", ">=": ">=", "ge": ">="}
 _BINOPS = {"&": "&", "and": "&", "|": "|", "or": "|", "^": "^", "xor": "^", "<<": "<<",
            "lshift": "<<", ">>": ">>", "rshift": ">>"}
