@@ -120,7 +120,7 @@ class NftWalker:
             return Step("undecided", reason=f"{exc} not modelled")
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise NatlensError(f"bad statement {str(stmt)[:60]} ({exc!r})", path=rule.path,
-                               where=str(rule.lineno)) from None
+                               where=rule.place or str(rule.lineno)) from None
 
     def _statement(self, rule: NftRule, stmt: Any) -> Step:
         if not isinstance(stmt, dict) or len(stmt) != 1:
@@ -386,7 +386,7 @@ class NftWalker:
             stack.pop()
         stack.append(Frame(ch, _at(ch)))
         if len(stack) > MAX_DEPTH:
-            raise NatlensError(f"chain loop through {target}", path=ch.path, where=str(ch.lineno))
+            raise NatlensError(f"chain loop through {target}", path=ch.path, where=ch.place or str(ch.lineno))
         return True
 
 
