@@ -745,6 +745,23 @@ class _TextParser:
         if not block:
             self._end_command()
 
+    def _block_item(self, fast, what: str, open_line: int) -> _Tok | None:
+        """The next item of a { } block, after the lines fast() read itself; None at its '}'."""
+        cur = self.cur
+        while True:
+            done = fast()
+            if done == _CLOSED:
+                return None
+            if done:
+                continue
+            t = cur.skip_sep()
+            if t is None:
+                raise self.err(f"unbalanced braces: {what} is never closed", open_line)
+            if t.kind == "p" and t.val == "}":
+                cur.next()
+                return None
+            return t
+
     def _table_of(self, fam: str, name: str, line: int, what: str) -> NftTable:
         table = self.rs.tables.get((fam, name))
         if table is None:
@@ -755,17 +772,9 @@ class _TextParser:
         """The chains, sets, maps, comment and flags of a table, up to its '}'."""
         cur = self.cur
         while True:
-            fast = self._fast_table_line(table)
-            if fast == _CLOSED:
-                return
-            if fast:
-                continue
-            t = cur.skip_sep()
+            t = self._block_item(lambda: self._fast_table_line(table),
+                                 f"table {table.family} {table.name}", open_line)
             if t is None:
-                raise self.err(f"unbalanced braces: table {table.family} {table.name} is never "
-                               "closed", open_line)
-            if t.kind == "p" and t.val == "}":
-                cur.next()
                 return
             w = t.val if t.kind == "w" else None
             if w == "chain":
@@ -800,18 +809,8 @@ class _TextParser:
 
     def _chain_body(self, ch: NftChain, open_line: int) -> None:
         """A chain's declaration lines and its rules, up to its '}'."""
-        cur = self.cur
         while True:
-            fast = self._fast_chain_line(ch)
-            if fast == _CLOSED:
-                return
-            if fast:
-                continue
-            t = cur.skip_sep()
-            if t is None:
-                raise self.err(f"unbalanced braces: chain {ch.name} is never closed", open_line)
-            if t.kind == "p" and t.val == "}":
-                cur.next()
+            if self._block_item(lambda: self._fast_chain_line(ch), f"chain {ch.name}", open_line) is None:
                 return
             item = self._item()
             w = item[0].val if item[0].kind == "w" else None
