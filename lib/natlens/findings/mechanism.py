@@ -35,7 +35,7 @@ import pandas as pd
 from natlens.bundle import Bundle
 from natlens.errors import NatlensError
 from natlens.inventory import BRIDGE, UPLINK, Inventory
-from natlens.netfilter import NodeRules, kube_services
+from natlens.netfilter import NodeRules, Verdict, kube_services
 from natlens.netfilter.kubeproxy_nft import is_nftables_mode
 from natlens.vocab import UNKNOWN, YES
 
@@ -203,13 +203,9 @@ def vip_on_node(rules: NodeRules, pod: str | None, vip: str, port: int, proto: s
     kube-proxy rule for the VIP: it leaves, and nothing of kube-proxy's SNATs it)."""
     if pod is None:
         return Fact(UNKNOWN, "no pod client: the rules were not asked")
-    try:
-        v = rules.explain(pod, vip, port, proto=proto, in_iface=bridge)
-    except NatlensError as exc:
-        return Fact(UNKNOWN, f"the netfilter model could not walk {pod} -> {vip}:{port}: {exc}")
-    walked = f"{pod} -> {vip}:{port}/{proto} on {rules.name or 'the node'}: {v.verdict}"
-    if v.undecided:
-        return Fact(UNKNOWN, f"{walked}; undecided: {v.undecided[0]}")
+    v, walked = _walk(rules, pod, vip, port, proto, bridge, f"on {rules.name or 'the node'}")
+    if not isinstance(v, Verdict):
+        return v
     if v.dnat_to:
         return Fact("dnat", f"{walked} ({_rule_lines(v.trace, ('dnat to', 'DNAT', 'short-circuit'))})",
                     _vip_rule(v.trace, vip))
@@ -228,18 +224,28 @@ def returning_syn(rules: NodeRules, inventory: Inventory, node: str, pod: str | 
     pod source to every endpoint), none (not DNATed), unknown."""
     if pod is None or node_ip is None or node_port is None:
         return Fact(UNKNOWN, "the pod, the node's IP or the Service's NodePort is not known")
-    try:
-        v = rules.explain(pod, node_ip, node_port, proto=proto, in_iface=uplink)
-    except NatlensError as exc:
-        return Fact(UNKNOWN, f"the netfilter model could not walk {pod} -> {node_ip}:{node_port}: {exc}")
-    walked = f"{pod} -> {node_ip}:{node_port}/{proto} in via {uplink or 'the uplink'}: {v.verdict}"
-    if v.undecided:
-        return Fact(UNKNOWN, f"{walked}; undecided: {v.undecided[0]}")
+    v, walked = _walk(rules, pod, node_ip, node_port, proto, uplink, f"in via {uplink or 'the uplink'}")
+    if not isinstance(v, Verdict):
+        return v
     if not v.dnat_to:
         return Fact("none", walked)
     away = [e for e in v.dnat_to if inventory.node_of(e.rsplit(":", 1)[0]) != node]
     lines = _rule_lines(v.trace, ("short-circuit", "dnat to", "DNAT", "ipvs:"))
     return Fact("any" if away else "local", f"{walked} ({lines})", _pod_rule(v.trace))
+
+
+def _walk(rules: NodeRules, src: str, dst: str, port: int, proto: str, iface: str | None,
+          how: str) -> tuple[Verdict | Fact, str]:
+    """The model's verdict for one SYN and its one-line description, or the unknown Fact
+    saying why the walk gave no answer."""
+    try:
+        v = rules.explain(src, dst, port, proto=proto, in_iface=iface)
+    except NatlensError as exc:
+        return Fact(UNKNOWN, f"the netfilter model could not walk {src} -> {dst}:{port}: {exc}"), ""
+    walked = f"{src} -> {dst}:{port}/{proto} {how}: {v.verdict}"
+    if v.undecided:
+        return Fact(UNKNOWN, f"{walked}; undecided: {v.undecided[0]}"), walked
+    return v, walked
 
 
 def _vip_rule(trace: list[str], vip: str) -> str:
