@@ -1097,17 +1097,25 @@ class _TextParser:
         self.cur.next_line += 1
         return True
 
-    def _fast_table_line(self, table: NftTable) -> int:
-        """A blank line, the table's closing '}' (_CLOSED) or a 'chain NAME {' line and the
-        chain it opens."""
+    def _fast_start(self) -> tuple[int, str, str, int | None]:
+        """The next line for a fast path: (index, text, stripped, None), or a result when
+        there is none (0), it is blank (1, read) or the block's closing '}' (_CLOSED, read)."""
         n = self.cur.at_line()
         if n is None:
-            return 0
+            return 0, "", "", 0
         line = self.lines[n]
         s = line.strip()
         if not s or s == "}":
             self.cur.next_line += 1
-            return _CLOSED if s else 1
+            return n, line, s, _CLOSED if s else 1
+        return n, line, s, None
+
+    def _fast_table_line(self, table: NftTable) -> int:
+        """A blank line, the table's closing '}' (_CLOSED) or a 'chain NAME {' line and the
+        chain it opens."""
+        n, line, s, done = self._fast_start()
+        if done is not None:
+            return done
         m = _FAST_CHAIN.match(line)
         if m is None or m[1][-1] == ":":
             return 0
@@ -1117,14 +1125,9 @@ class _TextParser:
 
     def _fast_chain_line(self, ch: NftChain) -> int:
         """A blank line, the chain's closing '}' (_CLOSED) or a rule of one line."""
-        n = self.cur.at_line()
-        if n is None:
-            return 0
-        line = self.lines[n]
-        s = line.strip()
-        if not s or s == "}":
-            self.cur.next_line += 1
-            return _CLOSED if s else 1
+        n, line, s, done = self._fast_start()
+        if done is not None:
+            return done
         if s[0] in _PUNCT or s[0] in '"#' or _FIRST_WORD.match(s)[0].rstrip(":") in _CHAIN_DECL:
             return 0
         simple = _simple_line(line)
