@@ -25,8 +25,6 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from natlens.netfilter.nft import NftChain, NftRuleset, NftTable
-from natlens.netfilter.walk.addresses import ip_str
-from natlens.netfilter.walk.nftexpr import Elements, Unsupported
 
 if TYPE_CHECKING:
     from natlens.netfilter.kubeproxy import ServicePolicy
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
 EXTERNAL = "LoadBalancer/ExternalIP"  # nftables mode treats both alike: the rules do not tell them apart
 _SVC_KEY = ("daddr", "l4proto", "dport")
 _NP_KEY = ("l4proto", "dport")
-_TYPES = {4: ("ipv4_addr", "inet_proto", "inet_service"), 6: ("ipv6_addr", "inet_proto", "inet_service")}
 _PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
@@ -47,7 +44,6 @@ def services(nft: NftRuleset) -> list[ServicePolicy]:
     """Every Service destination kube-proxy's nft tables hold, with its policy and endpoints."""
     out: list[ServicePolicy] = []
     for t in nft.tables.values():
-        fam = 6 if t.family == "ip6" else 4
         by_chain: dict[str, ServicePolicy] = {}
         for rule_where, key, elements in _dispatch(t, "nat"):
             for k, verdict in elements:
@@ -56,12 +52,12 @@ def services(nft: NftRuleset) -> list[ServicePolicy]:
                 if ch is None:
                     continue
                 if key == _SVC_KEY:
-                    sp = _destination(t, fam, k, ch, rule_where)
+                    sp = _destination(t, k, ch, rule_where)
                     by_chain.setdefault(ch.name, sp)
                 else:
                     sp = _node_port(t, k, ch, rule_where, by_chain)
                 out.append(sp)
-        _no_endpoints(t, fam, out)
+        _no_endpoints(t, out)
     return out
 
 
@@ -236,7 +232,7 @@ def _policy(t: NftTable, ext: NftChain) -> tuple[str, NftChain | None, list[str]
     return "Local", final, why
 
 
-def _destination(t: NftTable, fam: int, k: Any, ch: NftChain, where: str) -> ServicePolicy:
+def _destination(t: NftTable, k: Any, ch: NftChain, where: str) -> ServicePolicy:
     from natlens.netfilter.kubeproxy import NOT_APPLICABLE, ServicePolicy
     ip, proto, port = _concat(k)
     ev = [f"{where}: {ip} . {_proto(proto)} . {port} -> {t.family} {t.name} {ch.name}"]
@@ -263,7 +259,7 @@ def _node_port(t: NftTable, k: Any, ch: NftChain, where: str,
                          name=_name(ch), endpoints=_endpoints(t, final) if final else [])
 
 
-def _no_endpoints(t: NftTable, fam: int, out: list[ServicePolicy]) -> None:
+def _no_endpoints(t: NftTable, out: list[ServicePolicy]) -> None:
     """Say which destinations the filter-side vmaps drop or reject (no endpoints)."""
     from natlens.netfilter.kubeproxy import NOT_APPLICABLE, ServicePolicy
     known = {(s.vip, s.port, s.proto): s for s in out}
@@ -272,10 +268,8 @@ def _no_endpoints(t: NftTable, fam: int, out: list[ServicePolicy]) -> None:
             action = "reject" if _goto(verdict) else next(iter(verdict), "?") if isinstance(verdict, dict) else "?"
             parts = _concat(k)
             dest = ("*", *parts) if key == _NP_KEY else tuple(parts)
-            try:
-                Elements(_TYPES[fam] if key == _SVC_KEY else _TYPES[fam][1:], [(k, None)])
-            except Unsupported:
-                continue
+            if len(dest) != 3 or not isinstance(dest[2], int):
+                continue  # not an (address, protocol, port) key: not a Service destination
             vip, proto, port = str(dest[0]), _proto(dest[1]), int(dest[2])
             note = f"{where}: {' . '.join(map(str, parts))} -> {action}: no endpoints for it (no-endpoint map)"
             sp = known.get((vip, port, proto))
@@ -288,4 +282,4 @@ def _no_endpoints(t: NftTable, fam: int, out: list[ServicePolicy]) -> None:
             sp.no_endpoints = action
 
 
-__all__ = ["EXTERNAL", "is_nftables_mode", "pod_source", "services", "ip_str"]
+__all__ = ["EXTERNAL", "is_nftables_mode", "pod_source", "services"]

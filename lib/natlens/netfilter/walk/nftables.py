@@ -31,7 +31,7 @@ from natlens.netfilter.walk.nftexpr import (
     in_range,
     literal,
 )
-from natlens.netfilter.walk.state import DROPPED, UNDECIDED, WalkState
+from natlens.netfilter.walk.state import DROPPED, WalkState
 from natlens.netfilter.walk.targets import (
     DNAT,
     MASQ,
@@ -50,7 +50,7 @@ MAX_DEPTH = 64
 HOOKS = {"prerouting": "PREROUTING", "input": "INPUT", "forward": "FORWARD", "output": "OUTPUT",
          "postrouting": "POSTROUTING"}
 _FULL = 0xFFFFFFFF
-_PASS = ("counter", "log", "limit_never", "quota_never", "set", "nftrace")
+_PASS = ("counter", "log", "set")  # pass: they change nothing the walk tracks
 NEXT, STOP = "next", "stop"  # a rule ended without a verdict / the branch ended
 
 
@@ -547,4 +547,3 @@ def _nat_target(kind: str, v: Any) -> Target:
     return Target(SNAT if kind == "snat" else DNAT, kind, to=NatTo(addr, port))
 
 
-__all__ = ["NftWalker", "UNDECIDED"]

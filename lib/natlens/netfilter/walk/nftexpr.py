@@ -43,7 +43,6 @@ class _Break:
 
 BREAK = _Break()
 _PORT_PROTOS = (6, 17, 132, 136, 33)
-_FULL32 = 0xFFFFFFFF
 
 # datatypes: what a payload/meta/ct/fib expression yields
 _PAYLOAD = {("ip", "saddr"): "ipv4_addr", ("ip", "daddr"): "ipv4_addr", ("ip", "protocol"): "inet_proto",
@@ -65,7 +64,7 @@ _SYMBOLS = {
     "pkt_type": {"host": 0, "unicast": 0, "broadcast": 1, "multicast": 2, "other": 3},
     "fib_addrtype": {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
                      "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8},
-    "inet_proto": {**{k: v for k, v in PROTO_NUM.items()}, "ipv6-icmp": 58},
+    "inet_proto": {**PROTO_NUM, "ipv6-icmp": 58},
     "inet_service": {"ssh": 22, "domain": 53, "http": 80, "https": 443, "dns": 53},
 }
 BITMASK_TYPES = ("ct_state", "ct_status", "tcp_flag")
