@@ -74,14 +74,20 @@ def nic_view(bundle: Path, facts: dict, svc_name: str, node: str = "node-1") -> 
     return view
 
 
-def assert_loopback_signature(bundle: Path, facts: dict, conns: list[dict], svc_name: str) -> None:
-    """Failed connections loop back on the client node's NIC (same ISN), others do not."""
+def _client_views(bundle: Path, facts: dict, conns: list[dict], svc_name: str) -> list[tuple[dict, dict]]:
+    """Each of the Service's client connections with what the client node's NIC saw of it;
+    every SYN on the NIC is one of them and every one left the node."""
     view = nic_view(bundle, facts, svc_name)
     mine = [c for c in conns if c["service"] == svc_name]
     assert set(view) == {c["sport"] for c in mine}, "every SYN on the NIC is a client connection"
     for c in mine:
-        v = view[c["sport"]]
-        assert v["went"], c
+        assert view[c["sport"]]["went"], c
+    return [(c, view[c["sport"]]) for c in mine]
+
+
+def assert_loopback_signature(bundle: Path, facts: dict, conns: list[dict], svc_name: str) -> None:
+    """Failed connections loop back on the client node's NIC (same ISN), others do not."""
+    for c, v in _client_views(bundle, facts, conns, svc_name):
         if c["outcome"] == "failed":
             assert v["came_back"] == v["went"] and not v["answered"], (c, v)
         else:
@@ -92,11 +98,6 @@ def assert_nic_matches_ground_truth(bundle: Path, facts: dict, conns: list[dict]
                                     svc_name: str) -> None:
     """Loopbacks come back on the client node's NIC (same ISN), nothing else does, and only
     connected ones are answered from the VIP (an asymmetric failure is answered elsewhere)."""
-    view = nic_view(bundle, facts, svc_name)
-    mine = [c for c in conns if c["service"] == svc_name]
-    assert set(view) == {c["sport"] for c in mine}, "every SYN on the NIC is a client connection"
-    for c in mine:
-        v = view[c["sport"]]
-        assert v["went"], c
+    for c, v in _client_views(bundle, facts, conns, svc_name):
         assert (v["came_back"] == v["went"]) if c["loopback"] else not v["came_back"], (c, v)
         assert v["answered"] == (c["outcome"] == "connected"), (c, v)
