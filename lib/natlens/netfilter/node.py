@@ -173,6 +173,7 @@ class NodeRules:
         self.nft = nft        # nft list ruleset; None: no native nft tables are known
         self._nft_walker = NftWalker(self, nft) if nft is not None else None
         self._base_chains: dict[tuple[int, str], list[BaseChain]] = {}
+        self.hook_step_cache: dict[tuple[int, str], list] = {}  # walk.hooks.hook_steps, once per hook
         self.sets: dict[str, IPSet] = sets or {}
         self.sets_known = sets is not None
         self.ipvs: list[VirtualService] = ipvs or []

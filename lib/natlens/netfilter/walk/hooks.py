@@ -85,6 +85,13 @@ def hook_steps(node: NodeRules, fam: int, hook: str) -> list[HookStep]:
     which no dump shows: such a tie becomes a group walked both ways (see _either_order).
     Once any nat chain exists for the family, the nat core runs at all four nat hooks.
     """
+    cached = node.hook_step_cache.get((fam, hook))
+    if cached is None:
+        cached = node.hook_step_cache[(fam, hook)] = _hook_steps(node, fam, hook)
+    return cached
+
+
+def _hook_steps(node: NodeRules, fam: int, hook: str) -> list[HookStep]:
     every = {h: node.base_chains(fam, h) for h in NAT_CORE}
     chains = list(enumerate(every.get(hook) or node.base_chains(fam, hook)))
     units = [(c.prio, -i, HookStep(c.prio, (c,))) for i, c in chains if not c.nat]
