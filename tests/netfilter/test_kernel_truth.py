@@ -18,11 +18,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from nflab import CLIENT_IPS, NODE_IPS, kernel_lab_fixture
+from nflab import CLIENT_IPS, NODE_IPS, kernel_lab_fixture, run_case
 
-from natlens.netfilter import NodeRules, parse_ip_addr, parse_ipset, parse_iptables_save
 from natlens.netfilter.generate import Service, kube_proxy_iptables, kube_proxy_ipvs
-from natlens.netfilter.node import parse_ip_route
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -30,49 +28,6 @@ kernel_lab = pytest.fixture(scope="module")(kernel_lab_fixture)
 
 REMOTE = ["198.18.2.2", "198.18.3.1", "198.18.3.2", "198.18.3.3", "198.18.4.1", "198.18.4.2"]
 PORTS = [80, 443, 53, 8080, 30080]
-
-
-# ----------------------------------------------------------------- packets and comparison
-
-
-def _expected(path, src: str, sport: int, dst: str, dport: int) -> tuple:
-    if not path.conntrack:
-        return ("absent",)
-    rdst, _, rport = (path.dnat_to or f"{dst}:{dport}").rpartition(":")
-    return ("present", rdst, int(rport), path.snat_to if path.snat else src, path.ctmark)
-
-
-def _observed(entry, src: str) -> tuple:
-    if entry is None:
-        return ("absent",)
-    return ("present", entry["reply_src"], entry["reply_sport"], entry["reply_dst"], entry["mark"])
-
-
-def run_case(lab, iptables: str, ipset: str, packets: list[tuple], stats: dict) -> list[str]:
-    """packets: (src, sport, dst, dport, proto, local). Returns disagreements (empty = agree)."""
-    saved_rules, saved_sets = lab.load(iptables, ipset)
-    addr, route = lab.node_dumps()
-    node = NodeRules(parse_iptables_save(saved_rules, "iptables-save"), parse_ipset(saved_sets, "ipset"),
-                     None, parse_ip_addr(addr), routes=parse_ip_route(route))
-    seen = lab.send([p[:5] for p in packets if not p[5]], [p[:5] for p in packets if p[5]])
-    bad = []
-    for src, sport, dst, dport, proto, local in packets:
-        v = node.explain(src, dst, dport, proto, sport=sport, in_iface=None if local else "n-c",
-                         local=local)
-        if v.undecided:
-            stats["undecided"] += 1
-            bad.append(f"{proto} {src}:{sport}->{dst}:{dport} local={local}: undecided {v.undecided}")
-            continue
-        got = _observed(seen.get((proto, src, sport)), src)
-        options = [_expected(p, src, sport, dst, dport) for p in v.paths]
-        stats["compared"] += 1
-        stats["branched"] += len(options) > 1
-        stats["outcomes"].add(got[0] if got[0] == "absent" else
-                              ("dnat" if got[1] != dst else "") + ("snat" if got[3] != src else ""))
-        if got not in options:
-            bad.append(f"{proto} {src}:{sport}->{dst}:{dport} local={local}: kernel {got}, model "
-                       f"{options}\n  " + "\n  ".join(v.trace))
-    return bad
 
 
 def _packets(rng: random.Random, n_client: int, n_node: int, dsts: list[str], ports: list[int]):
