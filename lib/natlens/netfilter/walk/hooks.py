@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from natlens.netfilter.walk.addresses import hostport, ip_str
 from natlens.netfilter.walk.ipvs import ipvs_branches
 from natlens.netfilter.walk.packet import Packet
-from natlens.netfilter.walk.state import DELIVERED, FORWARDED, UNDECIDED, WalkState
+from natlens.netfilter.walk.state import DELIVERED, FORWARDED, SENT, UNDECIDED, WalkState
 from natlens.netfilter.walk.verdict import Verdict, branch_of
 
 if TYPE_CHECKING:
@@ -353,7 +353,7 @@ def _out_of_node(node: NodeRules, b: WalkState, st: WalkState, done: list[WalkSt
     else:
         b.trace.append(f"routing: {ip_str(b.dst, b.fam)} is not local -> out via {b.out_iface}")
     for r in _finished(_through(node, [b], ["POSTROUTING"]), done):
-        _end(r, FORWARDED, done)
+        _end(r, SENT, done)
 
 
 def _route_out(node: NodeRules, st: WalkState) -> None:

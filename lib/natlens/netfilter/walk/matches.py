@@ -1,8 +1,9 @@
 """The match compiler: a rule's matches -> small check functions against a WalkState.
 
 A check answers with a ``bool``, a ``float`` (the probability that a probabilistic
-match, statistic, matches) or an ``Undecided`` (why the model cannot tell: the rule,
-and with it the branch, becomes undecided). ``rule_matches`` combines a rule's
+match, statistic, matches), a ``Depends`` (the answer depends on state no dump shows:
+recent's address lists; the walk follows both ways) or an ``Undecided`` (why the
+model cannot tell: the rule, and with it the branch, becomes undecided). ``rule_matches`` combines a rule's
 built-in matches (-p, -s, -d, -i, -o, -f) with its checks into one such answer.
 """
 
@@ -30,7 +31,22 @@ class Undecided:
     reason: str
 
 
-Answer = bool | float | Undecided   # what a check and rule_matches return
+@dataclass(frozen=True, slots=True)
+class Depends:
+    """A check whose answer depends on state no dump shows (xt_recent's address lists).
+
+    The walk follows both ways; each branch's conditions say which it assumed
+    (``yes``: the rule matched, ``no``: it did not), and its probability is given that
+    assumption (``yes_tag`` / ``no_tag``, short, for the verdict line).
+    """
+
+    yes: str
+    no: str
+    yes_tag: str
+    no_tag: str
+
+
+Answer = bool | float | Undecided | Depends   # what a check and rule_matches return
 Check = Callable[[WalkState], Answer]
 
 _PORT_PROTOS = (6, 17, 132, 136, 33)  # protocols with ports: tcp, udp, sctp, udplite, dccp
@@ -324,6 +340,30 @@ class Compiler:
         p = 1.0 - p if (o.neg or mode.neg) else p
         return out + [_always(p)]
 
+    def m_recent(self, m: Match, rule: Rule) -> list[Check]:
+        """xt_recent: --set records the address and matches; --rcheck/--update/--remove ask
+        whether it was seen, which depends on earlier connections: both ways are followed."""
+        out = self._unknown_opts(m, _RECENT_OPTS)
+        name = (m.get("--name").args or ("DEFAULT",))[0] if m.get("--name") else "DEFAULT"
+        side = "destination" if m.get("--rdest") else "source"
+        for o in m.options:
+            if o.name == "--set":
+                out.append(_always(not o.neg))
+            elif o.name in ("--rcheck", "--update", "--remove"):
+                window = _recent_window(m)
+                seen = (f"the {side} address is in recent list {name}{window} (a returning client)",
+                        f"{side} in recent list {name}")
+                new = (f"the {side} address is not in recent list {name}{window} (a new client)",
+                       f"{side} not in recent list {name}")
+                if o.neg:
+                    seen, new = new, seen
+                out.append(_always(Depends(seen[0], new[0], seen[1], new[1])))
+        return out
+
+    def m_nfacct(self, m: Match, rule: Rule) -> list[Check]:
+        """An accounting object: it counts the packet and always matches."""
+        return self._unknown_opts(m, {"--nfacct-name"})
+
     def m_ipvs(self, m: Match, rule: Rule) -> list[Check]:
         out = self._unknown_opts(m, {"--ipvs", "--vdir", "--vmethod", "--vproto"})
         for o in m.options:
@@ -339,6 +379,17 @@ class Compiler:
                 out.append(lambda st, v=o.args[0], n=o.neg:
                            (st.ipvs and st.pnum == PROTO_NUM.get(v, -1)) != n)
         return out
+
+
+_RECENT_OPTS = {"--name", "--set", "--rcheck", "--update", "--remove", "--seconds", "--hitcount",
+                "--rttl", "--rsource", "--rdest", "--mask", "--reap"}
+
+
+def _recent_window(m: Match) -> str:
+    """' within 10800 s' / ', hit 3 times': the --seconds and --hitcount of a recent check."""
+    secs, hits = m.get("--seconds"), m.get("--hitcount")
+    return (f" within {secs.args[0]} s" if secs and secs.args else "") + \
+        (f", hit {hits.args[0]} times" if hits and hits.args else "")
 
 
 def _ctstates(st: WalkState) -> set[str]:
@@ -424,7 +475,7 @@ def rule_matches(cr: CompiledRule, st: WalkState) -> Answer:
             unknown = _OUT_UNKNOWN
         elif hit == r.out_iface[0]:
             return False
-    prob = None
+    prob = depends = None
     for chk in cr.checks:
         v = chk(st)
         if v is True:
@@ -433,8 +484,15 @@ def rule_matches(cr: CompiledRule, st: WalkState) -> Answer:
             return False
         if isinstance(v, float):
             prob = v if prob is None else prob * v
+        elif isinstance(v, Depends):
+            depends = _TWO_FORKS if depends is not None else v
         else:
             unknown = unknown or v
     if unknown:
         return unknown
+    if depends is not None:
+        return depends if prob is None else _TWO_FORKS
     return True if prob is None else prob
+
+
+_TWO_FORKS = Undecided("two state-dependent or probabilistic matches in one rule: not modelled")

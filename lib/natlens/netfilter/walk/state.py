@@ -15,6 +15,7 @@ from natlens.netfilter.walk.packet import Packet, packet_family, proto_number
 
 # WalkState.outcome / Branch.outcome, once a branch has ended
 FORWARDED, DELIVERED, DROPPED, UNDECIDED = "forwarded", "delivered locally", "dropped", "undecided"
+SENT = "sent out"  # generated on the node and sent out of it (not forwarded: it never came in)
 DEFAULT_SPORT = 40000  # a source port for a query that gives none
 
 
@@ -69,6 +70,7 @@ class WalkState:
     ipvs: bool = False               # IPVS took the packet (-m ipvs)
     ipvs_method: str = ""            # MASQ, GATE, TUNNEL (-m ipvs --vmethod)
     prob: float = 1.0
+    given: list[str] = field(default_factory=list)  # state no dump shows, assumed (recent lists)
     trace: list[str] = field(default_factory=list)
     conditions: list[str] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
@@ -100,6 +102,7 @@ class WalkState:
             setattr(n, k, getattr(self, k))
         n.trace = list(self.trace)
         n.conditions = list(self.conditions)
+        n.given = list(self.given)
         n.undecided = list(self.undecided)
         n.decided_by = list(self.decided_by)
         return n

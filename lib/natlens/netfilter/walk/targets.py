@@ -116,6 +116,18 @@ def _nat_range(text: str) -> NatTo:
     return NatTo(first, int(port.split("-")[0]) if port else None)
 
 
+def _garbled(to: NatTo) -> str:
+    """Why a NAT range cannot be what the kernel holds ('' if it can): iptables-nft prints
+    some nft NAT statements it cannot translate as an empty or zero --to-destination."""
+    if not to.addr and to.port is None:
+        return "no address and no port (a garbled line, as iptables-nft prints some nft NAT rules)"
+    if to.addr and ip_addr(to.addr)[1] == 0:
+        return "address 0.0.0.0 / :: (a garbled line, as iptables-nft prints some nft NAT rules)"
+    if to.port == 0:
+        return "port 0 (a garbled line, as iptables-nft prints some nft NAT rules)"
+    return ""
+
+
 def _mark_target(rule: Rule, t: str, opts: dict[str, str]) -> Target:
     op = _mark_op(opts)
     if t == "CONNMARK" and op is None:
@@ -137,10 +149,13 @@ def _option_target(rule: Rule, t: str) -> Target:
         return _mark_target(rule, t, opts)
     if t == "MASQUERADE":
         return Target(MASQ, t)
-    if t == "SNAT":
-        return Target(SNAT, t, to=_nat_range(opts["--to-source"]))
-    if t == "DNAT":
-        return Target(DNAT, t, to=_nat_range(opts["--to-destination"]))
+    if t in ("SNAT", "DNAT"):
+        opt = "--to-source" if t == "SNAT" else "--to-destination"
+        to = _nat_range(opts[opt])
+        garbled = _garbled(to)
+        if garbled:
+            return Target(UNKNOWN, t, reason=f"{t} {opt} {opts[opt] or '(nothing)'}: {garbled}")
+        return Target(SNAT if t == "SNAT" else DNAT, t, to=to)
     if t == "REDIRECT":
         ports = opts.get("--to-ports")
         return Target(REDIRECT, t, port=int(ports.split("-")[0]) if ports else None)

@@ -6,15 +6,19 @@ import json
 from dataclasses import dataclass, field
 
 from natlens.netfilter.walk.packet import Packet
-from natlens.netfilter.walk.state import DELIVERED, FORWARDED, UNDECIDED, WalkState
+from natlens.netfilter.walk.state import DELIVERED, FORWARDED, SENT, UNDECIDED, WalkState
 
 
 @dataclass
 class Branch:
-    """One way the packet can go (more than one only with statistic matches or IPVS)."""
+    """One way the packet can go (more than one with statistic/numgen, recent or IPVS).
+
+    ``probability`` is the branch's probability given ``given``: the state no dump shows
+    that it assumed (a recent list: a returning or a new client); empty: unconditional.
+    """
 
     probability: float
-    outcome: str                  # forwarded, delivered locally, dropped, undecided
+    outcome: str                  # forwarded, sent out, delivered locally, dropped, undecided
     snat: bool | None
     snat_to: str | None
     dnat_to: str | None
@@ -26,6 +30,7 @@ class Branch:
     trace: list[str]
     undecided: list[str]
     decided_by: list[str]
+    given: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The branch as JSON-ready fields, in declaration order."""
@@ -38,7 +43,7 @@ def branch_of(s: WalkState) -> Branch:
     snat = None if s.outcome == UNDECIDED else s.snat is not None
     if s.snat is not None and not s.snat.known:
         s.trace.append(s.snat.unknown_why)
-    return Branch(probability=round(s.prob, 6), outcome=s.outcome or UNDECIDED, snat=snat,
+    return Branch(probability=round(s.prob, 6), given=s.given, outcome=s.outcome or UNDECIDED, snat=snat,
                   snat_to=s.snat.address if s.snat is not None else None, dnat_to=s.dnat,
                   out_iface=s.out_iface, mark=s.mark,
                   ctmark=s.confirm_ctmark if s.confirmed else s.ctmark, conntrack=s.confirmed,
@@ -49,15 +54,22 @@ def branch_of(s: WalkState) -> Branch:
 def _one_line(p: Branch) -> str:
     """One branch in words: 'forwarded via eth0, DNAT to 10.0.0.1:80, SNAT to 10.0.0.5'."""
     s = p.outcome
-    if p.out_iface and p.outcome == FORWARDED:
+    if p.out_iface and p.outcome in (FORWARDED, SENT):
         s += f" via {p.out_iface}"
     if p.dnat_to:
         s += f", DNAT to {p.dnat_to}"
     if p.snat:
         s += f", SNAT to {p.snat_to or '?'}"
-    elif p.snat is False and p.outcome in (FORWARDED, DELIVERED):
+    elif p.snat is False and p.outcome in (FORWARDED, SENT, DELIVERED):
         s += ", not SNATed"
     return s
+
+
+def _odds(p: Branch) -> str:
+    """'p=0.5', or 'if source in recent list X[, p=0.5]' for a branch that assumed state."""
+    if not p.given:
+        return f"p={p.probability:.3g}"
+    return f"if {', '.join(p.given)}" + (f", p={p.probability:.3g}" if p.probability < 1 else "")
 
 
 @dataclass
@@ -97,7 +109,7 @@ class Verdict:
         """The answer in words; with several branches, each with its probability."""
         if len(self.paths) == 1:
             return _one_line(self.paths[0])
-        return "; ".join(f"p={p.probability:.3g}: {_one_line(p)}" for p in self.paths)
+        return "; ".join(f"{_odds(p)}: {_one_line(p)}" for p in self.paths)
 
     @property
     def trace(self) -> list[str]:
@@ -110,7 +122,7 @@ class Verdict:
             k = 0
             while k < min(len(first), len(p.trace)) and first[k] == p.trace[k]:
                 k += 1
-            out.append(f"== path {n} (p={p.probability:.3g}) from line {k + 1}:")
+            out.append(f"== path {n} ({_odds(p)}) from line {k + 1}:")
             out += p.trace[k:]
         return out
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from natlens.errors import NatlensError
 from natlens.netfilter.iptables import Chain, Rule, Ruleset
-from natlens.netfilter.walk.matches import CompiledRule, Compiler, Undecided, rule_matches
+from natlens.netfilter.walk.matches import CompiledRule, Compiler, Depends, Undecided, rule_matches
 from natlens.netfilter.walk.packet import PROTO_NUM
 from natlens.netfilter.walk.state import DROPPED, WalkState
 from natlens.netfilter.walk.targets import (
@@ -233,7 +233,9 @@ class Walker:
                 st.stop_undecided(f"{where} ({rule.where}): {text}: {m.reason}",
                                   f"{where}: {text} (undecided: {m.reason})")
                 return
-            if isinstance(m, float) and m < 1.0:
+            if isinstance(m, Depends):
+                _fork_on_state(st, stack, work, where, text, m)
+            elif isinstance(m, float) and m < 1.0:
                 _fork(st, stack, work, where, text, m)
             else:
                 tr.append(f"{where}: {text} (matched)")
@@ -284,3 +286,17 @@ def _fork(st: WalkState, stack: list[Frame], work: Work, where: str, text: str, 
     st.prob *= p
     st.conditions.append(f"{where} taken (p={p:.4g})")
     st.trace.append(f"{where}: {text} (matched: branch p={p:.4g})")
+
+
+def _fork_on_state(st: WalkState, stack: list[Frame], work: Work, where: str, text: str,
+                   d: Depends) -> None:
+    """A match on state no dump shows (recent): st takes the rule, a copy does not; each
+    branch's probability is from here on given its assumption."""
+    alt = st.fork()
+    alt.given.append(d.no_tag)
+    st.given.append(d.yes_tag)
+    alt.conditions.append(f"{where} not taken: {d.no}")
+    alt.trace.append(f"{where}: {text} (no match if {d.no})")
+    work.append((alt, [f.copy() for f in stack]))
+    st.conditions.append(f"{where} taken: {d.yes}")
+    st.trace.append(f"{where}: {text} (matched if {d.yes})")
