@@ -1,7 +1,7 @@
 """A three-namespace lab (used by test_kernel_truth.py and test_kernel_truth_nft.py) for the kernel truth test: client -> node (rules here) -> peer.
 
     client  c0 198.18.1.2-.6/24 ----- n-c 198.18.1.1/24   node   n-p 198.18.2.1/24 ----- p0 198.18.2.2/24  peer
-                                      kd0 198.18.5.1, .2 (like kube-ipvs0)
+                                      kube-ipvs0 198.18.5.1, .2 (as kube-proxy IPVS mode binds VIPs)
                                       routes 198.18.3/24, 198.18.4/24, 198.18.6/24 via the peer
 
 The peer drops everything, so nothing answers; the node's conntrack table shows
@@ -106,8 +106,8 @@ class Lab:
         c, n, p = self.c, self.n, self.p
         _run(["ip", "link", "add", "n-c", "netns", n, "type", "veth", "peer", "name", "c0", "netns", c])
         _run(["ip", "link", "add", "n-p", "netns", n, "type", "veth", "peer", "name", "p0", "netns", p])
-        # kd0 holds VIPs like kube-ipvs0 (a dummy there; a veth here: no dummy module needed)
-        self.ns(n, "ip", "link", "add", "kd0", "type", "veth", "peer", "name", "kd1")
+        # kube-ipvs0 holds VIPs as in IPVS mode (a dummy there; a veth here: no dummy module needed)
+        self.ns(n, "ip", "link", "add", "kube-ipvs0", "type", "veth", "peer", "name", "kd1")
         for ns in (c, n, p):
             self.ns(ns, "ip", "link", "set", "lo", "up")
         for ip in CLIENT_IPS:
@@ -116,9 +116,9 @@ class Lab:
         self.ns(c, "ip", "route", "add", "default", "via", "198.18.1.1")
         self.ns(n, "ip", "addr", "add", "198.18.1.1/24", "dev", "n-c")
         self.ns(n, "ip", "addr", "add", "198.18.2.1/24", "dev", "n-p")
-        self.ns(n, "ip", "addr", "add", "198.18.5.1/32", "dev", "kd0")
-        self.ns(n, "ip", "addr", "add", "198.18.5.2/32", "dev", "kd0")
-        for dev in ("n-c", "n-p", "kd0", "kd1"):
+        self.ns(n, "ip", "addr", "add", "198.18.5.1/32", "dev", "kube-ipvs0")
+        self.ns(n, "ip", "addr", "add", "198.18.5.2/32", "dev", "kube-ipvs0")
+        for dev in ("n-c", "n-p", "kube-ipvs0", "kd1"):
             self.ns(n, "ip", "link", "set", dev, "up")
         for net in ("198.18.3.0/24", "198.18.4.0/24", "198.18.6.0/24"):
             self.ns(n, "ip", "route", "add", net, "via", "198.18.2.2")

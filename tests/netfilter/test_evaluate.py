@@ -217,6 +217,12 @@ def test_cli_json_and_errors(tmp_path, capsys):
     assert main(["explain", "--iptables", str(d / "iptables-save.txt"), "--ipset", str(d / "ipset-save.txt"),
                  "--local-ip", "198.18.0.5", "--src", "198.18.64.5", "--dst", "198.18.10.2",
                  "--dport", "80"]) == 0
+    # without the ip addr dump, whether the LB IP is bound to kube-ipvs0 is not shown (TKE: not)
+    out = capsys.readouterr().out
+    assert "SNAT: undecided" in out and "whether kube-proxy bound it to kube-ipvs0" in out
+    assert main(["explain", "--iptables", str(d / "iptables-save.txt"), "--ipset", str(d / "ipset-save.txt"),
+                 "--ip-addr", str(d / "ip-addr.txt"), "--src", "198.18.64.5", "--dst", "198.18.10.2",
+                 "--dport", "80"]) == 0
     assert "SNAT: no" in capsys.readouterr().out
     bad = tmp_path / "bad.txt"
     bad.write_text("*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 80 -j DNAT\nCOMMIT\n")

@@ -2,7 +2,11 @@
 
 Reads what ``iptables-save`` prints with either backend (nf_tables or legacy),
 with or without ``[packets:bytes]`` counters (``-c``), and hand-written
-iptables-restore input in the same syntax. Every rule keeps its source line and
+iptables-restore input in the same syntax. ``parse_iptables`` also reads what users
+paste instead: ``iptables [-t T] -S [-v]`` listings (one or several tables
+concatenated) and grep fragments of either format, working out each part's table
+from what its lines show and saying in ``notes`` how, and in ``partial`` what the
+text leaves out. Every rule keeps its source line and
 its text; a match module or target the model does not know is kept verbatim (its
 options are still split into ``--option args`` pairs), never dropped. What the
 rules *do* to a packet is the business of walk/.
@@ -206,20 +210,38 @@ def _quote(s: str) -> str:
 
 @dataclass(slots=True)
 class Chain:
+    """One chain of a table and its rules in order.
+
+    ``declared`` is False for a chain a pasted fragment has rules for but never
+    declares (no ``:NAME`` / ``-N`` / ``-P`` line): for a built-in chain its policy is
+    then unknown and ``policy`` stays None.
+    """
+
     name: str
     policy: str | None  # ACCEPT/DROP for built-in chains, None for user chains
     rules: list[Rule] = field(default_factory=list)
     counters: tuple[int, int] | None = None
+    declared: bool = True
 
 
 @dataclass
 class Ruleset:
-    """All tables of one iptables-save dump: ``tables[name][chain] -> Chain``."""
+    """All tables of one iptables dump: ``tables[name][chain] -> Chain``.
+
+    ``format`` says what the text was: "iptables-save", "iptables -S" (listings with
+    their -P lines) or "fragment" (a grep of either). ``partial`` has one line per
+    reason the dump does not show the node's whole rule set, each naming the file
+    (empty for a complete iptables-save). ``tables_given`` is None for a complete
+    iptables-save (every loaded table is in it), else the tables the text shows.
+    """
 
     tables: dict[str, dict[str, Chain]] = field(default_factory=dict)
     backend: str = "unknown"  # "nf_tables", "legacy" or "unknown" (from the header)
     path: str = ""
-    notes: list[str] = field(default_factory=list)  # warnings found in comments
+    notes: list[str] = field(default_factory=list)  # warnings found in comments, inferences
+    format: str = "iptables-save"
+    partial: list[str] = field(default_factory=list)
+    tables_given: frozenset[str] | None = None
 
     def chain(self, table: str, name: str) -> Chain | None:
         return self.tables.get(table, {}).get(name)
@@ -264,14 +286,8 @@ def parse_iptables_save(text: str, path: str = "<iptables-save>") -> Ruleset:
         if table is None:
             raise NatlensError(f"{line[:40]!r} outside a *table ... COMMIT block", path=path, where=str(lineno))
         if c0 == ":":
-            parts = line[1:].split()
-            if len(parts) < 2:
-                raise NatlensError(f"bad chain line {line!r}", path=path, where=str(lineno))
-            name, policy = parts[0], parts[1]
-            counters = _counters(parts[2], path, lineno) if len(parts) > 2 else None
-            if policy not in ("-", "ACCEPT", "DROP", "RETURN", "QUEUE"):
-                raise NatlensError(f"bad policy {policy!r} for chain {name}", path=path, where=str(lineno))
-            table[name] = Chain(name, None if policy == "-" else policy, counters=counters)
+            ch = _chain_decl(line, path, lineno)
+            table[ch.name] = ch
             continue
         counters = None
         if c0 == "[":
@@ -299,11 +315,24 @@ def parse_iptables_save(text: str, path: str = "<iptables-save>") -> Ruleset:
         raise NatlensError(f"unrecognised line {line[:60]!r}", path=path, where=str(lineno))
     if table is not None:
         rs.notes.append(f"{path}: table {tname} has no COMMIT (dump truncated?)")
+        rs.partial.append(f"{path}: table {tname} has no COMMIT: the dump may be cut short")
     for chains in rs.tables.values():
         for ch in chains.values():
             for i, r in enumerate(ch.rules, 1):
                 r.index = i
     return rs
+
+
+def _chain_decl(line: str, path: str, lineno: int) -> Chain:
+    """':NAME POLICY [p:b]' -> the declared Chain (policy None for '-', a user chain)."""
+    parts = line[1:].split()
+    if len(parts) < 2:
+        raise NatlensError(f"bad chain line {line!r}", path=path, where=str(lineno))
+    name, policy = parts[0], parts[1]
+    counters = _counters(parts[2], path, lineno) if len(parts) > 2 else None
+    if policy not in ("-", "ACCEPT", "DROP", "RETURN", "QUEUE"):
+        raise NatlensError(f"bad policy {policy!r} for chain {name}", path=path, where=str(lineno))
+    return Chain(name, None if policy == "-" else policy, counters=counters)
 
 
 def _counters(tok: str, path: str, lineno: int) -> tuple[int, int]:

@@ -23,7 +23,16 @@ from natlens.netfilter.ipset import IPSet, parse_ipset
 from natlens.netfilter.iptables import Ruleset, parse_iptables_save
 from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
 from natlens.netfilter.nft import XTABLES, NftChain, NftRuleset, NftTable
-from natlens.netfilter.walk import Packet, Verdict, Walker, WalkState, explain, ip_int, ip_str
+from natlens.netfilter.walk import (
+    Packet,
+    Verdict,
+    Walker,
+    WalkState,
+    explain,
+    ip_addr,
+    ip_int,
+    ip_str,
+)
 from natlens.netfilter.walk.hooks import HOOK_TABLES, NAT_CORE, TABLE_PRIORITY, BaseChain
 from natlens.netfilter.walk.nftables import NftWalker
 from natlens.nodefiles import DUMP_NAMES, NodeFiles, as_node_files
@@ -179,12 +188,15 @@ class NodeRules:
         self.ipvs: list[VirtualService] = ipvs or []
         self._ipvs_by_key = {vs.key: vs for vs in self.ipvs}
         self.addresses: dict[str, list[Addr]] = {k: list(v) for k, v in (addresses or {}).items()}
+        self.ip_addr_given = bool(self.addresses)  # an ip addr dump: it lists every local address
         for ip in local_ips or []:
             a = ipaddress.ip_address(ip)
             self.addresses.setdefault("?", []).append((int(a), a.max_prefixlen, a.version))
         self.addresses_known = bool(self.addresses)
         self.inferred: list[str] = []
         self._local = {(ver, a) for addrs in self.addresses.values() for a, _, ver in addrs}
+        # IPVS mode: the virtual addresses kube-proxy binds to kube-ipvs0, when no ip addr shows it
+        self.vips_bound, self.vips_unknown = bound_vips(self)
         self._bcast: set[int] = {0xFFFFFFFF}
         for addrs in self.addresses.values():
             for a, plen, ver in addrs:
@@ -278,7 +290,23 @@ class NodeRules:
                          lambda st, c=ch, nw=nw: nw.run_chain(st, c), f"nft {ch.family} {ch.table}")
 
     def is_local(self, ip: int, fam: int = 4) -> bool:
-        return (fam, ip) in self._local or _loopback(ip, fam)
+        return (fam, ip) in self._local or (fam, ip) in self.vips_bound or _loopback(ip, fam)
+
+    def local_unknown(self, ip: int, fam: int = 4) -> str | None:
+        """Why the dumps cannot tell whether ip is a local address (an IPVS virtual address
+        whose binding to kube-ipvs0 they do not show), or None when they can."""
+        return None if self.is_local(ip, fam) else self.vips_unknown.get((fam, ip))
+
+    def local_why(self, ip: int, fam: int = 4) -> str:
+        """' (why)' for a routing trace line: the evidence that a kube-proxy VIP is local, or
+        that it is not bound; '' for any other address."""
+        why = self.vips_bound.get((fam, ip))
+        if why:
+            return f" ({why})"
+        if (fam, ip) not in self._local and any(vs.addr == ip_str(ip, fam) for vs in self.ipvs):
+            src = "the ip addr dump" if self.ip_addr_given else "ipset KUBE-IPVS-IPS"
+            return f" (an IPVS virtual address not bound on the node: not in {src})"
+        return ""
 
     def addr_type(self, ip: int, iface: str | None = None, fam: int = 4) -> str:
         """LOCAL, BROADCAST, MULTICAST or UNICAST, as the kernel's inet_addr_type answers
@@ -383,6 +411,57 @@ class NodeRules:
         rule set would spend seconds compiling rules no query visits.
         """
         return sum(w.compile_all() for w in (self.walker_for(4), self.walker_for(6)) if w)
+
+
+_BOUND_SETS = (("KUBE-CLUSTER-IP", "cluster IP"), ("KUBE-EXTERNAL-IP", "external IP"))
+_LB_UNKNOWN = ("a LoadBalancer IP (ipset {set}): whether kube-proxy bound it to kube-ipvs0 the "
+               "dumps do not show (upstream kube-proxy binds it, TKE's does not); give ip-addr.txt "
+               "(ip addr shows kube-ipvs0)")
+_VS_UNKNOWN = ("an IPVS virtual address in no kube-proxy ipset{why}: whether it is bound to "
+               "kube-ipvs0 the dumps do not show; give ip-addr.txt (ip addr shows kube-ipvs0)")
+
+
+def bound_vips(node: NodeRules) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], str]]:
+    """IPVS mode's virtual addresses: (bound: local, with the evidence; unknown: with why).
+
+    IPVS takes a packet only once routing found its address local, and kube-proxy makes
+    its virtual addresses local by binding them to kube-ipvs0. An ip addr dump (it lists
+    every local address, kube-ipvs0's too), or kube-proxy's own list of what it bound
+    (ipset KUBE-IPVS-IPS, 1.27+), settles it; without those, cluster and external IPs
+    are always bound, LoadBalancer IPs only where the cloud's kube-proxy does so (not on
+    TKE): those stay unknown.
+    """
+    if node.ip_addr_given:
+        return {}, {}
+    bound: dict[tuple[int, int], str] = {}
+    for pre in ("KUBE-", "KUBE-6-"):
+        ips = node.sets.get(pre + "IPVS-IPS")
+        if ips is not None and ips.dims is not None:
+            return {(ips.family, e.key[0]): f"in ipset {pre}IPVS-IPS: kube-proxy bound it to kube-ipvs0"
+                    for e in ips.entries}, {}
+    unknown: dict[tuple[int, int], str] = {}
+    for pre in ("KUBE-", "KUBE-6-"):
+        for name, what in _BOUND_SETS:
+            for fam, ip in _set_ips(node, pre + name[5:]):
+                bound[(fam, ip)] = (f"in ipset {pre}{name[5:]}: kube-proxy's IPVS mode binds every "
+                                    f"{what} to kube-ipvs0")
+        for fam, ip in _set_ips(node, pre + "LOAD-BALANCER"):
+            unknown.setdefault((fam, ip), _LB_UNKNOWN.format(set=pre + "LOAD-BALANCER"))
+    why = "" if node.sets_known else " (no ipset dump: a cluster IP is bound, a LoadBalancer IP maybe not)"
+    for vs in node.ipvs:
+        if vs.addr:
+            key = ip_addr(vs.addr)
+            if key not in bound and key not in node._local:
+                unknown.setdefault(key, _VS_UNKNOWN.format(why=why))
+    return bound, {k: v for k, v in unknown.items() if k not in bound}
+
+
+def _set_ips(node: NodeRules, name: str) -> list[tuple[int, int]]:
+    """(family, address) of each member of an ip-keyed ipset (hash:ip,port and the like)."""
+    s = node.sets.get(name)
+    if s is None or s.dims is None or s.dims[0] not in ("ip", "net"):
+        return []
+    return [(s.family, e.key[0]) for e in s.entries]
 
 
 def _fam_of(table_family: str, fam: int) -> bool:

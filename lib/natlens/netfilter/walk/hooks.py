@@ -283,14 +283,30 @@ def _from_outside(node: NodeRules, st: WalkState) -> list[WalkState]:
     """A packet arriving on an interface: PREROUTING, then forwarded or delivered locally."""
     done: list[WalkState] = []
     for s in _finished(_through(node, [st], ["PREROUTING"]), done):
-        if not node.is_local(s.dst, s.fam):
+        local = _is_local(node, s, done)
+        if local is None:
+            continue
+        if not local:
             _route_out(node, s)
             for r in _finished(_through(node, [s], ["FORWARD", "POSTROUTING"]), done):
                 _end(r, FORWARDED, done)
             continue
-        s.trace.append(f"routing: {ip_str(s.dst, s.fam)} is a local address -> INPUT")
+        s.trace.append(f"routing: {ip_str(s.dst, s.fam)} is a local address{node.local_why(s.dst, s.fam)}"
+                       " -> INPUT")
         _local_in(node, s, done)
     return done
+
+
+def _is_local(node: NodeRules, s: WalkState, done: list[WalkState]) -> bool | None:
+    """Whether s's destination is a local address; None when the dumps cannot tell (an IPVS
+    virtual address whose binding they do not show): s then ends undecided, in done."""
+    why = node.local_unknown(s.dst, s.fam)
+    if why is None:
+        return node.is_local(s.dst, s.fam)
+    s.stop_undecided(f"routing: is {ip_str(s.dst, s.fam)} a local address? {why}",
+                     f"routing: {ip_str(s.dst, s.fam)}: undecided: {why}")
+    done.append(s)
+    return None
 
 
 def _local_in(node: NodeRules, s: WalkState, done: list[WalkState]) -> None:
@@ -314,8 +330,10 @@ def _local_in(node: NodeRules, s: WalkState, done: list[WalkState]) -> None:
 def _from_node(node: NodeRules, st: WalkState) -> list[WalkState]:
     """A packet generated on the node: OUTPUT (IPVS at LOCAL_OUT), routing, POSTROUTING."""
     done: list[WalkState] = []
-    st.out_iface = st.out_iface or ("lo" if node.is_local(st.dst, st.fam)
-                                    else node.route(st.dst, st.fam))
+    local = _is_local(node, st, done)
+    if local is None:
+        return done
+    st.out_iface = st.out_iface or ("lo" if local else node.route(st.dst, st.fam))
     for s in _finished(_through(node, [st], ["OUTPUT"], (None, IPVS_LOCAL_OUT)), done):
         # IPVS takes locally generated packets at LOCAL_OUT priority -98, before filter,
         # and re-sends them through the whole of LOCAL_OUT (NAT already bound)
@@ -325,9 +343,10 @@ def _from_node(node: NodeRules, st: WalkState) -> list[WalkState]:
         else:
             branches = _through(node, [s], ["OUTPUT"], (IPVS_LOCAL_OUT, None))
         for b in _finished(branches, done):
-            if node.is_local(b.dst, b.fam):
+            local = _is_local(node, b, done)
+            if local:
                 _loop_back(node, b, done)
-            else:
+            elif local is False:
                 _out_of_node(node, b, st, done)
     return done
 
@@ -335,7 +354,8 @@ def _from_node(node: NodeRules, st: WalkState) -> list[WalkState]:
 def _loop_back(node: NodeRules, b: WalkState, done: list[WalkState]) -> None:
     """To a local address: out via lo (POSTROUTING), back in on lo (PREROUTING, INPUT)."""
     b.out_iface = "lo"
-    b.trace.append(f"routing: {ip_str(b.dst, b.fam)} is local: out via lo, back in on lo")
+    b.trace.append(f"routing: {ip_str(b.dst, b.fam)} is local{node.local_why(b.dst, b.fam)}: out via lo, "
+                   "back in on lo")
     for r in _finished(_through(node, [b], ["POSTROUTING"]), done):
         r.confirm()  # leaving via lo confirms; a drop on the way back in keeps it
         r.in_iface = "lo"
@@ -363,4 +383,5 @@ def _route_out(node: NodeRules, st: WalkState) -> None:
     if iface and not st.out_iface and not node.routes_of(st.fam) and iface == node.uplink(st.fam):
         note = " (assumed default route: the only uplink-like interface; give ip-route.txt)"
     st.out_iface = iface
-    st.trace.append(f"routing: {ip_str(st.dst, st.fam)} is not local -> out via {iface or '? (unknown)'}{note}")
+    st.trace.append(f"routing: {ip_str(st.dst, st.fam)} is not local{node.local_why(st.dst, st.fam)} -> out "
+                    f"via {iface or '? (unknown)'}{note}")
