@@ -53,14 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("--local", action="store_true", help="generated on the node (OUTPUT path)")
     pk.add_argument("--mark", type=lambda s: int(s, 0), default=0, metavar="MARK", help="initial packet mark, e.g. 0x4000 (default 0)")
     p.add_argument("--services", action="store_true",
-                   help="list kube-proxy Service VIPs, their policy and SNAT instead "
-                   "(SNAT for a packet from --src, default: an address of the cluster CIDR)")
+                   help="list kube-proxy Service VIPs, their policy and SNAT instead (SNAT for a "
+                   "packet from --src, default: an address of the cluster CIDR that is no Service "
+                   "endpoint; --in-iface/--out-iface apply to it)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from natlens.netfilter import kube_services, load_files, load_node
+    from natlens.netfilter import load_files, load_node
 
     if bool(args.node) == bool(args.iptables or args.nft):
         raise NatlensError("give either --node DIR or --iptables FILE and/or --nft FILE")
@@ -72,19 +73,7 @@ def run(args: argparse.Namespace) -> int:
     for note in node.ruleset.notes + (node.nft.notes if node.nft is not None else []):
         print(f"natlens: note: {note}", file=sys.stderr)
     if args.services:
-        svcs = kube_services(node, pod_ip=args.src)
-        if args.json:
-            print(json.dumps([s.to_dict() for s in svcs], indent=2))
-        else:
-            for s in svcs:
-                snat = {True: "SNATed", False: "not SNATed", None: "SNAT unknown"}[s.snat_on_egress]
-                nps = f" nodePort {','.join(map(str, s.node_ports))}" if s.node_ports else ""
-                print(f"{s.kind:<12} {s.vip}:{s.port}/{s.proto:<4} {s.policy:<8} {snat}{nps}"
-                      + (f"  {s.name}" if s.name else "")
-                      + (f"  endpoints {', '.join(s.endpoints)}" if s.endpoints else ""))
-                for e in s.evidence:
-                    print(f"    {e}")
-        return 0
+        return _services(node, args)
     missing = [f"--{n}" for n in ("src", "dst", "dport") if getattr(args, n) is None]
     if missing:
         raise NatlensError(f"missing {' '.join(missing)} (or use --services)")
@@ -94,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(v.to_json(), indent=2))
         return 0
+    for why in v.partial:
+        print(f"partial dump: {why}: the answer is what the rules shown do")
     print("\n".join(v.trace))
     print()
     snat = {True: f"yes, to {v.snat_to or '?'}", False: "no", None: "undecided"}[v.snat]
@@ -103,4 +94,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"DNAT: {', '.join(v.dnat_to)}")
     for u in v.undecided:
         print(f"undecided: {u}")
+    return 0
+
+
+def _services(node, args: argparse.Namespace) -> int:
+    """--services: one line per Service port, its evidence indented; what limits the
+    listing is said first (stderr), and a listing with nothing read at all is an error."""
+    from natlens.netfilter import kube_services
+    from natlens.netfilter.kubeproxy import services_notes
+
+    if not (node.ruleset.tables or node.nft is not None or node.sets or node.ipvs):
+        raise NatlensError("nothing to list: the dumps given hold no rules, ipsets or IPVS services",
+                           path=node.ruleset.path)
+    svcs = kube_services(node, pod_ip=args.src, in_iface=args.in_iface, out_iface=args.out_iface)
+    for note in services_notes(node):
+        print(f"natlens: note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in svcs], indent=2))
+        return 0
+    for s in svcs:
+        snat = {True: "SNATed", False: "not SNATed", None: "SNAT unknown"}[s.snat_on_egress]
+        nps = f" nodePort {','.join(map(str, s.node_ports))}" if s.node_ports else ""
+        print(f"{s.kind:<12} {s.vip}:{s.port}/{s.proto:<4} {s.policy:<8} {snat}{nps}"
+              + (f"  {s.name}" if s.name else "")
+              + (f"  endpoints {', '.join(s.endpoints)}" if s.endpoints else ""))
+        for e in s.evidence:
+            print(f"    {e}")
     return 0

@@ -51,36 +51,69 @@ class ServicePolicy:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def kube_services(node, pod_ip: str | None = None,
-                  lb_ips: list[tuple[str, int, str]] | None = None) -> list[ServicePolicy]:
-    """Every Service VIP:port kube-proxy set up on this node, with its policy and SNAT.
+def kube_services(node, pod_ip: str | None = None, lb_ips: list[tuple[str, int, str]] | None = None,
+                  in_iface: str | None = None, out_iface: str | None = None) -> list[ServicePolicy]:
+    """Every Service VIP:port kube-proxy set up on this node, one row per Service port,
+    with its policy and SNAT.
 
     IPVS, iptables and nftables mode (the last from the node's nft dump). SNAT is
-    evaluated for a packet from pod_ip, by default an address of the cluster CIDR found
-    in kube-proxy's rules. lb_ips (VIP, port, proto) are the LoadBalancer ingress IPs the
-    cluster reports: one with no rule on the node is listed too, as traffic that leaves.
+    evaluated for a packet from pod_ip (arriving on in_iface, leaving by out_iface when
+    given), by default an address of the cluster CIDR in kube-proxy's rules that is no
+    endpoint of any Service. lb_ips (VIP, port, proto) are the LoadBalancer ingress IPs
+    the cluster reports: one with no rule on the node is listed too, as traffic that
+    leaves. ``services_notes`` says what limits the listing.
     """
-    if "KUBE-LOAD-BALANCER" in node.sets or "KUBE-CLUSTER-IP" in node.sets or \
-            node.ruleset.chain("nat", "KUBE-LOAD-BALANCER") is not None:
-        out = _ipvs_mode(node)
-    else:
-        out = _iptables_mode(node)
-    nft_mode = kubeproxy_nft.is_nftables_mode(node.nft)
-    if nft_mode:
-        out += kubeproxy_nft.services(node.nft)
+    out = _mode_rows(node)
     out += _without_rules(out, lb_ips or [])
-    pod, why = (pod_ip, "given") if pod_ip else \
-        (kubeproxy_nft.pod_source(node.nft) if nft_mode and not out_of_iptables(node) else pod_source(node))
+    pod, why = (pod_ip, "given") if pod_ip else probe_pod(node, out)
     for sp in out:
-        if sp.kind == "NodePort" or pod is None:
-            if pod is None:
-                sp.evidence.append(f"SNAT not evaluated: {why}")
-            continue
-        v = node.explain(pod, sp.vip, sp.port, sp.proto)
-        sp.snat_on_egress = v.snat
-        sp.evidence.append(f"packet model, pod {pod} ({why}) -> {sp.vip}:{sp.port}/{sp.proto}: "
-                           f"{v.verdict}" + (f"; undecided: {v.undecided[0]}" if v.undecided else ""))
+        _evaluate_snat(node, sp, pod, why, in_iface, out_iface)
     return out
+
+
+def services_notes(node) -> list[str]:
+    """What limits ``kube_services`` on this node, one line each (empty: nothing known)."""
+    notes = list(node.partial(4))
+    if _ipvs_mode_shown(node) and not node.sets_known:
+        notes.append("IPVS mode (nat/KUBE-LOAD-BALANCER or KUBE-SERVICES' ipset rules) but no ipset "
+                     "dump: the Services are members of kube-proxy's ipsets; "
+                     + ("listed from ipvsadm without their kind or policy" if node.ipvs else
+                        "no ipvsadm dump either, so none can be listed") + "; give ipset-save.txt")
+    if not (out_of_iptables(node) or kubeproxy_nft.is_nftables_mode(node.nft) or node.ipvs):
+        notes.append("no kube-proxy rules in the dumps (no nat/KUBE-SERVICES chain, no kube-proxy nft "
+                     "table, no IPVS service): kube-proxy runs in another mode or not at all here")
+    return notes
+
+
+def _mode_rows(node) -> list[ServicePolicy]:
+    """The rows of whichever modes the dumps show, one per Service destination."""
+    out = _ipvs_mode(node) if _ipvs_mode_shown(node) else _iptables_mode(node)
+    if kubeproxy_nft.is_nftables_mode(node.nft):
+        out += kubeproxy_nft.services(node.nft)
+    return out
+
+
+def _ipvs_mode_shown(node) -> bool:
+    return "KUBE-LOAD-BALANCER" in node.sets or "KUBE-CLUSTER-IP" in node.sets or \
+        node.ruleset.chain("nat", "KUBE-LOAD-BALANCER") is not None
+
+
+def _evaluate_snat(node, sp: ServicePolicy, pod: str | None, why: str, in_iface: str | None,
+                   out_iface: str | None) -> None:
+    """Walk a packet from the pod address to the row's VIP; the answer is its SNAT."""
+    if sp.kind == "NodePort" or sp.vip == "*":
+        return
+    if pod is None:
+        sp.evidence.append(f"SNAT not evaluated: {why}")
+        return
+    if ipaddress.ip_address(pod).version != ipaddress.ip_address(sp.vip).version:
+        sp.evidence.append(f"SNAT not evaluated: the pod address {pod} ({why}) is not of the VIP's family")
+        return
+    v = node.explain(pod, sp.vip, sp.port, sp.proto, in_iface=in_iface, out_iface=out_iface)
+    sp.snat_on_egress = v.snat
+    via = f" in via {in_iface}" if in_iface else ""
+    sp.evidence.append(f"packet model, pod {pod} ({why}){via} -> {sp.vip}:{sp.port}/{sp.proto}: "
+                       f"{v.verdict}" + (f"; undecided: {v.undecided[0]}" if v.undecided else ""))
 
 
 def _without_rules(found: list[ServicePolicy], lb_ips: list[tuple[str, int, str]]) -> list[ServicePolicy]:
@@ -98,8 +131,30 @@ def out_of_iptables(node) -> bool:
     return node.ruleset.chain("nat", "KUBE-SERVICES") is not None
 
 
-def pod_source(node) -> tuple[str | None, str]:
-    """A pod address to test with: the second address of the cluster CIDR kube-proxy uses."""
+def probe_pod(node, rows: list[ServicePolicy]) -> tuple[str | None, str]:
+    """A pod address to test with, and why it was chosen: in the cluster CIDR kube-proxy's
+    rules name, and no endpoint of any Service (a packet from an endpoint to its own
+    Service takes the hairpin path, which is not the question) nor a node address."""
+    nft_mode = kubeproxy_nft.is_nftables_mode(node.nft) and not out_of_iptables(node)
+    net, where = kubeproxy_nft.cluster_cidr(node.nft) if nft_mode else cluster_cidr(node)
+    if net is None:
+        return None, where
+    avoid = {ep.rpartition(":")[0].strip("[]") for sp in rows for ep in sp.endpoints}
+    avoid |= {ip_str(a, v) for addrs in node.addresses.values() for a, _, v in addrs}
+    for i, host in enumerate(net.hosts()):
+        if i >= _PROBE_TRIES:
+            break
+        if i > 0 and str(host) not in avoid:  # the first host is often the bridge's own address
+            return str(host), f"cluster CIDR {net} from {where}, no Service endpoint"
+    return None, f"no address of the cluster CIDR {net} ({where}) is free of Service endpoints"
+
+
+_PROBE_TRIES = 4096
+
+
+def cluster_cidr(node) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | None, str]:
+    """The cluster CIDR kube-proxy's rules test (``! -s CIDR`` before KUBE-MARK-MASQ, or the
+    short-circuit ``-s CIDR``), and where; None and why when no rule shows one."""
     nat = node.ruleset.tables.get("nat", {})
     for name in ("KUBE-SERVICES", *[c for c in nat if c.startswith(("KUBE-SVC-", "KUBE-EXT-",
                                                                     "KUBE-XLB-"))]):
@@ -108,9 +163,8 @@ def pod_source(node) -> tuple[str | None, str]:
             continue
         for r in ch.rules:
             if r.src and len(r.src[1]) == 1 and r.src[1][0][1] != 0xFFFFFFFF:
-                net = ipaddress.ip_network(format_net(r.src[1][0]))
-                return str(net.network_address + 2), f"cluster CIDR {net} from {r.table}/{r.chain} #{r.index}"
-    return None, "no cluster CIDR in kube-proxy's rules"
+                return ipaddress.ip_network(format_net(r.src[1][0])), f"{r.table}/{r.chain} #{r.index}"
+    return None, "no cluster CIDR in kube-proxy's rules (give --src)"
 
 
 def _members(node, name: str) -> list[tuple]:
@@ -119,6 +173,9 @@ def _members(node, name: str) -> list[tuple]:
 
 
 def _ipvs_mode(node) -> list[ServicePolicy]:
+    """IPVS mode: the Services are members of kube-proxy's ipsets, endpoints from ipvsadm."""
+    if not node.sets_known:
+        return _ipvsadm_only(node)
     out: list[ServicePolicy] = []
     by_vs = {vs.key: vs for vs in node.ipvs}
 
@@ -126,6 +183,25 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
         vs = by_vs.get((proto, ip, port))
         return frozenset((r.addr, r.port) for r in vs.real_servers) if vs else None
 
+    _lb_and_cluster_rows(node, out)
+    for sp in out:
+        vs = by_vs.get((sp.proto, sp.vip, sp.port))
+        sp.endpoints = [f"{r.addr}:{r.port}" for r in vs.real_servers] if vs else []
+    _node_port_rows(node, out, backends)
+    return out
+
+
+def _ipvsadm_only(node) -> list[ServicePolicy]:
+    """Without the ipset dump: one row per IPVS virtual service, kind and policy unknown."""
+    node_ips = {ip_str(a, v) for addrs in node.addresses.values() for a, _, v in addrs}
+    return [ServicePolicy(vs.addr, vs.port, vs.proto, UNKNOWN, UNKNOWN, None,
+                          evidence=[f"ipvsadm: {vs} (no ipset dump: kind and externalTrafficPolicy "
+                                    "unknown)"], endpoints=[f"{r.addr}:{r.port}" for r in vs.real_servers])
+            for vs in node.ipvs if vs.addr and vs.addr not in node_ips]
+
+
+def _lb_and_cluster_rows(node, out: list[ServicePolicy]) -> None:
+    """LB and external IPs (Local when in the -LOCAL twin set), then the cluster IPs."""
     for kind, base in (("LoadBalancer", "KUBE-LOAD-BALANCER"), ("ExternalIP", "KUBE-EXTERNAL-IP")):
         local = set(_members(node, base + "-LOCAL"))
         for key in _members(node, base):
@@ -144,7 +220,10 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
         out.append(ServicePolicy(ip_str(ip), port, proto, "ClusterIP", NOT_APPLICABLE, None,
                                  evidence=[f"ipset KUBE-CLUSTER-IP has {ip_str(ip)},{proto}:{port}; "
                                            "externalTrafficPolicy does not apply to a cluster IP"]))
-    # node ports
+
+
+def _node_port_rows(node, out: list[ServicePolicy], backends) -> None:
+    """The node ports of KUBE-NODE-PORT-<PROTO>, tied to a VIP by the same real servers."""
     node_ips = {ip_str(a) for name, addrs in node.addresses.items() if name not in ("lo",)
                 for a, _, v in addrs if v == 4 and (a >> 24) != 127}
     for proto in ("tcp", "udp", "sctp"):
@@ -177,52 +256,137 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
                     s.evidence += ev
             out.append(ServicePolicy("*", np, proto, "NodePort", policy, None, [np],
                                      ev + ([note] if note else [])))
-    return out
 
 
 def _iptables_mode(node) -> list[ServicePolicy]:
+    """iptables mode: one row per KUBE-SERVICES destination and KUBE-NODEPORTS port, plus
+    Local destinations only the filter table's "has no local endpoints" rules show."""
     nat = node.ruleset.tables.get("nat", {})
-    out: list[ServicePolicy] = []
     svc_chain = nat.get("KUBE-SERVICES")
     if svc_chain is None:
-        return out
+        return []
+    rows: dict[tuple, ServicePolicy] = {}
     by_hash: dict[str, list[ServicePolicy]] = {}
     for r in svc_chain.rules:
-        if not (r.dst and not r.dst[0] and r.target and r.target.startswith("KUBE-")):
+        sp = _service_row(nat, r)
+        if sp is None:
             continue
-        port = _dport(r)
-        if port is None:
-            continue
-        vip = format_net(r.dst[1][0]).split("/")[0]
-        proto = r.proto[1] if r.proto else "tcp"
-        comment = r.comment() or ""
-        kind = ("LoadBalancer" if "loadbalancer" in comment else
-                "ExternalIP" if "external IP" in comment else "ClusterIP")
-        policy, ev = _chain_policy(nat, r.target)
-        if kind == "ClusterIP" and r.target.startswith(("KUBE-SVC-", "KUBE-SVL-")):
-            policy = NOT_APPLICABLE  # KUBE-SVL- here is internalTrafficPolicy, not external
-            ev = ["externalTrafficPolicy does not apply to a cluster IP"]
-        sp = ServicePolicy(vip, port, proto, kind, policy, None,
-                           evidence=[f"nat/KUBE-SERVICES #{r.index}: {r.describe()}", *ev],
-                           name=comment.rsplit(" ", 2)[0] if comment else None)
-        out.append(sp)
-        by_hash.setdefault(r.target.rsplit("-", 1)[-1], []).append(sp)
+        if _merge(rows, sp, r):
+            by_hash.setdefault(r.target.rsplit("-", 1)[-1], []).append(rows[_row_key(sp)])
+    _node_ports(nat, rows, by_hash)
+    _no_local_endpoints(node, rows)
+    return list(rows.values())
+
+
+def _row_key(sp: ServicePolicy) -> tuple:
+    return (sp.vip, sp.port, sp.proto)
+
+
+def _merge(rows: dict[tuple, ServicePolicy], sp: ServicePolicy, r) -> bool:
+    """Add the row, or the rule's evidence to the row already there (a destination
+    kube-proxy writes several rules for: an external IP's two, say); True when new."""
+    had = rows.get(_row_key(sp))
+    if had is None:
+        rows[_row_key(sp)] = sp
+        return True
+    had.evidence.append(f"{r.table}/{r.chain} #{r.index}: {r.describe()}")
+    return False
+
+
+def _service_row(nat: dict, r) -> ServicePolicy | None:
+    """One KUBE-SERVICES rule to a Service's own chain as a row (None for any other rule:
+    the pre-1.21 KUBE-MARK-MASQ twin of each cluster IP rule, the node-port jump)."""
+    if not (r.dst and not r.dst[0] and r.target and r.target.startswith(_SERVICE_CHAINS)):
+        return None
+    port = _dport(r)
+    if port is None:
+        return None
+    vip = format_net(r.dst[1][0]).split("/")[0]
+    comment = r.comment() or ""
+    kind = ("LoadBalancer" if "loadbalancer" in comment.lower() else
+            "ExternalIP" if "external IP" in comment else "ClusterIP")
+    policy, ev = _chain_policy(nat, r.target)
+    if kind == "ClusterIP" and r.target.startswith(("KUBE-SVC-", "KUBE-SVL-")):
+        policy = NOT_APPLICABLE  # KUBE-SVL- here is internalTrafficPolicy, not external
+        ev = ["externalTrafficPolicy does not apply to a cluster IP"]
+    return ServicePolicy(vip, port, r.proto[1] if r.proto else "tcp", kind, policy, None,
+                         evidence=[f"nat/KUBE-SERVICES #{r.index}: {r.describe()}", *ev],
+                         name=_comment_name(comment), endpoints=_sep_endpoints(nat, r.target))
+
+
+# KUBE-EXT- rules kube-proxy (1.24+) writes only for externalTrafficPolicy Local
+_LOCAL_ONLY = ("pod traffic for ", "masquerade LOCAL traffic for ", "route LOCAL traffic for ")
+_SERVICE_CHAINS = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")
+
+
+def _comment_name(comment: str) -> str | None:
+    """'ns/name:port' from kube-proxy's rule comment ('ns/name:port cluster IP', ...)."""
+    return comment.split(" ", 1)[0] if comment and "/" in comment.split(" ", 1)[0] else None
+
+
+def _node_ports(nat: dict, rows: dict[tuple, ServicePolicy], by_hash: dict[str, list[ServicePolicy]]) -> None:
+    """KUBE-NODEPORTS: a row per node port, tied to its VIPs by kube-proxy's chain hash."""
     np_chain = nat.get("KUBE-NODEPORTS")
     for r in np_chain.rules if np_chain else []:
         port = _dport(r)
-        if port is None or not r.target or r.target == "KUBE-MARK-MASQ":
+        if port is None or not r.target or not r.target.startswith(_SERVICE_CHAINS):
             continue
         policy, ev = _chain_policy(nat, r.target)
-        h = r.target.rsplit("-", 1)[-1]
-        for sp in by_hash.get(h, []):
-            sp.node_ports.append(port)
-            sp.evidence.append(f"nat/KUBE-NODEPORTS #{r.index}: {r.describe()}")
-            if sp.policy == UNKNOWN:
-                sp.policy = policy
-        out.append(ServicePolicy("*", port, r.proto[1] if r.proto else "tcp", "NodePort", policy, None,
-                                 [port], [f"nat/KUBE-NODEPORTS #{r.index}: {r.describe()}", *ev],
-                                 name=r.comment()))
-    return out
+        sp = ServicePolicy("*", port, r.proto[1] if r.proto else "tcp", "NodePort", policy, None,
+                           [port], [f"nat/KUBE-NODEPORTS #{r.index}: {r.describe()}", *ev],
+                           name=_comment_name(r.comment() or ""), endpoints=_sep_endpoints(nat, r.target))
+        if not _merge(rows, sp, r):
+            continue
+        for vip_row in by_hash.get(r.target.rsplit("-", 1)[-1], []):
+            vip_row.node_ports.append(port)
+            vip_row.evidence.append(f"nat/KUBE-NODEPORTS #{r.index}: {r.describe()}")
+            if vip_row.policy == UNKNOWN:
+                vip_row.policy = policy
+
+
+def _sep_endpoints(nat: dict, start: str) -> list[str]:
+    """The endpoints ("ip:port") a Service's chains DNAT to, through its KUBE-SEP- chains."""
+    out: list[str] = []
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in nat:
+            continue
+        seen.add(name)
+        for r in nat[name].rules:
+            t = r.target or ""
+            if t == "DNAT" and "--to-destination" in r.target_args:
+                i = r.target_args.index("--to-destination")
+                ep = r.target_args[i + 1] if i + 1 < len(r.target_args) else ""
+                if ep and not ep.startswith("-") and ep not in out:
+                    out.append(ep)
+            elif t.startswith(("KUBE-SEP-", *_SERVICE_CHAINS)):
+                todo.append(t)
+    return sorted(out)
+
+
+def _no_local_endpoints(node, rows: dict[tuple, ServicePolicy]) -> None:
+    """The filter table's "<svc> has no local endpoints" DROP rules: kube-proxy writes them
+    only for a Local Service with no endpoint on this node, whose nat rules alone (no
+    KUBE-SVL- jump) would read as Cluster; a destination only they show gets its row."""
+    for ch in node.ruleset.tables.get("filter", {}).values():
+        for r in ch.rules:
+            comment = r.comment() or ""
+            port = _dport(r)
+            if not comment.endswith("has no local endpoints") or port is None:
+                continue
+            vip = format_net(r.dst[1][0]).split("/")[0] if r.dst and not r.dst[0] else "*"
+            key = (vip, port, r.proto[1] if r.proto else "tcp")
+            note = f"filter/{r.chain} #{r.index}: {r.describe()} ({comment})"
+            sp = rows.get(key)
+            if sp is None:
+                sp = rows[key] = ServicePolicy(key[0], port, key[2], "NodePort" if vip == "*" else
+                                               kubeproxy_nft.EXTERNAL, "Local", None,
+                                               [port] if vip == "*" else [], [],
+                                               name=_comment_name(comment))
+            if sp.policy in ("Cluster", UNKNOWN):
+                sp.policy = "Local"
+            sp.evidence.append(note)
 
 
 def _dport(rule) -> int | None:
@@ -247,6 +411,10 @@ def _chain_policy(nat: dict, start: str) -> tuple[str, list[str]]:
             t = r.target or ""
             if t.startswith(("KUBE-SVL-", "KUBE-XLB-")):
                 return "Local", [f"nat/{name} #{r.index}: -> {t} (local endpoints only)"]
+            if (r.comment() or "").startswith(_LOCAL_ONLY) and name.startswith("KUBE-EXT-"):
+                return "Local", [f"nat/{name} #{r.index}: {r.comment()!r}: kube-proxy writes this "
+                                 "only for externalTrafficPolicy Local (no KUBE-SVL- jump: no local "
+                                 "endpoint on this node)"]
             if t.startswith(("KUBE-EXT-", "KUBE-FW-")):
                 todo.append(t)
     if start.startswith(("KUBE-EXT-", "KUBE-FW-", "KUBE-SVC-")):

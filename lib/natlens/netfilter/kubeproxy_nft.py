@@ -61,9 +61,9 @@ def services(nft: NftRuleset) -> list[ServicePolicy]:
     return out
 
 
-def pod_source(nft: NftRuleset) -> tuple[str | None, str]:
-    """A pod address to test with: the second address of the cluster CIDR kube-proxy's
-    "short-circuit pod traffic" or masquerade rules test (``ip saddr [!=] CIDR``)."""
+def cluster_cidr(nft: NftRuleset) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | None, str]:
+    """The cluster CIDR kube-proxy's "short-circuit pod traffic" or masquerade rules test
+    (``ip saddr [!=] CIDR``), and where; None and why when no rule shows one."""
     for t in nft.tables.values():
         for ch in t.chains.values():
             for r in ch.rules:
@@ -72,8 +72,7 @@ def pod_source(nft: NftRuleset) -> tuple[str | None, str]:
                     if m and _field(m["left"]) == "saddr" and isinstance(m["right"], dict) \
                             and "prefix" in m["right"]:
                         p = m["right"]["prefix"]
-                        net = ipaddress.ip_network(f"{p['addr']}/{p['len']}", strict=False)
-                        return str(net.network_address + 2), f"cluster CIDR {net} from {r.where}"
+                        return ipaddress.ip_network(f"{p['addr']}/{p['len']}", strict=False), r.where
     return None, "no cluster CIDR in kube-proxy's nft rules"
 
 
@@ -282,4 +281,4 @@ def _no_endpoints(t: NftTable, out: list[ServicePolicy]) -> None:
             sp.no_endpoints = action
 
 
-__all__ = ["EXTERNAL", "is_nftables_mode", "pod_source", "services"]
+__all__ = ["EXTERNAL", "cluster_cidr", "is_nftables_mode", "services"]

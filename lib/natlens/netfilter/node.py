@@ -235,6 +235,11 @@ class NodeRules:
             return False
         return fam == 4 or not self.iptables_known or self.ruleset.backend != "legacy"
 
+    def partial(self, fam: int) -> list[str]:
+        """Why this family's iptables dump is not the node's whole rule set (empty: it is)."""
+        w = self.walker_for(fam)
+        return list(w.ruleset.partial) if w is not None else []
+
     def walk_notes(self, fam: int) -> list[str]:
         """Trace lines on what the walk of this family reads (said once, at the top)."""
         out = []

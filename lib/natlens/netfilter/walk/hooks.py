@@ -159,7 +159,8 @@ def explain(node: NodeRules, pkt: Packet) -> Verdict:
     for s in done:
         if s.outcome is None:
             s.outcome = UNDECIDED
-    return Verdict(pkt, [branch_of(s) for s in sorted(done, key=lambda s: -s.prob)])
+    return Verdict(pkt, [branch_of(s) for s in sorted(done, key=lambda s: -s.prob)],
+                   partial=node.partial(st.fam))
 
 
 def _through(node: NodeRules, states: list[WalkState], hooks: list[str],

@@ -32,6 +32,10 @@ NAT_KINDS = (MASQ, SNAT, DNAT, REDIRECT)
 PASS_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "CHECKSUM", "TCPMSS", "CLASSIFY", "DSCP", "TOS",
                 "TTL", "AUDIT", "NFACCT", "IDLETIMER", "LED", "SECMARK", "CONNSECMARK"}
 _FULL = 0xFFFFFFFF
+# Targets with options the model applies (or knows it cannot): never a missing chain's name.
+_KNOWN_TARGETS = {"ACCEPT", "DROP", "RETURN", "REJECT", "MARK", "CONNMARK", "MASQUERADE", "SNAT",
+                  "DNAT", "REDIRECT", "NOTRACK", "CT", "NETMAP", "TPROXY", "NFQUEUE", "QUEUE", "TEE",
+                  "HMARK", "SET", "SYNPROXY", "TCPOPTSTRIP", "ECN", "HL", "CLUSTERIP", "JOOL"}
 
 
 @dataclass(frozen=True)
@@ -164,15 +168,22 @@ def _option_target(rule: Rule, t: str) -> Target:
     return Target(UNKNOWN, t, reason=f"target {t} {' '.join(rule.target_args)} not modelled".replace("  ", " "))
 
 
-def compile_target(rule: Rule, chains: dict[str, Chain]) -> Target | None:
-    """The rule's target (None without -j/-g); malformed options raise NatlensError."""
+def compile_target(rule: Rule, chains: dict[str, Chain], partial: bool = False) -> Target | None:
+    """The rule's target (None without -j/-g); malformed options raise NatlensError.
+
+    partial: the dump does not hold the whole rule set (iptables -S of some tables, a
+    grep), so a target that is no chain of it may be a chain left out of the paste.
+    """
     t = rule.target
     if t is None:
         return None
     if t in chains:
         return Target(GOTO if rule.goto else JUMP, t)
+    missing = f"chain {t} is not in the dump (it holds only part of the rules)"
     if rule.goto:
-        return Target(UNKNOWN, t, reason=f"goto {t}: no such chain")
+        return Target(UNKNOWN, t, reason=missing if partial else f"goto {t}: no such chain")
+    if partial and t not in _KNOWN_TARGETS and t not in PASS_TARGETS:
+        return Target(UNKNOWN, t, reason=missing)
     if t in ("ACCEPT", "DROP", "RETURN", "REJECT"):
         return Target(DROP if t == "REJECT" else t.lower(), t)
     if t in PASS_TARGETS:

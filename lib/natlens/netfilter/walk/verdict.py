@@ -74,10 +74,15 @@ def _odds(p: Branch) -> str:
 
 @dataclass
 class Verdict:
-    """What happens to the packet: every branch, and the answer when all branches agree."""
+    """What happens to the packet: every branch, and the answer when all branches agree.
+
+    ``partial``: the dumps hold only part of the node's rules (iptables -S of some tables,
+    a grep): the answer is what the rules shown do, and rules left out could change it.
+    """
 
     packet: Packet
     paths: list[Branch] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)  # why the dumps walked are not the whole rule set
 
     @property
     def snat(self) -> bool | None:
@@ -130,6 +135,7 @@ class Verdict:
         """The verdict as `natlens explain --json` prints it."""
         return {"snat": self.snat, "snat_to": self.snat_to, "dnat_to": self.dnat_to,
                 "verdict": self.verdict, "trace": self.trace, "undecided": self.undecided,
+                "partial": self.partial,
                 "paths": [p.to_dict() for p in self.paths]}
 
     def __str__(self) -> str:

@@ -134,9 +134,18 @@ def build_index(chain: Chain) -> ChainIndex:
 
 
 def _policy(st: WalkState, table: str, base: Chain) -> None:
-    """Falling off (or RETURN from) the base chain, even via goto: its policy decides."""
+    """Falling off (or RETURN from) the base chain, even via goto: its policy decides.
+
+    A pasted fragment may leave out a built-in chain's policy line: in nat it can only be
+    ACCEPT (iptables refuses DROP there); elsewhere the branch is undecided.
+    """
+    if not base.declared and table != "nat":
+        why = f"the policy of {table}/{base.name} is not in the dump (it holds only part of the rules)"
+        st.stop_undecided(why, f"{table}/{base.name}: undecided: {why}")
+        return
     pol = base.policy or "ACCEPT"
-    st.trace.append(f"{table}/{base.name}: policy {pol}")
+    st.trace.append(f"{table}/{base.name}: policy {pol}" + ("" if base.declared else
+                    " (not in the dump: the nat table's only policy)"))
     if pol == "DROP":
         st.outcome = DROPPED
         st.decided_by.append(f"{table}/{base.name} policy DROP")
@@ -168,7 +177,8 @@ class Walker:
         c = self._compiled.get(id(rule))
         if c is None:
             chains = self.ruleset.tables[rule.table]
-            c = Compiled(CompiledRule(rule, self.compiler.compile(rule)), compile_target(rule, chains))
+            c = Compiled(CompiledRule(rule, self.compiler.compile(rule)),
+                         compile_target(rule, chains, bool(self.ruleset.partial)))
             self._compiled[id(rule)] = c
         return c
 
