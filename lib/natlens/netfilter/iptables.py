@@ -425,3 +425,549 @@ def _parse_rule(line: str, table: str, lineno: int, path: str) -> Rule:
 def _is_opt(tok: str) -> bool:
     # "--foo" or "-x"; a negative number or a lone "-" is a value
     return len(tok) > 1 and tok[0] == "-" and not tok[1].isdigit()
+
+
+# ---------------------------------------------------------------------------------------
+# What users paste: iptables -S listings and grep fragments (parse_iptables).
+#
+# iptables [-t T] -S [-v] prints, per table, "-P CHAIN POLICY [-c P B]" for every
+# built-in chain of the table in hook order (iptables-nft too, even for a table or
+# chain that has no nft object), then "-N CHAIN" per user chain, then the rules, with
+# "-c P B" before the target under -v. Neither it nor a grep of iptables-save names
+# the table, so the text is cut into blocks (a table's declarations come before its
+# rules, so a declaration after a rule starts the next one) and each block's table is
+# worked out from what its lines show.
+
+ALL_TABLES = frozenset(BUILTIN_CHAINS)
+_HOOK_ORDER = {"PREROUTING": 0, "INPUT": 1, "FORWARD": 2, "OUTPUT": 3, "POSTROUTING": 4}
+_NAT = frozenset({"nat"})
+
+# Targets the kernel accepts in one table only ("x_tables: ip_tables: REJECT target:
+# only valid in filter table, not mangle"; both backends refuse them elsewhere), and
+# DROP, which iptables refuses in nat ("The nat table is not intended for filtering").
+_TARGET_TABLES: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP"), _NAT),
+    "REJECT": frozenset({"filter"}),
+    "CT": frozenset({"raw"}),
+    "NOTRACK": frozenset({"raw"}),
+    "TPROXY": frozenset({"mangle"}),
+    "DROP": ALL_TABLES - _NAT,
+}
+
+# kube-proxy's iptables-mode chains that exist in nat only (KUBE-SERVICES,
+# KUBE-NODEPORTS and KUBE-FIREWALL exist in filter too, so they tell nothing).
+_KUBE_NAT_PREFIXES = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")
+_KUBE_NAT_CHAINS = frozenset({"KUBE-MARK-MASQ", "KUBE-POSTROUTING"})
+
+# Target extensions of iptables (a -j naming none of these, nor a chain, is a chain
+# the dump does not show).
+_IPTABLES_TARGETS = frozenset({
+    "ACCEPT", "DROP", "RETURN", "QUEUE", "REJECT", "LOG", "NFLOG", "ULOG", "TRACE", "CHECKSUM",
+    "TCPMSS", "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "AUDIT", "NFACCT", "IDLETIMER", "LED",
+    "SECMARK", "CONNSECMARK", "MARK", "CONNMARK", "MASQUERADE", "SNAT", "DNAT", "REDIRECT",
+    "NETMAP", "NOTRACK", "CT", "NFQUEUE", "TEE", "TPROXY", "SET", "SYNPROXY", "HMARK",
+    "CLUSTERIP", "ECN", "RATEEST", "TCPOPTSTRIP", "DNPT", "SNPT", "IPMARK",
+})
+
+_FILE_TABLE = re.compile(r"(?:^|/)ip6?tables-S-(raw|mangle|nat|filter|security)(?:\.txt)?$")
+_INLINE_COUNTERS = re.compile(r" (?:-c|--set-counters) (\d+) (\d+)(?= |$)")
+_RULE_START = ("-A ", "--append ", "-I ", "--insert ")
+_GIVE_TABLE = "give the table (--table on the CLI, or name the file iptables-S-<table>.txt)"
+
+
+def parse_iptables(text: str, path: str = "<iptables>", table: str | None = None) -> Ruleset:
+    """Any iptables text a user pastes -> Ruleset: iptables-save (whole or a fragment), or
+    iptables -S (whole, per table, several concatenated).
+
+    Text starting with a ``*table`` header goes to ``parse_iptables_save`` (the fast
+    path for 100,000-rule dumps: only the first meaningful line is looked at here).
+    Anything else is cut into per-table blocks whose tables are inferred from their
+    lines; ``notes`` says what each inference rests on, ``partial`` what the text does
+    not show. ``table``, when given, is the table of the whole text (a file named
+    ``iptables-S-<table>.txt`` gives it too, for text without headers); text that says
+    otherwise is an error. A table that cannot be told raises NatlensError.
+    """
+    if table is not None and table not in ALL_TABLES:
+        raise NatlensError(f"unknown table {table!r} (raw, mangle, nat, filter or security)", path=path)
+    if _has_headers(text):
+        rs = parse_iptables_save(text, path)
+        if table is not None:
+            _check_headers(rs, text, path, table)
+        return rs
+    given = None
+    if table is not None:
+        given = _Ev(frozenset({table}), f"the given table {table}", quiet=True)
+    elif m := _FILE_TABLE.search(path):
+        given = _Ev(frozenset({m.group(1)}), f"the file name {path.rsplit('/', 1)[-1]}")
+    return _parse_paste(text, path, given)
+
+
+def _has_headers(text: str) -> bool:
+    """Whether the first line that is not blank or a comment is a *table header.
+
+    Text with no such line (empty, or comments only) is an empty iptables-save: what
+    iptables-nft-save prints on a node without tables.
+    """
+    for raw in text.splitlines():
+        line = raw.lstrip()
+        if line and line[0] != "#":
+            return line[0] == "*"
+    return True
+
+
+def _check_headers(rs: Ruleset, text: str, path: str, table: str) -> None:
+    """An iptables-save text given as one table must hold that table only."""
+    for name in rs.tables:
+        if name != table:
+            lineno = next((i for i, raw in enumerate(text.splitlines(), 1)
+                           if raw.strip() == f"*{name}"), None)
+            raise NatlensError(f"table {table} was given, but the text has table {name} (*{name})",
+                               path=path, where=None if lineno is None else str(lineno))
+
+
+@dataclass(frozen=True)
+class _Ev:
+    """One piece of evidence for a block's table: the tables it allows, and what it is."""
+
+    tables: frozenset[str]
+    what: str            # "the MASQUERADE target at line 12"
+    quiet: bool = False  # the table argument: not an inference, no note
+
+
+@dataclass
+class _Block:
+    """The lines of one table in a pasted text, and what they show of it."""
+
+    first: int
+    last: int = 0
+    chains: dict[str, Chain] = field(default_factory=dict)
+    declared_at: dict[str, int] = field(default_factory=dict)
+    builtins: list[str] = field(default_factory=list)   # built-in chains declared, in order
+    pchains: list[str] = field(default_factory=list)    # of them, those with a -P line
+    user_declared: bool = False
+    after_rule: bool = False
+    exact: bool = False     # its -P lines are exactly a table's built-in chains
+    cand: frozenset[str] = ALL_TABLES
+    table: str | None = None
+
+    def span(self) -> str:
+        return f"lines {self.first}-{self.last}" if self.last > self.first else f"line {self.first}"
+
+    def starts_new(self, ch: Chain, builtin: bool) -> bool:
+        """Whether declaring ch ends this block: after its rules, a name declared twice, or
+        a built-in chain after user chains or out of hook order (the next table's)."""
+        if self.after_rule or ch.name in self.declared_at:
+            return True
+        if builtin:
+            return self.user_declared or bool(
+                self.builtins and _HOOK_ORDER[ch.name] <= _HOOK_ORDER[self.builtins[-1]])
+        return False
+
+
+@dataclass
+class _Scan:
+    """A pasted text cut into blocks, with its comments as notes."""
+
+    path: str
+    blocks: list[_Block] = field(default_factory=list)
+    block: _Block | None = None
+    notes: list[str] = field(default_factory=list)
+    backend: str = "unknown"
+    styles: set[str] = field(default_factory=set)  # ":" (iptables-save), "-S" (-P/-N lines)
+
+    def _open(self, lineno: int) -> _Block:
+        self.block = _Block(lineno)
+        self.blocks.append(self.block)
+        return self.block
+
+    def comment(self, line: str, lineno: int) -> None:
+        if "Generated by" in line:
+            self.backend = "nf_tables" if "nf_tables" in line else "legacy"
+            return
+        if "iptables-legacy tables present" in line:
+            self.backend = "nf_tables"  # iptables-nft's warning on stderr, pasted too
+        if "Completed on" not in line:
+            self.notes.append(f"{self.path}:{lineno}: {line}")
+
+    def declare(self, ch: Chain, lineno: int, style: str) -> None:
+        builtin = ch.name in _HOOK_ORDER and (style == "-P" or ch.policy is not None)
+        b = self.block
+        if b is None or b.starts_new(ch, builtin):
+            b = self._open(lineno)
+        b.chains[ch.name] = ch
+        b.declared_at[ch.name] = b.last = lineno
+        if builtin:
+            b.builtins.append(ch.name)
+            if style == "-P":
+                b.pchains.append(ch.name)
+        else:
+            b.user_declared = True
+        self.styles.add(":" if style == ":" else "-S")
+
+    def rule(self, line: str, lineno: int) -> None:
+        counters = None
+        if line[0] == "[":
+            end = line.find("]")
+            if end < 0:
+                raise NatlensError("unterminated [packets:bytes] counter", path=self.path, where=str(lineno))
+            counters = _counters(line[: end + 1], self.path, lineno)
+            line = line[end + 1 :].lstrip()
+        elif " -c " in line or " --set-counters " in line:
+            line, counters = _inline_counters(line)
+        if not line.startswith(_RULE_START):
+            raise NatlensError(f"unrecognised line {line[:60]!r}", path=self.path, where=str(lineno))
+        rule = _parse_rule(line, "", lineno, self.path)
+        if counters is not None:
+            rule.counters = counters
+        b = self.block or self._open(lineno)
+        b.after_rule = True
+        b.last = lineno
+        ch = b.chains.get(rule.chain)
+        if ch is None:
+            ch = b.chains[rule.chain] = Chain(rule.chain, None, declared=False)
+        if line.startswith(("-I", "--insert")):
+            ch.rules.insert(rule.index - 1 if rule.index else 0, rule)
+        else:
+            ch.rules.append(rule)
+
+
+def _inline_counters(line: str) -> tuple[str, tuple[int, int] | None]:
+    """'-A X -s N -c 5 300 -j T' (iptables -S -v) -> the rule without them, and (5, 300).
+
+    Taken out so that rule.text is the rule as iptables-save writes it; '-c' inside a
+    quoted comment is left alone.
+    """
+    m = _INLINE_COUNTERS.search(line)
+    if m is None or line.count('"', 0, m.start()) % 2:
+        return line, None
+    return line[: m.start()] + line[m.end() :], (int(m.group(1)), int(m.group(2)))
+
+
+def _policy_line(line: str, path: str, lineno: int) -> Chain:
+    """'-P CHAIN POLICY [-c P B]' -> the built-in chain with its policy."""
+    toks = line.split()
+    counters = None
+    if len(toks) == 6 and toks[3] in ("-c", "--set-counters"):
+        counters = _counters(f"{toks[4]}:{toks[5]}", path, lineno)
+    elif len(toks) != 3:
+        raise NatlensError(f"bad policy line {line[:60]!r} (-P CHAIN POLICY [-c PACKETS BYTES])",
+                           path=path, where=str(lineno))
+    name, policy = toks[1], toks[2]
+    if name not in _HOOK_ORDER:
+        raise NatlensError(f"-P {name}: only built-in chains have a policy", path=path, where=str(lineno))
+    if policy not in ("ACCEPT", "DROP"):
+        raise NatlensError(f"bad policy {policy!r} for chain {name} (ACCEPT or DROP)",
+                           path=path, where=str(lineno))
+    return Chain(name, policy, counters=counters)
+
+
+def _new_chain_line(line: str, path: str, lineno: int) -> Chain:
+    """'-N CHAIN' -> the user chain."""
+    toks = line.split()
+    if len(toks) != 2:
+        raise NatlensError(f"bad chain line {line[:60]!r} (-N CHAIN)", path=path, where=str(lineno))
+    return Chain(toks[1], None)
+
+
+def _scan(text: str, path: str) -> _Scan:
+    """Cut a text without *table headers into blocks, each line used or skipped (blank,
+    comment) or an error naming path:line."""
+    sc = _Scan(path)
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        c0 = line[0]
+        if c0 == "#":
+            sc.comment(line, lineno)
+        elif c0 == "*":
+            parse_iptables_save(text, path)  # raises: the lines before it are outside a table
+            raise NatlensError(f"{line!r} after lines outside a *table ... COMMIT block",
+                               path=path, where=str(lineno))
+        elif line == "COMMIT":
+            sc.block = None  # a grep that kept COMMIT: the table ends here
+        elif c0 == ":":
+            sc.declare(_chain_decl(line, path, lineno), lineno, ":")
+        elif line.startswith(("-P ", "--policy ")):
+            sc.declare(_policy_line(line, path, lineno), lineno, "-P")
+        elif line.startswith(("-N ", "--new-chain ")):
+            sc.declare(_new_chain_line(line, path, lineno), lineno, "-N")
+        elif c0 in "-[":
+            sc.rule(line, lineno)
+        else:
+            hint = " (iptables -L output? paste iptables-save or iptables -S)" if line.startswith(
+                ("Chain ", "target ", "pkts ", "num ")) else ""
+            raise NatlensError(f"unrecognised line {line[:60]!r}{hint}", path=path, where=str(lineno))
+    return sc
+
+
+def _kube_nat(name: str) -> bool:
+    return name in _KUBE_NAT_CHAINS or name.startswith(_KUBE_NAT_PREFIXES)
+
+
+def _rule_evidence(b: _Block) -> tuple[list[tuple[int, _Ev]], list[tuple[int, _Ev]]]:
+    """(one-table targets, kube-proxy nat chains) of a block's rules: the first of each
+    kind, with its line."""
+    targets: dict[str, tuple[int, _Ev]] = {}
+    kube: dict[str, tuple[int, str]] = {}
+    for ch in b.chains.values():
+        for r in ch.rules:
+            t = r.target
+            if t in _TARGET_TABLES and (t not in targets or r.lineno < targets[t][0]):
+                targets[t] = (r.lineno, _Ev(_TARGET_TABLES[t], f"the {t} target at line {r.lineno}"))
+            for name in (r.chain, t):
+                if name and _kube_nat(name) and (name not in kube or r.lineno < kube[name][0]):
+                    kube[name] = (r.lineno, name)
+    for name, lineno in b.declared_at.items():
+        if _kube_nat(name) and (name not in kube or lineno < kube[name][0]):
+            kube[name] = (lineno, name)
+    first_kube = sorted(kube.values())[:3]
+    return sorted(targets.values(), key=lambda x: x[0]), [
+        (n, _Ev(_NAT, f"kube-proxy's nat chain {name} at line {n}")) for n, name in first_kube]
+
+
+def _evidence(b: _Block) -> list[_Ev]:
+    """What a block's lines say of its table, strongest first: its -P lines (a whole
+    listing's set of built-in chains names its table), targets valid in one table only,
+    the built-in chains it uses, kube-proxy's nat-only chains."""
+    evs: list[_Ev] = []
+    if b.pchains:
+        exact = frozenset(t for t, bs in BUILTIN_CHAINS.items() if set(bs) == set(b.pchains))
+        b.exact = bool(exact)
+        if exact:
+            lines = f"{b.declared_at[b.pchains[0]]}-{b.declared_at[b.pchains[-1]]}"
+            evs.append(_Ev(exact, f"the -P lines of {' '.join(b.pchains)} at lines {lines}"))
+    targets, kube = _rule_evidence(b)
+    builtins = []
+    for name, ch in b.chains.items():
+        if name in _HOOK_ORDER:
+            n = b.declared_at.get(name) or min(r.lineno for r in ch.rules)
+            tables = frozenset(t for t, bs in BUILTIN_CHAINS.items() if name in bs)
+            builtins.append((n, _Ev(tables, f"the built-in chain {name} at line {n}")))
+    evs += [ev for _, ev in targets] + [ev for _, ev in sorted(builtins, key=lambda x: x[0])]
+    return evs + [ev for _, ev in kube]
+
+
+def _and(evs: list[_Ev]) -> str:
+    words = [ev.what for ev in evs]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _or(tables: frozenset[str]) -> str:
+    names = sorted(tables)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _narrow(b: _Block, evs: list[_Ev], path: str) -> list[_Ev]:
+    """Intersect the tables each piece of evidence allows; sets b.cand and returns the
+    evidence that narrowed it. Evidence that leaves no table raises NatlensError."""
+    used: list[_Ev] = []
+    for ev in evs:
+        new = b.cand & ev.tables
+        if new == b.cand:
+            continue
+        if not new:
+            raise NatlensError(
+                f"{b.span()} cannot be one table: {ev.what} points to {_or(ev.tables)}, but "
+                f"{_and(used)} to {_or(b.cand)}; split the text by table and {_GIVE_TABLE}",
+                path=path, where=str(b.first))
+        b.cand = new
+        used.append(ev)
+    return used
+
+
+def _infer_tables(blocks: list[_Block], given: _Ev | None, path: str, notes: list[str]) -> None:
+    """Give every block its table: its own evidence, then jumps to and from blocks already
+    known, then filter for a filter/security listing; a note for each inference."""
+    for b in blocks:
+        used = _narrow(b, ([given] if given else []) + _evidence(b), path)
+        if len(b.cand) == 1:
+            b.table = next(iter(b.cand))
+            if not used[0].quiet:
+                notes.append(f"{path}:{b.first}: table {b.table} inferred for {b.span()} from {_and(used)}")
+    _tie_by_jumps(blocks, path, notes)
+    filt = next((b for b in blocks if b.table == "filter"), None)
+    for b in blocks:
+        if b.table is None and b.cand == {"filter", "security"} and b.exact:
+            if filt is None:
+                b.table, filt = "filter", b
+                why = "iptables -S lists filter unless given -t security"
+            else:
+                b.table, why = "security", f"filter is the listing at {filt.span()}"
+            notes.append(f"{path}:{b.first}: table {b.table} taken for {b.span()}: its -P lines "
+                         f"(INPUT FORWARD OUTPUT) are those of filter and of security; {why}")
+    for b in blocks:
+        if b.table is None:
+            names = ", ".join(list(b.chains)[:3]) + (", ..." if len(b.chains) > 3 else "")
+            split = "; split the text by table first" if len(blocks) > 1 else ""
+            raise NatlensError(f"cannot tell the table of {b.span()} (chains {names}): it could be "
+                               f"{_or(b.cand)}; {_GIVE_TABLE}{split}", path=path, where=str(b.first))
+
+
+def _outside_jumps(b: _Block) -> list[tuple[str, int]]:
+    """(chain, line) of a block's jumps to chains it does not hold."""
+    return [(r.target, r.lineno) for ch in b.chains.values() for r in ch.rules
+            if r.target and r.target not in b.chains and r.target not in _IPTABLES_TARGETS]
+
+
+def _tie_by_jumps(blocks: list[_Block], path: str, notes: list[str]) -> None:
+    """A jump ties two chains to one table: a block of unknown table takes the table of
+    the known blocks it jumps into or that jump into it, when they all agree."""
+    jumps = {id(b): _outside_jumps(b) for b in blocks}
+    changed = True
+    while changed:
+        changed = False
+        for b in blocks:
+            if b.table is not None:
+                continue
+            found: dict[str, str] = {}
+            for o in blocks:
+                if o is b or o.table is None or o.table not in b.cand:
+                    continue
+                for name, n in jumps[id(b)]:
+                    if name in o.chains:
+                        found.setdefault(o.table, f"the jump to {name} at line {n} (a chain of {o.span()})")
+                for name, n in jumps[id(o)]:
+                    if name in b.chains:
+                        found.setdefault(o.table, f"the jump to {name} at line {n} ({o.span()})")
+            if len(found) == 1:
+                (b.table, why), = found.items()
+                notes.append(f"{path}:{b.first}: table {b.table} inferred for {b.span()} from {why}")
+                changed = True
+
+
+def _assemble(blocks: list[_Block], path: str) -> dict[str, dict[str, Chain]]:
+    """The blocks' chains by table; blocks of one table merge, a chain declared twice in
+    one table (the same table pasted twice?) is an error."""
+    tables: dict[str, dict[str, Chain]] = {}
+    declared: dict[tuple[str, str], int] = {}
+    for b in blocks:
+        chains = tables.setdefault(b.table or "", {})
+        for name, ch in b.chains.items():
+            if name in b.declared_at:
+                first = declared.setdefault((b.table or "", name), b.declared_at[name])
+                if first != b.declared_at[name]:
+                    raise NatlensError(f"chain {name} of table {b.table} declared twice (lines {first} "
+                                       f"and {b.declared_at[name]}): the same table pasted twice?",
+                                       path=path, where=str(b.declared_at[name]))
+            old = chains.get(name)
+            if old is None:
+                chains[name] = ch
+                continue
+            old.rules.extend(ch.rules)
+            if ch.declared:
+                old.policy, old.counters, old.declared = ch.policy, ch.counters, True
+    for tname, chains in tables.items():
+        for ch in chains.values():
+            for i, r in enumerate(ch.rules, 1):
+                r.table, r.index = tname, i
+    return tables
+
+
+def _parse_paste(text: str, path: str, given: _Ev | None) -> Ruleset:
+    """Text without *table headers -> Ruleset: cut into blocks, tables inferred, merged."""
+    sc = _scan(text, path)
+    _infer_tables(sc.blocks, given, path, sc.notes)
+    listing = sc.styles == {"-S"} and all(b.pchains for b in sc.blocks)
+    rs = Ruleset(_assemble(sc.blocks, path), sc.backend, path, sc.notes,
+                 "iptables -S" if listing else "fragment")
+    rs.tables_given = frozenset(rs.tables)
+    if not listing:
+        rs.partial.append(_fragment_line(sc, path))
+    for b in sc.blocks:
+        if b.pchains and not b.exact:
+            rs.partial.append(f"{path}:{b.first}: iptables -S listing with the policies of "
+                              f"{' '.join(b.pchains)} only (iptables -S CHAIN?): the other chains "
+                              f"of table {b.table} are not given")
+    line = _tables_line(path, rs.tables_given, rs.format)
+    rs.partial += ([line] if line else []) + _undeclared_lines(rs.tables, path)
+    rs.partial += _missing_jumps_line(rs.tables, path)
+    return rs
+
+
+def _fragment_line(sc: _Scan, path: str) -> str:
+    """Why a text without headers (or without -P lines) is a fragment."""
+    if ":" in sc.styles:
+        return (f"{path}: no *table headers: a fragment of iptables-save (a grep?); rules it left "
+                "out are not walked")
+    if sc.styles:
+        return (f"{path}: iptables -S lines without a listing's -P lines: a fragment (a grep?); "
+                "rules it left out are not walked")
+    return (f"{path}: only rule lines, no *table headers, chain declarations or -P lines: a "
+            "fragment (a grep?); rules it left out are not walked")
+
+
+def _tables_line(path: str, given: frozenset[str] | None, fmt: str) -> str | None:
+    """'x.txt: iptables -S of table nat only: filter, mangle, raw, security not given'."""
+    if given is None or not ALL_TABLES - given:
+        return None
+    shown = ", ".join(sorted(given))
+    what = "iptables -S" if fmt == "iptables -S" else "rules"
+    plural = "s" if len(given) > 1 else ""
+    return f"{path}: {what} of table{plural} {shown} only: {', '.join(sorted(ALL_TABLES - given))} not given"
+
+
+def _undeclared_lines(tables: dict[str, dict[str, Chain]], path: str) -> list[str]:
+    """One line per chain with rules but no declaration (at most 5, then a count)."""
+    out = []
+    for tname, chains in tables.items():
+        for ch in chains.values():
+            if not ch.declared:
+                n = min(r.lineno for r in ch.rules)
+                builtin = "; a built-in chain: its policy is unknown" if ch.name in _HOOK_ORDER else ""
+                out.append(f"{path}:{n}: rules for chain {ch.name} without its declaration "
+                           f"(table {tname}{builtin})")
+    if len(out) > 5:
+        out[5:] = [f"{path}: and {len(out) - 5} more chains with rules but no declaration"]
+    return out
+
+
+def _missing_jumps_line(tables: dict[str, dict[str, Chain]], path: str) -> list[str]:
+    """'jumps to chains not in the dump: A, B, ...' (5 names, then 'and N more')."""
+    names: dict[str, None] = {}
+    for chains in tables.values():
+        for ch in chains.values():
+            for r in ch.rules:
+                t = r.target
+                if t and t not in chains and t not in _IPTABLES_TARGETS:
+                    names[t] = None
+    if not names:
+        return []
+    shown = ", ".join(list(names)[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [f"{path}: jumps to chains not in the dump: {shown}"]
+
+
+def merge_rulesets(parts: list[Ruleset], path: str) -> Ruleset:
+    """Per-table dumps of one node (iptables-S-nat.txt, iptables-S-filter.txt, ...) -> one
+    Ruleset named path.
+
+    A table in two parts is an error naming both files. Chains and rules are the
+    parts' own (each rule keeps its file in rule.path); notes and partial are the
+    parts', except that which tables are given is worked out again for the whole: all
+    five given -> not partial on that account. ``format`` is the parts' common one,
+    else "fragment" if any is, else "iptables -S".
+    """
+    if not parts:
+        raise NatlensError("no iptables dumps to merge", path=path)
+    owner: dict[str, Ruleset] = {}
+    tables: dict[str, dict[str, Chain]] = {}
+    for p in parts:
+        for tname, chains in p.tables.items():
+            if tname in owner:
+                raise NatlensError(f"table {tname} is in both {owner[tname].path} and {p.path}", path=path)
+            owner[tname], tables[tname] = p, chains
+    formats = {p.format for p in parts}
+    fmt = formats.pop() if len(formats) == 1 else "fragment" if "fragment" in formats else "iptables -S"
+    given = None if any(p.tables_given is None for p in parts) else frozenset().union(
+        *(p.tables_given for p in parts if p.tables_given is not None))
+    backends = sorted({p.backend for p in parts} - {"unknown"})
+    rs = Ruleset(tables, backends[0] if len(backends) == 1 else "unknown", path,
+                 [n for p in parts for n in p.notes], fmt, tables_given=given)
+    if len(backends) > 1:
+        rs.notes.append(f"{path}: the dumps come from different backends: {', '.join(backends)}")
+    for p in parts:
+        own = _tables_line(p.path, p.tables_given, p.format)
+        rs.partial += [line for line in p.partial if line != own]
+    line = _tables_line(path, given, fmt)
+    rs.partial += [line] if line else []
+    return rs
