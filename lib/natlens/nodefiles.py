@@ -11,6 +11,7 @@ module is imported here: every layer may use it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -29,6 +30,14 @@ DUMP_NAMES: dict[str, tuple[str, ...]] = {
     "collect_log": ("collect-node.log",),  # scripts/collect-node.sh: tcpdump's own counters
 }
 RETINA_NAMES = ("iptables-rules.txt", "ip-resources.txt")
+# `iptables [-t TABLE] -S` listings, one file per table: read together when no iptables-save is there
+IPTABLES_S = re.compile(r"^iptables-S(?:-(raw|mangle|nat|filter|security))?\.txt$")
+
+
+def table_of(path: str | Path) -> str | None:
+    """The table an ``iptables-S-<table>.txt`` file name gives, else None."""
+    m = IPTABLES_S.match(Path(path).name)
+    return m.group(1) if m else None
 
 
 @dataclass
@@ -39,6 +48,7 @@ class NodeFiles:
     path: Path
     captures: list[Path] = field(default_factory=list)
     iptables: Path | None = None
+    iptables_parts: list[Path] = field(default_factory=list)  # iptables -S files, when read instead
     ip6tables: Path | None = None
     nft: Path | None = None
     ipset: Path | None = None
@@ -75,11 +85,22 @@ def find_node_files(path: str | Path, name: str | None = None) -> NodeFiles:
         setattr(node, kind, chosen)
         node.alternates.update({f: (kind, chosen) for f in files
                                 if chosen is not None and f != chosen and f.name in names})
+    _iptables_s(node, files)
     if _find(files, RETINA_NAMES) is not None:
         node.shape = "retina"
-    used = set(node.captures) | set(node.dumps().values())
+    used = set(node.captures) | set(node.dumps().values()) | set(node.iptables_parts)
     node.not_read = sorted(f for f in files if f not in used and not hidden(f, root))
     return node
+
+
+def _iptables_s(node: NodeFiles, files: list[Path]) -> None:
+    """Per-table ``iptables -S`` files: the iptables dump when no iptables-save is there
+    (read together, in name order), else copies of it that are not read."""
+    parts = sorted((f for f in files if IPTABLES_S.match(f.name)), key=lambda f: (f.name, f.as_posix()))
+    if node.iptables is not None:
+        node.alternates.update({f: ("iptables", node.iptables) for f in parts})
+    elif parts:
+        node.iptables, node.iptables_parts = parts[0], parts
 
 
 def as_node_files(node) -> NodeFiles:

@@ -1,6 +1,6 @@
 """`natlens explain`: what the node's netfilter rules do to one packet, rule by rule.
 
-    natlens explain --iptables iptables-save.txt [--ip6tables ip6tables-save.txt]
+    natlens explain --iptables iptables-save.txt|iptables-S.txt [--table T] [--ip6tables ip6tables-save.txt]
                     [--nft nft-ruleset.txt|.json] [--ipset ipset.txt] [--ipvs ipvsadm.txt]
                     [--ip-addr ip-addr.txt] [--local-ip IP ...] --src IP --dst IP --dport N
                     [--proto tcp] [--sport N] [--in-iface IF | --local] [--json]
@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--node", metavar="DIR", help="node directory of an incident bundle "
                      "(iptables-save.txt, ip6tables-save.txt, nft-ruleset.json/.txt, ipset-save.txt, "
                      "ipvsadm.txt, ip-addr.txt/.json, ip-route.txt)")
-    src.add_argument("--iptables", metavar="FILE", help="iptables-save output")
+    src.add_argument("--iptables", metavar="FILE", action="append", default=[],
+                     help="iptables-save output, or iptables -S / iptables -t TABLE -S output, or a "
+                     "grep of either (repeatable: one iptables -S file per table)")
+    src.add_argument("--table", choices=["raw", "mangle", "nat", "filter", "security"],
+                     help="the table of an --iptables file whose lines do not show it (a grep of "
+                     "iptables -t TABLE -S); a file named iptables-S-<table>.txt needs none")
     src.add_argument("--nft", metavar="FILE", help="nft list ruleset (text), nft -j list ruleset (JSON) "
                      "or an nft -f file: kube-proxy's nftables mode writes no iptables rules")
     src.add_argument("--ip6tables", metavar="FILE", help="ip6tables-save output (without it an "
@@ -65,11 +70,15 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.node) == bool(args.iptables or args.nft):
         raise NatlensError("give either --node DIR or --iptables FILE and/or --nft FILE")
+    if args.node and args.table:
+        raise NatlensError("--table goes with --iptables FILE; in a node directory, name an "
+                           "iptables -S file iptables-S-<table>.txt")
     if args.node:
         node = load_node(args.node, local_ips=args.local_ip)
     else:
         node = load_files(args.iptables, args.ipset, args.ipvs, args.ip_addr, args.local_ip,
-                          ip_route=args.ip_route, ip6tables=args.ip6tables, nft=args.nft)
+                          ip_route=args.ip_route, ip6tables=args.ip6tables, nft=args.nft,
+                          table=args.table)
     for note in node.ruleset.notes + (node.nft.notes if node.nft is not None else []):
         print(f"natlens: note: {note}", file=sys.stderr)
     if args.services:

@@ -398,10 +398,12 @@ def _dport(rule) -> int | None:
 
 
 def _chain_policy(nat: dict, start: str) -> tuple[str, list[str]]:
-    """Follow a service's chains: reaching KUBE-SVL-/KUBE-XLB- means Local."""
+    """Follow a service's chains: reaching KUBE-SVL-/KUBE-XLB- means Local, and so do the
+    KUBE-EXT- rules kube-proxy writes only for Local (a Service with no local endpoint has
+    them without the KUBE-SVL- jump)."""
     if start.startswith(("KUBE-SVL-", "KUBE-XLB-")):
         return "Local", [f"jumps to {start}"]
-    seen, todo = set(), [start]
+    seen, todo, local_only = set(), [start], None
     while todo:
         name = todo.pop()
         if name in seen or name not in nat:
@@ -411,12 +413,13 @@ def _chain_policy(nat: dict, start: str) -> tuple[str, list[str]]:
             t = r.target or ""
             if t.startswith(("KUBE-SVL-", "KUBE-XLB-")):
                 return "Local", [f"nat/{name} #{r.index}: -> {t} (local endpoints only)"]
-            if (r.comment() or "").startswith(_LOCAL_ONLY) and name.startswith("KUBE-EXT-"):
-                return "Local", [f"nat/{name} #{r.index}: {r.comment()!r}: kube-proxy writes this "
-                                 "only for externalTrafficPolicy Local (no KUBE-SVL- jump: no local "
-                                 "endpoint on this node)"]
+            if local_only is None and name.startswith("KUBE-EXT-") and (r.comment() or "").startswith(_LOCAL_ONLY):
+                local_only = f"nat/{name} #{r.index}: {r.comment()!r}"
             if t.startswith(("KUBE-EXT-", "KUBE-FW-")):
                 todo.append(t)
+    if local_only:
+        return "Local", [f"{local_only}: kube-proxy writes this only for externalTrafficPolicy Local; "
+                         "no KUBE-SVL- jump: no endpoint on this node"]
     if start.startswith(("KUBE-EXT-", "KUBE-FW-", "KUBE-SVC-")):
         return "Cluster", [f"{start} never leads to a KUBE-SVL-/KUBE-XLB- chain"]
     return UNKNOWN, [f"{start}: not a kube-proxy service chain"]

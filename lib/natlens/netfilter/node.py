@@ -20,7 +20,7 @@ from pathlib import Path as FsPath
 
 from natlens.errors import NatlensError
 from natlens.netfilter.ipset import IPSet, parse_ipset
-from natlens.netfilter.iptables import Ruleset, parse_iptables_save
+from natlens.netfilter.iptables import Ruleset, merge_rulesets, parse_iptables
 from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
 from natlens.netfilter.nft import XTABLES, NftChain, NftRuleset, NftTable
 from natlens.netfilter.walk import (
@@ -35,7 +35,7 @@ from natlens.netfilter.walk import (
 )
 from natlens.netfilter.walk.hooks import HOOK_TABLES, NAT_CORE, TABLE_PRIORITY, BaseChain
 from natlens.netfilter.walk.nftables import NftWalker
-from natlens.nodefiles import DUMP_NAMES, NodeFiles, as_node_files
+from natlens.nodefiles import DUMP_NAMES, NodeFiles, as_node_files, table_of
 
 Addr = tuple[int, int, int]  # (address, prefix length, version)
 _NOT_UPLINK = ("lo", "kube-ipvs", "cni", "cbr", "docker", "veth", "cali", "flannel", "cilium",
@@ -494,20 +494,25 @@ def _read(p: FsPath) -> str:
         raise NatlensError(f"cannot read: {exc.strerror}", path=str(p)) from None
 
 
-def load_files(iptables: str | None, ipset: str | None = None, ipvs: str | None = None,
+def load_files(iptables: str | list[str] | None, ipset: str | None = None, ipvs: str | None = None,
                ip_addr: str | None = None, local_ips: list[str] | None = None,
                name: str = "", ip_route: str | None = None,
-               ip6tables: str | None = None, nft: str | None = None) -> NodeRules:
+               ip6tables: str | None = None, nft: str | None = None, table: str | None = None) -> NodeRules:
     """Build a NodeRules from dump files (paths); iptables or nft (nft list ruleset, text or
-    JSON) is required. Without ip6tables-save or nft, IPv6 packets are undecided."""
-    if iptables is None and nft is None:
+    JSON) is required. Without ip6tables-save or nft, IPv6 packets are undecided.
+
+    iptables: iptables-save, or what users paste instead (``iptables -S``, a grep), one
+    file or several (one ``iptables -S`` per table); ``table`` names the table of a
+    single file whose lines do not show it.
+    """
+    if not iptables and nft is None:
         raise NatlensError("no iptables-save or nft dump given")
-    rs = parse_iptables_save(_read(FsPath(iptables)), str(iptables)) if iptables else None
+    rs = read_iptables([iptables] if isinstance(iptables, str) else iptables or [], table)
     nrs = None
     if nft:
         from natlens.netfilter.nft import parse_nft
         nrs = parse_nft(_read(FsPath(nft)), str(nft))
-    rs6 = parse_iptables_save(_read(FsPath(ip6tables)), str(ip6tables)) if ip6tables else None
+    rs6 = parse_iptables(_read(FsPath(ip6tables)), str(ip6tables)) if ip6tables else None
     sets = parse_ipset(_read(FsPath(ipset)), str(ipset)) if ipset else None
     vss = parse_ipvsadm(_read(FsPath(ipvs)), str(ipvs)) if ipvs else None
     addrs = parse_ip_addr(_read(FsPath(ip_addr)), str(ip_addr)) if ip_addr else None
@@ -515,6 +520,18 @@ def load_files(iptables: str | None, ipset: str | None = None, ipvs: str | None 
     node = NodeRules(rs, sets, vss, addrs, local_ips, name=name, routes=routes, rules6=rs6, nft=nrs)
     node.check()
     return node
+
+
+def read_iptables(paths: list[str], table: str | None = None) -> Ruleset | None:
+    """One Ruleset from iptables dump files; each file's table from ``table``, its name
+    (iptables-S-<table>.txt) or its lines. None for no files."""
+    if table is not None and len(paths) > 1:
+        raise NatlensError("a table can be given for one iptables file only; name several "
+                           "iptables -S files iptables-S-<table>.txt", path=paths[0])
+    parts = [parse_iptables(_read(FsPath(p)), str(p), table or table_of(p)) for p in paths]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else merge_rulesets(parts, ", ".join(map(str, paths)))
 
 
 def load_node(node_dir: str | FsPath | NodeFiles, local_ips: list[str] | None = None) -> NodeRules:
@@ -530,6 +547,7 @@ def load_node(node_dir: str | FsPath | NodeFiles, local_ips: list[str] | None = 
     def opt(p: FsPath | None) -> str | None:
         return str(p) if p is not None else None
 
-    return load_files(opt(f.iptables), opt(f.ipset), opt(f.ipvsadm), opt(f.ip_addr), local_ips,
+    ipt = [str(p) for p in f.iptables_parts] or opt(f.iptables)
+    return load_files(ipt, opt(f.ipset), opt(f.ipvsadm), opt(f.ip_addr), local_ips,
                       name=f.name, ip_route=opt(f.ip_route), ip6tables=opt(f.ip6tables),
                       nft=opt(f.nft))
