@@ -6,8 +6,16 @@ branch's record (decided_by, outcome words) is its own.
 
 from __future__ import annotations
 
-from natlens.netfilter import NodeRules, parse_iptables_save
-from natlens.netfilter.generate import Service, kube_proxy_iptables
+import pytest
+
+from natlens.netfilter import NodeRules, parse_ipset, parse_iptables_save, parse_ipvsadm
+from natlens.netfilter.generate import (
+    Service,
+    kube_proxy_iptables,
+    kube_proxy_ipvs,
+    kube_proxy_nftables,
+)
+from natlens.netfilter.nft import parse_nft
 
 HEAD = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
 AFFINITY = HEAD + """:KUBE-SVC-AAA - [0:0]
@@ -78,20 +86,38 @@ def test_garbled_nat_targets_are_undecided_naming_file_and_line():
     assert n.explain("198.18.1.2", "198.18.4.1", 80, in_iface="n-c").undecided == []  # matches nothing
 
 
-def test_each_path_keeps_its_own_decisions():
-    svc = [Service("default/web:http", "198.18.5.1", 80, endpoints=[
-        ("198.18.4.1", 8080, True), ("198.18.4.2", 8080, False), ("198.18.4.3", 8080, False)])]
-    n = _node(kube_proxy_iptables(svc, cluster_cidr="198.18.1.0/24", version="1.28").iptables)
+THREE = [Service("default/web:http", "198.18.5.1", 80, endpoints=[
+    ("198.18.4.1", 8080, True), ("198.18.4.2", 8080, False), ("198.18.4.3", 8080, False)])]
+
+
+def _ipvs_node() -> NodeRules:
+    d = kube_proxy_ipvs(THREE, node_ips=["198.18.2.1"], cluster_cidr="198.18.1.0/24")
+    return NodeRules(parse_iptables_save(d.iptables, "i"), parse_ipset(d.ipset, "s"),
+                     parse_ipvsadm(d.ipvsadm, "v"), local_ips=["198.18.2.1"])
+
+
+def _nft_node() -> NodeRules:
+    d = kube_proxy_nftables(THREE, node_ips=["198.18.2.1"], cluster_cidr="198.18.1.0/24")
+    return NodeRules(None, nft=parse_nft(d.nft, "nft.txt"), local_ips=["198.18.2.1"])
+
+
+@pytest.mark.parametrize("mode", ["iptables", "ipvs", "nftables"])
+def test_each_path_keeps_its_own_decisions(mode):
+    n = {"iptables": lambda: _node(kube_proxy_iptables(THREE, cluster_cidr="198.18.1.0/24").iptables),
+         "ipvs": _ipvs_node, "nftables": _nft_node}[mode]()
     v = n.explain("198.18.1.2", "198.18.5.1", 80, in_iface="n-c")
-    assert len(v.paths) == 3
+    assert sorted(p.dnat_to for p in v.paths) == ["198.18.4.1:8080", "198.18.4.2:8080", "198.18.4.3:8080"]
     for p in v.paths:
         dnats = [d for d in p.decided_by if d.startswith("DNAT")]
-        assert len(dnats) == 1 and dnats[0].endswith(p.dnat_to), p.decided_by
+        assert len(dnats) == 1, p.decided_by
+        # the DNAT that decided it names this path's endpoint (ipvs: the virtual service)
+        ip, port = p.dnat_to.split(":")
+        assert mode == "ipvs" or (ip in dnats[0] and port in dnats[0]), (p.dnat_to, dnats)
 
 
 def test_a_packet_from_the_node_is_sent_out_not_forwarded():
-    svc = [Service("default/web:http", "198.18.5.1", 80, endpoints=[("198.18.4.1", 8080, False)])]
-    n = _node(kube_proxy_iptables(svc, cluster_cidr="198.18.1.0/24", version="1.28").iptables)
+    one = [Service("default/web:http", "198.18.5.1", 80, endpoints=[("198.18.4.1", 8080, False)])]
+    n = _node(kube_proxy_iptables(one, cluster_cidr="198.18.1.0/24", version="1.28").iptables)
     local = n.explain("198.18.2.1", "198.18.5.1", 80, local=True)
     assert local.paths[0].outcome == "sent out" and local.verdict.startswith("sent out, DNAT to")
     direct = n.explain("198.18.2.1", "198.18.4.1", 8080, local=True, out_iface="n-p")
