@@ -755,3 +755,15 @@ def test_merge_keeps_other_reasons_and_refuses_a_table_twice():
     assert with_save.tables_given is None and with_save.partial == []
     with pytest.raises(NatlensError, match="no iptables dumps to merge"):
         merge_rulesets([], "n1")
+
+
+def test_kube_proxys_filter_only_chains_tell_the_filter_table():
+    text = (":KUBE-FORWARD - [0:0]\n:KUBE-PROXY-FIREWALL - [0:0]\n"
+            '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD\n'
+            "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n")
+    rs = parse_iptables(text, "grep.txt")
+    assert set(rs.tables) == {"filter"}
+    assert "kube-proxy's filter chain KUBE-FORWARD at line 1" in rs.notes[0]
+    # KUBE-FIREWALL is the kubelet's in filter and kube-proxy's in nat before 1.19: no evidence
+    with pytest.raises(NatlensError):
+        parse_iptables(text.replace("KUBE-FORWARD", "KUBE-FIREWALL").replace("KUBE-PROXY-FIREWALL", "X"), "g.txt")

@@ -459,6 +459,9 @@ _TARGET_TABLES: dict[str, frozenset[str]] = {
 # KUBE-NODEPORTS and KUBE-FIREWALL exist in filter too, so they tell nothing).
 _KUBE_NAT_PREFIXES = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")
 _KUBE_NAT_CHAINS = frozenset({"KUBE-MARK-MASQ", "KUBE-POSTROUTING"})
+# kube-proxy's chains that exist in the filter table only (pkg/proxy/iptables, pkg/proxy/ipvs)
+_KUBE_FILTER_CHAINS = frozenset({"KUBE-FORWARD", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL",
+                                 "KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER", "KUBE-SOURCE-RANGES-FIREWALL"})
 
 # Target extensions of iptables (a -j naming none of these, nor a chain, is a chain
 # the dump does not show).
@@ -709,9 +712,12 @@ def _scan(text: str, path: str) -> _Scan:
     return sc
 
 
-def _kube_nat(name: str) -> bool:
-    """Whether name is one of kube-proxy's chains that exist in the nat table only."""
-    return name in _KUBE_NAT_CHAINS or name.startswith(_KUBE_NAT_PREFIXES)
+def _kube_table(name: str) -> str | None:
+    """The one table a chain of kube-proxy's by this name exists in ("nat", "filter"), or None
+    (not kube-proxy's, or in several: KUBE-SERVICES, KUBE-NODEPORTS, KUBE-FIREWALL, ...)."""
+    if name in _KUBE_NAT_CHAINS or name.startswith(_KUBE_NAT_PREFIXES):
+        return "nat"
+    return "filter" if name in _KUBE_FILTER_CHAINS else None
 
 
 def _rule_evidence(b: _Block) -> tuple[list[tuple[int, _Ev]], list[tuple[int, _Ev]]]:
@@ -725,14 +731,15 @@ def _rule_evidence(b: _Block) -> tuple[list[tuple[int, _Ev]], list[tuple[int, _E
             if t in _TARGET_TABLES and (t not in targets or r.lineno < targets[t][0]):
                 targets[t] = (r.lineno, _Ev(_TARGET_TABLES[t], f"the {t} target at line {r.lineno}"))
             for name in (r.chain, t):
-                if name and _kube_nat(name) and (name not in kube or r.lineno < kube[name][0]):
+                if name and _kube_table(name) and (name not in kube or r.lineno < kube[name][0]):
                     kube[name] = (r.lineno, name)
     for name, lineno in b.declared_at.items():
-        if _kube_nat(name) and (name not in kube or lineno < kube[name][0]):
+        if _kube_table(name) and (name not in kube or lineno < kube[name][0]):
             kube[name] = (lineno, name)
     first_kube = sorted(kube.values())[:3]
     return sorted(targets.values(), key=lambda x: x[0]), [
-        (n, _Ev(_NAT, f"kube-proxy's nat chain {name} at line {n}")) for n, name in first_kube]
+        (n, _Ev(frozenset({_kube_table(name)}), f"kube-proxy's {_kube_table(name)} chain {name} at line {n}"))
+        for n, name in first_kube]
 
 
 def _evidence(b: _Block) -> list[_Ev]:
