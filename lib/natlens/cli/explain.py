@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "ipvsadm.txt, ip-addr.txt/.json, ip-route.txt)")
     src.add_argument("--iptables", metavar="FILE", action="append", default=[],
                      help="iptables-save output, or iptables -S / iptables -t TABLE -S output, or a "
-                     "grep of either (repeatable: one iptables -S file per table)")
+                     "grep of either (repeatable: one iptables -S file per table; default: none)")
     src.add_argument("--table", choices=["raw", "mangle", "nat", "filter", "security"],
                      help="the table of an --iptables file whose lines do not show it (a grep of "
                      "iptables -t TABLE -S); a file named iptables-S-<table>.txt needs none")
