@@ -77,3 +77,13 @@ def test_a_node_address_is_local_whatever_ipvs_says():
     v = _node().explain("198.18.6.9", NODE, 30080, in_iface="eth0")
     assert not any("undecided" in line for line in v.trace[:3])
     assert any(f"routing: {NODE} is a local address -> INPUT" in line for line in v.trace)
+
+
+def test_a_virtual_service_without_real_servers_drops_as_ip_vs_leave_does():
+    d = kube_proxy_ipvs([Service("default/none:http", CLUSTER_IP, 80, endpoints=[])], node_ips=[NODE],
+                        cluster_cidr="198.18.1.0/24", version="1.23")
+    n = NodeRules(ipt(d.iptables, "i"), parse_ipset(d.ipset, "s"), parse_ipvsadm(d.ipvsadm, "v"),
+                  local_ips=[NODE])
+    v = n.explain(POD, CLUSTER_IP, 80, in_iface="n-c")
+    assert v.paths[0].outcome == "dropped" and not v.undecided
+    assert "ip_vs_leave" in v.paths[0].decided_by[0] and v.paths[0].conntrack is False

@@ -124,3 +124,34 @@ def test_a_packet_from_the_node_is_sent_out_not_forwarded():
     assert direct.verdict == "sent out via n-p, not SNATed"
     fwd = n.explain("198.18.1.2", "198.18.5.1", 80, in_iface="n-c", out_iface="n-p")
     assert fwd.paths[0].outcome == "forwarded"
+
+
+RPF = ("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+       "-A PREROUTING -m mark --mark 0x40000/0x40000 -m rpfilter --validmark --invert -j DROP\n"
+       "-A PREROUTING -s 198.18.7.0/24 -m rpfilter --loose --invert -j DROP\nCOMMIT\n")
+ROUTES = "default via 198.18.2.2 dev n-p\n198.18.1.0/24 dev n-c scope link\n198.18.2.0/24 dev n-p scope link\n"
+
+
+def _rpf_node(routes: str | None = ROUTES) -> NodeRules:
+    from natlens.netfilter.node import parse_ip_route
+    return NodeRules(parse_iptables_save(RPF, "raw.txt"), local_ips=["198.18.2.1"],
+                     routes=parse_ip_route(routes) if routes else None)
+
+
+@pytest.mark.parametrize("src,iface,outcome", [
+    ("198.18.1.3", "n-c", "forwarded"),    # the route back leaves by n-c: passes
+    ("198.18.1.3", "n-p", "dropped"),      # spoofed: the route back is via n-c
+    ("198.18.9.9", "n-p", "forwarded"),    # the default route leaves by n-p
+    ("198.18.2.1", "n-p", "dropped"),      # a local source without --accept-local fails
+])
+def test_rpfilter_follows_the_route_back_to_the_source(src, iface, outcome):
+    v = _rpf_node().explain(src, "198.18.6.1", 80, in_iface=iface, mark=0x40000)
+    assert v.paths[0].outcome == outcome, v.trace
+
+
+def test_rpfilter_loose_wants_any_route_and_needs_the_routes():
+    assert _rpf_node().explain("198.18.7.5", "198.18.6.1", 80, in_iface="n-c").paths[0].outcome == "forwarded"
+    no_routes = _rpf_node(None).explain("198.18.1.3", "198.18.6.1", 80, in_iface="n-c", mark=0x40000)
+    assert no_routes.undecided and "ip-route.txt" in no_routes.undecided[0]
+    blind = _rpf_node().explain("198.18.1.3", "198.18.6.1", 80, mark=0x40000)
+    assert "incoming interface unknown" in blind.undecided[0]

@@ -204,13 +204,15 @@ def _lb_and_cluster_rows(node, out: list[ServicePolicy]) -> None:
     """LB and external IPs (Local when in the -LOCAL twin set), then the cluster IPs."""
     for kind, base in (("LoadBalancer", "KUBE-LOAD-BALANCER"), ("ExternalIP", "KUBE-EXTERNAL-IP")):
         local = set(_members(node, base + "-LOCAL"))
-        for key in _members(node, base):
+        base_keys = set(_members(node, base))
+        # current IPVS mode puts a Local external IP only in the -LOCAL set
+        for key in _members(node, base) + sorted(local - base_keys):
             ip, pnum, port = key
             proto = _PROTO_NAME.get(pnum, str(pnum))
             is_local = key in local
             out.append(ServicePolicy(
                 ip_str(ip), port, proto, kind, "Local" if is_local else "Cluster", None,
-                evidence=[f"ipset {base} has {ip_str(ip)},{proto}:{port}",
+                evidence=[f"ipset {base} {'has' if key in base_keys else 'lacks'} {ip_str(ip)},{proto}:{port}",
                           f"ipset {base}-LOCAL {'has' if is_local else 'lacks'} it"]))
     lb_vips = {(s.vip, s.port, s.proto) for s in out}
     for ip, pnum, port in _members(node, "KUBE-CLUSTER-IP"):
@@ -260,7 +262,7 @@ def _node_port_rows(node, out: list[ServicePolicy], backends) -> None:
 
 def _iptables_mode(node) -> list[ServicePolicy]:
     """iptables mode: one row per KUBE-SERVICES destination and KUBE-NODEPORTS port, plus
-    Local destinations only the filter table's "has no local endpoints" rules show."""
+    the destinations only the filter table's "has no (local) endpoints" rules show."""
     nat = node.ruleset.tables.get("nat", {})
     svc_chain = nat.get("KUBE-SERVICES")
     if svc_chain is None:
@@ -274,7 +276,7 @@ def _iptables_mode(node) -> list[ServicePolicy]:
         if _merge(rows, sp, r):
             by_hash.setdefault(r.target.rsplit("-", 1)[-1], []).append(rows[_row_key(sp)])
     _node_ports(nat, rows, by_hash)
-    _no_local_endpoints(node, rows)
+    _filter_rows(node, rows)
     return list(rows.values())
 
 
@@ -365,28 +367,37 @@ def _sep_endpoints(nat: dict, start: str) -> list[str]:
     return sorted(out)
 
 
-def _no_local_endpoints(node, rows: dict[tuple, ServicePolicy]) -> None:
-    """The filter table's "<svc> has no local endpoints" DROP rules: kube-proxy writes them
-    only for a Local Service with no endpoint on this node, whose nat rules alone (no
-    KUBE-SVL- jump) would read as Cluster; a destination only they show gets its row."""
+def _filter_rows(node, rows: dict[tuple, ServicePolicy]) -> None:
+    """The filter table's per-Service rules: "<svc> has no endpoints" (REJECT: a Service
+    with no endpoint anywhere, which nat holds no rule for) and "<svc> has no local
+    endpoints" (DROP: kube-proxy writes it only for a Local Service with no endpoint on this
+    node, whose nat rules alone would read as Cluster). A destination only they show gets
+    its row."""
     for ch in node.ruleset.tables.get("filter", {}).values():
         for r in ch.rules:
             comment = r.comment() or ""
             port = _dport(r)
-            if not comment.endswith("has no local endpoints") or port is None:
+            local = comment.endswith("has no local endpoints")
+            if port is None or not (local or comment.endswith("has no endpoints")):
                 continue
-            vip = format_net(r.dst[1][0]).split("/")[0] if r.dst and not r.dst[0] else "*"
-            key = (vip, port, r.proto[1] if r.proto else "tcp")
-            note = f"filter/{r.chain} #{r.index}: {r.describe()} ({comment})"
-            sp = rows.get(key)
-            if sp is None:
-                sp = rows[key] = ServicePolicy(key[0], port, key[2], "NodePort" if vip == "*" else
-                                               kubeproxy_nft.EXTERNAL, "Local", None,
-                                               [port] if vip == "*" else [], [],
-                                               name=_comment_name(comment))
-            if sp.policy in ("Cluster", UNKNOWN):
+            sp = _filter_row(rows, r, port, comment)
+            sp.evidence.append(f"filter/{r.chain} #{r.index}: {r.describe()} ({comment})")
+            if local and sp.policy in ("Cluster", UNKNOWN):
                 sp.policy = "Local"
-            sp.evidence.append(note)
+            elif not local:
+                sp.no_endpoints = (r.target or "?").lower()
+
+
+def _filter_row(rows: dict[tuple, ServicePolicy], r, port: int, comment: str) -> ServicePolicy:
+    """The row a filter rule is about, made when nat showed none: a cluster IP in filter's
+    KUBE-SERVICES, else an external destination (LB or external IP) or a node port."""
+    vip = format_net(r.dst[1][0]).split("/")[0] if r.dst and not r.dst[0] else "*"
+    key = (vip, port, r.proto[1] if r.proto else "tcp")
+    if key not in rows:
+        kind = "NodePort" if vip == "*" else "ClusterIP" if r.chain == "KUBE-SERVICES" else kubeproxy_nft.EXTERNAL
+        rows[key] = ServicePolicy(vip, port, key[2], kind, NOT_APPLICABLE if kind == "ClusterIP" else UNKNOWN,
+                                  None, [port] if vip == "*" else [], [], name=_comment_name(comment))
+    return rows[key]
 
 
 def _dport(rule) -> int | None:

@@ -418,7 +418,8 @@ class NodeRules:
         return sum(w.compile_all() for w in (self.walker_for(4), self.walker_for(6)) if w)
 
 
-_BOUND_SETS = (("KUBE-CLUSTER-IP", "cluster IP"), ("KUBE-EXTERNAL-IP", "external IP"))
+_BOUND_SETS = (("KUBE-CLUSTER-IP", "cluster IP"), ("KUBE-EXTERNAL-IP", "external IP"),
+               ("KUBE-EXTERNAL-IP-LOCAL", "external IP"))
 _LB_UNKNOWN = ("a LoadBalancer IP (ipset {set}): whether kube-proxy bound it to kube-ipvs0 the "
                "dumps do not show (upstream kube-proxy binds it, TKE's does not); give ip-addr.txt "
                "(ip addr shows kube-ipvs0)")
@@ -450,8 +451,9 @@ def bound_vips(node: NodeRules) -> tuple[dict[tuple[int, int], str], dict[tuple[
             for fam, ip in _set_ips(node, pre + name[5:]):
                 bound[(fam, ip)] = (f"in ipset {pre}{name[5:]}: kube-proxy's IPVS mode binds every "
                                     f"{what} to kube-ipvs0")
-        for fam, ip in _set_ips(node, pre + "LOAD-BALANCER"):
-            unknown.setdefault((fam, ip), _LB_UNKNOWN.format(set=pre + "LOAD-BALANCER"))
+        for name in ("LOAD-BALANCER", "LOAD-BALANCER-LOCAL"):
+            for fam, ip in _set_ips(node, pre + name):
+                unknown.setdefault((fam, ip), _LB_UNKNOWN.format(set=pre + name))
     why = "" if node.sets_known else " (no ipset dump: a cluster IP is bound, a LoadBalancer IP maybe not)"
     for vs in node.ipvs:
         if vs.addr:

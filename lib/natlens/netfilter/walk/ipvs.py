@@ -3,14 +3,15 @@
 IPVS takes a packet at LOCAL_IN (after filter, before nat INPUT) or LOCAL_OUT
 (after nat OUTPUT) when its address, port and protocol (or firewall mark) are a
 virtual service. The model follows every real server with weight > 0 as its own
-branch, with probability weight / total: the scheduler's choice is not modelled.
+branch, with probability weight / total: the scheduler's choice is not modelled. A
+virtual service with none drops the packet, as ip_vs_leave does (ICMP port unreachable).
 """
 
 from __future__ import annotations
 
 from natlens.netfilter.ipvs import VirtualService
 from natlens.netfilter.walk.addresses import ip_addr
-from natlens.netfilter.walk.state import DELIVERED, UNDECIDED, WalkState
+from natlens.netfilter.walk.state import DROPPED, UNDECIDED, WalkState
 
 _METHOD = {"Masq": "MASQ", "Route": "GATE", "Tunnel": "TUNNEL"}  # -m ipvs --vmethod names
 
@@ -19,8 +20,12 @@ def ipvs_branches(st: WalkState, vs: VirtualService) -> list[WalkState]:
     """One branch per real server of the virtual service, DNATed for Masq (and Local)."""
     rss = [r for r in vs.real_servers if r.weight > 0]
     if not rss:
-        st.trace.append(f"ipvs: {vs} has no real server with weight > 0: left to the local stack")
-        st.outcome = DELIVERED
+        # ip_vs_schedule finds no destination; ip_vs_leave answers ICMP port unreachable and drops
+        # (the FTP-port exception, a packet for another port of an FTP service, is not modelled)
+        st.trace.append(f"ipvs: {vs} has no real server with weight > 0: dropped, ICMP port unreachable "
+                        "to the client (ip_vs_leave)")
+        st.decided_by.append(f"ipvs {vs}: no real server with weight > 0 (ip_vs_leave drops it)")
+        st.outcome = DROPPED
         return [st]
     total = sum(r.weight for r in rss)
     out = []

@@ -53,6 +53,7 @@ _PORT_PROTOS = (6, 17, 132, 136, 33)  # protocols with ports: tcp, udp, sctp, ud
 _TCP_FLAGS = {**TCP_FLAGS, "ALL": 255, "NONE": 0}  # iptables' --tcp-flags words
 _IN_UNKNOWN = Undecided("incoming interface unknown (give --in-iface) for -i")
 _OUT_UNKNOWN = Undecided("outgoing interface unknown (give --out-iface or ip-addr) for -o")
+_NO_ROUTES = Undecided("-m rpfilter needs the node's routes (ip-route.txt, --ip-route)")
 ANY_PROTO = -1  # CompiledRule.pnum of "-p all"
 
 
@@ -359,6 +360,33 @@ class Compiler:
                     seen, new = new, seen
                 out.append(_always(Depends(seen[0], new[0], seen[1], new[1])))
         return out
+
+    def m_rpfilter(self, m: Match, rule: Rule) -> list[Check]:
+        """xt_rpfilter: the route back to the source leaves by the interface the packet came
+        in on (--loose: any route), as the node's routes (ip route, the main table) say."""
+        node, opts = self.node, {o.name for o in m.options}
+        out = self._unknown_opts(m, {"--loose", "--validmark", "--accept-local", "--invert"})
+        loose, accept_local, invert = "--loose" in opts, "--accept-local" in opts, "--invert" in opts
+
+        def chk(st: WalkState) -> Answer:
+            if st.in_iface is None and not st.local:
+                return _IN_UNKNOWN
+            if st.local or st.in_iface == "lo":
+                return not invert  # rpfilter_is_loopback
+            if not node.routes_of(st.fam):
+                return _NO_ROUTES
+            if node.is_local(st.src, st.fam):  # a local route: only --accept-local goes on
+                if not accept_local:
+                    return invert
+                dev = next((i for i, addrs in node.addresses.items()
+                            if any(a == st.src and v == st.fam for a, _, v in addrs)), None)
+                if not loose and dev in (None, "?"):
+                    return Undecided("rpfilter --accept-local: which interface holds the source "
+                                     "address is unknown (give ip-addr.txt)")
+            else:
+                dev = node.route(st.src, st.fam)
+            return (dev is not None and (loose or dev == st.in_iface)) != invert
+        return out + [chk]
 
     def m_nfacct(self, m: Match, rule: Rule) -> list[Check]:
         """An accounting object: it counts the packet and always matches."""
