@@ -87,3 +87,13 @@ def test_a_virtual_service_without_real_servers_drops_as_ip_vs_leave_does():
     v = n.explain(POD, CLUSTER_IP, 80, in_iface="n-c")
     assert v.paths[0].outcome == "dropped" and not v.undecided
     assert "ip_vs_leave" in v.paths[0].decided_by[0] and v.paths[0].conntrack is False
+
+
+def test_ipvs_vaddr_and_vport_match_the_virtual_service():
+    d = kube_proxy_ipvs(SVC, node_ips=[NODE], cluster_cidr="198.18.1.0/24", version="1.23")
+    out_filter = (f"-A OUTPUT -m ipvs --vaddr {CLUSTER_IP}/32 --vport 80 -j MARK --set-xmark 0x77/0xffffffff\n"
+                  f"-A OUTPUT -m ipvs --vaddr {CLUSTER_IP}/32 --vport 81 -j MARK --set-xmark 0x99/0xffffffff\n")
+    rules = d.iptables.replace("-A OUTPUT -j KUBE-FIREWALL\n", "-A OUTPUT -j KUBE-FIREWALL\n" + out_filter)
+    n = NodeRules(ipt(rules, "i"), parse_ipset(d.ipset, "s"), parse_ipvsadm(d.ipvsadm, "v"), local_ips=[NODE])
+    v = n.explain(POD, CLUSTER_IP, 80, in_iface="n-c")
+    assert not v.undecided and {p.mark for p in v.paths} == {0x77}

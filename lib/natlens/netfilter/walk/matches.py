@@ -393,7 +393,7 @@ class Compiler:
         return self._unknown_opts(m, {"--nfacct-name"})
 
     def m_ipvs(self, m: Match, rule: Rule) -> list[Check]:
-        out = self._unknown_opts(m, {"--ipvs", "--vdir", "--vmethod", "--vproto"})
+        out = self._unknown_opts(m, {"--ipvs", "--vdir", "--vmethod", "--vproto", "--vaddr", "--vport"})
         for o in m.options:
             if o.name == "--ipvs":
                 out.append(lambda st, n=o.neg: st.ipvs != n)
@@ -406,6 +406,13 @@ class Compiler:
             elif o.name == "--vproto":
                 out.append(lambda st, v=o.args[0], n=o.neg:
                            (st.ipvs and st.pnum == PROTO_NUM.get(v, -1)) != n)
+            elif o.name == "--vaddr":  # the virtual service's address: the packet's before IPVS
+                net, mask, ver = parse_net(o.args[0])
+                out.append(lambda st, net=net, mask=mask, ver=ver, n=o.neg:
+                           (st.ipvs and st.fam == ver and (st.orig_dst & mask) == net) != n)
+            elif o.name == "--vport":
+                vport = int(o.args[0])
+                out.append(lambda st, v=vport, n=o.neg: (st.ipvs and st.orig_dport == v) != n)
         return out
 
 
