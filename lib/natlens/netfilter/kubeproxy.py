@@ -348,7 +348,19 @@ def _node_ports(nat: dict, rows: dict[tuple, ServicePolicy], by_hash: dict[str, 
 
 def _sep_endpoints(nat: dict, start: str) -> list[str]:
     """The endpoints ("ip:port") a Service's chains DNAT to, through its KUBE-SEP- chains."""
-    out: list[str] = []
+    out: set[str] = set()
+    for _, r in _reachable_rules(nat, start, ("KUBE-SEP-", *_SERVICE_CHAINS)):
+        if r.target == "DNAT" and "--to-destination" in r.target_args:
+            i = r.target_args.index("--to-destination")
+            ep = r.target_args[i + 1] if i + 1 < len(r.target_args) else ""
+            if ep and not ep.startswith("-"):
+                out.add(ep)
+    return sorted(out)
+
+
+def _reachable_rules(nat: dict, start: str, follow: tuple[str, ...]):
+    """(chain, rule) for every rule of start and of the chains it reaches through targets
+    named with these prefixes, each chain once."""
     seen, todo = set(), [start]
     while todo:
         name = todo.pop()
@@ -356,15 +368,9 @@ def _sep_endpoints(nat: dict, start: str) -> list[str]:
             continue
         seen.add(name)
         for r in nat[name].rules:
-            t = r.target or ""
-            if t == "DNAT" and "--to-destination" in r.target_args:
-                i = r.target_args.index("--to-destination")
-                ep = r.target_args[i + 1] if i + 1 < len(r.target_args) else ""
-                if ep and not ep.startswith("-") and ep not in out:
-                    out.append(ep)
-            elif t.startswith(("KUBE-SEP-", *_SERVICE_CHAINS)):
-                todo.append(t)
-    return sorted(out)
+            yield name, r
+            if (r.target or "").startswith(follow):
+                todo.append(r.target)
 
 
 def _filter_rows(node, rows: dict[tuple, ServicePolicy]) -> None:
@@ -414,20 +420,13 @@ def _chain_policy(nat: dict, start: str) -> tuple[str, list[str]]:
     them without the KUBE-SVL- jump)."""
     if start.startswith(("KUBE-SVL-", "KUBE-XLB-")):
         return "Local", [f"jumps to {start}"]
-    seen, todo, local_only = set(), [start], None
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in nat:
-            continue
-        seen.add(name)
-        for r in nat[name].rules:
-            t = r.target or ""
-            if t.startswith(("KUBE-SVL-", "KUBE-XLB-")):
-                return "Local", [f"nat/{name} #{r.index}: -> {t} (local endpoints only)"]
-            if local_only is None and name.startswith("KUBE-EXT-") and (r.comment() or "").startswith(_LOCAL_ONLY):
-                local_only = f"nat/{name} #{r.index}: {r.comment()!r}"
-            if t.startswith(("KUBE-EXT-", "KUBE-FW-")):
-                todo.append(t)
+    local_only = None
+    for name, r in _reachable_rules(nat, start, ("KUBE-EXT-", "KUBE-FW-")):
+        t = r.target or ""
+        if t.startswith(("KUBE-SVL-", "KUBE-XLB-")):
+            return "Local", [f"nat/{name} #{r.index}: -> {t} (local endpoints only)"]
+        if local_only is None and name.startswith("KUBE-EXT-") and (r.comment() or "").startswith(_LOCAL_ONLY):
+            local_only = f"nat/{name} #{r.index}: {r.comment()!r}"
     if local_only:
         return "Local", [f"{local_only}: kube-proxy writes this only for externalTrafficPolicy Local; "
                          "no KUBE-SVL- jump: no endpoint on this node"]
