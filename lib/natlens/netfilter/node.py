@@ -187,6 +187,7 @@ class NodeRules:
         self.sets_known = sets is not None
         self.ipvs: list[VirtualService] = ipvs or []
         self._ipvs_by_key = {vs.key: vs for vs in self.ipvs}
+        self._ipvs_addrs = {ip_addr(vs.addr) for vs in self.ipvs if vs.addr}
         self.addresses: dict[str, list[Addr]] = {k: list(v) for k, v in (addresses or {}).items()}
         self.ip_addr_given = bool(self.addresses)  # an ip addr dump: it lists every local address
         for ip in local_ips or []:
@@ -308,7 +309,7 @@ class NodeRules:
         why = self.vips_bound.get((fam, ip))
         if why:
             return f" ({why})"
-        if (fam, ip) not in self._local and any(vs.addr == ip_str(ip, fam) for vs in self.ipvs):
+        if (fam, ip) not in self._local and (fam, ip) in self._ipvs_addrs:
             src = "the ip addr dump" if self.ip_addr_given else "ipset KUBE-IPVS-IPS"
             return f" (an IPVS virtual address not bound on the node: not in {src})"
         return ""
