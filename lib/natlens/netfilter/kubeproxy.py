@@ -140,7 +140,7 @@ def probe_pod(node, rows: list[ServicePolicy]) -> tuple[str | None, str]:
     if net is None:
         return None, where
     avoid = {ep.rpartition(":")[0].strip("[]") for sp in rows for ep in sp.endpoints}
-    avoid |= {ip_str(a, v) for addrs in node.addresses.values() for a, _, v in addrs}
+    avoid |= _node_ips(node)
     for i, host in enumerate(net.hosts()):
         if i >= _PROBE_TRIES:
             break
@@ -150,6 +150,11 @@ def probe_pod(node, rows: list[ServicePolicy]) -> tuple[str | None, str]:
 
 
 _PROBE_TRIES = 4096
+
+
+def _node_ips(node) -> set[str]:
+    """The node's own addresses, as text (from ip addr and --local-ip)."""
+    return {ip_str(a, v) for addrs in node.addresses.values() for a, _, v in addrs}
 
 
 def cluster_cidr(node) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | None, str]:
@@ -193,7 +198,7 @@ def _ipvs_mode(node) -> list[ServicePolicy]:
 
 def _ipvsadm_only(node) -> list[ServicePolicy]:
     """Without the ipset dump: one row per IPVS virtual service, kind and policy unknown."""
-    node_ips = {ip_str(a, v) for addrs in node.addresses.values() for a, _, v in addrs}
+    node_ips = _node_ips(node)
     return [ServicePolicy(vs.addr, vs.port, vs.proto, UNKNOWN, UNKNOWN, None,
                           evidence=[f"ipvsadm: {vs} (no ipset dump: kind and externalTrafficPolicy "
                                     "unknown)"], endpoints=[f"{r.addr}:{r.port}" for r in vs.real_servers])

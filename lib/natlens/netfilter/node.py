@@ -419,8 +419,8 @@ class NodeRules:
         return sum(w.compile_all() for w in (self.walker_for(4), self.walker_for(6)) if w)
 
 
-_BOUND_SETS = (("KUBE-CLUSTER-IP", "cluster IP"), ("KUBE-EXTERNAL-IP", "external IP"),
-               ("KUBE-EXTERNAL-IP-LOCAL", "external IP"))
+# kube-proxy's ipsets (after the KUBE- or, for IPv6, KUBE-6- prefix) whose members it always binds
+_BOUND_SETS = (("CLUSTER-IP", "cluster IP"), ("EXTERNAL-IP", "external IP"), ("EXTERNAL-IP-LOCAL", "external IP"))
 _LB_UNKNOWN = ("a LoadBalancer IP (ipset {set}): whether kube-proxy bound it to kube-ipvs0 the "
                "dumps do not show (upstream kube-proxy binds it, TKE's does not); give ip-addr.txt "
                "(ip addr shows kube-ipvs0)")
@@ -449,18 +449,15 @@ def bound_vips(node: NodeRules) -> tuple[dict[tuple[int, int], str], dict[tuple[
     unknown: dict[tuple[int, int], str] = {}
     for pre in ("KUBE-", "KUBE-6-"):
         for name, what in _BOUND_SETS:
-            for fam, ip in _set_ips(node, pre + name[5:]):
-                bound[(fam, ip)] = (f"in ipset {pre}{name[5:]}: kube-proxy's IPVS mode binds every "
+            for fam, ip in _set_ips(node, pre + name):
+                bound[(fam, ip)] = (f"in ipset {pre}{name}: kube-proxy's IPVS mode binds every "
                                     f"{what} to kube-ipvs0")
         for name in ("LOAD-BALANCER", "LOAD-BALANCER-LOCAL"):
             for fam, ip in _set_ips(node, pre + name):
                 unknown.setdefault((fam, ip), _LB_UNKNOWN.format(set=pre + name))
     why = "" if node.sets_known else " (no ipset dump: a cluster IP is bound, a LoadBalancer IP maybe not)"
-    for vs in node.ipvs:
-        if vs.addr:
-            key = ip_addr(vs.addr)
-            if key not in bound and key not in node._local:
-                unknown.setdefault(key, _VS_UNKNOWN.format(why=why))
+    for key in node._ipvs_addrs - bound.keys() - node._local:
+        unknown.setdefault(key, _VS_UNKNOWN.format(why=why))
     return bound, {k: v for k, v in unknown.items() if k not in bound}
 
 

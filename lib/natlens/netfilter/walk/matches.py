@@ -345,7 +345,8 @@ class Compiler:
         """xt_recent: --set records the address and matches; --rcheck/--update/--remove ask
         whether it was seen, which depends on earlier connections: both ways are followed."""
         out = self._unknown_opts(m, _RECENT_OPTS)
-        name = (m.get("--name").args or ("DEFAULT",))[0] if m.get("--name") else "DEFAULT"
+        named = m.get("--name")
+        name = named.args[0] if named and named.args else "DEFAULT"  # xt_recent's default list
         side = "destination" if m.get("--rdest") else "source"
         for o in m.options:
             if o.name == "--set":
