@@ -29,7 +29,7 @@ import yaml
 from natlens import netfilter
 from natlens.errors import NatlensError
 from natlens.netfilter.nft import parse_nft
-from natlens.netfilter.node import Address, NodeRules, read_ip_addr
+from natlens.netfilter.node import Address, NodeRules, read_ip_addr, read_ip_links
 from natlens.nodefiles import CAPTURE_SUFFIXES, NodeFiles, copy_fields, find_node_files, hidden
 
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -49,8 +49,12 @@ class NodeDir(NodeFiles):
         return parse_ip_addr(self.ip_addr)
 
     def ifnames(self) -> dict[int, str]:
-        """Interface index -> name, to name the interfaces of an SLL2 `any` capture."""
-        return {a.ifindex: a.ifname for a in self.addresses() if a.ifindex is not None}
+        """Interface index -> name, to name the interfaces of an SLL2 `any` capture (every link
+        of the ip addr dump, with or without an address)."""
+        if self.ip_addr is None:
+            return {}
+        return read_ip_links(self.ip_addr.read_text(encoding="utf-8", errors="replace"),
+                             str(self.ip_addr))
 
     def rules(self) -> NodeRules:
         """The node's netfilter model, read once and shared by the inventory, the SNAT table

@@ -39,6 +39,18 @@ def is_failed(outcome: pd.Series) -> pd.Series:
     return outcome.isin(list(FAILED))
 
 
+# --- why a failed journey failed (findings.failures; summary.json's failures) ------------
+LOOPBACK: Final = "loopback"  # the load balancer sent it back to the client's own node
+DROPPED_BY_RULE: Final = "dropped-by-rule"  # a node's rules drop or reject its packet (the rule)
+UNREACHABLE: Final = "unreachable"  # an ICMP error about its packet, not from a rule natlens sees
+REFUSED: Final = "refused"  # a RST from the server side answered the SYN
+WRONG_SOURCE_REPLY: Final = "wrong-source-reply"  # a SYN-ACK reached the client from another address
+RESET_BY_CLIENT: Final = "reset-by-client"  # the client reset a SYN-ACK from the address it called
+REPLY_LOST: Final = "reply-lost"  # an answer seen at one point never reached the client
+NO_REPLY: Final = "no-reply"  # no capture point saw an answer to the SYN
+FAILURES: Final = (LOOPBACK, DROPPED_BY_RULE, UNREACHABLE, REFUSED, WRONG_SOURCE_REPLY, RESET_BY_CLIENT,
+                   REPLY_LOST, NO_REPLY, UNKNOWN)
+
 # --- Zeek conn_state values that mean the connection was refused or reset -------------
 RESET_STATES: Final = frozenset({"REJ", "RSTR", "RSTRH", "RSTOS0", "RSTO"})
 

@@ -27,7 +27,8 @@ from natlens import connections as connections_mod
 from natlens import journeys as journeys_mod
 from natlens.bundle import CAPTURE_SUFFIXES
 from natlens.capture.schema import COLUMNS as PACKET_COLUMNS
-from natlens.findings import analyze
+from natlens.findings import FAILURE_COLUMNS, analyze
+from natlens.vocab import FAILURES
 
 # --- summary.json validator (DESIGN.md section 5 + the additive keys findings.py documents) ---
 
@@ -65,7 +66,7 @@ def validate_summary(s: dict) -> None:
     """Raise AssertionError naming the key when `s` is not natlens.summary/1."""
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN / Infinity anywhere
     _keys(s, {"schema", "incident", "inputs", "connections", "snat", "loopback", "latency_ms", "verdict"},
-          {"problems", "rules"})
+          {"problems", "rules", "failures"})
     assert s["schema"] == "natlens.summary/1"
     assert isinstance(s["incident"], str) and s["incident"]
 
@@ -168,7 +169,27 @@ def validate_summary(s: dict) -> None:
     assert v["loopback_detected"] == (lb["hits"] > 0)
     assert isinstance(v["headline"], str) and v["headline"] and isinstance(v["root_cause"], str)
     assert isinstance(v["remediation"], list) and all(isinstance(x, str) and x for x in v["remediation"])
-    assert bool(v["remediation"]) == v["loopback_detected"]
+    failed = s["failures"]["failed"] if "failures" in s else 0
+    assert bool(v["remediation"]) == (v["loopback_detected"] or failed > 0)
+    if "failures" in s:
+        validate_failures(s["failures"], c["failed"])
+
+
+def validate_failures(f: dict, failed: int) -> None:
+    """summary.json's failures: every failed connection has one mechanism of the vocabulary, the
+    counts add up per mechanism, per (Service, source node) and per journey list."""
+    _keys(f, {"failed", "by_mechanism", "by_service", "unexplained", "unexplained_why", "journeys"},
+          where="failures")
+    assert _count(f["failed"], "failures.failed") == failed, "failures.failed is not connections.failed"
+    assert _counts(f["by_mechanism"], "failures.by_mechanism") == failed
+    assert set(f["by_mechanism"]) <= set(FAILURES), f"failures: mechanisms outside the vocabulary {f['by_mechanism']}"
+    assert list(f["by_mechanism"].values()) == sorted(f["by_mechanism"].values(), reverse=True), "most first"
+    assert f["unexplained"] == f["by_mechanism"].get("unknown", 0) == len(f["unexplained_why"])
+    assert all(x["why"] and x["journey"] in f["journeys"]["unknown"] for x in f["unexplained_why"])
+    assert sum(_count(b["failed"], "failures.by_service") for b in f["by_service"]) == failed
+    for b in f["by_service"]:
+        assert _counts(b["by_mechanism"], "failures.by_service[].by_mechanism") == b["failed"]
+    assert {m: len(ids) for m, ids in f["journeys"].items()} == f["by_mechanism"]
 
 
 # --- edge bundles --------------------------------------------------------------------
@@ -380,7 +401,11 @@ def test_column_lists_are_pinned_and_documented():
 def test_tables_have_the_pinned_columns_and_time_types(sample_analyses):
     a = sample_analyses["mixed"]
     assert list(a.connections.columns) == CONNECTION_COLUMNS
-    assert list(a.journeys.columns) == JOURNEY_COLUMNS
+    assert list(a.journeys.columns) == JOURNEY_COLUMNS + FAILURE_COLUMNS
+    failed = a.journeys["outcome"].isin(["reset", "timed out"])
+    assert a.journeys.loc[failed, FAILURE_COLUMNS].notna().all().all()
+    assert a.journeys.loc[~failed, FAILURE_COLUMNS].isna().all().all()
+    assert set(a.journeys.loc[failed, "failure"]) <= set(FAILURES)
     hops = a.journey_hops(a.loopback["journey"].iloc[0])
     assert hops["ts_ns"].is_monotonic_increasing and (hops["ts"] == hops["ts_ns"] / 1e9).all()
     for df in (a.connections, a.journeys, hops):
@@ -425,8 +450,8 @@ def test_verdict_words_numbers_and_remediation(sample_analyses):
     lb = a.journeys[a.journeys["loopback"] == "yes"]
     assert set(lb["service"]) == {"198.19.0.10:80/tcp"}
     n_local = int((a.journeys["service"] == "198.19.0.10:80/tcp").sum())
-    assert v["headline"].startswith(f"{s['loopback']['failed']} of {s['connections']['failed']} failed "
-                                    f"connections (of {s['connections']['total']})")
+    assert v["headline"].startswith(f"{s['connections']['failed']} of {s['connections']['total']} connections "
+                                    f"failed: {s['loopback']['failed']} load-balancer loopbacks. ")
     assert f"{len(lb)} of {n_local} connections from node-1" in v["headline"]
     # the Service that loops back is named (namespace/name from cluster/, and its VIP); not the other
     assert "default/web-local (198.19.0.10:80/tcp)" in v["headline"]

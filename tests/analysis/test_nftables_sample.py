@@ -72,17 +72,29 @@ def test_no_cluster_remedy_where_kube_proxy_has_no_rule_for_the_lb_ip(a):
     assert "Switching to externalTrafficPolicy: Cluster is no fix here" in v["root_cause"]
 
 
-def test_the_asymmetric_failures_are_neither_connected_nor_loopbacks_nor_explained(a, m):
+def test_the_asymmetric_failures_are_answers_from_the_wrong_source(a, m):
     asym = m[m["asymmetric"].fillna(False).astype(bool)]
     assert sorted(asym["journey"]) == ["J1", "J11", "J3"]
     assert (asym["outcome_y"] == "timed out").all() and (asym["loopback_y"] == "no").all()
     assert (asym["lb_backend"] == asym["lb_node"]).all()
+    # each gets its mechanism, with the endpoint's address it was answered from and the node that
+    # DNATed it there without SNAT (the ground truth's backend, on the client's own node)
+    assert (asym["failure"] == "wrong-source-reply").all()
+    for r in asym.itertuples():
+        assert f"from {r.backend}, not from 198.19.0.10:80" in r.failure_evidence
+        assert f"sent the SYN to {r.lb_node}, which DNATed it to {r.backend} (an endpoint on the client's own " \
+               "node) without SNAT" in r.failure_evidence
+        assert r.failure_at == f"node-1 veth-client: the client got the SYN-ACK from {r.backend}"
+        assert f"LB (DNAT to {r.lb_node} " in r.failure_path and r.failure_path.endswith("-> client, which resets it")
     v = a.summary()["verdict"]
     assert "Only connections hashed to the client's own node fail" not in v["root_cause"]
-    assert ("3 more failed connections (J1, J3, J11) did not loop back: the load balancer sent them to node-2; "
-            "the client got their SYN-ACK from another address than the VIP and reset it; natlens identifies "
-            "no mechanism for them.") in v["root_cause"]
-    assert v["headline"].startswith("11 of 14 failed connections (of 20) were load-balancer loopbacks")
+    assert "natlens identifies no mechanism" not in v["root_cause"]
+    assert "3 failed connections (J1, J3, J11): answers from the wrong source; J1: the SYN-ACK reached" \
+        in v["root_cause"]
+    assert v["headline"].startswith("14 of 20 connections failed: 11 load-balancer loopbacks, 3 answers from "
+                                    "the wrong source. ")
+    assert a.summary()["failures"]["by_mechanism"] == {"loopback": 11, "wrong-source-reply": 3}
+    assert any("answers from the wrong source" in x for x in v["remediation"])
 
 
 def test_snat_loopback_and_the_lbs_pick_agree_with_ground_truth(a, m):

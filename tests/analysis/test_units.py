@@ -125,7 +125,7 @@ def test_cli_json_is_the_summary():
     s = json.loads(r.stdout)
     assert s["schema"] == "natlens.summary/1"
     assert set(s) == {"schema", "incident", "inputs", "connections", "snat", "loopback",
-                      "latency_ms", "verdict", "problems", "rules"}
+                      "latency_ms", "verdict", "problems", "rules", "failures"}
     assert s["snat"][0]["ratio"] == 1.0 and s["loopback"]["hits"] == 0
     r = subprocess.run([sys.executable, "-m", "natlens", "analyze", str(d)],
                        capture_output=True, text=True, check=True)

@@ -88,7 +88,8 @@ import pandas as pd
 from natlens.bundle import Bundle, capture_drops, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
-from natlens.findings.mechanism import mechanisms
+from natlens.findings.failures import FAILURE_COLUMNS, Context, explain_failures
+from natlens.findings.mechanism import mechanisms, node_rules
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
 from natlens.findings.quality import capture_quality, uncaptured_nodes
@@ -98,10 +99,11 @@ from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys
 from natlens.journeys.clocks import ClockChain, clock_chain
 from natlens.journeys.evidence import lossy_captures
+from natlens.netfilter import NodeRules
 from natlens.netfilter.conntrack import parse_conntrack
 from natlens.vocab import YES
 
-__all__ = ["LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "analyze"]
+__all__ = ["FAILURE_COLUMNS", "LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "analyze"]
 
 
 def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
@@ -126,6 +128,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                 + snat_notes)
     uncaptured = uncaptured_nodes(bundle, inventory.nodes["name"].tolist())
     mechs = mechanisms(service, records, bundle, inventory) if not service.empty else []
+    journeys, service = _with_failures(journeys, service, records, inventory, bundle, dropped)
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
                             dominant_problem(problems, service), uncaptured, mechs) if not service.empty
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
@@ -149,6 +152,22 @@ def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: s
     journeys, records, _ = build_journeys(caps.connections, inventory, caps.ifnames, offsets=clocks.offsets,
                                           conntrack=_conntrack_tables(bundle), dropped=dropped)
     return journeys, records, clocks
+
+
+def _with_failures(journeys: pd.DataFrame, service: pd.DataFrame, records: pd.DataFrame, inventory: Inventory,
+                   bundle: Bundle, dropped: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both journey tables with why each failed one failed and where (findings.failures)."""
+    cache: dict[str, NodeRules | None] = {}
+
+    def rules_of(node: str) -> NodeRules | None:
+        if node not in cache:
+            cache[node] = node_rules(bundle, node)[0]
+        return cache[node]
+
+    lossy = frozenset(lossy_captures(records, dropped, by="journey")) if len(records) else frozenset()
+    why = explain_failures(journeys, records, Context(inventory, rules_of, lossy))
+    journeys = pd.concat([journeys, why], axis=1)
+    return journeys, journeys.loc[service.index]
 
 
 def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.DataFrame, list[str]]:

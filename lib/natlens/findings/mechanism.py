@@ -95,7 +95,7 @@ def _one(svc: str, node: str, key, mine: pd.DataFrame, records: pd.DataFrame | N
     vip, port, proto = str(key["vip"]), int(key["vport"]), str(key["proto"])
     ingress = ingress_mode(inventory, vip, port, proto)
     looped, nodes = looped_endpoints(mine, records, inventory)
-    rules, files, why = _node_rules(bundle, node)
+    rules, files, why = node_rules(bundle, node)
     if rules is None:
         none = Fact(UNKNOWN, why)
         return Mechanism(svc, node, none, ingress, none, none, looped, nodes, files)
@@ -111,7 +111,7 @@ def _one(svc: str, node: str, key, mine: pd.DataFrame, records: pd.DataFrame | N
                      looped, nodes, files, back)
 
 
-def _node_rules(bundle: Bundle | None, node: str) -> tuple[NodeRules | None, list[str], str]:
+def node_rules(bundle: Bundle | None, node: str) -> tuple[NodeRules | None, list[str], str]:
     """The node's netfilter model and its dump files, or None and why not."""
     if bundle is None:
         return None, [], "no bundle"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from natlens.findings import failure_words
 from natlens.vocab import RESET, SUMMARY_SCHEMA, TIMED_OUT, TRISTATE, UNKNOWN, is_failed
 
 LATENCY_FIELDS = (("handshake", "handshake_ms"), ("connect", "connect_ms"), ("first_byte", "first_byte_ms"))
@@ -41,6 +42,7 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
         "verdict": dict(verdict),
         "problems": [] if problems is None else [plain(row) for row in problems.to_dict("records")],
         "rules": list(rules or []),
+        "failures": failure_words.summary(journeys),
     }
 
 

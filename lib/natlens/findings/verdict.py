@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from natlens.findings import wording
+from natlens.findings import failure_words, wording
 from natlens.findings.mechanism import Mechanism
 from natlens.findings.quality import blind_spots, unknown_outcomes
 from natlens.inventory import Inventory
@@ -143,9 +143,11 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
     lb, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
     _, failed, unknown = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     if lb_failed:
-        head = (f"{lb_failed} of {failed} failed connections (of {total}) were load-balancer loopbacks: "
-                f"{worst['loopback']} of {worst['connections']} connections from {worst['source_node']} to "
-                f"the {svc} were sent back to their own node")
+        why = failure_words.tally(journeys)
+        head = (f"{failed} of {total} connections failed: {why}. " if why else
+                f"{lb_failed} of {failed} failed connections (of {total}) were load-balancer loopbacks: ")
+        head += (f"{worst['loopback']} of {worst['connections']} connections from {worst['source_node']} to "
+                 f"the {svc} were sent back to their own node")
         failed_unchecked = int((is_failed(journeys["outcome"]) & (journeys["loopback"] == UNKNOWN)).sum())
         if failed_unchecked:
             head += (f"; whether the other {plural(failed_unchecked, 'failed connection')} "
@@ -188,13 +190,13 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
         root += " Loopbacks were also seen for: " + "; ".join(
             f"{_svc_name(o.service, names)} from {o.source_node}: {o.loopback} of {o.connections} "
             f"({o.loopback_failed} failed)" for o in others.itertuples()) + "."
-    root += _other_failures(journeys)
+    root += failure_words.sentences(journeys) if "failure" in journeys else _other_failures(journeys)
     root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for", set(_dnated(journeys)))
     if pol == "Cluster" and (m is None or m.vip.value != "none"):
         root += (" The policy on record is Cluster, yet connections looped back: check whether "
                  f"{wording.masquerade_rules(m)} for this VIP are in effect (see rule_trace).")
     return {"loopback_detected": True, "headline": headline, "root_cause": root,
-            "remediation": wording.remediation(m, pol)}
+            "remediation": wording.remediation(m, pol) + failure_words.remedies(journeys, loopback_fixes=True)}
 
 
 def _other_failures(journeys: pd.DataFrame) -> str:
@@ -221,10 +223,13 @@ def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict
     total, failed, unk_outcome = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     unknown = int((journeys["loopback"] == UNKNOWN).sum())
     if failed:
-        headline = f"{failed} of {total} connections failed; none was a load-balancer loopback"
+        why = failure_words.tally(journeys)
+        headline = (f"{failed} of {total} connections failed" + (f": {why}" if why else "")
+                    + "; none was a load-balancer loopback")
         if unknown:
             headline += f" ({unknown} could not be checked: captures from their backend node are missing)"
-        root = ("The failures are not the loopback pattern; look at the failed journeys' hops "
+        root = ("The failures are not the loopback pattern." + failure_words.sentences(journeys)
+                if why else "The failures are not the loopback pattern; look at the failed journeys' hops "
                 "(journey_hops) for where the SYN or SYN-ACK was lost.")
     elif unk_outcome:
         est = int((journeys["established"]).sum())
@@ -245,7 +250,8 @@ def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict
     root += _snat_sentences(snat, names, dnated=set(dnated))
     if unknown and not failed:
         root += f" {unknown} journeys' load-balancer pick is not visible in the captures."
-    return {"loopback_detected": False, "headline": headline, "root_cause": root, "remediation": []}
+    return {"loopback_detected": False, "headline": headline, "root_cause": root,
+            "remediation": failure_words.remedies(journeys, loopback_fixes=False) if failed else []}
 
 
 def no_journeys_verdict(inputs: list[dict], conns: pd.DataFrame, vips: set) -> dict:

@@ -91,6 +91,17 @@ def read_ip_addr(text: str, path: str = "<ip-addr>") -> list[Address]:
     return out
 
 
+def read_ip_links(text: str, path: str = "<ip-addr>") -> dict[int, str]:
+    """Interface index -> name for every link of an ``ip addr`` dump (JSON or text), also
+    those without an address (a pod's veth): an ``any`` capture names its packets'
+    interfaces by index, and a veth is where a packet entered or left a pod."""
+    if text.lstrip().startswith(("[", "{")):
+        read_ip_addr(text, path)  # the same checks, the same one-line error
+        return {link["ifindex"]: link.get("ifname", "?") for link in json.loads(text)
+                if type(link.get("ifindex")) is int}
+    return {int(h.group(1)): h.group(2) for h in map(_HDR.match, text.splitlines()) if h}
+
+
 def _ip_addr_json(doc, path: str) -> list[Address]:
     if not isinstance(doc, list):
         raise NatlensError(f"expected a list of interfaces (ip -j addr), got {type(doc).__name__}",
@@ -165,6 +176,35 @@ def parse_ip_route(text: str, path: str = "<ip-route>") -> list[Route]:
     return out
 
 
+REJECT_ROUTES = ("blackhole", "unreachable", "prohibit")
+
+
+def parse_reject_routes(text: str, path: str = "<ip-route>") -> list[tuple[int, int, str, int]]:
+    """The routes that drop what they match (``blackhole``, ``unreachable``, ``prohibit``) ->
+    [(network, plen, type, ip version)]: a packet whose longest match is one of them never
+    leaves the node, whatever the rules say."""
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NatlensError(f"bad JSON: {exc.msg}", path=path, where=str(exc.lineno)) from None
+        lines = [f"{r.get('type', '')} {r.get('dst', '')}" for r in data if isinstance(r, dict)]
+    else:
+        lines = text.splitlines()
+    out = []
+    for line in lines:
+        toks = line.split()
+        if len(toks) < 2 or toks[0] not in REJECT_ROUTES:
+            continue
+        dest = "0.0.0.0/0" if toks[1] == "default" else toks[1]
+        try:
+            net = ipaddress.ip_network(dest, strict=False)
+        except ValueError:
+            continue  # parse_ip_route names bad destinations of the same dump
+        out.append((int(net.network_address), net.prefixlen, toks[0], net.version))
+    return out
+
+
 class NodeRules:
     """Everything netfilter-related known about one node; ``explain`` walks a packet."""
 
@@ -176,6 +216,7 @@ class NodeRules:
                  nft: NftRuleset | None = None):
         self.name = name
         self.routes = routes or []
+        self.reject_routes: list[tuple[int, int, str, int]] = []  # parse_reject_routes
         self.iptables_known = ruleset is not None  # an iptables-save dump was given
         self.ruleset = ruleset if ruleset is not None else Ruleset(path="(no iptables-save)")
         self.rules6 = rules6  # ip6tables-save; None (and no nft dump): IPv6 packets are undecided
@@ -376,6 +417,20 @@ class NodeRules:
                     best, best_len = iface, plen
         return best or self.uplink(fam)
 
+    def route_drop(self, dst: str) -> str | None:
+        """The route that drops packets to dst ("blackhole 198.19.0.10/32") when it is the
+        longest match of the node's routes, else None (also when no route dump was given)."""
+        ip = ipaddress.ip_address(dst)
+        fam, addr = ip.version, int(ip)
+        best = max((plen for net, plen, _, v in self.routes if v == fam and (addr & _mask(plen, fam)) == net),
+                   default=-1)
+        drops = [(plen, kind, net) for net, plen, kind, v in self.reject_routes
+                 if v == fam and (addr & _mask(plen, fam)) == net and plen > best]
+        if not drops:
+            return None
+        plen, kind, net = max(drops)
+        return f"{kind} {ipaddress.ip_address(net) if fam == 4 else ipaddress.IPv6Address(net)}/{plen}"
+
     def uplink(self, fam: int = 4) -> str | None:
         """Without routes: the one interface that looks like the node's uplink, if exactly one.
 
@@ -516,8 +571,11 @@ def load_files(iptables: str | list[str] | None, ipset: str | None = None, ipvs:
     sets = parse_ipset(_read(FsPath(ipset)), str(ipset)) if ipset else None
     vss = parse_ipvsadm(_read(FsPath(ipvs)), str(ipvs)) if ipvs else None
     addrs = parse_ip_addr(_read(FsPath(ip_addr)), str(ip_addr)) if ip_addr else None
-    routes = parse_ip_route(_read(FsPath(ip_route)), str(ip_route)) if ip_route else None
+    route_text = _read(FsPath(ip_route)) if ip_route else None
+    routes = parse_ip_route(route_text, str(ip_route)) if route_text is not None else None
     node = NodeRules(rs, sets, vss, addrs, local_ips, name=name, routes=routes, rules6=rs6, nft=nrs)
+    if route_text is not None:
+        node.reject_routes = parse_reject_routes(route_text, str(ip_route))
     node.check()
     return node
 
