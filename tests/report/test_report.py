@@ -21,8 +21,8 @@ from natlens.report.anonymize import Anonymizer
 from natlens.report.execute import check_completed
 from natlens.report.render import external_references
 
-SECTIONS = ["Executive summary", "Evidence quality", "Timeline", "SNAT per Service and node", "Rule trace",
-            "Loopback evidence", "One journey, hop by hop", "Latency", "Slow and lossy paths", "Remediation",
+SECTIONS = ["Executive summary", "Evidence quality", "Timeline", "Why each connection failed",
+            "SNAT per Service and node", "Rule trace", "Loopback evidence", "One journey, hop by hop", "Latency", "Slow and lossy paths", "Remediation",
             "Appendix",
             "Inputs", "What was inferred", "Parameters", "Tool versions"]
 

@@ -147,7 +147,7 @@ def _remedy(mech: str, f: pd.Series, loopback_fixes: bool) -> str:
             "ClusterIP from inside the cluster), so that the node the load balancer picks answers through "
             "its own reverse NAT."))
     if mech == DROPPED_BY_RULE:
-        endpoints = "no endpoints" in ev or "no-endpoint" in ev
+        endpoints = "a Service that has no endpoints" in ev
         return (f"For the connections dropped by a node's rules ({at}): " + (
             "kube-proxy rejects a Service without ready endpoints: check its EndpointSlices and the pods' "
             "readiness." if endpoints else "find who wrote that rule (see the evidence) and why it drops "

@@ -113,7 +113,7 @@ def explain_failures(journeys: pd.DataFrame, records: pd.DataFrame | None, ctx: 
         r = groups.get(j["journey"], empty)
         f = classify_failure(j, r, ctx)
         out.loc[idx] = [f.mechanism, f.evidence, f.at, journey_path(j, r, ctx.inventory)]
-    return out
+    return out.astype(object).where(out.notna(), None)
 
 
 def classify_failure(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure:
@@ -377,7 +377,8 @@ def _dropped(v: Verdict, node: str, row, iface: str | None) -> tuple[str | None,
     asked = f"{node}'s rules, asked about {_tuple(row)} in via {iface or 'its interface'}"
     if v.paths and all(p.outcome == "dropped" for p in v.paths):
         rule = _drop_rule(v.trace)
-        return rule, f"{asked}: dropped by {rule}", row.hop
+        why = " (kube-proxy's reject of a Service that has no endpoints)" if no_endpoints_rule(rule) else ""
+        return rule, f"{asked}: dropped by {rule}{why}", row.hop
     if v.undecided:
         return None, f"{asked}: undecided ({v.undecided[0]})", row.hop
     return None, f"{asked}: {v.verdict} (no rule drops it)", row.hop
@@ -388,6 +389,14 @@ def _drop_rule(trace: list[str]) -> str:
     words = ("DROP", "REJECT", "drop", "reject", "dropped")
     hits = [t.strip() for t in trace if any(w in t for w in words) and "no match" not in t]
     return hits[-1] if hits else "the rules (see the trace)"
+
+
+def no_endpoints_rule(rule: str) -> bool:
+    """Whether a dropping rule is kube-proxy's for a Service without endpoints: its only REJECTs
+    (filter KUBE-SERVICES / KUBE-EXTERNAL-SERVICES, "has no endpoints") and nftables mode's
+    no-endpoint maps."""
+    return ("no endpoints" in rule or "no-endpoint" in rule
+            or ("REJECT" in rule and ("KUBE-EXTERNAL-SERVICES" in rule or "KUBE-SERVICES" in rule)))
 
 
 def _fatal(icmp_type, icmp_code, v6: bool) -> bool:

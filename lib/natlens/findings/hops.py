@@ -23,6 +23,7 @@ import heapq
 import numpy as np
 import pandas as pd
 
+from natlens.findings.failures import icmp_words
 from natlens.inventory import Inventory
 from natlens.vocab import ACK, FIN, RST, SYN, SYN_ACK, flag_text
 
@@ -54,7 +55,22 @@ def journey_hops(journey: pd.Series, records: pd.DataFrame, packets: dict[str, p
     h["flags"] = [flag_text(f) for f in h["tcp_flags"].fillna(-1).astype(int)]
     h["note"] = [hop_note(pk, journey, inventory) + late for pk, late in
                  zip(h.itertuples(), out_of_time_notes(h), strict=True)]
+    if isinstance(journey.get("failure"), str):
+        h["note"] = h["note"] + last_sightings(h)
     return h[HOP_COLUMNS].reset_index(drop=True)
+
+
+def last_sightings(h: pd.DataFrame) -> pd.Series:
+    """For a failed journey, where each packet of its handshake was seen last: the last row of
+    the client's SYN and of the SYN-ACK say so ("" elsewhere)."""
+    flags = h["tcp_flags"].fillna(-1).astype(int)
+    tcp = flags >= 0
+    out = pd.Series("", index=h.index, dtype=object)
+    for mask, what in ((tcp & (flags & SYN != 0) & (flags & ACK == 0), "SYN"),
+                       (tcp & (flags & SYN_ACK == SYN_ACK), "SYN-ACK")):
+        if mask.any():
+            out.loc[h.index[mask][-1]] = f"; the {what}'s last capture point"
+    return out
 
 
 def causal_edges(h: pd.DataFrame) -> list[tuple[int, int]]:
@@ -141,6 +157,8 @@ def out_of_time_notes(h: pd.DataFrame) -> list[str]:
 def hop_note(pk, jr: pd.Series, inventory: Inventory) -> str:
     """What one packet of a journey is, in a network engineer's words."""
     flags = -1 if pd.isna(pk.tcp_flags) else int(pk.tcp_flags)
+    if flags < 0 and not pd.isna(getattr(pk, "icmp_type", None)):
+        return _icmp_note(pk)
     src, dst = f"{pk.src}:{pk.sport}", f"{pk.dst}:{pk.dport}"
     client = pk.src == jr["client_h"] and pk.sport == jr["client_p"]
     who = "the client" if client else src
@@ -159,6 +177,16 @@ def hop_note(pk, jr: pd.Series, inventory: Inventory) -> str:
     if pk.payload_len and not pd.isna(pk.payload_len):
         return f"{int(pk.payload_len)} bytes of data from {who}"
     return f"ACK from {who}"
+
+
+def _icmp_note(pk) -> str:
+    """An ICMP error about one of the journey's packets: what it says and whose packet it quotes."""
+    code = -1 if pd.isna(pk.icmp_code) else int(pk.icmp_code)
+    words = icmp_words(int(pk.icmp_type), code, ":" in str(pk.src))
+    quoted = getattr(pk, "icmp_orig_src", None)
+    about = (f" about {quoted}:{int(pk.icmp_orig_sport)} -> {pk.icmp_orig_dst}:{int(pk.icmp_orig_dport)}"
+             if isinstance(quoted, str) and not pd.isna(getattr(pk, "icmp_orig_sport", None)) else "")
+    return f"ICMP {words} from {pk.src} to {pk.dst}{about}"
 
 
 def _vip(jr: pd.Series) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from natlens.errors import NatlensError
+from natlens.findings import failure_words
 from natlens.report.data import ReportData
 from natlens.vocab import NO, UNKNOWN, YES
 
@@ -74,6 +75,16 @@ def hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:
     df = df.drop(columns="ts_ns")
     df["ts"] = _utc_col(df["ts"], digits=6)
     return df
+
+
+def failures(d: ReportData) -> pd.DataFrame:
+    """Failed connections per mechanism (findings.failures), most first: what it means, how
+    many, which journeys."""
+    f = d.summary.get("failures") or {}
+    rows = [{"failure": m, "connections": k, "meaning": failure_words.MEANING.get(m, ""),
+             "journeys": ", ".join(f["journeys"][m][:6]) + (", ..." if len(f["journeys"][m]) > 6 else "")}
+            for m, k in (f.get("by_mechanism") or {}).items()]
+    return pd.DataFrame(rows, columns=["failure", "connections", "meaning", "journeys"])
 
 
 def latency(d: ReportData) -> pd.DataFrame:

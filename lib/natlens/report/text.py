@@ -13,7 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from natlens.findings import failure_words
 from natlens.report.data import ReportData
+from natlens.report.display import table_html
+from natlens.report.tables import hops
 from natlens.vocab import NO, UNKNOWN, YES
 
 
@@ -132,6 +135,10 @@ def executive_summary(d: ReportData) -> Html:
         f"{n(c['timeouts'])} timed out and {n(c['resets'])} were reset."
         + (f" The outcome of <strong>{n(c['unknown'])}</strong> is unknown: the captures do not show "
            "how they ended." if c.get("unknown") else ""))
+    why = ", ".join(f"{n(k)} {failure_words.NAMES[m][0 if k == 1 else 1]}"
+                    for m, k in (s.get("failures") or {}).get("by_mechanism", {}).items() if m in failure_words.NAMES)
+    if why:
+        items.append(f"Why they failed: {esc(why)} (see Why each connection failed).")
     hits = lb["hits"]
     if hits:
         by_node = ", ".join(f"{esc(k)}: {n(v)}" for k, v in sorted(lb["by_node"].items()))
@@ -397,6 +404,43 @@ def worked_journey(d: ReportData) -> Html:
     if jid is None:
         return Html("<p>There is no loopback journey to walk through.</p>")
     return Html(f"<p>Journey <code>{esc(jid)}</code>, hop by hop, in capture time (UTC):</p>")
+
+
+def failures_intro(d: ReportData) -> Html:
+    """How many connections failed and how each mechanism is decided, before the table."""
+    f = d.summary.get("failures") or {}
+    if not f.get("failed"):
+        return Html("<p>No connection failed in these captures.</p>")
+    unexplained = (f" natlens cannot tell the cause of {n(f['unexplained'])} of them; the table's last rows and "
+                   "each journey below say why." if f.get("unexplained") else
+                   " Every failed connection has a cause the captures show.")
+    return Html(f"<p>{n(f['failed'])} of {n(d.summary['connections']['total'])} connections failed. Each is "
+                "given one cause, from its packets at every capture point: the first of these that they show "
+                "(load-balancer loopback, dropped by a node's rules, an ICMP error, refused by the server, an "
+                "answer from the wrong source, reset by the client, an answer lost on the way back, never "
+                f"answered).{unexplained}</p>")
+
+
+def failure_journeys(d: ReportData) -> Html:
+    """One worked journey per failure mechanism: where it died, its path and why, then its hops."""
+    f = d.summary.get("failures") or {}
+    parts = []
+    rows = d.journeys.set_index("journey") if "failure" in d.journeys else None
+    for mech, ids in (f.get("journeys") or {}).items():
+        if rows is None or not ids or ids[0] not in rows.index:
+            continue
+        j = rows.loc[ids[0]]
+        name = failure_words.NAMES.get(mech, (mech, mech))[1]
+        parts.append(f"<h4>{esc(name[0].upper() + name[1:])} (<code>{esc(mech)}</code>): journey "
+                     f"<code>{esc(ids[0])}</code>"
+                     f"{f' (and {len(ids) - 1} more)' if len(ids) > 1 else ''}</h4>"
+                     f"<p><b>Where it died:</b> {esc(j['failure_at'])}</p>"
+                     f"<p><b>Why:</b> {esc(j['failure_evidence'])}</p>"
+                     f"<p><b>Path:</b></p>{trace_pre(str(j['failure_path']).split(' | '))}"
+                     + table_html(hops(d, ids[0]), max_rows=40))
+    if not parts:
+        return Html("<p>There is no failed connection to walk through.</p>")
+    return Html("".join(parts))
 
 
 def netfilter_trace(d: ReportData, node: str = "", src: str = "", dst: str = "", dport: int = 0,
