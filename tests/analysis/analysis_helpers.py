@@ -68,3 +68,25 @@ def netns_unavailable_reason(*tools: str) -> str | None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.netns_unavailable_reason(*tools)
+
+
+def expected_failure(t) -> str | None:
+    """The failure mechanism a lab connection's ground truth says (ground-truth/connections.jsonl):
+    its ``failure`` where the lab wrote one, else from its loopback and asymmetric facts (older
+    samples); None for a connection that connected."""
+    get = t.get if isinstance(t, dict) else (lambda k, default=None: getattr(t, k, default))
+    if get("outcome") == "connected":
+        return None
+    said = get("failure")
+    if isinstance(said, str):
+        return said
+    if _true(get("loopback")):
+        return "loopback"
+    if _true(get("asymmetric")):
+        return "wrong-source-reply"
+    return "unknown"
+
+
+def _true(v) -> bool:
+    """A ground-truth flag that is set (True), not False, None or a missing NaN."""
+    return v is not None and v == v and bool(v)

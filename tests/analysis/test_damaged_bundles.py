@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from analysis_helpers import samples_dir
+from analysis_helpers import expected_failure, samples_dir
 
 from natlens.capture import read_capture
 from natlens.findings import analyze
@@ -47,9 +47,10 @@ from natlens.lab.damage import (
 )
 from natlens.nodefiles import find_node_files
 
-SAMPLES = ["loopback-local", "cluster-ok", "mixed"]
+SAMPLES = ["loopback-local", "cluster-ok", "mixed", "nftables-local"]
 SEED = 20240501
 CONNECT_TOLERANCE_MS = 1.0
+RETRY_GAP_NS = 500_000_000  # a client SYN this long after its first is a retransmission (Linux: 1 s)
 NOTHING_FAILED = [re.compile(p, re.I) for p in (
     r"none of them failed", r"none failed", r"\bAll \d+ connections were established", r"No failure")]
 
@@ -176,9 +177,19 @@ def check_journeys(a, truth: pd.DataFrame, syns: dict[tuple, list[str]]) -> list
         for j in js.itertuples():
             found = (check_outcome(j, t) + check_yes_no(j, t, "loopback")
                      + check_yes_no(j, t, "snat") + check_lb_backend(j, t) + check_connect_ms(j, t)
-                     + check_connect_given(a, j, t))
+                     + check_connect_given(a, j, t) + check_failure(j, t))
             problems += [f"{j.journey} ({conn_name(t)}): {p}" for p in found]
     return problems
+
+
+def check_failure(j, t) -> list[str]:
+    """A failed journey's mechanism is the ground truth's, or unknown (with its reason)."""
+    if not isinstance(j.failure, str):
+        return []
+    want = expected_failure(t)
+    if j.failure == want or (j.failure == "unknown" and j.failure_evidence):
+        return []
+    return [f"failure: natlens says {j.failure!r} ({j.failure_evidence}), ground truth {want!r}"]
 
 
 def check_connect_given(a, j, t) -> list[str]:
@@ -260,7 +271,10 @@ def check_causality(a, journey: str, client: tuple[str, int]) -> list[str]:
     on_fwd = pd.Series([k in fwd for k in zip(h["src"], h["sport"], h["dst"], h["dport"],
                                              strict=True)], index=h.index, dtype=bool)
     answer = on_fwd & ~h["flags"].str.contains("S") & h["flags"].str.contains("A|R")
-    synack = h["flags"] == "SA"
+    # the first attempt's SYN-ACKs only: a retransmitted SYN may take another way (another
+    # endpoint), and its SYN-ACK comes after the client's answer to the first one
+    retry = h.loc[mine & (h["ts_ns"] > first_syn + RETRY_GAP_NS), "ts_ns"]
+    synack = (h["flags"] == "SA") & (h["ts_ns"] < (retry.min() if len(retry) else float("inf")))
     if answer.any() and synack.any():
         first = next(h[answer].sort_values("ts_ns").itertuples())
         for cap, ts in h[synack].groupby("capture")["ts_ns"].min().items():

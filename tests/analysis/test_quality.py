@@ -129,7 +129,8 @@ def test_no_failure_with_unknown_outcomes_is_not_all_established():
     v = make_verdict(j, snat_row(loopback=0), quality=[])
     assert v["headline"] == ("1 of 2 connections were established and the outcome of 1 is unknown; no "
                              "load-balancer loopback seen")
-    assert v["root_cause"].startswith("No failure is seen, but the captures do not show how 1 connection ended")
+    assert v["root_cause"].startswith("The captures do not show how 1 connection ended: it may have failed; none "
+                                      "of the other 1 did.")
     assert v["evidence"] == "The outcome of 1 of 2 connections is unknown: no capture point shows how they ended."
 
 

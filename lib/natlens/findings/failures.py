@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.errors import NatlensError
-from natlens.inventory import UPLINK, Inventory
+from natlens.inventory import BRIDGE, UPLINK, Inventory
 from natlens.netfilter import NodeRules, Verdict
 from natlens.vocab import (
     DROPPED_BY_RULE,
@@ -140,13 +140,32 @@ def sightings(records: pd.DataFrame, journeys: pd.DataFrame) -> pd.DataFrame:
     r["t_syn"] = r["syn_ts"].astype(float) + shift
     r["t_synack"] = r["synack_ts"].astype(float) + shift
     r["hop"] = hop_labels(r)
-    own = journeys.set_index("journey")["client_uid"]
-    where = r.set_index("uid")[["capture", "iface"]]
-    mine = own.map(lambda u: tuple(where.loc[u]) if isinstance(u, str) and u in where.index else None)
-    key = r["journey"].map(mine)
-    r["near"] = [k is not None and (c, i) == k for k, c, i in zip(key, r["capture"], r["iface"], strict=True)]
+    key = r["journey"].map(client_side(r, journeys))
+    r["near"] = [isinstance(k, tuple) and (c, i) == k for k, c, i in zip(key, r["capture"], r["iface"], strict=True)]
     r["letters"] = r["history"].fillna("").astype(str)
     return r.sort_values(["journey", "ts_corr"], kind="stable")
+
+
+def client_side(r: pd.DataFrame, journeys: pd.DataFrame) -> pd.Series:
+    """Per journey, the (capture, interface) nearest the client that carries its packets to the
+    address it called, before any NAT: the pod's veth, else the node's bridge, else its NIC;
+    else the capture point of the client's own record.
+
+    Why: an answer "reached the client" where it is seen there; a capture that started late
+    leaves the client's own record on the NIC, while its veth still shows later packets."""
+    j = journeys.set_index("journey")
+    called = r.join(j[["client_h", "client_p", "client_node", "vip", "vport"]], on="journey")
+    pre = called[(called["node"] == called["client_node"]) & (called["orig_h"] == called["client_h"])
+                 & (called["orig_p"] == called["client_p"]) & (called["resp_h"] == called["vip"])
+                 & (called["resp_p"] == called["vport"])]
+    point = pre["point"].where(pre["point"].notna(), "").astype(str)
+    rank = np.select([point == "", point.str.match(UPLINK), point.str.match(BRIDGE)], [3, 2, 1], 0)
+    best = pre.assign(_rank=rank).sort_values(["_rank", "ts_corr"]).drop_duplicates("journey")
+    side = pd.Series([(c, i) for c, i in zip(best["capture"], best["iface"], strict=True)],
+                     index=best["journey"].to_numpy(), dtype=object)
+    where = r.set_index("uid")[["capture", "iface"]]
+    own = j["client_uid"].map(lambda u: tuple(where.loc[u]) if isinstance(u, str) and u in where.index else None)
+    return side.reindex(j.index).where(lambda x: x.notna(), own)
 
 
 def hop_labels(r: pd.DataFrame) -> pd.Series:

@@ -235,7 +235,9 @@ def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict
         est = int((journeys["established"]).sum())
         headline = (f"{est} of {total} connections were established and the outcome of {unk_outcome} is "
                     "unknown; no load-balancer loopback seen")
-        root = f"No failure is seen, but the captures do not show how {plural(unk_outcome, 'connection')} ended."
+        root = (f"The captures do not show how {plural(unk_outcome, 'connection')} ended: "
+                f"{'it' if unk_outcome == 1 else 'they'} may have failed; none of the other "
+                f"{total - unk_outcome} did.")
     else:
         headline = f"All {total} connections were established; no load-balancer loopback seen"
         root = "No failure in the captures."

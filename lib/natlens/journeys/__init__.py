@@ -169,7 +169,8 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     if conntrack:
         snat, fixes = snat_from_conntrack(snat, cl, conntrack)
     host, snat = host_network_and_snat(r, cl, inventory, snat, fixes, captured)
-    backend = classify_lb_backend(r, cl, node_dnat)
+    uncaptured = frozenset(inventory.nodes["name"].dropna().astype(str)) - set(conns["node"].dropna().astype(str))
+    backend = classify_lb_backend(r, cl, node_dnat, uncaptured)
     decisions = {"snat": snat, "host_network": host, "node_dnat": node_dnat, "lb_backend": backend,
                  "loopback": classify_loopback(r, cl, backend, lossy, node_dnat),
                  "outcome": classify_outcome(r, cl, clients.record)}

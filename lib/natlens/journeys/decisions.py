@@ -241,7 +241,8 @@ def _nic_watched(r: pd.DataFrame, lossy: set[str]) -> pd.Series:
     return pd.Series(r.index.isin(ok), index=r.index)
 
 
-def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision | None = None) -> Decision:
+def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision | None = None,
+                        uncaptured: frozenset[str] = frozenset()) -> Decision:
     """The node the load balancer sent the connection to (None: not in the captures, or never
     sent: the client's node DNATed the VIP itself, ``node_dnat`` yes).
 
@@ -251,6 +252,10 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision |
     another node's endpoint); the client's own address kept means no node forwarded it, so
     the endpoint's node got it. A source that is the client node's IP, with the endpoint on
     another node, fits both (the LB's pick forwarded it, or sent it there) and decides nothing.
+    The client's own address kept decides only while every other node is captured
+    (``uncaptured``: the nodes no capture covers): kube-proxy's iptables and nftables modes
+    forward a pod's SYN to another node's endpoint without SNAT, and an uncaptured node may
+    have done so.
     """
     post = ~r["pre_lb"] & r["resp_node"].notna() & (
         (r["resp_h"] != r["j_client_h"]) | (r["resp_p"] != r["j_client_p"]))
@@ -258,6 +263,9 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision |
     ep = post & ~r["resp_is_node"]
     forwarded = ep & r["orig_ip_of_node"].notna() & (r["orig_h"] != r["j_client_node_ip"])
     direct = ep & ((r["orig_h"] == r["j_client_h"]) | (r["resp_node"] == r["j_client_node"]))
+    blind = r["resp_node"].map(lambda n: bool(set(uncaptured) - {n})).astype(bool)
+    unseen = direct & blind
+    direct &= ~blind
     rules = ((to_node, r["resp_node"], " (after the LB's DNAT to a node)"),
              (forwarded, r["orig_ip_of_node"], " (DNAT to an endpoint, SNATed by the node that got it from the LB)"),
              (direct, r["resp_node"], " (DNAT to an endpoint, no node forwarded it: the endpoint's node got it)"))
@@ -266,6 +274,11 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision |
     for mask, node, why in reversed(rules):  # the first rule wins
         picked = first_per_journey(r.loc[mask, ["jn", "_t"]].assign(_node=node[mask], _ev=r["hop"][mask] + why))
         value.loc[picked.index], evidence.loc[picked.index] = picked["_node"], picked["_ev"]
+    maybe = _first_evidence(r, unseen, r["hop"] + (" (DNAT to an endpoint from the client's own address: the "
+                                                   "endpoint's node got it, or a node no capture covers ("
+                                                   + ", ".join(sorted(uncaptured)) + ") forwarded it without SNAT)"))
+    maybe = maybe.reindex(cl.index[value.isna() & evidence.isna()]).dropna()
+    evidence.loc[maybe.index] = maybe
     if node_dnat is not None:
         mine = node_dnat.value == YES
         value.loc[mine] = None
@@ -308,6 +321,8 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision,
     evidence.loc[back] = (
         "a copy of the SYN came back to the client's node addressed elsewhere than the VIP, but "
         "natlens cannot tell whether to this node's NodePort (its addresses are not known)")
+    unsure = (value == UNKNOWN) & backend.value.isna() & backend.evidence.notna()
+    evidence.loc[unsure] = "where the load balancer sent it is not known: " + backend.evidence[unsure].astype(str)
     nowhere = (value == UNKNOWN) & node.isna()
     evidence.loc[nowhere] = (
         "the client's node is not known: " + cl.loc[nowhere, "client_h"].astype(str) + " is in no "

@@ -218,7 +218,7 @@ def _impact(s: dict[str, Any]) -> str:
         return "No connections were found in the captures, so no impact can be measured."
     unknown = c.get("unknown", 0)
     if not failed and unknown:
-        return (f"No failure is seen, but the outcome of {n(unknown)} of {n(total)} connections is unknown: "
+        return (f"The outcome of {n(unknown)} of {n(total)} connections is unknown (they may have failed): "
                 "the impact cannot be measured from these captures.")
     if not failed:
         return f"None of the {n(total)} connections failed."
