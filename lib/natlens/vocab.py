@@ -51,6 +51,33 @@ NO_REPLY: Final = "no-reply"  # no capture point saw an answer to the SYN
 FAILURES: Final = (LOOPBACK, DROPPED_BY_RULE, UNREACHABLE, REFUSED, WRONG_SOURCE_REPLY, RESET_BY_CLIENT,
                    REPLY_LOST, NO_REPLY, UNKNOWN)
 
+# --- ICMP errors that end a TCP connect: IPv4 destination unreachable (not "fragmentation
+# needed", code 4, which only lowers the path MTU) and time exceeded; ICMPv6 destination
+# unreachable and time exceeded (Linux's tcp_v4_err / tcp_v6_err abort a SYN-SENT socket)
+ICMP_ENDS_CONNECT: Final = {4: frozenset({3, 11}), 6: frozenset({1, 3})}
+
+
+def icmp_ends_connect(icmp_type, icmp_code, v6: bool) -> bool:
+    """Whether an ICMP error of this type and code, about a SYN, ends the client's connect."""
+    if icmp_type is None or icmp_type != icmp_type:  # None or NaN: no ICMP
+        return False
+    t, c = int(icmp_type), -1 if icmp_code is None or icmp_code != icmp_code else int(icmp_code)
+    return t in ICMP_ENDS_CONNECT[6 if v6 else 4] and not (not v6 and t == 3 and c == 4)
+
+
+ICMP_WORDS = {(3, 0): "network unreachable", (3, 1): "host unreachable", (3, 2): "protocol unreachable",
+               (3, 3): "port unreachable", (3, 9): "network prohibited", (3, 10): "host prohibited",
+               (3, 13): "administratively prohibited", (11, 0): "TTL exceeded in transit",
+               (11, 1): "fragment reassembly time exceeded"}
+ICMP6_WORDS = {(1, 0): "no route", (1, 1): "administratively prohibited", (1, 3): "address unreachable",
+                (1, 4): "port unreachable", (3, 0): "hop limit exceeded"}
+
+
+def icmp_words(icmp_type: int, code: int, v6: bool = False) -> str:
+    """"port unreachable", or "type 3 code 7" for codes without a name here."""
+    return (ICMP6_WORDS if v6 else ICMP_WORDS).get((icmp_type, code), f"type {icmp_type} code {code}")
+
+
 # --- Zeek conn_state values that mean the connection was refused or reset -------------
 RESET_STATES: Final = frozenset({"REJ", "RSTR", "RSTRH", "RSTOS0", "RSTO"})
 

@@ -460,3 +460,35 @@ def test_snat_of_a_node_dnated_connection_is_read_after_the_dnat():
     bridge_only = records(*_vip_dnat(0, WEB1)[:2], _nic())  # only the bridge's copy: not evidence
     cl = _dnat_clients(0, 9)
     assert classify_snat(bridge_only, cl, INV, classify_node_dnat(bridge_only, cl)).value[0] == "unknown"
+
+
+# --- ICMP errors about the client's SYN ----------------------------------------------------
+def _with_icmp(row: dict, icmp_type: int, code: int, src: str = "198.18.16.1", quotes: str = "orig") -> dict:
+    return dict(row, icmp_errors=1, icmp_ts=row["_t"] + 1e-4, icmp_type=icmp_type, icmp_code=code,
+                icmp_src=src, icmp_quotes=quotes)
+
+
+def test_an_icmp_port_unreachable_on_the_clients_node_refuses_the_connect():
+    # kube-proxy's reject of a Service without endpoints: one SYN, an ICMP error, silence
+    own = _with_icmp(client_record(capture="any", egress=False, state="S0", history="S", end="timeout",
+                                   established=False, resp_pkts=0), 3, 3)
+    d = outcome(own)
+    assert d.value[0] == "reset"
+    assert d.evidence[0] == ("node-1/any: S0 S, 1 SYN(s), ended timeout; ICMP port unreachable from "
+                             "198.18.16.1 about the client's packet")
+
+
+@pytest.mark.parametrize(("icmp_type", "code", "quotes", "node"), [
+    (3, 4, "orig", "node-1"),   # fragmentation needed: the path MTU, not a refusal
+    (3, 3, "resp", "node-1"),   # about the server's packet, not the client's
+    (3, 3, "orig", "node-2"),   # seen on another node: it may still be lost on its way back
+])
+def test_icmp_that_does_not_reach_or_end_the_connect_decides_nothing(icmp_type, code, quotes, node):
+    own = client_record(capture="any", egress=False, state="S0", history="S", end="timeout", established=False,
+                        resp_pkts=0)
+    far = _with_icmp(client_record(uid="n2/eth0#1", capture="eth0", state="S0", history="S", end="capture-end",
+                                   established=False, resp_pkts=0), icmp_type, code, quotes=quotes)
+    far.update({"node": node, "capture": f"{node}/eth0", "on_client": node == "node-1"})
+    own = dict(own, icmp_errors=0, icmp_ts=float("nan"), icmp_type=None, icmp_code=None, icmp_src=None,
+               icmp_quotes=None)
+    assert outcome(own, placed=[own, far]).value[0] == "timed out"

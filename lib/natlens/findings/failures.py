@@ -62,21 +62,12 @@ from natlens.vocab import (
     UNREACHABLE,
     WRONG_SOURCE_REPLY,
     YES,
+    icmp_ends_connect,
+    icmp_words,
     is_failed,
 )
 
 FAILURE_COLUMNS = ["failure", "failure_evidence", "failure_at", "failure_path"]
-# ICMP errors that end a connect: IPv4 destination unreachable (not "fragmentation needed",
-# code 4, which only lowers the path MTU) and time exceeded; ICMPv6 destination unreachable
-# and time exceeded.
-_ICMP_FATAL = {4: {3, 11}, 6: {1, 3}}
-_ICMP_WORDS = {(3, 0): "network unreachable", (3, 1): "host unreachable", (3, 2): "protocol unreachable",
-               (3, 3): "port unreachable", (3, 9): "network prohibited", (3, 10): "host prohibited",
-               (3, 13): "administratively prohibited", (11, 0): "TTL exceeded in transit",
-               (11, 1): "fragment reassembly time exceeded"}
-_ICMP6_WORDS = {(1, 0): "no route", (1, 1): "administratively prohibited", (1, 3): "address unreachable",
-                (1, 4): "port unreachable", (3, 0): "hop limit exceeded"}
-
 RulesOf = Callable[[str], "NodeRules | None"]
 
 
@@ -221,8 +212,8 @@ def icmp_error(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
     if "icmp_errors" not in r:
         return None
     hit = r[(r["icmp_errors"].fillna(0) > 0) & (r["icmp_quotes"] == "orig")]
-    hit = hit[[_fatal(t, c, ":" in str(s)) for t, c, s in zip(hit["icmp_type"], hit["icmp_code"],
-                                                              hit["icmp_src"], strict=True)]]
+    hit = hit[[icmp_ends_connect(t, c, ":" in str(s)) for t, c, s in zip(hit["icmp_type"], hit["icmp_code"],
+                                                                         hit["icmp_src"], strict=True)]]
     if hit.empty:
         return None
     e = hit.sort_values("icmp_ts").iloc[0]
@@ -418,19 +409,6 @@ def no_endpoints_rule(rule: str) -> bool:
             or ("REJECT" in rule and ("KUBE-EXTERNAL-SERVICES" in rule or "KUBE-SERVICES" in rule)))
 
 
-def _fatal(icmp_type, icmp_code, v6: bool) -> bool:
-    """An ICMP error that ends a connect (module constants)."""
-    if pd.isna(icmp_type):
-        return False
-    t, c = int(icmp_type), int(icmp_code) if not pd.isna(icmp_code) else -1
-    return t in _ICMP_FATAL[6 if v6 else 4] and not (not v6 and t == 3 and c == 4)
-
-
-def icmp_words(icmp_type: int, code: int, v6: bool = False) -> str:
-    """"port unreachable", or "type 3 code 7" for codes without a name here."""
-    return (_ICMP6_WORDS if v6 else _ICMP_WORDS).get((icmp_type, code), f"type {icmp_type} code {code}")
-
-
 # --- the path ----------------------------------------------------------------------------------
 
 def journey_path(j: pd.Series, r: pd.DataFrame, inventory: Inventory) -> str:
@@ -446,6 +424,13 @@ def journey_path(j: pd.Series, r: pd.DataFrame, inventory: Inventory) -> str:
         if len(reached):
             leg += " -> client" + (", which resets it" if _client_reset(reached.iloc[0]) else "")
         parts.append(leg)
+    if "icmp_errors" in r:
+        icmp = r[(r["icmp_errors"].fillna(0) > 0) & (r["icmp_quotes"] == "orig")].sort_values("icmp_ts")
+        if len(icmp):
+            e = icmp.iloc[0]
+            words = icmp_words(int(e["icmp_type"]), int(e["icmp_code"]), ":" in str(e["icmp_src"]))
+            parts.append(f"ICMP {words} from {e['icmp_src']}: " + " -> ".join(dict.fromkeys(icmp["hop"]))
+                         + (" -> client" if icmp["near"].any() else ""))
     rst = r[r["letters"].str.contains("r", regex=False)]
     if len(rst) and not len(ans):
         parts.append(f"RST from {rst.iloc[0].resp_h}:{rst.iloc[0].resp_p}: "

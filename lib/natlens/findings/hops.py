@@ -23,9 +23,8 @@ import heapq
 import numpy as np
 import pandas as pd
 
-from natlens.findings.failures import icmp_words
 from natlens.inventory import Inventory
-from natlens.vocab import ACK, FIN, RST, SYN, SYN_ACK, flag_text
+from natlens.vocab import ACK, FIN, RST, SYN, SYN_ACK, flag_text, icmp_words
 
 HOP_COLUMNS = ["capture", "node", "ts", "ts_ns", "src", "dst", "sport", "dport", "flags", "note"]
 M32 = 0xFFFFFFFF

@@ -21,6 +21,7 @@ import pandas as pd
 from natlens.inventory import BRIDGE, Inventory
 from natlens.journeys.client import first_per_journey
 from natlens.journeys.evidence import (
+    icmp_said,
     missed_syns,
     nearness,
     observations,
@@ -383,7 +384,7 @@ def _said(r: pd.DataFrame) -> pd.Series:
     syns = pd.Series(np.where(r["syn_ts"].notna(), (r["syn_retransmits"].fillna(0) + 1).astype(int).astype(str)
                               + " SYN(s)", "no SYN seen"), index=r.index)
     return (point_label(r) + ": " + r["conn_state"].astype(str) + " " + r["history"].astype(str) + ", "
-            + syns + ", ended " + ended)
+            + syns + ", ended " + ended + icmp_said(r))
 
 
 def _looped_retries(r: pd.DataFrame, rank: pd.Series, said: pd.Series, value: pd.Series,

@@ -18,7 +18,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from natlens.vocab import END_RST, END_TIMEOUT, ESTABLISHED, RESET, RESET_STATES, TIMED_OUT
+from natlens.vocab import (
+    END_RST,
+    END_TIMEOUT,
+    ESTABLISHED,
+    RESET,
+    RESET_STATES,
+    TIMED_OUT,
+    icmp_ends_connect,
+    icmp_words,
+)
 
 # Two points on one path see one SYN -> ACK round trip alike; a point whose handshake is
 # longer than the shortest one seen by more than this lost the client's ACK (it took a
@@ -76,19 +85,46 @@ def client_refusals(r: pd.DataFrame) -> pd.Series:
             & (r["proto"] == "tcp"))
 
 
+def icmp_refusals(r: pd.DataFrame) -> pd.Series:
+    """Records on the client's node, before the load balancer, holding an ICMP error about the
+    client's packet that ends a connect (port or host unreachable, time exceeded: Linux aborts
+    a SYN-SENT socket on it, ECONNREFUSED / EHOSTUNREACH): a definite refusal.
+
+    Why there: an ICMP error seen on another node may still be lost on its way back; on the
+    client's node it is on the client's side of the network."""
+    if "icmp_errors" not in r or not len(r):
+        return pd.Series(False, index=r.index)
+    v6 = r["icmp_src"].astype(str).str.contains(":", regex=False)
+    ends = pd.Series([icmp_ends_connect(t, c, v) for t, c, v in zip(r["icmp_type"], r["icmp_code"], v6, strict=True)],
+                     index=r.index, dtype=bool)
+    near = (r["on_client"] & r["pre_lb"]) if "on_client" in r else pd.Series(True, index=r.index)
+    return (r["icmp_errors"].fillna(0) > 0) & (r["icmp_quotes"] == "orig") & ends & near
+
+
+def icmp_said(r: pd.DataFrame) -> pd.Series:
+    """'; ICMP port unreachable from 198.18.16.1 about the client's packet' for the records of
+    icmp_refusals, '' for the others."""
+    hit = icmp_refusals(r)
+    out = pd.Series("", index=r.index, dtype=object)
+    for i in r.index[hit]:
+        t, c, src = r.at[i, "icmp_type"], r.at[i, "icmp_code"], str(r.at[i, "icmp_src"])
+        out.at[i] = f"; ICMP {icmp_words(int(t), int(c), ':' in src)} from {src} about the client's packet"
+    return out
+
+
 def observations(r: pd.DataFrame) -> pd.Series:
     """Per TCP record, the outcome it definitely shows (None: nothing definite).
 
     established: the handshake completed there, or the client sent data or a FIN (it
     only does once connected); reset: the SYN was refused or reset there (not a RST of the
     client's own refusing an answer: ``client_refusals``; nor a wrong answer the client
-    reset: ``wrong_answers``); timed out: the client's SYNs stopped there while the
+    reset: ``wrong_answers``), or an ICMP error refused it (``icmp_refusals``); timed out: the client's SYNs stopped there while the
     capture went on past the next retransmission.
     """
     hist = r["history"].fillna("").astype(str)
     connected = r["established"].fillna(False).astype(bool) | (
         r["syn_ts"].notna() & hist.str.contains("[DFdf]", regex=True))
-    reset = r["conn_state"].isin(list(RESET_STATES)) | (r["end"] == END_RST)
+    reset = r["conn_state"].isin(list(RESET_STATES)) | (r["end"] == END_RST) | icmp_refusals(r)
     tcp = r["proto"] == "tcp"
     obs = np.select([connected, reset & ~wrong_answers(r) & ~client_refusals(r), r["end"] == END_TIMEOUT],
                     [ESTABLISHED, RESET, TIMED_OUT], "")
