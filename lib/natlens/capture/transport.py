@@ -18,6 +18,7 @@ HASH_BYTES = 32
 ICMP_ERRORS = (3, 4, 5, 11, 12)
 ICMPV6_ERRORS = (1, 2, 3, 4)
 ICMP_HEADER = 8
+Quoted = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # rows, transport start, end, proto
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 
@@ -113,7 +114,7 @@ def icmp(f: Frame, rows: np.ndarray) -> None:
     quoted_ports(f, *(np.concatenate(pair)[order] for pair in ((r4, r6), (t4, t6), (e4, e6), (p4, p6))))
 
 
-def quoted_ipv4(f: Frame, rows: np.ndarray, q: np.ndarray, qend: np.ndarray):
+def quoted_ipv4(f: Frame, rows: np.ndarray, q: np.ndarray, qend: np.ndarray) -> Quoted:
     """The IPv4 header quoted at q: addresses and protocol when its 20 bytes are there
     and it is one. Returns (rows, transport start, quote end, protocol) of those whose
     transport header may follow (not a later fragment)."""
@@ -134,7 +135,7 @@ def quoted_ipv4(f: Frame, rows: np.ndarray, q: np.ndarray, qend: np.ndarray):
     return rows[first], (q + ihl)[first], qend[first], proto[first]
 
 
-def quoted_ipv6(f: Frame, rows: np.ndarray, q: np.ndarray, qend: np.ndarray):
+def quoted_ipv6(f: Frame, rows: np.ndarray, q: np.ndarray, qend: np.ndarray) -> Quoted:
     """The IPv6 header quoted at q: addresses and next header when its 40 bytes are there
     and it is one (extension headers are not walked). Returns like quoted_ipv4."""
     has = q + 40 <= qend
