@@ -205,11 +205,12 @@ class Testbed:
         """Each node's and the VPC's ICMP counters (/proc/net/snmp, per namespace).
 
         Why: they prove what the captures may not: how many ICMP errors a kernel sent
-        (a reject: OutDestUnreachs) and how many it did not send because of its rate
-        limit (OutRateLimitHost, from Linux 6.0; absent on older kernels).
+        (a reject: OutDestUnreachs; a node forwarding out of the NIC a packet came in on
+        also sends redirects) and how many it did not send because of its rate limit
+        (OutRateLimitHost, from Linux 6.0; absent on older kernels).
         """
-        keep = ("InDestUnreachs", "OutMsgs", "OutDestUnreachs", "OutRateLimitGlobal",
-                "OutRateLimitHost")
+        keep = ("InDestUnreachs", "OutMsgs", "OutDestUnreachs", "OutRedirects",
+                "OutRateLimitGlobal", "OutRateLimitHost")
         out = {}
         for name, ns in [(n.name, n.ns) for n in self.topo.nodes] + [("vpc", self.topo.vpc_ns)]:
             rows = [ln.split()[1:] for ln in self.lab.sh("cat", "/proc/net/snmp", ns=ns).splitlines()
