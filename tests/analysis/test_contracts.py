@@ -367,6 +367,7 @@ CONNECTION_COLUMNS = [
     "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "handshake_rtt",
     "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
     "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl", "orig_seq", "resp_ack",
+    "icmp_ts", "icmp_type", "icmp_code", "icmp_src", "icmp_quotes", "icmp_errors",
 ]
 JOURNEY_COLUMNS = [
     "journey", "ts", "client_node", "client_h", "client_p", "client_is_node", "host_network",

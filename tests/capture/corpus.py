@@ -105,6 +105,7 @@ def ip_packets() -> list[tuple[str, bytes, int]]:
         ("udp-empty", ip4(udp(data=b""), 17), 0x0800),
         ("icmp-echo", ip4(dpkt.icmp.ICMP(type=8, code=0, data=b"\0\1\0\1ping"), 1), 0x0800),
         ("icmp-unreach", ip4(dpkt.icmp.ICMP(type=3, code=3, data=b"\0" * 8), 1), 0x0800),
+        *icmp_errors(),
         ("ipv4-options", ip4(tcp(opts=OPT_NOP_NOP_TS), 6, opts=b"\x01\x01\x01\x00"), 0x0800),
         ("ipv4-df", ip4(udp(), 17, off=0x4000), 0x0800),
         ("ipv4-frag-first", ip4(udp(data=b"a" * 32), 17, off=0x2000), 0x0800),
@@ -159,6 +160,54 @@ def ip_packets() -> list[tuple[str, bytes, int]]:
     return out
 
 
+def icmp4(kind: int, code: int, quote: bytes, **ip) -> bytes:
+    """An ICMP message whose 4 bytes after the checksum are zero, then `quote`."""
+    return ip4(dpkt.icmp.ICMP(type=kind, code=code, data=b"\0" * 4 + quote), 1, **ip)
+
+
+def icmp_errors() -> list[tuple[str, bytes, int]]:
+    """ICMP/ICMPv6 errors quoting TCP and UDP packets, whole or cut short, and messages
+    that are not errors (their data is never read as a quote)."""
+    client, node = {"src": "198.18.0.1", "dst": "198.19.0.2"}, {"src": "198.19.0.2", "dst": "198.18.0.1"}
+    syn = ip4(tcp(opts=OPT_LINUX_SYN, seq=0x01020304), 6, **client)
+    dns = ip4(udp(sport=53001), 17, **client)
+    v6_syn = ip6(bytes(tcp(sport=40001, dport=443, opts=OPT_LINUX_SYN, seq=7)), 6)
+    return [
+        # kube-proxy's REJECT: port unreachable quoting the whole SYN (Linux quotes up to 576 bytes)
+        ("icmp-port-unreach-syn", icmp4(3, 3, syn, **node), 0x0800),
+        # host unreachable quoting the IP header + 8 bytes (RFC 792's minimum) of a UDP datagram
+        ("icmp-host-unreach-udp", icmp4(3, 1, dns[:28], src="198.19.0.254", dst="198.18.0.1"), 0x0800),
+        # time exceeded quoting an IP header with options and the first 8 bytes of a TCP segment
+        ("icmp-time-exceeded", icmp4(11, 0, ip4(tcp(flags=0x10, seq=0xFFFFFFFF, data=b"x" * 40), 6,
+                                                 opts=b"\x01\x01\x01\x00", **client)[:32],
+                                     src="198.19.0.1", dst="198.18.0.1"), 0x0800),
+        # a quote cut after 4 transport bytes: ports, no sequence number
+        ("icmp-quote-4-transport", icmp4(3, 3, syn[:24], **node), 0x0800),
+        # a quote cut inside the IP header, one of an IPv6 header, one of a later fragment
+        ("icmp-quote-ip-cut", icmp4(3, 3, syn[:19], **node), 0x0800),
+        ("icmp-quote-not-v4", icmp4(3, 3, v6_syn[:48], **node), 0x0800),
+        ("icmp-quote-later-frag", icmp4(3, 3, ip4(b"b" * 24, 17, off=0x0004, **client), **node), 0x0800),
+        # redirect, source quench, parameter problem
+        ("icmp-redirect", icmp4(5, 1, dns, **node), 0x0800),
+        ("icmp-source-quench", icmp4(4, 0, syn[:28], **node), 0x0800),
+        ("icmp-param-problem", icmp4(12, 0, dns, **node), 0x0800),
+        # an echo request and reply whose data looks like a quote: not errors, not read
+        ("icmp-echo-ip-like", icmp4(8, 0, syn, **client), 0x0800),
+        ("icmp-echo-reply-ip-like", icmp4(0, 0, syn, **node), 0x0800),
+        # ICMPv6: port unreachable quoting UDP, packet too big quoting TCP, time exceeded cut
+        # short, an echo request
+        ("icmpv6-port-unreach", ip6(bytes(dpkt.icmp6.ICMP6(type=1, code=4, data=b"\0" * 4
+                                                           + ip6(bytes(udp(dport=5353)), 17))), 58,
+                                    src="2001:db8::2", dst="2001:db8::1"), 0x86DD),
+        ("icmpv6-too-big", ip6(bytes(dpkt.icmp6.ICMP6(type=2, code=0, data=b"\0\0\x05\xdc" + v6_syn)), 58,
+                               src="2001:db8::fe", dst="2001:db8::1"), 0x86DD),
+        ("icmpv6-time-exceeded-cut", ip6(bytes(dpkt.icmp6.ICMP6(type=3, code=0, data=b"\0" * 4 + v6_syn[:39])),
+                                         58, src="2001:db8::fe", dst="2001:db8::1"), 0x86DD),
+        ("icmpv6-echo-ip-like", ip6(bytes(dpkt.icmp6.ICMP6(type=128, code=0, data=b"\0" * 4 + v6_syn)), 58),
+         0x86DD),
+    ]
+
+
 def ethernet_frames() -> list[tuple[str, bytes]]:
     """Ethernet frames: every IP packet, VLAN-tagged variants, padding, runts."""
     frames = [(name, eth(l3, et)) for name, l3, et in ip_packets()]
@@ -174,6 +223,9 @@ def ethernet_frames() -> list[tuple[str, bytes]]:
         ("udp-padded", eth(ip4(udp(data=b"ab"), 17), 0x0800) + b"\xEE" * 12),
         ("udp-len-past-ip", eth(ip4(bytes(udp(data=b"ab"))[:4] + b"\x00\x20"
                                     + bytes(udp(data=b"ab"))[6:], 17)) + b"\xEE" * 40),
+        # a quote that ends with the IP packet: the trailer after it is not quoted bytes
+        ("icmp-quote-then-trailer", eth(icmp4(3, 3, ip4(tcp(), 6)[:24], src="198.19.0.2",
+                                              dst="198.18.0.1")) + b"\xEE" * 24),
         ("eth-runt", MAC_B + MAC_A[:4]),
         ("ipv4-cut", eth(ip4(udp(), 17))[:14 + 12]),  # not snaplen: the record itself is short
         ("llc-8023", MAC_B + MAC_A + struct.pack(">H", 38) + b"\x42\x42\x03" + b"\0" * 35),

@@ -16,6 +16,10 @@ Deliberate differences from dpkt's own behaviour, and why:
   a datagram (udp_rcv "short packet"), so it counts as malformed.
 - Ethernet: dpkt guesses at MPLS, Cisco ISL and Novell raw 802.3; only Ethernet II
   types and 802.1Q/802.1ad/0x9100 tags (up to 4) are read here.
+- ICMP errors: dpkt.icmp parses the quoted packet as a whole IP packet and gives up
+  on a short quote (RFC 792 only promises the header + 8 bytes); here the quoted
+  header is read with dpkt's IP/IP6 header classes alone, and the ports and TCP
+  sequence number from as many quoted bytes as there are.
 """
 
 from __future__ import annotations
@@ -31,13 +35,17 @@ MASK64 = (1 << 64) - 1
 MUL, MIX = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 IPV6_EXT = (0, 43, 60, 135, 139, 140, 253, 254, 44, 51)
+# What an ICMP error quotes (natlens.packets/2): RFC 792 types 3 4 5 11 12, RFC 4443 1-4.
+QUOTE_FIELDS = ["icmp_orig_src", "icmp_orig_dst", "icmp_orig_proto", "icmp_orig_sport",
+                "icmp_orig_dport", "icmp_orig_seq"]
+ICMP_ERRORS = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}
 FIELDS = ["ifindex", "pkttype", "direction", "vlan", "vlan_inner", "tunnel", "outer_src",
           "outer_dst", "outer_sport", "outer_dport", "vni", "ip_version", "src", "dst", "ip_id",
           "ttl", "ip_len", "proto", "sport", "dport", "tcp_flags", "seq", "ack", "window", "tsval",
-          "tsecr", "payload_len", "payload_hash", "icmp_type", "icmp_code"]
+          "tsecr", "payload_len", "payload_hash", "icmp_type", "icmp_code", *QUOTE_FIELDS]
 PACKET_LEVEL = ["ip_version", "src", "dst", "ip_id", "ttl", "ip_len", "proto", "sport", "dport",
                 "tcp_flags", "seq", "ack", "window", "tsval", "tsecr", "payload_len",
-                "payload_hash", "icmp_type", "icmp_code"]
+                "payload_hash", "icmp_type", "icmp_code", *QUOTE_FIELDS]
 
 
 class Skip(Exception):
@@ -305,7 +313,33 @@ def transport(pk: Packet, pos: int, ip_end: int) -> int:
         cls = dpkt.icmp.ICMP if proto == 1 else dpkt.icmp6.ICMP6
         i = cls(d[pos: pos + 4])
         row.update(icmp_type=i.type, icmp_code=i.code)
+        if i.type in ICMP_ERRORS[proto]:
+            # the quote: after the 8-byte ICMP header, up to the capture's or the IP length's end
+            icmp_quote(row, d[pos + 8: min(ip_end, len(d))], 4 if proto == 1 else 6)
     return pos
+
+
+def icmp_quote(row: dict, q: bytes, version: int) -> None:
+    """The IP header (of the ICMP packet's own version) and TCP/UDP ports and TCP
+    sequence number an ICMP error quotes, as far as the quote holds them."""
+    if version == 4:
+        if len(q) < 20 or q[0] >> 4 != 4 or (q[0] & 0x0F) < 5:
+            return
+        h = dpkt.ip.IP(q[:20])
+        fam, src, dst, proto, t = socket.AF_INET, h.src, h.dst, h.p, (q[0] & 0x0F) * 4
+        first = h.offset == 0  # a later fragment: no transport header in it
+    else:
+        if len(q) < 40 or q[0] >> 4 != 6:
+            return
+        h = dpkt.ip6.IP6.__new__(dpkt.ip6.IP6)
+        dpkt.Packet.unpack(h, q[:40])  # fixed header only: extension headers not walked
+        fam, src, dst, proto, t, first = socket.AF_INET6, h.src, h.dst, h.nxt, 40, True
+    row.update(icmp_orig_src=socket.inet_ntop(fam, src), icmp_orig_dst=socket.inet_ntop(fam, dst),
+               icmp_orig_proto=proto)
+    if first and proto in (6, 17) and len(q) >= t + 4:
+        row["icmp_orig_sport"], row["icmp_orig_dport"] = struct.unpack_from(">HH", q, t)
+        if proto == 6 and len(q) >= t + 8:
+            row["icmp_orig_seq"] = struct.unpack_from(">I", q, t + 4)[0]
 
 
 def tcp_timestamp(opts: bytes) -> tuple[int, int] | None:

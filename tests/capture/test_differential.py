@@ -74,6 +74,30 @@ def test_corpus_covers_every_case(corpus_files):
     assert set(pk["proto"].dropna().unique()) >= {1, 6, 17, 58, 59}
 
 
+def test_corpus_covers_icmp_quotes(corpus_files):
+    """ICMP errors quote TCP and UDP over IPv4 and IPv6, whole and cut short; echo messages
+    whose data looks like a quote stay unread, so the differential compares every case."""
+    pk = read_capture(corpus_files["eth-ns-le"]).packets
+    icmp = pk[pk["proto"].isin([1, 58])]
+    quoted = icmp[icmp["icmp_orig_src"].notna()]
+    assert set(quoted["icmp_orig_proto"]) == {6, 17}
+    assert set(quoted["icmp_type"]) >= {1, 2, 3, 4, 5, 11, 12}
+    assert {":" in a for a in quoted["icmp_orig_src"]} == {True, False}
+    assert quoted["icmp_orig_seq"].notna().any() and quoted["icmp_orig_sport"].notna().any()
+    assert (quoted["icmp_orig_sport"].notna() & quoted["icmp_orig_seq"].isna()
+            & (quoted["icmp_orig_proto"] == 6)).any()  # cut after 4 transport bytes
+    assert (quoted["icmp_orig_sport"].isna()).any()  # a later fragment's quote: no ports
+    syn = quoted[quoted["icmp_orig_seq"] == 0x01020304].iloc[0]
+    assert (syn["icmp_orig_src"], syn["icmp_orig_dst"], syn["icmp_orig_sport"], syn["icmp_orig_dport"]) == \
+        ("198.18.0.1", "198.19.0.2", 40000, 80)
+    echo = icmp[icmp["icmp_type"].isin([0, 8, 128])]
+    assert len(echo) >= 4 and echo["icmp_orig_src"].isna().all()
+    # the error types whose quote is cut inside the IP header or is not IPv4 have nothing
+    assert (icmp["icmp_type"].isin([1, 2, 3, 4, 5, 11, 12]) & icmp["icmp_orig_src"].isna()).sum() >= 4
+    cut = read_capture(corpus_files["eth-snap64"]).packets
+    assert (cut["icmp_orig_src"].notna() & cut["icmp_orig_sport"].isna()).any()
+
+
 def test_pcap_times_agree_with_dpkt(corpus_files, zeek_traces):
     """dpkt's float timestamps agree with ts_ns to within float precision."""
     for path in [corpus_files["eth-us-be"], corpus_files["eth-ns-le"],

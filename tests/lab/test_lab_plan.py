@@ -86,7 +86,11 @@ def test_ipsets_and_ipvs_follow_the_policy():
     assert vs[(n3.ip, 30081)] == [("198.18.16.10", 8080), ("198.18.17.10", 8080)]
     assert "198.19.0" not in rules.ipvsadm_save(list(rules.virtual_servers(topo, n1)))
     nft = rules.ipvs_standin(rules.virtual_servers(topo, n3))
-    assert "30080" not in nft and "ip daddr 198.18.0.13 tcp dport 30081" in nft
+    assert "ip daddr 198.18.0.13 tcp dport 30081 dnat" in nft
+    # no real server: no DNAT, IPVS's ICMP port unreachable (ip_vs_leave) instead
+    assert "tcp dport 30080 dnat" not in nft
+    assert ("ip daddr 198.18.0.13 tcp dport 30080 tcp flags & (syn | ack) == syn reject with icmp "
+            "type port-unreachable") in nft
 
 
 def test_kube_proxy_rules_in_design_shape():

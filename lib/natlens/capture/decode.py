@@ -75,6 +75,13 @@ def _table(f: Frame, rec: Records, capture: str, first_record: int) -> pa.Table:
                                 v, keep)
     else:
         osrc = odst = pa.nulls(n, pa.string())
+    quoted = ok["icmp_orig_version"][keep]
+    if quoted.any():
+        qsrc, qdst = _addresses(np.where(quoted, v["icmp_orig_version"][keep], 0),
+                                [("icmp_orig_src_hi", "icmp_orig_src_lo"),
+                                 ("icmp_orig_dst_hi", "icmp_orig_dst_lo")], v, keep)
+    else:
+        qsrc = qdst = pa.nulls(n, pa.string())
     ts_valid = rec.ts_valid[keep]
     columns = {
         "capture": _labels(np.zeros(n, np.int32), [capture]),
@@ -97,6 +104,8 @@ def _table(f: Frame, rec: Records, capture: str, first_record: int) -> pa.Table:
         "ip_version": num("ip_version"),
         "src": src,
         "dst": dst,
+        "icmp_orig_src": qsrc,
+        "icmp_orig_dst": qdst,
     }
     for name in ARROW_SCHEMA.names:
         if name not in columns:

@@ -22,12 +22,18 @@ NUMERIC = {
     "outer_version": np.int8, "outer_src_hi": np.uint64, "outer_src_lo": np.uint64,
     "outer_dst_hi": np.uint64, "outer_dst_lo": np.uint64,
     "outer_sport": np.int32, "outer_dport": np.int32,
+    "icmp_orig_version": np.int8, "icmp_orig_src_hi": np.uint64, "icmp_orig_src_lo": np.uint64,
+    "icmp_orig_dst_hi": np.uint64, "icmp_orig_dst_lo": np.uint64, "icmp_orig_proto": np.int16,
+    "icmp_orig_sport": np.int32, "icmp_orig_dport": np.int32, "icmp_orig_seq": np.int64,
 }
 # Columns that describe one packet above the link layer: reset when a tunnel's inner
 # packet replaces the outer one in its row.
 PACKET_LEVEL = ["ip_version", "ip_id", "ttl", "ip_len", "proto", "sport", "dport", "tcp_flags",
                 "seq", "ack", "window", "tsval", "tsecr", "payload_len", "payload_hash",
-                "icmp_type", "icmp_code", "src_hi", "src_lo", "dst_hi", "dst_lo"]
+                "icmp_type", "icmp_code", "src_hi", "src_lo", "dst_hi", "dst_lo",
+                "icmp_orig_version", "icmp_orig_src_hi", "icmp_orig_src_lo", "icmp_orig_dst_hi",
+                "icmp_orig_dst_lo", "icmp_orig_proto", "icmp_orig_sport", "icmp_orig_dport",
+                "icmp_orig_seq"]
 
 
 class Frame:

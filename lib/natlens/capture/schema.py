@@ -2,13 +2,25 @@
 
 **Contract**: users' scripts rely on these names and types; change them only with
 a bump of PACKETS_SCHEMA.
+
+Versions: ``natlens.packets/2`` is ``natlens.packets/1`` plus the ``icmp_orig_*``
+columns after ``icmp_code``: the packet an ICMP/ICMPv6 error quotes (RFC 792 / RFC 4443),
+which is the only evidence when a firewall rejects a SYN with an ICMP error (kube-proxy's
+"has no endpoints" REJECT). They are filled for ICMP types 3, 4, 5, 11, 12 and ICMPv6
+types 1, 2, 3, 4 only, as far as the quote was captured (and lies within the ICMP
+packet's own IP length): an ICMP error must quote an IPv4 header, an ICMPv6 error an
+IPv6 header, else every ``icmp_orig_*`` column is null; ports need 4 quoted transport
+bytes, the TCP sequence number 8. The ports of a quoted IPv4 fragment other than the
+first are null (its transport header is elsewhere). A quoted IPv6 header's extension
+headers are not walked: ``icmp_orig_proto`` is its first next header, and ports are read
+only when that is TCP or UDP.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-PACKETS_SCHEMA = "natlens.packets/1"
+PACKETS_SCHEMA = "natlens.packets/2"
 
 # name, Arrow type, meaning. Nullable where a packet has no such field.
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
@@ -49,6 +61,12 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("payload_hash", pa.uint64(), "hash of the first 32 captured payload bytes and payload_len; equal for pre- and post-NAT copies"),
     ("icmp_type", pa.int16(), "ICMP / ICMPv6 type"),
     ("icmp_code", pa.int16(), "ICMP / ICMPv6 code"),
+    ("icmp_orig_src", pa.string(), "ICMP error: source address of the IP header it quotes"),
+    ("icmp_orig_dst", pa.string(), "ICMP error: destination address of the quoted IP header"),
+    ("icmp_orig_proto", pa.int16(), "ICMP error: the quoted IP header's protocol (IPv6: its next header)"),
+    ("icmp_orig_sport", pa.int32(), "ICMP error: the quoted TCP/UDP source port"),
+    ("icmp_orig_dport", pa.int32(), "ICMP error: the quoted TCP/UDP destination port"),
+    ("icmp_orig_seq", pa.int64(), "ICMP error: the quoted TCP sequence number"),
 ]
 ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS],
                          metadata={"schema": PACKETS_SCHEMA})

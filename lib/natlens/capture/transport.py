@@ -1,16 +1,24 @@
-"""TCP (with the timestamp option), UDP, ICMP/ICMPv6, and the payload hash that lets
-the pre- and post-NAT copies of one packet be paired."""
+"""TCP (with the timestamp option), UDP, ICMP/ICMPv6 (with the packet an ICMP error
+quotes), and the payload hash that lets the pre- and post-NAT copies of one packet be
+paired."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from natlens.capture.buffer import be16, be32
+from natlens.capture.buffer import be16, be32, be64
 from natlens.capture.frame import Frame
 from natlens.capture.schema import MALFORMED
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 HASH_BYTES = 32
+# ICMP error types, which quote the packet they are about after their 8-byte header:
+# destination unreachable, source quench, redirect, time exceeded, parameter problem;
+# ICMPv6 destination unreachable, packet too big, time exceeded, parameter problem.
+ICMP_ERRORS = (3, 4, 5, 11, 12)
+ICMPV6_ERRORS = (1, 2, 3, 4)
+ICMP_HEADER = 8
+Quoted = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # rows, transport start, end, proto
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 
@@ -89,10 +97,73 @@ def udp(f: Frame, rows: np.ndarray) -> None:
 
 
 def icmp(f: Frame, rows: np.ndarray) -> None:
+    """Type and code; for an error, the quoted packet (schema.py, natlens.packets/2)."""
     rows = f.need(rows, 4)
     p = f.pos[rows]
-    f.set("icmp_type", rows, f.buf.u8[p])
+    kind = f.buf.u8[p]
+    f.set("icmp_type", rows, kind)
     f.set("icmp_code", rows, f.buf.u8[p + 1])
+    v4 = f.values["proto"][rows] == ICMP
+    error = np.where(v4, np.isin(kind, ICMP_ERRORS), np.isin(kind, ICMPV6_ERRORS))
+    rows, q, v4 = rows[error], p[error] + ICMP_HEADER, v4[error]
+    # The quote ends where the capture or the ICMP packet's own IP length does (not padding).
+    qend = np.minimum(f.end[rows], f.ip_end[rows])
+    r4, t4, e4, p4 = quoted_ipv4(f, rows[v4], q[v4], qend[v4])
+    r6, t6, e6, p6 = quoted_ipv6(f, rows[~v4], q[~v4], qend[~v4])
+    order = np.argsort(np.concatenate([r4, r6]), kind="stable")  # Frame.set wants rows sorted
+    quoted_ports(f, *(np.concatenate(pair)[order] for pair in ((r4, r6), (t4, t6), (e4, e6), (p4, p6))))
+
+
+def quoted_ipv4(f: Frame, rows: np.ndarray, q: np.ndarray, qend: np.ndarray) -> Quoted:
+    """The IPv4 header quoted at q: addresses and protocol when its 20 bytes are there
+    and it is one. Returns (rows, transport start, quote end, protocol) of those whose
+    transport header may follow (not a later fragment)."""
+    has = q + 20 <= qend
+    rows, q, qend = rows[has], q[has], qend[has]
+    w = f.buf.window(q, 20)
+    ihl = (w[:, 0] & 0x0F).astype(np.int64) * 4
+    good = ((w[:, 0] >> 4) == 4) & (ihl >= 20)
+    rows, q, qend, ihl, w = rows[good], q[good], qend[good], ihl[good], w[good]
+    proto = w[:, 9].astype(np.int64)
+    f.set("icmp_orig_version", rows, 4)
+    f.set("icmp_orig_src_hi", rows, 0)
+    f.set("icmp_orig_dst_hi", rows, 0)
+    f.set("icmp_orig_src_lo", rows, be32(w, 12))
+    f.set("icmp_orig_dst_lo", rows, be32(w, 16))
+    f.set("icmp_orig_proto", rows, proto)
+    first = (be16(w, 6) & 0x1FFF) == 0  # fragment offset 0: the transport header follows
+    return rows[first], (q + ihl)[first], qend[first], proto[first]
+
+
+def quoted_ipv6(f: Frame, rows: np.ndarray, q: np.ndarray, qend: np.ndarray) -> Quoted:
+    """The IPv6 header quoted at q: addresses and next header when its 40 bytes are there
+    and it is one (extension headers are not walked). Returns like quoted_ipv4."""
+    has = q + 40 <= qend
+    rows, q, qend = rows[has], q[has], qend[has]
+    w = f.buf.window(q, 40)
+    good = (w[:, 0] >> 4) == 6
+    rows, q, qend, w = rows[good], q[good], qend[good], w[good]
+    proto = w[:, 6].astype(np.int64)
+    f.set("icmp_orig_version", rows, 6)
+    f.set("icmp_orig_src_hi", rows, be64(w, 8))
+    f.set("icmp_orig_src_lo", rows, be64(w, 16))
+    f.set("icmp_orig_dst_hi", rows, be64(w, 24))
+    f.set("icmp_orig_dst_lo", rows, be64(w, 32))
+    f.set("icmp_orig_proto", rows, proto)
+    return rows, q + 40, qend, proto
+
+
+def quoted_ports(f: Frame, rows: np.ndarray, t: np.ndarray, qend: np.ndarray,
+                 proto: np.ndarray) -> None:
+    """The quoted TCP/UDP ports (4 bytes at t) and TCP sequence number (4 more), as far
+    as the quote holds them."""
+    has = ((proto == TCP) | (proto == UDP)) & (t + 4 <= qend)
+    rows, t, qend, proto = rows[has], t[has], qend[has], proto[has]
+    ports = f.buf.be32[t]
+    f.set("icmp_orig_sport", rows, ports >> np.uint32(16))
+    f.set("icmp_orig_dport", rows, ports & np.uint32(0xFFFF))
+    seq = (proto == TCP) & (t + 8 <= qend)
+    f.set("icmp_orig_seq", rows[seq], f.buf.be32[t[seq] + 4])
 
 
 def payload(f: Frame, rows: np.ndarray, start: np.ndarray, length: np.ndarray) -> None:

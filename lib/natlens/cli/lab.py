@@ -20,12 +20,14 @@ def _policies(values: list[str] | None) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from natlens.lab.faults import check_name
     from natlens.lab.run import run
 
     facts = run(args.out, _policies(args.policy), connections=args.connections,
                 nodes=args.nodes, any_capture=args.any, prefix=args.prefix,
                 timeout=args.timeout, concurrency=args.concurrency, title=args.title,
-                proxy_mode=args.proxy_mode, ip_mode=args.ip_mode)
+                proxy_mode=args.proxy_mode, ip_mode=args.ip_mode,
+                fault=check_name(args.fault))
     for s in facts["services"]:
         print(tally_line(s))
     print(f"bundle: {args.out}")
@@ -37,9 +39,10 @@ def tally_line(s: dict) -> str:
     picks = ", ".join(f"{node} {n}" for node, n in s["by_lb_node"].items())
     on_node = f", {s['node_dnat']} DNATed on the node" if s.get("node_dnat") else ""
     asym = f", {s['asymmetric']} asymmetric" if s.get("asymmetric") else ""
+    why = ", ".join(f"{name} {n}" for name, n in (s.get("failures") or {}).items())
     return (f"{s['service']} {s['key']} {s['policy']}: {s['connections']} connections, "
             f"{s['failed']} failed, {s['loopback']} loopback{asym}, {s['snat']} SNATed{on_node}; "
-            f"LB picked {picks}")
+            f"LB picked {picks}" + (f"; failures: {why}" if why else ""))
 
 
 def _proxy_mode(value: str) -> str:
@@ -83,6 +86,12 @@ def register(subparsers) -> None:
                    help="the LoadBalancer ingress's ipMode (default VIP: in iptables and "
                         "nftables modes kube-proxy handles the VIP on the node; Proxy: no "
                         "kube-proxy rule for it, traffic to it goes to the LB)")
+    r.add_argument("--fault", metavar="NAME",
+                   help="break the path in one known place (default none): no-endpoints (no "
+                        "Service has an endpoint), refused (targetPort where nothing "
+                        "listens), blackhole (node-1 routes the VIPs to a blackhole; needs "
+                        "traffic to leave the node: ipvs mode or --ip-mode Proxy), reply-drop "
+                        "(the VPC drops SYN-ACKs to node-1)")
     r.add_argument("--connections", type=int, default=20, metavar="N",
                    help="connections per Service (default 20)")
     r.add_argument("--out", required=True, metavar="DIR", help="bundle directory (new or empty)")

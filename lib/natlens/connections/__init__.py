@@ -23,6 +23,8 @@ states        Zeek's conn_state from the endpoints' states
 ending        rst / fin / timeout / capture-end
 fingerprints  IP ID, TSval, TTL, sequence number, payload hash, direction of the first
               originator packet
+icmp          which record each ICMP error is about (the packet it quotes): the
+              error joins that record's packets in the index, not its counters
 
 Columns (times: ``ts``/``*_ts`` float seconds since the epoch UTC, durations float seconds)
 
@@ -70,10 +72,20 @@ orig_seq           TCP sequence number of the originator's first packet (NA: non
                    journey on it (the client's ISN + 1 + the bytes sent before)
 resp_ack           ack number of the responder's first ACK (NA: none): the same for a
                    record that holds only the server's packets
+icmp_ts            time of the first ICMP/ICMPv6 error about this connection (NaN: none):
+                   one that quotes a packet of it (``connections.icmp``), e.g. the port
+                   unreachable of a REJECT rule, the only evidence of a rejected SYN
+icmp_type          ICMP / ICMPv6 type and code of that first error (Int16, NA: none;
+icmp_code          3/3 port unreachable, 3/1 host unreachable, 11 time exceeded, ...)
+icmp_src           source address of that first error: who rejected it (None: none)
+icmp_quotes        "orig" | "resp": whose packet that first error quotes (None: none)
+icmp_errors        how many ICMP errors are about this connection (0: none); they are
+                   not in the Zeek counters (orig_pkts, history, ...): about it, not of it
 =================  ===========================================================
 
 Deliberate differences from Zeek (tests/analysis/test_connections_zeek.py):
-ICMP and other protocols make no records (counted in ``attrs["skipped"]``); for
+ICMP and other protocols make no records (counted in ``attrs["skipped"]``, except
+the ICMP errors about a record, which the index gives that record's row); for
 tunnelled packets the inner connection is recorded, not the outer UDP flow; a
 first SYN-ACK always flips the roles (Zeek only does so by port heuristics); no
 'C' (checksum) letters, since the packet table does not verify checksums.
@@ -90,6 +102,7 @@ from natlens.connections.fingerprints import Fingerprints, fingerprints
 from natlens.connections.flows import UDP_INACTIVITY_S, Cut, Sorted, cut_connections, sort_flows
 from natlens.connections.handshake import Handshake, handshake
 from natlens.connections.history import history, zero_windows
+from natlens.connections.icmp import ICMP_AFTER_S, ICMP_COLUMNS, about_connections
 from natlens.connections.roles import LIKELY_SERVER_PORTS, Roles, roles
 from natlens.connections.seqspace import content_gaps, payload_bytes, sequence_space
 from natlens.connections.states import (
@@ -106,12 +119,12 @@ from natlens.connections.states import (
 from natlens.connections.usable import COPY_WINDOW_NS, interface_copies, usable_packets
 
 __all__ = [
-    "COLUMNS", "COPY_WINDOW_NS", "LIKELY_SERVER_PORTS", "SYN_RTO_S", "TCP_INACTIVITY_S",
+    "COLUMNS", "COPY_WINDOW_NS", "ICMP_AFTER_S", "LIKELY_SERVER_PORTS", "SYN_RTO_S", "TCP_INACTIVITY_S",
     "UDP_INACTIVITY_S", "INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED",
     "CLOSED", "RESET", "connections", "connections_with_index", "interface_copies",
 ]
 
-COLUMNS = [
+_BASE_COLUMNS = [
     "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "duration",
     "orig_bytes", "resp_bytes", "conn_state", "history", "orig_pkts", "orig_ip_bytes",
     "resp_pkts", "resp_ip_bytes", "capture", "node", "iface", "vlan", "vni",
@@ -119,6 +132,7 @@ COLUMNS = [
     "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
     "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl", "orig_seq", "resp_ack",
 ]
+COLUMNS = [*_BASE_COLUMNS, *ICMP_COLUMNS]
 
 
 def connections(packets: pd.DataFrame, *, node: str | None = None,
@@ -132,6 +146,9 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
                            capture: str | None = None, capture_end_ns: int | None = None
                            ) -> tuple[pd.DataFrame, np.ndarray]:
     """Like connections(), plus for every packet row the row number of its connection (-1: none).
+
+    An ICMP error about a connection (``connections.icmp``) gets that connection's row too,
+    and is then not in ``attrs["skipped"]``: packets = indexed rows + sum(skipped).
 
     ``capture`` names the capture point in ``uid``/``capture`` (default: the packets'
     ``capture`` column); ``capture_end_ns`` is when the capture stopped (default: its
@@ -159,6 +176,8 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     out = _table(s, c, r, k, size, state, hist, hs, end, fingerprints(packets, s, c, r),
                  capture=capture, node=node)
     out, packet_conn = _in_start_order(out, s, c, len(packets), capture)
+    out, packet_conn, attrs["skipped"] = about_connections(packets, out, packet_conn, u.skipped)
+    out = out[COLUMNS]
     out.attrs.update(attrs)
     return out, packet_conn
 
@@ -228,4 +247,4 @@ def _in_start_order(out: pd.DataFrame, s: Sorted, c: Cut, n_packets: int, captur
     out.insert(1, "uid", [f"{capture}#{i}" for i in range(c.nc)])
     packet_conn = np.full(n_packets, -1, dtype=np.int64)
     packet_conn[s.rows] = inv[c.conn]
-    return out[COLUMNS], packet_conn
+    return out[_BASE_COLUMNS], packet_conn

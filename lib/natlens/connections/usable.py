@@ -28,7 +28,7 @@ def column(df: pd.DataFrame, name: str, fill, dtype) -> np.ndarray:
     return s.fillna(fill).to_numpy(dtype=dtype) if s.hasnans else s.to_numpy(dtype=dtype)
 
 
-def interface_copies(packets: pd.DataFrame) -> np.ndarray:
+def interface_copies(packets: pd.DataFrame, keys: list[str] | None = None) -> np.ndarray:
     """Packets of a Linux cooked v1 (SLL) `any` capture that repeat one just seen.
 
     SLL v1 records no interface index, so the copies of one packet crossing a veth,
@@ -36,6 +36,8 @@ def interface_copies(packets: pd.DataFrame) -> np.ndarray:
     same packet when every header field (IP ID, TCP seq/ack/flags/timestamps, payload)
     matches within COPY_WINDOW_NS. A retransmission differs in IP ID or TSval, or
     comes hundreds of ms later. SLL2 captures keep each copy apart by ifindex instead.
+    ``keys`` are the fields compared (default: the TCP/UDP ones; connections.icmp
+    compares ICMP errors on their type, code and quote).
     """
     n = len(packets)
     out = np.zeros(n, dtype=bool)
@@ -44,7 +46,7 @@ def interface_copies(packets: pd.DataFrame) -> np.ndarray:
     sll1 = np.flatnonzero(column(packets, "linktype", -1, np.int64) == LINKTYPE_LINUX_SLL)
     if sll1.size < 2:
         return out
-    sub = packets.iloc[sll1][[k for k in _COPY_KEYS if k in packets]]
+    sub = packets.iloc[sll1][[k for k in (keys or _COPY_KEYS) if k in packets]]
     key = sub.astype(object).fillna(-1).groupby(list(sub.columns), sort=False).ngroup().to_numpy()
     ts = column(packets, "ts_ns", 0, np.int64)[sll1]
     order = np.lexsort((ts, key))

@@ -6,7 +6,9 @@
   joined with the kernel's conntrack tables of the client's node and of the LB:
   the source the connection had on the wire (SNATed or not), the endpoint the
   node itself DNATed the VIP to (iptables/nftables mode with ipMode VIP), the
-  node the LB picked, and whether that pick was the client's own node (a loopback).
+  node the LB picked, and whether that pick was the client's own node (a loopback);
+  then, for every failed connection, the mechanism the lab knows broke it
+  (:func:`failures`: ``failure`` from :data:`FAILURES`, ``failure_at``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from natlens.lab.topology import Topology
+from natlens.lab.faults import NO_ENDPOINTS_SELECTOR, REFUSED_PORT
+from natlens.lab.topology import Service, Topology
 from natlens.netfilter.conntrack import parse_conntrack
 
 
@@ -59,11 +62,13 @@ def cluster_json(topo: Topology, created: str) -> dict[str, dict]:
                        "podIPs": [{"ip": p.ip}]},
         })
     services = []
+    # no-endpoints: a selector no pod matches (the web pods keep running, unselected)
+    selector = dict(NO_ENDPOINTS_SELECTOR if topo.fault == "no-endpoints" else {"app": "web"})
     for s in topo.services:
         spec = {
             "type": "LoadBalancer", "clusterIP": s.cluster_ip, "clusterIPs": [s.cluster_ip],
             "externalTrafficPolicy": s.policy, "internalTrafficPolicy": "Cluster",
-            "ipFamilies": ["IPv4"], "sessionAffinity": "None", "selector": {"app": "web"},
+            "ipFamilies": ["IPv4"], "sessionAffinity": "None", "selector": selector,
             "ports": [{"name": "http", "protocol": "TCP", "port": s.port,
                        "targetPort": s.target_port, "nodePort": s.node_port}],
         }
@@ -164,9 +169,102 @@ def _lb_side(r: dict, topo: Topology, by_orig_vpc: dict, by_node: dict[str, dict
                        and backend_node not in (None, r["lb_node"]))
 
 
+# failure: why a connection failed, as the lab knows it (None for a connected one)
+FAILURES = ("loopback", "wrong-source-reply", "dropped-by-rule", "refused", "no-reply",
+            "reply-lost", "unknown")
+
+
+def failures(records: list[dict], topo: Topology, vpc_ct: str) -> list[dict]:
+    """Add ``failure`` and ``failure_at`` to each record :func:`enrich` made.
+
+    ``failure`` is one of :data:`FAILURES` for a failed connection, None for a connected
+    one; ``failure_at`` says in a few words where the lab broke it (None when unknown).
+    Derived from the client's own record (outcome, error), the kernels' conntrack
+    tables as :func:`enrich` joined them, the VPC's conntrack text ``vpc_ct`` and the
+    fault the lab applied (``topo.fault``), never from the captures, so the analysis of
+    the captures can be checked against it. The loopback and the wrong-source reply come
+    first: they fail whatever the fault.
+    """
+    by_orig_vpc = {e.orig: e for e in parse_conntrack(vpc_ct) if e.proto == "tcp"}
+    out = []
+    for r in records:
+        failure, at = (None, None) if r["outcome"] != "failed" else _failure(r, topo, by_orig_vpc)
+        out.append(dict(r, failure=failure, failure_at=at))
+    return out
+
+
+def _failure(r: dict, topo: Topology, by_orig_vpc: dict) -> tuple[str, str | None]:
+    """(failure, failure_at) of one failed, enriched record."""
+    client = topo.client.node
+    svc = next((s for s in topo.services if s.name == r["service"]), None)
+    if r.get("loopback"):
+        return "loopback", f"vpc: LB sent it back to {client}, the client's own node"
+    if r.get("asymmetric"):
+        return "wrong-source-reply", (f"{r['lb_node']}: DNAT to {r['backend']} without SNAT, "
+                                      "answered from there")
+    refused, timeout = r.get("error") == "ECONNREFUSED", r.get("error") == "timeout"
+    left = not r.get("node_dnat") and r.get("lb_node") is None  # the LB never forwarded it
+    if topo.fault == "no-endpoints" and (refused or timeout) and svc:
+        if timeout and left and not topo.lb_ip_on_node and not topo.lb_pool(svc):
+            return "no-reply", f"vpc: LB has no healthy backend for {svc.vip}:{svc.port} (drop)"
+        # A time-out here is the same reject whose ICMP error the node's kernel rate-limited
+        # (icmp_ratelimit: a burst of 6 per destination, then 1/s).
+        return "dropped-by-rule", _reject_at(r, topo, svc) + (
+            "; ICMP error rate-limited" if timeout else "")
+    if topo.fault == "refused" and refused:
+        return "refused", _refused_at(r, topo)
+    if topo.fault == "blackhole" and timeout and svc and left and r.get("node_ct_state") is None:
+        return "no-reply", f"{client}: blackhole route {svc.vip}/32"
+    if topo.fault == "reply-drop" and timeout and _vpc_state(r, by_orig_vpc) == "SYN_RECV":
+        return "reply-lost", f"vpc: nft drop of SYN-ACKs to {client}"
+    return "unknown", None
+
+
+def _reject_at(r: dict, topo: Topology, svc: Service) -> str:
+    """Which node refused a connection to a Service without endpoints, and how.
+
+    The node the LB picked when it forwarded the connection, else the client's node
+    (kube-proxy handled the VIP there). IPVS mode has no reject rule: the NodePort's
+    virtual server has no real server and IPVS answers ICMP port unreachable.
+    """
+    node = r.get("lb_node") or topo.client.node
+    if topo.proxy_mode == "ipvs":
+        addr = (f"{topo.node(node).ip}:{svc.node_port}" if r.get("lb_node")
+                else f"{svc.cluster_ip}:{svc.port}")
+        return f"{node}: IPVS {addr} has no real server (ICMP port unreachable)"
+    return f"{node}: kube-proxy reject (no endpoints)"
+
+
+def _refused_at(r: dict, topo: Topology) -> str:
+    """The endpoint that answered RST, when a conntrack entry still names it, else all of
+    them: conntrack deletes an entry whose only reply is a RST at once, so a refused
+    connection usually has none left on any node."""
+    endpoint = r.get("node_dnat") or r.get("backend")
+    if not endpoint:
+        pods = ", ".join(p.name for p in topo.backends)
+        return f"endpoints {pods} port {REFUSED_PORT}: nothing listening"
+    ip = endpoint.rpartition(":")[0]
+    pod = next((p.name for p in topo.pods if p.ip == ip), "endpoint")
+    return f"{pod} {endpoint}: nothing listening"
+
+
+def _vpc_state(r: dict, by_orig_vpc: dict) -> str | None:
+    """The TCP state of the VPC router's conntrack entry for the connection as it left the
+    client's node (to the VIP, or to the endpoint the node DNATed it to); None if none."""
+    if r.get("wire_src") is None:
+        return None
+    dst, dport = r["dst"], r["dport"]
+    if r.get("node_dnat"):
+        ip, _, port = r["node_dnat"].rpartition(":")
+        dst, dport = ip, int(port)
+    e = by_orig_vpc.get((r["wire_src"], dst, r["wire_sport"], dport))
+    return e.state if e else None
+
+
 def tally(records: list[dict], topo: Topology) -> list[dict]:
     """Per service: connections, failed, SNATed, DNATed on the node, loopbacks (and loopbacks
-    that failed), asymmetric returns, and the LB's picks per node."""
+    that failed), asymmetric returns, the LB's picks per node, and the failed connections
+    per mechanism (``failures``, from :func:`failures`)."""
     out = []
     for s in topo.services:
         rs = [r for r in records if r["service"] == s.name]
@@ -182,6 +280,8 @@ def tally(records: list[dict], topo: Topology) -> list[dict]:
             "asymmetric": sum(bool(r.get("asymmetric")) for r in rs),
             "by_lb_node": {n.name: sum(r.get("lb_node") == n.name for r in rs)
                            for n in topo.nodes},
+            "failures": {f: k for f in FAILURES
+                         if (k := sum(r.get("failure") == f for r in rs))},
         })
     return out
 

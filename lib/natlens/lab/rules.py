@@ -17,7 +17,8 @@
   each IPVS virtual server (ClusterIP:port and NodePort on the node's
   addresses, scheduler rr, masquerading forward) with an nftables DNAT in its
   own table ``natlens_ipvs`` hooked at nat prerouting/output one step after
-  iptables' nat chains (priority -99 (dstnat+1)). A native nft table does not appear
+  iptables' nat chains (priority -99 (dstnat+1)); one without real servers answers
+  SYNs with ICMP port unreachable, as ip_vs_leave does. A native nft table does not appear
   in iptables-save, so the dumps stay those of a real node; the virtual servers
   go to ipvsadm.txt (:func:`ipvsadm_save`, ``ipvsadm -S -n`` format) exactly as
   ipvsadm would list them. Both are made from one list (:func:`virtual_servers`).
@@ -28,7 +29,8 @@
   Service's healthy nodes (:meth:`Topology.lb_pool`) minus the node whose IP is
   the packet's source: a load balancer never sends a flow back to the backend
   it came from (that is why Cluster works and Local, whose source is the pod
-  IP, loops back).
+  IP, loops back). A Service no node is healthy for is dropped, as a cloud LB
+  without a healthy backend does.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def virtual_servers(topo: Topology, node: Node) -> list[VirtualServer]:
     """
     out = []
     for s in topo.services:
-        every = [(p.ip, s.target_port) for p in topo.endpoints]
+        every = [(p.ip, s.target_port) for p in topo.backends]
         local = [(p.ip, s.target_port) for p in topo.local_endpoints(node.name)]
         out.append(VirtualServer(s.cluster_ip, s.port, every))
         reals = local if s.policy == "Local" else every
@@ -82,11 +84,19 @@ def ipvsadm_save(vss: list[VirtualServer]) -> str:
 
 
 def ipvs_standin(vss: list[VirtualServer]) -> str:
-    """nft script emulating the virtual servers with DNAT (round robin via numgen)."""
-    rules = []
+    """nft script emulating the virtual servers with DNAT (round robin via numgen).
+
+    A virtual server without real servers gets no DNAT: IPVS's ip_vs_leave answers its
+    SYNs with ICMP port unreachable and drops them at LOCAL_IN, emulated by a reject in
+    an input chain at IPVS's priority (98, NF_IP_PRI_NAT_SRC - 2); other packets to it
+    reach the local stack, as with IPVS. Locally sent packets pass input too (via lo).
+    """
+    rules, empty = [], []
     for vs in vss:
         if not vs.reals:
-            continue  # IPVS with no real server: the packet reaches the local stack (RST)
+            empty.append(f"ip daddr {vs.addr} tcp dport {vs.port} tcp flags & (syn | ack) == syn "
+                         "reject with icmp type port-unreachable")
+            continue
         targets = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(vs.reals))
         rules.append(f"ip daddr {vs.addr} tcp dport {vs.port} "
                      f"dnat ip to numgen inc mod {len(vs.reals)} map {{ {targets} }}")
@@ -95,6 +105,10 @@ def ipvs_standin(vss: list[VirtualServer]) -> str:
     for hook in ("prerouting", "output"):
         chains.append(f"  chain {hook} {{\n    type nat hook {hook} priority -99; "
                       f"policy accept;\n{body}\n  }}")
+    if empty:
+        rejects = "\n".join("    " + r for r in empty)
+        chains.append("  chain input {\n    type filter hook input priority 98; "
+                      f"policy accept;\n{rejects}\n  }}")
     return "table ip natlens_ipvs {\n" + "\n".join(chains) + "\n}\n"
 
 
@@ -201,6 +215,9 @@ def lb_nft(topo: Topology) -> str:
                     f"map {{ {targets} }}")
 
         rules.append(f"# {s.namespace}/{s.name} {s.key} externalTrafficPolicy={s.policy}")
+        if not pool:  # no node passes the health check: a cloud LB drops
+            rules.append(f"{match} drop")
+            continue
         for n in topo.nodes:  # a flow from a backend never goes back to that backend
             if n in pool:
                 others = [m for m in pool if m is not n]
@@ -215,15 +232,16 @@ def lb_nft(topo: Topology) -> str:
 def generate_services(topo: Topology, node: Node) -> list[generate.Service]:
     """The lab's Services as natlens.netfilter.generate sees them, from ``node``'s side.
 
-    Every endpoint pod backs every Service; ``on this node`` is what Local NodePorts
-    keep. The LB IP is listed only when kube-proxy writes rules for it (ipMode VIP).
+    Every endpoint pod backs every Service (none under the no-endpoints fault);
+    ``on this node`` is what Local NodePorts keep. The LB IP is listed only when
+    kube-proxy writes rules for it (ipMode VIP).
     """
     local = {p.name for p in topo.local_endpoints(node.name)}
     return [generate.Service(
         name=f"{s.namespace}/{s.name}:http", cluster_ip=s.cluster_ip, port=s.port,
         proto="tcp", node_port=s.node_port,
         lb_ips=[s.vip] if topo.lb_ip_in_rules else [], policy=s.policy,
-        endpoints=[(p.ip, s.target_port, p.name in local) for p in topo.endpoints])
+        endpoints=[(p.ip, s.target_port, p.name in local) for p in topo.backends])
         for s in topo.services]
 
 

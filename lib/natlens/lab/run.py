@@ -26,7 +26,7 @@ from pathlib import Path
 
 import natlens
 from natlens.errors import NatlensError
-from natlens.lab import bundle, rules, topology
+from natlens.lab import bundle, faults, rules, topology
 from natlens.lab.netns import Lab, default_prefix, existing, require
 
 DRAIN_S = 0.5  # after the client: let last packets (FIN/ACK, RST) reach the captures
@@ -83,15 +83,17 @@ class Testbed:
     prefix: str | None = None
     proxy_mode: str = "ipvs"
     ip_mode: str = "VIP"
+    fault: str | None = None  # natlens.lab.faults.FAULTS, applied by start()
     topo: topology.Topology = field(init=False)
     lab: Lab = field(init=False)
     captures: list[Capture] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        require()
+        # the plan first: a bad option or a fault that cannot act is an error even without root
         self.prefix = self.prefix or default_prefix()
         self.topo = topology.plan(list(self.policies), self.nodes, self.prefix,
-                                  self.proxy_mode, self.ip_mode)
+                                  self.proxy_mode, self.ip_mode, self.fault)
+        require()
         self.lab = Lab(self.prefix)
 
     def __enter__(self) -> Testbed:
@@ -106,7 +108,7 @@ class Testbed:
         self.close()
 
     def start(self) -> None:
-        """Namespaces, links, routes, netfilter state and the endpoint servers."""
+        """Namespaces, links, routes, netfilter state, the fault and the endpoint servers."""
         if existing(self.prefix):
             raise NatlensError(f"namespaces named {self.prefix}* exist already: another lab "
                                f"runs with this prefix, or clean it with "
@@ -114,6 +116,7 @@ class Testbed:
         atexit.register(self.close)
         topology.build(self.topo, self.lab)
         rules.apply(self.topo, self.lab)
+        faults.apply(self.topo, self.lab)
         env = _child_env()
         for p in self.topo.endpoints:
             proc = self.lab.spawn(p.ns, [sys.executable, "-m", "natlens.lab.server",
@@ -198,6 +201,25 @@ class Testbed:
         (d / "ip-addr.json").write_text(sh("ip", "-j", "addr", ns=n.ns))
         (d / "ip-route.json").write_text(sh("ip", "-j", "route", ns=n.ns))
 
+    def icmp_counters(self) -> dict[str, dict[str, int]]:
+        """Each node's and the VPC's ICMP counters (/proc/net/snmp, per namespace).
+
+        Why: they prove what the captures may not: how many ICMP errors a kernel sent
+        (a reject: OutDestUnreachs; a node forwarding out of the NIC a packet came in on
+        also sends redirects) and how many it did not send because of its rate limit
+        (OutRateLimitHost, from Linux 6.0; absent on older kernels).
+        """
+        keep = ("InDestUnreachs", "OutMsgs", "OutDestUnreachs", "OutRedirects",
+                "OutRateLimitGlobal", "OutRateLimitHost")
+        out = {}
+        for name, ns in [(n.name, n.ns) for n in self.topo.nodes] + [("vpc", self.topo.vpc_ns)]:
+            rows = [ln.split()[1:] for ln in self.lab.sh("cat", "/proc/net/snmp", ns=ns).splitlines()
+                    if ln.startswith("Icmp:")]
+            if len(rows) >= 2:
+                values = dict(zip(rows[0], rows[1], strict=False))
+                out[name] = {k: int(values[k]) for k in keep if k in values}
+        return out
+
     def close(self) -> None:
         self.lab.close()
         atexit.unregister(self.close)
@@ -206,22 +228,24 @@ class Testbed:
 def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int = 2,
         any_capture: bool = False, prefix: str | None = None, timeout: float = 1.5,
         concurrency: int = 10, interval: float = 0.02, title: str | None = None,
-        proxy_mode: str = "ipvs", ip_mode: str = "VIP") -> dict:
+        proxy_mode: str = "ipvs", ip_mode: str = "VIP", fault: str | None = None) -> dict:
     """Build the lab, run the client, write an incident bundle to ``out``; its lab.json.
 
     ``policies``: one LoadBalancer Service per entry ("Local" / "Cluster"), all
     called by the client pod ``connections`` times each. ``proxy_mode`` (ipvs,
     iptables, nftables) and ``ip_mode`` (the ingress's ipMode, VIP or Proxy) decide
-    whether pod -> VIP traffic is handled on the node or leaves for the LB. The
-    returned dict (also ground-truth/lab.json) holds the topology, the per-service
-    tally and the captures' tcpdump counters.
+    whether pod -> VIP traffic is handled on the node or leaves for the LB. ``fault``
+    (no-endpoints, refused, blackhole, reply-drop; :mod:`natlens.lab.faults`) breaks
+    the path in one known place, and every failed connection's ground truth says which
+    mechanism failed it. The returned dict (also ground-truth/lab.json) holds the
+    topology, the fault, the per-service tally and the captures' tcpdump counters.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise NatlensError("output directory exists and is not empty", path=str(out))
     if connections < 1:
         raise NatlensError(f"--connections must be at least 1, not {connections}")
-    bed = Testbed(list(policies), nodes, prefix, proxy_mode, ip_mode)
+    bed = Testbed(list(policies), nodes, prefix, proxy_mode, ip_mode, fault)
     restore = _trap_signals()
     try:
         bed.start()
@@ -237,7 +261,7 @@ def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int 
         records = _snapshot(bed, out, records)
         _write_cluster_view(bed, out, title, t_start, t_end)
         command = {"policies": list(policies), "proxy_mode": proxy_mode, "ip_mode": ip_mode,
-                   "connections": connections, "nodes": nodes, "any": any_capture,
+                   "fault": fault, "connections": connections, "nodes": nodes, "any": any_capture,
                    "timeout_s": timeout, "concurrency": concurrency, "interval_s": interval}
         facts = _facts(bed, out, command, records, t_start, t_end)
         (gt / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
@@ -263,6 +287,7 @@ def _snapshot(bed: Testbed, out: Path, records: list[dict]) -> list[dict]:
     node_cts = {n.name: (out / "nodes" / n.name / "conntrack.txt").read_text()
                 for n in bed.topo.nodes}
     records = bundle.enrich(records, bed.topo, node_cts[bed.topo.client.node], vpc_ct, node_cts)
+    records = bundle.failures(records, bed.topo, vpc_ct)
     bundle.write_jsonl(gt / "connections.jsonl", records)
     return records
 
@@ -272,10 +297,13 @@ def _write_cluster_view(bed: Testbed, out: Path, title: str | None, t_start: flo
     created = bundle.utc_iso(t_start - 3600).split(".")[0] + "Z"
     bundle.write_cluster(bed.topo, out, created)
     policy_text = " + ".join(f"{s.name} ({s.policy})" for s in bed.topo.services)
+    fault = bed.topo.fault
+    fault_text = (f"Fault injected ({fault}): {faults.FAULTS[fault]}. " if fault else "")
     bundle.write_incident_yaml(
-        out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}", t_start, t_end,
+        out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}"
+        + (f", fault {fault}" if fault else ""), t_start, t_end,
         notes=("Made by `natlens lab run` in network namespaces on the real kernel. "
-               f"{mode_notes(bed.topo)} "
+               f"{mode_notes(bed.topo)} {fault_text}"
                "ground-truth/ holds what really happened to every connection."))
 
 
@@ -307,7 +335,8 @@ def mode_notes(topo: topology.Topology) -> str:
 
 def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start: float,
            t_end: float) -> dict:
-    """lab.json: the command, topology, LB and IPVS stand-in, captures and per-Service tally."""
+    """lab.json: the command, topology, fault, LB and IPVS stand-in, the kernels' ICMP
+    counters, captures and per-Service tally."""
     return {
         "schema": "natlens.lab/1",
         "natlens": natlens.__version__,
@@ -321,10 +350,12 @@ def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start:
                "excludes": "the node whose IP is the packet's source"},
         "proxy_mode": bed.topo.proxy_mode,
         "ip_mode": bed.topo.ip_mode,
+        "fault": faults.describe(bed.topo),
         "modes": mode_notes(bed.topo),
         "ipvs": ("emulated by nft DNAT (numgen inc = rr), table natlens_ipvs, "
                  "priority -99 (dstnat+1)") if bed.topo.proxy_mode == "ipvs" else None,
         "br_netfilter": topology.bridge_netfilter_available(),
+        "icmp": bed.icmp_counters(),
         "captures": [{"node": c.node, "label": c.label,
                       "file": str(c.path.relative_to(out)), "tcpdump": c.stats}
                      for c in bed.captures],
@@ -334,7 +365,9 @@ def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start:
 
 
 def expected(topo: topology.Topology) -> dict[str, str]:
-    """What each policy is expected to do under the lab's proxy mode and ipMode (lab.json)."""
+    """What each policy is expected to do under the lab's proxy mode, ipMode and fault (lab.json)."""
+    if topo.fault:
+        return faults.expected(topo) or {}
     loops = ("the LB picks the client's own node for some connections: those loop back "
              "(SYN leaves for the VIP and comes back to this node's NodePort) and time out; "
              "the rest connect")

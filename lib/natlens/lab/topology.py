@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from natlens.errors import NatlensError
+from natlens.lab import faults
 from natlens.lab.netns import Lab
 
 POLICIES = ("Local", "Cluster")
@@ -97,6 +98,7 @@ class Topology:
     vpc_ns: str = ""
     proxy_mode: str = "ipvs"
     ip_mode: str = "VIP"
+    fault: str | None = None  # one of natlens.lab.faults.FAULTS, or None
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -107,17 +109,25 @@ class Topology:
 
     @property
     def endpoints(self) -> list[Pod]:
-        """Endpoint pods: every Service selects all of them (app=web)."""
+        """Endpoint pods (app=web), each running a server, whatever the Services select."""
         return [p for p in self.pods if p.role == "endpoint"]
 
+    @property
+    def backends(self) -> list[Pod]:
+        """The pods every Service's endpoints are: all endpoint pods (app=web), or none
+        under the no-endpoints fault (the Services select a label no pod has)."""
+        return [] if self.fault == "no-endpoints" else self.endpoints
+
     def local_endpoints(self, node: str) -> list[Pod]:
-        return [p for p in self.endpoints if p.node == node]
+        """The Services' endpoints on ``node`` (what Local keeps and the health check sees)."""
+        return [p for p in self.backends if p.node == node]
 
     def lb_pool(self, svc: Service) -> list[Node]:
         """The LB's backends: nodes passing its health check.
 
-        Local: only nodes with a local endpoint answer healthCheckNodePort.
-        Cluster: every node forwards, so every node is healthy.
+        Local: only nodes with a local endpoint answer healthCheckNodePort (none at all
+        under the no-endpoints fault). Cluster: every node forwards, so every node is
+        healthy.
         """
         if svc.policy == "Local":
             return [n for n in self.nodes if self.local_endpoints(n.name)]
@@ -149,6 +159,7 @@ class Topology:
             "proxy_mode": self.proxy_mode,
             "ip_mode": self.ip_mode,
             "lb_ip_on_node": self.lb_ip_on_node,
+            "fault": self.fault,
             "vpc": {"namespace": self.vpc_ns, "gateway": VPC_GATEWAY},
             "cluster_cidr": CLUSTER_CIDR,
             "service_cidr": SERVICE_CIDR,
@@ -166,13 +177,16 @@ class Topology:
 
 
 def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-", proxy_mode: str = "ipvs",
-         ip_mode: str = "VIP") -> Topology:
+         ip_mode: str = "VIP", fault: str | None = None) -> Topology:
     """Addresses and names for a lab with one LoadBalancer Service per policy given.
 
     ``proxy_mode`` is kube-proxy's mode on every node, ``ip_mode`` every Service's
-    ``status.loadBalancer.ingress[].ipMode``; both are checked here so that a bad value
-    is a one-line error before anything is built.
+    ``status.loadBalancer.ingress[].ipMode``, ``fault`` the one fault of the run
+    (:mod:`natlens.lab.faults`; ``refused`` moves every targetPort to where nothing
+    listens). All are checked here so that a bad value, or a fault that cannot act in
+    this mode, is a one-line error before anything is built.
     """
+    faults.check_name(fault)
     if proxy_mode not in PROXY_MODES:
         raise NatlensError(f"unknown proxy mode {proxy_mode!r}: use ipvs, iptables or nftables")
     if ip_mode not in IP_MODES:
@@ -201,9 +215,12 @@ def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-", proxy_mode: s
             name=f"web-{policy.lower()}" if policies.count(policy) == 1 else f"web-{policy.lower()}-{k}",
             policy=policy, vip=f"198.19.0.{10 + k}", cluster_ip=f"198.18.128.{10 + k}",
             node_port=30080 + k,
-            health_check_node_port=32080 + k if policy == "Local" else None))
-    return Topology(prefix, node_list, pods, services, vpc_ns=f"{prefix}vpc",
-                    proxy_mode=proxy_mode, ip_mode=ip_mode)
+            health_check_node_port=32080 + k if policy == "Local" else None,
+            target_port=faults.REFUSED_PORT if fault == "refused" else TARGET_PORT))
+    topo = Topology(prefix, node_list, pods, services, vpc_ns=f"{prefix}vpc",
+                    proxy_mode=proxy_mode, ip_mode=ip_mode, fault=fault)
+    faults.check(topo)
+    return topo
 
 
 def build(topo: Topology, lab: Lab) -> None:

@@ -11,7 +11,8 @@ filter rules, the KUBE-* ipsets, ipvsadm -S -n), in the shape of a chosen releas
 
 ``kube_proxy_iptables`` writes iptables-mode rules: KUBE-SVC-/KUBE-SEP- with
 statistic branches, KUBE-EXT-/KUBE-SVL- (1.24+) or KUBE-FW-/KUBE-XLB- (older),
-KUBE-NODEPORTS. Addresses are whatever the caller passes in Service objects.
+KUBE-NODEPORTS; a service without endpoints gets only the filter table's "has no
+endpoints" REJECTs. Addresses are whatever the caller passes in Service objects.
 
 ``kube_proxy_nftables`` writes the ``ip`` (or ``ip6``) ``kube-proxy`` table of
 nftables mode as ``nft -f`` commands, in the form knftables dumps it (the
@@ -359,11 +360,50 @@ def _iptables_head(version: str, decl: list[str]) -> list[str]:
     return head
 
 
+def _no_endpoint_filter(services: list[Service]) -> list[str]:
+    """The filter table kube-proxy writes for services without any endpoint (1.28's shape).
+
+    Such a service gets no nat chain at all, only REJECTs (ICMP port unreachable): its
+    cluster IP in filter KUBE-SERVICES (jumped to from FORWARD and OUTPUT), its LB and
+    external IPs and its node port (``--dst-type LOCAL``) in KUBE-EXTERNAL-SERVICES
+    (from INPUT and FORWARD), all for new connections only. Empty when every service has
+    an endpoint, so such dumps stay nat-only as before.
+    """
+    svc, ext = [], []
+    reject = "-j REJECT --reject-with icmp-port-unreachable"
+    for s in services:
+        if s.endpoints:
+            continue
+        p, c = s.proto, f'-m comment --comment "{s.name} has no endpoints"'
+        svc.append(f"-A KUBE-SERVICES -d {s.cluster_ip}/32 -p {p} {c} -m {p} --dport {s.port} {reject}")
+        ext += [f"-A KUBE-EXTERNAL-SERVICES -d {ip}/32 -p {p} {c} -m {p} --dport {s.port} {reject}"
+                for ip in s.external_ips + s.lb_ips]
+        if s.node_port:
+            ext.append(f"-A KUBE-EXTERNAL-SERVICES -p {p} {c} -m addrtype --dst-type LOCAL "
+                       f"-m {p} --dport {s.node_port} {reject}")
+    if not svc:
+        return []
+    new = "-m conntrack --ctstate NEW -m comment --comment"
+    return ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+            ":KUBE-EXTERNAL-SERVICES - [0:0]", ":KUBE-SERVICES - [0:0]",
+            f'-A INPUT {new} "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
+            f'-A FORWARD {new} "kubernetes service portals" -j KUBE-SERVICES',
+            f'-A FORWARD {new} "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
+            f'-A OUTPUT {new} "kubernetes service portals" -j KUBE-SERVICES',
+            *svc, *ext, "COMMIT"]
+
+
 def kube_proxy_iptables(services: list[Service], *, cluster_cidr: str, version: str = "1.28") -> Dump:
-    """iptables-mode nat rules (KUBE-SVC-/SEP-/EXT-/SVL-, or FW-/XLB- before 1.24)."""
+    """iptables-mode nat rules (KUBE-SVC-/SEP-/EXT-/SVL-, or FW-/XLB- before 1.24).
+
+    A service without endpoints has no nat rule, only filter REJECTs
+    (:func:`_no_endpoint_filter`), as kube-proxy's syncProxyRules writes it.
+    """
     old = version < "1.24"
     out = _IptablesRules()
     for s in services:
+        if not s.endpoints:
+            continue
         svc = _chain_id("KUBE-SVC-", s.name, s.proto)
         ext = _chain_id("KUBE-FW-" if old else "KUBE-EXT-", s.name, s.proto)
         loc = _chain_id("KUBE-XLB-" if old else "KUBE-SVL-", s.name, s.proto)
@@ -379,7 +419,8 @@ def kube_proxy_iptables(services: list[Service], *, cluster_cidr: str, version: 
     tail = ['-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be '
             'the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS', "COMMIT"]
     head = _iptables_head(version, out.decl)
-    return Dump("\n".join(head + out.svc_rules + out.np_rules + out.body + tail) + "\n", "")
+    filt = _no_endpoint_filter(services)
+    return Dump("\n".join(head + out.svc_rules + out.np_rules + out.body + tail + filt) + "\n", "")
 
 
 def _spread(body: list[str], chain: str, name: str, seps: list) -> None:
