@@ -8,6 +8,8 @@ from the journeys' ``failure`` column, each sentence names a journey that shows 
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from natlens.vocab import (
@@ -149,8 +151,8 @@ def _remedy(mech: str, f: pd.Series, loopback_fixes: bool) -> str:
     if mech == DROPPED_BY_RULE:
         endpoints = "a Service that has no endpoints" in ev
         return (f"For the connections dropped by a node's rules ({at}): " + (
-            "kube-proxy rejects a Service without ready endpoints: check its EndpointSlices and the pods' "
-            "readiness." if endpoints else "find who wrote that rule (see the evidence) and why it drops "
+            f"kube-proxy rejects the Service {f['service']} because it has no ready endpoints: check its "
+            "EndpointSlices, its selector and the pods' readiness." if endpoints else "find who wrote that rule (see the evidence) and why it drops "
                                            "this traffic."))
     if mech == UNREACHABLE:
         return f"For the ICMP errors ({at}): check the routes and firewalls of the address that sent them."
@@ -158,6 +160,10 @@ def _remedy(mech: str, f: pd.Series, loopback_fixes: bool) -> str:
         return (f"For the refused connections ({at}): nothing listens there: check the Service's targetPort "
                 "against the container's port, and that the server is running.")
     if mech == NO_REPLY:
+        route = re.search(r"(\S+)'s routes drop it: (.+?) \(ip route\)", ev)
+        if route:
+            return (f"For the connections never answered ({at}): {route.group(1)}'s route "
+                    f"\"{route.group(2)}\" drops them: remove or correct that route.")
         return (f"For the connections never answered ({at}): check what lies beyond that capture point: "
                 "routes (a blackhole), security groups, the load balancer's health checks and backends.")
     if mech == REPLY_LOST:

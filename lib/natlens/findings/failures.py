@@ -232,9 +232,13 @@ def refused(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
     rst = r[r["letters"].str.contains("r", regex=False) & ~r["established"].fillna(False).astype(bool)]
     if rst.empty:
         return None
-    first = rst.sort_values("ts_corr").iloc[0]
+    called = _called(j)
+    # the sighting nearest the server: after the NAT, where it still comes from the endpoint itself
+    beyond = rst[[f"{h}:{p}" != called for h, p in zip(rst["resp_h"], rst["resp_p"], strict=True)]]
+    first = (beyond if len(beyond) else rst).sort_values("ts_corr").iloc[-1 if len(beyond) else 0]
     near = rst[rst["near"]]
-    reached = f"; it reached the client at {near.iloc[0].hop}" if len(near) else ""
+    reached = (f"; it reached the client at {near.iloc[0].hop} from {near.iloc[0].resp_h}:{near.iloc[0].resp_p}"
+               if len(near) and near.iloc[0].hop != first.hop else "")
     return Failure(REFUSED, f"{first.hop}: the SYN to {first.resp_h}:{first.resp_p} was answered by a RST "
                    f"from {first.resp_h}:{first.resp_p} (nothing listening, or a reset by the server's side)"
                    f"{reached}", f"{first.hop}: RST from {first.resp_h}:{first.resp_p}")
@@ -395,10 +399,19 @@ def _dropped(v: Verdict, node: str, row, iface: str | None) -> tuple[str | None,
 
 
 def _drop_rule(trace: list[str]) -> str:
-    """The trace line that drops or rejects the packet (the last one saying so)."""
+    """The trace line that drops or rejects the packet (the last one saying so), after the line
+    that sent it there when that is a jump or goto ("... vmap @no-endpoint-services (verdict
+    goto reject-chain) | reject-chain #1 rule reject")."""
     words = ("DROP", "REJECT", "drop", "reject", "dropped")
-    hits = [t.strip() for t in trace if any(w in t for w in words) and "no match" not in t]
-    return hits[-1] if hits else "the rules (see the trace)"
+    lines = [t.strip() for t in trace]
+    hits = [i for i, t in enumerate(lines) if any(w in t for w in words) and "no match" not in t
+            and "no element" not in t]
+    if not hits:
+        return "the rules (see the trace)"
+    last = hits[-1]
+    chain = lines[last].split(" #", 1)[0].rsplit(" ", 1)[-1]
+    via = [t for t in lines[:last] if f"goto {chain})" in t or f"jump {chain})" in t or f"-> {chain}" in t]
+    return " | ".join([*via[-1:], lines[last]])
 
 
 def no_endpoints_rule(rule: str) -> bool:

@@ -92,7 +92,9 @@ def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, st
             v["root_cause"] += f" Besides the loopbacks: {problem['text']}."
     else:
         v = _no_loopback_verdict(journeys, snat, names, mechs)
-        if problem:
+        if problem and failure_words.tally(journeys):  # the failures lead; the slow path is beside them
+            v["root_cause"] += f" Besides the failures: {problem['text']}."
+        elif problem:
             v = _with_problem(v, journeys, problem)
         blind = sorted(set(uncaptured or []) & set(journeys["client_node"].dropna()))
         if blind:
@@ -225,9 +227,9 @@ def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict
     if failed:
         why = failure_words.tally(journeys)
         headline = (f"{failed} of {total} connections failed" + (f": {why}" if why else "")
-                    + "; none was a load-balancer loopback")
+                    + ("; no load-balancer loopback seen" if unknown else "; none was a load-balancer loopback"))
         if unknown:
-            headline += f" ({unknown} could not be checked: captures from their backend node are missing)"
+            headline += f" ({unknown} could not be checked: no capture shows where the load balancer sent them)"
         root = ("The failures are not the loopback pattern." + failure_words.sentences(journeys)
                 if why else "The failures are not the loopback pattern; look at the failed journeys' hops "
                 "(journey_hops) for where the SYN or SYN-ACK was lost.")

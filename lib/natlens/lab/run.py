@@ -30,6 +30,18 @@ from natlens.lab import bundle, faults, rules, topology
 from natlens.lab.netns import Lab, default_prefix, existing, require
 
 DRAIN_S = 0.5  # after the client: let last packets (FIN/ACK, RST) reach the captures
+# One ICMP echo request (id 0x4e4c "NL") to argv[1], the checksum computed here (a raw socket).
+ECHO_SCRIPT = """
+import socket, struct, sys
+body = b"natlens: capture end"  # an even length: the checksum sums 16-bit words
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xFFFF)
+    return ~(s + (s >> 16)) & 0xFFFF
+head = struct.pack("!BBHHH", 8, 0, 0, 0x4E4C, 1)
+pkt = struct.pack("!BBHHH", 8, 0, csum(head + body), 0x4E4C, 1) + body
+socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(pkt, (sys.argv[1], 0))
+"""
 # tcpdump -B: `-i any` cannot size its ring by MTU, so with the default snaplen a 2 MiB ring
 # holds only a few blocks and bursts (one SYN crosses five interfaces at once) are dropped.
 CAPTURE_BUFFER_KIB = 16384
@@ -136,6 +148,17 @@ class Testbed:
                 proc = self.lab.spawn(n.ns, argv)
                 _wait_line(proc, proc.stderr, "listening on", 10.0, f"tcpdump -i {label} in {n.ns}")
                 self.captures.append(Capture(n.name, label, path, proc))
+
+    def mark_capture_end(self) -> None:
+        """One ICMP echo from each node's NIC to the VPC gateway, just before the captures stop.
+
+        Why: a pcap does not record when tcpdump stopped, so natlens takes a capture's last
+        packet as its end; when every connection failed there is no packet after the
+        clients' last SYNs, and natlens rightly cannot tell a client that gave up from a
+        capture that ended. The echo (ICMP: in no connection, counted as such) shows the
+        capture was still running after the drain."""
+        for n in self.topo.nodes:
+            self.lab.sh(sys.executable, "-c", ECHO_SCRIPT, topology.VPC_GATEWAY, ns=n.ns)
 
     def stop_captures(self) -> None:
         """SIGINT each tcpdump (it flushes and closes its file) and keep its counters."""
@@ -256,6 +279,7 @@ def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int 
         records = bed.run_client(gt / "connections.jsonl", connections, timeout,
                                  concurrency, interval)
         time.sleep(DRAIN_S)
+        bed.mark_capture_end()
         bed.stop_captures()
         t_end = time.time()
         records = _snapshot(bed, out, records)
