@@ -59,9 +59,14 @@ ICMP_ENDS_CONNECT: Final = {4: frozenset({3, 11}), 6: frozenset({1, 3})}
 
 def icmp_ends_connect(icmp_type, icmp_code, v6: bool) -> bool:
     """Whether an ICMP error of this type and code, about a SYN, ends the client's connect."""
-    if icmp_type is None or icmp_type != icmp_type:  # None or NaN: no ICMP
+    try:
+        t = int(icmp_type)
+    except (TypeError, ValueError):  # None, NaN, pandas' NA: no ICMP error
         return False
-    t, c = int(icmp_type), -1 if icmp_code is None or icmp_code != icmp_code else int(icmp_code)
+    try:
+        c = int(icmp_code)
+    except (TypeError, ValueError):
+        c = -1
     return t in ICMP_ENDS_CONNECT[6 if v6 else 4] and not (not v6 and t == 3 and c == 4)
 
 

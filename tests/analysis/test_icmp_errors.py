@@ -278,5 +278,7 @@ def test_from_a_pcap_and_in_the_analysis(tmp_path):
     assert caps["nodes/node-1/veth1.pcap"]["connections"] == 0
     (rec,) = a.connections.itertuples()
     assert (rec.capture, rec.icmp_errors, rec.icmp_src, rec.icmp_type) == ("node-1/eth0", 1, NODE, 3)
-    hops = a.journey_hops(a.journeys["journey"].iloc[0])  # the analysis' hop view still works
-    assert len(hops) == 1 and hops.loc[0, "flags"] == "S"
+    hops = a.journey_hops(a.journeys["journey"].iloc[0])  # the ICMP error among the journey's hops
+    assert len(hops) == 2 and hops.loc[0, "flags"] == "S" and hops.loc[1, "flags"] == ""
+    assert hops.loc[1, "note"].startswith(f"ICMP port unreachable from {NODE} to ")
+    assert " about " in hops.loc[1, "note"]

@@ -20,8 +20,8 @@ from natlens.connections import connections_with_index
 
 # The packet columns journey_hops shows; the rest of the packet table is not kept.
 HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
-                      "ip_id", "direction", "ifindex"]
-ICMP_PROTOS = (1, 58)
+                      "ip_id", "direction", "ifindex", "icmp_type", "icmp_code", "icmp_orig_src", "icmp_orig_dst",
+                      "icmp_orig_sport", "icmp_orig_dport"]
 
 
 @dataclass
@@ -87,9 +87,8 @@ def read_one(bundle: Bundle, node: NodeDir, path: Path) -> OneCapture:
              "last_ts": None if info.last_ts_ns is None else info.last_ts_ns / 1e9,
              "unread_bytes": int(info.unread_bytes), "dropped": info.dropped}
     keep = [c for c in HOP_PACKET_COLUMNS if c in cap.packets.columns]
-    # The index also gives an ICMP error the row of the record it is about (connections.icmp),
-    # but journey_hops' notes describe TCP/UDP packets only (an ICMP row has no ports or
-    # payload length): the hops leave those rows out until they can say what they are.
-    sel = (idx >= 0) & ~cap.packets["proto"].isin(ICMP_PROTOS).to_numpy(dtype=bool)
+    # the index also gives an ICMP error the row of the record it is about (connections.icmp):
+    # journey_hops shows it among the connection's packets
+    sel = idx >= 0
     return OneCapture(label, entry, conns, cap.packets.loc[sel, keep].reset_index(drop=True), idx[sel],
                       warnings)
