@@ -92,41 +92,60 @@ class Context:
 
 def explain_failures(journeys: pd.DataFrame, records: pd.DataFrame | None, ctx: Context) -> pd.DataFrame:
     """FAILURE_COLUMNS for every journey (same index); None where the journey did not fail."""
-    out = pd.DataFrame({c: pd.Series(None, index=journeys.index, dtype=object) for c in FAILURE_COLUMNS})
-    failed = journeys[is_failed(journeys["outcome"])]
-    if failed.empty:
-        return out
-    recs = sightings(records[records["journey"].isin(failed["journey"])] if records is not None
-                     else pd.DataFrame(columns=["journey"]), failed)
-    groups = {k: g for k, g in recs.groupby("journey", sort=False)} if len(recs) else {}
-    empty = recs.iloc[0:0]
-    for idx, j in failed.iterrows():
-        r = groups.get(j["journey"], empty)
-        f = classify_failure(j, r, ctx)
-        out.loc[idx] = [f.mechanism, f.evidence, f.at, journey_path(j, r, ctx.inventory)]
-    return out.astype(object).where(out.notna(), None)
+    out = {c: [None] * len(journeys) for c in FAILURE_COLUMNS}
+    failed = is_failed(journeys["outcome"]).to_numpy()
+    if failed.any():
+        chosen = journeys[failed]
+        recs = sightings(records[records["journey"].isin(chosen["journey"])] if records is not None
+                         else pd.DataFrame(columns=["journey"]), chosen)
+        groups: dict[str, list] = {}
+        for row in recs.itertuples(index=False):
+            groups.setdefault(row.journey, []).append(row)
+        for pos, j in zip(np.flatnonzero(failed), chosen.to_dict("records"), strict=True):
+            rows = groups.get(j["journey"], [])
+            f = classify_failure(j, rows, ctx)
+            for c, v in zip(FAILURE_COLUMNS, (f.mechanism, f.evidence, f.at, journey_path(j, rows, ctx.inventory)),
+                            strict=True):
+                out[c][pos] = v
+    return pd.DataFrame(out, index=journeys.index, dtype=object)
 
 
-def classify_failure(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure:
-    """The first of the rules (module docstring) that the journey's records show."""
-    if r.empty:
+def classify_failure(j, rows, ctx: Context) -> Failure:
+    """The first of the rules (module docstring) that the journey's records show. ``j``: the
+    journey (a mapping), ``rows``: its sightings (``sightings``, a DataFrame or its rows)."""
+    rows = _rows(rows)
+    if not rows:
         return Failure(UNKNOWN, "no connection record of it in the captures", "not seen")
     for rule in (loopback, icmp_error, refused, wrong_source_reply, reset_by_client, reply_lost):
-        f = rule(j, r, ctx)
+        f = rule(j, rows, ctx)
         if f is not None:
             return f
-    return no_reply(j, r, ctx)
+    return no_reply(j, rows, ctx)
+
+
+def _rows(rows) -> list:
+    """A journey's sightings as rows (attribute access), in time order."""
+    return list(rows.itertuples(index=False)) if isinstance(rows, pd.DataFrame) else list(rows)
 
 
 # --- the records of one journey, as sightings of its handshake's packets ----------------------
 
+SIGHTING_COLUMNS = ["journey", "uid", "capture", "node", "iface", "point", "orig_h", "orig_p", "resp_h", "resp_p",
+                    "proto", "established", "ts_corr", "orig_dir", "icmp_errors", "icmp_ts", "icmp_type",
+                    "icmp_code", "icmp_src", "icmp_quotes"]
+
+
 def sightings(records: pd.DataFrame, journeys: pd.DataFrame) -> pd.DataFrame:
     """The journeys' records with what the rules read: the hop label, the clock-corrected
-    times of the first SYN and SYN-ACK seen there, and whether the point is the client's side."""
-    if records.empty:
-        return records.assign(hop=pd.Series(dtype=object), t_syn=pd.Series(dtype=float),
-                              t_synack=pd.Series(dtype=float), near=pd.Series(dtype=bool))
+    times of the first SYN and SYN-ACK seen there, whether the point is the client's side,
+    the history's letters, and the ICMP error about it (none: 0 errors)."""
     r = records.copy()
+    for c, default in (("point", None), ("orig_dir", None), ("icmp_errors", 0), ("icmp_ts", np.nan),
+                       ("icmp_type", None), ("icmp_code", None), ("icmp_src", None), ("icmp_quotes", None)):
+        if c not in r:
+            r[c] = default
+    if r.empty:
+        return r.reindex(columns=[*SIGHTING_COLUMNS, "t_syn", "t_synack", "hop", "near", "letters"])
     shift = r["ts_corr"].astype(float) - r["ts"].astype(float)
     r["t_syn"] = r["syn_ts"].astype(float) + shift
     r["t_synack"] = r["synack_ts"].astype(float) + shift
@@ -134,7 +153,11 @@ def sightings(records: pd.DataFrame, journeys: pd.DataFrame) -> pd.DataFrame:
     key = r["journey"].map(client_side(r, journeys))
     r["near"] = [isinstance(k, tuple) and (c, i) == k for k, c, i in zip(key, r["capture"], r["iface"], strict=True)]
     r["letters"] = r["history"].fillna("").astype(str)
-    return r.sort_values(["journey", "ts_corr"], kind="stable")
+    r["established"] = r["established"].fillna(False).astype(bool)
+    r["icmp_errors"] = r["icmp_errors"].fillna(0).astype(int)
+    r["icmp_quotes"] = r["icmp_quotes"].astype(object).where(r["icmp_quotes"].notna(), None)
+    r = r.sort_values(["journey", "ts_corr"], kind="stable")
+    return r[[*SIGHTING_COLUMNS, "t_syn", "t_synack", "hop", "near", "letters"]]
 
 
 def client_side(r: pd.DataFrame, journeys: pd.DataFrame) -> pd.Series:
@@ -152,11 +175,9 @@ def client_side(r: pd.DataFrame, journeys: pd.DataFrame) -> pd.Series:
     point = pre["point"].where(pre["point"].notna(), "").astype(str)
     rank = np.select([point == "", point.str.match(UPLINK), point.str.match(BRIDGE)], [3, 2, 1], 0)
     best = pre.assign(_rank=rank).sort_values(["_rank", "ts_corr"]).drop_duplicates("journey")
-    side = pd.Series([(c, i) for c, i in zip(best["capture"], best["iface"], strict=True)],
-                     index=best["journey"].to_numpy(), dtype=object)
-    where = r.set_index("uid")[["capture", "iface"]]
-    own = j["client_uid"].map(lambda u: tuple(where.loc[u]) if isinstance(u, str) and u in where.index else None)
-    return side.reindex(j.index).where(lambda x: x.notna(), own)
+    side = dict(zip(best["journey"], zip(best["capture"], best["iface"], strict=True), strict=True))
+    where = dict(zip(r["uid"], zip(r["capture"], r["iface"], strict=True), strict=True))
+    return pd.Series({jid: side.get(jid, where.get(uid)) for jid, uid in j["client_uid"].items()}, dtype=object)
 
 
 def hop_labels(r: pd.DataFrame) -> pd.Series:
@@ -172,13 +193,17 @@ def _tuple(row) -> str:
     return f"{row.orig_h}:{row.orig_p} -> {row.resp_h}:{row.resp_p}"
 
 
-def _called(j: pd.Series) -> str:
+def _called(j) -> str:
     return f"{j['vip']}:{int(j['vport'])}" if not pd.isna(j["vport"]) else str(j["vip"])
 
 
-def _answer_to_client(r: pd.DataFrame) -> pd.DataFrame:
+def _seen(t: float) -> bool:
+    return t == t  # not NaN
+
+
+def _answer_to_client(rows: list) -> list:
     """The client's side's records that saw a SYN-ACK, earliest first."""
-    return r[r["near"] & r["t_synack"].notna()].sort_values("t_synack")
+    return sorted((x for x in rows if x.near and _seen(x.t_synack)), key=lambda x: x.t_synack)
 
 
 def _client_reset(row) -> bool:
@@ -187,84 +212,85 @@ def _client_reset(row) -> bool:
     return "R" in h and "h" in h and h.index("R") > h.index("h")
 
 
+def _fatal_icmp(row) -> bool:
+    """An ICMP error about the client's packet there that ends a connect."""
+    return (row.icmp_errors > 0 and row.icmp_quotes == "orig"
+            and icmp_ends_connect(row.icmp_type, row.icmp_code, ":" in str(row.icmp_src)))
+
+
 # --- the rules, in order ---------------------------------------------------------------------
 
-def loopback(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
+def loopback(j, rows: list, ctx: Context) -> Failure | None:
     """The load balancer sent it back to the client's own node; how it then failed."""
     if j.get("loopback") != YES:
         return None
-    got = _answer_to_client(r)
-    if len(got):
-        a = got.iloc[0]
+    got = _answer_to_client(rows)
+    if got:
+        a = got[0]
         how = (f"the SYN-ACK reached the client at {a.hop} from {a.resp_h}:{a.resp_p}, not from "
                f"{_called(j)}, the address it called" + (", and the client reset it" if _client_reset(a) else ""))
         at = f"{a.hop}: the client got the SYN-ACK from {a.resp_h}:{a.resp_p}"
     else:
-        last = _last_syn(r)
+        last = _last_syn(rows)
         how = "no answer reached the client"
         at = f"SYN last seen at {last.hop} ({_tuple(last)})" if last is not None else "not seen"
     return Failure(LOOPBACK, f"{j['loopback_evidence']}; {how}", at)
 
 
-def icmp_error(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
+def icmp_error(j, rows: list, ctx: Context) -> Failure | None:
     """An ICMP error about the client's packet: dropped-by-rule when the rules of the node that
     sent it reject that packet, else unreachable."""
-    if "icmp_errors" not in r:
+    hit = sorted((x for x in rows if _fatal_icmp(x)), key=lambda x: x.icmp_ts)
+    if not hit:
         return None
-    hit = r[(r["icmp_errors"].fillna(0) > 0) & (r["icmp_quotes"] == "orig")]
-    hit = hit[[icmp_ends_connect(t, c, ":" in str(s)) for t, c, s in zip(hit["icmp_type"], hit["icmp_code"],
-                                                                         hit["icmp_src"], strict=True)]]
-    if hit.empty:
-        return None
-    e = hit.sort_values("icmp_ts").iloc[0]
-    words = icmp_words(int(e["icmp_type"]), int(e["icmp_code"]), ":" in str(e["icmp_src"]))
-    seen = f"ICMP {words} from {e['icmp_src']} about the client's packet {_tuple(e)}, seen at {e['hop']}"
-    node = ctx.inventory.node_ip(str(e["icmp_src"])) or _node_of_hop(r, e)
-    asked = _asked_at(r, node, j, ctx) if node else None
+    e = hit[0]
+    words = icmp_words(int(e.icmp_type), int(e.icmp_code), ":" in str(e.icmp_src))
+    seen = f"ICMP {words} from {e.icmp_src} about the client's packet {_tuple(e)}, seen at {e.hop}"
+    node = ctx.inventory.node_ip(str(e.icmp_src)) or str(e.node)
+    asked = _asked_at(rows, node, j, ctx)
     if asked is not None and asked[0] is not None:
         return Failure(DROPPED_BY_RULE, f"{seen}; {asked[1]}", f"{asked[2]}: rejected by {node}'s rules")
     why = f"; {asked[1]}" if asked is not None else ""
-    return Failure(UNREACHABLE, seen + why, f"{e['hop']}: ICMP {words} from {e['icmp_src']}")
+    return Failure(UNREACHABLE, seen + why, f"{e.hop}: ICMP {words} from {e.icmp_src}")
 
 
-def refused(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
+def refused(j, rows: list, ctx: Context) -> Failure | None:
     """A RST from the server side answered the SYN (Zeek's lower-case r before any handshake)."""
-    rst = r[r["letters"].str.contains("r", regex=False) & ~r["established"].fillna(False).astype(bool)]
-    if rst.empty:
+    rst = [x for x in rows if "r" in x.letters and not x.established]
+    if not rst:
         return None
     called = _called(j)
     # the sighting nearest the server: after the NAT, where it still comes from the endpoint itself
-    beyond = rst[[f"{h}:{p}" != called for h, p in zip(rst["resp_h"], rst["resp_p"], strict=True)]]
-    first = (beyond if len(beyond) else rst).sort_values("ts_corr").iloc[-1 if len(beyond) else 0]
-    near = rst[rst["near"]]
-    reached = (f"; it reached the client at {near.iloc[0].hop} from {near.iloc[0].resp_h}:{near.iloc[0].resp_p}"
-               if len(near) and near.iloc[0].hop != first.hop else "")
+    beyond = [x for x in rst if f"{x.resp_h}:{x.resp_p}" != called]
+    first = max(beyond, key=lambda x: x.ts_corr) if beyond else min(rst, key=lambda x: x.ts_corr)
+    near = [x for x in rst if x.near]
+    reached = (f"; it reached the client at {near[0].hop} from {near[0].resp_h}:{near[0].resp_p}"
+               if near and near[0].hop != first.hop else "")
     return Failure(REFUSED, f"{first.hop}: the SYN to {first.resp_h}:{first.resp_p} was answered by a RST "
                    f"from {first.resp_h}:{first.resp_p} (nothing listening, or a reset by the server's side)"
                    f"{reached}", f"{first.hop}: RST from {first.resp_h}:{first.resp_p}")
 
 
-def wrong_source_reply(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
+def wrong_source_reply(j, rows: list, ctx: Context) -> Failure | None:
     """A SYN-ACK reached the client from another address:port than the one it called."""
-    got = _answer_to_client(r)
     called = _called(j)
-    wrong = got[[f"{h}:{p}" != called for h, p in zip(got["resp_h"], got["resp_p"], strict=True)]]
-    if wrong.empty:
+    wrong = [x for x in _answer_to_client(rows) if f"{x.resp_h}:{x.resp_p}" != called]
+    if not wrong:
         return None
-    a = wrong.iloc[0]
+    a = wrong[0]
     ev = (f"the SYN-ACK reached the client at {a.hop} from {a.resp_h}:{a.resp_p}, not from {called}, the "
           "address it called" + (", and the client reset it" if _client_reset(a) else ""))
-    return Failure(WRONG_SOURCE_REPLY, ev + _why_wrong_source(j, r, f"{a.resp_h}", ctx.inventory),
+    return Failure(WRONG_SOURCE_REPLY, ev + _why_wrong_source(j, rows, str(a.resp_h), ctx.inventory),
                    f"{a.hop}: the client got the SYN-ACK from {a.resp_h}:{a.resp_p}")
 
 
-def _why_wrong_source(j: pd.Series, r: pd.DataFrame, source: str, inventory: Inventory) -> str:
+def _why_wrong_source(j, rows: list, source: str, inventory: Inventory) -> str:
     """Where the SYN was DNATed to that source without SNAT: the answer went straight back."""
-    dnat = r[(r["resp_h"] == source) & r["t_syn"].notna() & (r["orig_h"] == j["client_h"])
-             & (r["node"] != j["client_node"])].sort_values("t_syn")
-    if dnat.empty:
+    dnat = sorted((x for x in rows if x.resp_h == source and _seen(x.t_syn) and x.orig_h == j["client_h"]
+                   and x.node != j["client_node"]), key=lambda x: x.t_syn)
+    if not dnat:
         return ""
-    d = dnat.iloc[0]
+    d = dnat[0]
     home = inventory.node_of(source)
     where = ("an endpoint on the client's own node" if home and home == j["client_node"] else
              f"an endpoint on {home}" if home else "that address")
@@ -273,26 +299,26 @@ def _why_wrong_source(j: pd.Series, r: pd.DataFrame, source: str, inventory: Inv
             f"directly, never through {d.node}'s reverse NAT")
 
 
-def reset_by_client(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
+def reset_by_client(j, rows: list, ctx: Context) -> Failure | None:
     """The client reset a SYN-ACK from the address it called."""
-    got = _answer_to_client(r)
-    reset = got[[_client_reset(a) for a in got.itertuples()]]
-    if reset.empty:
+    reset = [x for x in _answer_to_client(rows) if _client_reset(x)]
+    if not reset:
         return None
-    a = reset.iloc[0]
+    a = reset[0]
     return Failure(RESET_BY_CLIENT, f"{a.hop}: the SYN-ACK from {a.resp_h}:{a.resp_p}, the address the client "
                    "called, reached it and the client answered with a RST (its socket was gone or it did "
                    "not expect it)", f"{a.hop}: the client's RST")
 
 
-def reply_lost(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
+def reply_lost(j, rows: list, ctx: Context) -> Failure | None:
     """A SYN-ACK seen at one capture point that never reached the client's side."""
-    seen = r[r["t_synack"].notna()]
-    if seen.empty or r["near"].any() and _answer_to_client(r).shape[0]:
+    seen = [x for x in rows if _seen(x.t_synack)]
+    if not seen or _answer_to_client(rows):
         return None
-    last = seen.sort_values("t_synack").iloc[-1]
-    nearer = _client_side_label(j, r)
-    blind = sorted({c for c in r.loc[r["near"], "capture"]} & ctx.lossy)
+    last = max(seen, key=lambda x: x.t_synack)
+    near = [x for x in rows if x.near]
+    nearer = f"the client's side ({near[0].hop})" if near else "the client"
+    blind = sorted({x.capture for x in near} & ctx.lossy)
     if blind:
         return Failure(UNKNOWN, f"the SYN-ACK was last seen at {last.hop} ({last.resp_h}:{last.resp_p} -> "
                        f"{last.orig_h}:{last.orig_p}) and not at the client's side, but {', '.join(blind)} "
@@ -303,24 +329,18 @@ def reply_lost(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure | None:
                    f"between {last.hop} and {nearer}: the SYN-ACK")
 
 
-def _client_side_label(j: pd.Series, r: pd.DataFrame) -> str:
-    """The client's side's capture point, or "the client" when none is captured."""
-    near = r[r["near"]]
-    return f"the client's side ({near.iloc[0].hop})" if len(near) else "the client"
-
-
-def no_reply(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure:
+def no_reply(j, rows: list, ctx: Context) -> Failure:
     """Nothing answered the SYN: the last point that saw it, and what that node does with it."""
-    last = _last_syn(r)
+    last = _last_syn(rows)
     if last is None:
         return Failure(UNKNOWN, "no capture point shows the client's SYN (the captures start after it, or "
                        "miss its way)", "not seen")
     at = f"SYN last seen at {last.hop} ({_tuple(last)})"
-    where = sorted(set(r["capture"]) & ctx.lossy)
+    where = sorted({x.capture for x in rows} & ctx.lossy)
     if where:
         return Failure(UNKNOWN, f"no capture point shows an answer, but {', '.join(where)} lost packets: an "
                        f"answer may be one it lost ({at})", at)
-    asked = _asked_at(r, str(last.node), j, ctx, last)
+    asked = _asked_at(rows, str(last.node), j, ctx, last)
     if asked is not None and asked[0] is not None:
         return Failure(DROPPED_BY_RULE, f"{at}; {asked[1]}", f"{asked[2]}: dropped by {last.node}'s rules")
     ev = f"no capture point saw an answer to the SYN; {at}"
@@ -332,36 +352,29 @@ def no_reply(j: pd.Series, r: pd.DataFrame, ctx: Context) -> Failure:
     return Failure(NO_REPLY, ev, at)
 
 
-def _last_syn(r: pd.DataFrame):
+def _last_syn(rows: list):
     """The record where the client's SYN was seen last (clock-corrected), None: no SYN seen."""
-    syn = r[r["t_syn"].notna()]
-    return syn.sort_values("t_syn").iloc[-1] if len(syn) else None
+    syn = [x for x in rows if _seen(x.t_syn)]
+    return max(syn, key=lambda x: x.t_syn) if syn else None
 
 
-def _node_of_hop(r: pd.DataFrame, e) -> str | None:
-    """The node whose capture saw the ICMP error, when it is not from a node's address."""
-    return None if e is None else str(e["node"])
-
-
-def _leaving(row, j: pd.Series) -> bool:
+def _leaving(row, j) -> bool:
     """The record's packets were leaving its node (an egress point), as far as the record tells."""
-    if row.get("orig_dir") in ("in", "out"):
-        return row.get("orig_dir") == "out"
-    return row.node == j["client_node"] and bool(UPLINK.match(str(row.get("point") or "")))
+    if row.orig_dir in ("in", "out"):
+        return row.orig_dir == "out"
+    return row.node == j["client_node"] and bool(UPLINK.match(str(row.point or "")))
 
 
 # --- the netfilter model, asked about the packet where it was last seen -----------------------
 
-def _asked_at(r: pd.DataFrame, node: str, j: pd.Series, ctx: Context,
-              row=None) -> tuple[str | None, str, str] | None:
+def _asked_at(rows: list, node: str, j, ctx: Context, row=None) -> tuple[str | None, str, str] | None:
     """(the rule that drops or rejects it, the words, the hop) for the client's SYN as it arrived
     at ``node`` (its last sighting there); (None, why not, hop) when the model does not drop it
     or the node drops it by a route; None when nothing can be asked (no arriving SYN, no rules)."""
     if row is None:
-        there = r[(r["node"] == node) & r["t_syn"].notna()]
-        if there.empty:
+        row = _last_syn([x for x in rows if x.node == node])
+        if row is None:
             return None
-        row = there.sort_values("t_syn").iloc[-1]
     if _leaving(row, j):
         return None
     rules = ctx.rules_of(node)
@@ -370,7 +383,7 @@ def _asked_at(r: pd.DataFrame, node: str, j: pd.Series, ctx: Context,
     drop = _route_drop(rules, str(row.resp_h))
     if drop:
         return None, f"{node}'s routes drop it: {drop} (ip route)", row.hop
-    iface = row.get("point") if isinstance(row.get("point"), str) else None
+    iface = row.point if isinstance(row.point, str) else None
     try:
         v = rules.explain(str(row.orig_h), str(row.resp_h), int(row.resp_p), proto=str(row.proto),
                           in_iface=iface)
@@ -424,49 +437,47 @@ def no_endpoints_rule(rule: str) -> bool:
 
 # --- the path ----------------------------------------------------------------------------------
 
-def journey_path(j: pd.Series, r: pd.DataFrame, inventory: Inventory) -> str:
+def journey_path(j, rows, inventory: Inventory) -> str:
     """The handshake's way through the capture points: the SYN's, then each answer's."""
-    if r.empty:
+    rows = _rows(rows)
+    if not rows:
         return ""
-    parts = [f"SYN: {_leg(r[r['t_syn'].notna()].sort_values('t_syn'), inventory, 'syn', j)}"]
-    ans = r[r["t_synack"].notna()].sort_values("t_synack")
-    if len(ans):
-        a = ans.iloc[0]
-        leg = f"SYN-ACK from {a.resp_h}:{a.resp_p}: {_leg(ans, inventory, 'answer', j)}"
-        reached = ans[ans["near"]]
-        if len(reached):
-            leg += " -> client" + (", which resets it" if _client_reset(reached.iloc[0]) else "")
+    parts = [f"SYN: {_leg(sorted((x for x in rows if _seen(x.t_syn)), key=lambda x: x.t_syn), inventory, 'syn', j)}"]
+    ans = sorted((x for x in rows if _seen(x.t_synack)), key=lambda x: x.t_synack)
+    if ans:
+        leg = f"SYN-ACK from {ans[0].resp_h}:{ans[0].resp_p}: {_leg(ans, inventory, 'answer', j)}"
+        reached = [x for x in ans if x.near]
+        if reached:
+            leg += " -> client" + (", which resets it" if _client_reset(reached[0]) else "")
         parts.append(leg)
-    if "icmp_errors" in r:
-        icmp = r[(r["icmp_errors"].fillna(0) > 0) & (r["icmp_quotes"] == "orig")].sort_values("icmp_ts")
-        if len(icmp):
-            e = icmp.iloc[0]
-            words = icmp_words(int(e["icmp_type"]), int(e["icmp_code"]), ":" in str(e["icmp_src"]))
-            parts.append(f"ICMP {words} from {e['icmp_src']}: " + " -> ".join(dict.fromkeys(icmp["hop"]))
-                         + (" -> client" if icmp["near"].any() else ""))
-    rst = r[r["letters"].str.contains("r", regex=False)]
-    if len(rst) and not len(ans):
-        parts.append(f"RST from {rst.iloc[0].resp_h}:{rst.iloc[0].resp_p}: "
-                     + " -> ".join(dict.fromkeys(rst.sort_values("ts_corr")["hop"])))
+    icmp = sorted((x for x in rows if x.icmp_errors > 0 and x.icmp_quotes == "orig"), key=lambda x: x.icmp_ts)
+    if icmp:
+        e = icmp[0]
+        words = icmp_words(int(e.icmp_type), int(e.icmp_code), ":" in str(e.icmp_src))
+        parts.append(f"ICMP {words} from {e.icmp_src}: " + " -> ".join(dict.fromkeys(x.hop for x in icmp))
+                     + (" -> client" if any(x.near for x in icmp) else ""))
+    rst = sorted((x for x in rows if "r" in x.letters), key=lambda x: x.ts_corr)
+    if rst and not ans:
+        parts.append(f"RST from {rst[0].resp_h}:{rst[0].resp_p}: " + " -> ".join(dict.fromkeys(x.hop for x in rst)))
     return " | ".join(parts)
 
 
-def _leg(rows: pd.DataFrame, inventory: Inventory, kind: str, j: pd.Series) -> str:
+def _leg(rows: list, inventory: Inventory, kind: str, j) -> str:
     """One packet's hops in time order, with "(DNAT to ...)" / "(SNAT to ...)" where the
     addresses change between two hops, and "LB (...)" where the load balancer changed them."""
-    out: list[str] = ["client"] if kind == "syn" and rows["near"].any() else []
+    out: list[str] = ["client"] if kind == "syn" and any(x.near for x in rows) else []
     prev = None
-    for row in rows.itertuples():
+    for row in rows:
         now = (row.orig_h, row.orig_p, row.resp_h, row.resp_p)
-        if prev is not None and now != prev[0]:
-            out.append(_nat_words(prev[0], now, inventory, kind, j))
+        if prev is not None and now != prev:
+            out.append(_nat_words(prev, now, inventory, kind, j))
         if not out or out[-1] != row.hop:
             out.append(row.hop)
-        prev = (now, row.hop)
+        prev = now
     return " -> ".join(out) if out else "not seen"
 
 
-def _nat_words(before: tuple, after: tuple, inventory: Inventory, kind: str, j: pd.Series) -> str:
+def _nat_words(before: tuple, after: tuple, inventory: Inventory, kind: str, j) -> str:
     """What changed between two sightings of one packet, in NAT words."""
     words = []
     if (before[2], before[3]) != (after[2], after[3]):
