@@ -347,7 +347,7 @@ def test_cli_rejects_an_unknown_fault_in_one_line(tmp_path, capsys):
     assert main(["lab", "run", "--fault", "bogus", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("natlens: error: unknown fault 'bogus': use no-endpoints, refused, "
-                   "blackhole or reply-drop")
+                   "blackhole, unreachable or reply-drop")
     assert not (tmp_path / "b").exists()
 
 
@@ -371,3 +371,18 @@ def test_tally_line_counts_failures_per_mechanism():
                              "loopback 2, reply-lost 4")
     assert not tally_line(dict(s, failures={})).endswith("}")
     assert "failures" not in tally_line(dict(s, failures={}))
+
+
+def test_unreachable_from_the_clients_error_and_the_lbs_pick():
+    topo = plan(["Local"], prefix="nlt-", proxy_mode="ipvs", fault="unreachable")
+    base = {"service": "web-local", "outcome": "failed", "loopback": None, "asymmetric": None,
+            "node_dnat": None, "lb_node": None}
+    out = bundle.failures([dict(base, error="EHOSTUNREACH"), dict(base, error="timeout"),
+                           dict(base, error="timeout", loopback=True, lb_node="node-1")], topo, "")
+    assert [(r["failure"], r["failure_at"]) for r in out] == [
+        ("unreachable", "vpc: unreachable route 198.18.0.12/32"),
+        ("no-reply", "vpc: unreachable route 198.18.0.12/32; ICMP error rate-limited"),
+        ("loopback", "vpc: LB sent it back to node-1, the client's own node")]
+    with pytest.raises(NatlensError, match="--fault unreachable needs pod -> VIP traffic to leave the node"):
+        plan(["Local"], prefix="nlt-", proxy_mode="nftables", ip_mode="VIP", fault="unreachable")
+    assert "unreachable route 198.18.0.12/32" in faults.where(topo)

@@ -91,7 +91,9 @@ def register(subparsers) -> None:
                         "Service has an endpoint), refused (targetPort where nothing "
                         "listens), blackhole (node-1 routes the VIPs to a blackhole; needs "
                         "traffic to leave the node: ipvs mode or --ip-mode Proxy), reply-drop "
-                        "(the VPC drops SYN-ACKs to node-1)")
+                        "(the VPC drops SYN-ACKs to node-1), unreachable (the VPC's route to "
+                        "node-2 is unreachable: ICMP host unreachable; needs traffic to leave "
+                        "the node)")
     r.add_argument("--connections", type=int, default=20, metavar="N",
                    help="connections per Service (default 20)")
     r.add_argument("--out", required=True, metavar="DIR", help="bundle directory (new or empty)")

@@ -246,6 +246,8 @@ def icmp_error(j, rows: list, ctx: Context) -> Failure | None:
     e = hit[0]
     words = icmp_words(int(e.icmp_type), int(e.icmp_code), ":" in str(e.icmp_src))
     seen = f"ICMP {words} from {e.icmp_src} about the client's packet {_tuple(e)}, seen at {e.hop}"
+    if str(e.icmp_src) == str(j["vip"]):
+        seen += " (from the load balancer's address: the load balancer, or a router behind its NAT, sent it)"
     node = ctx.inventory.node_ip(str(e.icmp_src)) or str(e.node)
     asked = _asked_at(rows, node, j, ctx)
     if asked is not None and asked[0] is not None:

@@ -170,7 +170,7 @@ def _lb_side(r: dict, topo: Topology, by_orig_vpc: dict, by_node: dict[str, dict
 
 
 # failure: why a connection failed, as the lab knows it (None for a connected one)
-FAILURES = ("loopback", "wrong-source-reply", "dropped-by-rule", "refused", "no-reply",
+FAILURES = ("loopback", "wrong-source-reply", "dropped-by-rule", "unreachable", "refused", "no-reply",
             "reply-lost", "unknown")
 
 
@@ -215,6 +215,10 @@ def _failure(r: dict, topo: Topology, by_orig_vpc: dict) -> tuple[str, str | Non
         return "refused", _refused_at(r, topo)
     if topo.fault == "blackhole" and timeout and svc and left and r.get("node_ct_state") is None:
         return "no-reply", f"{client}: blackhole route {svc.vip}/32"
+    if topo.fault == "unreachable" and left and (r.get("error") == "EHOSTUNREACH" or timeout):
+        # the router's ICMP error, or past its rate limit nothing: no answer reached the client
+        route = f"vpc: unreachable route {topo.node('node-2').ip}/32"
+        return ("unreachable", route) if not timeout else ("no-reply", f"{route}; ICMP error rate-limited")
     if topo.fault == "reply-drop" and timeout and _vpc_state(r, by_orig_vpc) == "SYN_RECV":
         return "reply-lost", f"vpc: nft drop of SYN-ACKs to {client}"
     return "unknown", None

@@ -17,6 +17,10 @@ every mechanism, not only the loopback:
   meaningful when pod -> VIP traffic leaves the node (``Topology.lb_ip_on_node`` false).
 * ``reply-drop``: the VPC router drops the TCP SYN-ACKs it forwards to node-1 (nft
   table ``natlens_fault``), as a security group dropping return traffic.
+* ``unreachable``: the VPC router's route to node-2 is an ``unreachable`` route, so what
+  the LB sends to node-2 gets ICMP host unreachable from the router (EHOSTUNREACH at the
+  client); past a burst the router's kernel rate-limits those errors and the SYN is
+  dropped silently. Only meaningful when pod -> VIP traffic leaves the node.
 
 The topology (:mod:`natlens.lab.topology`) carries the fault into kube-proxy's rules
 and the LB's pool; :func:`apply` adds what is not kube-proxy's: routes and the VPC's
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 REFUSED_PORT = 8081  # the refused fault's targetPort: the servers listen on 8080 only
 NO_ENDPOINTS_SELECTOR = {"app": "web-v2"}  # what the Services select under no-endpoints
 FAULT_TABLE = "natlens_fault"
+UNREACHABLE_NODE = "node-2"  # the unreachable fault's node: the VPC cannot route to it
 
 FAULTS = {
     "no-endpoints": "every Service selects app=web-v2, which no pod has, so no Service has an "
@@ -47,6 +52,9 @@ FAULTS = {
     "blackhole": "node-1, the client's node, has a blackhole route for every LB VIP (/32), so "
                  "the pod's SYN to the VIP is dropped by routing on node-1 and never leaves "
                  "its NIC",
+    "unreachable": f"the VPC router's route to {UNREACHABLE_NODE} is an unreachable route, so what "
+                   f"the LB sends to {UNREACHABLE_NODE} gets ICMP host unreachable from the router "
+                   "(rate-limited: past a burst the SYN is dropped silently)",
     "reply-drop": "the VPC router drops every TCP SYN-ACK it forwards to node-1 (nft table "
                   f"{FAULT_TABLE}, forward hook), as a security group dropping return traffic: "
                   "what the LB sends to another node loses its SYN-ACK on the way back",
@@ -69,9 +77,9 @@ def check(topo: Topology) -> None:
     VIP) the route is never looked up.
     """
     check_name(topo.fault)
-    if topo.fault == "blackhole" and topo.lb_ip_on_node:
+    if topo.fault in ("blackhole", "unreachable") and topo.lb_ip_on_node:
         raise NatlensError(
-            f"--fault blackhole needs pod -> VIP traffic to leave the node, but with "
+            f"--fault {topo.fault} needs pod -> VIP traffic to leave the node, but with "
             f"--proxy-mode {topo.proxy_mode} --ip-mode {topo.ip_mode} kube-proxy DNATs the VIP "
             "on the node before routing: use --proxy-mode ipvs or --ip-mode Proxy")
 
@@ -97,6 +105,8 @@ def apply(topo: Topology, lab: Lab) -> None:
             lab.sh("ip", "-n", ns, "route", "add", "blackhole", f"{s.vip}/32")
     elif topo.fault == "reply-drop":
         lab.sh("nft", "-f", "-", ns=topo.vpc_ns, stdin=reply_drop_nft(topo))
+    elif topo.fault == "unreachable":
+        lab.sh("ip", "-n", topo.vpc_ns, "route", "replace", "unreachable", f"{topo.node(UNREACHABLE_NODE).ip}/32")
 
 
 def where(topo: Topology) -> str:
@@ -107,7 +117,12 @@ def where(topo: Topology) -> str:
         "refused": f"the endpoints' port {REFUSED_PORT}",
         "blackhole": f"{node}: " + ", ".join(f"blackhole route {s.vip}/32" for s in topo.services),
         "reply-drop": f"vpc: nft drop of SYN-ACKs to {node}",
+        "unreachable": f"vpc: unreachable route {_unreachable_ip(topo)}/32",
     }.get(topo.fault or "", "")
+
+
+def _unreachable_ip(topo: Topology) -> str:
+    return topo.node(UNREACHABLE_NODE).ip
 
 
 def describe(topo: Topology) -> dict | None:
@@ -150,6 +165,10 @@ def _expected_one(topo: Topology, policy: str) -> str:
     if topo.fault == "blackhole":
         return (f"{topo.client.node} drops the SYN to the VIP in routing (blackhole route): "
                 "nothing leaves its NIC and every connection times out")
+    if topo.fault == "unreachable":
+        return (f"what the LB sends to {UNREACHABLE_NODE} gets ICMP host unreachable from the VPC "
+                "router (EHOSTUNREACH), or, past its ICMP rate limit, no answer (a time-out)"
+                f"{loop_note}")
     if topo.lb_ip_on_node:
         return ("the client's node DNATs the VIP itself: what goes to web-1 (same node) "
                 "connects, what goes to web-2 loses its SYN-ACK in the VPC and times out")
