@@ -1,10 +1,12 @@
-"""Shared test fixtures: where ../shared lives, and the root/namespace capability check."""
+"""Shared test fixtures: where ../shared lives, the root/namespace capability check, and
+several lab runs at once."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,26 @@ def netns_unavailable_reason(*tools: str) -> str | None:
         return f"cannot create a network namespace: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def run_labs(base: Path, runs: dict[str, dict]) -> dict[str, Path]:
+    """natlens.lab.run.run(base / name, **kwargs) for every run at once (threads: each lab waits
+    on its client and captures, not on the CPU); the bundles by name. Any run's error fails the
+    caller, named."""
+    from natlens.lab.run import run
+
+    errors: dict[str, BaseException] = {}
+
+    def one(name: str) -> None:
+        try:
+            run(base / name, **runs[name])
+        except BaseException as exc:  # reported below, in the caller's thread
+            errors[name] = exc
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return {name: base / name for name in runs}

@@ -57,17 +57,26 @@ def tcp(src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: i
     return ipv4(src, dst, 6, struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 64240, 0, 0), ip_id)
 
 
-def netns_unavailable_reason(*tools: str) -> str | None:
-    """tests/conftest.py's check (why root/network-namespace tests cannot run here), loaded by
-    path: `from conftest import ...` finds another directory's conftest when tests/analysis and
-    tests/report run in one session."""
+def _root_conftest():
+    """tests/conftest.py, loaded by path: `from conftest import ...` finds another directory's
+    conftest when tests/analysis and tests/report run in one session."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("natlens_tests_root_conftest",
                                                   Path(__file__).resolve().parents[1] / "conftest.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.netns_unavailable_reason(*tools)
+    return mod
+
+
+def netns_unavailable_reason(*tools: str) -> str | None:
+    """Why root/network-namespace tests cannot run here (tests/conftest.py's check)."""
+    return _root_conftest().netns_unavailable_reason(*tools)
+
+
+def run_labs(base: Path, runs: dict[str, dict]) -> dict[str, Path]:
+    """Several lab runs at once (tests/conftest.py's run_labs)."""
+    return _root_conftest().run_labs(base, runs)
 
 
 def expected_failure(t) -> str | None:

@@ -24,12 +24,11 @@ summary's failures add up, and the verdict names every mechanism.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from analysis_helpers import expected_failure, netns_unavailable_reason
+from analysis_helpers import expected_failure, netns_unavailable_reason, run_labs
 
 from natlens.findings import analyze
 from natlens.findings.failure_words import NAMES
@@ -56,29 +55,14 @@ RUNS = {
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple]:
-    from natlens.lab.run import run
-
-    base = tmp_path_factory.mktemp("failures")
-    errors: dict[str, BaseException] = {}
-
-    def one(name: str) -> None:
-        fault, proxy_mode, ip_mode, tag, timeout = RUNS[name]
-        try:
-            # the short-circuit run needs the LB to pick node-2 and node-2 to pick web-1 at least
-            # once (each 1 in 2): 24 connections miss that 1 time in 1,000
-            n = 24 if fault is None else N
-            run(base / name, ["Local", "Cluster"], connections=n, nodes=2, any_capture=True,
-                prefix=f"nlx{PID}{tag}-", proxy_mode=proxy_mode, ip_mode=ip_mode, timeout=timeout, fault=fault)
-        except BaseException as exc:  # reported in the test's thread
-            errors[name] = exc
-
-    threads = [threading.Thread(target=one, args=(name,)) for name in RUNS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return {name: (analyze(base / name), joined(base / name)) for name in RUNS}
+    # the short-circuit run needs the LB to pick node-2 and node-2 to pick web-1 at least once
+    # (each 1 in 2): 24 connections miss that 1 time in 1,000
+    bundles = run_labs(tmp_path_factory.mktemp("failures"), {
+        name: {"policies": ["Local", "Cluster"], "connections": 24 if fault is None else N, "nodes": 2,
+               "any_capture": True, "prefix": f"nlx{PID}{tag}-", "proxy_mode": proxy_mode, "ip_mode": ip_mode,
+               "timeout": timeout, "fault": fault}
+        for name, (fault, proxy_mode, ip_mode, tag, timeout) in RUNS.items()})
+    return {name: (analyze(path), joined(path)) for name, path in bundles.items()}
 
 
 def joined(bundle: Path) -> pd.DataFrame:

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import netns_unavailable_reason
+from conftest import netns_unavailable_reason, run_labs
 from labhelpers import ACK, RST, SYN, ground_truth, syns, tcp_packets
 
 from natlens.capture import read_capture
@@ -34,7 +33,6 @@ from natlens.cli import main
 from natlens.cli.lab import tally_line
 from natlens.errors import NatlensError
 from natlens.lab import bundle, faults, netns, rules
-from natlens.lab.run import run
 from natlens.lab.topology import plan
 
 REASON = netns_unavailable_reason("iptables-restore", "ipset", "nft", "conntrack", "tcpdump")
@@ -54,25 +52,11 @@ RUNS = {  # name: (fault, proxy mode, ipMode, prefix tag)
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("faults")
-    errors: dict[str, BaseException] = {}
-
-    def one(name: str) -> None:
-        fault, proxy_mode, ip_mode, tag = RUNS[name]
-        try:
-            run(base / name, ["Local", "Cluster"], connections=N, nodes=2, any_capture=True,
-                prefix=f"nlf{PID}{tag}-", proxy_mode=proxy_mode, ip_mode=ip_mode,
-                timeout=1.0, fault=fault)
-        except BaseException as exc:  # reported below, in the test's thread
-            errors[name] = exc
-
-    threads = [threading.Thread(target=one, args=(name,)) for name in RUNS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return {name: base / name for name in RUNS}
+    return run_labs(tmp_path_factory.mktemp("faults"), {
+        name: {"policies": ["Local", "Cluster"], "connections": N, "nodes": 2, "any_capture": True,
+               "prefix": f"nlf{PID}{tag}-", "proxy_mode": proxy_mode, "ip_mode": ip_mode, "timeout": 1.0,
+               "fault": fault}
+        for name, (fault, proxy_mode, ip_mode, tag) in RUNS.items()})
 
 
 def _icmp_unreachables(path: Path) -> list[dict]:

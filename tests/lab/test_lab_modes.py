@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import netns_unavailable_reason
+from conftest import netns_unavailable_reason, run_labs
 from labhelpers import (
     assert_nic_matches_ground_truth,
     ground_truth,
@@ -28,7 +27,6 @@ from labhelpers import (
 )
 
 from natlens.lab import netns
-from natlens.lab.run import run
 from natlens.netfilter.conntrack import parse_conntrack
 
 REASON = netns_unavailable_reason("iptables-restore", "ipset", "nft", "conntrack", "tcpdump")
@@ -45,25 +43,10 @@ RUNS = {  # name: (proxy mode, ipMode, policies, prefix tag)
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("modes")
-    errors: dict[str, BaseException] = {}
-
-    def one(name: str) -> None:
-        proxy_mode, ip_mode, policies, tag = RUNS[name]
-        try:
-            run(base / name, policies, connections=N if ip_mode == "VIP" else 2 * N,
-                nodes=2, prefix=f"nlt{PID}{tag}-", proxy_mode=proxy_mode, ip_mode=ip_mode,
-                timeout=1.0)
-        except BaseException as exc:  # reported below, in the test's thread
-            errors[name] = exc
-
-    threads = [threading.Thread(target=one, args=(name,)) for name in RUNS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return {name: base / name for name in RUNS}
+    return run_labs(tmp_path_factory.mktemp("modes"), {
+        name: {"policies": policies, "connections": N if ip_mode == "VIP" else 2 * N, "nodes": 2,
+               "prefix": f"nlt{PID}{tag}-", "proxy_mode": proxy_mode, "ip_mode": ip_mode, "timeout": 1.0}
+        for name, (proxy_mode, ip_mode, policies, tag) in RUNS.items()})
 
 
 def _services_json(bundle: Path) -> list[dict]:
