@@ -117,8 +117,14 @@ def sentences(journeys: pd.DataFrame, skip: tuple[str, ...] = (LOOPBACK,)) -> st
         first = g.iloc[0]
         ev = str(first["failure_evidence"])
         out += (f" {n} failed {'connection' if n == 1 else 'connections'} ({_ids(g)}): {NAMES[mech][0 if n == 1 else 1]}"
-                f"; {first['journey']}: {ev[0].lower() + ev[1:]}.")
+                f"; {first['journey']}: {_lower_first(ev)}.")
     return out
+
+
+def _lower_first(text: str) -> str:
+    """The evidence mid-sentence: "the SYN-ACK ...", but "ICMP ..." and "SYN ..." stay."""
+    word = text.split(" ", 1)[0]
+    return text if word.isupper() or not text else text[0].lower() + text[1:]
 
 
 def remedies(journeys: pd.DataFrame, loopback_fixes: bool) -> list[str]:

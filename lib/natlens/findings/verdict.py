@@ -12,7 +12,7 @@ from natlens.findings import failure_words, wording
 from natlens.findings.mechanism import Mechanism
 from natlens.findings.quality import blind_spots, unknown_outcomes
 from natlens.inventory import Inventory
-from natlens.vocab import NO, UNKNOWN, YES, is_failed
+from natlens.vocab import LOOPBACK, NO, UNKNOWN, YES, is_failed
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -182,7 +182,11 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
                 "kube-proxy rule on the node names it)")
     _, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
     _, failed, _ = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
-    root = (f"The {svc} {pol_text}; {wording.why_it_leaves(m)} ({why_snat}), "
+    counts = failure_words.counts(journeys) if "failure" in journeys else {}
+    first = [k for k, n in counts.items() if n > counts.get(LOOPBACK, 0)]  # commoner than the loopback
+    lead = failure_words.sentences(journeys, skip=tuple(k for k in counts if k not in first)).lstrip()
+    root = (lead + (" The loopbacks: the" if lead else "The")
+            + f" {svc} {pol_text}; {wording.why_it_leaves(m)} ({why_snat}), "
             f"{wording.loopback_mechanism(m, lb_failed == failed)}" + wording.not_a_fix(m, pol))
     if lb_unknown and not lb_failed:
         root += (" These captures do not show how the loopbacks ended (their outcome is unknown), so "
@@ -192,7 +196,8 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
         root += " Loopbacks were also seen for: " + "; ".join(
             f"{_svc_name(o.service, names)} from {o.source_node}: {o.loopback} of {o.connections} "
             f"({o.loopback_failed} failed)" for o in others.itertuples()) + "."
-    root += failure_words.sentences(journeys) if "failure" in journeys else _other_failures(journeys)
+    root += (failure_words.sentences(journeys, skip=(LOOPBACK, *first)) if "failure" in journeys
+             else _other_failures(journeys))
     root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for", set(_dnated(journeys)))
     if pol == "Cluster" and (m is None or m.vip.value != "none"):
         root += (" The policy on record is Cluster, yet connections looped back: check whether "

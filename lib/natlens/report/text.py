@@ -85,6 +85,9 @@ def banner(d: ReportData) -> Html:
     """The verdict at the top of the report: incident, headline, root cause."""
     v = d.summary["verdict"]
     state = "Loopback detected" if v["loopback_detected"] else "No loopback detected"
+    commonest = next(iter((d.summary.get("failures") or {}).get("by_mechanism") or {}), None)
+    if v["loopback_detected"] and commonest not in (None, "loopback"):
+        state += " (not the commonest failure)"
     scope = scope_note(d)
     return Html(
         f'<div class="natlens-banner {verdict_class(d.summary)}" id="verdict">'
