@@ -87,6 +87,18 @@ def failures(d: ReportData) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["failure", "connections", "meaning", "journeys"])
 
 
+def compact_hops(d: ReportData, journey_id: Any) -> pd.DataFrame:
+    """One journey's hops in five columns that fit a narrow page: where, when (µs after the
+    first), the packet as addresses there, its TCP flags, and what it is."""
+    df = hops(d, journey_id)
+    if df.empty:
+        return df
+    port = lambda s: s.map(lambda p: "" if pd.isna(p) else f":{int(p)}")  # noqa: E731 (ICMP: no port)
+    packet = df["src"].astype(str) + port(df["sport"]) + " -> " + df["dst"].astype(str) + port(df["dport"])
+    return pd.DataFrame({"capture": df["capture"], "since_first_us": df["since_first_us"], "packet": packet,
+                         "flags": df["flags"], "note": df["note"]})
+
+
 def latency(d: ReportData) -> pd.DataFrame:
     """Latency percentiles per path: count, p50, p90, p99, max for each metric (ms)."""
     df = d.latency

@@ -16,7 +16,7 @@ import pandas as pd
 from natlens.findings import failure_words
 from natlens.report.data import ReportData
 from natlens.report.display import table_html
-from natlens.report.tables import hops
+from natlens.report.tables import compact_hops
 from natlens.vocab import NO, UNKNOWN, YES
 
 
@@ -417,11 +417,10 @@ def failures_intro(d: ReportData) -> Html:
     unexplained = (f" natlens cannot tell the cause of {n(f['unexplained'])} of them; the table's last rows and "
                    "each journey below say why." if f.get("unexplained") else
                    " Every failed connection has a cause the captures show.")
-    return Html(f"<p>{n(f['failed'])} of {n(d.summary['connections']['total'])} connections failed. Each is "
-                "given one cause, from its packets at every capture point: the first of these that they show "
-                "(load-balancer loopback, dropped by a node's rules, an ICMP error, refused by the server, an "
-                "answer from the wrong source, reset by the client, an answer lost on the way back, never "
-                f"answered).{unexplained}</p>")
+    return Html(f"<p>{n(f['failed'])} of {n(d.summary['connections']['total'])} connections failed; each "
+                "is given the first of these causes its packets show: load-balancer loopback, dropped by a "
+                "node's rules, an ICMP error, refused by the server, an answer from the wrong source, reset "
+                f"by the client, an answer lost on the way back, never answered.{unexplained}</p>")
 
 
 def failure_journeys(d: ReportData) -> Html:
@@ -440,7 +439,7 @@ def failure_journeys(d: ReportData) -> Html:
                      f"<p><b>Where it died:</b> {esc(j['failure_at'])}</p>"
                      f"<p><b>Why:</b> {esc(j['failure_evidence'])}</p>"
                      f"<p><b>Path:</b></p>{trace_pre(str(j['failure_path']).split(' | '))}"
-                     + table_html(hops(d, ids[0]), max_rows=40))
+                     + table_html(compact_hops(d, ids[0]), max_rows=40))
     if not parts:
         return Html("<p>There is no failed connection to walk through.</p>")
     return Html("".join(parts))
