@@ -105,3 +105,12 @@ def test_snat_loopback_and_the_lbs_pick_agree_with_ground_truth(a, m):
     s = a.summary()
     assert s["loopback"] == {"hits": 11, "failed": 11, "by_node": {"node-1": 11}}
     assert s["snat"][0]["ratio"] == 0.0 and s["snat"][0]["predicted_by_rules"] is True
+
+
+def test_the_cli_lists_each_failure_with_where_it_died(a):
+    from natlens.cli.analyze import render
+
+    text = render(a)
+    assert "failures: 14 (loopback 11, wrong-source-reply 3), 0 unexplained" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("J1 "))
+    assert "wrong-source-reply" in row and "node-1 veth-client: the client got the SYN-ACK from 198.18.16.10:8080" in row

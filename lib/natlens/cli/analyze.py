@@ -69,6 +69,7 @@ def render(a) -> str:
                                       "lb_backend", "outcome"]].head(20)))
         if len(a.loopback) > 20:
             out.append(f"  ... {len(a.loopback) - 20} more")
+    out += _failures(s, a.service_journeys)
     out += ["", "latency (ms):"]
     lat = pd.DataFrame([{"metric": k, **v} for k, v in s["latency_ms"].items()])
     out.append(_table(lat))
@@ -83,6 +84,20 @@ def render(a) -> str:
         out.append("remediation:")
         out += [f"  {i}. {r}" for i, r in enumerate(v["remediation"], 1)]
     return "\n".join(out)
+
+
+def _failures(s: dict, journeys: pd.DataFrame) -> list[str]:
+    """Why each failed connection failed: the count per mechanism, and where each one died."""
+    f = s.get("failures") or {}
+    if not f.get("failed"):
+        return []
+    out = ["", f"failures: {f['failed']} (" + ", ".join(f"{m} {n}" for m, n in f["by_mechanism"].items())
+           + f"), {f['unexplained']} unexplained"]
+    failed = journeys[journeys["failure"].notna()] if "failure" in journeys else journeys.iloc[0:0]
+    out.append(_table(failed[["journey", "service", "outcome", "failure", "failure_at"]].head(20)))
+    if len(failed) > 20:
+        out.append(f"  ... {len(failed) - 20} more (--journeys lists every journey)")
+    return out
 
 
 def _worth_a_bar(incident: str) -> bool:
