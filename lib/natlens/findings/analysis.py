@@ -83,7 +83,10 @@ class Analysis:
         on one, the hop is placed after its cause and its note says so.
 
         ``ts`` float seconds / ``ts_ns`` int ns since the epoch (UTC), clock offsets subtracted
-        (DESIGN.md section 4), like every other table; ``note`` says what the hop is. KeyError
+        (DESIGN.md section 4), like every other table; ``point`` the interface where the capture
+        names it (an ``any`` capture's veth, cni0, eth0; None when unknown); ``note`` says what
+        the hop is, and for a failed journey which row is the last capture point of its SYN and
+        of its SYN-ACK. KeyError
         for a journey id that is not in ``journeys``.
         """
         row = self.journeys[self.journeys["journey"] == journey_id]

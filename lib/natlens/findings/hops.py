@@ -26,7 +26,7 @@ import pandas as pd
 from natlens.inventory import Inventory
 from natlens.vocab import ACK, FIN, RST, SYN, SYN_ACK, flag_text, icmp_words
 
-HOP_COLUMNS = ["capture", "node", "ts", "ts_ns", "src", "dst", "sport", "dport", "flags", "note"]
+HOP_COLUMNS = ["capture", "node", "point", "ts", "ts_ns", "src", "dst", "sport", "dport", "flags", "note"]
 M32 = 0xFFFFFFFF
 
 
@@ -43,6 +43,7 @@ def journey_hops(journey: pd.Series, records: pd.DataFrame, packets: dict[str, p
         if p.empty:
             continue
         p["capture"], p["node"], p["rec"] = r.capture, r.node, r.uid
+        p["point"] = getattr(r, "point", None)  # the interface, where the capture names it
         p["ts_ns"] = p["ts_ns"].astype("int64") - int(round(offsets.get(r.node, 0.0) * 1e9))
         p["ts"] = p["ts_ns"] / 1e9
         parts.append(p)

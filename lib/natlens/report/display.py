@@ -30,7 +30,7 @@ HEADERS = {
     "p99": "p99 (ms)", "max": "max (ms)", "file": "file", "bytes": "bytes", "sha256": "SHA-256",
     "records": "records read", "decoded": "decoded", "skipped": "skipped",
     "skipped_by_reason": "skipped, by reason", "vip": "VIP", "proto": "protocol", "kind": "type",
-    "snat_on_egress": "SNAT on egress", "node_ports": "node ports", "packet": "packet there",
+    "snat_on_egress": "SNAT on egress", "node_ports": "node ports", "packet": "packet there", "point": "interface",
     "failure": "cause", "meaning": "what it means",
 }
 # Suffixes of the analysis' column names (Zeek-like id.orig_h / _p, *_ms).

@@ -95,7 +95,8 @@ def compact_hops(d: ReportData, journey_id: Any) -> pd.DataFrame:
         return df
     port = lambda s: s.map(lambda p: "" if pd.isna(p) else f":{int(p)}")  # noqa: E731 (ICMP: no port)
     packet = df["src"].astype(str) + port(df["sport"]) + " -> " + df["dst"].astype(str) + port(df["dport"])
-    return pd.DataFrame({"capture": df["capture"], "since_first_us": df["since_first_us"], "packet": packet,
+    where = df["capture"].astype(str) + df["point"].map(lambda p: f" ({p})" if isinstance(p, str) else "")
+    return pd.DataFrame({"capture": where, "since_first_us": df["since_first_us"], "packet": packet,
                          "flags": df["flags"], "note": df["note"]})
 
 
