@@ -37,7 +37,14 @@ def test_one_worked_journey_per_mechanism_with_where_why_path_and_hops(d):
     assert "<b>Where it died:</b> node-1 veth-client: the client got the SYN-ACK from 198.18.16.10:8080" in html
     assert "which DNATed it to 198.18.16.10:8080 (an endpoint on the client&#x27;s own node) without SNAT" in html
     assert "SYN-ACK from 198.18.16.10:8080: node-1 veth-web-1 -&gt; node-1 veth-client -&gt; client" in html
-    assert html.count("<table") == 2 and "the SYN-ACK&#x27;s last capture point" in html
+    assert html.count("<table") == 2 and "SYN-ACK to the client from 198.18.16.10:8080" in html
+    # the first attempt only: no hop a second or more after the first (the retransmitted SYN's round)
+    assert "report.tables.hops(d, &quot;J1&quot;)" in html
+    first = report.tables.compact_hops(d, "J1", first_attempt=True)
+    every = report.tables.compact_hops(d, "J1")
+    assert 0 < len(first) < len(every) and first["since_first_us"].max() < 500_000
+    assert every["note"].str.contains("the SYN-ACK's last capture point", regex=False).sum() == 1
+    assert (first["capture"] == "node-1/any (veth-client)").any() and (first["capture"] == "node-1/eth0").any()
 
 
 def test_the_executive_summary_says_why_they_failed(d):

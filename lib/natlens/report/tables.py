@@ -87,15 +87,24 @@ def failures(d: ReportData) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["failure", "connections", "meaning", "journeys"])
 
 
-def compact_hops(d: ReportData, journey_id: Any) -> pd.DataFrame:
+RETRY_GAP_US = 500_000  # a client SYN this long after its first is a retransmission (Linux: 1 s)
+
+
+def compact_hops(d: ReportData, journey_id: Any, first_attempt: bool = False) -> pd.DataFrame:
     """One journey's hops in five columns that fit a narrow page: where, when (µs after the
-    first), the packet as addresses there, its TCP flags, and what it is."""
+    first), the packet as addresses there, its TCP flags, and what it is. ``first_attempt``:
+    only the hops before the client's first retransmitted SYN (each retry is one more round)."""
     df = hops(d, journey_id)
     if df.empty:
         return df
+    if first_attempt:
+        retry = df[(df["flags"] == "S") & (df["since_first_us"] > RETRY_GAP_US)]
+        df = df[df["since_first_us"] < retry["since_first_us"].min()] if len(retry) else df
     port = lambda s: s.map(lambda p: "" if pd.isna(p) else f":{int(p)}")  # noqa: E731 (ICMP: no port)
     packet = df["src"].astype(str) + port(df["sport"]) + " -> " + df["dst"].astype(str) + port(df["dport"])
-    where = df["capture"].astype(str) + df["point"].map(lambda p: f" ({p})" if isinstance(p, str) else "")
+    tail = df["capture"].astype(str).str.rsplit("/", n=1).str[-1]
+    where = df["capture"].astype(str) + [f" ({p})" if isinstance(p, str) and p != t else ""
+                                         for p, t in zip(df["point"], tail, strict=True)]
     return pd.DataFrame({"capture": where, "since_first_us": df["since_first_us"], "packet": packet,
                          "flags": df["flags"], "note": df["note"]})
 
