@@ -12,13 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import netns_unavailable_reason
+from conftest import netns_unavailable_reason, run_labs
 from labhelpers import (
     RST,
     assert_loopback_signature,
@@ -52,24 +51,10 @@ def local(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster_and_mixed(tmp_path_factory) -> dict[str, Path]:
     """Two labs at the same time under different prefixes (they must not collide)."""
-    base = tmp_path_factory.mktemp("lab")
     jobs = {"cluster": (["Cluster"], 2), "mixed": (["Local", "Cluster"], 3)}
-    errors: dict[str, BaseException] = {}
-
-    def one(name: str) -> None:
-        policies, nodes = jobs[name]
-        try:
-            run(base / name, policies, connections=N, nodes=nodes, prefix=f"nlt{PID}{name[0]}-")
-        except BaseException as exc:  # reported below, in the test's thread
-            errors[name] = exc
-
-    threads = [threading.Thread(target=one, args=(name,)) for name in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return {name: base / name for name in jobs}
+    return run_labs(tmp_path_factory.mktemp("lab"), {
+        name: {"policies": policies, "connections": N, "nodes": nodes, "prefix": f"nlt{PID}{name[0]}-"}
+        for name, (policies, nodes) in jobs.items()})
 
 
 def test_local_about_half_fail_each_failure_a_loopback(local):
