@@ -439,8 +439,8 @@ def failure_journeys(d: ReportData) -> Html:
                      f"<p><b>Where it died:</b> {esc(j['failure_at'])}</p>"
                      f"<p><b>Why:</b> {esc(j['failure_evidence'])}</p>"
                      f"<p><b>Path:</b></p>{trace_pre(str(j['failure_path']).split(' | '))}"
-                     f"<p>Its packets up to the client's first retransmitted SYN (every hop: "
-                     f"<code>report.tables.hops(d, &quot;{esc(ids[0])}&quot;)</code>):</p>"
+                     "<p>Its packets up to the client's first retransmitted SYN (each retry is "
+                     "another round, to the same endpoint or another):</p>"
                      + table_html(compact_hops(d, ids[0], first_attempt=True), max_rows=40))
     if not parts:
         return Html("<p>There is no failed connection to walk through.</p>")
