@@ -81,6 +81,7 @@ lists and ``by_node`` are empty and the verdict says why.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -99,7 +100,6 @@ from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys
 from natlens.journeys.clocks import ClockChain, clock_chain
 from natlens.journeys.evidence import lossy_captures
-from natlens.netfilter import NodeRules
 from natlens.netfilter.conntrack import parse_conntrack
 from natlens.vocab import YES
 
@@ -120,15 +120,15 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     snat, snat_notes = (snat_table(service, bundle) if not service.empty
                         else (pd.DataFrame(columns=SNAT_COLUMNS), []))
     quality = capture_quality(caps.inputs, logs, service, records, offsets)
-    problems = path_problems(service, records, offsets, known_clocks=clocks.measured,
-                             lossy=lossy_captures(records, dropped, by="journey") if len(records) else set())
+    lossy = frozenset(lossy_captures(records, dropped, by="journey")) if len(records) else frozenset()
+    problems = path_problems(service, records, offsets, known_clocks=clocks.measured, lossy=set(lossy))
     warnings = caps.warnings + missing_evidence(bundle, logs)
     inferred = (list(inventory.inferred) + unread_files(bundle) + clock_notes + problems.attrs["notes"]
                 + scope_notes + no_client_record(journeys, service) + undecided_notes(service) + warnings
                 + snat_notes)
     uncaptured = uncaptured_nodes(bundle, inventory.nodes["name"].tolist())
     mechs = mechanisms(service, records, bundle, inventory) if not service.empty else []
-    journeys, service = _with_failures(journeys, service, records, inventory, bundle, dropped)
+    journeys, service = _with_failures(journeys, service, records, inventory, bundle, lossy)
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
                             dominant_problem(problems, service), uncaptured, mechs) if not service.empty
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
@@ -155,18 +155,11 @@ def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: s
 
 
 def _with_failures(journeys: pd.DataFrame, service: pd.DataFrame, records: pd.DataFrame, inventory: Inventory,
-                   bundle: Bundle, dropped: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   bundle: Bundle, lossy: frozenset[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both journey tables with why each failed one failed and where (findings.failures)."""
-    cache: dict[str, NodeRules | None] = {}
-
-    def rules_of(node: str) -> NodeRules | None:
-        if node not in cache:
-            cache[node] = node_rules(bundle, node)[0]
-        return cache[node]
-
-    lossy = frozenset(lossy_captures(records, dropped, by="journey")) if len(records) else frozenset()
-    why = explain_failures(journeys, records, Context(inventory, rules_of, lossy))
-    journeys = pd.concat([journeys, why], axis=1)
+    rules_of = functools.cache(lambda node: node_rules(bundle, node)[0])
+    journeys = pd.concat([journeys, explain_failures(journeys, records, Context(inventory, rules_of, lossy))],
+                         axis=1)
     return journeys, journeys.loc[service.index]
 
 

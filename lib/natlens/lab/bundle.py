@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from natlens.lab.faults import NO_ENDPOINTS_SELECTOR, REFUSED_PORT
+from natlens.lab.faults import NO_ENDPOINTS_SELECTOR, REFUSED_PORT, where
 from natlens.lab.topology import Service, Topology
 from natlens.netfilter.conntrack import parse_conntrack
 
@@ -217,7 +217,7 @@ def _failure(r: dict, topo: Topology, by_orig_vpc: dict) -> tuple[str, str | Non
         return "no-reply", f"{client}: blackhole route {svc.vip}/32"
     if topo.fault == "unreachable" and left and (r.get("error") == "EHOSTUNREACH" or timeout):
         # the router's ICMP error, or past its rate limit nothing: no answer reached the client
-        route = f"vpc: unreachable route {topo.node('node-2').ip}/32"
+        route = where(topo)
         return ("unreachable", route) if not timeout else ("no-reply", f"{route}; ICMP error rate-limited")
     if topo.fault == "reply-drop" and timeout and _vpc_state(r, by_orig_vpc) == "SYN_RECV":
         return "reply-lost", f"vpc: nft drop of SYN-ACKs to {client}"

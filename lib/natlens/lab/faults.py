@@ -117,12 +117,8 @@ def where(topo: Topology) -> str:
         "refused": f"the endpoints' port {REFUSED_PORT}",
         "blackhole": f"{node}: " + ", ".join(f"blackhole route {s.vip}/32" for s in topo.services),
         "reply-drop": f"vpc: nft drop of SYN-ACKs to {node}",
-        "unreachable": f"vpc: unreachable route {_unreachable_ip(topo)}/32",
+        "unreachable": f"vpc: unreachable route {topo.node(UNREACHABLE_NODE).ip}/32",
     }.get(topo.fault or "", "")
-
-
-def _unreachable_ip(topo: Topology) -> str:
-    return topo.node(UNREACHABLE_NODE).ip
 
 
 def describe(topo: Topology) -> dict | None:

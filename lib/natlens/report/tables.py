@@ -12,8 +12,10 @@ from typing import Any
 
 import pandas as pd
 
+from natlens.connections import SYN_RTO_S
 from natlens.errors import NatlensError
 from natlens.findings import failure_words
+from natlens.journeys.evidence import point_label
 from natlens.report.data import ReportData
 from natlens.vocab import NO, UNKNOWN, YES
 
@@ -87,7 +89,7 @@ def failures(d: ReportData) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["failure", "connections", "meaning", "journeys"])
 
 
-RETRY_GAP_US = 500_000  # a client SYN this long after its first is a retransmission (Linux: 1 s)
+RETRY_GAP_US = SYN_RTO_S * 1e6 / 2  # a client SYN this long after its first is a retransmission
 
 
 def compact_hops(d: ReportData, journey_id: Any, first_attempt: bool = False) -> pd.DataFrame:
@@ -102,9 +104,7 @@ def compact_hops(d: ReportData, journey_id: Any, first_attempt: bool = False) ->
         df = df[df["since_first_us"] < retry["since_first_us"].min()] if len(retry) else df
     port = lambda s: s.map(lambda p: "" if pd.isna(p) else f":{int(p)}")  # noqa: E731 (ICMP: no port)
     packet = df["src"].astype(str) + port(df["sport"]) + " -> " + df["dst"].astype(str) + port(df["dport"])
-    tail = df["capture"].astype(str).str.rsplit("/", n=1).str[-1]
-    where = df["capture"].astype(str) + [f" ({p})" if isinstance(p, str) and p != t else ""
-                                         for p, t in zip(df["point"], tail, strict=True)]
+    where = point_label(df)
     return pd.DataFrame({"capture": where, "since_first_us": df["since_first_us"], "packet": packet,
                          "flags": df["flags"], "note": df["note"]})
 
