@@ -51,6 +51,19 @@ NO_REPLY: Final = "no-reply"  # no capture point saw an answer to the SYN
 FAILURES: Final = (LOOPBACK, DROPPED_BY_RULE, UNREACHABLE, REFUSED, WRONG_SOURCE_REPLY, RESET_BY_CLIENT,
                    REPLY_LOST, NO_REPLY, UNKNOWN)
 
+# --- how the load balancer picks a backend, measured from the captures (findings.lb;
+# summary.json's lb) and, separately, as the cloud documents it (natlens.cloud) -----------
+AVOIDS_SOURCE: Final = "avoids-source"  # never sends a flow to the backend whose address is its source
+ANY_BACKEND: Final = "any-backend"  # may send a node's own (SNATed) connection back to that node
+PROXY: Final = "proxy"  # rewrites the source to its own address: a looped flow is answered through it
+LB_BEHAVIOURS: Final = (AVOIDS_SOURCE, ANY_BACKEND, PROXY, UNKNOWN)
+
+# How a connection the load balancer sent back to its own node ends (findings.lb)
+ANSWERED_FROM_NODE: Final = "answered-from-node-port"  # pod source: SYN-ACK from nodeIP:NodePort, reset
+DROPPED_ON_ARRIVAL: Final = "dropped-on-arrival"  # node source: its own address arriving, a martian
+ANSWERED_VIA_LB: Final = "answered-via-lb"  # proxied: the reply goes back through the LB and works
+LOOP_MODES: Final = (ANSWERED_FROM_NODE, DROPPED_ON_ARRIVAL, ANSWERED_VIA_LB, UNKNOWN)
+
 # --- ICMP errors that end a TCP connect: IPv4 destination unreachable (not "fragmentation
 # needed", code 4, which only lowers the path MTU) and time exceeded; ICMPv6 destination
 # unreachable and time exceeded (Linux's tcp_v4_err / tcp_v6_err abort a SYN-SENT socket)
