@@ -1,0 +1,256 @@
+"""How the load balancer picks a backend, measured from the captures: the finding the loopback's
+mechanism and its fixes rest on.
+
+Why: the founding incident's fix (SNAT to the node IP, externalTrafficPolicy Cluster) works only
+for a load balancer that never sends a flow back to the backend whose address is its source, as
+Tencent's CLB. An AWS NLB with client IP preservation may send a node's own, SNATed connection
+back to that node, which drops it on arrival (its source is the node's own address); a proxying
+load balancer rewrites the source to its own address, so a connection sent back to its node is
+answered through it and works. Which one the incident had is read from the captures, never from
+the cloud's name: natlens.cloud says what the provider documents, beside it, as documentation.
+
+One ``LbFinding`` per Service (VIP:port/proto) of the Service journeys:
+
+  behaviour      avoids-source | any-backend | proxy | unknown (natlens.vocab.LB_BEHAVIOURS),
+                 with ``evidence``: the journeys and records that decide it, or why nothing does
+  node_source    (sent back to the source's node, of): connections that reached the load
+                 balancer from a node's own address (SNATed, or a host-network client), among
+                 those whose pick is known and whose node was in the pool
+  pod_source     (sent to the client's node, of): the same for connections from a pod's address
+  rewritten      (arrivals whose source the load balancer rewrote, arrivals whose source is seen)
+  chance         the chance that a load balancer picking among the pool's nodes at random would
+                 have avoided the source's node in every node-source connection (None: none)
+  loops          {loop mode: loopbacks}: how each connection sent back to its own node ended
+                 (natlens.vocab.LOOP_MODES), ``failure_mode`` the commonest of the failed ones
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from natlens.inventory import Inventory
+from natlens.vocab import (
+    ANSWERED_FROM_NODE,
+    ANSWERED_VIA_LB,
+    ANY_BACKEND,
+    AVOIDS_SOURCE,
+    DROPPED_ON_ARRIVAL,
+    ESTABLISHED,
+    FAILED,
+    NO,
+    PROXY,
+    UNKNOWN,
+    YES,
+    is_failed,
+)
+
+# Below this chance, never once picking the source's node is no accident: the load balancer avoids it.
+CHANCE_LIMIT = 0.01
+
+
+@dataclass
+class LbFinding:
+    """What the captures show of one Service's load balancer; see the module docstring."""
+
+    service: str
+    behaviour: str
+    evidence: str
+    node_source: tuple[int, int] = (0, 0)
+    pod_source: tuple[int, int] = (0, 0)
+    rewritten: tuple[int, int] = (0, 0)
+    chance: float | None = None
+    loops: dict[str, int] = field(default_factory=dict)
+    failure_mode: str = UNKNOWN
+    failure_evidence: str = ""
+    examples: dict[str, str] = field(default_factory=dict)  # what -> journey id, for the words
+
+    def to_dict(self) -> dict:
+        """As summary.json's ``lb_behaviour[]`` entry (plain JSON values)."""
+        return {"service": self.service, "behaviour": self.behaviour, "evidence": self.evidence,
+                "node_source": {"to_source_node": self.node_source[0], "of": self.node_source[1]},
+                "pod_source": {"to_client_node": self.pod_source[0], "of": self.pod_source[1]},
+                "rewritten": {"rewritten": self.rewritten[0], "of": self.rewritten[1]},
+                "chance_if_any_backend": self.chance, "loops": dict(self.loops),
+                "failure_mode": self.failure_mode, "failure_mode_evidence": self.failure_evidence or None}
+
+
+def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> list[LbFinding]:
+    """One LbFinding per Service of the Service journeys, in service order."""
+    if journeys.empty:
+        return []
+    picks = lb_picks(journeys, records, inventory)
+    return [_finding(str(svc), g) for svc, g in picks.groupby("service", sort=True)]
+
+
+def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:
+    """Per journey that reached the load balancer: the address it reached it from (``left_with``),
+    whether that is its node's own (``node_source``), the node picked (``picked``), whether that is
+    the source's node, the source the picked node saw (``lb_src``) and whether the load balancer
+    rewrote it (``rewritten``: yes / no / unknown), and how a loopback ended (``loop_mode``)."""
+    j = journeys[journeys["node_dnat"] != YES] if "node_dnat" in journeys else journeys
+    j = j[j["service"].notna()].copy()
+    j["left_with"] = [_left_with(r) for r in j.itertuples()]
+    j["node_source"] = [bool(a) and inventory.node_ip(a) == n and n is not None
+                        for a, n in zip(j["left_with"], j["client_node"], strict=True)]
+    j["picked"] = j["lb_backend"]
+    j["to_own"] = j["picked"].notna() & (j["picked"] == j["client_node"])
+    arrivals = _arrivals(j, records, inventory)
+    j["lb_src"] = j["journey"].map(arrivals["lb_src"]).astype(object)
+    j["arrival_answered"] = j["journey"].map(arrivals["answered"]).astype(object)
+    j["rewritten"] = [_rewritten(src, left, h, n, inventory) for src, left, h, n in
+                      zip(j["lb_src"], j["left_with"], j["client_h"], j["client_node"], strict=True)]
+    j["answered_elsewhere"] = j["journey"].isin(_answered_elsewhere(j, records))
+    j["loop_mode"] = [loop_mode(r) if r.loopback == YES else None for r in j.itertuples()]
+    return j
+
+
+def _left_with(j) -> str | None:
+    """The source address the connection reached the load balancer with: the node's after SNAT,
+    the client's own when not SNATed or when the client is the node itself; None: not known."""
+    if j.snat == YES and isinstance(j.snat_to, str) and j.snat_to:
+        return j.snat_to.rsplit(":", 1)[0].strip("[]")
+    if j.snat == NO or (pd.notna(j.client_is_node) and bool(j.client_is_node)):
+        return str(j.client_h)
+    return None
+
+
+def _arrivals(j: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:
+    """Per journey (index): the source of its first SYN seen arriving at the picked node's own
+    address (the load balancer's DNAT to nodeIP:NodePort), ``lb_src``, and whether a SYN-ACK
+    answered it there, ``answered``; journeys no capture shows arriving are not in it."""
+    empty = pd.DataFrame(columns=["lb_src", "answered"])
+    if records is None or records.empty:
+        return empty
+    want = j.loc[j["picked"].notna(), ["journey", "picked"]]
+    r = records[records["journey"].isin(want["journey"]) & records["syn_ts"].notna()].merge(want, on="journey")
+    at_node = [inventory.node_ip(h) == p for h, p in zip(r["resp_h"], r["picked"], strict=True)]
+    r = r[pd.Series(at_node, index=r.index, dtype=bool) & (r["node"] == r["picked"])]
+    if r.empty:
+        return empty
+    r = r.sort_values("ts_corr" if "ts_corr" in r else "ts").drop_duplicates("journey")
+    return pd.DataFrame({"lb_src": r["orig_h"].astype(str).to_numpy(),
+                         "answered": r["synack_ts"].notna().to_numpy()}, index=r["journey"].to_numpy())
+
+
+def _rewritten(src, left, client_h, node, inventory: Inventory) -> str:
+    """yes: the picked node saw another source than the one the connection left its node with
+    (neither the pod's address nor the node's); no: the same; unknown: either is not seen."""
+    if not isinstance(src, str):
+        return UNKNOWN
+    if isinstance(left, str):
+        return NO if src == left else YES
+    # SNAT unknown: the pod's address, or its node's, arriving is no rewrite; another could be one
+    return NO if src == str(client_h) or (node is not None and inventory.node_ip(src) == node) else UNKNOWN
+
+
+def _answered_elsewhere(j: pd.DataFrame, records: pd.DataFrame | None) -> set[str]:
+    """The journeys whose client got a SYN-ACK from another address than the VIP it called, on
+    its own node (a looped-back SYN answered by the node from nodeIP:NodePort)."""
+    if records is None or records.empty:
+        return set()
+    r = records[records["synack_ts"].notna()].merge(
+        j[["journey", "client_node", "client_h", "client_p", "vip"]], on="journey")
+    hit = r[(r["node"] == r["client_node"]) & (r["orig_h"] == r["client_h"]) & (r["orig_p"] == r["client_p"])
+            & (r["resp_h"] != r["vip"])]
+    return set(hit["journey"])
+
+
+def loop_mode(j) -> str:
+    """How a connection the load balancer sent back to its own node ended (a named decision on
+    one row of ``lb_picks``): answered via the load balancer (it rewrote the source, or the
+    handshake completed); dropped on arrival (it came back from the node's own address and
+    nothing answered it there: Linux drops a packet whose source is one of its own addresses as
+    a martian); answered from the node (from a pod's address: the client got a SYN-ACK from
+    another address than the VIP, the node's NodePort, and the connect failed); else unknown."""
+    failed = j.outcome in FAILED
+    if j.rewritten == YES or j.outcome == ESTABLISHED:
+        return ANSWERED_VIA_LB
+    if failed and j.node_source and j.rewritten == NO and j.arrival_answered is False:
+        return DROPPED_ON_ARRIVAL
+    if failed and not j.node_source and j.answered_elsewhere:
+        return ANSWERED_FROM_NODE
+    return UNKNOWN
+
+
+def _finding(svc: str, g: pd.DataFrame) -> LbFinding:
+    """The behaviour of one Service's load balancer from its journeys' picks."""
+    known = g[g["picked"].notna()]
+    pool = set(known["picked"].astype(str))
+    cluster = (g["policy"] == "Cluster").any()
+    in_pool = known[known["client_node"].isin(pool) | cluster]
+    ns, ps = in_pool[in_pool["node_source"]], in_pool[~in_pool["node_source"] & in_pool["left_with"].notna()]
+    seen = g[g["rewritten"] != UNKNOWN]
+    f = LbFinding(svc, UNKNOWN, "", (int(ns["to_own"].sum()), len(ns)), (int(ps["to_own"].sum()), len(ps)),
+                  (int((seen["rewritten"] == YES).sum()), len(seen)))
+    f.chance = _chance(ns, pool | (set(ns["client_node"].astype(str)) if cluster else set()))
+    f.behaviour, f.evidence, f.examples = behaviour(g, ns, seen, f.chance, len(pool) + cluster)
+    _loops(f, g)
+    return f
+
+
+def _chance(ns: pd.DataFrame, pool: set[str]) -> float | None:
+    """The chance that picking uniformly among ``pool`` avoids the source's node every time."""
+    if ns.empty or len(pool) < 2:
+        return None
+    return (1 - 1 / len(pool)) ** len(ns)
+
+
+def behaviour(g: pd.DataFrame, ns: pd.DataFrame, seen: pd.DataFrame, chance: float | None,
+              pool_size: int) -> tuple[str, str, dict[str, str]]:
+    """The named decision: (behaviour, evidence, example journeys). proxy: every arrival whose
+    source is seen has one the load balancer rewrote; any-backend: a connection from a node's own
+    address was sent to that node; avoids-source: none of enough such connections was (the
+    chance of that at random is below CHANCE_LIMIT); else unknown, saying why."""
+    re_ = seen[seen["rewritten"] == YES]
+    if len(re_) and len(re_) == len(seen):
+        x = re_.iloc[0]
+        return PROXY, (f"{len(re_)} of {len(seen)} connections seen arriving at a node came from an address "
+                       f"the load balancer put there ({x['journey']}: left as {x['left_with']}, arrived at "
+                       f"{x['picked']} from {x['lb_src']}): it proxies"), {"rewritten": str(x["journey"])}
+    if len(re_):
+        return UNKNOWN, (f"{len(re_)} of {len(seen)} arrivals had their source rewritten, the others not: "
+                         "two kinds of load balancer (or of listener) in one Service?"), {}
+    back = ns[ns["to_own"]]
+    if len(back):
+        x = back.iloc[0]
+        return ANY_BACKEND, (f"{len(back)} of {len(ns)} connections from a node's own address were sent back to "
+                             f"that node ({x['journey']}: left {x['client_node']} as {x['left_with']}, the load "
+                             f"balancer sent it to {x['picked']}: {x['lb_backend_evidence']})"), \
+            {"node_source_loop": str(x["journey"])}
+    if chance is not None and chance < CHANCE_LIMIT:
+        return AVOIDS_SOURCE, (f"none of {len(ns)} connections from a node's own address was sent back to that "
+                               f"node; a load balancer picking among the {pool_size} nodes at random would have "
+                               f"done so at least once with a probability of {_percent(1 - chance)}"), {}
+    if len(ns):
+        return UNKNOWN, (f"none of {len(ns)} connections from a node's own address was sent back to that node, "
+                         f"but with so few that is no proof (by chance alone: {chance:.0%})" if chance is not None
+                         else f"{len(ns)} connections from a node's own address, and no other node in the pool "
+                         "the captures show"), {}
+    if g["left_with"].notna().any():
+        return UNKNOWN, ("every connection reached the load balancer from a pod's address, which it cannot tell "
+                         "from any other: any load balancer may send those back to the client's node, so the "
+                         "captures do not show whether it avoids a node's own address"), {}
+    return UNKNOWN, "no capture shows the source the connections reached the load balancer with", {}
+
+
+def _percent(p: float) -> str:
+    """'99.7%', or 'more than 99.9%' (never a rounded 100%)."""
+    return "more than 99.9%" if p > 0.999 else f"{p:.1%}"
+
+
+def _loops(f: LbFinding, g: pd.DataFrame) -> None:
+    """The loop modes of the Service's loopbacks, and the commonest among the failed ones."""
+    loops = g[g["loopback"] == YES]
+    f.loops = dict(Counter(loops["loop_mode"].astype(str)).most_common())
+    failed = loops[is_failed(loops["outcome"])]
+    if failed.empty:
+        f.failure_mode = ANSWERED_VIA_LB if len(loops) else UNKNOWN
+        return
+    mode, n = Counter(failed["loop_mode"].astype(str)).most_common(1)[0]
+    x = failed[failed["loop_mode"] == mode].iloc[0]
+    f.failure_mode = mode
+    f.failure_evidence = f"{n} of {len(failed)} failed loopbacks ({x['journey']}: {x['loopback_evidence']})"
+    f.examples.setdefault(mode, str(x["journey"]))

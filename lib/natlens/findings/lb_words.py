@@ -1,0 +1,138 @@
+"""The verdict's sentences about the load balancer's behaviour, and the fixes that work for it.
+
+Why: a fix is only right for the behaviour the captures show. SNAT to the node IP and
+externalTrafficPolicy Cluster stop a loop only where the load balancer never sends a flow back
+to the node whose address is its source (Tencent's CLB); where it sends a node's own, SNATed
+connection back (an AWS NLB with client IP preservation) they are no fix, and the captures
+refute them; a proxying load balancer needs none. Each sentence is picked by findings.lb's
+measured behaviour; natlens.cloud adds what the provider documents (labelled as such) and the
+exact command for this Service.
+"""
+
+from __future__ import annotations
+
+from natlens import cloud
+from natlens.findings.lb import LbFinding
+from natlens.inventory import Inventory
+from natlens.vocab import ANY_BACKEND, AVOIDS_SOURCE, DROPPED_ON_ARRIVAL, PROXY, UNKNOWN
+
+# The fixes that work for each measured behaviour, best first (natlens.cloud.FIX_KINDS)
+FIXES = {
+    ANY_BACKEND: ("no-client-ip-preservation", "ip-targets", "node-intercepts-vip", "cluster-ip"),
+    AVOIDS_SOURCE: ("cluster-policy", "snat-on-node", "node-intercepts-vip", "cluster-ip"),
+    UNKNOWN: ("cluster-policy", "snat-on-node", "node-intercepts-vip", "cluster-ip",
+              "no-client-ip-preservation", "ip-targets"),
+}
+# The fixes each behaviour refutes: they leave the loop in place
+REFUTED = {ANY_BACKEND: ("cluster-policy", "snat-on-node")}
+CAVEAT = (" This works where the load balancer never picks the source's own node (Tencent CLB); an AWS NLB "
+          "with client IP preservation may still pick it, and these captures do not show which kind this one is.")
+BEHAVIOUR_NAME = {
+    AVOIDS_SOURCE: "never sends a connection back to the node whose address is its source",
+    ANY_BACKEND: "picks any backend, also the node a connection comes from",
+    PROXY: "proxies: it replaces the source with its own address",
+}
+
+
+def lb_of(lbs: list[LbFinding] | None, service: str) -> LbFinding | None:
+    """The finding of one Service, None when there is none."""
+    return next((f for f in lbs or [] if f.service == service), None)
+
+
+def _split(name: str | None) -> tuple[str | None, str | None]:
+    """'default/web' -> ('default', 'web'); a bare or missing name -> (None, name)."""
+    if not name:
+        return None, None
+    ns, _, n = name.rpartition("/")
+    return (ns or None), n
+
+
+def profile(inventory: Inventory, name: str | None) -> cloud.LbProfile:
+    """What the provider documents for the Service's load balancer (natlens.cloud)."""
+    return cloud.lb_profile(inventory, *_split(name))
+
+
+def behaviour_sentence(f: LbFinding | None, svc: str) -> str:
+    """' The load balancer of Service x picks any backend ...: <evidence>.' (measured), '' when unknown."""
+    if f is None or f.behaviour == UNKNOWN:
+        return ""
+    return f" The load balancer of the {svc} {BEHAVIOUR_NAME[f.behaviour]}: {f.evidence}."
+
+
+def documented_sentence(p: cloud.LbProfile, f: LbFinding | None) -> str:
+    """What the provider documents, said as documentation, and whether the captures agree."""
+    if p.documented == UNKNOWN and not p.note:
+        return ""
+    said = f" By the provider's documentation ({p.kind}; {p.evidence}): {p.note.rstrip('.')}."
+    measured = f.behaviour if f is not None else UNKNOWN
+    if measured == UNKNOWN or p.documented == UNKNOWN:
+        return said + (" These captures do not show which behaviour this one has." if measured == UNKNOWN else "")
+    if measured == p.documented:
+        return said + " The captures agree."
+    return said + f" The captures show otherwise ({measured}); natlens goes by the captures."
+
+
+def node_source_loop(f: LbFinding, svc: str, pol_text: str, node: str, why_snat: str) -> str:
+    """The loop of a node's own connection: SNATed, sent back to its node, dropped on arrival."""
+    ex = f.examples.get(DROPPED_ON_ARRIVAL) or f.examples.get("node_source_loop", "")
+    return (f"The {svc} {pol_text}; its connections left {node} SNATed to the node's IP ({why_snat}), and the "
+            f"load balancer still sent {f.node_source[0]} of {f.node_source[1]} of them back to {node}"
+            f"{f' ({ex})' if ex else ''}: it {BEHAVIOUR_NAME[ANY_BACKEND]}. The SYN then arrives at {node}'s "
+            f"NodePort from {node}'s own address, and the kernel drops a packet whose source is one of its own "
+            "addresses (a martian source): nothing answers it, the client retransmits its SYN to the same node "
+            "and the connect times out. SNAT to the node's IP does not prevent this loop, and "
+            "externalTrafficPolicy Cluster, which SNATs, does not fix it.")
+
+
+def proxied(f: LbFinding, svc: str) -> str:
+    """Loopbacks through a proxying load balancer: answered through it, harmless."""
+    return (f"The load balancer of the {svc} proxies: {f.evidence}. A connection it sends back to the client's "
+            "own node therefore comes from the load balancer's address and is answered through it, so the "
+            "loopbacks are harmless.")
+
+
+def not_a_fix(f: LbFinding | None) -> str:
+    """' Cluster would not help: ...' where another Service's load balancer of the incident shows
+    any-backend (a Local Service cannot show it: all its sources are pods)."""
+    if f is None or f.behaviour != ANY_BACKEND:
+        return ""
+    return (f" The load balancer of {f.service} sent SNATed connections back to their own node: if this "
+            "Service's is of the same kind, SNAT and externalTrafficPolicy Cluster will not stop its loops "
+            "either.")
+
+
+def remedies(f: LbFinding | None, p: cloud.LbProfile, inventory: Inventory, name: str | None,
+             port: int | None, behaviour: str | None = None) -> list[str]:
+    """The fixes that work for the behaviour (measured; else the one documented; else all, each
+    said for which load balancers it works), each with its command and its cost."""
+    b = behaviour or (f.behaviour if f is not None else UNKNOWN)
+    if b == PROXY:
+        return []
+    if b == UNKNOWN and p.documented in FIXES:
+        b = p.documented
+    out = []
+    for kind in FIXES[b]:
+        fx = cloud.fix(kind, inventory, *_split(name), port)
+        if fx is not None:
+            out.append(_fix_text(fx, b))
+    return out
+
+
+def _fix_text(fx: cloud.Fix, b: str) -> str:
+    """'<text> Command: <command> (cost: <cost>)', with for an unknown behaviour where it works."""
+    where = CAVEAT if b == UNKNOWN and fx.kind in REFUTED[ANY_BACKEND] else ""
+    return f"{fx.text}{where} Command: {fx.command} (cost: {fx.cost})."
+
+
+def with_commands(steps: list[tuple[str | None, str]], f: LbFinding | None, p: cloud.LbProfile,
+                  inventory: Inventory, name: str | None, port: int | None) -> list[str]:
+    """Each step with the cloud's exact command for this Service where it has one; for a load
+    balancer whose behaviour is unknown, the steps it may refute say for which ones they work."""
+    b = f.behaviour if f is not None else UNKNOWN
+    out = []
+    for kind, text in steps:
+        fx = cloud.fix(kind, inventory, *_split(name), port) if kind else None
+        if b == UNKNOWN and kind in REFUTED[ANY_BACKEND] and p.documented != AVOIDS_SOURCE:
+            text += CAVEAT
+        out.append(text + (f" Command: {fx.command} (cost: {fx.cost})." if fx is not None else ""))
+    return out
