@@ -28,7 +28,7 @@ from natlens import journeys as journeys_mod
 from natlens.bundle import CAPTURE_SUFFIXES
 from natlens.capture.schema import COLUMNS as PACKET_COLUMNS
 from natlens.findings import FAILURE_COLUMNS, analyze
-from natlens.vocab import FAILURES
+from natlens.vocab import FAILURES, LB_BEHAVIOURS, LOOP_MODES, PROXY
 
 # --- summary.json validator (DESIGN.md section 5 + the additive keys findings.py documents) ---
 
@@ -66,7 +66,7 @@ def validate_summary(s: dict) -> None:
     """Raise AssertionError naming the key when `s` is not natlens.summary/1."""
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN / Infinity anywhere
     _keys(s, {"schema", "incident", "inputs", "connections", "snat", "loopback", "latency_ms", "verdict"},
-          {"problems", "rules", "failures"})
+          {"problems", "rules", "failures", "lb_behaviour"})
     assert s["schema"] == "natlens.summary/1"
     assert isinstance(s["incident"], str) and s["incident"]
 
@@ -153,8 +153,8 @@ def validate_summary(s: dict) -> None:
         {(r["service"], r["source_node"]) for r in s["snat"]}, "rules[] for a row the SNAT table lacks"
 
     v = s["verdict"]
-    _keys(v, {"loopback_detected", "headline", "root_cause", "remediation"}, {"evidence", "problem"},
-          where="verdict")
+    _keys(v, {"loopback_detected", "headline", "root_cause", "remediation"},
+          {"evidence", "problem", "lb_behaviour", "lb_failure_mode"}, where="verdict")
     assert v.get("problem") is None or v["problem"]["text"] in v["headline"] + v["root_cause"]
     for i, q in enumerate(inp.get("quality", [])):
         w = f"inputs.quality[{i}]"
@@ -170,9 +170,36 @@ def validate_summary(s: dict) -> None:
     assert isinstance(v["headline"], str) and v["headline"] and isinstance(v["root_cause"], str)
     assert isinstance(v["remediation"], list) and all(isinstance(x, str) and x for x in v["remediation"])
     failed = s["failures"]["failed"] if "failures" in s else 0
-    assert bool(v["remediation"]) == (v["loopback_detected"] or failed > 0)
+    harmless = v.get("lb_behaviour") == PROXY and lb["failed"] == 0  # loopbacks answered through the LB
+    assert bool(v["remediation"]) == ((v["loopback_detected"] and not harmless) or failed > 0)
     if "failures" in s:
         validate_failures(s["failures"], c["failed"])
+    if "lb_behaviour" in s:
+        validate_lb(s["lb_behaviour"], s, v)
+
+
+def validate_lb(found: list, s: dict, v: dict) -> None:
+    """summary.json's lb_behaviour: one entry per Service of the SNAT table, its behaviour and loop
+    modes from the vocabulary, its counts consistent, and the verdict naming one of them."""
+    assert isinstance(found, list)
+    services = {r["service"] for r in s["snat"]}
+    assert {x["service"] for x in found} <= services | {None}, "lb_behaviour for a Service the SNAT table lacks"
+    for i, x in enumerate(found):
+        w = f"lb_behaviour[{i}]"
+        _keys(x, {"service", "behaviour", "evidence", "node_source", "pod_source", "rewritten",
+                  "chance_if_any_backend", "loops", "failure_mode", "failure_mode_evidence"}, where=w)
+        assert x["behaviour"] in LB_BEHAVIOURS and isinstance(x["evidence"], str) and x["evidence"], w
+        for k, part in (("node_source", "to_source_node"), ("pod_source", "to_client_node"),
+                        ("rewritten", "rewritten")):
+            assert 0 <= _count(x[k][part], w) <= _count(x[k]["of"], w), f"{w}.{k}"
+        assert x["chance_if_any_backend"] is None or 0 <= x["chance_if_any_backend"] <= 1, w
+        assert set(x["loops"]) <= set(LOOP_MODES) and x["failure_mode"] in LOOP_MODES, w
+        loops = sum(_count(n, w) for n in x["loops"].values())
+        assert loops <= s["loopback"]["hits"], f"{w}: more loop modes than loopbacks"
+        assert (x["behaviour"] == "any-backend") == (x["node_source"]["to_source_node"] > 0
+                                                     and x["rewritten"]["rewritten"] == 0), w
+    assert v.get("lb_behaviour", "unknown") in LB_BEHAVIOURS
+    assert v.get("lb_failure_mode", "unknown") in LOOP_MODES
 
 
 def validate_failures(f: dict, failed: int) -> None:

@@ -22,7 +22,8 @@ from natlens.report.execute import check_completed
 from natlens.report.render import external_references
 
 SECTIONS = ["Executive summary", "Evidence quality", "Timeline", "Why each connection failed",
-            "SNAT per Service and node", "Rule trace", "Loopback evidence", "One journey, hop by hop", "Latency", "Slow and lossy paths", "Remediation",
+            "SNAT per Service and node", "Rule trace", "How the load balancer picks a backend",
+            "Loopback evidence", "One journey, hop by hop", "Latency", "Slow and lossy paths", "Remediation",
             "Appendix",
             "Inputs", "What was inferred", "Parameters", "Tool versions"]
 

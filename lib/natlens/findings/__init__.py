@@ -90,6 +90,7 @@ from natlens.bundle import Bundle, capture_drops, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
 from natlens.findings.failures import FAILURE_COLUMNS, Context, explain_failures
+from natlens.findings.lb import lb_findings
 from natlens.findings.mechanism import mechanisms, node_rules
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
@@ -129,8 +130,9 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     uncaptured = uncaptured_nodes(bundle, inventory.nodes["name"].tolist())
     mechs = mechanisms(service, records, bundle, inventory) if not service.empty else []
     journeys, service = _with_failures(journeys, service, records, inventory, bundle, lossy)
+    lbs = lb_findings(service, records, inventory)
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
-                            dominant_problem(problems, service), uncaptured, mechs) if not service.empty
+                            dominant_problem(problems, service), uncaptured, mechs, lbs, inventory) if not service.empty
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
     return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
                     inventory=inventory, connections=caps.connections, journeys=journeys,
@@ -138,7 +140,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                     loopback=service[service["loopback"] == YES],
                     latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
                     offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
-                    quality=quality, problems=problems, uncaptured=uncaptured, mechanisms=mechs,
+                    quality=quality, problems=problems, uncaptured=uncaptured, mechanisms=mechs, lb=lbs,
                     _packets=caps.packets, _packet_conn=caps.packet_conn)
 
 

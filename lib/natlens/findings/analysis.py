@@ -52,6 +52,7 @@ class Analysis:
     problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
     uncaptured: list[str] = field(default_factory=list)  # nodes no capture covers
     mechanisms: list = field(default_factory=list)  # findings.mechanism: what the client nodes' rules do
+    lb: list = field(default_factory=list)  # findings.lb: how each Service's load balancer picks a backend
     _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -61,7 +62,7 @@ class Analysis:
                              self.bundle.not_read if self.bundle is not None else [],
                              self.service_journeys, self.snat, self.loopback, self.latency, self.verdict,
                              self.quality, self.problems, self.uncaptured,
-                             [m.to_dict() for m in self.mechanisms])
+                             [m.to_dict() for m in self.mechanisms], [f.to_dict() for f in self.lb])
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """summary.json and the tables as Parquet in `out_dir`, for scripts and notebooks that

@@ -209,7 +209,7 @@ def behaviour(g: pd.DataFrame, ns: pd.DataFrame, seen: pd.DataFrame, chance: flo
         x = re_.iloc[0]
         return PROXY, (f"{len(re_)} of {len(seen)} connections seen arriving at a node came from an address "
                        f"the load balancer put there ({x['journey']}: left as {x['left_with']}, arrived at "
-                       f"{x['picked']} from {x['lb_src']}): it proxies"), {"rewritten": str(x["journey"])}
+                       f"{x['picked']} from {x['lb_src']})"), {"rewritten": str(x["journey"])}
     if len(re_):
         return UNKNOWN, (f"{len(re_)} of {len(seen)} arrivals had their source rewritten, the others not: "
                          "two kinds of load balancer (or of listener) in one Service?"), {}

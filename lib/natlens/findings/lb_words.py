@@ -91,14 +91,16 @@ def proxied(f: LbFinding, svc: str) -> str:
             "loopbacks are harmless.")
 
 
-def not_a_fix(f: LbFinding | None) -> str:
-    """' Cluster would not help: ...' where another Service's load balancer of the incident shows
-    any-backend (a Local Service cannot show it: all its sources are pods)."""
-    if f is None or f.behaviour != ANY_BACKEND:
-        return ""
-    return (f" The load balancer of {f.service} sent SNATed connections back to their own node: if this "
-            "Service's is of the same kind, SNAT and externalTrafficPolicy Cluster will not stop its loops "
-            "either.")
+def elsewhere(seen: LbFinding, svc: str) -> str:
+    """What another Service's load balancer of the incident was seen to do, where this one's is
+    not shown: the same kind of load balancer would do the same."""
+    if seen.behaviour == ANY_BACKEND:
+        how = (" and they were dropped on arrival (their source is the node's own address)"
+               if seen.failure_mode == DROPPED_ON_ARRIVAL else "")
+        return (f" The load balancer of the {svc} sent connections SNATed to the node's IP back to their own node "
+                f"too ({seen.node_source[0]} of {seen.node_source[1]}{how}): if this Service's load balancer is "
+                "of the same kind, SNAT and externalTrafficPolicy Cluster will not stop its loops either.")
+    return f" The load balancer of the {svc}, in the same incident, {BEHAVIOUR_NAME[seen.behaviour]}: {seen.evidence}."
 
 
 def remedies(f: LbFinding | None, p: cloud.LbProfile, inventory: Inventory, name: str | None,

@@ -20,10 +20,10 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
                   journeys: pd.DataFrame, snat: pd.DataFrame, loopback: pd.DataFrame,
                   latency: pd.DataFrame, verdict: dict, quality: list[dict] | None = None,
                   problems: pd.DataFrame | None = None, uncaptured: list[str] | None = None,
-                  rules: list[dict] | None = None) -> dict:
+                  rules: list[dict] | None = None, lb: list[dict] | None = None) -> dict:
     """The summary document of one incident's Service journeys (``quality``: findings.quality's
     entry per capture; ``problems``: findings.paths' table; ``rules``: findings.mechanism's
-    facts per Service and client node, as dicts)."""
+    facts per Service and client node, as dicts; ``lb``: findings.lb's finding per Service)."""
     return {
         "schema": SUMMARY_SCHEMA,
         "incident": incident,
@@ -43,6 +43,7 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
         "problems": [] if problems is None else [plain(row) for row in problems.to_dict("records")],
         "rules": list(rules or []),
         "failures": failure_words.summary(journeys),
+        "lb_behaviour": list(lb or []),
     }
 
 

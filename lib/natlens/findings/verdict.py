@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import pandas as pd
 
-from natlens.findings import failure_words, wording
+from natlens.findings import failure_words, lb_words, wording
+from natlens.findings.lb import LbFinding
 from natlens.findings.mechanism import Mechanism
 from natlens.findings.quality import blind_spots, unknown_outcomes
 from natlens.inventory import Inventory
-from natlens.vocab import LOOPBACK, NO, UNKNOWN, YES, is_failed
+from natlens.vocab import (
+    ANY_BACKEND,
+    AVOIDS_SOURCE,
+    DROPPED_ON_ARRIVAL,
+    LOOPBACK,
+    NO,
+    PROXY,
+    UNKNOWN,
+    YES,
+    is_failed,
+)
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -36,7 +47,7 @@ def _svc_name(key: str, names: dict[str, str]) -> str:
 
 
 def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "",
-                    dnated: set[tuple[str, str]] = frozenset()) -> str:
+                    dnated: set[tuple[str, str]] = frozenset(), lbs: list[LbFinding] | None = None) -> str:
     """' Service a (VIP) from node-1 (policy Cluster): 20 of 20 connections SNATed ...' per row;
     rows whose connections the client's node DNATed itself (``dnated``: (service, node)) never
     reached the load balancer, and say so instead of what the load balancer does."""
@@ -47,11 +58,23 @@ def _snat_sentences(snat: pd.DataFrame, names: dict[str, str], lead: str = "",
         who = {YES: ", the node's own connections", UNKNOWN: ", the node's or its pods' (not told apart)"}.get(
             getattr(r, "host_network", NO), "")
         why = (" on the node, on their way to an endpoint (they never reached the load balancer)."
-               if (r.service, r.source_node) in dnated else
-               " to the node IP, so the load balancer never picks the client's own node." if r.ratio == 1.0 else ".")
+               if (r.service, r.source_node) in dnated else _all_snated(lb_words.lb_of(lbs, r.service))
+               if r.ratio == 1.0 else ".")
         out += (f"{lead} {_svc_name(r.service, names)} from {r.source_node} (policy {r.policy}{who}): "
                 f"{r.snat} of {r.connections - r.unknown_snat} connections SNATed" + why)
     return out
+
+
+def _all_snated(f: LbFinding | None) -> str:
+    """What every connection SNATed to the node IP means, by what the load balancer was seen to do."""
+    b = f.behaviour if f is not None else UNKNOWN
+    if b == AVOIDS_SOURCE:
+        return " to the node IP, and the load balancer never sent one back to the node it came from."
+    if b == ANY_BACKEND:
+        return " to the node IP, yet the load balancer sends a node's own connections back to it too."
+    if b == PROXY:
+        return " to the node IP; the load balancer proxies them (it replaces their source with its own)."
+    return "; whether the load balancer would ever send such a connection back to its node is not shown."
 
 
 def _mechanism_of(mechs: list[Mechanism], service: str, node: str) -> Mechanism | None:
@@ -74,7 +97,8 @@ def _dnated(journeys: pd.DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
 
 def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str] | None = None,
                  quality: list[dict] | None = None, problem: dict | None = None,
-                 uncaptured: list[str] | None = None, mechs: list[Mechanism] | None = None) -> dict:
+                 uncaptured: list[str] | None = None, mechs: list[Mechanism] | None = None,
+                 lbs: list[LbFinding] | None = None, inventory: Inventory | None = None) -> dict:
     """Headline, root cause and remediation for the Service journeys, and first of all what
     the evidence cannot show (``evidence``: None when nothing limits the answer).
 
@@ -83,15 +107,16 @@ def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, st
     lossy path (findings.paths.dominant_problem), named beside the loopback finding;
     ``uncaptured`` the nodes no capture covers; ``mechs`` what the client nodes' rules do with
     the Services' traffic (findings.mechanism), which picks the words of the mechanism and the
-    remedies.
+    remedies; ``lbs`` how each Service's load balancer picks a backend (findings.lb), which decides
+    the loop's mechanism and which fixes work; ``inventory`` gives each fix's command.
     """
-    names, mechs = names or {}, mechs or []
+    names, mechs, lbs = names or {}, mechs or [], lbs or []
     if (journeys["loopback"] == YES).any():
-        v = _loopback_verdict(journeys, snat, names, mechs)
+        v = _loopback_verdict(journeys, snat, names, mechs, lbs, inventory)
         if problem:
             v["root_cause"] += f" Besides the loopbacks: {problem['text']}."
     else:
-        v = _no_loopback_verdict(journeys, snat, names, mechs)
+        v = _no_loopback_verdict(journeys, snat, names, mechs, lbs)
         if problem and failure_words.tally(journeys):  # the failures lead; the slow path is beside them
             v["root_cause"] += f" Besides the failures: {problem['text']}."
         elif problem:
@@ -100,7 +125,17 @@ def make_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, st
         if blind:
             v["headline"] += (f" in the captures; {', '.join(blind)}, the clients' node, has no capture, so "
                               "loopbacks to it cannot be seen")
-    return {"evidence": evidence_statement(journeys, quality or [], uncaptured or []), **v, "problem": problem}
+    about = v.pop("_service", None)
+    return {"evidence": evidence_statement(journeys, quality or [], uncaptured or []), **v, "problem": problem,
+            **_lb_keys(lbs, about)}
+
+
+def _lb_keys(lbs: list[LbFinding], service: str | None) -> dict:
+    """The verdict's ``lb_behaviour`` and ``lb_failure_mode``: those of the Service the verdict is
+    about (the worst loopback row's; else the only Service's), unknown when none is."""
+    f = lb_words.lb_of(lbs, service) if service else (lbs[0] if len(lbs) == 1 else None)
+    return {"lb_behaviour": f.behaviour if f is not None else UNKNOWN,
+            "lb_failure_mode": f.failure_mode if f is not None else UNKNOWN}
 
 
 def _with_problem(v: dict, journeys: pd.DataFrame, problem: dict) -> dict:
@@ -165,29 +200,19 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
 
 
 def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str],
-                      mechs: list[Mechanism]) -> dict:
-    """Loopbacks were seen: the worst row's Service, why it loops (by what its node's rules do),
-    the failures that are not loopbacks, and the fixes."""
+                      mechs: list[Mechanism], lbs: list[LbFinding], inventory: Inventory | None) -> dict:
+    """Loopbacks were seen: the worst row's Service, why it loops (by what the load balancer was
+    seen to do and what its node's rules do), the failures that are not loopbacks, and the fixes."""
     worst = snat.sort_values(["loopback_failed", "loopback"], ascending=False).iloc[0]
     m = _mechanism_of(mechs, worst["service"], worst["source_node"])
+    f = lb_words.lb_of(lbs, worst["service"])
     svc = _svc_name(worst["service"], names)
-    headline = _loopback_headline(journeys, worst, svc)
-    pol, ratio = worst["policy"], worst["ratio"]
-    known = int(worst["connections"] - worst["unknown_snat"])
-    why_snat = (f"none of the {known} whose source the captures show was SNATed" if ratio == 0 else
-                f"{worst['snat']} of {worst['connections']} were SNATed" if ratio is not None
-                and not pd.isna(ratio) else "whether they were SNATed is not visible in the captures")
-    pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
-                "has an externalTrafficPolicy natlens could not find (no cluster/services.json, and no "
-                "kube-proxy rule on the node names it)")
     _, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
     _, failed, _ = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     counts = failure_words.counts(journeys) if "failure" in journeys else {}
     first = [k for k, n in counts.items() if n > counts.get(LOOPBACK, 0)]  # commoner than the loopback
     lead = failure_words.sentences(journeys, skip=tuple(k for k in counts if k not in first)).lstrip()
-    root = (lead + (" The loopbacks: the" if lead else "The")
-            + f" {svc} {pol_text}; {wording.why_it_leaves(m)} ({why_snat}), "
-            f"{wording.loopback_mechanism(m, lb_failed == failed)}" + wording.not_a_fix(m, pol))
+    root = lead + (" The loopbacks: " if lead else "") + _why_it_loops(worst, m, f, svc, lb_failed == failed)
     if lb_unknown and not lb_failed:
         root += (" These captures do not show how the loopbacks ended (their outcome is unknown), so "
                  "that they failed is the mechanism's prediction, not an observation.")
@@ -196,14 +221,79 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
         root += " Loopbacks were also seen for: " + "; ".join(
             f"{_svc_name(o.service, names)} from {o.source_node}: {o.loopback} of {o.connections} "
             f"({o.loopback_failed} failed)" for o in others.itertuples()) + "."
+    seen = _measured_elsewhere(lbs, worst["service"], f)
+    if seen is not None:
+        root += lb_words.elsewhere(seen, _svc_name(seen.service, names))
     root += (failure_words.sentences(journeys, skip=(LOOPBACK, *first)) if "failure" in journeys
              else _other_failures(journeys))
-    root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for", set(_dnated(journeys)))
-    if pol == "Cluster" and (m is None or m.vip.value != "none"):
+    root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for", set(_dnated(journeys)), lbs)
+    node_loop = f is not None and f.failure_mode == DROPPED_ON_ARRIVAL
+    if worst["policy"] == "Cluster" and (m is None or m.vip.value != "none") and not node_loop \
+            and not (f is not None and f.behaviour == PROXY):
         root += (" The policy on record is Cluster, yet connections looped back: check whether "
                  f"{wording.masquerade_rules(m)} for this VIP are in effect (see rule_trace).")
-    return {"loopback_detected": True, "headline": headline, "root_cause": root,
-            "remediation": wording.remediation(m, pol) + failure_words.remedies(journeys, loopback_fixes=True)}
+    p = lb_words.profile(inventory, names.get(worst["service"])) if inventory is not None else None
+    if p is not None:
+        root += lb_words.documented_sentence(p, f)
+    return {"loopback_detected": True, "headline": _loopback_headline(journeys, worst, svc), "root_cause": root,
+            "remediation": _loop_fixes(worst, m, f, p, inventory, names, lbs)
+            + failure_words.remedies(journeys, loopback_fixes=True), "_service": worst["service"]}
+
+
+def _why_it_loops(worst: pd.Series, m: Mechanism | None, f: LbFinding | None, svc: str, only: bool) -> str:
+    """The loop's mechanism for the worst row: a node's own connection dropped on arrival (an
+    any-backend load balancer), loopbacks answered through a proxying one, or a pod's un-SNATed
+    connection answered from the node (the founding incident's)."""
+    pol, ratio = worst["policy"], worst["ratio"]
+    known = int(worst["connections"] - worst["unknown_snat"])
+    why_snat = (f"none of the {known} whose source the captures show was SNATed" if ratio == 0 else
+                f"{worst['snat']} of {worst['connections']} were SNATed" if ratio is not None
+                and not pd.isna(ratio) else "whether they were SNATed is not visible in the captures")
+    pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
+                "has an externalTrafficPolicy natlens could not find (no cluster/services.json, and no "
+                "kube-proxy rule on the node names it)")
+    if f is not None and f.failure_mode == DROPPED_ON_ARRIVAL:
+        return lb_words.node_source_loop(f, svc, pol_text, str(worst["source_node"]), why_snat)
+    if f is not None and f.behaviour == PROXY and not int(worst["loopback_failed"]):
+        return lb_words.proxied(f, svc)
+    return (f"The {svc} {pol_text}; {wording.why_it_leaves(m)} ({why_snat}), "
+            f"{wording.loopback_mechanism(m, only)}" + wording.not_a_fix(m, pol)
+            + lb_words.behaviour_sentence(f, svc))
+
+
+def _loop_fixes(worst: pd.Series, m: Mechanism | None, f: LbFinding | None, p, inventory: Inventory | None,
+                names: dict[str, str], lbs: list[LbFinding]) -> list[str]:
+    """The loop's fixes: none for a proxying load balancer whose loopbacks work; those that work
+    for an any-backend one; else today's steps, each with its command."""
+    if f is not None and f.behaviour == PROXY and not int(worst["loopback_failed"]):
+        return []
+    name, port = names.get(worst["service"]), _port(worst["service"])
+    if inventory is None or p is None:
+        return wording.remediation(m, worst["policy"])
+    seen = _measured_elsewhere(lbs, worst["service"], f)
+    b = f.behaviour if f is not None and f.behaviour != UNKNOWN else \
+        seen.behaviour if seen is not None else p.documented
+    if b == ANY_BACKEND or (f is not None and f.failure_mode == DROPPED_ON_ARRIVAL):
+        return lb_words.remedies(f, p, inventory, name, port, ANY_BACKEND)
+    return lb_words.with_commands(wording.remediation_steps(m, worst["policy"]), seen or f, p, inventory,
+                                  name, port)
+
+
+def _measured_elsewhere(lbs: list[LbFinding], service: str, f: LbFinding | None) -> LbFinding | None:
+    """Where this Service's load balancer behaviour is unknown, another Service's of the incident
+    that the captures show (the first any-backend one, else the first known one), else None."""
+    if f is not None and f.behaviour != UNKNOWN:
+        return None
+    known = [x for x in lbs if x.service != service and x.behaviour != UNKNOWN]
+    return next((x for x in known if x.behaviour == ANY_BACKEND), known[0] if known else None)
+
+
+def _port(service: str) -> int | None:
+    """The port of a Service key 'VIP:port/proto'."""
+    try:
+        return int(service.rsplit(":", 1)[1].split("/")[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def _other_failures(journeys: pd.DataFrame) -> str:
@@ -224,7 +314,7 @@ def _other_failures(journeys: pd.DataFrame) -> str:
 
 
 def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str],
-                         mechs: list[Mechanism]) -> dict:
+                         mechs: list[Mechanism], lbs: list[LbFinding] | None = None) -> dict:
     """No loopback seen: the failures (if any), the outcomes not seen, what could not be checked,
     and the Services whose traffic the client's node DNATed itself (no loopback possible)."""
     total, failed, unk_outcome = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
@@ -256,7 +346,7 @@ def _no_loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict
                      "endpoints itself, so no loopback is possible for pod traffic")
     for (svc, node), (k, n) in sorted(dnated.items()):
         root += wording.node_dnat_sentence(_mechanism_of(mechs, svc, node), _svc_name(svc, names), node, k, n)
-    root += _snat_sentences(snat, names, dnated=set(dnated))
+    root += _snat_sentences(snat, names, dnated=set(dnated), lbs=lbs)
     if unknown and not failed:
         root += f" {unknown} journeys' load-balancer pick is not visible in the captures."
     return {"loopback_detected": False, "headline": headline, "root_cause": root,

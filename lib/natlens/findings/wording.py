@@ -141,23 +141,31 @@ def masquerade_rules(m: Mechanism | None) -> str:
 
 def remediation(m: Mechanism | None, policy: str) -> list[str]:
     """What to change, for what the node's rules do with pod traffic to the VIP."""
+    return [text for _, text in remediation_steps(m, policy)]
+
+
+def remediation_steps(m: Mechanism | None, policy: str) -> list[tuple[str | None, str]]:
+    """The remediation as (fix kind of natlens.cloud.FIX_KINDS, text) steps, so that each can
+    carry the cloud's exact command for the Service (None: a step with no single command)."""
     if m is not None and m.vip.value == "none":
         return [
-            "Let pod traffic to the VIP stay on the node: with an ingress IP of ipMode VIP "
-            "(status.loadBalancer.ingress[].ipMode, which the load-balancer controller sets) "
-            f"{mode_words(m)} DNATs pod traffic to the VIP on the node, so it never reaches the load balancer "
-            "and cannot loop back.",
-            "Or SNAT pod traffic to the LB IP to the node's IP: the CNI's masquerade or ip-masq-agent (take the "
-            "LB IP out of its non-masquerade destinations). Tencent CLB then never picks the client's node; "
-            "an AWS NLB with client IP preservation may still pick it (turn preservation off or use IP targets).",
-            "Or, from inside the cluster, call the Service's ClusterIP (or its DNS name) instead of the load "
-            "balancer's address.",
-            "Or use the cloud's own loopback fix: Azure, Alibaba and Tencent TKE: the load balancer's "
-            "hairpin/loopback option; AWS NLB: turn off client IP preservation or use IP targets.",
+            ("node-intercepts-vip", "Let pod traffic to the VIP stay on the node: with an ingress IP of ipMode VIP "
+             "(status.loadBalancer.ingress[].ipMode, which the load-balancer controller sets) "
+             f"{mode_words(m)} DNATs pod traffic to the VIP on the node, so it never reaches the load balancer "
+             "and cannot loop back."),
+            ("snat-on-node", "Or SNAT pod traffic to the LB IP to the node's IP: the CNI's masquerade or "
+             "ip-masq-agent (take the LB IP out of its non-masquerade destinations). Tencent CLB then never picks "
+             "the client's node; an AWS NLB with client IP preservation may still pick it (turn preservation off "
+             "or use IP targets)."),
+            ("cluster-ip", "Or, from inside the cluster, call the Service's ClusterIP (or its DNS name) instead of "
+             "the load balancer's address."),
+            ("no-client-ip-preservation", "Or use the cloud's own loopback fix: Azure, Alibaba and Tencent TKE: the "
+             "load balancer's hairpin/loopback option; AWS NLB: turn off client IP preservation or use IP targets."),
         ]
-    steps = list(REMEDIATION)
+    steps: list[tuple[str | None, str]] = list(zip(
+        ("cluster-policy", "snat-on-node", "no-client-ip-preservation", "cluster-ip"), REMEDIATION, strict=True))
     if policy == "Cluster":
-        steps[0] = ("Make the Cluster policy take effect: pod-to-VIP traffic must be SNATed to the node IP by "
+        steps[0] = (None, "Make the Cluster policy take effect: pod-to-VIP traffic must be SNATed to the node IP by "
                     f"{masquerade_rules(m)} (see rule_trace for where the packet skipped them).")
     return steps
 

@@ -69,9 +69,9 @@ def utc(ts: Any) -> str:
 def verdict_class(summary: dict[str, Any]) -> str:
     """The banner's colour: bad (loopback or failures), unknown (no connection, or outcomes the
     captures do not show and no failure), warn (a slow or lossy path, no failure), ok."""
-    if summary["verdict"]["loopback_detected"]:
-        return "verdict-bad"
     c = summary["connections"]
+    if summary["verdict"]["loopback_detected"] and not harmless_loopbacks(summary):
+        return "verdict-bad"
     if not c["total"]:
         return "verdict-unknown"
     if c["failed"]:
@@ -81,6 +81,11 @@ def verdict_class(summary: dict[str, Any]) -> str:
     return "verdict-warn" if summary["verdict"].get("problem") else "verdict-ok"
 
 
+def harmless_loopbacks(summary: dict[str, Any]) -> bool:
+    """Loopbacks that all worked, through a load balancer seen to proxy them (findings.lb)."""
+    return summary["verdict"].get("lb_behaviour") == "proxy" and not summary["loopback"]["failed"]
+
+
 def banner(d: ReportData) -> Html:
     """The verdict at the top of the report: incident, headline, root cause."""
     v = d.summary["verdict"]
@@ -88,6 +93,8 @@ def banner(d: ReportData) -> Html:
     commonest = next(iter((d.summary.get("failures") or {}).get("by_mechanism") or {}), None)
     if v["loopback_detected"] and commonest not in (None, "loopback"):
         state += " (not the commonest failure)"
+    elif v["loopback_detected"] and harmless_loopbacks(d.summary):
+        state += " (harmless: the load balancer proxies them)"
     scope = scope_note(d)
     return Html(
         f'<div class="natlens-banner {verdict_class(d.summary)}" id="verdict">'
@@ -149,6 +156,7 @@ def executive_summary(d: ReportData) -> Html:
             f"<strong>{n(hits)}</strong> connections were sent by the load balancer back to the node "
             f"they came from (loopback{'; ' + by_node if by_node else ''}); "
             f"{n(lb['failed'])} of those failed.")
+        items += [_lb_line(f) for f in s.get("lb_behaviour") or []]
     else:
         items.append("No connection was sent back by the load balancer to the node it came from "
                      "(no loopback).")
@@ -307,6 +315,39 @@ def rule_trace_intro(d: ReportData) -> Html:
                 "by hook: the reason for the SNAT decision above.</p>")
 
 
+LB_WORDS = {"avoids-source": "never sent a connection back to the node whose address was its source",
+            "any-backend": "picks any backend, also the node a connection comes from",
+            "proxy": "proxies: it replaces the source with its own address",
+            "unknown": "not shown by these captures"}
+LOOP_WORDS = {"answered-from-node-port": "answered from nodeIP:NodePort, which the client resets",
+              "dropped-on-arrival": "dropped on arrival (its source is the node's own address)",
+              "answered-via-lb": "answered through the load balancer (it works)",
+              "unknown": "how it ended is not shown"}
+
+
+def _lb_line(f: dict[str, Any]) -> str:
+    """One executive-summary line on a Service's load balancer (findings.lb)."""
+    svc = f"<code>{esc(f['service'])}</code>"
+    if f["behaviour"] == "unknown":
+        return (f"Whether the load balancer of {svc} would send a node's own connection back to it is not shown "
+                "by these captures (see How the load balancer picks a backend).")
+    return f"The load balancer of {svc} {esc(LB_WORDS[f['behaviour']])} (see How the load balancer picks a backend)."
+
+
+def lb_intro(d: ReportData) -> Html:
+    """How each Service's load balancer picked backends, as the captures show it, with the evidence
+    and, where the captures cannot tell, why not."""
+    found = d.summary.get("lb_behaviour") or []
+    if not found:
+        return Html("<p>No connection through a load balancer in these captures.</p>")
+    items = "".join(f"<li><code>{esc(f['service'])}</code>: {esc(LB_WORDS[f['behaviour']])}. {esc(f['evidence'])}."
+                    "</li>" for f in found)
+    return Html("<p>Whether a load balancer sends a node's own connection back to that node decides which "
+                "fixes work: SNAT to the node's IP and externalTrafficPolicy Cluster help only where it never "
+                "does. natlens reads it from the captures: where each connection reached the load balancer "
+                f"from, and which node it then arrived at.</p><ul>{items}</ul>")
+
+
 def loopback_intro(d: ReportData) -> Html:
     """What a loopback looks like in the captures, with where the client's node sends the SYN
     that comes back (a local endpoint, or any endpoint: its rules' walk)."""
@@ -318,10 +359,21 @@ def loopback_intro(d: ReportData) -> Html:
         dnat = "is DNATed to a local endpoint"
     else:
         dnat = "is DNATed to an endpoint"
-    return Html("<p>Connections the load balancer sent back to the node they came from. The SYN leaves towards "
-                "<code>VIP:port</code>, comes back in towards <code>nodeIP:NodePort</code> with the same source "
-                f"address, port and initial sequence number, {dnat}, and its SYN-ACK reaches the client from "
-                "the wrong address, so the client resets it and the connection times out.</p>")
+    modes = {m for f in d.summary.get("lb_behaviour") or [] for m, k in f["loops"].items() if k}
+    head = ("<p>Connections the load balancer sent back to the node they came from. The SYN leaves towards "
+            "<code>VIP:port</code> and comes back in towards <code>nodeIP:NodePort</code> with the same "
+            "initial sequence number. ")
+    parts = []
+    if modes & {"answered-from-node-port", "unknown"} or not modes:
+        parts.append(f"From a pod's address, it {dnat}, and its SYN-ACK reaches the client from the wrong "
+                     "address, so the client resets it and the connection times out.")
+    if "dropped-on-arrival" in modes:
+        parts.append("From the node's own address (SNATed), the node drops it on arrival, since its source is "
+                     "one of the node's own addresses: nothing answers, and the connection times out.")
+    if "answered-via-lb" in modes:
+        parts.append("Where the load balancer replaced the source with its own address, the node answers the "
+                     "load balancer, and the connection works.")
+    return Html(head + " ".join(parts) + "</p>")
 
 
 def returning_syn_trace(d: ReportData) -> Html:
@@ -381,7 +433,19 @@ def remediation(d: ReportData) -> Html:
                     f"what holds or drops packets between {esc(where)} (see Slow and lossy paths).</p>")
     if not steps:
         return Html("<p>No change is needed on the evidence in this incident.</p>")
-    return Html("<ol>" + "".join(f"<li>{esc(x)}</li>" for x in steps) + "</ol>")
+    return Html("<ol>" + "".join(f"<li>{_step(x)}</li>" for x in steps) + "</ol>")
+
+
+def _step(text: str) -> str:
+    """One remediation step; its command, when it has one, on a line of its own to copy."""
+    if " Command: " not in text:
+        return esc(text)
+    words, rest = text.split(" Command: ", 1)
+    command, _, cost = rest.rpartition(" (cost: ")
+    if not command:
+        command, cost = rest, ""
+    return (esc(words) + f'<pre class="natlens-trace">{esc(command)}</pre>'
+            + (f"<p>What it costs: {esc(cost.rstrip(').'))}.</p>" if cost else ""))
 
 
 def capture_limits(d: ReportData) -> Html:
