@@ -1,0 +1,133 @@
+"""The load balancer's behaviour (findings.lb) measured from captures of the real kernel, against
+the lab's ground truth (ground-truth/connections.jsonl: ``lb_node``, ``lb_src``, ``loopback``,
+the outcome; lab.json: the ``lb`` the lab ran).
+
+Root tests (skip with the reason without root or network namespaces): three lab runs at once,
+IPVS mode as on TKE, Services Local and Cluster, `any` and eth0 captures on both nodes:
+
+* avoids-source (Tencent CLB-like): Cluster's SNATed connections never go back to node-1;
+* any-backend (an AWS NLB with client IP preservation): Cluster's SNATed connections hashed to
+  node-1 arrive there from node-1's own address and are dropped (a martian source);
+* proxy (the LB replaces the source with its own address): loopbacks happen and work.
+
+A client that gives up at 0.9 s never retransmits, and the captures run 0.5 s past it: every
+outcome is in the captures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+from analysis_helpers import netns_unavailable_reason, run_labs
+
+from natlens.findings import analyze
+from natlens.findings.lb import lb_picks
+from natlens.vocab import (
+    ANSWERED_FROM_NODE,
+    ANSWERED_VIA_LB,
+    ANY_BACKEND,
+    AVOIDS_SOURCE,
+    DROPPED_ON_ARRIVAL,
+    PROXY,
+    UNKNOWN,
+)
+
+REASON = netns_unavailable_reason("iptables-restore", "ipset", "nft", "conntrack", "tcpdump")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+PID = os.getpid()
+RUNS = {AVOIDS_SOURCE: "a", ANY_BACKEND: "n", PROXY: "p"}
+# what natlens must find per (LB, policy): behaviour, and how every loopback ended (None: no loopback
+# expected to be decided). Local's sources are pods: no LB shows whether it avoids a node's own address.
+WANT = {
+    (AVOIDS_SOURCE, "Local"): (UNKNOWN, ANSWERED_FROM_NODE),
+    (AVOIDS_SOURCE, "Cluster"): (AVOIDS_SOURCE, None),
+    (ANY_BACKEND, "Local"): (UNKNOWN, ANSWERED_FROM_NODE),
+    (ANY_BACKEND, "Cluster"): (ANY_BACKEND, DROPPED_ON_ARRIVAL),
+    (PROXY, "Local"): (PROXY, ANSWERED_VIA_LB),
+    (PROXY, "Cluster"): (PROXY, ANSWERED_VIA_LB),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple]:
+    bundles = run_labs(tmp_path_factory.mktemp("lb"), {
+        lb: {"policies": ["Local", "Cluster"], "connections": 24, "nodes": 2, "any_capture": True,
+             "prefix": f"nlb{PID}{tag}-", "timeout": 0.9, "lb": lb} for lb, tag in RUNS.items()})
+    out = {}
+    for lb, path in bundles.items():
+        assert json.loads((path / "ground-truth" / "lab.json").read_text())["lb"] == lb
+        gt = pd.read_json(path / "ground-truth" / "connections.jsonl", lines=True)
+        out[lb] = (analyze(path), gt)
+    return out
+
+
+def _joined(a, gt: pd.DataFrame) -> pd.DataFrame:
+    picks = lb_picks(a.service_journeys, a.records, a.inventory)
+    m = gt.merge(picks, left_on=["src", "sport", "dst", "dport"], right_on=["client_h", "client_p", "vip", "vport"],
+                 how="left", suffixes=("_gt", ""))
+    assert m["journey"].notna().all() and len(m) == len(gt)
+    return m
+
+
+@pytest.mark.parametrize("lb", list(RUNS))
+def test_the_picks_and_the_source_the_node_saw_are_the_ground_truths(runs, lb):
+    a, gt = runs[lb]
+    m = _joined(a, gt)
+    assert (m["picked"] == m["lb_node"]).all(), m.loc[m["picked"] != m["lb_node"], ["journey", "picked", "lb_node"]]
+    assert ((m["loopback"] == "yes") == m["loopback_gt"].astype(bool)).all()
+    assert (m["lb_src"] == m["lb_src_gt"]).all(), m.loc[m["lb_src"] != m["lb_src_gt"], ["journey", "lb_src"]]
+    assert ((m["rewritten"] == "yes") == (lb == PROXY)).all()
+
+
+@pytest.mark.parametrize("lb", list(RUNS))
+def test_each_services_behaviour_and_how_its_loopbacks_ended(runs, lb):
+    a, gt = runs[lb]
+    by_service = {f.service: f for f in a.lb}
+    policy = {f"{r.lb_ip}:{r.port}/{r.proto}": r.policy for r in a.inventory.services.itertuples()}
+    assert set(by_service) == set(policy)
+    for svc, f in by_service.items():
+        behaviour, mode = WANT[(lb, policy[svc])]
+        assert f.behaviour == behaviour, (svc, f.behaviour, f.evidence)
+        looped = gt[(gt["dst"] + ":80/tcp" == svc) & gt["loopback"].astype(bool)]
+        assert sum(f.loops.values()) == len(looped)
+        if mode is not None:
+            assert f.loops == {mode: len(looped)}, (svc, f.loops)
+        failed = looped[looped["outcome"] != "connected"]
+        assert f.failure_mode == (mode if len(failed) else ANSWERED_VIA_LB if len(looped) else UNKNOWN)
+
+
+def test_any_backend_the_verdict_tells_the_node_source_loop_and_offers_no_refuted_fix(runs):
+    a, gt = runs[ANY_BACKEND]
+    v = a.summary()["verdict"]
+    assert v["lb_failure_mode"] in (DROPPED_ON_ARRIVAL, ANSWERED_FROM_NODE)  # the worst row's Service
+    text = v["root_cause"]
+    assert "martian" in text or "same kind" in text
+    assert "SNAT and externalTrafficPolicy Cluster will not stop" in text or "does not fix it" in text
+    steps = " ".join(v["remediation"])
+    assert "Switch the Service to externalTrafficPolicy: Cluster" not in steps
+    assert "Or SNAT pod-to-VIP traffic on the nodes" not in steps
+    assert "ClusterIP" in steps or "cluster.local" in steps
+    failed = int((gt["outcome"] != "connected").sum())
+    assert v["headline"].startswith(f"{failed} of {len(gt)} connections failed")
+
+
+def test_proxy_loopbacks_are_harmless_and_nothing_is_to_fix(runs):
+    a, gt = runs[PROXY]
+    s = a.summary()
+    assert (gt["outcome"] == "connected").all() and gt["loopback"].astype(bool).any()
+    assert s["verdict"]["lb_behaviour"] == PROXY and s["verdict"]["remediation"] == []
+    assert "harmless" in s["verdict"]["root_cause"]
+    assert {x["behaviour"] for x in s["lb_behaviour"]} == {PROXY}
+
+
+def test_avoids_source_the_verdict_is_the_founding_incidents(runs):
+    a, gt = runs[AVOIDS_SOURCE]
+    v = a.summary()["verdict"]
+    assert v["lb_behaviour"] == UNKNOWN and v["lb_failure_mode"] == ANSWERED_FROM_NODE  # the Local Service
+    assert "so the load balancer sees the pod's own IP" in v["root_cause"]
+    assert "never sends a connection back to the node whose address is its source" in v["root_cause"]
+    assert v["remediation"][0].startswith("Switch the Service to externalTrafficPolicy: Cluster")
+    assert "these captures do not show which kind" not in v["remediation"][0]  # the Cluster Service shows it
