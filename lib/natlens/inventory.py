@@ -9,12 +9,16 @@ inferred fact is listed in ``Inventory.inferred`` with the file it came from.
 
 Tables (pandas); a node, pod or service may have several addresses (dual stack): the
 list columns hold all of them, the single ones the first IPv4 one (else the first):
-  nodes     name, internal_ip, addresses (InternalIPs, ExternalIPs), pod_cidr, pod_cidrs, source
+  nodes     name, internal_ip, addresses (InternalIPs, ExternalIPs), pod_cidr, pod_cidrs, source,
+            provider_id (spec.providerID), cloud ("aws" | "azure" | "gcp" | "alibaba" | "tencent",
+            from the providerID's scheme; None when there is none or natlens does not know it)
   pods      namespace, name, ip, ips (podIPs), node, host_network, source
   services  namespace, name, type, cluster_ip, cluster_ips, lb_ip, port, proto, node_port,
             target_port, policy ("Local" | "Cluster" | "unknown"), source, ip_mode (the ingress's
             status.loadBalancer.ingress[].ipMode: "VIP" | "Proxy", None when not set or not
-            known), lb_hostname (a hostname-only ingress: its hostname, lb_ip None)
+            known), lb_hostname (a hostname-only ingress: its hostname, lb_ip None), lb_class
+            (spec.loadBalancerClass), lb_annotations (the annotations that decide the cloud load
+            balancer's behaviour, LB_ANNOTATIONS: a sorted tuple of (key, value); () when none)
             (one row per port and load-balancer ingress)
 """
 
@@ -32,10 +36,42 @@ from natlens.errors import NatlensError
 from natlens.netfilter.ipset import parse_ipset
 from natlens.netfilter.kubeproxy_nft import EXTERNAL
 
-NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source"]
+NODE_COLUMNS = ["name", "internal_ip", "addresses", "pod_cidr", "pod_cidrs", "source", "provider_id", "cloud"]
 POD_COLUMNS = ["namespace", "name", "ip", "ips", "node", "host_network", "source"]
 SERVICE_COLUMNS = ["namespace", "name", "type", "cluster_ip", "cluster_ips", "lb_ip", "port", "proto",
-                   "node_port", "target_port", "policy", "source", "ip_mode", "lb_hostname"]
+                   "node_port", "target_port", "policy", "source", "ip_mode", "lb_hostname", "lb_class",
+                   "lb_annotations"]
+
+# spec.providerID -> cloud, by the scheme each cloud's controller writes (never guessed from
+# anything else): aws:///<zone>/i-<id> (cloud-provider-aws), azure:///subscriptions/...
+# (cloud-provider-azure), gce://<project>/<zone>/<name> (GCE/GKE), alicloud://<region>.<instance>
+# or bare <region>.i-<id> (cloud-provider-alibaba-cloud's NodeFromProviderID), qcloud:///<zone>/ins-<id>
+# (TKE). Anything else is None.
+PROVIDER_SCHEMES = (("aws://", "aws"), ("azure://", "azure"), ("gce://", "gcp"), ("alicloud://", "alibaba"),
+                    ("qcloud://", "tencent"))
+ALIBABA_BARE_ID = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+\.i-[0-9a-z]+$")  # cn-hangzhou.i-bp1...
+CLOUDS = ("aws", "azure", "gcp", "alibaba", "tencent")
+
+# The annotations that decide what a cloud's load balancer does with a node's own connection
+# (natlens.cloud reads them): exact keys, and prefixes of whole annotation families.
+LB_ANNOTATIONS = frozenset({
+    "service.beta.kubernetes.io/aws-load-balancer-type",
+    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type",
+    "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes",
+    "service.beta.kubernetes.io/aws-load-balancer-internal",
+    "service.beta.kubernetes.io/aws-load-balancer-scheme",
+    "service.beta.kubernetes.io/azure-load-balancer-internal",
+    "service.beta.kubernetes.io/azure-disable-load-balancer-floating-ip",
+    "service.kubernetes.io/tke-existed-lbid",
+    "service.kubernetes.io/loadbalance-id",
+    "service.kubernetes.io/local-svc-only-bind-node-with-pod",
+    "service.beta.kubernetes.io/backend-type",  # ACK: "eni" puts the pods behind the CLB, "ecs" the nodes
+    "networking.gke.io/load-balancer-type",
+    "cloud.google.com/load-balancer-type",
+})
+LB_ANNOTATION_PREFIXES = ("service.cloud.tencent.com/", "service.kubernetes.io/qcloud-",
+                          "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-",
+                          "service.beta.kubernetes.io/alicloud-loadbalancer-")  # ACK's pre-2019 spelling
 
 # Interfaces that carry the node's own address (not pods, not kube-proxy dummies).
 UPLINK = re.compile(r"^(eth|ens|enp|eno|en|bond|wlan|em)\w*")
@@ -230,19 +266,8 @@ def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     single-address columns show the first IPv4 one, else the first. A field of the wrong
     type raises NatlensError naming the file and the item.
     """
-    nodes, pods, services = [], [], []
-    for n in _items(bundle, "nodes"):
-        by_type: dict[str, list[str]] = {"InternalIP": [], "ExternalIP": []}
-        for label, a in n.each("status.addresses"):
-            t = n.get("type", str, a, label)
-            if t in by_type:
-                by_type[t] += n.ips(f"{label}.address", n.get("address", str, a, label))
-        internal, external = _every(by_type["InternalIP"]), _every(by_type["ExternalIP"])
-        cidrs = _every(n.ips("spec.podCIDR", n.get("spec.podCIDR", str), network=True),
-                       n.ips("spec.podCIDRs", n.get("spec.podCIDRs", list) or [], network=True))
-        nodes.append({"name": n.get("metadata.name", str), "internal_ip": _primary(internal),
-                      "addresses": tuple(_every(internal, external)),
-                      "pod_cidr": _primary(cidrs), "pod_cidrs": tuple(cidrs), "source": "cluster/nodes.json"})
+    nodes = [_node_row(n) for n in _items(bundle, "nodes")]
+    pods, services = [], []
     for p in _items(bundle, "pods"):
         ips = _every(p.ips("status.podIP", p.get("status.podIP", str)),
                      [ip for label, x in p.each("status.podIPs")
@@ -251,25 +276,76 @@ def from_cluster(bundle: Bundle) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
                      "ip": _primary(ips), "ips": tuple(ips), "node": p.get("spec.nodeName", str),
                      "host_network": bool(p.get("spec.hostNetwork", bool)), "source": "cluster/pods.json"})
     for s in _items(bundle, "services"):
-        ingress = _ingress(s) or [(None, None, None)]
-        stype = s.get("spec.type", str)
-        policy = s.get("spec.externalTrafficPolicy", str) or \
-            ("Cluster" if stype in ("LoadBalancer", "NodePort") else "unknown")
-        cips = _every(s.ips("spec.clusterIP", s.get("spec.clusterIP", str)),
-                      s.ips("spec.clusterIPs", s.get("spec.clusterIPs", list) or []))
-        for label, port in s.each("spec.ports"):
-            proto = s.get("protocol", str, port, label) or "TCP"
-            for lb, ip_mode, hostname in ingress:
-                services.append({
-                    "namespace": s.get("metadata.namespace", str), "name": s.get("metadata.name", str),
-                    "type": stype, "cluster_ip": _primary(cips), "cluster_ips": tuple(cips),
-                    "lb_ip": lb, "port": s.get("port", int, port, label), "proto": proto.lower(),
-                    "node_port": s.get("nodePort", int, port, label),
-                    "target_port": s.get("targetPort", (int, str), port, label),
-                    "policy": policy, "source": "cluster/services.json", "ip_mode": ip_mode,
-                    "lb_hostname": hostname})
+        services += _service_rows(s)
     return (pd.DataFrame(nodes, columns=NODE_COLUMNS), pd.DataFrame(pods, columns=POD_COLUMNS),
             pd.DataFrame(services, columns=SERVICE_COLUMNS))
+
+
+def _node_row(n: _Item) -> dict:
+    """One node's row: every InternalIP and ExternalIP, its pod CIDRs, its providerID and the
+    cloud that providerID names."""
+    by_type: dict[str, list[str]] = {"InternalIP": [], "ExternalIP": []}
+    for label, a in n.each("status.addresses"):
+        t = n.get("type", str, a, label)
+        if t in by_type:
+            by_type[t] += n.ips(f"{label}.address", n.get("address", str, a, label))
+    internal, external = _every(by_type["InternalIP"]), _every(by_type["ExternalIP"])
+    cidrs = _every(n.ips("spec.podCIDR", n.get("spec.podCIDR", str), network=True),
+                   n.ips("spec.podCIDRs", n.get("spec.podCIDRs", list) or [], network=True))
+    provider_id = n.get("spec.providerID", str) or None
+    return {"name": n.get("metadata.name", str), "internal_ip": _primary(internal),
+            "addresses": tuple(_every(internal, external)),
+            "pod_cidr": _primary(cidrs), "pod_cidrs": tuple(cidrs), "source": "cluster/nodes.json",
+            "provider_id": provider_id, "cloud": cloud_of(provider_id)}
+
+
+def cloud_of(provider_id: str | None) -> str | None:
+    """The cloud a node's spec.providerID names by its scheme (PROVIDER_SCHEMES, or Alibaba's bare
+    "<region>.i-<id>"); None when there is none or the scheme is not one natlens knows."""
+    if not isinstance(provider_id, str) or not provider_id:
+        return None
+    for scheme, cloud in PROVIDER_SCHEMES:
+        if provider_id.startswith(scheme):
+            return cloud
+    return "alibaba" if ALIBABA_BARE_ID.match(provider_id) else None
+
+
+def _service_rows(s: _Item) -> list[dict]:
+    """One row per port and load-balancer ingress of a Service."""
+    ingress = _ingress(s) or [(None, None, None)]
+    stype = s.get("spec.type", str)
+    policy = s.get("spec.externalTrafficPolicy", str) or \
+        ("Cluster" if stype in ("LoadBalancer", "NodePort") else "unknown")
+    cips = _every(s.ips("spec.clusterIP", s.get("spec.clusterIP", str)),
+                  s.ips("spec.clusterIPs", s.get("spec.clusterIPs", list) or []))
+    lb_class, annotations = s.get("spec.loadBalancerClass", str) or None, _lb_annotations(s)
+    rows = []
+    for label, port in s.each("spec.ports"):
+        proto = s.get("protocol", str, port, label) or "TCP"
+        for lb, ip_mode, hostname in ingress:
+            rows.append({
+                "namespace": s.get("metadata.namespace", str), "name": s.get("metadata.name", str),
+                "type": stype, "cluster_ip": _primary(cips), "cluster_ips": tuple(cips),
+                "lb_ip": lb, "port": s.get("port", int, port, label), "proto": proto.lower(),
+                "node_port": s.get("nodePort", int, port, label),
+                "target_port": s.get("targetPort", (int, str), port, label),
+                "policy": policy, "source": "cluster/services.json", "ip_mode": ip_mode,
+                "lb_hostname": hostname, "lb_class": lb_class, "lb_annotations": annotations})
+    return rows
+
+
+def _lb_annotations(s: _Item) -> tuple[tuple[str, str], ...]:
+    """The Service's annotations that decide its load balancer's behaviour (LB_ANNOTATIONS and
+    LB_ANNOTATION_PREFIXES), sorted; an annotation value that is not a string is a NatlensError
+    naming it (kubectl JSON holds strings only)."""
+    out = []
+    for key, value in (s.get("metadata.annotations", dict) or {}).items():
+        if key not in LB_ANNOTATIONS and not key.startswith(LB_ANNOTATION_PREFIXES):
+            continue
+        if not isinstance(value, str):
+            s.fail(f"metadata.annotations[{key!r}] is not {_KIND[str]} but {value!r:.40}")
+        out.append((key, value))
+    return tuple(sorted(out))
 
 
 IP_MODES = ("VIP", "Proxy")  # status.loadBalancer.ingress[].ipMode (Kubernetes 1.29+)
@@ -306,7 +382,7 @@ def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
     CIDRs are the networks of its bridge (cni0, cbr0, ...). Link-local and loopback are not.
     """
     row = {"name": node.name, "internal_ip": None, "addresses": (), "pod_cidr": None,
-           "pod_cidrs": (), "source": None}
+           "pod_cidrs": (), "source": None, "provider_id": None, "cloud": None}
     addrs = [a for a in node.addresses() if _host_address(a.ip)]
     if not addrs:
         return row
@@ -328,6 +404,8 @@ def infer_node(bundle: Bundle, node: NodeDir, inferred: list[str]) -> dict:
 
 
 _PROTO_NAME = {6: "tcp", 17: "udp", 132: "sctp"}
+# What a Service inferred from a node's dumps cannot say: the dumps hold no Service objects.
+NOT_FROM_CLUSTER = {"lb_class": None, "lb_annotations": ()}
 
 
 def _lb_members(sets: dict) -> dict[tuple[str, int, str], bool]:
@@ -379,7 +457,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
                                      "node_port": (list(sp.node_ports) or [None])[0],
                                      "target_port": None,  # cluster IP: "n/a" -> "unknown", as kubectl's
                                      "policy": "unknown" if sp.policy == "n/a" else sp.policy,
-                                     "source": f"{node.name} netfilter model"}
+                                     "source": f"{node.name} netfilter model", **NOT_FROM_CLUSTER}
                         inferred.append(f"service {sp.vip}:{sp.port}/{sp.proto} ({sp.kind}): policy "
                                         f"{sp.policy} from the netfilter model of {node.name} "
                                         f"({'; '.join(sp.evidence)})")
@@ -406,7 +484,7 @@ def infer_services(bundle: Bundle, inferred: list[str]) -> pd.DataFrame:
             rows[key] = {"namespace": None, "name": None, "type": "LoadBalancer", "cluster_ip": None,
                          "cluster_ips": (),
                          "lb_ip": ip, "port": port_i, "proto": proto, "node_port": None,
-                         "target_port": None, "policy": policy, "source": src}
+                         "target_port": None, "policy": policy, "source": src, **NOT_FROM_CLUSTER}
             why = "member of KUBE-LOAD-BALANCER-LOCAL" if policy == "Local" else \
                 "in KUBE-LOAD-BALANCER but not KUBE-LOAD-BALANCER-LOCAL"
             inferred.append(f"service {ip}:{port_i}/{proto}: LB VIP, policy {policy} "

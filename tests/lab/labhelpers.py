@@ -18,14 +18,16 @@ def ground_truth(bundle: Path) -> tuple[dict, list[dict]]:
 
 
 def tcp_packets(path: Path) -> list[dict]:
-    """TCP packets of a capture as plain dicts (src, dst, sport, dport, flags, seq, direction)."""
+    """TCP packets of a capture as plain dicts (src, dst, sport, dport, flags, seq, ack,
+    direction, ts_ns)."""
     df = read_capture(path).packets
     df = df[df["proto"] == 6]
-    cols = ["src", "dst", "sport", "dport", "tcp_flags", "seq", "direction", "ts_ns"]
+    cols = ["src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "direction", "ts_ns"]
     out = []
     for row in df[cols].astype(object).to_dict("records"):
         row["flags"] = int(row.pop("tcp_flags"))
-        row["sport"], row["dport"], row["seq"] = int(row["sport"]), int(row["dport"]), int(row["seq"])
+        for k in ("sport", "dport", "seq", "ack"):
+            row[k] = int(row[k])
         out.append(row)
     return out
 

@@ -20,7 +20,7 @@ from labhelpers import (
 from natlens.capture import read_capture
 
 SAMPLES = REPO / "data" / "samples"
-LAB_SAMPLES = ["loopback-local", "cluster-ok", "mixed"]
+LAB_SAMPLES = ["loopback-local", "cluster-ok", "mixed", "any-backend-cluster"]
 
 
 @pytest.mark.parametrize("name", LAB_SAMPLES)
@@ -71,6 +71,29 @@ def test_mixed_sample():
     assert by["Local"]["failed"] == by["Local"]["loopback_failed"] > 0
     assert by["Cluster"]["failed"] == 0 and by["Cluster"]["snat"] == 20
     assert_loopback_signature(SAMPLES / "mixed", facts, conns, "web-local")
+
+
+def test_any_backend_cluster_sample():
+    """--lb any-backend, Cluster: the LB sends some of node-1's SNATed connections back to
+    node-1, whose kernel drops the SYN arriving from its own address; exactly those fail."""
+    d = SAMPLES / "any-backend-cluster"
+    facts, conns = ground_truth(d)
+    assert (facts["command"]["lb"], facts["lb"]["behaviour"], facts["command"]["policies"]) == (
+        "any-backend", "any-backend", ["Cluster"])
+    me = node_ip(facts, "node-1")
+    failed = [c for c in conns if c["outcome"] == "failed"]
+    assert failed and len(failed) < len(conns)
+    assert failed == [c for c in conns if c["lb_node"] == "node-1"]
+    assert all(c["snat"] and c["lb_src"] == c["wire_src"] == me for c in conns)
+    assert all(c["error"] == "timeout" and c["failure"] == "loopback" and c["failure_at"]
+               .startswith(f"node-1 eth0: SYN from its own address {me} to {me}:30080")
+               for c in failed)
+    # each looped SYN came in on node-1's eth0 from node-1's own address; none was answered
+    pkts = tcp_packets(d / "nodes" / "node-1" / "eth0.pcap")
+    came = {p["sport"] for p in syns(pkts) if (p["src"], p["dst"], p["dport"]) == (me, me, 30080)}
+    assert came == {c["wire_sport"] for c in failed}
+    assert not [p for p in pkts if p["dst"] == me and p["dport"] in came]
+    assert facts["source_sysctls"]["node-1"]["eth0.accept_local"] == 0
 
 
 def test_nftables_local_sample():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from natlens.errors import NatlensError
+from natlens.vocab import AVOIDS_SOURCE
 
 
 def _policies(values: list[str] | None) -> list[str]:
@@ -27,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
                 nodes=args.nodes, any_capture=args.any, prefix=args.prefix,
                 timeout=args.timeout, concurrency=args.concurrency, title=args.title,
                 proxy_mode=args.proxy_mode, ip_mode=args.ip_mode,
-                fault=check_name(args.fault))
+                fault=check_name(args.fault), lb=args.lb)
     for s in facts["services"]:
         print(tally_line(s))
     print(f"bundle: {args.out}")
@@ -61,6 +62,17 @@ def _ip_mode(value: str) -> str:
     return mode
 
 
+def _lb(value: str) -> str:
+    """--lb, case-insensitive: avoids-source, any-backend or proxy (natlens.vocab's words)."""
+    from natlens.lab.topology import LB_MODES
+
+    mode = value.strip().lower()
+    if mode not in LB_MODES:
+        raise argparse.ArgumentTypeError(f"use {', '.join(LB_MODES[:-1])} or {LB_MODES[-1]}, "
+                                         f"not {value!r}")
+    return mode
+
+
 def _clean(args: argparse.Namespace) -> int:
     from natlens.lab.netns import clean, require
 
@@ -86,6 +98,13 @@ def register(subparsers) -> None:
                    help="the LoadBalancer ingress's ipMode (default VIP: in iptables and "
                         "nftables modes kube-proxy handles the VIP on the node; Proxy: no "
                         "kube-proxy rule for it, traffic to it goes to the LB)")
+    r.add_argument("--lb", type=_lb, default=AVOIDS_SOURCE,
+                   metavar="avoids-source|any-backend|proxy",
+                   help="what the cloud LB does with a flow from one of its own nodes (default "
+                        "avoids-source: never sends it back there, as Tencent CLB; any-backend: "
+                        "may, as an AWS NLB with client IP preservation, and the node drops its "
+                        "own address arriving as a martian; proxy: may, but SNATs every flow "
+                        "to the VIP, so the reply goes back through the LB and works)")
     r.add_argument("--fault", metavar="NAME",
                    help="break the path in one known place (default none): no-endpoints (no "
                         "Service has an endpoint), refused (targetPort where nothing "

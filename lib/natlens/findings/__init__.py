@@ -101,6 +101,7 @@ from natlens.inventory import Inventory, build_inventory
 from natlens.journeys import JOURNEY_COLUMNS, RECORD_COLUMNS, build_journeys
 from natlens.journeys.clocks import ClockChain, clock_chain
 from natlens.journeys.evidence import lossy_captures
+from natlens.journeys.ingress import match_hostname_ingress
 from natlens.netfilter.conntrack import parse_conntrack
 from natlens.vocab import YES
 
@@ -113,6 +114,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     inventory = build_inventory(bundle)
     require_captures(bundle)
     caps = read_captures(bundle, progress=progress)
+    inventory = match_hostname_ingress(caps.connections, inventory)
     logs = {n.name: capture_drops(n) for n in bundle.nodes}  # collect-node.log: tcpdump's drops
     dropped = _dropped(caps, logs)
     journeys, records, clocks = _journeys(caps, inventory, bundle, dropped)

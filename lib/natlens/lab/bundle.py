@@ -6,7 +6,9 @@
   joined with the kernel's conntrack tables of the client's node and of the LB:
   the source the connection had on the wire (SNATed or not), the endpoint the
   node itself DNATed the VIP to (iptables/nftables mode with ipMode VIP), the
-  node the LB picked, and whether that pick was the client's own node (a loopback);
+  node the LB picked, the source that node saw from the LB (``lb_src``: the wire
+  source, or the VIP when the LB proxies), and whether that pick was the client's
+  own node (a loopback);
   then, for every failed connection, the mechanism the lab knows broke it
   (:func:`failures`: ``failure`` from :data:`FAILURES`, ``failure_at``).
 """
@@ -22,6 +24,7 @@ import yaml
 from natlens.lab.faults import NO_ENDPOINTS_SELECTOR, REFUSED_PORT, where
 from natlens.lab.topology import Service, Topology
 from natlens.netfilter.conntrack import parse_conntrack
+from natlens.vocab import PROXY
 
 
 def _kube_list(items: list[dict]) -> dict:
@@ -132,7 +135,7 @@ def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str
     out = []
     for r in records:
         r = dict(r, wire_src=None, wire_sport=None, snat=None, node_dnat=None, lb_node=None,
-                 loopback=None, backend=None, backend_snat=None, asymmetric=None,
+                 lb_src=None, loopback=None, backend=None, backend_snat=None, asymmetric=None,
                  node_ct_state=None, lb_ct_state=None)
         e = by_orig_node.get((r["src"], r["dst"], r["sport"], r["dport"]))
         if e:
@@ -150,11 +153,16 @@ def enrich(records: list[dict], topo: Topology, client_node_ct: str, vpc_ct: str
 
 def _lb_side(r: dict, topo: Topology, by_orig_vpc: dict, by_node: dict[str, dict],
              node_by_ip: dict[str, str]) -> None:
-    """The LB's pick for record ``r`` (from the VPC's conntrack), then what that node did."""
+    """The LB's pick for record ``r`` (from the VPC's conntrack), then what that node did.
+
+    ``lb_src`` is the reply tuple's destination: where the picked node answers, so the
+    source it saw (the wire source, or the VIP when the LB SNATs to it: ``proxy``).
+    """
     lb = by_orig_vpc.get((r["wire_src"], r["dst"], r["wire_sport"], r["dport"]))
     if not lb:
         return
     r["lb_node"] = node_by_ip.get(lb.reply[0])
+    r["lb_src"] = lb.reply[1]
     r["lb_ct_state"] = lb.state
     r["loopback"] = r["lb_node"] == topo.client.node
     # On the picked node the connection is wire_src -> nodeIP:NodePort (the LB's reply source).
@@ -183,7 +191,8 @@ def failures(records: list[dict], topo: Topology, vpc_ct: str) -> list[dict]:
     tables as :func:`enrich` joined them, the VPC's conntrack text ``vpc_ct`` and the
     fault the lab applied (``topo.fault``), never from the captures, so the analysis of
     the captures can be checked against it. The loopback and the wrong-source reply come
-    first: they fail whatever the fault.
+    first: they fail whatever the fault (a loopback through a proxying LB does not fail
+    by itself, so its failure is the fault's).
     """
     by_orig_vpc = {e.orig: e for e in parse_conntrack(vpc_ct) if e.proto == "tcp"}
     out = []
@@ -197,8 +206,8 @@ def _failure(r: dict, topo: Topology, by_orig_vpc: dict) -> tuple[str, str | Non
     """(failure, failure_at) of one failed, enriched record."""
     client = topo.client.node
     svc = next((s for s in topo.services if s.name == r["service"]), None)
-    if r.get("loopback"):
-        return "loopback", f"vpc: LB sent it back to {client}, the client's own node"
+    if r.get("loopback") and topo.lb != PROXY:
+        return "loopback", _loopback_at(r, topo, svc)
     if r.get("asymmetric"):
         return "wrong-source-reply", (f"{r['lb_node']}: DNAT to {r['backend']} without SNAT, "
                                       "answered from there")
@@ -222,6 +231,18 @@ def _failure(r: dict, topo: Topology, by_orig_vpc: dict) -> tuple[str, str | Non
     if topo.fault == "reply-drop" and timeout and _vpc_state(r, by_orig_vpc) == "SYN_RECV":
         return "reply-lost", f"vpc: nft drop of SYN-ACKs to {client}"
     return "unknown", None
+
+
+def _loopback_at(r: dict, topo: Topology, svc: Service | None) -> str:
+    """Where a loopback died: on the client node's eth0 when the LB sent it the node's own
+    address (``any-backend`` and a SNATed source: the kernel's source validation drops the
+    SYN there, a martian), else at the LB's pick (a pod source, looped back to its node)."""
+    node = topo.node(topo.client.node)
+    if r.get("lb_src") == node.ip:
+        dst = f"{node.ip}:{svc.node_port}" if svc else node.ip
+        return (f"{node.name} eth0: SYN from its own address {node.ip} to {dst} dropped as a "
+                "martian source (the LB sent it back to the client's own node)")
+    return f"vpc: LB sent it back to {node.name}, the client's own node"
 
 
 def _reject_at(r: dict, topo: Topology, svc: Service) -> str:

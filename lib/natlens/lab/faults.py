@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from natlens.errors import NatlensError
+from natlens.vocab import PROXY
 
 if TYPE_CHECKING:
     from natlens.lab.netns import Lab
@@ -137,7 +138,7 @@ def expected(topo: Topology) -> dict[str, str] | None:
 
 def _expected_one(topo: Topology, policy: str) -> str:
     """One policy's expected outcome under the fault, in the lab's proxy mode and ipMode."""
-    loops = not topo.lb_ip_on_node and (policy == "Local" or not topo.lb_ip_in_rules)
+    loops = topo.loopback_fails(policy)
     loop_note = ("; what the LB sends back to the client's node loops back and times out, "
                  "as without the fault") if loops else ""
     if topo.fault == "no-endpoints":
@@ -168,5 +169,9 @@ def _expected_one(topo: Topology, policy: str) -> str:
     if topo.lb_ip_on_node:
         return ("the client's node DNATs the VIP itself: what goes to web-1 (same node) "
                 "connects, what goes to web-2 loses its SYN-ACK in the VPC and times out")
+    if topo.lb == PROXY:
+        return ("the LB SNATs every connection to the VIP, so every SYN-ACK comes back through "
+                "the VPC, is un-NATed there towards node-1 and dropped: every connection times "
+                "out, the looped ones too")
     return ("what the LB sends to another node loses its SYN-ACK in the VPC and times out"
             f"{loop_note}")

@@ -26,19 +26,35 @@
   DNATed to nodeIP:NodePort, the node picked by ``jhash`` of the 5-tuple
   (source address and port, VIP and port, fixed seed) so every packet of a
   connection, retransmits included, goes to the same node. The pool is the
-  Service's healthy nodes (:meth:`Topology.lb_pool`) minus the node whose IP is
-  the packet's source: a load balancer never sends a flow back to the backend
-  it came from (that is why Cluster works and Local, whose source is the pod
-  IP, loops back). A Service no node is healthy for is dropped, as a cloud LB
-  without a healthy backend does.
+  Service's healthy nodes (:meth:`Topology.lb_pool`); a Service no node is healthy
+  for is dropped, as a cloud LB without a healthy backend does. What the LB does
+  with a flow whose source is one of its backends is ``Topology.lb``:
+
+  - ``avoids-source`` (the default; Tencent CLB-like): the pool minus the node whose
+    IP is the packet's source (one ``ip saddr`` rule per pool node, before the
+    catch-all): the LB never sends a flow back to the backend it came from. That is
+    why Cluster (source SNATed to the node IP) works and Local (source: the pod IP)
+    loops back.
+  - ``any-backend`` (AWS NLB with client IP preservation): one jhash over the whole
+    pool for every source, so a node's own SNATed connection may go back to that
+    node. Its SYN then arrives on the node's eth0 with the node's own address as
+    source and the kernel drops it as a martian (``accept_local`` 0, the default; the
+    lab adds no rule for it), so under Cluster those connections time out.
+  - ``proxy`` (an LB that SNATs to its own address, e.g. an NLB without client IP
+    preservation): the whole pool as for ``any-backend``, and a nat postrouting rule
+    SNATs each flow it DNATed (``ct original ip daddr`` the VIP, to the NodePort) to the
+    VIP, as an internal single-IP LB does. The node answers the VIP, the reply is
+    routed back to the VPC and conntrack un-NATs it there, so even a flow sent back to
+    its own node connects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from natlens.lab.topology import CLUSTER_CIDR, Node, Topology
+from natlens.lab.topology import CLUSTER_CIDR, Node, Service, Topology
 from natlens.netfilter import generate
+from natlens.vocab import AVOIDS_SOURCE, PROXY
 
 MASQ_MARK = "0x4000"
 LB_SEED = 0x6E6C  # "nl": fixed, so a given 5-tuple always lands on the same node
@@ -202,31 +218,48 @@ COMMIT
 
 
 def lb_nft(topo: Topology) -> str:
-    """nft script for the VPC namespace: the cloud LB's DNAT from each VIP to NodePorts."""
-    rules = []
-    tuple_hash = "jhash ip saddr . tcp sport . ip daddr . tcp dport"
+    """nft script for the VPC namespace: the cloud LB's DNAT from each VIP to NodePorts.
+
+    The per-source rules exist only for ``avoids-source``; ``proxy`` adds a nat
+    postrouting chain that SNATs every flow the LB DNATed to its VIP (module docstring).
+    """
+    rules, snat = [], []
     for s in topo.services:
-        pool = topo.lb_pool(s)
-        match = f"ip daddr {s.vip} tcp dport {s.port}"
+        rules.append(f"# {s.namespace}/{s.name} {s.key} externalTrafficPolicy={s.policy} "
+                     f"lb={topo.lb}")
+        rules.extend(_lb_service_rules(topo, s))
+        if topo.lb == PROXY:
+            # after the DNAT: a flow to one of the pool's NodePorts that was sent to the VIP
+            snat.append(f"ct original ip daddr {s.vip} tcp dport {s.node_port} "
+                        f"snat ip to {s.vip}")
+    chains = ["  chain prerouting {\n    type nat hook prerouting priority dstnat; "
+              "policy accept;\n" + "".join(f"    {r}\n" for r in rules) + "  }\n"]
+    if snat:
+        chains.append("  chain postrouting {\n    type nat hook postrouting priority srcnat; "
+                      "policy accept;\n" + "".join(f"    {r}\n" for r in snat) + "  }\n")
+    return "table ip natlens_lb {\n" + "".join(chains) + "}\n"
 
-        def dnat(nodes: list[Node], s=s) -> str:
-            targets = ", ".join(f"{i} : {n.ip} . {s.node_port}" for i, n in enumerate(nodes))
-            return (f"dnat ip to {tuple_hash} mod {len(nodes)} seed {LB_SEED:#x} "
-                    f"map {{ {targets} }}")
 
-        rules.append(f"# {s.namespace}/{s.name} {s.key} externalTrafficPolicy={s.policy}")
-        if not pool:  # no node passes the health check: a cloud LB drops
-            rules.append(f"{match} drop")
-            continue
-        for n in topo.nodes:  # a flow from a backend never goes back to that backend
-            if n in pool:
-                others = [m for m in pool if m is not n]
-                rules.append(f"ip saddr {n.ip} {match} {dnat(others) if others else 'drop'}")
-        rules.append(f"{match} {dnat(pool)}")
-    body = "\n".join("    " + r for r in rules)
-    return ("table ip natlens_lb {\n  chain prerouting {\n"
-            "    type nat hook prerouting priority dstnat; policy accept;\n"
-            f"{body}\n  }}\n}}\n")
+def _lb_service_rules(topo: Topology, s: Service) -> list[str]:
+    """The DNAT rules of one Service: per-source rules (``avoids-source`` only), then the
+    catch-all over the healthy pool, or a drop when no node is healthy."""
+    pool = topo.lb_pool(s)
+    match = f"ip daddr {s.vip} tcp dport {s.port}"
+    if not pool:  # no node passes the health check: a cloud LB drops
+        return [f"{match} drop"]
+
+    def dnat(nodes: list[Node]) -> str:
+        targets = ", ".join(f"{i} : {n.ip} . {s.node_port}" for i, n in enumerate(nodes))
+        return (f"dnat ip to jhash ip saddr . tcp sport . ip daddr . tcp dport "
+                f"mod {len(nodes)} seed {LB_SEED:#x} map {{ {targets} }}")
+
+    out = []
+    if topo.lb == AVOIDS_SOURCE:  # a flow from a backend never goes back to that backend
+        for n in pool:
+            others = [m for m in pool if m is not n]
+            out.append(f"ip saddr {n.ip} {match} {dnat(others) if others else 'drop'}")
+    out.append(f"{match} {dnat(pool)}")
+    return out
 
 
 def generate_services(topo: Topology, node: Node) -> list[generate.Service]:

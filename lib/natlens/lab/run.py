@@ -28,6 +28,7 @@ import natlens
 from natlens.errors import NatlensError
 from natlens.lab import bundle, faults, rules, topology
 from natlens.lab.netns import Lab, default_prefix, existing, require
+from natlens.vocab import ANY_BACKEND, AVOIDS_SOURCE, PROXY
 
 DRAIN_S = 0.5  # after the client: let last packets (FIN/ACK, RST) reach the captures
 # One ICMP echo request (id 0x4e4c "NL") to argv[1], the checksum computed here (a raw socket).
@@ -42,6 +43,22 @@ head = struct.pack("!BBHHH", 8, 0, 0, 0x4E4C, 1)
 pkt = struct.pack("!BBHHH", 8, 0, csum(head + body), 0x4E4C, 1) + body
 socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(pkt, (sys.argv[1], 0))
 """
+# What the LB does with a flow from one of its own nodes (incident.yaml and lab.json's words).
+LB_NOTES = {
+    AVOIDS_SOURCE: "The LB never sends a flow back to the node whose IP is its source (as "
+                   "Tencent CLB does).",
+    ANY_BACKEND: "The LB picks any healthy node, also the one a flow comes from (as an AWS NLB "
+                 "with client IP preservation does): a node's own SNATed connection sent back "
+                 "to it arrives on its eth0 with the node's own address as source, and the "
+                 "kernel drops it as a martian source.",
+    PROXY: "The LB SNATs every flow to its VIP (as an LB without client IP preservation "
+           "does) and picks any healthy node, also the client's own: the node answers the "
+           "VIP, so even a flow sent back to its own node is answered through the LB.",
+}
+# Node sysctls that decide whether a node accepts a packet with its own address as source
+# (lab.json): the lab sets rp_filter 0 (a Kubernetes node's) and leaves accept_local alone.
+SOURCE_SYSCTLS = tuple(f"net/ipv4/conf/{dev}/{key}" for key in ("accept_local", "rp_filter")
+                       for dev in ("all", "default", "eth0"))
 # tcpdump -B: `-i any` cannot size its ring by MTU, so with the default snaplen a 2 MiB ring
 # holds only a few blocks and bursts (one SYN crosses five interfaces at once) are dropped.
 CAPTURE_BUFFER_KIB = 16384
@@ -96,6 +113,7 @@ class Testbed:
     proxy_mode: str = "ipvs"
     ip_mode: str = "VIP"
     fault: str | None = None  # natlens.lab.faults.FAULTS, applied by start()
+    lb: str = AVOIDS_SOURCE  # topology.LB_MODES: what the LB does with a flow from a backend
     topo: topology.Topology = field(init=False)
     lab: Lab = field(init=False)
     captures: list[Capture] = field(default_factory=list)
@@ -104,7 +122,7 @@ class Testbed:
         # the plan first: a bad option or a fault that cannot act is an error even without root
         self.prefix = self.prefix or default_prefix()
         self.topo = topology.plan(list(self.policies), self.nodes, self.prefix,
-                                  self.proxy_mode, self.ip_mode, self.fault)
+                                  self.proxy_mode, self.ip_mode, self.fault, self.lb)
         require()
         self.lab = Lab(self.prefix)
 
@@ -243,6 +261,19 @@ class Testbed:
                 out[name] = {k: int(values[k]) for k in keep if k in values}
         return out
 
+    def source_sysctls(self) -> dict[str, dict[str, int]]:
+        """Each node's :data:`SOURCE_SYSCTLS`, read back from its namespace.
+
+        Why: the any-backend loop is dropped by the kernel's own source validation
+        (accept_local 0, its default), not by a rule; lab.json shows the values it ran with.
+        """
+        out = {}
+        for n in self.topo.nodes:
+            values = self.lab.sh("cat", *(f"/proc/sys/{k}" for k in SOURCE_SYSCTLS), ns=n.ns).split()
+            out[n.name] = {k.removeprefix("net/ipv4/conf/").replace("/", "."): int(v)
+                           for k, v in zip(SOURCE_SYSCTLS, values, strict=True)}
+        return out
+
     def close(self) -> None:
         self.lab.close()
         atexit.unregister(self.close)
@@ -251,7 +282,8 @@ class Testbed:
 def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int = 2,
         any_capture: bool = False, prefix: str | None = None, timeout: float = 1.5,
         concurrency: int = 10, interval: float = 0.02, title: str | None = None,
-        proxy_mode: str = "ipvs", ip_mode: str = "VIP", fault: str | None = None) -> dict:
+        proxy_mode: str = "ipvs", ip_mode: str = "VIP", fault: str | None = None,
+        lb: str = AVOIDS_SOURCE) -> dict:
     """Build the lab, run the client, write an incident bundle to ``out``; its lab.json.
 
     ``policies``: one LoadBalancer Service per entry ("Local" / "Cluster"), all
@@ -260,15 +292,17 @@ def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int 
     whether pod -> VIP traffic is handled on the node or leaves for the LB. ``fault``
     (no-endpoints, refused, blackhole, reply-drop; :mod:`natlens.lab.faults`) breaks
     the path in one known place, and every failed connection's ground truth says which
-    mechanism failed it. The returned dict (also ground-truth/lab.json) holds the
-    topology, the fault, the per-service tally and the captures' tcpdump counters.
+    mechanism failed it. ``lb`` (avoids-source, any-backend, proxy; :data:`topology.LB_MODES`)
+    is what the cloud LB does with a flow from one of its own nodes (:func:`rules.lb_nft`).
+    The returned dict (also ground-truth/lab.json) holds the topology, the fault, the LB,
+    the per-service tally and the captures' tcpdump counters.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise NatlensError("output directory exists and is not empty", path=str(out))
     if connections < 1:
         raise NatlensError(f"--connections must be at least 1, not {connections}")
-    bed = Testbed(list(policies), nodes, prefix, proxy_mode, ip_mode, fault)
+    bed = Testbed(list(policies), nodes, prefix, proxy_mode, ip_mode, fault, lb)
     restore = _trap_signals()
     try:
         bed.start()
@@ -285,7 +319,7 @@ def run(out: str | Path, policies: list[str], connections: int = 20, nodes: int 
         records = _snapshot(bed, out, records)
         _write_cluster_view(bed, out, title, t_start, t_end)
         command = {"policies": list(policies), "proxy_mode": proxy_mode, "ip_mode": ip_mode,
-                   "fault": fault, "connections": connections, "nodes": nodes, "any": any_capture,
+                   "fault": fault, "lb": lb, "connections": connections, "nodes": nodes, "any": any_capture,
                    "timeout_s": timeout, "concurrency": concurrency, "interval_s": interval}
         facts = _facts(bed, out, command, records, t_start, t_end)
         (gt / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
@@ -323,11 +357,14 @@ def _write_cluster_view(bed: Testbed, out: Path, title: str | None, t_start: flo
     policy_text = " + ".join(f"{s.name} ({s.policy})" for s in bed.topo.services)
     fault = bed.topo.fault
     fault_text = (f"Fault injected ({fault}): {faults.FAULTS[fault]}. " if fault else "")
+    lb = bed.topo.lb
+    lb_title, lb_text = ((f", LB {lb}", f"LB behaviour {lb}. {LB_NOTES[lb]} ")
+                         if lb != AVOIDS_SOURCE else ("", ""))
     bundle.write_incident_yaml(
-        out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}"
+        out, bed.topo, title or f"natlens lab: pod -> LB VIP, {policy_text}{lb_title}"
         + (f", fault {fault}" if fault else ""), t_start, t_end,
         notes=("Made by `natlens lab run` in network namespaces on the real kernel. "
-               f"{mode_notes(bed.topo)} {fault_text}"
+               f"{mode_notes(bed.topo)} {lb_text}{fault_text}"
                "ground-truth/ holds what really happened to every connection."))
 
 
@@ -369,9 +406,8 @@ def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start:
         "client": {"pod": bed.topo.client.name, "ip": bed.topo.client.ip,
                    "node": bed.topo.client.node},
         "topology": bed.topo.to_dict(),
-        "lb": {"namespace": bed.topo.vpc_ns, "hash": "nft jhash(saddr . sport . daddr . "
-               f"dport) mod pool seed {rules.LB_SEED:#x}",
-               "excludes": "the node whose IP is the packet's source"},
+        "lb": lb_facts(bed.topo),
+        "source_sysctls": bed.source_sysctls(),
         "proxy_mode": bed.topo.proxy_mode,
         "ip_mode": bed.topo.ip_mode,
         "fault": faults.describe(bed.topo),
@@ -386,6 +422,15 @@ def _facts(bed: Testbed, out: Path, command: dict, records: list[dict], t_start:
         "services": bundle.tally(records, bed.topo),
         "expected": expected(bed.topo),
     }
+
+
+def lb_facts(topo: topology.Topology) -> dict:
+    """lab.json's ``lb``: the LB's namespace, behaviour, hash, whom it excludes, its SNAT."""
+    return {"namespace": topo.vpc_ns, "behaviour": topo.lb, "description": LB_NOTES[topo.lb],
+            "hash": f"nft jhash(saddr . sport . daddr . dport) mod pool seed {rules.LB_SEED:#x}",
+            "excludes": ("the node whose IP is the packet's source"
+                         if topo.lb == AVOIDS_SOURCE else None),
+            "snat": ({s.key: s.vip for s in topo.services} if topo.lb == PROXY else None)}
 
 
 def expected(topo: topology.Topology) -> dict[str, str]:
@@ -404,6 +449,14 @@ def expected(topo: topology.Topology) -> dict[str, str]:
                        "masquerades it; it never reaches the LB: no loopback, every "
                        "connection connects",
         }
+    if topo.lb == PROXY:
+        proxied = ("the LB SNATs it to the VIP, so the node it picks answers the LB, which "
+                   "un-NATs the reply; it picks the client's own node for some connections "
+                   "and those connect too: every connection connects")
+        return {"Local": f"no SNAT on the node (pod IP); {proxied}",
+                "Cluster": (f"source SNATed to the node IP; {proxied}" if topo.lb_ip_in_rules
+                            else f"no kube-proxy rule for the LB IP: the pod IP leaves "
+                                 f"un-SNATed; {proxied}")}
     if not topo.lb_ip_in_rules:
         # iptables/nftables modes short-circuit pod sources at a Local NodePort to the
         # cluster-wide service chain; IPVS mode keeps Local NodePorts to local endpoints.
@@ -421,11 +474,14 @@ def expected(topo: topology.Topology) -> dict[str, str]:
                        f"either: the pod IP leaves un-SNATed; the LB's pool is every node; "
                        f"{loops}",
         }
-    return {
-        "Local": f"source not SNATed (pod IP); {loops}",
-        "Cluster": "source SNATed to the node IP; the LB never picks the client's "
-                   "node; every connection connects",
-    }
+    cluster = ("source SNATed to the node IP; the LB never picks the client's node; every "
+               "connection connects")
+    if topo.lb == ANY_BACKEND:
+        cluster = ("source SNATed to the node IP; the LB picks the client's own node for some "
+                   "connections: their SYN arrives at that node's eth0 with its own address as "
+                   "source and the kernel drops it as a martian source (accept_local 0), so "
+                   "they time out; the rest connect")
+    return {"Local": f"source not SNATed (pod IP); {loops}", "Cluster": cluster}
 
 
 def _trap_signals():

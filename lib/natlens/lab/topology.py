@@ -15,7 +15,12 @@ LoadBalancer VIPs      198.19.0.(10+k)    (not bound anywhere on the nodes)
 
 The proxy mode (``ipvs``, ``iptables``, ``nftables``) and the LoadBalancer ingress's
 ``ipMode`` (``VIP``, ``Proxy``) decide whether kube-proxy handles pod -> VIP traffic
-on the node (:attr:`Topology.lb_ip_on_node`) or lets it leave for the LB.
+on the node (:attr:`Topology.lb_ip_on_node`) or lets it leave for the LB. The LB's
+behaviour (:data:`LB_MODES`, the words of :mod:`natlens.vocab`) decides what it does
+with a flow from one of its own backends: ``avoids-source`` (the default) never sends
+it back there, ``any-backend`` may (the node then sees its own address arriving),
+``proxy`` may too but SNATs every flow to the VIP, so the node answers the LB
+(:mod:`natlens.lab.rules`, :func:`~natlens.lab.rules.lb_nft`).
 
 Nodes are joined by routing through the VPC namespace, one veth per node, never
 by a shared bridge: with br_netfilter a bridge shared by all nodes lets the
@@ -35,10 +40,13 @@ from pathlib import Path
 from natlens.errors import NatlensError
 from natlens.lab import faults
 from natlens.lab.netns import Lab
+from natlens.vocab import ANY_BACKEND, AVOIDS_SOURCE, PROXY
 
 POLICIES = ("Local", "Cluster")
 PROXY_MODES = ("ipvs", "iptables", "nftables")
 IP_MODES = ("VIP", "Proxy")
+# How the lab's LB picks a node (vocab's LB_BEHAVIOURS, less "unknown": the lab knows)
+LB_MODES = (AVOIDS_SOURCE, ANY_BACKEND, PROXY)
 VPC_GATEWAY = "198.18.0.1"
 CLUSTER_CIDR = "198.18.16.0/20"
 SERVICE_CIDR = "198.18.128.0/20"
@@ -99,6 +107,7 @@ class Topology:
     proxy_mode: str = "ipvs"
     ip_mode: str = "VIP"
     fault: str | None = None  # one of natlens.lab.faults.FAULTS, or None
+    lb: str = AVOIDS_SOURCE  # one of LB_MODES: what the LB does with a flow from a backend
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -133,6 +142,24 @@ class Topology:
             return [n for n in self.nodes if self.local_endpoints(n.name)]
         return list(self.nodes)
 
+    def loops_back(self, policy: str) -> bool:
+        """Whether the LB can send the client pod's connections to a Service of ``policy``
+        back to the pod's own node.
+
+        Never when kube-proxy DNATs the VIP on the node (it does not reach the LB). A pod
+        source (Local, or no kube-proxy rule for the LB IP: nothing SNATs) is no backend's
+        address, so every LB may pick the pod's node; a node source (Cluster: SNATed to
+        the node IP) only an LB that does not avoid the source.
+        """
+        if self.lb_ip_on_node:
+            return False
+        return policy == "Local" or not self.lb_ip_in_rules or self.lb != AVOIDS_SOURCE
+
+    def loopback_fails(self, policy: str) -> bool:
+        """Whether such a looped connection fails: yes, unless the LB proxies (its SNAT to
+        the VIP makes the node answer the LB, which un-NATs the reply)."""
+        return self.loops_back(policy) and self.lb != PROXY
+
     @property
     def lb_ip_in_rules(self) -> bool:
         """Whether kube-proxy writes rules for the LB IP at all.
@@ -160,6 +187,7 @@ class Topology:
             "ip_mode": self.ip_mode,
             "lb_ip_on_node": self.lb_ip_on_node,
             "fault": self.fault,
+            "lb": self.lb,
             "vpc": {"namespace": self.vpc_ns, "gateway": VPC_GATEWAY},
             "cluster_cidr": CLUSTER_CIDR,
             "service_cidr": SERVICE_CIDR,
@@ -177,16 +205,20 @@ class Topology:
 
 
 def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-", proxy_mode: str = "ipvs",
-         ip_mode: str = "VIP", fault: str | None = None) -> Topology:
+         ip_mode: str = "VIP", fault: str | None = None, lb: str = AVOIDS_SOURCE) -> Topology:
     """Addresses and names for a lab with one LoadBalancer Service per policy given.
 
     ``proxy_mode`` is kube-proxy's mode on every node, ``ip_mode`` every Service's
     ``status.loadBalancer.ingress[].ipMode``, ``fault`` the one fault of the run
     (:mod:`natlens.lab.faults`; ``refused`` moves every targetPort to where nothing
-    listens). All are checked here so that a bad value, or a fault that cannot act in
-    this mode, is a one-line error before anything is built.
+    listens), ``lb`` the cloud LB's behaviour (:data:`LB_MODES`). All are checked here
+    so that a bad value, or a fault that cannot act in this mode, is a one-line error
+    before anything is built.
     """
     faults.check_name(fault)
+    if lb not in LB_MODES:
+        raise NatlensError(f"unknown LB behaviour {lb!r}: use {', '.join(LB_MODES[:-1])} "
+                           f"or {LB_MODES[-1]}")
     if proxy_mode not in PROXY_MODES:
         raise NatlensError(f"unknown proxy mode {proxy_mode!r}: use ipvs, iptables or nftables")
     if ip_mode not in IP_MODES:
@@ -218,7 +250,7 @@ def plan(policies: list[str], nodes: int = 2, prefix: str = "nl-", proxy_mode: s
             health_check_node_port=32080 + k if policy == "Local" else None,
             target_port=faults.REFUSED_PORT if fault == "refused" else TARGET_PORT))
     topo = Topology(prefix, node_list, pods, services, vpc_ns=f"{prefix}vpc",
-                    proxy_mode=proxy_mode, ip_mode=ip_mode, fault=fault)
+                    proxy_mode=proxy_mode, ip_mode=ip_mode, fault=fault, lb=lb)
     faults.check(topo)
     return topo
 
