@@ -153,3 +153,16 @@ def test_loop_mode_is_unknown_without_the_evidence_for_one():
 
 def test_no_journeys_no_findings():
     assert lb_findings(pd.DataFrame(columns=list(journey(0, None))), None, INV) == []
+
+
+def test_the_failure_mode_is_the_commonest_decided_one_not_a_lost_packets_unknown():
+    js = [journey(i, "node-1", outcome="timed out") for i in range(3)]
+    f = find(js, [arrival(js[0])])  # only J0's arrival was captured: J1 and J2 are undecided
+    assert f.loops == {UNKNOWN: 2, DROPPED_ON_ARRIVAL: 1} and f.failure_mode == DROPPED_ON_ARRIVAL
+    assert "1 of 3 failed loopbacks (J0" in f.failure_evidence
+
+
+def test_loopbacks_of_unknown_outcome_have_no_failure_mode():
+    js = [journey(0, "node-1", outcome="unknown")]
+    f = find(js, [arrival(js[0])])
+    assert f.loops == {UNKNOWN: 1} and f.failure_mode == UNKNOWN

@@ -58,7 +58,7 @@ def runs(tmp_path_factory) -> dict[str, tuple]:
              "prefix": f"nlb{PID}{tag}-", "timeout": 0.9, "lb": lb} for lb, tag in RUNS.items()})
     out = {}
     for lb, path in bundles.items():
-        assert json.loads((path / "ground-truth" / "lab.json").read_text())["lb"] == lb
+        assert json.loads((path / "ground-truth" / "lab.json").read_text())["lb"]["behaviour"] == lb
         gt = pd.read_json(path / "ground-truth" / "connections.jsonl", lines=True)
         out[lb] = (analyze(path), gt)
     return out
@@ -93,10 +93,17 @@ def test_each_services_behaviour_and_how_its_loopbacks_ended(runs, lb):
         assert f.behaviour == behaviour, (svc, f.behaviour, f.evidence)
         looped = gt[(gt["dst"] + ":80/tcp" == svc) & gt["loopback"].astype(bool)]
         assert sum(f.loops.values()) == len(looped)
-        if mode is not None:
-            assert f.loops == {mode: len(looped)}, (svc, f.loops)
+        if mode is not None:  # never a wrong mode; unknown only where a capture lost packets
+            assert set(f.loops) <= {mode, UNKNOWN} and f.loops.get(mode, 0) > 0, (svc, f.loops)
+            assert f.loops == {mode: len(looped)} or _lossy(a), (svc, f.loops)
         failed = looped[looped["outcome"] != "connected"]
-        assert f.failure_mode == (mode if len(failed) else ANSWERED_VIA_LB if len(looped) else UNKNOWN)
+        want = mode if len(failed) else ANSWERED_VIA_LB if len(looped) else UNKNOWN
+        assert f.failure_mode == want, (svc, f.failure_mode)
+
+
+def _lossy(a) -> bool:
+    """A capture of the run dropped packets (tcpdump -i any under three labs on two cores)."""
+    return any(q["dropped"]["collect_log"] or q["dropped"]["pcapng"] for q in a.quality)
 
 
 def test_any_backend_the_verdict_tells_the_node_source_loop_and_offers_no_refuted_fix(runs):
@@ -126,7 +133,8 @@ def test_proxy_loopbacks_are_harmless_and_nothing_is_to_fix(runs):
 def test_avoids_source_the_verdict_is_the_founding_incidents(runs):
     a, gt = runs[AVOIDS_SOURCE]
     v = a.summary()["verdict"]
-    assert v["lb_behaviour"] == UNKNOWN and v["lb_failure_mode"] == ANSWERED_FROM_NODE  # the Local Service
+    assert v["lb_behaviour"] == UNKNOWN  # the Local Service's: its sources are pods
+    assert v["lb_failure_mode"] == ANSWERED_FROM_NODE
     assert "so the load balancer sees the pod's own IP" in v["root_cause"]
     assert "never sends a connection back to the node whose address is its source" in v["root_cause"]
     assert v["remediation"][0].startswith("Switch the Service to externalTrafficPolicy: Cluster")

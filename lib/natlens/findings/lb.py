@@ -67,6 +67,11 @@ class LbFinding:
     failure_evidence: str = ""
     examples: dict[str, str] = field(default_factory=dict)  # what -> journey id, for the words
 
+    @property
+    def node_source_loops(self) -> bool:
+        """The Service's loopbacks are mostly a node's own connections sent back to it (not pods')."""
+        return self.behaviour == ANY_BACKEND and self.node_source[0] >= max(self.pod_source[0], 1)
+
     def to_dict(self) -> dict:
         """As summary.json's ``lb_behaviour[]`` entry (plain JSON values)."""
         return {"service": self.service, "behaviour": self.behaviour, "evidence": self.evidence,
@@ -246,10 +251,15 @@ def _loops(f: LbFinding, g: pd.DataFrame) -> None:
     loops = g[g["loopback"] == YES]
     f.loops = dict(Counter(loops["loop_mode"].astype(str)).most_common())
     failed = loops[is_failed(loops["outcome"])]
-    if failed.empty:
-        f.failure_mode = ANSWERED_VIA_LB if len(loops) else UNKNOWN
+    if failed.empty:  # none failed: answered through the load balancer only if every one was seen so
+        f.failure_mode = ANSWERED_VIA_LB if len(loops) and set(f.loops) == {ANSWERED_VIA_LB} else UNKNOWN
         return
-    mode, n = Counter(failed["loop_mode"].astype(str)).most_common(1)[0]
+    decided = Counter(m for m in failed["loop_mode"].astype(str) if m != UNKNOWN)  # a lost packet decides none
+    if not decided:
+        f.failure_mode = UNKNOWN
+        f.failure_evidence = f"none of the {len(failed)} failed loopbacks shows how it ended"
+        return
+    mode, n = decided.most_common(1)[0]
     x = failed[failed["loop_mode"] == mode].iloc[0]
     f.failure_mode = mode
     f.failure_evidence = f"{n} of {len(failed)} failed loopbacks ({x['journey']}: {x['loopback_evidence']})"

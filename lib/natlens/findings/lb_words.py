@@ -60,8 +60,9 @@ def behaviour_sentence(f: LbFinding | None, svc: str) -> str:
 
 
 def documented_sentence(p: cloud.LbProfile, f: LbFinding | None) -> str:
-    """What the provider documents, said as documentation, and whether the captures agree."""
-    if p.documented == UNKNOWN and not p.note:
+    """What the provider documents, said as documentation, and whether the captures agree ('' when
+    no cloud is known: there is nothing documented to say)."""
+    if p.cloud is None or (p.documented == UNKNOWN and not p.note):
         return ""
     said = f" By the provider's documentation ({p.kind}; {p.evidence}): {p.note.rstrip('.')}."
     measured = f.behaviour if f is not None else UNKNOWN
@@ -104,9 +105,11 @@ def elsewhere(seen: LbFinding, svc: str) -> str:
 
 
 def remedies(f: LbFinding | None, p: cloud.LbProfile, inventory: Inventory, name: str | None,
-             port: int | None, behaviour: str | None = None) -> list[str]:
+             port: int | None, behaviour: str | None = None, vip_on_node: str = UNKNOWN) -> list[str]:
     """The fixes that work for the behaviour (measured; else the one documented; else all, each
-    said for which load balancers it works), each with its command and its cost."""
+    said for which load balancers it works), each with its command and its cost. ``vip_on_node``
+    is findings.mechanism's ``vip`` fact: "policy" (the node's kube-proxy holds the VIP without
+    DNATing it, whatever the ipMode) leaves out the ipMode fix, which the rules show is not enough."""
     b = behaviour or (f.behaviour if f is not None else UNKNOWN)
     if b == PROXY:
         return []
@@ -114,16 +117,22 @@ def remedies(f: LbFinding | None, p: cloud.LbProfile, inventory: Inventory, name
         b = p.documented
     out = []
     for kind in FIXES[b]:
+        if kind == "node-intercepts-vip" and vip_on_node == "policy":
+            continue
         fx = cloud.fix(kind, inventory, *_split(name), port)
         if fx is not None:
             out.append(_fix_text(fx, b))
+    if b == ANY_BACKEND and p.cloud is None:  # no cloud known: the load balancers' own settings, named
+        out.append("Or change the load balancer so that it proxies: on an AWS NLB turn off client IP preservation "
+                   "(target group attribute preserve_client_ip.enabled=false) or use IP targets; elsewhere, the "
+                   "load balancer's option that makes a backend's connection to its own frontend work.")
     return out
 
 
 def _fix_text(fx: cloud.Fix, b: str) -> str:
-    """'<text> Command: <command> (cost: <cost>)', with for an unknown behaviour where it works."""
+    """'<text> How: <command> (cost: <cost>)', with for an unknown behaviour where it works."""
     where = CAVEAT if b == UNKNOWN and fx.kind in REFUTED[ANY_BACKEND] else ""
-    return f"{fx.text}{where} Command: {fx.command} (cost: {fx.cost})."
+    return f"{fx.text}{where} How: {fx.command} (cost: {fx.cost})."
 
 
 def with_commands(steps: list[tuple[str | None, str]], f: LbFinding | None, p: cloud.LbProfile,
@@ -136,5 +145,5 @@ def with_commands(steps: list[tuple[str | None, str]], f: LbFinding | None, p: c
         fx = cloud.fix(kind, inventory, *_split(name), port) if kind else None
         if b == UNKNOWN and kind in REFUTED[ANY_BACKEND] and p.documented != AVOIDS_SOURCE:
             text += CAVEAT
-        out.append(text + (f" Command: {fx.command} (cost: {fx.cost})." if fx is not None else ""))
+        out.append(text + (f" How: {fx.command} (cost: {fx.cost})." if fx is not None else ""))
     return out

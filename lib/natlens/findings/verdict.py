@@ -227,7 +227,7 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
     root += (failure_words.sentences(journeys, skip=(LOOPBACK, *first)) if "failure" in journeys
              else _other_failures(journeys))
     root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for", set(_dnated(journeys)), lbs)
-    node_loop = f is not None and f.failure_mode == DROPPED_ON_ARRIVAL
+    node_loop = f is not None and (f.failure_mode == DROPPED_ON_ARRIVAL or f.node_source_loops)
     if worst["policy"] == "Cluster" and (m is None or m.vip.value != "none") and not node_loop \
             and not (f is not None and f.behaviour == PROXY):
         root += (" The policy on record is Cluster, yet connections looped back: check whether "
@@ -252,7 +252,7 @@ def _why_it_loops(worst: pd.Series, m: Mechanism | None, f: LbFinding | None, sv
     pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
                 "has an externalTrafficPolicy natlens could not find (no cluster/services.json, and no "
                 "kube-proxy rule on the node names it)")
-    if f is not None and f.failure_mode == DROPPED_ON_ARRIVAL:
+    if f is not None and (f.failure_mode == DROPPED_ON_ARRIVAL or f.node_source_loops):
         return lb_words.node_source_loop(f, svc, pol_text, str(worst["source_node"]), why_snat)
     if f is not None and f.behaviour == PROXY and not int(worst["loopback_failed"]):
         return lb_words.proxied(f, svc)
@@ -273,8 +273,8 @@ def _loop_fixes(worst: pd.Series, m: Mechanism | None, f: LbFinding | None, p, i
     seen = _measured_elsewhere(lbs, worst["service"], f)
     b = f.behaviour if f is not None and f.behaviour != UNKNOWN else \
         seen.behaviour if seen is not None else p.documented
-    if b == ANY_BACKEND or (f is not None and f.failure_mode == DROPPED_ON_ARRIVAL):
-        return lb_words.remedies(f, p, inventory, name, port, ANY_BACKEND)
+    if b == ANY_BACKEND or (f is not None and f.failure_mode == DROPPED_ON_ARRIVAL):  # Cluster, SNAT refuted
+        return lb_words.remedies(f, p, inventory, name, port, ANY_BACKEND, m.vip.value if m is not None else UNKNOWN)
     return lb_words.with_commands(wording.remediation_steps(m, worst["policy"]), seen or f, p, inventory,
                                   name, port)
 

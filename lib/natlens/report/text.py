@@ -438,9 +438,9 @@ def remediation(d: ReportData) -> Html:
 
 def _step(text: str) -> str:
     """One remediation step; its command, when it has one, on a line of its own to copy."""
-    if " Command: " not in text:
+    if " How: " not in text:
         return esc(text)
-    words, rest = text.split(" Command: ", 1)
+    words, rest = text.split(" How: ", 1)
     command, _, cost = rest.rpartition(" (cost: ")
     if not command:
         command, cost = rest, ""
