@@ -138,4 +138,4 @@ def test_avoids_source_the_verdict_is_the_founding_incidents(runs):
     assert "so the load balancer sees the pod's own IP" in v["root_cause"]
     assert "never sends a connection back to the node whose address is its source" in v["root_cause"]
     assert v["remediation"][0].startswith("Switch the Service to externalTrafficPolicy: Cluster")
-    assert "these captures do not show which kind" not in v["remediation"][0]  # the Cluster Service shows it
+    assert "these captures do not show which kind of load balancer" not in v["remediation"][0]  # the Cluster Service shows it

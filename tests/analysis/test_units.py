@@ -125,8 +125,9 @@ def test_cli_json_is_the_summary():
     s = json.loads(r.stdout)
     assert s["schema"] == "natlens.summary/1"
     assert set(s) == {"schema", "incident", "inputs", "connections", "snat", "loopback",
-                      "latency_ms", "verdict", "problems", "rules", "failures"}
+                      "latency_ms", "verdict", "problems", "rules", "failures", "lb_behaviour"}
     assert s["snat"][0]["ratio"] == 1.0 and s["loopback"]["hits"] == 0
+    assert [x["behaviour"] for x in s["lb_behaviour"]] == ["avoids-source"]
     r = subprocess.run([sys.executable, "-m", "natlens", "analyze", str(d)],
                        capture_output=True, text=True, check=True)
     assert "SNAT per service" in r.stdout and "verdict:" in r.stdout

@@ -70,6 +70,7 @@ def render(a) -> str:
         if len(a.loopback) > 20:
             out.append(f"  ... {len(a.loopback) - 20} more")
     out += _failures(s, a.service_journeys)
+    out += _lb(s)
     out += ["", "latency (ms):"]
     lat = pd.DataFrame([{"metric": k, **v} for k, v in s["latency_ms"].items()])
     out.append(_table(lat))
@@ -84,6 +85,16 @@ def render(a) -> str:
         out.append("remediation:")
         out += [f"  {i}. {r}" for i, r in enumerate(v["remediation"], 1)]
     return "\n".join(out)
+
+
+def _lb(s: dict) -> list[str]:
+    """How each Service's load balancer picked backends (findings.lb), with its evidence."""
+    out = []
+    for x in s.get("lb_behaviour") or []:
+        ended = ", ".join(f"{m} {n}" for m, n in x["loops"].items())
+        out.append(f"  {x['service']}: {x['behaviour']}" + (f" (loopbacks: {ended})" if ended else "")
+                   + f": {x['evidence']}")
+    return ["", "load balancer:", *out] if out else []
 
 
 def _failures(s: dict, journeys: pd.DataFrame) -> list[str]:

@@ -44,7 +44,7 @@ additive keys (scripts written against section 5 are unaffected):
                                         node's rules do with the Service's traffic
                                         (natlens.findings.mechanism): proxy_mode (ipvs | iptables |
                                         nftables | none | unknown), ingress (the ingress's ipMode:
-                                        VIP | Proxy | unset | unknown), vip (pod -> VIP: dnat on the
+                                        VIP | Proxy | unset | hostname | unknown), vip (pod -> VIP: dnat on the
                                         node | policy | none: no kube-proxy rule | unknown),
                                         returning_syn (a looped-back SYN's DNAT: local | any |
                                         none | unknown) and returning_syn_rule, each with its

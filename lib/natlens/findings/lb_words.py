@@ -25,8 +25,8 @@ FIXES = {
 }
 # The fixes each behaviour refutes: they leave the loop in place
 REFUTED = {ANY_BACKEND: ("cluster-policy", "snat-on-node")}
-CAVEAT = (" This works where the load balancer never picks the source's own node (Tencent CLB); an AWS NLB "
-          "with client IP preservation may still pick it, and these captures do not show which kind this one is.")
+CAVEAT = (" An AWS NLB with client IP preservation may still send it back to its node, and these captures do not "
+          "show which kind of load balancer this one is.")
 BEHAVIOUR_NAME = {
     AVOIDS_SOURCE: "never sends a connection back to the node whose address is its source",
     ANY_BACKEND: "picks any backend, also the node a connection comes from",

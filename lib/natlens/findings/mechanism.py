@@ -14,8 +14,9 @@ cluster/services.json, or from the captures.
 One ``Mechanism`` per (Service, client node) of the SNAT table:
 
   proxy_mode     ipvs | iptables | nftables | none | unknown: kube-proxy's rules in the dumps
-  ingress        VIP | Proxy | unset | unknown: the ingress's ipMode (unset: kube-proxy treats it
-                 as VIP); a hostname-only ingress is named in the evidence
+  ingress        VIP | Proxy | unset | hostname | unknown: the ingress's ipMode (unset: kube-proxy
+                 treats it as VIP); hostname: a hostname-only ingress, matched to the address the
+                 captures show (journeys.ingress); one not matched is named in the evidence
   vip            dnat | policy | none | unknown: pod -> VIP on the node: DNATed there to endpoints;
                  not DNATed, kube-proxy's rules hold the VIP (they SNAT it or not by the policy);
                  no kube-proxy rule for it (it leaves, and nothing of kube-proxy's SNATs it)
@@ -185,6 +186,11 @@ def ingress_mode(inventory: Inventory, vip: str, port: int, proto: str) -> Fact:
     hosts = s[s["lb_ip"].isna() & s["lb_hostname"].notna()] if "lb_hostname" in s else s.iloc[0:0]
     named = "; ".join(f"{r.namespace}/{r.name} has a hostname-only ingress ({r.lb_hostname}): kube-proxy writes "
                       "no rule for it" for r in hosts.drop_duplicates(["namespace", "name"]).itertuples())
+    if len(rows) and rows["source"].iloc[0] == "captures" and isinstance(rows["lb_hostname"].iloc[0], str):
+        r = rows.iloc[0]
+        return Fact("hostname", f"cluster/services.json: {r['namespace']}/{r['name']} has a hostname-only ingress "
+                    f"({r['lb_hostname']}: no IP, so no ipMode and no kube-proxy rule for it); the captures show "
+                    f"its load balancer at {vip} (see what was inferred)")
     if rows.empty or "ip_mode" not in rows or rows["source"].iloc[0] != "cluster/services.json":
         return Fact(UNKNOWN, "no cluster/services.json ingress with this IP" + (f" ({named})" if named else ""))
     r = rows.iloc[0]

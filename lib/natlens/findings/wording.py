@@ -16,13 +16,15 @@ from natlens.findings.mechanism import Mechanism
 MODE_NAME = {"ipvs": "IPVS", "iptables": "iptables", "nftables": "nftables"}
 REMEDIATION = [
     "Switch the Service to externalTrafficPolicy: Cluster: pod-to-VIP traffic is then SNATed to "
-    "the node IP and the load balancer never sends it back to the node it came from (external "
-    "clients' source IPs are then no longer preserved).",
+    "the node IP, and a load balancer that never sends a connection back to the node whose address "
+    "is its source (Tencent CLB) cannot loop it back (external clients' source IPs are then no "
+    "longer preserved).",
     "Or SNAT pod-to-VIP traffic on the nodes (a MASQUERADE rule for pod CIDR -> VIP:port, or the "
     "CNI/kube-proxy option that does it), keeping Local for external clients.",
-    "Or use the cloud's own loopback fix: AWS NLB: turn off client IP preservation or use IP "
-    "targets; Azure, Alibaba and Tencent TKE: the load balancer's hairpin/loopback option, or "
-    "let kube-proxy bind the VIP on the nodes (status.loadBalancer.ingress ipMode VIP).",
+    "Or change the load balancer: an AWS NLB: turn off client IP preservation or use IP targets (it "
+    "then proxies, and a connection it sends back to its node works); Azure, Alibaba and Tencent TKE "
+    "document no such option: call the ClusterIP, or let kube-proxy take the VIP on the nodes "
+    "(status.loadBalancer.ingress ipMode VIP).",
     "From inside the cluster, call the Service's ClusterIP (or its DNS name) instead of the "
     "load balancer VIP.",
 ]
@@ -56,6 +58,9 @@ def _ingress_reason(m: Mechanism) -> str:
     """' (the ingress has ipMode Proxy: cluster/services.json)', or '' when the ipMode does not explain it."""
     if m.ingress.value == "Proxy":
         return " (its ingress has ipMode Proxy in cluster/services.json)"
+    if m.ingress.value == "hostname":
+        host = m.ingress.evidence.split("hostname-only ingress (", 1)[-1].split(":", 1)[0]
+        return f" (its ingress is the hostname {host} only: no IP, so no kube-proxy rule)"
     if "hostname-only ingress" in m.ingress.evidence:
         return f" ({m.ingress.evidence.split('(', 1)[-1].rstrip(')')})"
     return ""
@@ -159,8 +164,8 @@ def remediation_steps(m: Mechanism | None, policy: str) -> list[tuple[str | None
              "or use IP targets)."),
             ("cluster-ip", "Or, from inside the cluster, call the Service's ClusterIP (or its DNS name) instead of "
              "the load balancer's address."),
-            ("no-client-ip-preservation", "Or use the cloud's own loopback fix: Azure, Alibaba and Tencent TKE: the "
-             "load balancer's hairpin/loopback option; AWS NLB: turn off client IP preservation or use IP targets."),
+            ("no-client-ip-preservation", "Or change the load balancer: an AWS NLB: turn off client IP preservation "
+             "or use IP targets (it then proxies, and a connection it sends back to its node works)."),
         ]
     steps: list[tuple[str | None, str]] = list(zip(
         ("cluster-policy", "snat-on-node", "no-client-ip-preservation", "cluster-ip"), REMEDIATION, strict=True))
