@@ -297,7 +297,7 @@ def edges(tmp_path_factory, zeek_traces):
 @pytest.fixture(scope="module")
 def sample_analyses():
     s = samples_dir()
-    return {name: analyze(s / name) for name in ("loopback-local", "cluster-ok", "mixed")}
+    return {name: analyze(s / name) for name in ("loopback-local", "cluster-ok", "mixed", "any-backend-cluster")}
 
 
 def _bundle_captures(d: Path) -> set[str]:
@@ -320,7 +320,7 @@ def _check_accounting(a, d: Path) -> None:
         assert raw["file"] == c["file"]
 
 
-@pytest.mark.parametrize("name", ["loopback-local", "cluster-ok", "mixed"])
+@pytest.mark.parametrize("name", ["loopback-local", "cluster-ok", "mixed", "any-backend-cluster"])
 def test_summary_of_samples_is_the_contract(sample_analyses, name):
     a = sample_analyses[name]
     s = a.summary()
@@ -491,3 +491,27 @@ def test_verdict_words_numbers_and_remediation(sample_analyses):
                  "Azure", "Alibaba", "Tencent TKE", "ClusterIP"):
         assert must in text, must
     assert not re.search(r"\bnan\b|\bNone\b|\bNaN\b", v["headline"] + v["root_cause"] + text)
+
+
+def test_any_backend_verdict_root_cause_mechanism_and_remediation(sample_analyses):
+    """An LB that sends a node's own SNATed connection back to it (an AWS NLB with client IP
+    preservation): the verdict says so, tells the martian drop, and offers no fix it refutes."""
+    a = sample_analyses["any-backend-cluster"]
+    s = a.summary()
+    v = s["verdict"]
+    gt = [json.loads(x) for x in (samples_dir() / "any-backend-cluster" / "ground-truth" / "connections.jsonl")
+          .read_text().splitlines()]
+    failed = sum(c["outcome"] == "failed" for c in gt)
+    assert (v["lb_behaviour"], v["lb_failure_mode"]) == ("any-backend", "dropped-on-arrival")
+    assert v["headline"].startswith(f"{failed} of {len(gt)} connections failed: {failed} load-balancer loopbacks.")
+    root = v["root_cause"]
+    assert f"the load balancer still sent {failed} of {len(gt)} of them back to node-1" in root
+    assert "martian source" in root and "externalTrafficPolicy Cluster, which SNATs, does not fix it" in root
+    assert "so the load balancer sees the pod's own IP" not in root  # the TKE mechanism is not this one
+    assert "KUBE-MARK-MASQ" not in root
+    steps = " ".join(v["remediation"])
+    assert "externalTrafficPolicy: Cluster" not in steps and "SNAT pod-to-VIP" not in steps
+    assert "web-cluster.default.svc.cluster.local:80" in steps and "client IP preservation" in steps
+    (lb,) = s["lb_behaviour"]
+    assert lb["node_source"] == {"to_source_node": failed, "of": len(gt)}
+    assert lb["loops"] == {"dropped-on-arrival": failed}

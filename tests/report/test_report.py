@@ -81,8 +81,13 @@ def test_html_says_the_verdict_with_exact_numbers(sample_report):
         assert f"<strong>{s['loopback']['hits']:,}</strong> connections were sent" in summary_html
     assert "Impact." in summary_html
     text = html.unescape(page)
-    for step in v["remediation"]:
-        assert step in text
+    for step in v["remediation"]:  # its words, then its command on a line of its own, then its cost
+        words, _, how = step.partition(" How: ")
+        assert words in text
+        if how:
+            command = how.rpartition(" (cost: ")[0]
+            assert f'<pre class="natlens-trace">{html.escape(command, quote=False)}</pre>' in page \
+                or f'<pre class="natlens-trace">{html.escape(command)}</pre>' in page
 
 
 def test_appendix_lists_every_input_with_sha256(sample, sample_report):
