@@ -65,19 +65,18 @@ def loopback(d: ReportData) -> pd.DataFrame:
     return df[LOOPBACK_COLUMNS]
 
 
-LB_COLUMNS = ["service", "behaviour", "from a node's address: sent back", "from a pod's address: to its node",
-              "source rewritten", "loopbacks ended"]
+LB_COLUMNS = ["service", "behaviour", "SNATed: sent back to own node", "pod source: sent to own node",
+              "source rewritten"]
 
 
 def lb(d: ReportData) -> pd.DataFrame:
     """How each Service's load balancer picked backends (findings.lb), one row per Service: the
-    counts its behaviour rests on, and how its loopbacks ended."""
+    counts its behaviour rests on (how its loopbacks ended is in the words above it)."""
     rows = []
     for f in d.summary.get("lb_behaviour") or []:
         ns, ps, rw = f["node_source"], f["pod_source"], f["rewritten"]
-        ended = "; ".join(f"{k} {m}" for m, k in f["loops"].items()) or "no loopback"
         rows.append([f["service"], f["behaviour"], f"{ns['to_source_node']} of {ns['of']}",
-                     f"{ps['to_client_node']} of {ps['of']}", f"{rw['rewritten']} of {rw['of']}", ended])
+                     f"{ps['to_client_node']} of {ps['of']}", f"{rw['rewritten']} of {rw['of']}"])
     return pd.DataFrame(rows, columns=LB_COLUMNS)
 
 

@@ -341,11 +341,15 @@ def lb_intro(d: ReportData) -> Html:
     if not found:
         return Html("<p>No connection through a load balancer in these captures.</p>")
     items = "".join(f"<li><code>{esc(f['service'])}</code>: {esc(LB_WORDS[f['behaviour']])}. {esc(f['evidence'])}."
-                    "</li>" for f in found)
-    return Html("<p>Whether a load balancer sends a node's own connection back to that node decides which "
-                "fixes work: SNAT to the node's IP and externalTrafficPolicy Cluster help only where it never "
-                "does. natlens reads it from the captures: where each connection reached the load balancer "
-                f"from, and which node it then arrived at.</p><ul>{items}</ul>")
+                    + _loops_ended(f) + "</li>" for f in found)
+    return Html("<p>SNAT to the node's IP and externalTrafficPolicy Cluster stop a loopback only where the load "
+                f"balancer never sends a node's own connection back to that node.</p><ul>{items}</ul>")
+
+
+def _loops_ended(f: dict[str, Any]) -> str:
+    """' Its loopbacks: 10 dropped on arrival (...).' from findings.lb's loop modes, or ''."""
+    parts = [f"{n(k)} {LOOP_WORDS[m]}" for m, k in f["loops"].items() if m in LOOP_WORDS]
+    return f" Its loopbacks: {esc('; '.join(parts))}." if parts else ""
 
 
 def loopback_intro(d: ReportData) -> Html:
