@@ -63,7 +63,7 @@ DOC_AWS_NLB_PRESERVE = ("docs.aws.amazon.com/elasticloadbalancing/latest/network
                         "edit-target-group-attributes.html#client-ip-preservation")
 DOC_AWS_CLB = "docs.aws.amazon.com/elasticloadbalancing/latest/classic/enable-proxy-protocol.html"
 DOC_AWS_LBC = "kubernetes-sigs.github.io/aws-load-balancer-controller/latest/guide/service/annotations/"
-DOC_AZURE_ILB = "learn.microsoft.com/azure/load-balancer/components#limitations"
+DOC_AZURE_ILB = "learn.microsoft.com/azure/load-balancer/load-balancer-overview#limitations"
 DOC_AZURE_ANNOTATIONS = "kubernetes-sigs.github.io/cloud-provider-azure/topics/loadbalancer/"
 DOC_GCP_ILB = "cloud.google.com/load-balancing/docs/internal"
 DOC_GCP_NETLB = "cloud.google.com/load-balancing/docs/network"

@@ -60,7 +60,7 @@ RUNS = {AVOIDS_SOURCE: "s", ANY_BACKEND: "a", PROXY: "p"}  # behaviour: prefix t
 def bundles(tmp_path_factory) -> dict[str, Path]:
     return run_labs(tmp_path_factory.mktemp("lb"), {
         lb: {"policies": ["Local", "Cluster"], "connections": N, "nodes": 2, "any_capture": True,
-             "prefix": f"nll{PID}{tag}-", "timeout": 1.0, "lb": lb}
+             "prefix": f"nll{PID}{tag}-", "timeout": 1.5, "lb": lb}
         for lb, tag in RUNS.items()})
 
 
@@ -156,6 +156,7 @@ def test_any_backend_syn_arrives_on_node_1_eth0_and_the_kernel_drops_it(bundles)
     eth0 = tcp_packets(d / "nodes" / "node-1" / "eth0.pcap")
     anyp = tcp_packets(d / "nodes" / "node-1" / "any.pcap")
     isn = {p["sport"]: p["seq"] for p in syns(eth0) if (p["src"], p["dst"]) == (NODE1, VIPS["web-cluster"])}
+    arrivals = 0
     for c in mine:
         port, seq = c["wire_sport"], isn[c["wire_sport"]]  # NAT keeps the ISN
         arrived = [p for p in syns(eth0) if (p["src"], p["sport"], p["dst"], p["dport"]) == (
@@ -163,9 +164,12 @@ def test_any_backend_syn_arrives_on_node_1_eth0_and_the_kernel_drops_it(bundles)
         assert arrived and {p["seq"] for p in arrived} == {seq}, c  # the SYN it sent
         assert not [p for p in eth0 + anyp if (p["dst"], p["dport"]) == (NODE1, port)], c
         assert not [p for p in eth0 + anyp if p["flags"] & ACK and p["ack"] == (seq + 1) % 2**32], c
-        # after the NodePort's DNAT it would leave for an endpoint: it never does
-        assert {p["dst"] for p in anyp if p["seq"] == seq and not p["flags"] & ACK} == {
-            VIPS["web-cluster"], NODE1}, c
+        # after the NodePort's DNAT it would leave for an endpoint: it never does (the any
+        # capture may lose packets, see its tcpdump counters: a subset, not equality)
+        seen = {p["dst"] for p in anyp if p["seq"] == seq and not p["flags"] & ACK}
+        assert seen <= {VIPS["web-cluster"], NODE1}, (c, seen)
+        arrivals += NODE1 in seen
+    assert arrivals, "the any capture saw none of the looped SYNs arrive"
     for c in others:  # the control: the same SYN sent to node-2 is answered through the LB
         assert [p for p in synacks(eth0) if (p["src"], p["dst"], p["dport"]) == (
             VIPS["web-cluster"], NODE1, c["wire_sport"])], c
