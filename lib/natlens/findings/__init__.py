@@ -50,6 +50,13 @@ additive keys (scripts written against section 5 are unaffected):
                                         none | unknown) and returning_syn_rule, each with its
                                         *_evidence; files (the dumps read); looped_back_to
                                         [{"endpoint", "node", "connections"}] from the captures
+  lb_behaviour                          per Service, how its load balancer picks a backend,
+                                        measured from the captures (natlens.findings.lb):
+                                        behaviour (avoids-source | any-backend | proxy | unknown)
+                                        and its evidence, node_source / pod_source / rewritten
+                                        counts, chance_if_any_backend, loops {loop mode: n},
+                                        failure_mode and its evidence; the verdict's lb_behaviour
+                                        and lb_failure_mode are those of the Service it is about
   snat[].host_network                   "yes": the node itself opened the row's connections
                                         (host-network clients, kept apart from the node's pods),
                                         "no": its pods' (source a pod IP, or forwarded by the
