@@ -147,7 +147,9 @@ def _service(inventory: Inventory, namespace: str | None, name: str | None) -> _
 
     anns = col("lb_annotations")
     return _Service(
-        namespace, name, found=True, from_cluster=col("source") == "cluster/services.json", type=col("type"),
+        # "captures": a hostname-only ingress of cluster/services.json whose address the captures showed
+        namespace, name, found=True, from_cluster=col("source") in ("cluster/services.json", "captures"),
+        type=col("type"),
         policy=col("policy"), lb_class=col("lb_class"), annotations=dict(anns) if anns else {},
         protos=tuple(str(p) for p in each("proto")), ports=tuple(int(p) for p in each("port")),
         lb_ips=each("lb_ip"), cluster_ip=col("cluster_ip"))

@@ -187,7 +187,9 @@ def validate_lb(found: list, s: dict, v: dict) -> None:
     for i, x in enumerate(found):
         w = f"lb_behaviour[{i}]"
         _keys(x, {"service", "behaviour", "evidence", "node_source", "pod_source", "rewritten",
-                  "chance_if_any_backend", "loops", "failure_mode", "failure_mode_evidence"}, where=w)
+                  "chance_if_any_backend", "loops", "failure_mode", "failure_mode_evidence", "documented"}, where=w)
+        doc = x["documented"]
+        assert doc is None or (doc["behaviour"] in LB_BEHAVIOURS and isinstance(doc["evidence"], str)), w
         assert x["behaviour"] in LB_BEHAVIOURS and isinstance(x["evidence"], str) and x["evidence"], w
         for k, part in (("node_source", "to_source_node"), ("pod_source", "to_client_node"),
                         ("rewritten", "rewritten")):

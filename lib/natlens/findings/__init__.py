@@ -55,7 +55,8 @@ additive keys (scripts written against section 5 are unaffected):
                                         behaviour (avoids-source | any-backend | proxy | unknown)
                                         and its evidence, node_source / pod_source / rewritten
                                         counts, chance_if_any_backend, loops {loop mode: n},
-                                        failure_mode and its evidence; the verdict's lb_behaviour
+                                        failure_mode and its evidence, documented (what the
+                                        provider documents: natlens.cloud); the verdict's lb_behaviour
                                         and lb_failure_mode are those of the Service it is about
   snat[].host_network                   "yes": the node itself opened the row's connections
                                         (host-network clients, kept apart from the node's pods),
@@ -98,6 +99,7 @@ from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
 from natlens.findings.failures import FAILURE_COLUMNS, Context, explain_failures
 from natlens.findings.lb import lb_findings
+from natlens.findings.lb_words import with_documented
 from natlens.findings.mechanism import mechanisms, node_rules
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
@@ -139,7 +141,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     uncaptured = uncaptured_nodes(bundle, inventory.nodes["name"].tolist())
     mechs = mechanisms(service, records, bundle, inventory) if not service.empty else []
     journeys, service = _with_failures(journeys, service, records, inventory, bundle, lossy)
-    lbs = lb_findings(service, records, inventory)
+    lbs = with_documented(lb_findings(service, records, inventory), inventory, service_names(inventory))
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
                             dominant_problem(problems, service), uncaptured, mechs, lbs, inventory) if not service.empty
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))

@@ -22,6 +22,8 @@ One ``LbFinding`` per Service (VIP:port/proto) of the Service journeys:
                  have avoided the source's node in every node-source connection (None: none)
   loops          {loop mode: loopbacks}: how each connection sent back to its own node ended
                  (natlens.vocab.LOOP_MODES), ``failure_mode`` the commonest of the failed ones
+  documented     what the provider documents for the Service's load balancer (natlens.cloud's
+                 LbProfile: cloud, kind, documented, evidence, note), beside the measurement
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class LbFinding:
     failure_mode: str = UNKNOWN
     failure_evidence: str = ""
     examples: dict[str, str] = field(default_factory=dict)  # what -> journey id, for the words
+    documented: dict | None = None  # natlens.cloud's LbProfile as a dict: what the provider documents
 
     @property
     def node_source_loops(self) -> bool:
@@ -79,7 +82,8 @@ class LbFinding:
                 "pod_source": {"to_client_node": self.pod_source[0], "of": self.pod_source[1]},
                 "rewritten": {"rewritten": self.rewritten[0], "of": self.rewritten[1]},
                 "chance_if_any_backend": self.chance, "loops": dict(self.loops),
-                "failure_mode": self.failure_mode, "failure_mode_evidence": self.failure_evidence or None}
+                "failure_mode": self.failure_mode, "failure_mode_evidence": self.failure_evidence or None,
+                "documented": dict(self.documented) if self.documented else None}
 
 
 def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> list[LbFinding]:

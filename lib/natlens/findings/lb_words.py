@@ -52,6 +52,15 @@ def profile(inventory: Inventory, name: str | None) -> cloud.LbProfile:
     return cloud.lb_profile(inventory, *_split(name))
 
 
+def with_documented(lbs: list[LbFinding], inventory: Inventory, names: dict[str, str]) -> list[LbFinding]:
+    """The findings, each with what its provider documents (natlens.cloud), for the summary."""
+    for f in lbs:
+        p = profile(inventory, names.get(f.service))
+        f.documented = {"cloud": p.cloud, "kind": p.kind, "behaviour": p.documented, "evidence": p.evidence,
+                        "note": p.note}
+    return lbs
+
+
 def behaviour_sentence(f: LbFinding | None, svc: str) -> str:
     """' The load balancer of Service x picks any backend ...: <evidence>.' (measured), '' when unknown."""
     if f is None or f.behaviour == UNKNOWN:
@@ -64,7 +73,7 @@ def documented_sentence(p: cloud.LbProfile, f: LbFinding | None) -> str:
     no cloud is known: there is nothing documented to say)."""
     if p.cloud is None or (p.documented == UNKNOWN and not p.note):
         return ""
-    said = f" By the provider's documentation ({p.kind}; {p.evidence}): {p.note.rstrip('.')}."
+    said = f" By the provider's documentation ({p.kind}): {p.note.rstrip('.')}."
     measured = f.behaviour if f is not None else UNKNOWN
     if measured == UNKNOWN or p.documented == UNKNOWN:
         return said + (" These captures do not show which behaviour this one has." if measured == UNKNOWN else "")

@@ -341,9 +341,18 @@ def lb_intro(d: ReportData) -> Html:
     if not found:
         return Html("<p>No connection through a load balancer in these captures.</p>")
     items = "".join(f"<li><code>{esc(f['service'])}</code>: {esc(LB_WORDS[f['behaviour']])}. {esc(f['evidence'])}."
-                    + _loops_ended(f) + "</li>" for f in found)
+                    + _loops_ended(f) + _documented(f) + "</li>" for f in found)
     return Html("<p>SNAT to the node's IP and externalTrafficPolicy Cluster stop a loopback only where the load "
                 f"balancer never sends a node's own connection back to that node.</p><ul>{items}</ul>")
+
+
+def _documented(f: dict[str, Any]) -> str:
+    """' What the provider documents (kind, from ...): note.' where a cloud is known, else ''."""
+    doc = f.get("documented") or {}
+    if not doc.get("cloud"):
+        return ""
+    return (f" <em>What the provider documents</em> ({esc(doc['kind'])}, read from {esc(doc['evidence'])}): "
+            f"{esc(doc['note'])}")
 
 
 def _loops_ended(f: dict[str, Any]) -> str:
