@@ -35,7 +35,8 @@ nav.natlens-toc { position: fixed; top: 0; left: 0; bottom: 0; width: 15rem; ove
 nav.natlens-toc ol { padding-left: 1.1rem; margin: .3rem 0; }
 nav.natlens-toc a { color: #1f3b5c; text-decoration: none; }
 nav.natlens-toc .toc-h3 { font-size: 13px; }
-.natlens-banner { padding: .9rem 1.2rem; border-radius: 6px; margin: .5rem 0 1rem; color: #fff; }
+.natlens-banner { padding: .9rem 1.2rem; border-radius: 6px; margin: .5rem 0 1rem; color: #fff;
+  overflow-wrap: anywhere; }
 .natlens-banner h1 { color: #fff; margin: 0 0 .3rem; font-size: 1.6rem; }
 .natlens-banner p { margin: .2rem 0; font-size: 1.05rem; }
 .natlens-banner.verdict-bad { background: #b3261e; }
