@@ -46,3 +46,13 @@ def test_each_fix_shows_its_command_to_copy_and_its_cost(any_backend):
     assert '<pre class="natlens-trace">web-cluster.default.svc.cluster.local:80</pre>' in html
     assert "What it costs: none for in-cluster callers" in html
     assert "externalTrafficPolicy: Cluster" not in html
+
+
+@pytest.mark.parametrize("behaviour, failed, want", [("proxy", 0, "verdict-ok"), ("proxy", 2, "verdict-bad"),
+                                                     ("any-backend", 0, "verdict-bad"), ("unknown", 0, "verdict-bad")])
+def test_the_banner_is_red_for_loopbacks_unless_a_proxy_answered_them_all(behaviour, failed, want):
+    summary = {"verdict": {"loopback_detected": True, "lb_behaviour": behaviour, "problem": None},
+               "connections": {"total": 20, "failed": failed, "unknown": 0},
+               "loopback": {"hits": 5, "failed": failed}}
+    assert report.text.verdict_class(summary) == want
+    assert report.text.harmless_loopbacks(summary) == (want == "verdict-ok")
