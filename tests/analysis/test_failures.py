@@ -257,3 +257,21 @@ def test_the_tally_puts_the_commonest_mechanism_first():
     assert failure_words.tally(js) == ("2 load-balancer loopbacks, 1 answer from the wrong source, 1 whose cause "
                                        "the captures cannot show")
     assert failure_words.summary(js)["unexplained_why"] == [{"journey": "J3", "why": "x"}]
+
+
+def test_a_node_source_loopback_is_dropped_on_arrival_from_the_nodes_own_address():
+    """An LB that sends node-1's SNATed connection back to node-1: the SYN arrives from node-1's own
+    address, which the kernel drops (a martian source)."""
+    j = journey(loopback="yes", loopback_evidence="the connection came back to its own node node-1")
+    f, _ = decide([*_leaving_client(), rec(3, "node-1/eth0", "eth0", NODE1, 30080, T + 1e-3, src=NODE1,
+                                           sport=50000, orig_dir="in")], j)
+    assert f.mechanism == "loopback"
+    assert "it came back to node-1 from node-1's own address 198.18.0.11, which the kernel drops on arrival" \
+        in f.evidence
+    assert f.at == "SYN last seen at node-1 eth0 (198.18.0.11:50000 -> 198.18.0.11:30080)"
+
+
+def test_a_pod_source_loopback_without_an_answer_is_not_called_a_martian():
+    j = journey(loopback="yes", loopback_evidence="the connection came back to its own node node-1")
+    f, _ = decide([*_leaving_client(), rec(3, "node-1/eth0", "eth0", NODE1, 30080, T + 1e-3, orig_dir="in")], j)
+    assert f.evidence.endswith("; no answer reached the client") and "martian" not in f.evidence

@@ -234,6 +234,10 @@ def loopback(j, rows: list, ctx: Context) -> Failure | None:
         last = _last_syn(rows)
         how = "no answer reached the client"
         at = f"SYN last seen at {last.hop} ({_tuple(last)})" if last is not None else "not seen"
+        if last is not None and ctx.inventory.node_ip(str(last.orig_h)) == last.node == ctx.inventory.node_ip(
+                str(last.resp_h)):  # a node's own SNATed connection, sent back to it by the load balancer
+            how = (f"it came back to {last.node} from {last.node}'s own address {last.orig_h}, which the kernel "
+                   "drops on arrival (a martian source), so no answer reached the client")
     return Failure(LOOPBACK, f"{j['loopback_evidence']}; {how}", at)
 
 
