@@ -340,7 +340,8 @@ def lb_intro(d: ReportData) -> Html:
     found = d.summary.get("lb_behaviour") or []
     if not found:
         return Html("<p>No connection through a load balancer in these captures.</p>")
-    items = "".join(f"<li><code>{esc(f['service'])}</code>: {esc(LB_WORDS[f['behaviour']])}. {esc(f['evidence'])}."
+    items = "".join(f"<li><code>{esc(f['service'])}</code>: {esc(LB_WORDS[f['behaviour']])}. "
+                    f"{esc(f['evidence'][:1].upper() + f['evidence'][1:])}."
                     + _loops_ended(f) + _documented(f) + "</li>" for f in found)
     return Html("<p>SNAT to the node's IP and externalTrafficPolicy Cluster stop a loopback only where the load "
                 f"balancer never sends a node's own connection back to that node.</p><ul>{items}</ul>")
