@@ -6,7 +6,7 @@ the connections SNATed there), the backend node's NIC after the load balancer's
 DNAT to nodeIP:NodePort, and the endpoint's side after kube-proxy's DNAT; the
 backend node's clock runs 3 ms ahead. 10 packets per connection per point.
 
-Prints the time of connections() over the 4 tables and of build_journeys(), with
+Prints the time of connections() over the 4 tables, of build_journeys() and of lb_findings(), with
 ratios against a baseline in the same process (a pandas groupby of the packets on
 their 5-tuple: the least any connection table costs), the peak RSS growth, and
 checks the result (every connection one journey, offset found, SNAT half/half).
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.connections import connections
+from natlens.findings.lb import lb_findings
 from natlens.inventory import Inventory
 from natlens.journeys import build_journeys
 
@@ -140,9 +141,13 @@ def main() -> None:
     j, rec, notes = build_journeys(conns, inv)
     t_j = time.perf_counter() - t
     rss1 = rss_mb()
+    t = time.perf_counter()
+    lbs = lb_findings(j[j["service"].notna()], rec, inv)
+    t_lb = time.perf_counter() - t
     print(f"connections() x4:                         {t_conn:6.2f} s  ({t_conn / base:.1f}x baseline, "
           f"{total / t_conn / 1e6:.2f} M packets/s)")
     print(f"build_journeys():                         {t_j:6.2f} s  ({t_j / base:.1f}x baseline)")
+    print(f"lb_findings() (the load balancer's pick): {t_lb:6.2f} s  ({t_lb / base:.1f}x baseline)")
     print(f"connections + journeys:                   {t_conn + t_j:6.2f} s  "
           f"({(t_conn + t_j) / base:.1f}x baseline)")
     print(f"peak RSS growth during the analysis:      {rss1 - rss0:6.0f} MB "
@@ -153,7 +158,9 @@ def main() -> None:
     assert (j["hops"] == 4).all()
     assert (j["snat"] == "yes").sum() == (n_conn + 1) // 2
     assert (j["lb_backend"] == "node-2").all() and (j["loopback"] == "no").all()
-    print("checked: one journey per connection with 4 hops; SNAT half; backend node-2;", notes[0])
+    assert [f.rewritten for f in lbs] == [(0, n_conn)], [f.to_dict() for f in lbs]  # every arrival seen, as sent
+    print("checked: one journey per connection with 4 hops; SNAT half; backend node-2; the LB never sent a "
+          f"SNATed one back ({lbs[0].behaviour});", notes[0])
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ def test_a_source_node_outside_the_pool_is_not_counted():
     js += [journey(20, "node-1", snat="no", policy="Local", outcome="timed out")]
     f = find(js, [])
     assert f.node_source == (0, 0) and f.behaviour == UNKNOWN
+    assert "12 connections came from a node's own address, but their node (node-3) may not be in" in f.evidence
 
 
 def test_every_arrival_from_the_load_balancers_own_address_is_proxy_and_its_loopbacks_work():

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from natlens.inventory import Inventory
@@ -100,30 +101,39 @@ def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: In
     the source's node, the source the picked node saw (``lb_src``) and whether the load balancer
     rewrote it (``rewritten``: yes / no / unknown), and how a loopback ended (``loop_mode``)."""
     j = journeys[journeys["node_dnat"] != YES] if "node_dnat" in journeys else journeys
-    j = j[j["service"].notna()].copy()
-    j["left_with"] = [_left_with(r) for r in j.itertuples()]
-    j["node_source"] = [bool(a) and inventory.node_ip(a) == n and n is not None
-                        for a, n in zip(j["left_with"], j["client_node"], strict=True)]
+    j = j[j["service"].notna()].astype(object).copy()  # plain objects: Arrow columns iterate slowly
+    j["left_with"] = left_with(j)
+    j["node_source"] = _node_of(j["left_with"], inventory).eq(j["client_node"]) & j["client_node"].notna()
     j["picked"] = j["lb_backend"]
     j["to_own"] = j["picked"].notna() & (j["picked"] == j["client_node"])
     arrivals = _arrivals(j, records, inventory)
     j["lb_src"] = j["journey"].map(arrivals["lb_src"]).astype(object)
     j["arrival_answered"] = j["journey"].map(arrivals["answered"]).astype(object)
-    j["rewritten"] = [_rewritten(src, left, h, n, inventory) for src, left, h, n in
-                      zip(j["lb_src"], j["left_with"], j["client_h"], j["client_node"], strict=True)]
+    j["rewritten"] = rewritten(j, inventory)
     j["answered_elsewhere"] = j["journey"].isin(_answered_elsewhere(j, records))
-    j["loop_mode"] = [loop_mode(r) if r.loopback == YES else None for r in j.itertuples()]
+    loops = j["loopback"] == YES
+    j["loop_mode"] = pd.Series([loop_mode(r) for r in j[loops].itertuples()], index=j.index[loops], dtype=object)
     return j
 
 
-def _left_with(j) -> str | None:
-    """The source address the connection reached the load balancer with: the node's after SNAT,
-    the client's own when not SNATed or when the client is the node itself; None: not known."""
-    if j.snat == YES and isinstance(j.snat_to, str) and j.snat_to:
-        return j.snat_to.rsplit(":", 1)[0].strip("[]")
-    if j.snat == NO or (pd.notna(j.client_is_node) and bool(j.client_is_node)):
-        return str(j.client_h)
-    return None
+def _node_of(addresses: pd.Series, inventory: Inventory) -> pd.Series:
+    """The node each address is one of the own addresses of (None: none), looked up once per address."""
+    nodes = {a: inventory.node_ip(a) for a in addresses.dropna().unique()}
+    return addresses.map(nodes).astype(object)
+
+
+def left_with(j: pd.DataFrame) -> pd.Series:
+    """The source address each connection reached the load balancer with: the node's after SNAT
+    (``snat_to``'s address), the client's own when not SNATed or when the client is the node
+    itself; None: not known (SNAT unknown)."""
+    to = j["snat_to"].where(j["snat_to"].map(lambda v: isinstance(v, str) and v != ""))
+    host = to.str.rsplit(":", n=1).str[0].str.strip("[]")
+    own = (j["snat"] == NO) | j["client_is_node"].map(lambda v: v is True or v == True)  # noqa: E712
+    out = pd.Series([None] * len(j), index=j.index, dtype=object)
+    out[own] = j.loc[own, "client_h"].astype(str)
+    snated = (j["snat"] == YES) & host.notna()
+    out[snated] = host[snated]
+    return out
 
 
 def _arrivals(j: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:
@@ -135,8 +145,7 @@ def _arrivals(j: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventor
         return empty
     want = j.loc[j["picked"].notna(), ["journey", "picked"]]
     r = records[records["journey"].isin(want["journey"]) & records["syn_ts"].notna()].merge(want, on="journey")
-    at_node = [inventory.node_ip(h) == p for h, p in zip(r["resp_h"], r["picked"], strict=True)]
-    r = r[pd.Series(at_node, index=r.index, dtype=bool) & (r["node"] == r["picked"])]
+    r = r[(_node_of(r["resp_h"].astype(object), inventory) == r["picked"]) & (r["node"] == r["picked"])]
     if r.empty:
         return empty
     r = r.sort_values("ts_corr" if "ts_corr" in r else "ts").drop_duplicates("journey")
@@ -144,15 +153,18 @@ def _arrivals(j: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventor
                          "answered": r["synack_ts"].notna().to_numpy()}, index=r["journey"].to_numpy())
 
 
-def _rewritten(src, left, client_h, node, inventory: Inventory) -> str:
-    """yes: the picked node saw another source than the one the connection left its node with
-    (neither the pod's address nor the node's); no: the same; unknown: either is not seen."""
-    if not isinstance(src, str):
-        return UNKNOWN
-    if isinstance(left, str):
-        return NO if src == left else YES
-    # SNAT unknown: the pod's address, or its node's, arriving is no rewrite; another could be one
-    return NO if src == str(client_h) or (node is not None and inventory.node_ip(src) == node) else UNKNOWN
+def rewritten(j: pd.DataFrame, inventory: Inventory) -> pd.Series:
+    """yes: the picked node saw another source (``lb_src``) than the one the connection left its
+    node with; no: the same; unknown: the arrival is not seen. With the SNAT unknown, the pod's
+    address or its node's arriving is no rewrite, and anything else is unknown."""
+    src, left = j["lb_src"], j["left_with"]
+    seen, known = src.notna(), left.notna()
+    kept = (src == j["client_h"].astype(str)) | (_node_of(src, inventory).eq(j["client_node"])
+                                                 & j["client_node"].notna())
+    out = pd.Series(UNKNOWN, index=j.index, dtype=object)
+    out[seen & known] = np.where(src[seen & known] == left[seen & known], NO, YES)
+    out[seen & ~known & kept] = NO
+    return out
 
 
 def _answered_elsewhere(j: pd.DataFrame, records: pd.DataFrame | None) -> set[str]:
@@ -194,8 +206,9 @@ def _finding(svc: str, g: pd.DataFrame) -> LbFinding:
     seen = g[g["rewritten"] != UNKNOWN]
     f = LbFinding(svc, UNKNOWN, "", (int(ns["to_own"].sum()), len(ns)), (int(ps["to_own"].sum()), len(ps)),
                   (int((seen["rewritten"] == YES).sum()), len(seen)))
-    f.chance = _chance(ns, pool | (set(ns["client_node"].astype(str)) if cluster else set()))
-    f.behaviour, f.evidence, f.examples = behaviour(g, ns, seen, f.chance, len(pool) + cluster)
+    full = pool | (set(ns["client_node"].astype(str)) if cluster else set())
+    f.chance = _chance(ns, full)
+    f.behaviour, f.evidence, f.examples = behaviour(g, ns, seen, f.chance, len(full))
     _loops(f, g)
     return f
 
@@ -238,6 +251,12 @@ def behaviour(g: pd.DataFrame, ns: pd.DataFrame, seen: pd.DataFrame, chance: flo
                          f"but with so few that is no proof (by chance alone: {chance:.0%})" if chance is not None
                          else f"{len(ns)} connections from a node's own address, and no other node in the pool "
                          "the captures show"), {}
+    outside = g[g["node_source"] & g["picked"].notna() & ~g.index.isin(ns.index)]
+    if len(outside):
+        nodes = ", ".join(sorted(outside["client_node"].astype(str).unique()))
+        return UNKNOWN, (f"{len(outside)} connections came from a node's own address, but their node ({nodes}) may "
+                         "not be in the load balancer's pool: no connection of this Service was sent to it, and "
+                         "its policy is not known to be Cluster (under which every node is)"), {}
     if g["left_with"].notna().any():
         return UNKNOWN, ("every connection reached the load balancer from a pod's address, which it cannot tell "
                          "from any other: any load balancer may send those back to the client's node, so the "
