@@ -453,6 +453,8 @@ def _no_client_ip_preservation(c: _Ctx) -> Fix | None:
         return None  # AWS NLB TCP target groups only (UDP: preservation cannot be disabled)
     if c.profile.documented == PROXY:
         return None  # already off
+    if c.svc.ann(AWS + "type") == "nlb" and c.svc.lb_class != AWS_LBC_CLASS:
+        return None  # the in-tree controller reads no target-group attributes: ip-targets recreates it instead
     attrs = _attributes(c.svc.ann(AWS + "target-group-attributes"))
     attrs["preserve_client_ip.enabled"] = "false"  # the annotation is replaced whole: keep the others
     value = ",".join(f"{k}={v}" for k, v in attrs.items())

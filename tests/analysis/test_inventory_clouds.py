@@ -249,6 +249,8 @@ def test_an_in_tree_nlb_is_recreated_for_ip_targets(tmp_path):
     cmd = fix("ip-targets", inv, "default", "web", 80).command
     assert "kubectl -n default delete service web" in cmd and "create -f web.json" in cmd
     assert f'.metadata.annotations["{AWS}type"]="external"' in cmd
+    # the in-tree controller reads no target-group attributes: annotating them would do nothing
+    assert fix("no-client-ip-preservation", inv, "default", "web", 80) is None
 
 
 def test_fixes_that_are_already_in_place_or_do_not_exist_are_none(tmp_path):

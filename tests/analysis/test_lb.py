@@ -59,8 +59,16 @@ def arrival(j: dict, src: str | None = None, answered: bool = False) -> dict:
             "synack_ts": T + 1e-4 if answered else float("nan")}
 
 
-def find(journeys: list[dict], records: list[dict]):
-    j, r = pd.DataFrame(journeys), pd.DataFrame(records)
+def leaving(j: dict) -> dict:
+    """The journey's SYN leaving its client's node for the VIP (the node is captured)."""
+    return {"journey": j["journey"], "node": j["client_node"], "orig_h": POD, "orig_p": j["client_p"], "resp_h": VIP,
+            "resp_p": 80, "syn_ts": T, "ts": T, "ts_corr": T, "synack_ts": float("nan")}
+
+
+def find(journeys: list[dict], records: list[dict], captured: bool = True):
+    """The one finding of the journeys, their client nodes captured (their SYN seen leaving) or not."""
+    j = pd.DataFrame(journeys)
+    r = pd.DataFrame(records + ([leaving(x) for x in journeys] if captured else []))
     (f,) = lb_findings(j, r if len(r) else None, INV)
     return f
 
@@ -167,3 +175,24 @@ def test_loopbacks_of_unknown_outcome_have_no_failure_mode():
     js = [journey(0, "node-1", outcome="unknown")]
     f = find(js, [arrival(js[0])])
     assert f.loops == {UNKNOWN: 1} and f.failure_mode == UNKNOWN
+
+
+def test_a_source_node_without_a_capture_cannot_show_a_loop_so_nothing_is_concluded():
+    """node-1 has no capture: the only picks seen are those sent to node-2, so never seeing one
+    come back proves nothing."""
+    js = [journey(i, "node-2") for i in range(10)] + [journey(20 + i, None) for i in range(10)]
+    f = find(js, [arrival(j, answered=True) for j in js if j["lb_backend"]], captured=False)
+    assert f.behaviour == UNKNOWN and "node-1 has no capture" in f.evidence
+
+
+def test_picks_not_seen_for_some_node_source_connections_leave_avoids_source_unproven():
+    js = [journey(i, "node-2") for i in range(10)] + [journey(20, None)]
+    f = find(js, [arrival(j, answered=True) for j in js if j["lb_backend"]])
+    assert f.behaviour == UNKNOWN and f.node_source == (0, 10)
+    assert "but 1 more came from a node's own address" in f.evidence and "no capture shows" in f.evidence
+
+
+def test_a_rewritten_loopback_that_failed_is_not_called_answered():
+    js = [journey(0, "node-1", outcome="timed out"), journey(1, "node-2")]
+    f = find(js, [arrival(j, src=VIP) for j in js])
+    assert f.behaviour == PROXY and f.loops == {UNKNOWN: 1} and f.failure_mode == UNKNOWN

@@ -110,17 +110,25 @@ def _lossy(a) -> bool:
 
 def test_any_backend_the_verdict_tells_the_node_source_loop_and_offers_no_refuted_fix(runs):
     a, gt = runs[ANY_BACKEND]
-    v = a.summary()["verdict"]
-    assert v["lb_failure_mode"] in (DROPPED_ON_ARRIVAL, ANSWERED_FROM_NODE)  # the worst row's Service
-    text = v["root_cause"]
-    assert "martian" in text or "same kind" in text
-    assert "SNAT and externalTrafficPolicy Cluster will not stop" in text or "does not fix it" in text
-    steps = " ".join(v["remediation"])
-    assert "Switch the Service to externalTrafficPolicy: Cluster" not in steps
-    assert "Or SNAT pod-to-VIP traffic on the nodes" not in steps
-    assert "ClusterIP" in steps or "cluster.local" in steps
-    failed = int((gt["outcome"] != "connected").sum())
-    assert v["headline"].startswith(f"{failed} of {len(gt)} connections failed")
+    s = a.summary()
+    v = s["verdict"]
+    # every looped connection failed, and natlens counts them all (a late SYN-ACK after the client's 0.9 s
+    # may leave another connection's outcome unknown: the VPC's proxy ARP delays node-2's first answers)
+    looped = gt[gt["loopback"].astype(bool)]
+    assert (looped["outcome"] != "connected").all()
+    assert s["loopback"]["failed"] == len(looped) or (_lossy(a) and s["loopback"]["failed"] > 0)
+    assert v["headline"].startswith(f"{s['connections']['failed']} of {len(gt)} connections failed")
+    text, steps = v["root_cause"], v["remediation"]
+    if v["lb_behaviour"] == ANY_BACKEND:  # the verdict is about the Cluster Service: its own loops are SNATed
+        assert v["lb_failure_mode"] == DROPPED_ON_ARRIVAL and "martian" in text and "does not fix it" in text
+        assert not any("Switch the Service to externalTrafficPolicy: Cluster" in x for x in steps)
+        assert not any("Or SNAT pod-to-VIP traffic on the nodes" in x for x in steps)
+    else:  # about the Local Service, whose LB the captures cannot show: the Cluster Service's is named
+        assert v["lb_failure_mode"] == ANSWERED_FROM_NODE
+        assert "SNAT and externalTrafficPolicy Cluster will not stop its loops either" in text
+        cluster = [x for x in steps if x.startswith("Switch the Service to externalTrafficPolicy: Cluster")]
+        assert cluster and "in this incident sent SNATed connections back to their node" in cluster[0]
+    assert any("ClusterIP" in x or "cluster.local" in x for x in steps)
 
 
 def test_proxy_loopbacks_are_harmless_and_nothing_is_to_fix(runs):
@@ -140,4 +148,5 @@ def test_avoids_source_the_verdict_is_the_founding_incidents(runs):
     assert "so the load balancer sees the pod's own IP" in v["root_cause"]
     assert "never sends a connection back to the node whose address is its source" in v["root_cause"]
     assert v["remediation"][0].startswith("Switch the Service to externalTrafficPolicy: Cluster")
-    assert "these captures do not show which kind of load balancer" not in v["remediation"][0]  # the Cluster Service shows it
+    # the Local Service's own load balancer is not shown (every source a pod's): the caveat stays
+    assert "these captures do not show which kind of load balancer" in v["remediation"][0]

@@ -51,8 +51,16 @@ def test_each_fix_shows_its_command_to_copy_and_its_cost(any_backend):
 @pytest.mark.parametrize("behaviour, failed, want", [("proxy", 0, "verdict-ok"), ("proxy", 2, "verdict-bad"),
                                                      ("any-backend", 0, "verdict-bad"), ("unknown", 0, "verdict-bad")])
 def test_the_banner_is_red_for_loopbacks_unless_a_proxy_answered_them_all(behaviour, failed, want):
-    summary = {"verdict": {"loopback_detected": True, "lb_behaviour": behaviour, "problem": None},
+    summary = {"verdict": {"loopback_detected": True, "lb_behaviour": behaviour, "problem": None,
+                           "lb_failure_mode": "answered-via-lb" if behaviour == "proxy" else "unknown"},
                "connections": {"total": 20, "failed": failed, "unknown": 0},
                "loopback": {"hits": 5, "failed": failed}}
     assert report.text.verdict_class(summary) == want
     assert report.text.harmless_loopbacks(summary) == (want == "verdict-ok")
+
+
+def test_proxied_loopbacks_whose_end_is_not_seen_are_not_called_harmless():
+    summary = {"verdict": {"loopback_detected": True, "lb_behaviour": "proxy", "lb_failure_mode": "unknown",
+                           "problem": None},
+               "connections": {"total": 20, "failed": 0, "unknown": 5}, "loopback": {"hits": 5, "failed": 0}}
+    assert not report.text.harmless_loopbacks(summary) and report.text.verdict_class(summary) == "verdict-bad"

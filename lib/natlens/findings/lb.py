@@ -92,7 +92,8 @@ def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory:
     if journeys.empty:
         return []
     picks = lb_picks(journeys, records, inventory)
-    return [_finding(str(svc), g) for svc, g in picks.groupby("service", sort=True)]
+    captured = set(records["node"].dropna().astype(str)) if records is not None and len(records) else set()
+    return [_finding(str(svc), g, captured) for svc, g in picks.groupby("service", sort=True)]
 
 
 def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:
@@ -181,13 +182,13 @@ def _answered_elsewhere(j: pd.DataFrame, records: pd.DataFrame | None) -> set[st
 
 def loop_mode(j) -> str:
     """How a connection the load balancer sent back to its own node ended (a named decision on
-    one row of ``lb_picks``): answered via the load balancer (it rewrote the source, or the
+    one row of ``lb_picks``): answered via the load balancer (it rewrote the source and the
     handshake completed); dropped on arrival (it came back from the node's own address and
     nothing answered it there: Linux drops a packet whose source is one of its own addresses as
     a martian); answered from the node (from a pod's address: the client got a SYN-ACK from
     another address than the VIP, the node's NodePort, and the connect failed); else unknown."""
     failed = j.outcome in FAILED
-    if j.rewritten == YES or j.outcome == ESTABLISHED:
+    if j.rewritten == YES and j.outcome == ESTABLISHED:
         return ANSWERED_VIA_LB
     if failed and j.node_source and j.rewritten == NO and j.arrival_answered is False:
         return DROPPED_ON_ARRIVAL
@@ -196,21 +197,46 @@ def loop_mode(j) -> str:
     return UNKNOWN
 
 
-def _finding(svc: str, g: pd.DataFrame) -> LbFinding:
-    """The behaviour of one Service's load balancer from its journeys' picks."""
-    known = g[g["picked"].notna()]
-    pool = set(known["picked"].astype(str))
+def _finding(svc: str, g: pd.DataFrame, captured: set[str]) -> LbFinding:
+    """The behaviour of one Service's load balancer from its journeys' picks. A connection from a
+    node's own address counts only where it could have been seen coming back: its node is
+    captured, its pick is known, and its node is in the pool (the nodes the load balancer sent the
+    Service's connections to; under Cluster every node)."""
+    pool = set(g.loc[g["picked"].notna(), "picked"].astype(str))
     cluster = (g["policy"] == "Cluster").any()
-    in_pool = known[known["client_node"].isin(pool) | cluster]
-    ns, ps = in_pool[in_pool["node_source"]], in_pool[~in_pool["node_source"] & in_pool["left_with"].notna()]
+    ns_all = g[g["node_source"]]
+    ns = ns_all[ns_all["picked"].notna() & ns_all["client_node"].isin(captured)
+                & (ns_all["client_node"].isin(pool) | cluster)]
+    pods = g[~g["node_source"] & g["left_with"].notna() & g["picked"].notna()]
     seen = g[g["rewritten"] != UNKNOWN]
-    f = LbFinding(svc, UNKNOWN, "", (int(ns["to_own"].sum()), len(ns)), (int(ps["to_own"].sum()), len(ps)),
+    f = LbFinding(svc, UNKNOWN, "", (int(ns["to_own"].sum()), len(ns)), (int(pods["to_own"].sum()), len(pods)),
                   (int((seen["rewritten"] == YES).sum()), len(seen)))
     full = pool | (set(ns["client_node"].astype(str)) if cluster else set())
     f.chance = _chance(ns, full)
     f.behaviour, f.evidence, f.examples = behaviour(g, ns, seen, f.chance, len(full))
+    if f.behaviour == UNKNOWN and len(ns_all) > len(ns) and not len(ns) and not f.rewritten[0]:
+        f.evidence = _not_counted(ns_all, captured, pool, cluster)
+    elif f.behaviour == AVOIDS_SOURCE and len(ns_all) > len(ns):
+        f.behaviour, f.evidence = UNKNOWN, (f"{f.evidence}; but {len(ns_all) - len(ns)} more came from a node's own "
+                                            "address where the captures cannot show where it went: "
+                                            + _not_counted(ns_all.drop(ns.index), captured, pool, cluster))
     _loops(f, g)
     return f
+
+
+def _not_counted(ns: pd.DataFrame, captured: set[str], pool: set[str], cluster: bool) -> str:
+    """Why connections from a node's own address tell nothing of the load balancer's pick."""
+    blind = sorted(set(ns["client_node"].astype(str)) - captured)
+    if blind:
+        return (f"{len(ns)} connections came from a node's own address, but {', '.join(blind)} has no capture, so "
+                "one sent back to it cannot be seen")
+    if ns["picked"].isna().any():
+        return (f"{len(ns)} connections came from a node's own address, but where the load balancer sent "
+                f"{int(ns['picked'].isna().sum())} of them no capture shows")
+    nodes = ", ".join(sorted(set(ns["client_node"].astype(str)) - pool))
+    return (f"{len(ns)} connections came from a node's own address, but their node ({nodes}) may not be in the load "
+            "balancer's pool: no connection of this Service was sent to it, and its policy is not known to be "
+            "Cluster (under which every node is)")
 
 
 def _chance(ns: pd.DataFrame, pool: set[str]) -> float | None:
@@ -230,7 +256,7 @@ def behaviour(g: pd.DataFrame, ns: pd.DataFrame, seen: pd.DataFrame, chance: flo
     if len(re_) and len(re_) == len(seen):
         x = re_.iloc[0]
         return PROXY, (f"{len(re_)} of {len(seen)} connections seen arriving at a node came from an address "
-                       f"the load balancer put there ({x['journey']}: left as {x['left_with']}, arrived at "
+                       f"the load balancer (or a NAT between it and the nodes) put there ({x['journey']}: left as {x['left_with']}, arrived at "
                        f"{x['picked']} from {x['lb_src']})"), {"rewritten": str(x["journey"])}
     if len(re_):
         return UNKNOWN, (f"{len(re_)} of {len(seen)} arrivals had their source rewritten, the others not: "
@@ -244,24 +270,22 @@ def behaviour(g: pd.DataFrame, ns: pd.DataFrame, seen: pd.DataFrame, chance: flo
             {"node_source_loop": str(x["journey"])}
     if chance is not None and chance < CHANCE_LIMIT:
         return AVOIDS_SOURCE, (f"none of {len(ns)} connections from a node's own address was sent back to that "
-                               f"node; a load balancer picking among the {pool_size} nodes at random would have "
-                               f"done so at least once with a probability of {_percent(1 - chance)}"), {}
+                               f"node; a load balancer picking among the {pool_size} nodes at random for each "
+                               f"connection would have done so at least once with a probability of "
+                               f"{_percent(1 - chance)} (one that hashes only the source address, or keeps "
+                               "affinity to it, picks once per node and is not told apart)"), {}
     if len(ns):
         return UNKNOWN, (f"none of {len(ns)} connections from a node's own address was sent back to that node, "
                          f"but with so few that is no proof (by chance alone: {chance:.0%})" if chance is not None
                          else f"{len(ns)} connections from a node's own address, and no other node in the pool "
                          "the captures show"), {}
-    outside = g[g["node_source"] & g["picked"].notna() & ~g.index.isin(ns.index)]
-    if len(outside):
-        nodes = ", ".join(sorted(outside["client_node"].astype(str).unique()))
-        return UNKNOWN, (f"{len(outside)} connections came from a node's own address, but their node ({nodes}) may "
-                         "not be in the load balancer's pool: no connection of this Service was sent to it, and "
-                         "its policy is not known to be Cluster (under which every node is)"), {}
-    if g["left_with"].notna().any():
+    if g["left_with"].notna().any() and not g["node_source"].any():
         return UNKNOWN, ("every connection reached the load balancer from a pod's address, which it cannot tell "
                          "from any other: any load balancer may send those back to the client's node, so the "
                          "captures do not show whether it avoids a node's own address"), {}
-    return UNKNOWN, "no capture shows the source the connections reached the load balancer with", {}
+    if not g["left_with"].notna().any():
+        return UNKNOWN, "no capture shows the source the connections reached the load balancer with", {}
+    return UNKNOWN, "no capture shows where the load balancer sent the connections", {}
 
 
 def _percent(p: float) -> str:

@@ -75,6 +75,9 @@ def documented_sentence(p: cloud.LbProfile, f: LbFinding | None) -> str:
         return ""
     said = f" By the provider's documentation ({p.kind}): {p.note.rstrip('.')}."
     measured = f.behaviour if f is not None else UNKNOWN
+    if p.documented == PROXY and f is not None and f.rewritten[1] and not f.rewritten[0]:
+        return said + (f" The captures show otherwise: none of the {f.rewritten[1]} connections seen arriving at a "
+                       "node had its source rewritten, as a proxy would; check that the setting took effect.")
     if measured == UNKNOWN or p.documented == UNKNOWN:
         return said + (" These captures do not show which behaviour this one has." if measured == UNKNOWN else "")
     if measured == p.documented:
@@ -82,11 +85,13 @@ def documented_sentence(p: cloud.LbProfile, f: LbFinding | None) -> str:
     return said + f" The captures show otherwise ({measured}); natlens goes by the captures."
 
 
-def node_source_loop(f: LbFinding, svc: str, pol_text: str, node: str, why_snat: str) -> str:
-    """The loop of a node's own connection: SNATed, sent back to its node, dropped on arrival."""
+def node_source_loop(f: LbFinding, svc: str, pol_text: str, node: str, why_snat: str,
+                     back: tuple[int, int]) -> str:
+    """The loop of a node's own connection: SNATed, sent back to its node (``back``: loopbacks of
+    the row, of its connections), dropped on arrival."""
     ex = f.examples.get(DROPPED_ON_ARRIVAL) or f.examples.get("node_source_loop", "")
     return (f"The {svc} {pol_text}; its connections left {node} SNATed to the node's IP ({why_snat}), and the "
-            f"load balancer still sent {f.node_source[0]} of {f.node_source[1]} of them back to {node}"
+            f"load balancer still sent {back[0]} of {back[1]} of them back to {node}"
             f"{f' ({ex})' if ex else ''}: it {BEHAVIOUR_NAME[ANY_BACKEND]}. The SYN then arrives at {node}'s "
             f"NodePort from {node}'s own address, and the kernel drops a packet whose source is one of its own "
             "addresses (a martian source): nothing answers it, the client retransmits its SYN to the same node "
@@ -133,8 +138,8 @@ def remedies(f: LbFinding | None, p: cloud.LbProfile, inventory: Inventory, name
             out.append(_fix_text(fx, b))
     if b == ANY_BACKEND and p.cloud is None:  # no cloud known: the load balancers' own settings, named
         out.append("Or change the load balancer so that it proxies: on an AWS NLB turn off client IP preservation "
-                   "(target group attribute preserve_client_ip.enabled=false) or use IP targets; elsewhere, the "
-                   "load balancer's option that makes a backend's connection to its own frontend work.")
+                   "(target group attribute preserve_client_ip.enabled=false) or use IP targets; Azure, Alibaba "
+                   "and Tencent document no such option.")
     return out
 
 
@@ -145,14 +150,25 @@ def _fix_text(fx: cloud.Fix, b: str) -> str:
 
 
 def with_commands(steps: list[tuple[str | None, str]], f: LbFinding | None, p: cloud.LbProfile,
-                  inventory: Inventory, name: str | None, port: int | None) -> list[str]:
+                  inventory: Inventory, name: str | None, port: int | None,
+                  elsewhere: LbFinding | None = None) -> list[str]:
     """Each step with the cloud's exact command for this Service where it has one; for a load
-    balancer whose behaviour is unknown, the steps it may refute say for which ones they work."""
+    balancer whose behaviour is unknown, the steps it may refute say for which ones they work
+    (and which Service of the incident had a load balancer that refuted them). A cloud whose own
+    fix for the load balancer does not exist loses that generic step; one that has it, says it."""
     b = f.behaviour if f is not None else UNKNOWN
     out = []
     for kind, text in steps:
         fx = cloud.fix(kind, inventory, *_split(name), port) if kind else None
+        if kind == "no-client-ip-preservation" and p.cloud is not None:
+            if fx is None:
+                continue  # the generic "change the load balancer" step: nothing documented on this cloud
+            text = fx.text
         if b == UNKNOWN and kind in REFUTED[ANY_BACKEND] and p.documented != AVOIDS_SOURCE:
-            text += CAVEAT
+            if elsewhere is not None and elsewhere.behaviour == ANY_BACKEND:
+                text += (f" The load balancer of {elsewhere.service} in this incident sent SNATed connections back "
+                         "to their node: if this one is of the same kind, this will not help.")
+            elif "NLB" not in text:
+                text += CAVEAT
         out.append(text + (f" How: {fx.command} (cost: {fx.cost})." if fx is not None else ""))
     return out

@@ -14,6 +14,7 @@ from natlens.findings.mechanism import Mechanism
 from natlens.findings.quality import blind_spots, unknown_outcomes
 from natlens.inventory import Inventory
 from natlens.vocab import (
+    ANSWERED_VIA_LB,
     ANY_BACKEND,
     AVOIDS_SOURCE,
     DROPPED_ON_ARRIVAL,
@@ -227,9 +228,9 @@ def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[st
     root += (failure_words.sentences(journeys, skip=(LOOPBACK, *first)) if "failure" in journeys
              else _other_failures(journeys))
     root += _snat_sentences(snat[snat["loopback"] == 0], names, " No loopback for", set(_dnated(journeys)), lbs)
-    node_loop = f is not None and (f.failure_mode == DROPPED_ON_ARRIVAL or f.node_source_loops)
+    node_loop = _node_loop(worst, f)
     if worst["policy"] == "Cluster" and (m is None or m.vip.value != "none") and not node_loop \
-            and not (f is not None and f.behaviour == PROXY):
+            and not _harmless(f, worst):
         root += (" The policy on record is Cluster, yet connections looped back: check whether "
                  f"{wording.masquerade_rules(m)} for this VIP are in effect (see rule_trace).")
     p = lb_words.profile(inventory, names.get(worst["service"])) if inventory is not None else None
@@ -252,9 +253,10 @@ def _why_it_loops(worst: pd.Series, m: Mechanism | None, f: LbFinding | None, sv
     pol_text = (f"has externalTrafficPolicy {pol}" if pol in ("Local", "Cluster") else
                 "has an externalTrafficPolicy natlens could not find (no cluster/services.json, and no "
                 "kube-proxy rule on the node names it)")
-    if f is not None and (f.failure_mode == DROPPED_ON_ARRIVAL or f.node_source_loops):
-        return lb_words.node_source_loop(f, svc, pol_text, str(worst["source_node"]), why_snat)
-    if f is not None and f.behaviour == PROXY and not int(worst["loopback_failed"]):
+    if _node_loop(worst, f):
+        return lb_words.node_source_loop(f, svc, pol_text, str(worst["source_node"]), why_snat,
+                                         (int(worst["loopback"]), int(worst["connections"])))
+    if _harmless(f, worst):
         return lb_words.proxied(f, svc)
     return (f"The {svc} {pol_text}; {wording.why_it_leaves(m)} ({why_snat}), "
             f"{wording.loopback_mechanism(m, only)}" + wording.not_a_fix(m, pol)
@@ -265,18 +267,29 @@ def _loop_fixes(worst: pd.Series, m: Mechanism | None, f: LbFinding | None, p, i
                 names: dict[str, str], lbs: list[LbFinding]) -> list[str]:
     """The loop's fixes: none for a proxying load balancer whose loopbacks work; those that work
     for an any-backend one; else today's steps, each with its command."""
-    if f is not None and f.behaviour == PROXY and not int(worst["loopback_failed"]):
+    if _harmless(f, worst):
         return []
     name, port = names.get(worst["service"]), _port(worst["service"])
     if inventory is None or p is None:
         return wording.remediation(m, worst["policy"])
-    seen = _measured_elsewhere(lbs, worst["service"], f)
-    b = f.behaviour if f is not None and f.behaviour != UNKNOWN else \
-        seen.behaviour if seen is not None else p.documented
-    if b == ANY_BACKEND or (f is not None and f.failure_mode == DROPPED_ON_ARRIVAL):  # Cluster, SNAT refuted
+    b = f.behaviour if f is not None and f.behaviour != UNKNOWN else p.documented
+    if b == ANY_BACKEND or _node_loop(worst, f):  # Cluster and SNAT refuted: its own loops are SNATed
         return lb_words.remedies(f, p, inventory, name, port, ANY_BACKEND, m.vip.value if m is not None else UNKNOWN)
-    return lb_words.with_commands(wording.remediation_steps(m, worst["policy"]), seen or f, p, inventory,
-                                  name, port)
+    return lb_words.with_commands(wording.remediation_steps(m, worst["policy"]), f, p, inventory, name, port,
+                                  _measured_elsewhere(lbs, worst["service"], f))
+
+
+def _node_loop(worst: pd.Series, f: LbFinding | None) -> bool:
+    """The worst row's loopbacks are a node's own (SNATed) connections sent back to it: every
+    connection of the row whose SNAT is known was SNATed, and its Service's load balancer was seen
+    to send such connections back."""
+    return f is not None and worst["ratio"] == 1.0 and (f.failure_mode == DROPPED_ON_ARRIVAL or f.node_source_loops)
+
+
+def _harmless(f: LbFinding | None, worst: pd.Series) -> bool:
+    """The loopbacks all worked through a proxying load balancer (each one seen answered via it)."""
+    return f is not None and f.behaviour == PROXY and f.failure_mode == ANSWERED_VIA_LB \
+        and not int(worst["loopback_failed"])
 
 
 def _measured_elsewhere(lbs: list[LbFinding], service: str, f: LbFinding | None) -> LbFinding | None:

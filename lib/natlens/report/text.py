@@ -83,7 +83,9 @@ def verdict_class(summary: dict[str, Any]) -> str:
 
 def harmless_loopbacks(summary: dict[str, Any]) -> bool:
     """Loopbacks that all worked, through a load balancer seen to proxy them (findings.lb)."""
-    return summary["verdict"].get("lb_behaviour") == "proxy" and not summary["loopback"]["failed"]
+    v = summary["verdict"]
+    return (v.get("lb_behaviour") == "proxy" and v.get("lb_failure_mode") == "answered-via-lb"
+            and not summary["loopback"]["failed"])
 
 
 def banner(d: ReportData) -> Html:
