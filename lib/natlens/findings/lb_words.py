@@ -14,23 +14,33 @@ from __future__ import annotations
 from natlens import cloud
 from natlens.findings.lb import LbFinding
 from natlens.inventory import Inventory
-from natlens.vocab import ANY_BACKEND, AVOIDS_SOURCE, DROPPED_ON_ARRIVAL, PROXY, UNKNOWN
+from natlens.vocab import (
+    ANSWERED_FROM_NODE,
+    ANSWERED_VIA_LB,
+    ANY_BACKEND,
+    AVOIDS_SOURCE,
+    DROPPED_ON_ARRIVAL,
+    PROXY,
+    UNKNOWN,
+)
 
-# The fixes that work for each measured behaviour, best first (natlens.cloud.FIX_KINDS)
-FIXES = {
-    ANY_BACKEND: ("no-client-ip-preservation", "ip-targets", "node-intercepts-vip", "cluster-ip"),
-    AVOIDS_SOURCE: ("cluster-policy", "snat-on-node", "node-intercepts-vip", "cluster-ip"),
-    UNKNOWN: ("cluster-policy", "snat-on-node", "node-intercepts-vip", "cluster-ip",
-              "no-client-ip-preservation", "ip-targets"),
-}
-# The fixes each behaviour refutes: they leave the loop in place
-REFUTED = {ANY_BACKEND: ("cluster-policy", "snat-on-node")}
+# The fixes that work where the load balancer sends a node's own connection back, best first
+# (natlens.cloud.FIX_KINDS), and those such a load balancer refutes: they leave the loop in place
+ANY_BACKEND_FIXES = ("no-client-ip-preservation", "ip-targets", "node-intercepts-vip", "cluster-ip")
+REFUTED = ("cluster-policy", "snat-on-node")
 CAVEAT = (" An AWS NLB with client IP preservation may still send it back to its node, and these captures do not "
           "show which kind of load balancer this one is.")
 BEHAVIOUR_NAME = {
     AVOIDS_SOURCE: "never sends a connection back to the node whose address is its source",
     ANY_BACKEND: "picks any backend, also the node a connection comes from",
     PROXY: "proxies: it replaces the source with its own address",
+    UNKNOWN: "not shown by these captures",
+}
+LOOP_NAME = {  # how a loopback ended (natlens.vocab.LOOP_MODES), in words
+    ANSWERED_FROM_NODE: "answered from nodeIP:NodePort, which the client resets",
+    DROPPED_ON_ARRIVAL: "dropped on arrival (its source is the node's own address)",
+    ANSWERED_VIA_LB: "answered through the load balancer (it works)",
+    UNKNOWN: "how it ended is not shown",
 }
 
 
@@ -118,35 +128,29 @@ def elsewhere(seen: LbFinding, svc: str) -> str:
     return f" The load balancer of the {svc}, in the same incident, {BEHAVIOUR_NAME[seen.behaviour]}: {seen.evidence}."
 
 
-def remedies(f: LbFinding | None, p: cloud.LbProfile, inventory: Inventory, name: str | None,
-             port: int | None, behaviour: str | None = None, vip_on_node: str = UNKNOWN) -> list[str]:
-    """The fixes that work for the behaviour (measured; else the one documented; else all, each
-    said for which load balancers it works), each with its command and its cost. ``vip_on_node``
-    is findings.mechanism's ``vip`` fact: "policy" (the node's kube-proxy holds the VIP without
-    DNATing it, whatever the ipMode) leaves out the ipMode fix, which the rules show is not enough."""
-    b = behaviour or (f.behaviour if f is not None else UNKNOWN)
-    if b == PROXY:
-        return []
-    if b == UNKNOWN and p.documented in FIXES:
-        b = p.documented
+def any_backend_fixes(p: cloud.LbProfile, inventory: Inventory, name: str | None, port: int | None,
+                      vip_on_node: str = UNKNOWN) -> list[str]:
+    """The fixes that work for a load balancer that sends a node's own connection back to it, each
+    with its command and its cost; never SNAT or Cluster. ``vip_on_node`` is findings.mechanism's
+    ``vip`` fact: "policy" (the node's kube-proxy holds the VIP without DNATing it, whatever the
+    ipMode) leaves out the ipMode fix, which the rules show is not enough."""
     out = []
-    for kind in FIXES[b]:
+    for kind in ANY_BACKEND_FIXES:
         if kind == "node-intercepts-vip" and vip_on_node == "policy":
             continue
         fx = cloud.fix(kind, inventory, *_split(name), port)
         if fx is not None:
-            out.append(_fix_text(fx, b))
-    if b == ANY_BACKEND and p.cloud is None:  # no cloud known: the load balancers' own settings, named
+            out.append(fx.text + _how(fx))
+    if p.cloud is None:  # no cloud known: the load balancers' own settings, named
         out.append("Or change the load balancer so that it proxies: on an AWS NLB turn off client IP preservation "
                    "(target group attribute preserve_client_ip.enabled=false) or use IP targets; Azure, Alibaba "
                    "and Tencent document no such option.")
     return out
 
 
-def _fix_text(fx: cloud.Fix, b: str) -> str:
-    """'<text> How: <command> (cost: <cost>)', with for an unknown behaviour where it works."""
-    where = CAVEAT if b == UNKNOWN and fx.kind in REFUTED[ANY_BACKEND] else ""
-    return f"{fx.text}{where} How: {fx.command} (cost: {fx.cost})."
+def _how(fx: cloud.Fix | None) -> str:
+    """' How: <command> (cost: <cost>).' for a fix, '' for none (the report puts the command in a box)."""
+    return f" How: {fx.command} (cost: {fx.cost})." if fx is not None else ""
 
 
 def with_commands(steps: list[tuple[str | None, str]], f: LbFinding | None, p: cloud.LbProfile,
@@ -164,11 +168,11 @@ def with_commands(steps: list[tuple[str | None, str]], f: LbFinding | None, p: c
             if fx is None:
                 continue  # the generic "change the load balancer" step: nothing documented on this cloud
             text = fx.text
-        if b == UNKNOWN and kind in REFUTED[ANY_BACKEND] and p.documented != AVOIDS_SOURCE:
+        if b == UNKNOWN and kind in REFUTED and p.documented != AVOIDS_SOURCE:
             if elsewhere is not None and elsewhere.behaviour == ANY_BACKEND:
                 text += (f" The load balancer of {elsewhere.service} in this incident sent SNATed connections back "
                          "to their node: if this one is of the same kind, this will not help.")
             elif "NLB" not in text:
                 text += CAVEAT
-        out.append(text + (f" How: {fx.command} (cost: {fx.cost})." if fx is not None else ""))
+        out.append(text + _how(fx))
     return out

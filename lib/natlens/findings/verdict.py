@@ -274,7 +274,7 @@ def _loop_fixes(worst: pd.Series, m: Mechanism | None, f: LbFinding | None, p, i
         return wording.remediation(m, worst["policy"])
     b = f.behaviour if f is not None and f.behaviour != UNKNOWN else p.documented
     if b == ANY_BACKEND or _node_loop(worst, f):  # Cluster and SNAT refuted: its own loops are SNATed
-        return lb_words.remedies(f, p, inventory, name, port, ANY_BACKEND, m.vip.value if m is not None else UNKNOWN)
+        return lb_words.any_backend_fixes(p, inventory, name, port, m.vip.value if m is not None else UNKNOWN)
     return lb_words.with_commands(wording.remediation_steps(m, worst["policy"]), f, p, inventory, name, port,
                                   _measured_elsewhere(lbs, worst["service"], f))
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from natlens.findings import failure_words
+from natlens.findings.lb_words import BEHAVIOUR_NAME, LOOP_NAME
 from natlens.report.data import ReportData
 from natlens.report.display import table_html
 from natlens.report.tables import compact_hops
@@ -317,23 +318,13 @@ def rule_trace_intro(d: ReportData) -> Html:
                 "by hook: the reason for the SNAT decision above.</p>")
 
 
-LB_WORDS = {"avoids-source": "never sent a connection back to the node whose address was its source",
-            "any-backend": "picks any backend, also the node a connection comes from",
-            "proxy": "proxies: it replaces the source with its own address",
-            "unknown": "not shown by these captures"}
-LOOP_WORDS = {"answered-from-node-port": "answered from nodeIP:NodePort, which the client resets",
-              "dropped-on-arrival": "dropped on arrival (its source is the node's own address)",
-              "answered-via-lb": "answered through the load balancer (it works)",
-              "unknown": "how it ended is not shown"}
-
-
 def _lb_line(f: dict[str, Any]) -> str:
     """One executive-summary line on a Service's load balancer (findings.lb)."""
     svc = f"<code>{esc(f['service'])}</code>"
     if f["behaviour"] == "unknown":
         return (f"Whether the load balancer of {svc} would send a node's own connection back to it is not shown "
                 "by these captures (see How the load balancer picks a backend).")
-    return f"The load balancer of {svc} {esc(LB_WORDS[f['behaviour']])} (see How the load balancer picks a backend)."
+    return f"The load balancer of {svc} {esc(BEHAVIOUR_NAME[f['behaviour']])} (see How the load balancer picks a backend)."
 
 
 def lb_intro(d: ReportData) -> Html:
@@ -342,7 +333,7 @@ def lb_intro(d: ReportData) -> Html:
     found = d.summary.get("lb_behaviour") or []
     if not found:
         return Html("<p>No connection through a load balancer in these captures.</p>")
-    items = "".join(f"<li><code>{esc(f['service'])}</code>: {esc(LB_WORDS[f['behaviour']])}. "
+    items = "".join(f"<li><code>{esc(f['service'])}</code>: {esc(BEHAVIOUR_NAME[f['behaviour']])}. "
                     f"{esc(f['evidence'][:1].upper() + f['evidence'][1:])}."
                     + _loops_ended(f) + _documented(f) + "</li>" for f in found)
     return Html("<p>SNAT to the node's IP and externalTrafficPolicy Cluster stop a loopback only where the load "
@@ -360,7 +351,7 @@ def _documented(f: dict[str, Any]) -> str:
 
 def _loops_ended(f: dict[str, Any]) -> str:
     """' Its loopbacks: 10 dropped on arrival (...).' from findings.lb's loop modes, or ''."""
-    parts = [f"{n(k)} {LOOP_WORDS[m]}" for m, k in f["loops"].items() if m in LOOP_WORDS]
+    parts = [f"{n(k)} {LOOP_NAME[m]}" for m, k in f["loops"].items() if m in LOOP_NAME]
     return f" Its loopbacks: {esc('; '.join(parts))}." if parts else ""
 
 
