@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from natlens import netfilter
-from natlens.errors import NatlensError
+from natlens.errors import NatlensError, require_dir
 from natlens.netfilter.nft import parse_nft
 from natlens.netfilter.node import Address, NodeRules, read_ip_addr, read_ip_links
 from natlens.nodefiles import CAPTURE_SUFFIXES, NodeFiles, copy_fields, find_node_files, hidden
@@ -190,10 +190,7 @@ def relpath(root: Path, f: Path) -> str:
 
 def load_bundle(path: str | Path) -> Bundle:
     """Read the layout of an incident directory; captures are read later, one by one."""
-    root = Path(path)
-    if not root.is_dir():
-        raise NatlensError("not an incident directory (expected nodes/ and/or cluster/)",
-                           path=str(root))
+    root = require_dir(path, "incident")
     incident = _read_yaml(root / "incident.yaml") if (root / "incident.yaml").is_file() else {}
     cluster: dict[str, dict] = {}
     cdir = root / "cluster"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class NatlensError(Exception):
     """Bad input or an impossible request.
@@ -22,3 +25,13 @@ class NatlensError(Exception):
                 prefix += f"@{where}" if isinstance(where, int) else f":{where}"
             prefix += ": "
         super().__init__(prefix + message)
+
+
+def require_dir(path: str | os.PathLike[str], what: str = "incident") -> Path:
+    """`path` as a Path when it is a directory; else the one NatlensError every entry point
+    (analyze, report, explain, batch) gives: "PATH: incident directory not found", or
+    "PATH: not a directory" for a file. `what` names the directory (incident, node, incidents)."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    raise NatlensError("not a directory" if p.exists() else f"{what} directory not found", path=str(p))

@@ -1,4 +1,5 @@
-"""`natlens analyze INCIDENT_DIR [--json]`: the findings as readable tables, or summary.json."""
+"""`natlens analyze INCIDENT_DIR [--json] [--service S] [--start T] [--end T]`: the findings as
+readable tables, or summary.json."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from natlens.cli.progress import MIN_BYTES
+from natlens.cli.report import add_scope
+from natlens.findings.scope import describe_scope
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,19 +29,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "snat and latency as Parquet into DIR (default: write nothing)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: one on a terminal when the captures hold 32 MiB or more)")
+    add_scope(p, "the analysis")
     p.set_defaults(func=run)
 
 
 def _table(df: pd.DataFrame) -> str:
+    """`df` indented, without its index; a missing value (NaN, None, <NA>) reads "unknown",
+    never NaN: a reader takes NaN for a bug, and the value is one the captures do not show."""
     if df.empty:
         return "  (none)"
-    return "\n".join("  " + line for line in df.to_string(index=False).splitlines())
+    shown = df.astype(object).where(df.notna(), "unknown")
+    return "\n".join("  " + line for line in shown.to_string(index=False).splitlines())
 
 
 def render(a) -> str:
     """The findings of an Analysis as plain-text tables."""
     s = a.summary()
-    out = [f"incident: {s['incident']}", "", "inputs:"]
+    out = [f"incident: {s['incident']}"]
+    said = describe_scope(s.get("scope"), "analysis")
+    if said:
+        out.append(f"scope: {said}")
+    out += ["", "inputs:"]
     caps = pd.DataFrame([{"node": c["node"], "file": c["file"], "records": c["records"],
                           "decoded": c["decoded"],
                           "skipped": ", ".join(f"{k} {v}" for k, v in c["skipped"].items()) or "-"}
@@ -56,7 +67,7 @@ def render(a) -> str:
                 f"({c['timeouts']} timed out, {c['resets']} reset), {c['unknown']} outcome unknown", "",
             "SNAT per service and source node:"]
     snat = a.snat.drop(columns=["rule_trace"]).copy()
-    snat["ratio"] = snat["ratio"].map(lambda v: "-" if v is None or pd.isna(v) else f"{v:.2f}")
+    snat["ratio"] = snat["ratio"].map(lambda v: "unknown" if v is None or pd.isna(v) else f"{v:.2f}")
     snat["predicted_by_rules"] = snat["predicted_by_rules"].map(
         lambda v: "unknown" if v is None or pd.isna(v) else ("agree" if v else "DISAGREE"))
     snat = snat.rename(columns={"predicted_by_rules": "rules"})
@@ -123,7 +134,8 @@ def _worth_a_bar(incident: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from natlens.findings import analyze  # noqa: PLC0415
 
-    a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident))
+    a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident),
+                services=args.service, start=args.start or None, end=args.end or None)
     for warning in a.warnings:
         print(f"natlens: warning: {warning}", file=sys.stderr)
     if args.out:
@@ -137,6 +149,6 @@ def run(args: argparse.Namespace) -> int:
     if args.journeys:
         cols = ["journey", "client_node", "client_p", "service", "host_network", "snat", "lb_backend",
                 "loopback", "outcome", "connect_ms", "hops", "latency_from"]
-        print("\njourneys:")
-        print(_table(a.journeys[cols]))
+        print("\njourneys:" if a.scope is None else "\njourneys in scope:")
+        print(_table((a.journeys if a.scope is None else a.service_journeys)[cols]))
     return 0

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from natlens.cli.report import add_common
+from natlens.cli.report import add_common, command_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         raise NatlensError(f"--jobs must be at least 1, not {args.jobs}")
     r = run_batch(args.incidents, args.out, jobs=args.jobs, anonymize=args.anonymize,
                   key_file=args.key_file, cell_timeout=args.cell_timeout,
-                  progress=not args.no_progress and sys.stderr.isatty(), notebook=args.notebook)
+                  progress=not args.no_progress and sys.stderr.isatty(), notebook=args.notebook,
+                  command=command_line(args))
     n = len(r.table)
     print(f"{r.index}  ({n - len(r.failures)} of {n} incidents reported in {r.seconds:.1f} s)")
     if r.failures:

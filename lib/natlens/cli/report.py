@@ -1,8 +1,10 @@
-"""`natlens report INCIDENT_DIR [--out DIR] [--anonymize]`: one incident -> one HTML report."""
+"""`natlens report INCIDENT_DIR [--out DIR] [--anonymize] [--service S] [--start T] [--end T]`:
+one incident -> one HTML report."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -17,12 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle (DESIGN.md section 2)")
     p.add_argument("--out", metavar="DIR", help="output directory (default reports/<incident>)")
     add_common(p)
-    p.add_argument("--start", default="", metavar="TIME", help="time window start, ISO 8601 UTC (default: the first packet); tables and "
-                   "figures only, the verdict covers the whole incident")
-    p.add_argument("--end", default="", metavar="TIME", help="time window end, ISO 8601 UTC (default: the last packet)")
-    p.add_argument("--service", action="append", default=[], metavar="VIP:PORT",
-                   help="restrict tables and figures to this Service: VIP, VIP:PORT or VIP:PORT/PROTO "
-                   "(repeatable; default: all Services)")
+    add_scope(p, "the report")
     p.set_defaults(func=run)
 
 
@@ -41,12 +38,34 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="fail the report when one notebook cell runs longer (default 600)")
 
 
+def add_scope(p: argparse.ArgumentParser, what: str) -> None:
+    """--service / --start / --end, shared by `report` and `analyze` (natlens.findings.scope)."""
+    g = p.add_argument_group("scope", f"narrow {what}: every table, the verdict and summary.json "
+                             "are then about these Services' connections in this window only")
+    g.add_argument("--service", action="append", default=[], metavar="SERVICE",
+                   help="a Service: VIP, VIP:PORT, VIP:PORT/PROTO, NAMESPACE/NAME or NAMESPACE/NAME:PORT "
+                   "(e.g. 198.19.0.10:80/tcp, default/web-local); repeatable; default: every Service")
+    g.add_argument("--start", default="", metavar="TIME",
+                   help="window start: ISO 8601 (UTC unless a zone is given), epoch seconds, or a "
+                   "time of day on the captures' UTC date (when they span one day); default: the "
+                   "first packet")
+    g.add_argument("--end", default="", metavar="TIME", help="window end, as --start; default: the last packet")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command line the CLI was run with, as a shell would take it: "natlens report ..."."""
+    return shlex.join(["natlens", *getattr(args, "argv", [])])
+
+
 def run(args: argparse.Namespace) -> int:
+    from natlens.errors import NatlensError
     from natlens.report.run import build_report
 
     r = build_report(args.incident, args.out, anonymize=args.anonymize, key_file=args.key_file,
                      start=args.start, end=args.end, services=args.service,
-                     cell_timeout=args.cell_timeout, notebook=args.notebook)
+                     cell_timeout=args.cell_timeout, notebook=args.notebook, command=command_line(args))
+    if r.input_error:  # the notebook's NatlensError: the same one line and exit 2 as any other
+        raise NatlensError(r.error or "bad input")
     if not r.ok:
         print(f"natlens: report for {r.incident} failed: {r.error} (log: {r.log})", file=sys.stderr)
         return 1

@@ -90,6 +90,7 @@ lists and ``by_node`` are empty and the verdict says why.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -104,6 +105,13 @@ from natlens.findings.mechanism import mechanisms, node_rules
 from natlens.findings.notes import missing_evidence, no_client_record, undecided_notes, unread_files
 from natlens.findings.paths import dominant_problem, path_problems
 from natlens.findings.quality import capture_quality, uncaptured_nodes
+from natlens.findings.scope import (
+    apply_scope,
+    capture_span,
+    empty_scope_verdict,
+    known_services,
+    parse_scope,
+)
 from natlens.findings.snat import SNAT_COLUMNS, snat_table
 from natlens.findings.verdict import make_verdict, no_journeys_verdict, service_names
 from natlens.inventory import Inventory, build_inventory
@@ -117,8 +125,14 @@ from natlens.vocab import YES
 __all__ = ["FAILURE_COLUMNS", "LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "analyze"]
 
 
-def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
-    """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict."""
+def analyze(incident_dir: str | Path, progress: bool = False, *, services: Sequence[str] = (),
+            start: str | float | None = None, end: str | float | None = None) -> Analysis:
+    """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict.
+
+    `services`, `start`, `end` scope every finding (findings.scope's forms; NatlensError for a
+    Service the incident does not have, a bad time, a reversed window or one outside the
+    captures); the options are checked before the captures are read where they can be."""
+    request = parse_scope(services, start, end)
     bundle = load_bundle(incident_dir)
     inventory = build_inventory(bundle)
     require_captures(bundle)
@@ -129,6 +143,9 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     journeys, records, clocks = _journeys(caps, inventory, bundle, dropped)
     offsets, clock_notes = clocks.offsets, clocks.notes
     service, scope_notes = _service_journeys(journeys, inventory)
+    scope = (None if request.empty else
+             request.resolve(known_services(inventory, service), capture_span(caps.inputs)))
+    service, scope = apply_scope(service, scope)
     snat, snat_notes = (snat_table(service, bundle) if not service.empty
                         else (pd.DataFrame(columns=SNAT_COLUMNS), []))
     quality = capture_quality(caps.inputs, logs, service, records, offsets)
@@ -144,6 +161,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
     lbs = with_documented(lb_findings(service, records, inventory), inventory, service_names(inventory))
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
                             dominant_problem(problems, service), uncaptured, mechs, lbs, inventory) if not service.empty
+               else empty_scope_verdict(scope) if scope is not None and scope.journeys_out
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
     return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
                     inventory=inventory, connections=caps.connections, journeys=journeys,
@@ -152,7 +170,7 @@ def analyze(incident_dir: str | Path, progress: bool = False) -> Analysis:
                     latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
                     offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
                     quality=quality, problems=problems, uncaptured=uncaptured, mechanisms=mechs, lb=lbs,
-                    _packets=caps.packets, _packet_conn=caps.packet_conn)
+                    scope=scope, _packets=caps.packets, _packet_conn=caps.packet_conn)
 
 
 def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: set[str]

@@ -17,6 +17,7 @@ from natlens.bundle import Bundle
 from natlens.errors import NatlensError
 from natlens.findings.hops import journey_hops
 from natlens.findings.paths import PROBLEM_COLUMNS
+from natlens.findings.scope import Scope
 from natlens.findings.summary import build_summary
 from natlens.inventory import Inventory
 from natlens.netfilter import NodeRules
@@ -29,8 +30,9 @@ class Analysis:
     """One incident's findings.
 
     ``journeys`` holds every journey; ``service_journeys`` the ones to a load-balancer
-    Service (every TCP journey when no VIP is known), which the SNAT table, loopback hits,
-    latency, verdict and summary are about.
+    Service (every TCP journey when no VIP is known) and in ``scope`` (the Services and time
+    window asked for, findings.scope; None: no scope), which the SNAT table, loopback hits,
+    latency, problems, capture quality, load balancer, verdict and summary are about.
     """
 
     incident: str
@@ -53,6 +55,7 @@ class Analysis:
     uncaptured: list[str] = field(default_factory=list)  # nodes no capture covers
     mechanisms: list = field(default_factory=list)  # findings.mechanism: what the client nodes' rules do
     lb: list = field(default_factory=list)  # findings.lb: how each Service's load balancer picks a backend
+    scope: Scope | None = None  # findings.scope: the Services and window every finding is about; None: all
     _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -62,7 +65,8 @@ class Analysis:
                              self.bundle.not_read if self.bundle is not None else [],
                              self.service_journeys, self.snat, self.loopback, self.latency, self.verdict,
                              self.quality, self.problems, self.uncaptured,
-                             [m.to_dict() for m in self.mechanisms], [f.to_dict() for f in self.lb])
+                             [m.to_dict() for m in self.mechanisms], [f.to_dict() for f in self.lb],
+                             scope=self.scope.to_dict() if self.scope is not None else None)
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """summary.json and the tables as Parquet in `out_dir`, for scripts and notebooks that

@@ -20,10 +20,11 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
                   journeys: pd.DataFrame, snat: pd.DataFrame, loopback: pd.DataFrame,
                   latency: pd.DataFrame, verdict: dict, quality: list[dict] | None = None,
                   problems: pd.DataFrame | None = None, uncaptured: list[str] | None = None,
-                  rules: list[dict] | None = None, lb: list[dict] | None = None) -> dict:
+                  rules: list[dict] | None = None, lb: list[dict] | None = None, *,
+                  scope: dict | None = None) -> dict:
     """The summary document of one incident's Service journeys (``quality``: findings.quality's
     entry per capture; ``problems``: findings.paths' table; ``rules``: findings.mechanism's
-    facts per Service and client node, as dicts; ``lb``: findings.lb's finding per Service)."""
+    facts per Service and client node, as dicts; ``lb``: findings.lb's finding per Service; ``scope``: findings.scope's Scope.to_dict(), None without one)."""
     return {
         "schema": SUMMARY_SCHEMA,
         "incident": incident,
@@ -44,6 +45,7 @@ def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_re
         "rules": list(rules or []),
         "failures": failure_words.summary(journeys),
         "lb_behaviour": list(lb or []),
+        "scope": scope,
     }
 
 

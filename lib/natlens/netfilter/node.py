@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 
-from natlens.errors import NatlensError
+from natlens.errors import NatlensError, require_dir
 from natlens.netfilter.ipset import IPSet, parse_ipset
 from natlens.netfilter.iptables import Ruleset, merge_rulesets, parse_iptables
 from natlens.netfilter.ipvs import VirtualService, parse_ipvsadm
@@ -595,8 +595,8 @@ def read_iptables(paths: list[str], table: str | None = None) -> Ruleset | None:
 def load_node(node_dir: str | FsPath | NodeFiles, local_ips: list[str] | None = None) -> NodeRules:
     """Read a node directory of an incident bundle, or the files natlens.nodefiles found in one
     (iptables-save.txt, ip6tables-save.txt, ipset-save.txt, ipvsadm.txt, ip-addr, ip-route)."""
-    if not isinstance(node_dir, NodeFiles) and not FsPath(node_dir).is_dir():
-        raise NatlensError("not a directory", path=str(node_dir))
+    if not isinstance(node_dir, NodeFiles):
+        require_dir(node_dir, "node")
     f = as_node_files(node_dir)
     if f.iptables is None and f.nft is None:
         raise NatlensError("no iptables or nft dump (looked for "

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from natlens.errors import NatlensError
+from natlens.errors import NatlensError, require_dir
 from natlens.report.anonymize import new_key
 from natlens.report.run import CELL_TIMEOUT, build_report, check_key_file
 from natlens.report.text import esc, pct
@@ -51,9 +51,7 @@ class BatchResult:
 
 def find_incidents(incidents_dir: str | os.PathLike[str]) -> list[Path]:
     """The incident bundles directly under `incidents_dir`, sorted by name."""
-    root = Path(incidents_dir)
-    if not root.is_dir():
-        raise NatlensError("incidents directory not found", path=str(root))
+    root = require_dir(incidents_dir, "incidents")
     found = [p for p in sorted(root.iterdir())
              if p.is_dir() and ((p / "nodes").is_dir() or (p / "incident.yaml").is_file())]
     if not found:
@@ -73,10 +71,13 @@ def run_batch(
     progress: bool = True,
     incidents: Sequence[Path] | None = None,
     notebook: str | os.PathLike[str] | None = None,
+    command: str | None = None,
 ) -> BatchResult:
     """Report every incident under `incidents_dir` with `jobs` worker processes.
 
-    `notebook` replaces the incident report notebook (same parameters).
+    `notebook` replaces the incident report notebook (same parameters); `command` is the
+    command line each report names (default: this Python call, described). An incident whose
+    notebook raised NatlensError keeps its row, failed, with that message alone.
     """
     from tqdm import tqdm
 
@@ -90,6 +91,8 @@ def run_batch(
         check_key_file(key_file)  # once, not as a failure of every incident
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    command = command or (f"natlens.report.run_batch({str(incidents_dir)!r}, {str(out_dir)!r}, jobs={jobs!r}"
+                          + (", anonymize=True" if anonymize else "") + ")")
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="natlens-key-") as tmp:
         if anonymize and key_file is None:
@@ -104,7 +107,7 @@ def run_batch(
             futures = {
                 pool.submit(_one, str(p), str(out / p.name), anonymize,
                             str(key_file) if key_file else None, cell_timeout,
-                            str(notebook) if notebook else None): p.name
+                            str(notebook) if notebook else None, command): p.name
                 for p in sorted(todo, key=_bundle_bytes, reverse=True)
             }
             for fut in as_completed(futures):
@@ -133,15 +136,16 @@ def _bundle_bytes(incident: Path) -> int:
 
 
 def _one(incident: str, out: str, anonymize: bool, key_file: str | None, cell_timeout: float,
-         notebook: str | None) -> dict[str, Any]:
-    """Worker: one report; every failure comes back as data, with the log path."""
+         notebook: str | None, command: str | None = None) -> dict[str, Any]:
+    """Worker: one report; every failure comes back as data, with the log path (a NatlensError,
+    before the notebook or from it, as its own message: the input is wrong, not the notebook)."""
     try:
         r = build_report(incident, out, anonymize=anonymize, key_file=key_file,
-                         cell_timeout=cell_timeout, notebook=notebook)
+                         cell_timeout=cell_timeout, notebook=notebook, command=command)
     except NatlensError as exc:
         return {"incident": Path(incident).name, "ok": False, "error": str(exc), "seconds": 0.0}
     error = r.error
-    if error and r.log is not None:
+    if error and r.log is not None and not r.input_error:
         error = f"{error} (log: {r.log})"
     return {"incident": r.incident, "ok": r.ok, "error": error, "seconds": r.seconds,
             "html": str(r.html) if r.html else None}

@@ -2,7 +2,7 @@
 
 `load(incident_dir)` runs the analysis core (natlens.findings.analyze) and wraps
 it in a `ReportData`: the summary (natlens.summary/1) and the tables the report
-draws from, restricted to the time window / Services of interest when given,
+draws from, about the Services / time window of interest when given (the analysis's scope),
 and passed through Crypto-PAn (`anonymize=True`) before anything is shown, so
 tables, figures, text and summary.json all carry the same mapped addresses and
 no payload-derived strings. Every report section is one call on this object
@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from natlens.errors import NatlensError
+from natlens.errors import NatlensError, require_dir
 from natlens.findings import Analysis
+from natlens.findings.scope import Scope
 from natlens.nodefiles import hidden
 from natlens.report.anonymize import Anonymizer, load_key, new_key
 from natlens.vocab import SUMMARY_SCHEMA
@@ -77,40 +78,45 @@ def load(
     end: str | None = None,
     services: Sequence[str] = (),
     analysis: Analysis | None = None,
+    run: Mapping[str, str] | None = None,
 ) -> ReportData:
     """Analyze `incident_dir` (or take a ready `analysis`) and prepare it for a report.
 
-    `start`/`end` (ISO 8601, UTC) restrict the connection tables and figures to a
-    time window; `services` ("VIP:port/proto" or "VIP:port" or "VIP") restricts the
-    SNAT table. The summary and verdict always cover the whole incident; the
-    report says so when a scope is set. With `anonymize`, every IP address is
-    mapped with Crypto-PAn using the key in `key_file` (or $NATLENS_ANON_KEY_FILE,
-    or a fresh random key).
+    `services`, `start`, `end` scope the analysis (natlens.findings.scope: Services as VIP,
+    VIP:PORT, VIP:PORT/PROTO, NS/NAME or NS/NAME:PORT; times as ISO 8601, UTC unless zoned,
+    epoch seconds or a time of day): every table, figure, the verdict and summary.json are then
+    about those Services' connections in that window, and the connection records too are cut
+    to the window. A ready `analysis` must have been made with the same scope. With
+    `anonymize`, every IP address is mapped with Crypto-PAn using the key in `key_file` (or
+    $NATLENS_ANON_KEY_FILE, or a fresh random key). `run` says how the report was made
+    (generated_utc, natlens_version, command: filled in when empty); the parameters table
+    shows it.
     """
     incident_dir = Path(incident_dir)
-    if not incident_dir.is_dir():
-        raise NatlensError("incident directory not found", path=str(incident_dir))
+    require_dir(incident_dir, "incident")
+    services = [str(s) for s in (services or []) if str(s).strip()]
     if analysis is None:
         from natlens.findings import analyze
 
-        analysis = analyze(incident_dir, progress=False)
+        analysis = analyze(incident_dir, progress=False, services=services, start=start, end=end)
+    else:
+        _same_scope(analysis, services, start, end)
     summary = analysis.summary()
     if summary.get("schema") != SUMMARY_SCHEMA:
         raise NatlensError(f"analysis produced schema {summary.get('schema')!r}, "
                            f"the report needs {SUMMARY_SCHEMA}", path=str(incident_dir))
-    window = (_utc(start, "start"), _utc(end, "end"))
-    services = [s for s in (services or []) if s]
     frames = {
-        "connections": _scope(analysis.connections, window, ()),
-        "journeys": _scope(analysis.service_journeys, window, ()),
-        "snat": _scope(analysis.snat, (None, None), services),
-        "loopback": _scope(analysis.loopback, window, ()),
+        "connections": _in_window(analysis.connections, analysis.scope),
+        "journeys": analysis.service_journeys,
+        "snat": analysis.snat,
+        "loopback": analysis.loopback,
         "latency": analysis.latency,
     }
     files = input_files(incident_dir, analysis.inputs)
     inferred = list(analysis.inferred)
     params = {"incident_dir": str(incident_dir), "anonymize": bool(anonymize),
-              "start": start or "", "end": end or "", "services": services}
+              "start": "" if start is None else str(start), "end": "" if end is None else str(end),
+              "services": services, **run_info(run)}
     about = incident_about(analysis)
     anonymizer = None
     if anonymize:
@@ -121,6 +127,7 @@ def load(
         files = anonymizer.frame(files)
         inferred = [anonymizer.text(s) for s in inferred]
         params["services"] = [anonymizer.text(s) for s in services]
+        params["command"] = anonymizer.text(params["command"])
         about = anonymizer.value(about)
     return ReportData(
         incident=summary["incident"],
@@ -197,36 +204,43 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _utc(value: str | None, what: str) -> float | None:
-    if not value:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except ValueError as exc:
-        raise NatlensError(f"{what} time {value!r} is not ISO 8601 ({exc})") from None
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.value / 1e9
-
-
-def _scope(df: pd.DataFrame, window: tuple[float | None, float | None], services: Sequence[str]) -> pd.DataFrame:
-    if df.empty:
+def _in_window(df: pd.DataFrame, scope: Scope | None) -> pd.DataFrame:
+    """The rows of `df` whose ``ts`` falls in the scope's time window (all without one)."""
+    if scope is None or df.empty or "ts" not in df.columns or (scope.lo is None and scope.hi is None):
         return df
-    lo, hi = window
-    if (lo is not None or hi is not None) and "ts" in df.columns:
-        ts = pd.to_numeric(df["ts"], errors="coerce")
-        keep = pd.Series(True, index=df.index)
-        if lo is not None:
-            keep &= ts >= lo
-        if hi is not None:
-            keep &= ts <= hi
-        df = df[keep.fillna(False).astype(bool)]
-    if services and "service" in df.columns:
-        svc = df["service"].astype(str)
-        keep = pd.Series(False, index=df.index)
-        for s in services:
-            keep |= (svc == s) | svc.str.startswith(s.rstrip("/") + (":" if s.count(":") == 0 else "/"))
-        df = df[keep]
-    return df
+    ts = pd.to_numeric(df["ts"], errors="coerce")
+    keep = pd.Series(True, index=df.index)
+    if scope.lo is not None:
+        keep &= ts >= scope.lo
+    if scope.hi is not None:
+        keep &= ts <= scope.hi
+    return df[keep.fillna(False).astype(bool)]
+
+
+def _same_scope(analysis: Analysis, services: Sequence[str], start: Any, end: Any) -> None:
+    """NatlensError when a ready analysis was made with another scope than the one asked for:
+    the report would say one scope and show another."""
+    from natlens.findings.scope import parse_scope
+
+    asked = parse_scope(services, start, end)
+    have = analysis.scope.asked if analysis.scope is not None else None
+    if (have or None) != (None if asked.empty else asked.asked):
+        raise NatlensError("the analysis given was made with another scope (services/start/end) "
+                           "than the one asked for: analyze with the same options")
+
+
+def run_info(run: Mapping[str, str] | None = None) -> dict[str, str]:
+    """How the report was made: generated_utc (ISO 8601, now when not given), natlens_version
+    (this natlens when not given) and the command line (said to be unknown when not given)."""
+    from datetime import datetime, timezone
+
+    import natlens
+
+    run = dict(run or {})
+    return {"generated_utc": run.get("generated_utc") or
+            datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "natlens_version": run.get("natlens_version") or natlens.__version__,
+            "command": run.get("command") or "not recorded (the notebook was run without it)"}
 
 
 def _json_default(o: Any) -> Any:

@@ -4,7 +4,9 @@ A notebook counts as done only if papermill raised nothing, every code cell ran
 to completion, no cell holds an error output, and every file the notebook must
 write (e.g. summary.json) was written during this run. A cell that timed out or
 a kernel that died is a failure even when the saved notebook looks complete
-(its last outputs may be there, the rest of the run is not).
+(its last outputs may be there, the rest of the run is not). A cell that raised
+NatlensError is bad input, not a broken notebook: `input_error` says so and `error`
+is the exception's own one-line message.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import nbformat
 
 KERNEL_NAME = "python3"
+INPUT_ERROR = "NatlensError"  # the exception a cell raises for bad input (natlens.errors)
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Execution:
     ok: bool
     error: str | None        # one line saying why it failed, None when ok
     seconds: float
+    input_error: bool = False  # a cell raised NatlensError: bad input, and `error` is its message
 
 
 def execute(
@@ -66,6 +70,9 @@ def execute(
             kernel_manager_class=_kernel_manager(log),
         )
     except PapermillExecutionError as exc:
+        if exc.ename == INPUT_ERROR:  # the library said the input is wrong: its own words
+            return Execution(notebook=output, ok=False, error=_first_line(exc.evalue),
+                             seconds=time.time() - t0, input_error=True)
         error = f"cell {exc.exec_count or exc.cell_index} raised {exc.ename}: {_first_line(exc.evalue)}"
     except CellTimeoutError:
         error = f"a cell ran longer than the {cell_timeout:g} s cell timeout"

@@ -9,17 +9,19 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 import natlens
-from natlens.errors import NatlensError
+from natlens.errors import NatlensError, require_dir
 from natlens.report.anonymize import load_key, new_key
 from natlens.report.data import KEY_ENV
 from natlens.report.execute import execute
@@ -32,6 +34,9 @@ CELL_TIMEOUT = 600.0
 
 @dataclass
 class ReportResult:
+    """What one report run gave: where its files are, or why it failed (`input_error`: the
+    inputs were wrong, as a NatlensError said; the CLI prints it as its one line, exit 2)."""
+
     incident: str
     out_dir: Path
     ok: bool
@@ -42,6 +47,7 @@ class ReportResult:
     notebook: Path | None = None
     log: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    input_error: bool = False  # the notebook raised NatlensError: bad input, `error` is its message
 
 
 def build_report(
@@ -55,16 +61,19 @@ def build_report(
     services: Sequence[str] = (),
     notebook: str | os.PathLike[str] | None = None,
     cell_timeout: float = CELL_TIMEOUT,
+    command: str | None = None,
 ) -> ReportResult:
     """Produce the report of `incident_dir` in `out_dir` (default reports/<incident>).
 
-    Raises NatlensError for a missing incident directory or notebook; a notebook
-    that fails (error, timeout, dead kernel, summary.json not written) comes back
-    as `ok=False` with the reason, and no report.html is left behind.
+    Raises NatlensError for a missing incident directory or notebook and for options that are
+    wrong on their face (natlens.findings.scope's forms, an unknown Service where the inventory
+    names the Services); a notebook that fails (error, timeout, dead kernel, summary.json not
+    written) comes back as `ok=False` with the reason, and no report.html is left behind; one
+    whose cell raised NatlensError (a window outside the captures, ...) has `input_error` set.
+    `command` is the command line the report names (default: this Python call, described).
     """
+    require_dir(incident_dir, "incident")
     incident_dir = Path(incident_dir).resolve()
-    if not incident_dir.is_dir():
-        raise NatlensError("incident directory not found", path=str(incident_dir))
     check_inputs(incident_dir if notebook is None else None, anonymize=anonymize,
                  key_file=key_file, start=start, end=end, services=services)
     out = Path(out_dir) if out_dir else Path("reports") / incident_dir.name
@@ -78,13 +87,17 @@ def build_report(
     for stale in (html, summary, log):
         stale.unlink(missing_ok=True)
     params = {"incident_dir": str(incident_dir), "out_dir": str(out), "anonymize": bool(anonymize),
-              "start": start or "", "end": end or "", "services": list(services or [])}
+              "start": _text(start), "end": _text(end), "services": [str(x) for x in services or []],
+              "generated_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "natlens_version": natlens.__version__,
+              "command": command or python_call(incident_dir, out_dir, anonymize=anonymize, start=start,
+                                                end=end, services=services, notebook=notebook)}
     t0 = time.time()
     with _anonymization_key(anonymize, key_file):
         r = execute(source, executed, params, cwd=out, log=log, expect=[summary],
                     cell_timeout=cell_timeout)
     result = ReportResult(incident=incident_dir.name, out_dir=out, ok=r.ok, error=r.error,
-                          seconds=0.0, notebook=executed, log=log)
+                          seconds=0.0, notebook=executed, log=log, input_error=r.input_error)
     if r.ok:
         try:
             render_html(executed, html, title=f"natlens report: {incident_dir.name}")
@@ -100,23 +113,41 @@ def check_inputs(incident_dir: Path | None, *, anonymize: bool = False,
                  services: Sequence[str] = ()) -> None:
     """Raise NatlensError for bad parameters or an unusable bundle before a notebook starts.
 
-    Inside the notebook the same problem would only be a failed cell (exit 1 and a log to
-    read); here it is the usual one-line error, exit 2. `incident_dir` None: a notebook
-    of the user's own may need no captures, so the bundle is not checked.
+    Inside the notebook the same problem would take a kernel start to find; here it is the
+    usual one-line error, exit 2. The scope's syntax is checked (natlens.findings.scope), and
+    the Services against the inventory when it names load-balancer Services (else, and for
+    the window against the captures, the analysis in the notebook checks them: its
+    NatlensError is an input error too). `incident_dir` None: a notebook of the user's own
+    may need no captures, so the bundle is not checked.
     """
     from natlens.bundle import load_bundle, require_captures
-    from natlens.report.data import _utc
+    from natlens.findings.scope import known_services, parse_scope, resolve_services
 
-    if incident_dir is not None:
-        require_captures(load_bundle(incident_dir))
-    _utc(start, "start")
-    _utc(end, "end")
-    for svc in services:
-        if not _SERVICE.match(svc):
-            raise NatlensError(f"--service {svc!r}: expected VIP, VIP:PORT or VIP:PORT/PROTO "
-                               "(e.g. 198.19.0.10:80/tcp)")
+    request = parse_scope(services, start or None, end or None)
     if anonymize and key_file is not None:
         check_key_file(key_file)
+    if incident_dir is None:
+        return
+    bundle = load_bundle(incident_dir)
+    require_captures(bundle)
+    if request.services:
+        from natlens.inventory import build_inventory
+
+        known = known_services(build_inventory(bundle), pd.DataFrame(columns=["vip", "vport", "proto"]))
+        if known:
+            resolve_services(request.services, known)
+
+
+def python_call(incident_dir: str | os.PathLike[str], out_dir: Any = None, **options: Any) -> str:
+    """How a report made from Python is named in it: "natlens.report.build_report('x', ...)"
+    with the options that differ from their defaults."""
+    args = [repr(str(incident_dir))] + ([repr(str(out_dir))] if out_dir else [])
+    args += [f"{k}={v!r}" for k, v in options.items() if v not in (None, "", (), [], False)]
+    return f"natlens.report.build_report({', '.join(args)})"
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
 
 
 def check_key_file(key_file: str | os.PathLike[str]) -> None:
@@ -128,9 +159,6 @@ def check_key_file(key_file: str | os.PathLike[str]) -> None:
     except ValueError:
         raise NatlensError("a Crypto-PAn key is 32 raw bytes or 64 hex characters",
                            path=str(key_file)) from None
-
-
-_SERVICE = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[?[0-9A-Fa-f:]+\]?)(:\d{1,5}(/(tcp|udp|sctp))?)?$")
 
 
 @contextmanager
