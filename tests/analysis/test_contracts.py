@@ -66,7 +66,7 @@ def validate_summary(s: dict) -> None:
     """Raise AssertionError naming the key when `s` is not natlens.summary/1."""
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN / Infinity anywhere
     _keys(s, {"schema", "incident", "inputs", "connections", "snat", "loopback", "latency_ms", "verdict"},
-          {"problems", "rules", "failures", "lb_behaviour"})
+          {"problems", "rules", "failures", "lb_behaviour", "scope"})
     assert s["schema"] == "natlens.summary/1"
     assert isinstance(s["incident"], str) and s["incident"]
 

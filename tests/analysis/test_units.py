@@ -105,7 +105,7 @@ def test_retina_shaped_node_and_tarball(tmp_path):
 
 
 def test_bad_input_is_one_line_error(tmp_path):
-    with pytest.raises(NatlensError, match="not an incident"):
+    with pytest.raises(NatlensError, match="incident directory not found"):
         load_bundle(tmp_path / "missing")
     (tmp_path / "cluster").mkdir()
     (tmp_path / "cluster" / "services.json").write_text('{"items": [\n  {"a": 1,}\n]}')
@@ -125,7 +125,8 @@ def test_cli_json_is_the_summary():
     s = json.loads(r.stdout)
     assert s["schema"] == "natlens.summary/1"
     assert set(s) == {"schema", "incident", "inputs", "connections", "snat", "loopback",
-                      "latency_ms", "verdict", "problems", "rules", "failures", "lb_behaviour"}
+                      "latency_ms", "verdict", "problems", "rules", "failures", "lb_behaviour", "scope"}
+    assert s["scope"] is None  # no --service/--start/--end
     assert s["snat"][0]["ratio"] == 1.0 and s["loopback"]["hits"] == 0
     assert [x["behaviour"] for x in s["lb_behaviour"]] == ["avoids-source"]
     r = subprocess.run([sys.executable, "-m", "natlens", "analyze", str(d)],

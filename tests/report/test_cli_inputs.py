@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import re
 import shutil
+from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
 
 from natlens.cli import main
 from natlens.errors import NatlensError
+from natlens.findings import analyze
 from natlens.report import table_html
-from natlens.report.run import build_report
+from natlens.report.run import build_report, check_inputs
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"start": "yesterday"}, "start time 'yesterday' is not ISO 8601"),
-    ({"services": ["nope"]}, "--service 'nope': expected VIP"),
+    ({"start": "yesterday"}, "start time 'yesterday' is not a time: give ISO 8601"),
+    ({"services": ["nope"]}, "Service 'nope': expected VIP, VIP:PORT, VIP:PORT/PROTO, NAMESPACE/NAME"),
+    ({"services": ["10.0.0.1:443"]}, "unknown Service '10.0.0.1:443'; the incident's Services: "
+                                     "default/web-local (198.19.0.10:80/tcp)"),
+    ({"services": ["198.19.0.10:80/udp"]}, "unknown Service '198.19.0.10:80/udp'"),
+    ({"start": "2026-11-26T06:40:03Z", "end": "2026-11-26T06:40:02Z"}, "the window runs backwards"),
+    ({"start": "1795675193", "end": "1795675192"}, "the window runs backwards"),
     ({"anonymize": True, "key_file": "/nonexistent/key"}, "/nonexistent/key: No such file"),
 ])
 def test_bad_parameters_fail_before_the_notebook_runs(sample, tmp_path, kwargs, message):
@@ -73,3 +80,107 @@ def test_batch_digest_counts_undetermined_snat_as_unknown_not_as_zero():
     measured = {**undetermined, "policy": "Local", "snat": 0, "ratio": 0.0}
     row = aggregate_summary({"snat": [undetermined, measured]})
     assert row["snat_ratio"] == 0.0 and row["snat_connections"] == 20
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_names_epoch_seconds_and_times_of_day_pass_the_checks(sample):
+    """Service names (as incident.yaml writes them) and epoch seconds used to be refused."""
+    check_inputs(sample, services=["default/web-local", "default/web-local:80", "198.19.0.10"],
+                 start="1795675193", end="06:39:54")
+
+
+def test_a_missing_directory_is_one_message_for_every_entry_point(tmp_path, capsys):
+    nope = tmp_path / "nope"
+    for argv in (["analyze", str(nope)], ["report", str(nope), "--out", str(tmp_path / "r")]):
+        assert main(argv) == 2
+        assert _one_error_line(capsys) == f"natlens: error: {nope}: incident directory not found"
+    assert main(["explain", "--node", str(nope / "nodes" / "node-1"), "--services"]) == 2
+    assert _one_error_line(capsys) == f"natlens: error: {nope / 'nodes' / 'node-1'}: node directory not found"
+    assert main(["batch", str(nope), "--out", str(tmp_path / "b")]) == 2
+    assert _one_error_line(capsys) == f"natlens: error: {nope}: incidents directory not found"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--service", "10.0.0.1:443"], "unknown Service '10.0.0.1:443'; the incident's Services: "
+                                    "default/web-local (198.19.0.10:80/tcp)"),
+    (["--start", "06:39:54", "--end", "06:39:53"], "is after end time '06:39:53'"),
+    (["--start", "2026-01-01", "--end", "2026-01-02"], "holds no packet: the captures span 2026-11-26 "),
+    (["--start", "1795675193x"], "start time '1795675193x' is not a time"),
+])
+def test_analyze_refuses_a_scope_that_cannot_be_right(sample, capsys, argv, message):
+    assert main(["analyze", str(sample), *argv]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("natlens: error: ") and message in line
+
+
+def test_analyze_with_a_scope_says_so_and_prints_no_nan(sample, capsys):
+    """The CLI printed NaN (connect times of connections that never connected, medians of none)."""
+    ts = sorted(analyze(sample).service_journeys["ts"])
+    assert main(["analyze", str(sample), "--journeys", "--service", "default/web-local",
+                 "--start", f"{ts[5]:.6f}"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "unknown" in out
+    assert (f"scope: This analysis covers only Service default/web-local (198.19.0.10:80/tcp) from "
+            f"{datetime.fromtimestamp(ts[5], timezone.utc):%Y-%m-%d %H:%M:%S}") in out
+    assert f": {len(ts) - 5} of the incident's {len(ts)} connections." in out
+
+
+def test_a_natlens_error_in_the_notebook_is_one_line_and_exit_2(sample, tmp_path, capsys):
+    """A window outside the captures is found by the analysis in the notebook: it was 'cell 3
+    raised NatlensError ...', exit 1 (or accepted, the timeline saying 'no connections')."""
+    assert main(["report", str(sample), "--out", str(tmp_path / "r"), "--start", "2026-01-01",
+                 "--end", "2026-01-02T00:00:00Z"]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("natlens: error: the time window 2026-01-01 00:00:00.000 UTC to 2026-01-02 "
+                           "00:00:00.000 UTC holds no packet: the captures span 2026-11-26 ")
+    assert "cell" not in line
+
+
+def test_batch_keeps_the_row_of_an_incident_with_bad_input(monkeypatch, tmp_path):
+    import natlens.report.batch as batch
+    from natlens.report.run import ReportResult
+
+    def bad_input(incident, out, **kw):
+        return ReportResult(incident="x", out_dir=tmp_path, ok=False, seconds=1.0, log=tmp_path / "report.log",
+                            error="the time window ... holds no packet", input_error=True)
+
+    monkeypatch.setattr(batch, "build_report", bad_input)
+    row = batch._one("x", str(tmp_path), False, None, 60.0, None, "natlens batch in")
+    assert row == {"incident": "x", "ok": False, "error": "the time window ... holds no packet",
+                   "seconds": 1.0, "html": None}
+
+
+def test_the_report_names_when_how_and_with_which_natlens_it_was_made(sample, tmp_path):
+    import natlens
+    from natlens import report
+
+    d = report.load(sample, run={"command": "natlens report x --service 198.19.0.10"})
+    t = report.tables.parameters(d).set_index("parameter")["value"]
+    assert t["natlens_version"] == natlens.__version__ and t["command"] == "natlens report x --service 198.19.0.10"
+    assert abs(datetime.fromisoformat(t["generated_utc"].replace("Z", "+00:00")).timestamp()
+               - datetime.now(timezone.utc).timestamp()) < 120
+
+
+def test_build_report_passes_the_command_line_to_the_notebook(sample, monkeypatch, tmp_path):
+    import natlens.report.run as run
+
+    seen = {}
+
+    def fake_execute(source, executed, params, **kw):
+        seen.update(params)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(run, "execute", fake_execute)
+    with pytest.raises(RuntimeError):
+        main(["report", str(sample), "--out", str(tmp_path / "r"), "--service", "default/web-local"])
+    assert seen["command"] == f"natlens report {sample} --out {tmp_path / 'r'} --service default/web-local"
+    assert seen["natlens_version"] and seen["generated_utc"].endswith("Z")
+    with pytest.raises(RuntimeError):
+        build_report(sample, tmp_path / "p", services=["default/web-local"])
+    assert seen["command"] == (f"natlens.report.build_report({str(sample)!r}, {str(tmp_path / 'p')!r}, "
+                               "services=['default/web-local'])")

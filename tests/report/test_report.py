@@ -192,7 +192,7 @@ def test_cli_report_errors(tmp_path, capsys):
     assert err.count("\n") == 1 and "incident directory not found" in err
 
 
-def test_time_window_and_services_scope_tables_not_the_verdict(sample):
+def test_time_window_and_services_scope_every_table_and_the_summary(sample):
     import pandas as pd
 
     from natlens import report
@@ -204,16 +204,16 @@ def test_time_window_and_services_scope_tables_not_the_verdict(sample):
     assert 0 < len(d.journeys) < len(full.journeys)
     assert (d.journeys["ts"] >= ts.iloc[len(ts) // 2] - 1e-6).all()
     assert list(d.snat["service"]) == [full.snat["service"].iloc[0]]
-    assert d.summary == full.summary
+    assert d.summary["connections"]["total"] == len(d.journeys)  # the summary is scoped too
+    assert d.summary["scope"]["journeys"] == {"in": len(d.journeys), "out": len(full.journeys) - len(d.journeys)}
     assert "restricted to time window" in report.text.banner(d)
 
 
-def test_a_services_scope_that_matches_nothing_shows_no_snat_rows(sample):
-    """The SNAT table and sentences come from the scoped rows, never the unscoped summary."""
+def test_a_service_the_incident_does_not_have_is_an_error(sample):
+    """An unknown Service used to give empty tables and a whole-incident summary."""
     from natlens import report
+    from natlens.errors import NatlensError
 
-    d = report.load(sample, services=["198.19.0.99:443/tcp"])
-    assert d.snat.empty and report.tables.snat(d).empty
-    assert "SNATed" not in str(report.text.executive_summary(d))
-    assert "no SNAT decision to explain" in str(report.text.rule_traces(d))
-    assert d.summary["snat"]  # the summary still covers the whole incident
+    with pytest.raises(NatlensError, match=r"unknown Service '198.19.0.99:443/tcp'; the incident's "
+                                           r"Services: default/web-local \(198.19.0.10:80/tcp\)"):
+        report.load(sample, services=["198.19.0.99:443/tcp"])

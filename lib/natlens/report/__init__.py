@@ -13,6 +13,7 @@ From Python or the CLI (`natlens report`, `natlens batch`):
 
 Modules, one job each:
     data       analysis -> ReportData (scoped, optionally anonymized); summary.json
+    checks     the deep-dive notebooks' own parameters (journey, node, src, dst, dport)
     text       verdict banner, executive summary, rule traces, remediation (escaped HTML)
     tables     the report's tables (DataFrames, columns named for scripts)
     display    table_html: how a table shows (readable headers, percentages, fits the page)
@@ -29,11 +30,12 @@ from typing import Any
 
 import pandas as pd
 
-from natlens.report import figures, tables, text
+from natlens.errors import NatlensError
+from natlens.report import checks, figures, tables, text
 from natlens.report.data import ReportData, load, write_summary
 from natlens.report.display import table_html
 
-__all__ = ["ReportData", "build_report", "figures", "load", "run_batch", "setup", "table_html", "tables",
+__all__ = ["ReportData", "build_report", "checks", "figures", "load", "run_batch", "setup", "table_html", "tables",
            "text", "write_summary"]
 
 
@@ -57,6 +59,15 @@ def setup(max_rows: int = 40) -> None:
     shell = get_ipython()
     if shell is not None:  # tables as display.table_html shows them (readable headers, no row index)
         shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+        shell.set_custom_exc((NatlensError,), _one_line_error)
+
+
+def _one_line_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+    """IPython's display of a NatlensError: its one line, no traceback (bad input is not a bug).
+    The cell still fails with ename NatlensError, which natlens.report.execute reads as bad input."""
+    stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
 
 
 def build_report(*args: Any, **kwargs: Any):

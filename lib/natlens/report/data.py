@@ -74,9 +74,9 @@ def load(
     *,
     anonymize: bool = False,
     key_file: str | os.PathLike[str] | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    services: Sequence[str] = (),
+    start: str | float | None = None,
+    end: str | float | None = None,
+    services: Sequence[str] | str = (),
     analysis: Analysis | None = None,
     run: Mapping[str, str] | None = None,
 ) -> ReportData:
@@ -92,8 +92,11 @@ def load(
     (generated_utc, natlens_version, command: filled in when empty); the parameters table
     shows it.
     """
-    incident_dir = Path(incident_dir)
-    require_dir(incident_dir, "incident")
+    if not str(incident_dir).strip():  # the notebook's default: Path("") would be the cwd
+        raise NatlensError("parameter incident_dir is empty: give the incident bundle's directory")
+    incident_dir = require_dir(incident_dir, "incident")
+    if isinstance(services, str):  # papermill -p services 198.19.0.10:80 gives one string
+        services = [services]
     services = [str(s) for s in (services or []) if str(s).strip()]
     if analysis is None:
         from natlens.findings import analyze

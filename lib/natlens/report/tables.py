@@ -166,15 +166,22 @@ def inputs(d: ReportData) -> pd.DataFrame:
 
 
 def parameters(d: ReportData, **extra: Any) -> pd.DataFrame:
-    """The report's parameters (the Crypto-PAn key is never among them)."""
+    """The report's parameters (the Crypto-PAn key is never among them), with how it was made:
+    generated_utc, natlens_version and the command line (natlens.report.data.run_info)."""
     p = {**d.parameters, **extra}
     return pd.DataFrame({"parameter": list(p), "value": [_show(v) for v in p.values()]})
 
 
 def versions() -> pd.DataFrame:
-    """Versions of Python and the packages that produced the report."""
+    """Versions of Python and the packages that produced the report; natlens's is the one the
+    kernel imported (natlens.__version__), which an installed copy elsewhere may not be."""
+    import natlens
+
     rows = [{"component": "python", "version": platform.python_version()}]
     for pkg in VERSION_PACKAGES:
+        if pkg == "natlens":
+            rows.append({"component": pkg, "version": natlens.__version__})
+            continue
         try:
             rows.append({"component": pkg, "version": metadata.version(pkg)})
         except metadata.PackageNotFoundError:
