@@ -4,8 +4,8 @@
                     [--nft nft-ruleset.txt|.json] [--ipset ipset.txt] [--ipvs ipvsadm.txt]
                     [--ip-addr ip-addr.txt] [--local-ip IP ...] --src IP --dst IP --dport N
                     [--proto tcp] [--sport N] [--in-iface IF | --local] [--json]
-    natlens explain --node incident/nodes/node-a --src ... --dst ... --dport ...
-    natlens explain --node incident/nodes/node-a --services [--json]
+    natlens explain --node INCIDENT_DIR/nodes/NODE --src ... --dst ... --dport ...
+    natlens explain --node INCIDENT_DIR/nodes/NODE --services [--json]
 """
 
 from __future__ import annotations

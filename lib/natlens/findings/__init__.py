@@ -1,7 +1,8 @@
 """Journeys + netfilter + inventory -> SNAT ratios, loopback hits, latency and the verdict.
 
     from natlens.findings import analyze
-    a = analyze("incidents/checkout-2024-05-01")
+    a = analyze("data/samples/mixed")
+    a = analyze("data/samples/mixed", services=["default/web-local"], start="06:40:02")  # scoped
     a.snat          # one row per (Service VIP:port/proto, source node)
     a.verdict       # headline, root cause, remediation in plain words
     a.summary()     # summary.json, schema natlens.summary/1 (DESIGN.md section 5)
@@ -68,12 +69,22 @@ additive keys (scripts written against section 5 are unaffected):
                                         unknown: connections = snat + no_snat + unknown, and
                                         the ratio is snat / (snat + no_snat)
 
+  scope                                 null without --service/--start/--end; else what every
+                                        other key is about (natlens.findings.scope): services
+                                        [{"service": "VIP:port/proto", "name": "ns/name" | null}]
+                                        (empty: every Service), start / end (ISO 8601 UTC, null:
+                                        open), journeys {"in", "out"}: the service journeys in and
+                                        out of scope, asked {services, start, end}: the options as
+                                        given; describe_scope() says it in one sentence
+
 connections.failed counts the journeys whose outcome is "reset" or "timed out" (so
 failed = timeouts + resets); a UDP journey's outcome is "answered" / "unanswered" /
 "unknown": it counts in ``total`` but never as failed (UDP needs no answer, and going
 idle is not a failure).
 
-Stages (one module each): ``captures`` (read every capture), ``quality`` (each
+Stages (one module each): ``captures`` (read every capture), ``scope`` (the Services and
+time window asked for: parsed first, checked against the inventory and the captures' span,
+applied to the service journeys before any finding is computed from them), ``quality`` (each
 capture as evidence), ``paths`` (slow and lossy paths between capture points),
 ``snat`` (the SNAT table and the rules' prediction), ``mechanism`` (what the client nodes'
 rules do with the Services' traffic), ``wording`` (the verdict's sentences it picks),
