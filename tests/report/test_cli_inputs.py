@@ -184,3 +184,16 @@ def test_build_report_passes_the_command_line_to_the_notebook(sample, monkeypatc
         build_report(sample, tmp_path / "p", services=["default/web-local"])
     assert seen["command"] == (f"natlens.report.build_report({str(sample)!r}, {str(tmp_path / 'p')!r}, "
                                "services=['default/web-local'])")
+
+
+def test_an_anonymized_reports_parameters_name_no_real_address(sample, tmp_path, key_file):
+    """--service values and the command line reach the executed notebook's parameters: mapped
+    there too (the --service address was left in report.ipynb)."""
+    from natlens.report.anonymize import Anonymizer, load_key
+
+    out = tmp_path / "r"
+    assert main(["report", str(sample), "--out", str(out), "--anonymize", "--key-file", str(key_file),
+                 "--service", "198.19.0.10:80"]) == 0
+    executed = (out / "report.ipynb").read_text()
+    mapped = Anonymizer(load_key(key_file)).ip("198.19.0.10")
+    assert "198.19.0.10" not in executed and f"--service {mapped}:80" in executed

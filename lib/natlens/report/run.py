@@ -96,6 +96,8 @@ def build_report(
     with _anonymization_key(anonymize, key_file):
         r = execute(source, executed, params, cwd=out, log=log, expect=[summary],
                     cell_timeout=cell_timeout)
+        if anonymize and executed.is_file():
+            anonymize_parameters(executed)
     result = ReportResult(incident=incident_dir.name, out_dir=out, ok=r.ok, error=r.error,
                           seconds=0.0, notebook=executed, log=log, input_error=r.input_error)
     if r.ok:
@@ -136,6 +138,25 @@ def check_inputs(incident_dir: Path | None, *, anonymize: bool = False,
         known = known_services(build_inventory(bundle), pd.DataFrame(columns=["vip", "vport", "proto"]))
         if known:
             resolve_services(request.services, known)
+
+
+def anonymize_parameters(notebook: Path) -> None:
+    """Map the IP addresses in the executed notebook's parameters (papermill's injected cell and
+    its metadata: --service values, the command line) with the run's Crypto-PAn key, as every
+    other part of an anonymized report is; the key comes from the environment (KEY_ENV)."""
+    import nbformat
+
+    from natlens.report.anonymize import Anonymizer
+
+    an = Anonymizer(load_key(os.environ[KEY_ENV]))
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = an.text(cell.source)
+    pm = nb.metadata.get("papermill", {})
+    if "parameters" in pm:
+        pm["parameters"] = an.value(pm["parameters"])
+    nbformat.write(nb, str(notebook))
 
 
 def python_call(incident_dir: str | os.PathLike[str], out_dir: Any = None, **options: Any) -> str:
