@@ -56,8 +56,7 @@ def test_epoch_seconds_are_accepted_as_text_and_as_numbers():
 def test_a_bare_time_of_day_waits_for_the_captures_date():
     """A bare time was taken as today's date: every table empty."""
     assert parse_time("06:40:02", "start") == time(6, 40, 2)
-    r = parse_scope((), "06:40:02", "06:40:03.5").resolve(KNOWN, SPAN)
-    s = r  # a Scope
+    s = parse_scope((), "06:40:02", "06:40:03.5").resolve(KNOWN, SPAN)
     assert (s.lo, s.hi) == (pytest.approx(at("06:40:02")), pytest.approx(at("06:40:03.5")))
 
 
