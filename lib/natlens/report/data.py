@@ -23,7 +23,7 @@ import pandas as pd
 from natlens.errors import NatlensError
 from natlens.findings import Analysis
 from natlens.nodefiles import hidden
-from natlens.report.anonymize import Anonymizer, load_key, new_key
+from natlens.report.anonymize import Anonymizer, bundle_anonymizer, load_key, new_key
 from natlens.vocab import SUMMARY_SCHEMA
 
 # The environment variable through which a Crypto-PAn key file reaches the notebook
@@ -115,13 +115,15 @@ def load(
     anonymizer = None
     if anonymize:
         key_file = key_file or os.environ.get(KEY_ENV) or None
-        anonymizer = Anonymizer(load_key(key_file) if key_file else new_key())
+        key = load_key(key_file) if key_file else new_key()
+        anonymizer = (bundle_anonymizer(key, incident_dir, bundle=analysis.bundle, inventory=analysis.inventory)
+                      if analysis.bundle is not None else Anonymizer(key))
         summary = anonymizer.value(summary)
         frames = {k: anonymizer.frame(v) for k, v in frames.items()}
         files = anonymizer.frame(files)
         inferred = [anonymizer.text(s) for s in inferred]
-        params["services"] = [anonymizer.text(s) for s in services]
-        about = anonymizer.value(about)
+        params = anonymizer.params(params)
+        about = anonymous_about(about, anonymizer)
     return ReportData(
         incident=summary["incident"],
         incident_dir=incident_dir, summary=summary, files=files, inferred=inferred,
@@ -146,6 +148,25 @@ def incident_about(analysis: Analysis) -> dict[str, Any]:
     if raw.get("notes"):
         about["notes"] = str(raw["notes"])
     return about
+
+
+# incident.yaml's free text: an anonymized report leaves it out (see anonymous_about).
+FREE_TEXT = ("title", "notes")
+
+
+def anonymous_about(about: dict[str, Any], anonymizer: Anonymizer) -> dict[str, Any]:
+    """incident.yaml's facts for an anonymized report: the window as it is, the Services
+    mapped, and the title and notes left out, named in ``left_out``.
+
+    Why left out rather than mapped: free text can name anything (a customer, a ticket, a
+    person, a host natlens never saw); only names known from the bundle could be mapped,
+    so a mapped note could still identify the customer.
+    """
+    out = anonymizer.value({k: v for k, v in about.items() if k not in FREE_TEXT})
+    left = [k for k in FREE_TEXT if about.get(k)]
+    if left:
+        out["left_out"] = left
+    return out
 
 
 def write_summary(data: ReportData, out_dir: str | os.PathLike[str]) -> Path:

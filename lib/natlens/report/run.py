@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 
 import natlens
 from natlens.errors import NatlensError
-from natlens.report.anonymize import load_key, new_key
+from natlens.report.anonymize import bundle_anonymizer, load_key, new_key, scrub_log, scrub_notebook
 from natlens.report.data import KEY_ENV
 from natlens.report.execute import execute
 from natlens.report.render import render_html
@@ -80,19 +80,37 @@ def build_report(
     params = {"incident_dir": str(incident_dir), "out_dir": str(out), "anonymize": bool(anonymize),
               "start": start or "", "end": end or "", "services": list(services or [])}
     t0 = time.time()
-    with _anonymization_key(anonymize, key_file):
+    shown = incident_dir.name
+    with _anonymization_key(anonymize, key_file) as key_path:
         r = execute(source, executed, params, cwd=out, log=log, expect=[summary],
                     cell_timeout=cell_timeout)
+        if key_path is not None:
+            shown = scrub_outputs(incident_dir, out, key_path, executed, log)
     result = ReportResult(incident=incident_dir.name, out_dir=out, ok=r.ok, error=r.error,
                           seconds=0.0, notebook=executed, log=log)
     if r.ok:
         try:
-            render_html(executed, html, title=f"natlens report: {incident_dir.name}")
+            render_html(executed, html, title=f"natlens report: {shown}")
             result.html, result.summary = html, summary
         except Exception as exc:  # a rendering failure is this incident's failure, not a crash
             result.ok, result.error = False, f"rendering HTML failed: {type(exc).__name__}: {exc}"
     result.seconds = time.time() - t0
     return result
+
+
+def scrub_outputs(incident_dir: Path, out_dir: Path, key_file: str | os.PathLike[str],
+                  notebook: Path, log: Path) -> str:
+    """Map the identifiers papermill left in the executed notebook and the log (the
+    parameters hold the incident's path, the log the notebooks' and working directory's).
+
+    Uses the kernel's key, so a name gets the pseudonym the report shows. Returns the
+    incident's pseudonym, for the HTML title.
+    """
+    anonymizer = bundle_anonymizer(load_key(key_file), incident_dir, paths=[out_dir])
+    if notebook.is_file():
+        scrub_notebook(notebook, anonymizer)
+    scrub_log(log, anonymizer)
+    return anonymizer.names.name(incident_dir.name, "incident")
 
 
 def check_inputs(incident_dir: Path | None, *, anonymize: bool = False,
@@ -134,13 +152,14 @@ _SERVICE = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[?[0-9A-Fa-f:]+\]?)(:\d{1,5}(/(
 
 
 @contextmanager
-def _anonymization_key(anonymize: bool, key_file: str | os.PathLike[str] | None):
+def _anonymization_key(anonymize: bool, key_file: str | os.PathLike[str] | None) -> Iterator[str | None]:
     """Hand the Crypto-PAn key file to the kernel through the environment, never as a parameter.
 
-    Without a key file, a random key is made for this run and deleted afterwards.
+    Without a key file, a random key is made for this run and deleted afterwards. Yields the
+    key file's path (None when not anonymizing).
     """
     if not anonymize:
-        yield
+        yield None
         return
     old = os.environ.get(KEY_ENV)
     with tempfile.TemporaryDirectory(prefix="natlens-key-") as tmp:
@@ -151,7 +170,7 @@ def _anonymization_key(anonymize: bool, key_file: str | os.PathLike[str] | None)
                 f.write(new_key().hex())
         os.environ[KEY_ENV] = str(Path(key_file).resolve())
         try:
-            yield
+            yield os.environ[KEY_ENV]
         finally:
             if old is None:
                 os.environ.pop(KEY_ENV, None)

@@ -166,7 +166,10 @@ def inputs(d: ReportData) -> pd.DataFrame:
 
 
 def parameters(d: ReportData, **extra: Any) -> pd.DataFrame:
-    """The report's parameters (the Crypto-PAn key is never among them)."""
+    """The report's parameters (the Crypto-PAn key is never among them). In an anonymized
+    report `extra` values (a command line, ...) are mapped like the rest: paths and names."""
+    if d.anonymizer is not None and extra:
+        extra = d.anonymizer.params(extra)
     p = {**d.parameters, **extra}
     return pd.DataFrame({"parameter": list(p), "value": [_show(v) for v in p.values()]})
 

@@ -108,7 +108,9 @@ def banner(d: ReportData) -> Html:
         + f"<p><strong>{esc(state)}.</strong> {esc(v['headline'])}</p>"
         + (f"<p>{esc(v['root_cause'])}</p>" if v["root_cause"] else "")
         + (f"<p><em>{esc(scope)}</em></p>" if scope else "")
-        + ("<p><em>IP addresses in this report are anonymized (Crypto-PAn, prefix-preserving); "
+        + ("<p><em>This report is anonymized: IP addresses are mapped with Crypto-PAn "
+           "(prefix-preserving); node, pod, namespace, Service and incident names, local paths, "
+           "MAC addresses and kube-proxy's chain hashes are replaced by keyed pseudonyms; "
            "payload-derived strings are left out.</em></p>" if d.anonymized else "")
         + "</div>"
     )
@@ -189,6 +191,10 @@ def reported(d: ReportData) -> str:
         parts.append("Services of interest: " + esc(", ".join(a["services"])) + ".")
     if a.get("notes"):
         parts.append("Notes: " + esc(a["notes"]))
+    if a.get("left_out"):
+        left = a["left_out"]
+        parts.append(f"The {' and '.join(left)} written in incident.yaml {'are' if len(left) > 1 else 'is'} "
+                     "left out of this anonymized report: free text can name anything.")
     if not parts:
         return ""
     return "<p><strong>As reported</strong> (incident.yaml). " + " ".join(parts) + "</p>"
