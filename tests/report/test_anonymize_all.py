@@ -31,7 +31,7 @@ NOTE = "Escalated by AcmeCorp, ticket CS-4711; contact jane.roe"
 FREE_WORDS = ("AcmeCorp", "CS-4711", "jane.roe")
 # A name that is one word (a namespace "default", a pod "client") is natlens' own word too;
 # it leaks only in the forms that name it.
-WORD_FORMS = ("{}/", "-n {}", ".{}.svc", "namespace {}", "pod {}", "nodes/{}/")
+WORD_FORMS = ("{}/", "-n {}", ".{}.svc", "namespace {}", "pod {}", "nodes/{}/", "veth-{}")
 
 
 def _bundle(src: Path, dst: Path) -> Path:

@@ -147,6 +147,7 @@ def _key(args: argparse.Namespace) -> bytes | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Analyze, anonymize the Analysis when asked, then print and write what was asked."""
     from natlens.findings import analyze  # noqa: PLC0415
 
     key = _key(args)

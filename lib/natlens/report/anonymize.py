@@ -206,6 +206,7 @@ class Anonymizer:
         return v
 
     def _key(self, k: Any, by_name: bool) -> Any:
+        """A dict key mapped: as a whole name under a name field (by_node), else as text."""
         if not isinstance(k, str):
             return k
         return (self.names.exact(k) if by_name else None) or self.text(k)
@@ -214,6 +215,7 @@ class Anonymizer:
         """Report parameters (and the like: a command line) with every identifier mapped,
         absolute paths included, whatever the key."""
         def one(v: Any) -> Any:
+            """One parameter value, recursively."""
             if isinstance(v, str):
                 return self.text(self.names.absolute_paths(v))
             if isinstance(v, (list, tuple)):
@@ -327,6 +329,22 @@ def scrub_log(path: str | os.PathLike[str], anonymizer: Anonymizer) -> None:
     text = p.read_text(encoding="utf-8", errors="replace")
     p.write_text("".join(anonymizer.names.absolute_paths(line) for line in text.splitlines(True)),
                  encoding="utf-8")
+
+
+def scrub_summary(path: str | os.PathLike[str], anonymizer: Anonymizer) -> None:
+    """Map the names and known paths left in a summary.json (the report's own is mapped
+    already and stays as it is: this mapping is idempotent; a notebook of the user's own
+    may have written the incident's name)."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError:
+        return  # not JSON: the run's check reports what the notebook wrote
+    mapped = _map_strings(doc, anonymizer.names.names)
+    if mapped != doc:
+        p.write_text(json.dumps(mapped, indent=2) + "\n", encoding="utf-8")
 
 
 def _map_strings(v: Any, fn: Any) -> Any:

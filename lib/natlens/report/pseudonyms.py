@@ -12,7 +12,7 @@ counted as a pod in one bundle and a node in another keeps its hex part.
 Names are rewritten only where they identify: a name that is one of natlens' own
 words (a namespace ``default``, a pod ``client``) only in the forms that name it
 (``default/web``, ``web.default.svc``, ``-n default``, ``namespace default``,
-``pod client``, ``nodes/client/``), any other name wherever it stands as a whole
+``pod client``, ``veth-client``, ``nodes/worker/``), any other name wherever it stands as a whole
 token (``node-1`` in ``node-1/any``, ``web-1`` in ``veth-web-1``, not ``node-10``).
 
 kube-proxy's chain names ``KUBE-SVC-<16>``, ``KUBE-SEP-<16>`` ... and nftables
@@ -117,6 +117,7 @@ class Pseudonyms:
         return s
 
     def _b32(self, purpose: str, value: str, n: int) -> str:
+        """`n` characters of the keyed digest in kube-proxy's alphabet (base32)."""
         return base64.b32encode(self.digest(purpose, value)).decode("ascii")[:n]
 
     def macs(self, s: str) -> str:
@@ -127,6 +128,7 @@ class Pseudonyms:
         return _MAC_RE.sub(self._mac, s) if (":" in s or "-" in s) else s
 
     def _mac(self, m: re.Match[str]) -> str:
+        """One matched MAC address, mapped (see `macs`), in its own separator."""
         text, sep = m.group(1), m.group(2)
         octets = bytes(int(x, 16) for x in text.split(sep))
         if octets[0] & 1 or octets in (b"\0" * 6, b"\xff" * 6):
@@ -155,6 +157,9 @@ def _build_rewrites(by_kind: dict[str, list[str]], name: Callable[[str, str | No
         if by_kind.get(kind):
             out.append((re.compile(rf"(\b{nouns}\s+[\"'`]?)({_alt(by_kind[kind])}){_AFTER}"),
                         lambda m, k=kind: m.group(1) + name(m.group(2), k)))
+    if by_kind.get("pod"):  # an interface named after its pod (veth-client)
+        out.append((re.compile(rf"\b(veth-)({_alt(by_kind['pod'])}){_AFTER}"),
+                    lambda m: m.group(1) + name(m.group(2), "pod")))
     if nodes:  # nodes/worker/any.pcap, worker/any (a capture's label)
         out.append((re.compile(rf"{_BEFORE}(nodes/)?({_alt(nodes)})(?=/[A-Za-z0-9])"),
                     lambda m: (m.group(1) or "") + name(m.group(2), "node")))

@@ -20,9 +20,18 @@ from typing import Any
 
 import natlens
 from natlens.errors import NatlensError
-from natlens.report.anonymize import bundle_anonymizer, load_key, new_key, scrub_log, scrub_notebook
+from natlens.report.anonymize import (
+    Anonymizer,
+    bundle_anonymizer,
+    load_key,
+    new_key,
+    scrub_log,
+    scrub_notebook,
+    scrub_summary,
+)
 from natlens.report.data import KEY_ENV
 from natlens.report.execute import execute
+from natlens.report.identifiers import Identifiers
 from natlens.report.render import render_html
 
 NOTEBOOKS = Path(natlens.__file__).resolve().parents[2] / "notebooks"
@@ -101,15 +110,23 @@ def build_report(
 def scrub_outputs(incident_dir: Path, out_dir: Path, key_file: str | os.PathLike[str],
                   notebook: Path, log: Path) -> str:
     """Map the identifiers papermill left in the executed notebook and the log (the
-    parameters hold the incident's path, the log the notebooks' and working directory's).
+    parameters hold the incident's path, the log the notebooks' and working directory's),
+    and any name a notebook of the user's own wrote into summary.json.
 
     Uses the kernel's key, so a name gets the pseudonym the report shows. Returns the
     incident's pseudonym, for the HTML title.
     """
-    anonymizer = bundle_anonymizer(load_key(key_file), incident_dir, paths=[out_dir])
+    key = load_key(key_file)
+    try:
+        anonymizer = bundle_anonymizer(key, incident_dir, paths=[out_dir])
+    except NatlensError:  # a notebook of the user's own may run on no bundle at all
+        ids = Identifiers(names={incident_dir.name: "incident"})
+        ids.add_path(incident_dir, out_dir)
+        anonymizer = Anonymizer(key, ids)
     if notebook.is_file():
         scrub_notebook(notebook, anonymizer)
     scrub_log(log, anonymizer)
+    scrub_summary(out_dir / "summary.json", anonymizer)
     return anonymizer.names.name(incident_dir.name, "incident")
 
 
