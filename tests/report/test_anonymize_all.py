@@ -275,3 +275,18 @@ def test_chain_hashes_and_paths_in_parameters(tmp_path):
     assert p["incident_dir"] == an.names.name("acme-prod", "incident")
     assert "jane" not in p["command"] and "acme" not in p["command"] and "10.0.0.1" not in p["command"]
     assert p["command"].startswith(f"natlens report {p['incident_dir']} --out path-")
+
+
+def test_numbers_addresses_and_well_known_names_are_no_names():
+    from natlens.report.anonymize import Anonymizer
+    from natlens.report.identifiers import Identifiers
+
+    ids = Identifiers()
+    ids.add("node", "7", "10.0.1.5", "n1")
+    ids.add("ns", "kube-system")
+    assert set(ids.names) == {"7", "n1"}  # an IP is Crypto-PAn's; kube-system names no one
+    an = Anonymizer(bytes.fromhex(KEY_HEX), ids)
+    out = an.text("7 of 70 from n1 to 10.0.1.5; kubectl -n kube-system get daemonset")
+    assert out.startswith("7 of 70 from node-") and "n1" not in out and "10.0.1.5" not in out
+    assert out.endswith("kubectl -n kube-system get daemonset")
+    assert an.value({"node": "7"}) == {"node": an.names.name("7")}

@@ -14,6 +14,7 @@ remaining identifiers; `Identifiers.paths` holds the local paths to hide.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,20 @@ _COMMENT_RE = re.compile(r'(?:--comment\s+"?|/\*\s*|comment\s+")' + _NS_NAME + r
 _NFT_CHAIN_RE = re.compile(r"\b(?:service|endpoint|external|local|firewall)-[A-Z0-9]{8}-" + _NS_NAME + "/")
 
 
+# Names every cluster has, which identify no one's: kept as they are (natlens' own advice
+# names them: "kubectl -n kube-system get daemonset").
+WELL_KNOWN = frozenset({"kube-system", "kube-public", "kube-node-lease", "kubernetes"})
+
+
+def is_address(value: str) -> bool:
+    """Whether `value` is an IP address or network: Crypto-PAn maps those, never as a name."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class Identifiers:
     """The names to map (name -> kind, a key of KINDS) and the local paths to hide."""
@@ -38,9 +53,11 @@ class Identifiers:
     paths: list[str] = field(default_factory=list)
 
     def add(self, kind: str, *values: Any) -> None:
-        """Record each non-empty string of `values` as a name of `kind` (the first kind wins)."""
+        """Record each non-empty string of `values` as a name of `kind` (the first kind wins);
+        an address (a node named by its IP) and a WELL_KNOWN name are not names to map."""
         for v in values:
-            if isinstance(v, str) and v.strip() and v not in self.names:
+            if (isinstance(v, str) and v.strip() and v not in self.names and v not in WELL_KNOWN
+                    and not is_address(v)):
                 self.names[v] = kind
 
     def add_path(self, *paths: str | os.PathLike[str] | None) -> None:

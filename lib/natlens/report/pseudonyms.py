@@ -48,18 +48,13 @@ _BEFORE = r"(?<![A-Za-z0-9_.])"
 _AFTER = r"(?![A-Za-z0-9_]|-[A-Za-z0-9]|\.\d)"
 
 
-def _alt(names: Iterable[str]) -> str:
-    """A regex alternation of `names`, longest first (so ``web-10`` wins over ``web-1``)."""
-    return "|".join(re.escape(n) for n in sorted(set(names), key=lambda n: (-len(n), n)))
-
-
 class Pseudonyms:
     """The name, path, MAC and chain-hash mapping of one key over one set of identifiers."""
 
     def __init__(self, key: bytes, ids: Identifiers | None = None):
         self._key = key
         self.ids = Identifiers()
-        self._rewrites: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
+        self._rewrites: list[_Rewrite] = []
         self.learn(ids or Identifiers())
 
     def learn(self, ids: Identifiers) -> None:
@@ -99,9 +94,7 @@ class Pseudonyms:
         for p in sorted(self.ids.paths, key=len, reverse=True):
             if p in s:
                 s = re.sub(re.escape(p) + r"(?![\w.-])", lambda _m, p=p: self.path(p), s)
-        for rx, fn in self._rewrites:
-            s = rx.sub(fn, s)
-        return s
+        return _scan(s, self._rewrites)
 
     def absolute_paths(self, s: str) -> str:
         """Every absolute path in `s` (a parameter, a command line, a log line) replaced."""
@@ -138,33 +131,93 @@ class Pseudonyms:
         return sep.join(f"{b:02x}" for b in d)
 
 
-def _build_rewrites(by_kind: dict[str, list[str]], name: Callable[[str, str | None], str],
-                    ) -> list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]:
-    """The regex rewrites for these names, most specific first (module docstring)."""
+# A run of the characters a Kubernetes name is made of: where a name may stand.
+_RUN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_QUOTE = "[\"'`]?"
+_Rewrite = tuple[re.Pattern[str], Callable[[re.Match[str]], "tuple[str, int] | None"]]
+
+
+def _valid_end(run: str, e: int) -> bool:
+    """Whether a name may end at `run[e]` (see _AFTER): the run's end, a '-' not followed by
+    a letter or digit, or a '.' not followed by a digit."""
+    if e == len(run):
+        return True
+    nxt = run[e + 1] if e + 1 < len(run) else ""
+    return (run[e] == "-" and not nxt.isalnum()) or (run[e] == "." and not nxt.isdigit())
+
+
+def _prefix(run: str, names: Iterable[str] | dict[str, str] | set[str]) -> int:
+    """The length of the longest known name `run` starts with (ending where a name may), or 0."""
+    ends = [len(run)] + [i for i in range(len(run) - 1, 0, -1) if run[i] in "-."]
+    for e in ends:
+        if run[:e] in names and _valid_end(run, e):
+            return e
+    return 0
+
+
+def _scan(s: str, rewrites: list[_Rewrite]) -> str:
+    """Apply each rewrite: at every match its function returns (replacement, end in `s`) or
+    None, in which case the search goes on one character later (a name may start after a
+    '-' inside a match that named nothing: foo-default/web)."""
+    for rx, fn in rewrites:
+        out, pos, i = [], 0, 0
+        while (m := rx.search(s, i)) is not None:
+            hit = fn(m)
+            if hit is None:
+                i = m.start() + 1
+                continue
+            out += [s[pos:m.start()], hit[0]]
+            pos = i = max(hit[1], m.start() + 1)
+        s = "".join(out) + s[pos:] if out else s
+    return s
+
+
+def _build_rewrites(by_kind: dict[str, list[str]], name: Callable[[str, str | None], str]) -> list[_Rewrite]:
+    """The rewrites for these names, most specific first (module docstring). Candidates are
+    found by their shape and looked up in sets, so the cost does not grow with the names."""
     words = natlens_words()
-    ns, nodes = by_kind.get("ns", []), by_kind.get("node", [])
-    objects = by_kind.get("svc", []) + by_kind.get("pod", [])
-    out: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
-    if ns and objects:  # default/web-local, endpoint-X-default/web-local/tcp/http
-        out.append((re.compile(f"{_BEFORE}({_alt(ns)})/({_alt(objects)}){_AFTER}"),
-                    lambda m: f"{name(m.group(1), 'ns')}/{name(m.group(2), None)}"))
-        out.append((re.compile(rf"\b({_alt(objects)})\.({_alt(ns)})\.svc\b"),
-                    lambda m: f"{name(m.group(1), None)}.{name(m.group(2), 'ns')}.svc"))
-    if ns:  # kubectl -n default, --namespace=default, namespace "default"
-        out.append((re.compile(rf"((?:^|\s)(?:-n|--namespace)[ =]|\b[Nn]amespaces?:?\s+[\"'`]?)({_alt(ns)}){_AFTER}"),
-                    lambda m: m.group(1) + name(m.group(2), "ns")))
+    ns = set(by_kind.get("ns", []))
+    objects = set(by_kind.get("svc", [])) | set(by_kind.get("pod", []))
+    everything = {n for names in by_kind.values() for n in names}
+
+    def named(kind: str | None, known: set[str], group: int) -> Callable[[re.Match[str]], tuple[str, int] | None]:
+        """A rewrite function: the run in `group` starts with a name of `known`."""
+        def fn(m: re.Match[str]) -> tuple[str, int] | None:
+            run = m.group(group)
+            e = _prefix(run, known)
+            if not e:
+                return None
+            return m.group(0)[:m.start(group) - m.start()] + name(run[:e], kind), m.start(group) + e
+        return fn
+
+    def pair(m: re.Match[str]) -> tuple[str, int] | None:
+        e = _prefix(m.group(2), objects) if m.group(1) in ns else 0
+        return (f"{name(m.group(1), 'ns')}/{name(m.group(2)[:e], None)}", m.start(2) + e) if e else None
+
+    def dns(m: re.Match[str]) -> tuple[str, int] | None:
+        if m.group(1) in objects and m.group(2) in ns:
+            return f"{name(m.group(1), None)}.{name(m.group(2), 'ns')}.svc", m.end()
+        return None
+
+    out: list[_Rewrite] = []
+    odd = [n for n in everything if not re.fullmatch(_RUN, n)]  # provider IDs: aws:///zone/i-...
+    if odd:
+        rx = re.compile("(" + "|".join(re.escape(n) for n in sorted(odd, key=len, reverse=True)) + ")")
+        out.append((rx, lambda m: (name(m.group(1), None), m.end())))
+    out.append((re.compile(rf"{_BEFORE}([a-z0-9][-a-z0-9.]*)/({_RUN})"), pair))  # default/web-local
+    out.append((re.compile(rf"{_BEFORE}([a-z0-9][-a-z0-9]*)\.([a-z0-9][-a-z0-9]*)\.svc\b"), dns))
+    out.append((re.compile(rf"((?:^|(?<=\s))(?:-n|--namespace)[ =]|\b[Nn]amespaces?:?\s+{_QUOTE})({_RUN})"),
+                named("ns", ns, 2)))
     for kind, nouns in (("pod", "[Pp]ods?"), ("node", "[Nn]odes?"), ("svc", "[Ss]ervices?")):
-        if by_kind.get(kind):
-            out.append((re.compile(rf"(\b{nouns}\s+[\"'`]?)({_alt(by_kind[kind])}){_AFTER}"),
-                        lambda m, k=kind: m.group(1) + name(m.group(2), k)))
-    if by_kind.get("pod"):  # an interface named after its pod (veth-client)
-        out.append((re.compile(rf"\b(veth-)({_alt(by_kind['pod'])}){_AFTER}"),
-                    lambda m: m.group(1) + name(m.group(2), "pod")))
-    if nodes:  # nodes/worker/any.pcap, worker/any (a capture's label)
-        out.append((re.compile(rf"{_BEFORE}(nodes/)?({_alt(nodes)})(?=/[A-Za-z0-9])"),
-                    lambda m: (m.group(1) or "") + name(m.group(2), "node")))
-    distinct = [n for n in (n for names in by_kind.values() for n in names)
-                if not (n.isalpha() and n.lower() in words)]
-    if distinct:
-        out.append((re.compile(f"{_BEFORE}({_alt(distinct)}){_AFTER}"), lambda m: name(m.group(1), None)))
+        out.append((re.compile(rf"(\b{nouns}\s+{_QUOTE})({_RUN})"), named(kind, set(by_kind.get(kind, [])), 2)))
+    out.append((re.compile(rf"\b(veth-)({_RUN})"), named("pod", set(by_kind.get("pod", [])), 2)))
+    nodes = set(by_kind.get("node", []))
+    out.append((re.compile(rf"{_BEFORE}(nodes/)?({_RUN})(?=/[A-Za-z0-9])"),
+                lambda m: (m.group(0)[:m.start(2) - m.start()] + name(m.group(2), "node"), m.end())
+                if m.group(2) in nodes else None))
+    # A token of its own: not natlens' word, and with a letter and two characters at least (a
+    # node named "7" is mapped where it is a node, never every 7 of the report).
+    distinct = {n for n in everything
+                if not (n.isalpha() and n.lower() in words) and len(n) > 1 and any(c.isalpha() for c in n)}
+    out.append((re.compile(f"{_BEFORE}({_RUN})"), named(None, distinct, 1)))
     return out
