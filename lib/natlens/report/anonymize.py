@@ -11,9 +11,16 @@ The 32-byte key is the AES-128 key (first 16 bytes) plus the pad seed (last 16
 bytes), as in the reference implementation. The same key gives the same mapping,
 across reports too. IPv6 uses the same construction over 128 bits.
 
-`Anonymizer` also rewrites every IP address found inside free text (rule traces,
-node names such as ``ip-10-0-1-5``, "VIP:port/proto" labels) and drops the
-columns whose content comes from packet payloads.
+`Anonymizer` rewrites every IP address found inside free text (rule traces,
+node names such as ``ip-10-0-1-5``, "VIP:port/proto" labels), and, given the
+bundle's identifiers (natlens.report.identifiers), its node, pod, namespace,
+Service and incident names, local paths, MAC addresses and kube-proxy's chain
+hashes with keyed pseudonyms under the same key (natlens.report.pseudonyms). It
+drops the columns whose content comes from packet payloads.
+
+Beyond the report's data: `anonymized_analysis` maps an Analysis for
+``natlens analyze --out --anonymize``; `scrub_notebook`, `scrub_log` and
+`scrub_summary` map what papermill and the kernel left in the report directory.
 """
 
 from __future__ import annotations

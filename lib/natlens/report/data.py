@@ -3,9 +3,10 @@
 `load(incident_dir)` runs the analysis core (natlens.findings.analyze) and wraps
 it in a `ReportData`: the summary (natlens.summary/1) and the tables the report
 draws from, restricted to the time window / Services of interest when given,
-and passed through Crypto-PAn (`anonymize=True`) before anything is shown, so
-tables, figures, text and summary.json all carry the same mapped addresses and
-no payload-derived strings. Every report section is one call on this object
+and anonymized (`anonymize=True`: Crypto-PAn for addresses, keyed pseudonyms for
+the bundle's names, paths and MACs; natlens.report.anonymize) before anything is
+shown, so tables, figures, text and summary.json all carry the same mapped
+identifiers, no payload-derived strings and none of incident.yaml's free text. Every report section is one call on this object
 (natlens.report.text / tables / figures), in a notebook or anywhere else.
 """
 
@@ -83,9 +84,10 @@ def load(
     `start`/`end` (ISO 8601, UTC) restrict the connection tables and figures to a
     time window; `services` ("VIP:port/proto" or "VIP:port" or "VIP") restricts the
     SNAT table. The summary and verdict always cover the whole incident; the
-    report says so when a scope is set. With `anonymize`, every IP address is
-    mapped with Crypto-PAn using the key in `key_file` (or $NATLENS_ANON_KEY_FILE,
-    or a fresh random key).
+    report says so when a scope is set. With `anonymize`, every identifier is
+    mapped using the key in `key_file` (or $NATLENS_ANON_KEY_FILE, or a fresh random
+    key): addresses with Crypto-PAn, the bundle's names, the paths and MACs with keyed
+    pseudonyms; incident.yaml's title and notes are left out (`anonymous_about`).
     """
     incident_dir = Path(incident_dir)
     if not incident_dir.is_dir():
