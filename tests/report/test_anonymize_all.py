@@ -149,7 +149,8 @@ def _parquet_text(path: Path, ids: dict[str, set[str]]) -> tuple[str, set[str]]:
         s = df[col].dropna()
         if s.empty or not (pd.api.types.is_string_dtype(s.dtype) or s.dtype == object):
             continue
-        vals = s.map(lambda x: x if isinstance(x, str) else json.dumps(x, default=str)).astype(str)
+        vals = s.map(lambda x: x if isinstance(x, str) else json.dumps(
+            x.tolist() if hasattr(x, "tolist") else x, default=str)).astype(str)  # all of a list cell
         parts.append("\n".join(vals))
         cells |= set(vals) & (ids["word"] | ids["token"])
     return "\n".join(parts), cells
