@@ -291,3 +291,17 @@ def test_numbers_addresses_and_well_known_names_are_no_names():
     assert out.startswith("7 of 70 from node-") and "n1" not in out and "10.0.1.5" not in out
     assert out.endswith("kubectl -n kube-system get daemonset")
     assert an.value({"node": "7"}) == {"node": an.names.name("7")}
+
+
+def test_a_relative_incident_path_without_a_slash_is_no_path_to_rewrite(tmp_path, monkeypatch):
+    from natlens.report.anonymize import Anonymizer
+    from natlens.report.identifiers import Identifiers
+
+    (tmp_path / "mixed").mkdir()
+    monkeypatch.chdir(tmp_path)
+    ids = Identifiers()
+    ids.add_path("mixed")
+    assert ids.paths == [str(tmp_path / "mixed")]
+    an = Anonymizer(bytes.fromhex(KEY_HEX), ids)
+    assert an.text(f"a mixed result in {tmp_path}/mixed/nodes") == (
+        f"a mixed result in {an.names.path(str(tmp_path / 'mixed'))}/nodes")

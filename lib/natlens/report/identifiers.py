@@ -61,12 +61,15 @@ class Identifiers:
                 self.names[v] = kind
 
     def add_path(self, *paths: str | os.PathLike[str] | None) -> None:
-        """Record local paths (as given and resolved) whose text must not be shown."""
+        """Record local paths (as given when it has a '/', and resolved) whose text must not
+        be shown."""
         for p in paths:
             if p is None or str(p) in ("", ".", "/"):
                 continue
             for form in (str(p), str(Path(p).resolve())):
-                if form not in self.paths and form not in ("", ".", "/"):
+                # A bare relative name ("mixed") is a word, not a path to look for: the
+                # resolved form stands for it (the incident's name is a name, mapped as one).
+                if form not in self.paths and "/" in form.strip("/"):
                     self.paths.append(form)
 
     def merge(self, other: Identifiers) -> Identifiers:
