@@ -66,8 +66,12 @@ def test_text_rewrites_every_address_form_and_leaves_the_rest():
     # The /8 network maps to the /8 every mapped 10.x address lives in.
     net = ipaddress.ip_network(out.split("-s ")[1].split()[0])
     assert net.prefixlen == 8 and ipaddress.ip_address("117.161.29.118") in net
-    for kept in ("12:30:45", "1.2.3", "aa:bb:cc:dd:ee:ff", "ns/svc"):
+    for kept in ("12:30:45", "1.2.3", "ns/svc"):
         assert kept in out
+    # A MAC address is mapped too (natlens.report.pseudonyms): to a locally administered one.
+    assert "aa:bb:cc:dd:ee:ff" not in out
+    mac = out.split("mac ")[1].split()[0]
+    assert len(mac.split(":")) == 6 and int(mac[:2], 16) & 0b11 == 0b10
 
 
 def test_frame_maps_strings_drops_payload_columns_and_keeps_numbers():

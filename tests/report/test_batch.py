@@ -124,7 +124,10 @@ def test_anonymized_batch_uses_one_key_file_for_all(tmp_path, notebook):
     inc = _incidents(tmp_path / "incidents", ["ok-1"])
     r = run_batch(inc, tmp_path / "r", jobs=1, notebook=notebook, anonymize=True, progress=False)
     assert not r.failures
-    executed = (tmp_path / "r" / "ok-1" / "report.ipynb").read_text()
-    assert "anonymize = True" in executed
+    # The incident is named by its pseudonym: its directory, its row and its summary.json.
+    shown = r.table["incident"].iloc[0]
+    assert re.fullmatch(r"incident-[0-9a-f]{8}", shown) and not (tmp_path / "r" / "ok-1").exists()
+    executed = (tmp_path / "r" / shown / "report.ipynb").read_text()
+    assert "anonymize = True" in executed and "ok-1" not in executed
     assert "cryptopan.key" not in executed and "NATLENS_ANON_KEY" not in executed
-    assert json.loads((tmp_path / "r" / "ok-1" / "summary.json").read_text())["incident"] == "ok-1"
+    assert json.loads((tmp_path / "r" / shown / "summary.json").read_text())["incident"] == shown

@@ -1,5 +1,5 @@
 """What the user wrote in incident.yaml (title, window, Services, notes) reaches the report,
-escaped, and anonymized with the rest."""
+escaped; an anonymized report leaves the free text out."""
 
 from __future__ import annotations
 
@@ -38,10 +38,15 @@ def test_timeline_shades_the_reported_window(bundle):
     assert "reported window" in labels
 
 
-def test_anonymized_report_maps_addresses_in_the_title_and_notes(bundle):
+def test_anonymized_report_leaves_the_title_and_notes_out_and_says_so(bundle):
+    # Free text can name anything: an anonymized report leaves it out (natlens.report.data).
     d = report.load(bundle, anonymize=True)
-    text = d.about["title"] + d.about["notes"]
-    assert "198.19.0.10" not in text and "198.18.16.100" not in text
+    assert "title" not in d.about and "notes" not in d.about and d.about["left_out"] == ["title", "notes"]
+    page = report.text.banner(d)._repr_html_() + report.text.executive_summary(d)._repr_html_()
+    assert "Timeouts to" not in page and "Seen from pod" not in page
+    assert "The title and notes written in incident.yaml are left out" in page
+    assert d.about["window"]["start"] == "2026-11-26T06:39:52.866Z"
+    assert d.about["services"] and "web-local" not in d.about["services"][0]
 
 
 def test_no_incident_yaml_no_section(bundle):

@@ -52,7 +52,8 @@ def test_the_returning_syn_trace_is_anonymized(tmp_path):
     key.write_text(KEY_HEX)
     d = report.load(SAMPLES / "nftables-local", anonymize=True, key_file=key)
     trace = text.returning_syn_trace(d)
-    assert trace and "node-1" in trace
+    # The client node is named by its pseudonym (natlens.report.pseudonyms), as everywhere.
+    assert trace and "node-1" not in trace and re.search(r"node-[0-9a-f]{8}: ", trace)
     shown = set(re.findall(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])", trace))
     real = {"198.18.16.100", "198.18.0.11", "198.18.16.10", "198.18.17.10"}
     assert shown and not shown & real
@@ -65,5 +66,7 @@ def test_an_address_inside_an_nft_chain_name_is_mapped():
     an = Anonymizer(bytes.fromhex(KEY_HEX))
     chain = "endpoint-H6PHLDW2-default/web-local/tcp/http__198.18.16.10/8080"
     out = an.text(chain)
-    assert "198.18.16.10" not in out and out == chain.replace("198.18.16.10", an.ip("198.18.16.10"))
+    # The chain's hash of namespace/name is keyed too (natlens.report.pseudonyms); no names are known here.
+    assert "198.18.16.10" not in out and "H6PHLDW2" not in out
+    assert out == an.names.hashes(chain).replace("198.18.16.10", an.ip("198.18.16.10"))
     assert an.text("v1.2.3.4x") == "v1.2.3.4x"  # glued to letters: not an address

@@ -17,7 +17,7 @@ import pytest
 from conftest import KEY_HEX, REPO, XSS_COMMENT, XSS_FILE, XSS_HOST, images_in
 
 from natlens.cli import main
-from natlens.report.anonymize import Anonymizer
+from natlens.report.anonymize import Anonymizer, bundle_anonymizer
 from natlens.report.execute import check_completed
 from natlens.report.render import external_references
 
@@ -154,12 +154,12 @@ def anonymized(hostile, key_file, tmp_path_factory):
     return out
 
 
-def test_anonymized_report_maps_every_address_consistently(hostile_report, anonymized):
+def test_anonymized_report_maps_every_address_consistently(hostile, hostile_report, anonymized):
     plain_summary = (hostile_report.out_dir / "summary.json").read_text()
     plain_page = hostile_report.html.read_text()
     real = _ips(plain_summary) | _ips(plain_page)
     assert real, "the plain report shows no addresses to anonymize"
-    an = Anonymizer(bytes.fromhex(KEY_HEX))
+    an = bundle_anonymizer(bytes.fromhex(KEY_HEX), hostile)  # the names the report maps too
     for name in ("report.html", "summary.json", "report.ipynb"):
         text = (anonymized / name).read_text()
         leaked = sorted(ip for ip in real if ip in _ips(text) and an.ip(ip) != ip)

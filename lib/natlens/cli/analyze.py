@@ -1,5 +1,6 @@
-"""`natlens analyze INCIDENT_DIR [--json] [--service S] [--start T] [--end T]`: the findings as
-readable tables, or summary.json."""
+"""`natlens analyze INCIDENT_DIR [--json] [--service S] [--start T] [--end T] [--out DIR]
+[--anonymize [--key-file F]]`: the findings as readable tables, or summary.json; --out also
+writes them as files."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--journeys", action="store_true", help="also list every journey")
     p.add_argument("--out", metavar="DIR", help="also write summary.json and connections, journeys, "
                    "snat and latency as Parquet into DIR (default: write nothing)")
+    p.add_argument("--anonymize", action="store_true",
+                   help="map every identifier in what is printed and written: IP addresses with "
+                   "Crypto-PAn; node, pod, namespace, Service and incident names, paths and MAC "
+                   "addresses with keyed pseudonyms; payload-derived columns dropped")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="with --anonymize: the key (32 bytes or 64 hex chars), for the same mapping "
+                   "across incidents and reports; default: a random key per run")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: one on a terminal when the captures hold 32 MiB or more)")
     add_scope(p, "the analysis")
@@ -131,11 +139,37 @@ def _worth_a_bar(incident: str) -> bool:
     return size >= MIN_BYTES
 
 
+def _key(args: argparse.Namespace) -> bytes | None:
+    """The anonymization key of --anonymize [--key-file], None without --anonymize.
+    NatlensError (exit 2) for an unreadable key, or --key-file without --anonymize (the
+    output would not be anonymized, which the user did not ask for)."""
+    from natlens.errors import NatlensError  # noqa: PLC0415
+    from natlens.report.anonymize import load_key, new_key  # noqa: PLC0415
+    from natlens.report.run import check_key_file  # noqa: PLC0415
+
+    if not args.anonymize:
+        if args.key_file:
+            raise NatlensError("--key-file only applies with --anonymize")
+        return None
+    if args.key_file is None:
+        return new_key()
+    check_key_file(args.key_file)
+    return load_key(args.key_file)
+
+
 def run(args: argparse.Namespace) -> int:
+    """Analyze, anonymize the Analysis when asked, then print and write what was asked."""
     from natlens.findings import analyze  # noqa: PLC0415
 
+    key = _key(args)
     a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident),
                 services=args.service, start=args.start or None, end=args.end or None)
+    if key is not None:
+        from natlens.report.anonymize import anonymized_analysis, bundle_anonymizer  # noqa: PLC0415
+
+        paths = [args.out] if args.out else []
+        a = anonymized_analysis(a, bundle_anonymizer(key, args.incident, bundle=a.bundle,
+                                                     inventory=a.inventory, paths=paths))
     for warning in a.warnings:
         print(f"natlens: warning: {warning}", file=sys.stderr)
     if args.out:

@@ -26,11 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options shared by `report` and `batch`."""
     p.add_argument("--anonymize", action="store_true",
-                   help="map every IP address with Crypto-PAn (prefix-preserving) and drop "
-                   "payload-derived strings")
+                   help="map every identifier: IP addresses with Crypto-PAn (prefix-preserving); "
+                   "node, pod, namespace, Service and incident names, paths, MAC addresses and "
+                   "kube-proxy chain hashes with keyed pseudonyms; leave out incident.yaml's title "
+                   "and notes and payload-derived strings")
     p.add_argument("--key-file", metavar="FILE",
-                   help="Crypto-PAn key (32 bytes or 64 hex chars) for a mapping that is the same "
-                   "across reports; default: a random key per run")
+                   help="anonymization key (32 bytes or 64 hex chars) for a mapping that is the same "
+                   "across reports and incidents; default: a random key per run")
     p.add_argument("--notebook", metavar="FILE",
                    help="run this notebook instead of notebooks/incident_report.ipynb (same "
                    "parameters; it must write summary.json into out_dir)")

@@ -18,7 +18,9 @@ Modules, one job each:
     tables     the report's tables (DataFrames, columns named for scripts)
     display    table_html: how a table shows (readable headers, percentages, fits the page)
     figures    the report's matplotlib figures
-    anonymize  Crypto-PAn prefix-preserving IP mapping for reports shared outside
+    anonymize  every identifier mapped for reports shared outside: Crypto-PAn for addresses,
+               keyed pseudonyms (pseudonyms) for the names identifiers collects from the bundle,
+               paths, MACs; the executed notebook and log scrubbed
     execute    papermill run + strict failure detection (errors, timeouts, dead kernels)
     render     executed notebook -> self-contained HTML (no code, TOC, embedded images)
     run        one incident -> report directory;  batch: many, in parallel, + index

@@ -11,21 +11,35 @@ The 32-byte key is the AES-128 key (first 16 bytes) plus the pad seed (last 16
 bytes), as in the reference implementation. The same key gives the same mapping,
 across reports too. IPv6 uses the same construction over 128 bits.
 
-`Anonymizer` also rewrites every IP address found inside free text (rule traces,
-node names such as ``ip-10-0-1-5``, "VIP:port/proto" labels) and drops the
-columns whose content comes from packet payloads.
+`Anonymizer` rewrites every IP address found inside free text (rule traces,
+node names such as ``ip-10-0-1-5``, "VIP:port/proto" labels), and, given the
+bundle's identifiers (natlens.report.identifiers), its node, pod, namespace,
+Service and incident names, local paths, MAC addresses and kube-proxy's chain
+hashes with keyed pseudonyms under the same key (natlens.report.pseudonyms). It
+drops the columns whose content comes from packet payloads.
+
+Beyond the report's data: `anonymized_analysis` maps an Analysis for
+``natlens analyze --out --anonymize``; `scrub_notebook`, `scrub_log` and
+`scrub_summary` map what papermill and the kernel left in the report directory.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from natlens.report.identifiers import Identifiers, bundle_identifiers
+from natlens.report.pseudonyms import Pseudonyms
 
 # Columns whose values are derived from packet payloads: dropped when anonymizing,
 # since no address mapping can make them safe (Host headers, SNI, URLs, DNS names...).
@@ -110,18 +124,40 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
     raise ValueError(f"{path}: a Crypto-PAn key is 32 raw bytes or 64 hex characters")
 
 
-class Anonymizer:
-    """Applies one Crypto-PAn mapping to text, records and tables, consistently."""
+# Columns and keys whose whole value is a name: mapped as a name even when it is a common
+# word (a pod "client" in a ``pod`` column); any other string is rewritten as text.
+_NAME_FIELD = re.compile(r"(?:^|_)(?:nodes?|pods?|namespaces?|ns|names?|incident|hostname|provider_id)(?:$|_)")
 
-    def __init__(self, key: bytes):
+
+class Anonymizer:
+    """Maps one incident's identifiers under one key, consistently, in text, records and tables.
+
+    Addresses with Crypto-PAn; node, pod, namespace, Service and incident names, local
+    paths, MAC addresses and kube-proxy's name-derived chain hashes with keyed pseudonyms
+    (natlens.report.pseudonyms), given the identifiers of the bundle (`ids`, from
+    natlens.report.identifiers.bundle_identifiers). Without `ids` only addresses, MACs and
+    chain hashes are mapped: names are only known from the bundle.
+    """
+
+    def __init__(self, key: bytes, ids: Identifiers | None = None):
         self.pan = CryptoPAn(key)
+        self.names = Pseudonyms(key, ids)
+
+    def learn(self, ids: Identifiers) -> None:
+        """Add identifiers (names, paths) to map from now on."""
+        self.names.learn(ids)
 
     def ip(self, address: str) -> str:
+        """One address, mapped."""
         return self.pan.anonymize(address)
 
     def text(self, s: str) -> str:
-        """Rewrite every IP address (and CIDR, and dashed host name) inside `s`."""
-        if not s or not any(c.isdigit() for c in s):
+        """Rewrite every identifier inside `s`: names and paths, chain hashes, MACs, then every
+        IP address (and CIDR, and dashed host name)."""
+        if not s:
+            return s
+        s = self.names.macs(self.names.hashes(self.names.names(s)))
+        if not any(c.isdigit() for c in s):
             return s
         s = _V4_RE.sub(self._sub_cidr, s)
         if ":" in s:
@@ -162,16 +198,39 @@ class Anonymizer:
         mapped = self.pan.anonymize(".".join(octets)).replace(".", "-")
         return (m.group(1) or "") + mapped
 
-    def value(self, v: Any) -> Any:
-        """Rewrite a JSON-like value (str, list, dict, nested) recursively."""
+    def value(self, v: Any, key: Any = None) -> Any:
+        """Rewrite a JSON-like value (str, list, dict, nested) recursively; `key` is the
+        dict key or column it sits under (a name field maps a whole known name)."""
         if isinstance(v, str):
-            return self.text(v)
+            hit = self.names.exact(v) if isinstance(key, str) and _NAME_FIELD.search(key) else None
+            return hit or self.text(v)
         if isinstance(v, dict):
-            return {self.text(k) if isinstance(k, str) else k: self.value(x)
+            by_name = isinstance(key, str) and _NAME_FIELD.search(key) is not None  # by_node: {node: n}
+            return {self._key(k, by_name): self.value(x, k if isinstance(k, str) else key)
                     for k, x in v.items() if not (isinstance(k, str) and k in PAYLOAD_COLUMNS)}
         if isinstance(v, (list, tuple)):
-            return type(v)(self.value(x) for x in v)
+            return type(v)(self.value(x, key) for x in v)
         return v
+
+    def _key(self, k: Any, by_name: bool) -> Any:
+        """A dict key mapped: as a whole name under a name field (by_node), else as text."""
+        if not isinstance(k, str):
+            return k
+        return (self.names.exact(k) if by_name else None) or self.text(k)
+
+    def params(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Report parameters (and the like: a command line) with every identifier mapped,
+        absolute paths included, whatever the key."""
+        def one(v: Any) -> Any:
+            """One parameter value, recursively."""
+            if isinstance(v, str):
+                return self.text(self.names.absolute_paths(v))
+            if isinstance(v, (list, tuple)):
+                return type(v)(one(x) for x in v)
+            if isinstance(v, dict):
+                return {k: one(x) for k, x in v.items()}
+            return v
+        return {k: one(v) for k, v in p.items()}
 
     def frame(self, df: pd.DataFrame) -> pd.DataFrame:
         """A copy of `df` with payload-derived columns dropped and every string mapped."""
@@ -184,9 +243,9 @@ class Anonymizer:
             try:
                 uniq = pd.unique(s.dropna())
             except TypeError:  # unhashable cells (lists of hops...): map one by one
-                out[col] = s.map(self.value)
+                out[col] = s.map(lambda x, c=str(col): self.value(x, c))
                 continue
-            mapping = {u: self.value(u) for u in uniq}
+            mapping = {u: self.value(u, str(col)) for u in uniq}
             if any(mapping[u] != u for u in uniq):
                 mapped = s.map(mapping)
                 out[col] = mapped.astype(s.dtype) if s.dtype != object else mapped
@@ -194,5 +253,113 @@ class Anonymizer:
         return out
 
     def frames(self, dfs: Iterable[pd.DataFrame]) -> list[pd.DataFrame]:
+        """Each of `dfs` mapped (see `frame`)."""
         return [self.frame(df) for df in dfs]
 
+
+def bundle_anonymizer(key: bytes, incident_dir: str | os.PathLike[str], *, bundle: Any = None,
+                      inventory: Any = None, paths: Iterable[str | os.PathLike[str]] = ()) -> Anonymizer:
+    """An Anonymizer that knows every identifier of the bundle at `incident_dir` (read here
+    unless `bundle` is given) and hides `paths` (an output directory...) too."""
+    if bundle is None:
+        from natlens.bundle import load_bundle  # noqa: PLC0415
+
+        bundle = load_bundle(incident_dir)
+    ids = bundle_identifiers(bundle, inventory, incident_dir)
+    ids.add_path(*paths)
+    return Anonymizer(key, ids)
+
+
+def anonymized_analysis(a: Any, anonymizer: Anonymizer) -> Any:
+    """A copy of the Analysis `a` for writing and printing: every table mapped, the summary
+    mapped once (its `summary()` returns it), the lists of text mapped.
+
+    Why a copy and not a mapping inside Analysis.write: whatever write() (or anything else
+    given the copy) writes is then anonymized, whichever files it learns to write. The copy
+    holds no per-packet detail (`journey_hops` is not available on it).
+    """
+    summary = anonymizer.value(a.summary())
+    b = copy.copy(a)
+    for f in dataclasses.fields(a):
+        v = getattr(a, f.name)
+        if isinstance(v, pd.DataFrame):
+            setattr(b, f.name, anonymizer.frame(v))
+    b.incident = summary.get("incident", anonymizer.value(a.incident, "incident"))
+    b.inputs = anonymizer.value(a.inputs)
+    b.inferred = [anonymizer.text(x) for x in a.inferred]
+    b.warnings = [anonymizer.text(x) for x in a.warnings]
+    b.verdict = anonymizer.value(a.verdict)
+    b._packets, b._packet_conn = {}, {}
+    b.summary = lambda: summary  # the mapped summary.json, whatever the copy's fields say
+    return b
+
+
+# Notebook output types that hold encoded bytes, never text to map.
+_BINARY = ("image/png", "image/jpeg", "image/gif", "application/pdf")
+
+
+def scrub_notebook(path: str | os.PathLike[str], anonymizer: Anonymizer) -> None:
+    """Map what papermill wrote into an executed notebook from the raw parameters.
+
+    Papermill records the parameters (the incident's path, the output directory, the
+    Services' addresses) in ``metadata.papermill`` and in the injected-parameters cell,
+    and the notebooks' own paths as input_path/output_path. Those are mapped in full
+    (they are raw values); every other string (cell outputs come from the anonymized
+    ReportData already) only gets the idempotent name and path mapping, so no address is
+    mapped twice. input_path/output_path keep the notebook's file name only.
+    """
+    p = Path(path)
+    nb = json.loads(p.read_text(encoding="utf-8"))
+    raw = lambda s: anonymizer.text(anonymizer.names.absolute_paths(s))  # noqa: E731
+    pm = (nb.get("metadata") or {}).get("papermill")
+    if isinstance(pm, dict):
+        if isinstance(pm.get("parameters"), dict):
+            pm["parameters"] = anonymizer.params(pm["parameters"])
+        for k in ("input_path", "output_path"):
+            if isinstance(pm.get(k), str):
+                pm[k] = Path(pm[k]).name
+    for cell in nb.get("cells") or []:
+        if "injected-parameters" in ((cell.get("metadata") or {}).get("tags") or []):
+            cell["source"] = _map_strings(cell.get("source", ""), raw)
+    nb = _map_strings(nb, anonymizer.names.names)
+    tmp = p.with_suffix(".ipynb.tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(p)
+
+
+def scrub_log(path: str | os.PathLike[str], anonymizer: Anonymizer) -> None:
+    """Map the names and every absolute path in a report's log (papermill names the
+    notebooks and the working directory; cell outputs are anonymized already)."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    text = p.read_text(encoding="utf-8", errors="replace")
+    p.write_text("".join(anonymizer.names.absolute_paths(line) for line in text.splitlines(True)),
+                 encoding="utf-8")
+
+
+def scrub_summary(path: str | os.PathLike[str], anonymizer: Anonymizer) -> None:
+    """Map the names and known paths left in a summary.json (the report's own is mapped
+    already and stays as it is: this mapping is idempotent; a notebook of the user's own
+    may have written the incident's name)."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError:
+        return  # not JSON: the run's check reports what the notebook wrote
+    mapped = _map_strings(doc, anonymizer.names.names)
+    if mapped != doc:
+        p.write_text(json.dumps(mapped, indent=2) + "\n", encoding="utf-8")
+
+
+def _map_strings(v: Any, fn: Any) -> Any:
+    """Every string inside a JSON value through `fn`, encoded outputs (images) left alone."""
+    if isinstance(v, str):
+        return fn(v)
+    if isinstance(v, list):
+        return [_map_strings(x, fn) for x in v]
+    if isinstance(v, dict):
+        return {k: x if k in _BINARY else _map_strings(x, fn) for k, x in v.items()}
+    return v

@@ -28,7 +28,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from natlens.errors import NatlensError, require_dir
-from natlens.report.anonymize import new_key
+from natlens.report.anonymize import load_key, new_key
+from natlens.report.identifiers import Identifiers
+from natlens.report.pseudonyms import Pseudonyms
 from natlens.report.run import CELL_TIMEOUT, build_report, check_key_file
 from natlens.report.text import esc, pct
 
@@ -101,13 +103,14 @@ def run_batch(
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(new_key().hex())
+        shown = _shown_names(names, key_file if anonymize else None)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool, \
                 tqdm(total=len(todo), desc="reports", unit="incident", disable=not progress) as bar:
             futures = {
-                pool.submit(_one, str(p), str(out / p.name), anonymize,
+                pool.submit(_one, str(p), str(out / shown[p.name]), anonymize,
                             str(key_file) if key_file else None, cell_timeout,
-                            str(notebook) if notebook else None, command): p.name
+                            str(notebook) if notebook else None, command, shown[p.name]): p.name
                 for p in sorted(todo, key=_bundle_bytes, reverse=True)
             }
             for fut in as_completed(futures):
@@ -115,7 +118,7 @@ def run_batch(
                 try:
                     results[name] = fut.result()
                 except Exception as exc:  # the worker process itself died
-                    results[name] = {"incident": name, "ok": False, "seconds": 0.0,
+                    results[name] = {"incident": shown[name], "ok": False, "seconds": 0.0,
                                      "error": f"worker failed: {type(exc).__name__}: {exc}"}
                 if not results[name]["ok"]:
                     bar.set_postfix(failed=sum(not r["ok"] for r in results.values()))
@@ -135,20 +138,37 @@ def _bundle_bytes(incident: Path) -> int:
     return sum(f.stat().st_size for f in incident.resolve().rglob("*") if f.is_file())
 
 
+def _shown_names(names: Sequence[str], key_file: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Each incident's name as the batch shows it (its directory, table row and index link):
+    its own, or with a key (anonymizing) its pseudonym, the one its report shows."""
+    if key_file is None:
+        return {n: n for n in names}
+    pseudonyms = Pseudonyms(load_key(key_file))
+    return {n: pseudonyms.name(n, "incident") for n in names}
+
+
 def _one(incident: str, out: str, anonymize: bool, key_file: str | None, cell_timeout: float,
-         notebook: str | None, command: str | None = None) -> dict[str, Any]:
+         notebook: str | None, command: str | None = None, shown: str | None = None) -> dict[str, Any]:
     """Worker: one report; every failure comes back as data, with the log path (a NatlensError,
-    before the notebook or from it, as its own message: the input is wrong, not the notebook)."""
+    before the notebook or from it, as its own message: the input is wrong, not the notebook).
+    `shown` is the name the batch shows (the pseudonym when anonymizing); an anonymized
+    failure's words have the incident's name and every absolute path mapped."""
+    shown = shown or Path(incident).name
     try:
         r = build_report(incident, out, anonymize=anonymize, key_file=key_file,
                          cell_timeout=cell_timeout, notebook=notebook, command=command)
+        error = r.error
+        if error and r.log is not None and not r.input_error:
+            # anonymized: the log's place in the batch's directory, which names nothing
+            error = f"{error} (log: {Path(shown) / r.log.name if anonymize else r.log})"
+        result = {"incident": shown, "ok": r.ok, "error": error, "seconds": r.seconds,
+                  "html": str(r.html) if r.html else None}
     except NatlensError as exc:
-        return {"incident": Path(incident).name, "ok": False, "error": str(exc), "seconds": 0.0}
-    error = r.error
-    if error and r.log is not None and not r.input_error:
-        error = f"{error} (log: {r.log})"
-    return {"incident": r.incident, "ok": r.ok, "error": error, "seconds": r.seconds,
-            "html": str(r.html) if r.html else None}
+        result = {"incident": shown, "ok": False, "error": str(exc), "seconds": 0.0}
+    if anonymize and key_file and result["error"]:
+        ids = Identifiers(names={Path(incident).name: "incident"}, paths=[incident, str(Path(incident).resolve())])
+        result["error"] = Pseudonyms(load_key(key_file), ids).absolute_paths(result["error"])
+    return result
 
 
 def _row(r: dict[str, Any], out: Path) -> dict[str, Any]:

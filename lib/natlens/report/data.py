@@ -3,9 +3,10 @@
 `load(incident_dir)` runs the analysis core (natlens.findings.analyze) and wraps
 it in a `ReportData`: the summary (natlens.summary/1) and the tables the report
 draws from, about the Services / time window of interest when given (the analysis's scope),
-and passed through Crypto-PAn (`anonymize=True`) before anything is shown, so
-tables, figures, text and summary.json all carry the same mapped addresses and
-no payload-derived strings. Every report section is one call on this object
+and anonymized (`anonymize=True`: Crypto-PAn for addresses, keyed pseudonyms for the
+bundle's names, paths and MACs; natlens.report.anonymize) before anything is shown, so
+tables, figures, text and summary.json all carry the same mapped identifiers, no
+payload-derived strings and none of incident.yaml's free text. Every report section is one call on this object
 (natlens.report.text / tables / figures), in a notebook or anywhere else.
 """
 
@@ -24,7 +25,7 @@ from natlens.errors import NatlensError, require_dir
 from natlens.findings import Analysis
 from natlens.findings.scope import Scope
 from natlens.nodefiles import hidden
-from natlens.report.anonymize import Anonymizer, load_key, new_key
+from natlens.report.anonymize import Anonymizer, bundle_anonymizer, load_key, new_key
 from natlens.vocab import SUMMARY_SCHEMA
 
 # The environment variable through which a Crypto-PAn key file reaches the notebook
@@ -87,10 +88,11 @@ def load(
     epoch seconds or a time of day): every table, figure, the verdict and summary.json are then
     about those Services' connections in that window, and the connection records too are cut
     to the window. A ready `analysis` must have been made with the same scope. With
-    `anonymize`, every IP address is mapped with Crypto-PAn using the key in `key_file` (or
-    $NATLENS_ANON_KEY_FILE, or a fresh random key). `run` says how the report was made
-    (generated_utc, natlens_version, command: filled in when empty); the parameters table
-    shows it.
+    `anonymize`, every identifier is mapped using the key in `key_file` (or
+    $NATLENS_ANON_KEY_FILE, or a fresh random key): addresses with Crypto-PAn, the bundle's
+    names, the paths and MACs with keyed pseudonyms; incident.yaml's title and notes are left
+    out (`anonymous_about`). `run` says how the report was made (generated_utc,
+    natlens_version, command: filled in when empty); the parameters table shows it.
     """
     if not str(incident_dir).strip():  # the notebook's default: Path("") would be the cwd
         raise NatlensError("parameter incident_dir is empty: give the incident bundle's directory")
@@ -124,14 +126,15 @@ def load(
     anonymizer = None
     if anonymize:
         key_file = key_file or os.environ.get(KEY_ENV) or None
-        anonymizer = Anonymizer(load_key(key_file) if key_file else new_key())
+        key = load_key(key_file) if key_file else new_key()
+        anonymizer = (bundle_anonymizer(key, incident_dir, bundle=analysis.bundle, inventory=analysis.inventory)
+                      if analysis.bundle is not None else Anonymizer(key))
         summary = anonymizer.value(summary)
         frames = {k: anonymizer.frame(v) for k, v in frames.items()}
         files = anonymizer.frame(files)
         inferred = [anonymizer.text(s) for s in inferred]
-        params["services"] = [anonymizer.text(s) for s in services]
-        params["command"] = anonymizer.text(params["command"])
-        about = anonymizer.value(about)
+        params = anonymizer.params(params)
+        about = anonymous_about(about, anonymizer)
     return ReportData(
         incident=summary["incident"],
         incident_dir=incident_dir, summary=summary, files=files, inferred=inferred,
@@ -156,6 +159,25 @@ def incident_about(analysis: Analysis) -> dict[str, Any]:
     if raw.get("notes"):
         about["notes"] = str(raw["notes"])
     return about
+
+
+# incident.yaml's free text: an anonymized report leaves it out (see anonymous_about).
+FREE_TEXT = ("title", "notes")
+
+
+def anonymous_about(about: dict[str, Any], anonymizer: Anonymizer) -> dict[str, Any]:
+    """incident.yaml's facts for an anonymized report: the window as it is, the Services
+    mapped, and the title and notes left out, named in ``left_out``.
+
+    Why left out rather than mapped: free text can name anything (a customer, a ticket, a
+    person, a host natlens never saw); only names known from the bundle could be mapped,
+    so a mapped note could still identify the customer.
+    """
+    out = anonymizer.value({k: v for k, v in about.items() if k not in FREE_TEXT})
+    left = [k for k in FREE_TEXT if about.get(k)]
+    if left:
+        out["left_out"] = left
+    return out
 
 
 def write_summary(data: ReportData, out_dir: str | os.PathLike[str]) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,9 +22,18 @@ import pandas as pd
 
 import natlens
 from natlens.errors import NatlensError, require_dir
-from natlens.report.anonymize import load_key, new_key
+from natlens.report.anonymize import (
+    Anonymizer,
+    bundle_anonymizer,
+    load_key,
+    new_key,
+    scrub_log,
+    scrub_notebook,
+    scrub_summary,
+)
 from natlens.report.data import KEY_ENV
 from natlens.report.execute import execute
+from natlens.report.identifiers import Identifiers
 from natlens.report.render import render_html
 
 NOTEBOOKS = Path(natlens.__file__).resolve().parents[2] / "notebooks"
@@ -93,21 +102,45 @@ def build_report(
               "command": command or python_call(incident_dir, out_dir, anonymize=anonymize, start=start,
                                                 end=end, services=services, notebook=notebook)}
     t0 = time.time()
-    with _anonymization_key(anonymize, key_file):
+    shown = incident_dir.name
+    with _anonymization_key(anonymize, key_file) as key_path:
         r = execute(source, executed, params, cwd=out, log=log, expect=[summary],
                     cell_timeout=cell_timeout)
-        if anonymize and executed.is_file():
-            anonymize_parameters(executed)
+        if key_path is not None:
+            shown = scrub_outputs(incident_dir, out, key_path, executed, log)
     result = ReportResult(incident=incident_dir.name, out_dir=out, ok=r.ok, error=r.error,
                           seconds=0.0, notebook=executed, log=log, input_error=r.input_error)
     if r.ok:
         try:
-            render_html(executed, html, title=f"natlens report: {incident_dir.name}")
+            render_html(executed, html, title=f"natlens report: {shown}")
             result.html, result.summary = html, summary
         except Exception as exc:  # a rendering failure is this incident's failure, not a crash
             result.ok, result.error = False, f"rendering HTML failed: {type(exc).__name__}: {exc}"
     result.seconds = time.time() - t0
     return result
+
+
+def scrub_outputs(incident_dir: Path, out_dir: Path, key_file: str | os.PathLike[str],
+                  notebook: Path, log: Path) -> str:
+    """Map the identifiers papermill left in the executed notebook and the log (the
+    parameters hold the incident's path, the log the notebooks' and working directory's),
+    and any name a notebook of the user's own wrote into summary.json.
+
+    Uses the kernel's key, so a name gets the pseudonym the report shows. Returns the
+    incident's pseudonym, for the HTML title.
+    """
+    key = load_key(key_file)
+    try:
+        anonymizer = bundle_anonymizer(key, incident_dir, paths=[out_dir])
+    except NatlensError:  # a notebook of the user's own may run on no bundle at all
+        ids = Identifiers(names={incident_dir.name: "incident"})
+        ids.add_path(incident_dir, out_dir)
+        anonymizer = Anonymizer(key, ids)
+    if notebook.is_file():
+        scrub_notebook(notebook, anonymizer)
+    scrub_log(log, anonymizer)
+    scrub_summary(out_dir / "summary.json", anonymizer)
+    return anonymizer.names.name(incident_dir.name, "incident")
 
 
 def check_inputs(incident_dir: Path | None, *, anonymize: bool = False,
@@ -140,25 +173,6 @@ def check_inputs(incident_dir: Path | None, *, anonymize: bool = False,
             resolve_services(request.services, known)
 
 
-def anonymize_parameters(notebook: Path) -> None:
-    """Map the IP addresses in the executed notebook's parameters (papermill's injected cell and
-    its metadata: --service values, the command line) with the run's Crypto-PAn key, as every
-    other part of an anonymized report is; the key comes from the environment (KEY_ENV)."""
-    import nbformat
-
-    from natlens.report.anonymize import Anonymizer
-
-    an = Anonymizer(load_key(os.environ[KEY_ENV]))
-    nb = nbformat.read(str(notebook), as_version=4)
-    for cell in nb.cells:
-        if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.source = an.text(cell.source)
-    pm = nb.metadata.get("papermill", {})
-    if "parameters" in pm:
-        pm["parameters"] = an.value(pm["parameters"])
-    nbformat.write(nb, str(notebook))
-
-
 def python_call(incident_dir: str | os.PathLike[str], out_dir: Any = None, **options: Any) -> str:
     """How a report made from Python is named in it: "natlens.report.build_report('x', ...)"
     with the options that differ from their defaults."""
@@ -183,13 +197,14 @@ def check_key_file(key_file: str | os.PathLike[str]) -> None:
 
 
 @contextmanager
-def _anonymization_key(anonymize: bool, key_file: str | os.PathLike[str] | None):
+def _anonymization_key(anonymize: bool, key_file: str | os.PathLike[str] | None) -> Iterator[str | None]:
     """Hand the Crypto-PAn key file to the kernel through the environment, never as a parameter.
 
-    Without a key file, a random key is made for this run and deleted afterwards.
+    Without a key file, a random key is made for this run and deleted afterwards. Yields the
+    key file's path (None when not anonymizing).
     """
     if not anonymize:
-        yield
+        yield None
         return
     old = os.environ.get(KEY_ENV)
     with tempfile.TemporaryDirectory(prefix="natlens-key-") as tmp:
@@ -200,7 +215,7 @@ def _anonymization_key(anonymize: bool, key_file: str | os.PathLike[str] | None)
                 f.write(new_key().hex())
         os.environ[KEY_ENV] = str(Path(key_file).resolve())
         try:
-            yield
+            yield os.environ[KEY_ENV]
         finally:
             if old is None:
                 os.environ.pop(KEY_ENV, None)

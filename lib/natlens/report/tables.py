@@ -167,7 +167,10 @@ def inputs(d: ReportData) -> pd.DataFrame:
 
 def parameters(d: ReportData, **extra: Any) -> pd.DataFrame:
     """The report's parameters (the Crypto-PAn key is never among them), with how it was made:
-    generated_utc, natlens_version and the command line (natlens.report.data.run_info)."""
+    generated_utc, natlens_version and the command line (natlens.report.data.run_info). In an
+    anonymized report `extra` values are mapped like the rest: paths and names."""
+    if d.anonymizer is not None and extra:
+        extra = d.anonymizer.params(extra)
     p = {**d.parameters, **extra}
     return pd.DataFrame({"parameter": list(p), "value": [_show(v) for v in p.values()]})
 

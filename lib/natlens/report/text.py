@@ -108,8 +108,10 @@ def banner(d: ReportData) -> Html:
         + f"<p><strong>{esc(state)}.</strong> {esc(v['headline'])}</p>"
         + (f"<p>{esc(v['root_cause'])}</p>" if v["root_cause"] else "")
         + (f"<p><em>{esc(scope)}</em></p>" if scope else "")
-        + ("<p><em>IP addresses in this report are anonymized (Crypto-PAn, prefix-preserving); "
-           "payload-derived strings are left out.</em></p>" if d.anonymized else "")
+        + ("<p><em>This report is anonymized (Crypto-PAn for IP addresses, prefix-preserving; "
+           "keyed pseudonyms for the rest): node, pod, namespace, Service and incident names, local paths, "
+           "MAC addresses and kube-proxy's chain hashes are replaced; payload-derived strings "
+           "are left out.</em></p>" if d.anonymized else "")
         + "</div>"
     )
 
@@ -189,6 +191,10 @@ def reported(d: ReportData) -> str:
         parts.append("Services of interest: " + esc(", ".join(a["services"])) + ".")
     if a.get("notes"):
         parts.append("Notes: " + esc(a["notes"]))
+    if a.get("left_out"):
+        left = a["left_out"]
+        parts.append(f"The {' and '.join(left)} written in incident.yaml {'are' if len(left) > 1 else 'is'} "
+                     "left out of this anonymized report: free text can name anything.")
     if not parts:
         return ""
     return "<p><strong>As reported</strong> (incident.yaml). " + " ".join(parts) + "</p>"
@@ -390,14 +396,15 @@ def returning_syn_trace(d: ReportData) -> Html:
     looped = set(zip(d.loopback["service"], d.loopback["client_node"], strict=True)) if not d.loopback.empty \
         else set()
     show = d.anonymizer.text if d.anonymizer is not None else (lambda x: x)
+    node = (lambda x: d.anonymizer.value(x, "node")) if d.anonymizer is not None else (lambda x: x)
     parts = []
     for m in getattr(d.analysis, "mechanisms", None) or []:
-        if m.returning_packet is None or (show(m.service), m.node) not in looped:
+        if m.returning_packet is None or (show(m.service), node(m.node)) not in looped:
             continue
         src, dst, dport, proto, iface = m.returning_packet
         v = d.analysis.rules(m.node).explain(src, dst, int(dport), proto=proto, in_iface=iface)
-        head = f"{m.node}: {src} -> {dst}:{dport}/{proto} in via {iface or 'the uplink'}"
-        parts.append(f"<h4>{esc(show(head))}</h4><p>{esc(show(v.verdict))}</p>"
+        head = f"{node(m.node)}: " + show(f"{src} -> {dst}:{dport}/{proto} in via {iface or 'the uplink'}")
+        parts.append(f"<h4>{esc(head)}</h4><p>{esc(show(v.verdict))}</p>"
                      + trace_pre([show(str(x)) for x in v.trace]))
     if not parts:
         return Html("")
