@@ -21,7 +21,7 @@ from natlens.report.anonymize import Anonymizer
 from natlens.report.execute import check_completed
 from natlens.report.render import external_references
 
-SECTIONS = ["Executive summary", "Evidence quality", "Timeline", "Why each connection failed",
+SECTIONS = ["By Service", "default/web-local (198.19.0.10:80/tcp)", "Executive summary", "Evidence quality", "Timeline", "Why each connection failed",
             "SNAT per Service and node", "Rule trace", "How the load balancer picks a backend",
             "Loopback evidence", "One journey, hop by hop", "Latency", "Slow and lossy paths", "Remediation",
             "Appendix",

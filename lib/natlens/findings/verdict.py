@@ -181,11 +181,7 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
     lb, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
     _, failed, unknown = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     if lb_failed:
-        why = failure_words.tally(journeys)
-        head = (f"{failed} of {total} connections failed: {why}. " if why else
-                f"{lb_failed} of {failed} failed connections (of {total}) were load-balancer loopbacks: ")
-        head += (f"{worst['loopback']} of {worst['connections']} connections from {worst['source_node']} to "
-                 f"the {svc} were sent back to their own node")
+        head = _failed_loops_head(journeys, worst, svc, failed, lb_failed)
         failed_unchecked = int((is_failed(journeys["outcome"]) & (journeys["loopback"] == UNKNOWN)).sum())
         if failed_unchecked:
             head += (f"; whether the other {plural(failed_unchecked, 'failed connection')} "
@@ -198,6 +194,21 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
                 + (f", none of the other {seen} failed" if seen else ""))
     head += f", none of them failed; {plural(failed, 'connection')} failed"
     return head + (f", the outcome of {unknown} is unknown" if unknown else "")
+
+
+def _failed_loops_head(journeys: pd.DataFrame, worst: pd.Series, svc: str, failed: int, lb_failed: int) -> str:
+    """How many failed and why, then where the loopbacks were, each number said once: "13 of 40
+    connections failed, all of them load-balancer loopbacks: the load balancer sent 13 of the 20
+    connections from node-1 to the Service ... back to node-1"."""
+    total, node = len(journeys), worst["source_node"]
+    where = (f"the load balancer sent {worst['loopback']} of the {worst['connections']} connections from {node} "
+             f"to the {svc} back to {node}")
+    why = failure_words.tally(journeys)
+    if lb_failed == failed and int(worst["loopback"]) == int((journeys["loopback"] == YES).sum()):
+        return f"{failed} of {total} connections failed, all of them load-balancer loopbacks: {where}"
+    if why:
+        return f"{failed} of {total} connections failed: {why}. Loopbacks: {where}"
+    return f"{failed} of {total} connections failed, {lb_failed} of them load-balancer loopbacks: {where}"
 
 
 def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str],
