@@ -197,18 +197,15 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
 
 
 def _failed_loops_head(journeys: pd.DataFrame, worst: pd.Series, svc: str, failed: int, lb_failed: int) -> str:
-    """How many failed and why, then where the loopbacks were, each number said once: "13 of 40
-    connections failed, all of them load-balancer loopbacks: the load balancer sent 13 of the 20
-    connections from node-1 to the Service ... back to node-1"."""
+    """How many failed and why, then whose connections looped, each count said once: "13 of 40
+    connections failed: 13 load-balancer loopbacks; the loopbacks are node-1's connections to the
+    Service ..., which the load balancer sent back to node-1 (13 of its 20)"."""
     total, node = len(journeys), worst["source_node"]
-    where = (f"the load balancer sent {worst['loopback']} of the {worst['connections']} connections from {node} "
-             f"to the {svc} back to {node}")
-    why = failure_words.tally(journeys)
-    if lb_failed == failed and int(worst["loopback"]) == int((journeys["loopback"] == YES).sum()):
-        return f"{failed} of {total} connections failed, all of them load-balancer loopbacks: {where}"
-    if why:
-        return f"{failed} of {total} connections failed: {why}. Loopbacks: {where}"
-    return f"{failed} of {total} connections failed, {lb_failed} of them load-balancer loopbacks: {where}"
+    why = failure_words.tally(journeys) or plural(lb_failed, "load-balancer loopback")
+    loops = int((journeys["loopback"] == YES).sum())
+    whose = "the loopbacks are" if int(worst["loopback"]) == loops else f"{worst['loopback']} of the {loops} loopbacks are"
+    return (f"{failed} of {total} connections failed: {why}; {whose} {node}'s connections to the {svc}, which the "
+            f"load balancer sent back to {node} ({worst['loopback']} of its {worst['connections']})")
 
 
 def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str],

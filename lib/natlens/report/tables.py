@@ -52,7 +52,7 @@ def host_network_text(col: pd.Series) -> pd.Series:
 
 LOOPBACK_COLUMNS = ["time_utc", "journey", "client_node", "client_h", "client_p", "service",
                     "lb_backend", "outcome", "syn_retransmits", "loopback_evidence"]
-LOOPBACK_GROUP_COLUMNS = ["service", "client_node", "lb_backend", "outcome", "connections", "when_utc",
+LOOPBACK_GROUP_COLUMNS = ["service", "outcome", "connections", "when_utc",
                           "journeys", "loopback_evidence"]
 
 
@@ -77,15 +77,16 @@ def _grouped_loopbacks(df: pd.DataFrame) -> pd.DataFrame:
     """Loopback rows with the same evidence (the client's port aside) as one row."""
     evidence = [str(e).replace(f":{int(p)} ", ":PORT ") if pd.notna(p) else str(e)
                 for e, p in zip(df["loopback_evidence"], df["client_p"], strict=True)]
-    df = df.assign(loopback_evidence=evidence, lb_backend=df["lb_backend"].fillna(UNKNOWN))
-    keys = ["service", "client_node", "lb_backend", "outcome", "loopback_evidence"]
+    # the LB sent each back to its client's node, which the evidence names: no column for either
+    df = df.assign(loopback_evidence=evidence)
+    keys = ["service", "outcome", "loopback_evidence"]
     rows = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
         ids = g["journey"].astype(str).tolist()
         first, last = g["time_utc"].iloc[0][11:], g["time_utc"].iloc[-1][11:]  # the date is in the banner
         rows.append({**dict(zip(keys, key, strict=True)), "connections": len(g),
-                     "when_utc": first if first == last else f"{first}–{last}",
-                     "journeys": ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")})
+                     "when_utc": first if first == last else f"{first} – {last}",
+                     "journeys": ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")})
     return pd.DataFrame(rows, columns=LOOPBACK_GROUP_COLUMNS)
 
 
