@@ -482,8 +482,9 @@ def test_verdict_words_numbers_and_remediation(sample_analyses):
     assert set(lb["service"]) == {"198.19.0.10:80/tcp"}
     n_local = int((a.journeys["service"] == "198.19.0.10:80/tcp").sum())
     assert v["headline"].startswith(f"{s['connections']['failed']} of {s['connections']['total']} connections "
-                                    f"failed: {s['loopback']['failed']} load-balancer loopbacks. ")
-    assert f"{len(lb)} of {n_local} connections from node-1" in v["headline"]
+                                    f"failed: {s['loopback']['failed']} load-balancer loopbacks; ")
+    assert "the loopbacks are node-1's connections to" in v["headline"]
+    assert f"sent back to node-1 ({len(lb)} of its {n_local})" in v["headline"]
     # the Service that loops back is named (namespace/name from cluster/, and its VIP); not the other
     assert "default/web-local (198.19.0.10:80/tcp)" in v["headline"]
     assert "web-cluster" not in v["headline"] and "198.19.0.11" not in v["headline"]
@@ -506,7 +507,7 @@ def test_any_backend_verdict_root_cause_mechanism_and_remediation(sample_analyse
           .read_text().splitlines()]
     failed = sum(c["outcome"] == "failed" for c in gt)
     assert (v["lb_behaviour"], v["lb_failure_mode"]) == ("any-backend", "dropped-on-arrival")
-    assert v["headline"].startswith(f"{failed} of {len(gt)} connections failed: {failed} load-balancer loopbacks.")
+    assert v["headline"].startswith(f"{failed} of {len(gt)} connections failed: {failed} load-balancer loopbacks;")
     root = v["root_cause"]
     assert f"the load balancer still sent {failed} of {len(gt)} of them back to node-1" in root
     assert "martian source" in root and "externalTrafficPolicy Cluster, which SNATs, does not fix it" in root

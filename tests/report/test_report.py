@@ -21,7 +21,7 @@ from natlens.report.anonymize import Anonymizer, bundle_anonymizer
 from natlens.report.execute import check_completed
 from natlens.report.render import external_references
 
-SECTIONS = ["Executive summary", "Evidence quality", "Timeline", "Why each connection failed",
+SECTIONS = ["By Service", "default/web-local (198.19.0.10:80/tcp)", "Executive summary", "Evidence quality", "Timeline", "Why each connection failed",
             "SNAT per Service and node", "Rule trace", "How the load balancer picks a backend",
             "Loopback evidence", "One journey, hop by hop", "Latency", "Slow and lossy paths", "Remediation",
             "Appendix",
@@ -206,7 +206,9 @@ def test_time_window_and_services_scope_every_table_and_the_summary(sample):
     assert list(d.snat["service"]) == [full.snat["service"].iloc[0]]
     assert d.summary["connections"]["total"] == len(d.journeys)  # the summary is scoped too
     assert d.summary["scope"]["journeys"] == {"in": len(d.journeys), "out": len(full.journeys) - len(d.journeys)}
-    assert "restricted to time window" in report.text.banner(d)
+    banner = report.text.banner(d)
+    assert "<strong>Filtered.</strong> This report covers only" in banner
+    assert f"{len(d.journeys)} of the incident's {len(full.journeys)} connections" in banner
 
 
 def test_a_service_the_incident_does_not_have_is_an_error(sample):

@@ -112,3 +112,38 @@ def rules_prediction(bundle: Bundle, node: str, client_h: str, vip: str, port: i
     if v.snat is None:  # probabilistic branches disagree: no single prediction
         return (None, list(v.trace) + ["undecided: the rule paths disagree on SNAT"]), []
     return (v.snat, list(v.trace)), []
+
+
+def decisive_rules(trace: list[str], snatted: bool | None) -> list[str]:
+    """The rule-trace lines that decide a SNAT row, for a reader who has one minute: why the packet
+    is (or is not) marked for masquerade, then the rule that masquerades it or lets it go as it is.
+
+    SNATed: the matched jump to KUBE-MARK-MASQ / mark-for-masquerade, then the matched MASQUERADE
+    or SNAT. Not SNATed: the matched RETURN in kube-proxy's nat chains before routing (IPVS mode's
+    Local policy returns before marking), else the lookup that found no Service for the VIP
+    (nftables' ``@service-ips`` with no element), then postrouting's "not marked" return. [] when
+    `snatted` is unknown or the trace holds none of these (a trace of why the rules were not walked).
+    """
+    if snatted is None:
+        return []
+    lines = [t.strip() for t in trace]
+    routed = next((i for i, t in enumerate(lines) if t.startswith("routing:")), len(lines))
+    if snatted:
+        why = _first(lines[:routed], lambda t: _took(t) and ("KUBE-MARK-MASQ" in t.split(":", 1)[-1]
+                                                             or "mark-for-masquerade" in t))
+        how = _first(lines[routed:], lambda t: _took(t) and any(w in t for w in ("MASQUERADE", "masquerade", "SNAT",
+                                                                                  "snat to")))
+    else:
+        why = (_first(lines[:routed], lambda t: _took(t) and t.startswith("nat/KUBE-") and t.endswith("-> RETURN (matched)"))
+               or _first(lines[:routed], lambda t: "@service-ips" in t and "(no element)" in t))
+        how = _first(lines[routed:], lambda t: _took(t) and "mark" in t and ("RETURN" in t or "return" in t))
+    return [x for x in (why, how) if x]
+
+
+def _took(line: str) -> bool:
+    """The walk took this rule (iptables' "(matched)", nftables' "(verdict ...)")."""
+    return line.endswith("(matched)") or "(verdict " in line
+
+
+def _first(lines: list[str], test) -> str:
+    return next((t for t in lines if test(t)), "")

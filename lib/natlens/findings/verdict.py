@@ -181,11 +181,7 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
     lb, lb_failed, lb_unknown = _outcome_counts(journeys, journeys["loopback"] == YES)
     _, failed, unknown = _outcome_counts(journeys, pd.Series(True, index=journeys.index))
     if lb_failed:
-        why = failure_words.tally(journeys)
-        head = (f"{failed} of {total} connections failed: {why}. " if why else
-                f"{lb_failed} of {failed} failed connections (of {total}) were load-balancer loopbacks: ")
-        head += (f"{worst['loopback']} of {worst['connections']} connections from {worst['source_node']} to "
-                 f"the {svc} were sent back to their own node")
+        head = _failed_loops_head(journeys, worst, svc, failed, lb_failed)
         failed_unchecked = int((is_failed(journeys["outcome"]) & (journeys["loopback"] == UNKNOWN)).sum())
         if failed_unchecked:
             head += (f"; whether the other {plural(failed_unchecked, 'failed connection')} "
@@ -198,6 +194,18 @@ def _loopback_headline(journeys: pd.DataFrame, worst: pd.Series, svc: str) -> st
                 + (f", none of the other {seen} failed" if seen else ""))
     head += f", none of them failed; {plural(failed, 'connection')} failed"
     return head + (f", the outcome of {unknown} is unknown" if unknown else "")
+
+
+def _failed_loops_head(journeys: pd.DataFrame, worst: pd.Series, svc: str, failed: int, lb_failed: int) -> str:
+    """How many failed and why, then whose connections looped, each count said once: "13 of 40
+    connections failed: 13 load-balancer loopbacks; the loopbacks are node-1's connections to the
+    Service ..., which the load balancer sent back to node-1 (13 of its 20)"."""
+    total, node = len(journeys), worst["source_node"]
+    why = failure_words.tally(journeys) or plural(lb_failed, "load-balancer loopback")
+    loops = int((journeys["loopback"] == YES).sum())
+    whose = "the loopbacks are" if int(worst["loopback"]) == loops else f"{worst['loopback']} of the {loops} loopbacks are"
+    return (f"{failed} of {total} connections failed: {why}; {whose} {node}'s connections to the {svc}, which the "
+            f"load balancer sent back to {node} ({worst['loopback']} of its {worst['connections']})")
 
 
 def _loopback_verdict(journeys: pd.DataFrame, snat: pd.DataFrame, names: dict[str, str],

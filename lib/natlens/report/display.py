@@ -56,8 +56,14 @@ def is_share(column: Any) -> bool:
     return name in ("share", "ratio") or name.endswith(("_share", "_ratio"))
 
 
-def cell(value: Any, share: bool = False) -> str:
-    """One value as display text (not yet escaped): '-' for missing, 'yes'/'no', '55.0 %'."""
+def is_duration(column: Any) -> bool:
+    """A column of whole microseconds or milliseconds (``since_first_us``), shown 1,004,792."""
+    return str(column).endswith(("_us", "_ms"))
+
+
+def cell(value: Any, share: bool = False, counted: bool = False) -> str:
+    """One value as display text (not yet escaped): '-' for missing, 'yes'/'no', '55.0 %', and
+    thousands separators for a `counted` column (a duration in whole µs or ms; never a port)."""
     if isinstance(value, (list, tuple)):
         return ", ".join(cell(v) for v in value) if value else "-"
     try:
@@ -67,6 +73,8 @@ def cell(value: Any, share: bool = False) -> str:
         pass
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)) and counted:
+        return f"{int(value):,}"
     if share:
         try:
             return f"{100.0 * float(value):.1f} %"
@@ -106,7 +114,8 @@ def table_html(df: Any, max_rows: int | None = None) -> str:
     for i, (_, row) in enumerate(shown.iterrows()):
         if hidden and i == len(shown) // 2:
             parts.append(f'<tr class="natlens-more"><td colspan="{len(cols)}">… {hidden:,} more rows …</td></tr>')
-        parts.append("<tr>" + "".join(f"<td{cls(c)}>{html.escape(cell(row[c], is_share(c)))}</td>" for c in cols)
+        parts.append("<tr>" + "".join(f"<td{cls(c)}>{html.escape(cell(row[c], is_share(c), is_duration(c)))}</td>"
+                                      for c in cols)
                      + "</tr>")
     parts.append("</tbody></table>")
     return "".join(parts)

@@ -65,6 +65,20 @@ nav.natlens-toc .toc-h3 { font-size: 13px; }
 .jp-RenderedHTMLCommon table.natlens-table td.natlens-wrap { white-space: normal; min-width: 8rem;
   overflow-wrap: anywhere; }
 .jp-RenderedHTMLCommon table.natlens-table tr.natlens-more td { text-align: center; color: #6b6f76; }
+.natlens-banner .natlens-facts { font-size: .95rem; opacity: .95; }
+.natlens-banner .natlens-facts code { color: #111; }
+.natlens-story h3.natlens-story-h { margin: 1rem 0 .3rem; font-size: 1.15rem; }
+.natlens-story details { margin: .2rem 0 .5rem; }
+.natlens-story summary { cursor: pointer; }
+pre.natlens-decisive mark { background: #fff1a8; color: inherit; padding: 0 .15em; }
+.natlens-made { color: #5b6067; font-size: 12px; margin-top: 1rem; overflow-wrap: anywhere; }
+/* Narrow windows (a laptop split screen, a phone): the contents go above the report. */
+@media (max-width: 1100px) {
+  nav.natlens-toc { position: static; width: auto; border-right: 0; border-bottom: 1px solid #dde1e6; }
+  nav.natlens-toc ol { columns: 2; column-gap: 2rem; }
+  main { margin-left: 0; padding: 1rem; }
+  .natlens-banner h1 { font-size: 1.3rem; }
+}
 @media print { nav.natlens-toc { position: static; width: auto; border: 0; } main { margin: 0; } }
 </style>
 {% endblock extra_css %}
@@ -76,18 +90,46 @@ nav.natlens-toc .toc-h3 { font-size: 13px; }
 
 NOTEBOOK_ONLY = "notebook-only"  # cell tag: shown in JupyterLab, left out of the HTML report
 _TOC_MARK = "<!--natlens:toc-->"
-# Anything that would make a browser fetch something: script/img/iframe src, stylesheet
-# links, CSS url(...) and @import to a URL (data: URIs are fine, they are embedded).
-_EXTERNAL = re.compile(
-    r"""(?:\b(?:src|href|data|poster|action)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?//)"""
-    r"""|(?:url\(\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?//)|(?:@import\s)""",
-    re.IGNORECASE,
-)
+# Anything that would make a browser fetch something: a URL (scheme:// or //host) in an attribute
+# that loads or links, CSS url(...) to one and @import, in a style attribute or a <style> element.
+# Text is not markup: an escaped `src=https://...` in incident.yaml's notes loads nothing.
+_URL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+_CSS = re.compile(r"""url\(\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?//|@import\s""", re.IGNORECASE)
+_LOADING = {"src", "href", "data", "poster", "action", "formaction", "background", "srcset", "xlink:href",
+            "manifest", "ping"}
 
 
 def external_references(page: str) -> list[str]:
-    """Every place in `page` that refers to something outside the file (should be none)."""
-    return [page[max(0, m.start() - 40): m.end() + 60] for m in _EXTERNAL.finditer(page)]
+    """Every place in `page`'s markup that refers to something outside the file (should be none)."""
+    finder = _External()
+    finder.feed(page)
+    finder.close()
+    return finder.found
+
+
+class _External(HTMLParser):
+    """Collects loading attributes and CSS that point outside the page (see external_references)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+        self._style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            value = value or ""
+            urls = value.split(",") if name == "srcset" else [value]
+            if (name in _LOADING and any(_URL.match(u) for u in urls)) or (name == "style" and _CSS.search(value)):
+                self.found.append(f"<{tag} {name}={value[:80]!r}>")
+        self._style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._style and _CSS.search(data):
+            m = _CSS.search(data)
+            self.found.append(f"<style>...{data[max(0, m.start() - 40): m.end() + 60]}")
 
 
 def render_html(notebook: str | Path | nbformat.NotebookNode, output: str | Path | None = None,

@@ -17,7 +17,9 @@ from natlens.errors import NatlensError
 from natlens.findings import failure_words
 from natlens.journeys.evidence import point_label
 from natlens.report.data import ReportData
-from natlens.vocab import NO, UNKNOWN, YES
+from natlens.vocab import ANSWERED, ESTABLISHED, NO, RESET, TIMED_OUT, UNANSWERED, UNKNOWN, YES
+
+OUTCOME_ORDER = [ESTABLISHED, ANSWERED, TIMED_OUT, UNANSWERED, RESET, UNKNOWN]
 
 SNAT_COLUMNS = ["service", "source_node", "policy", "connections", "snat", "ratio", "predicted_by_rules"]
 LATENCY_METRICS = ("handshake_ms", "connect_ms", "first_byte_ms")
@@ -50,19 +52,66 @@ def host_network_text(col: pd.Series) -> pd.Series:
 
 LOOPBACK_COLUMNS = ["time_utc", "journey", "client_node", "client_h", "client_p", "service",
                     "lb_backend", "outcome", "syn_retransmits", "loopback_evidence"]
+LOOPBACK_GROUP_COLUMNS = ["service", "outcome", "connections", "when_utc",
+                          "journeys", "loopback_evidence"]
 
 
-def loopback(d: ReportData) -> pd.DataFrame:
+def loopback(d: ReportData, grouped: bool = False) -> pd.DataFrame:
     """The loopback journeys (connections the LB sent back to their own node), key columns.
 
-    `d.loopback` holds every column of these journeys.
+    ``grouped``: one row per piece of evidence, as a reader wants it: journeys whose evidence is
+    the same but for the client's port (written as PORT) are one row, with how many, when, and
+    which. `d.loopback` holds every column of these journeys.
     """
     df = d.loopback
     if df.empty:
-        return pd.DataFrame(columns=LOOPBACK_COLUMNS)
+        return pd.DataFrame(columns=LOOPBACK_GROUP_COLUMNS if grouped else LOOPBACK_COLUMNS)
     df = df.reset_index(drop=True)
     df.insert(0, "time_utc", _utc_col(df["ts"]))
+    if grouped:
+        return _grouped_loopbacks(df)
     return df[LOOPBACK_COLUMNS]
+
+
+def _grouped_loopbacks(df: pd.DataFrame) -> pd.DataFrame:
+    """Loopback rows with the same evidence (the client's port aside) as one row."""
+    evidence = [str(e).replace(f":{int(p)} ", ":PORT ") if pd.notna(p) else str(e)
+                for e, p in zip(df["loopback_evidence"], df["client_p"], strict=True)]
+    # the LB sent each back to its client's node, which the evidence names: no column for either
+    df = df.assign(loopback_evidence=evidence)
+    keys = ["service", "outcome", "loopback_evidence"]
+    rows = []
+    for key, g in df.groupby(keys, sort=False, dropna=False):
+        ids = g["journey"].astype(str).tolist()
+        first, last = g["time_utc"].iloc[0][11:], g["time_utc"].iloc[-1][11:]  # the date is in the banner
+        rows.append({**dict(zip(keys, key, strict=True)), "connections": len(g),
+                     "when_utc": first if first == last else f"{first} – {last}",
+                     "journeys": ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")})
+    return pd.DataFrame(rows, columns=LOOPBACK_GROUP_COLUMNS)
+
+
+CHOICE_KEYS = ["client_node", "lb_backend"]
+
+
+def lb_choice(d: ReportData, service: str) -> pd.DataFrame:
+    """For one Service: per client node and the node the load balancer chose, how the connections
+    ended. It shows at a glance whether failures follow the load balancer's choice (the client's
+    own node) or not. ``lb_backend`` "not seen" where no capture shows the choice."""
+    j = d.journeys
+    j = j[j["service"] == service] if not j.empty else j
+    if j.empty:
+        return pd.DataFrame(columns=["client_node", "lb_backend", "connections"])
+    j = j.assign(lb_backend=j["lb_backend"].where(j["lb_backend"].notna() & (j["lb_backend"] != UNKNOWN),
+                                                  "not seen"),
+                 client_node=j["client_node"].fillna(UNKNOWN))
+    own = j["lb_backend"] == j["client_node"]
+    j = j.assign(lb_backend=j["lb_backend"].where(~own, j["lb_backend"] + " (its own)"))
+    counts = pd.crosstab([j["client_node"], j["lb_backend"]], j["outcome"])
+    order = [o for o in OUTCOME_ORDER if o in counts.columns] + [o for o in counts.columns if o not in OUTCOME_ORDER]
+    out = counts[order].astype("Int64")
+    out.insert(0, "connections", out.sum(axis=1).astype("Int64"))
+    out.columns.name = None
+    return out.reset_index()
 
 
 LB_COLUMNS = ["service", "behaviour", "SNATed: sent back to own node", "pod source: sent to own node",
@@ -81,14 +130,15 @@ def lb(d: ReportData) -> pd.DataFrame:
 
 
 def hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:
-    """The worked journey hop by hop (default: the first loopback journey), times in UTC."""
+    """The worked journey hop by hop (default: the first loopback journey), times in UTC;
+    ``since_first_us`` whole microseconds after its first packet (the capture's own resolution)."""
     df = d.journey_hops(journey_id)
     if df.empty:
         return df
     df = df.reset_index(drop=True)
     # hops are microseconds apart: show them, not the raw epoch ns
     t = df["ts_ns"].astype("int64")
-    df.insert(df.columns.get_loc("ts_ns"), "since_first_us", ((t - t.min()) / 1e3).round(1))
+    df.insert(df.columns.get_loc("ts_ns"), "since_first_us", ((t - t.min()) // 1000).astype("Int64"))
     df = df.drop(columns="ts_ns")
     df["ts"] = _utc_col(df["ts"], digits=6)
     return df
@@ -122,6 +172,12 @@ def compact_hops(d: ReportData, journey_id: Any, first_attempt: bool = False) ->
     where = point_label(df)
     return pd.DataFrame({"capture": where, "since_first_us": df["since_first_us"], "packet": packet,
                          "flags": df["flags"], "note": df["note"]})
+
+
+def worked_hops(d: ReportData, journey_id: Any = None) -> pd.DataFrame:
+    """The worked journey (default: the first loopback journey), every hop, in the compact form."""
+    journey_id = d.worked_journey_id() if journey_id is None else journey_id
+    return pd.DataFrame() if journey_id is None else compact_hops(d, journey_id)
 
 
 def latency(d: ReportData) -> pd.DataFrame:

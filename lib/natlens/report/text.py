@@ -15,6 +15,7 @@ import pandas as pd
 
 from natlens.findings import failure_words
 from natlens.findings.lb_words import BEHAVIOUR_NAME, LOOP_NAME
+from natlens.report import tables
 from natlens.report.data import ReportData
 from natlens.report.display import table_html
 from natlens.report.tables import compact_hops
@@ -90,7 +91,8 @@ def harmless_loopbacks(summary: dict[str, Any]) -> bool:
 
 
 def banner(d: ReportData) -> Html:
-    """The verdict at the top of the report: incident, headline, root cause."""
+    """The verdict at the top of the report: the incident, what limits the evidence (first), and
+    what happened in one sentence. The why and what to do follow it (`story`)."""
     v = d.summary["verdict"]
     state = "Loopback detected" if v["loopback_detected"] else "No loopback detected"
     commonest = next(iter((d.summary.get("failures") or {}).get("by_mechanism") or {}), None)
@@ -101,13 +103,12 @@ def banner(d: ReportData) -> Html:
     scope = scope_note(d)
     return Html(
         f'<div class="natlens-banner {verdict_class(d.summary)}" id="verdict">'
-        + (f"<h1>{esc(d.about['title'])}</h1><p>Incident <code>{esc(d.incident)}</code></p>"
-           if d.about.get("title") else f"<h1>{esc(d.incident)}</h1>")
+        + (f"<h1>{esc(d.about['title'])}</h1>" if d.about.get("title") else f"<h1>{esc(d.incident)}</h1>")
+        + f'<p class="natlens-facts">{_facts(d)}</p>'
         + (f'<p class="natlens-evidence"><strong>What the evidence cannot show.</strong> '
            f"{esc(v['evidence'])}</p>" if v.get("evidence") else "")
-        + f"<p><strong>{esc(state)}.</strong> {esc(v['headline'])}</p>"
-        + (f"<p>{esc(v['root_cause'])}</p>" if v["root_cause"] else "")
-        + (f"<p><em>{esc(scope)}</em></p>" if scope else "")
+        + (f'<p class="natlens-evidence"><strong>Filtered.</strong> {esc(scope)}</p>' if scope else "")
+        + f"<p><strong>{esc(state)}.</strong> {esc(v['headline'])}.</p>"
         + ("<p><em>This report is anonymized (Crypto-PAn for IP addresses, prefix-preserving; "
            "keyed pseudonyms for the rest): node, pod, namespace, Service and incident names, local paths, "
            "MAC addresses and kube-proxy's chain hashes are replaced; payload-derived strings "
@@ -116,17 +117,137 @@ def banner(d: ReportData) -> Html:
     )
 
 
-def scope_note(d: ReportData) -> str:
-    p = d.parameters
-    parts = []
-    if p.get("start") or p.get("end"):
-        parts.append(f"time window {p.get('start') or 'start'} to {p.get('end') or 'end'} (UTC)")
-    if p.get("services"):
-        parts.append("Services " + ", ".join(p["services"]))
-    if not parts:
+def _facts(d: ReportData) -> str:
+    """'Incident mixed · 2026-11-26 06:40:01-06:40:03 UTC · 40 connections · 13 failed (32.5 %) ·
+    3 nodes, 6 capture points': the size of it, in one line."""
+    c, caps = d.summary["connections"], d.summary["inputs"]["captures"]
+    nodes = {str(x["node"]) for x in caps}
+    ts = pd.to_numeric(d.journeys["ts"], errors="coerce").dropna() if not d.journeys.empty else pd.Series(dtype=float)
+    parts = [f"Incident <code>{esc(d.incident)}</code>"]
+    if len(ts):
+        lo, hi = utc(ts.min())[:19], utc(ts.max())[:19]  # to the second
+        parts.append(esc(f"{lo}–{hi[11:] if hi[:10] == lo[:10] else hi} UTC"))
+    parts.append(f"{n(c['total'])} connection{'s' if c['total'] != 1 else ''}")
+    if c["total"]:
+        parts.append(f"<strong>{n(c['failed'])} failed</strong> ({pct(c['failed'], c['total'])})"
+                     + (f", {n(c['unknown'])} unknown" if c.get("unknown") else ""))
+    parts.append(f"{n(len(nodes))} node{'s' if len(nodes) != 1 else ''}, {n(len(caps))} capture "
+                 f"point{'s' if len(caps) != 1 else ''}")
+    return " · ".join(parts)
+
+
+WHY_CHARS = 700  # the first screen's "why": whole sentences up to about this long; the rest below it
+
+
+def story(d: ReportData) -> Html:
+    """The first screen, as an incident report's reader wants it: what happened and its size (the
+    banner), why (the root cause's first sentences and the rule line that decides it), what to do
+    (the recommended fix with its command, then the alternatives), and how good the evidence is."""
+    return Html(banner(d) + '<div class="natlens-story">' + _why(d) + _todo(d) + _evidence(d) + _made(d)
+                + "</div>")
+
+
+def _sentences(text: str) -> list[str]:
+    """`text` cut into sentences at '. ' before a capital letter or a digit (addresses and
+    versions inside a sentence have no space after their dots)."""
+    import re
+
+    return [x for x in re.split(r"(?<=[.]) (?=[A-Z0-9])", text.strip()) if x]
+
+
+def _why(d: ReportData) -> str:
+    """Why: the root cause's first sentences (the rest in a fold), then the decisive rule lines."""
+    root = d.summary["verdict"].get("root_cause") or ""
+    if not root:
         return ""
-    return ("Tables and figures are restricted to " + " and ".join(parts)
-            + "; the verdict and the summary numbers cover the whole incident.")
+    said, shown = _sentences(root), []
+    for x in said:
+        if shown and sum(len(y) + 1 for y in shown) + len(x) > WHY_CHARS:
+            break
+        shown.append(x)
+    rest = said[len(shown):]
+    more = (f"<details><summary>The rest of the root cause ({n(len(rest))} more sentence"
+            f"{'s' if len(rest) != 1 else ''})</summary><p>{esc(' '.join(rest))}</p></details>" if rest else "")
+    return f'<h3 class="natlens-story-h">Why</h3><p>{esc(" ".join(shown))}</p>{more}{decisive_rule(d)}'
+
+
+def decisive_rule(d: ReportData) -> str:
+    """The rule lines that decide the SNAT of the row the verdict is about (findings.snat.
+    decisive_rules), highlighted, with the node and the dump they come from; "" when none."""
+    from natlens.findings.snat import decisive_rules
+
+    rows = d.snat.to_dict("records") if not d.snat.empty else []
+    if not rows:
+        return ""
+    row = max(rows, key=lambda r: (r.get("loopback_failed", 0), r.get("loopback", 0), r.get("failed", 0)))
+    ratio = row.get("ratio")
+    snatted = None if ratio is None or ratio != ratio else True if ratio == 1 else False if ratio == 0 else None
+    lines = decisive_rules(list(row.get("rule_trace") or []), snatted)
+    if not lines:
+        return ""
+    files = next((r.get("files") for r in _rules(d) if r["service"] == row["service"]
+                  and r["source_node"] == row["source_node"]), None) or []
+    where = f" ({esc(', '.join(f.rsplit('/', 1)[-1] for f in files))})" if files else ""
+    what = "SNATs it" if snatted else "leaves it un-SNATed"
+    return (f"<p>The rules that decide it, on {esc(row['source_node'])}{where}: why a packet from a pod to "
+            f"{esc(row['service'])} is {'marked' if snatted else 'not marked'} for masquerade, and the rule that "
+            f"{what}:</p>" + '<pre class="natlens-trace natlens-decisive">'
+            + "".join(f'<span class="natlens-trace-line"><mark>{esc(x)}</mark>\n</span>' for x in lines)
+            + "</pre>")
+
+
+def _todo(d: ReportData) -> str:
+    """What to do: the first remediation step in full with its command; the others folded, each
+    with its own command, as alternatives."""
+    v = d.summary["verdict"]
+    steps = v.get("remediation") or []
+    if not steps:
+        return f'<h3 class="natlens-story-h">What to do</h3>{remediation(d)}'
+    first, *others = steps
+    alts = "".join(f"<li><details><summary>{esc(_sentences(x.split(' How: ', 1)[0])[0])}</summary>"
+                   f"{_step(x)}</details></li>" for x in others)
+    return ('<h3 class="natlens-story-h">What to do</h3><p><strong>Recommended.</strong> ' + _step(first) + "</p>"
+            + (f"<p><strong>Alternatives</strong> (open one for its command and cost):</p><ul>{alts}</ul>"
+               if alts else ""))
+
+
+def _evidence(d: ReportData) -> str:
+    """How good the evidence is, in one paragraph: the captures, their span, and what limits them."""
+    caps = d.summary["inputs"]["captures"]
+    limits = [x for q in d.summary["inputs"].get("quality") or [] for x in q.get("limits") or []]
+    blind = d.summary["inputs"].get("uncaptured_nodes") or []
+    nodes = len({str(x["node"]) for x in caps})
+    text = (f"{n(len(caps))} capture point{'s' if len(caps) != 1 else ''} on "
+            f"{n(nodes)} node{'s' if nodes != 1 else ''}")
+    text += (f"; {n(len(limits))} known flaw{'s' if len(limits) != 1 else ''} (see Evidence quality): "
+             + "; ".join(limits[:2]) + (" ..." if len(limits) > 2 else "") if limits
+             else "; nothing is known to be wrong with them")
+    if blind:
+        text += f"; no capture of {', '.join(map(str, blind))}"
+    unknown = d.summary["connections"].get("unknown")
+    if unknown:
+        text += f"; the outcome of {n(unknown)} connection{'s' if unknown != 1 else ''} is unknown"
+    return f'<h3 class="natlens-story-h">Evidence</h3><p>{esc(text)}.</p>'
+
+
+def _made(d: ReportData) -> str:
+    """When and how the report was made: UTC time, natlens version, the command line."""
+    import natlens
+
+    p = d.parameters
+    when = p.get("generated_utc") or pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
+    parts = [f"Generated {esc(when)}", f"natlens {esc(p.get('natlens_version') or natlens.__version__)}"]
+    if p.get("command"):
+        parts.append(f"<code>{esc(p['command'])}</code>")
+    return f'<p class="natlens-made">{" · ".join(parts)}</p>'
+
+
+def scope_note(d: ReportData) -> str:
+    """What the report is limited to (--service, --start, --end), one sentence; "" for the whole
+    incident. The scope is the analysis's, so every number in the report is about it."""
+    from natlens.findings.scope import describe_scope
+
+    return describe_scope(d.summary.get("scope")) or ""
 
 
 def executive_summary(d: ReportData) -> Html:
@@ -542,3 +663,50 @@ def netfilter_trace(d: ReportData, node: str = "", src: str = "", dst: str = "",
     return Html(f"<h4>{esc(head)}</h4>"
                 + trace_pre(lines)
                 + (f"<p>Not decided by the model:</p><ul>{undecided}</ul>" if undecided else ""))
+
+
+def service_label(d: ReportData, key: str) -> str:
+    """'default/web-local (198.19.0.10:80/tcp)' for a Service key as the report shows it (mapped
+    when the report is anonymized), or the key alone when the inventory names no Service."""
+    from natlens.findings.verdict import service_names
+
+    show = d.anonymizer.text if d.anonymizer is not None else (lambda x: x)
+    names = {show(k): show(v) for k, v in service_names(d.analysis.inventory).items()}
+    return f"{names[key]} ({key})" if key in names else key
+
+
+def by_service(d: ReportData) -> Html:
+    """One part per Service: its numbers in a sentence, what its load balancer was seen to do, and
+    the table of the node the load balancer chose against how the connections ended."""
+    j = d.journeys
+    if j.empty:
+        return Html("<p>No connection to a load-balancer Service in these captures.</p>")
+    parts = []
+    for i, (key, g) in enumerate(j.groupby("service", sort=True), 1):
+        parts.append(f'<h3 id="service-{i}">{esc(service_label(d, key))}</h3>' + _service_facts(d, key, g)
+                     + table_html(tables.lb_choice(d, key)))
+    return Html("".join(parts))
+
+
+def _service_facts(d: ReportData, key: str, g: pd.DataFrame) -> str:
+    """One Service's policy, counts, loopbacks and SNAT, and its load balancer's behaviour."""
+    from natlens.vocab import is_failed
+
+    policy = ", ".join(sorted({str(x) for x in g["policy"].dropna()})) or "unknown"
+    failed = int(is_failed(g["outcome"]).sum())
+    loops = int((g["loopback"] == YES).sum())
+    by = [x for x in (d.summary.get("failures") or {}).get("by_service") or [] if x["service"] == key]
+    why = {}
+    for x in by:
+        for m, k in x["by_mechanism"].items():
+            why[m] = why.get(m, 0) + k
+    causes = ", ".join(f"{n(k)} {failure_words.NAMES.get(m, (m, m))[0 if k == 1 else 1]}" for m, k in why.items())
+    text = (f"externalTrafficPolicy {esc(policy)}: {n(len(g))} connections, {n(failed)} failed"
+            + (f" ({esc(causes)})" if causes else "") + f", {n(loops)} sent back to their own node")
+    snat = [r for r in d.snat.to_dict("records") if r["service"] == key] if not d.snat.empty else []
+    text += "".join(f"; from {esc(r['source_node'])}: {n(r['snat'])} of {n(r['connections'])} SNATed" for r in snat)
+    lb = next((f for f in d.summary.get("lb_behaviour") or [] if f["service"] == key), None)
+    said = (f" Its load balancer {esc(BEHAVIOUR_NAME[lb['behaviour']])}." if lb and lb["behaviour"] != UNKNOWN
+            else " Whether its load balancer sends a node's own connection back to it is not shown.")
+    return (f"<p>{text}.{said} The node the load balancer chose for each connection, against how it "
+            "ended:</p>")
