@@ -208,7 +208,7 @@ def test_time_window_and_services_scope_every_table_and_the_summary(sample):
     assert d.summary["scope"]["journeys"] == {"in": len(d.journeys), "out": len(full.journeys) - len(d.journeys)}
     banner = report.text.banner(d)
     assert "<strong>Filtered.</strong> This report covers only" in banner
-    assert f"{len(d.journeys)} of the incident's {len(full.journeys)} connections" in banner
+    assert f"{len(d.journeys)} of the incident&#x27;s {len(full.journeys)} connections" in banner
 
 
 def test_a_service_the_incident_does_not_have_is_an_error(sample):
