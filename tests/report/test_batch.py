@@ -122,6 +122,9 @@ def test_batch_collects_every_failure_and_still_writes_the_index(batch):
     # One progress bar over the 6 incidents (not-an-incident is not one).
     assert "6/6" in r.progress_text and "reports" in r.progress_text
 
+    # BatchResult.table: one row per incident (the CLI counts them); .services is summary.csv.
+    assert r.table["incident"].tolist() == ["dies-5", "error-3", "hang-4", "mixed", "ok-1", "ok-2"]
+    assert "snat_ratio" not in r.table and len(r.services) == 7
     table = pd.read_csv(out / "summary.csv")
     assert list(table["incident"]) == ["dies-5", "error-3", "hang-4", "mixed", "mixed", "ok-1", "ok-2"]
     assert pd.read_parquet(out / "summary.parquet")["incident"].tolist() == list(table["incident"])

@@ -58,15 +58,23 @@ COLUMN_TYPES: dict[str, str] = {
     "seconds": "Float64", "report": "string",
 }
 BATCH_COLUMNS = list(COLUMN_TYPES)
+# BatchResult.table: the incident's own columns, one row per incident.
+INCIDENT_COLUMNS = ["incident", "status", "error", "loopback_detected", "headline", "services",
+                    *(c for c in BATCH_COLUMNS if c.startswith("incident_")), "seconds", "report"]
 
 
 @dataclass
 class BatchResult:
+    """What a batch wrote. ``table``: one row per incident (INCIDENT_COLUMNS: status, error,
+    verdict and the incident's totals; no SNAT ratio, which is a Service's); ``services``: one
+    row per incident and Service, as in summary.csv / summary.parquet (BATCH_COLUMNS)."""
+
     out_dir: Path
     index: Path
     table: pd.DataFrame
     failures: list[tuple[str, str]] = field(default_factory=list)  # (incident, why)
     seconds: float = 0.0
+    services: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BATCH_COLUMNS))
 
 
 def find_incidents(incidents_dir: str | os.PathLike[str]) -> list[Path]:
@@ -137,13 +145,14 @@ def run_batch(
                 if not results[name]["ok"]:
                     bar.set_postfix(failed=sum(not r["ok"] for r in results.values()))
                 bar.update(1)
-    table = batch_table([row for n in names for row in _rows(results[n], out)])
-    table.to_csv(out / "summary.csv", index=False)
-    table.to_parquet(out / "summary.parquet", index=False)
-    index = write_index(table, out / "index.html")
+    services = batch_table([row for n in names for row in _rows(results[n], out)])
+    services.to_csv(out / "summary.csv", index=False)
+    services.to_parquet(out / "summary.parquet", index=False)
+    index = write_index(services, out / "index.html")
     failures = [(r["incident"], r["error"]) for r in (results[n] for n in names) if not r["ok"]]
-    return BatchResult(out_dir=out, index=index, table=table, failures=failures,
-                       seconds=time.time() - t0)
+    incidents = services.drop_duplicates("incident")[INCIDENT_COLUMNS].reset_index(drop=True)
+    return BatchResult(out_dir=out, index=index, table=incidents, failures=failures,
+                       seconds=time.time() - t0, services=services)
 
 
 def _bundle_bytes(incident: Path) -> int:
