@@ -173,7 +173,7 @@ def test_summary_csv_is_per_service_with_integer_counts_even_beside_a_failed_inc
     table = pd.read_parquet(out / "summary.parquet")
     assert {str(table[c].dtype) for c in counts} == {"Int64"}
     assert str(table["snat_ratio"].dtype) == "Float64" and str(table["rules_agree"].dtype) == "boolean"
-    page = (out / "index.html").read_text()
+    page = (out / "index.html").read_text().replace("\u00a0", " ")  # figures kept together
     assert "0.0 % (0 of 20)" in page and "100.0 % (18 of 18); 2 not shown" in page
     assert "50.0 %" not in page
 
@@ -244,3 +244,24 @@ def test_anonymized_batch_uses_one_key_file_for_all(tmp_path, notebook):
     assert "anonymize = True" in executed
     assert "cryptopan.key" not in executed and "NATLENS_ANON_KEY" not in executed
     assert json.loads((tmp_path / "r" / "ok-1" / "summary.json").read_text())["incident"] == "ok-1"
+
+
+def test_service_rows_of_the_mixed_sample_keep_local_and_cluster_apart(sample):
+    """On a real analysis (data/samples/mixed): each Service its own SNAT ratio, loopbacks
+    and failures, adding up to the incident's; the incident digest pools no SNAT ratio."""
+    from natlens.findings import analyze
+    from natlens.report.batch import aggregate_summary, service_rows
+
+    s = analyze(sample.parent / "mixed").summary()
+    rows = {r["service"]: r for r in service_rows(s)}
+    assert sorted(rows) == ["198.19.0.10:80/tcp", "198.19.0.11:80/tcp"]
+    local, cluster = rows["198.19.0.10:80/tcp"], rows["198.19.0.11:80/tcp"]
+    assert (local["policy"], local["snat_ratio"], local["connections"]) == ("Local", 0.0, 20)
+    assert (cluster["policy"], cluster["snat_ratio"], cluster["connections"]) == ("Cluster", 1.0, 20)
+    assert (local["loopback_hits"], cluster["loopback_hits"]) == (13, 0)
+    assert local["loopback_hits"] + cluster["loopback_hits"] == s["loopback"]["hits"]
+    assert local["failed"] + cluster["failed"] == s["connections"]["failed"] == 13
+    assert local["loopback_failed"] == s["loopback"]["failed"]
+    assert local["rules_agree"] is True and cluster["lb_behaviour"] == "avoids-source"
+    digest = aggregate_summary(s)
+    assert digest["snat_ratio"] is None and digest["incident_connections"] == 40

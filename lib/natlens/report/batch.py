@@ -359,13 +359,21 @@ h2 { font-size: 1.15rem; margin: 1.5rem 0 .4rem; }
 .wrap { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid #dde1e6; padding: .35rem .6rem; text-align: left; vertical-align: top; }
-th { background: #f6f7f9; cursor: pointer; user-select: none; }
-th::after { content: " \2195"; color: #8a9199; }
-th[aria-sort="ascending"]::after { content: " \25B2"; color: #1b1b1b; }
-th[aria-sort="descending"]::after { content: " \25BC"; color: #1b1b1b; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f6f7f9; cursor: pointer; user-select: none; white-space: nowrap; }
+th::after { content: "\00a0\2195"; color: #8a9199; }
+th[aria-sort="ascending"]::after { content: "\00a0\25B2"; color: #1b1b1b; }
+th[aria-sort="descending"]::after { content: "\00a0\25BC"; color: #1b1b1b; }
+th.num, td.num { text-align: right; }
+td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.verdict { min-width: 14em; }
+td.files { white-space: nowrap; }
+td.num.wraps { white-space: normal; }
 tr.bad td.verdict, tr.bad td.hit { color: #b3261e; } tr.ok td.verdict { color: #2e7d32; }
 tr.failed { background: #fdecea; }
+@media (max-width: 900px) {
+  body { margin: 1rem; font-size: 13px; } th, td { padding: .3rem .35rem; } th { white-space: normal; }
+  td.files a { display: block; } td.files .sep { display: none; }
+}
 """
 # Sorts a table.sortable by a clicked (or Enter-pressed) header: a cell's data-sort, else its
 # text; numbers as numbers; empty cells last either way; a second click reverses.
@@ -403,8 +411,17 @@ _SORT_SCRIPT = """
 """
 
 
+_NUMERIC_HEADERS = {"Services", "connections", "failed", "loopback hits", "SNATed"}
+
+
 def _headers(names: list[str]) -> str:
-    return "".join(f'<th scope="col" tabindex="0" aria-sort="none">{esc(h)}</th>' for h in names)
+    """Header cells that sort their column when clicked (or focused and Enter pressed)."""
+    cells = []
+    for h in names:
+        cls = ' class="num"' if h in _NUMERIC_HEADERS else ""
+        label = esc(h).replace("connections", "conn&shy;ections")  # may break on a narrow screen
+        cells.append(f'<th scope="col" tabindex="0" aria-sort="none"{cls}>{label}</th>')
+    return "".join(cells)
 
 
 def _td(text: str, sort: Any = None, cls: str | None = None) -> str:
@@ -424,17 +441,17 @@ def _incident_row(r: dict[str, Any]) -> str:
     name = r["incident"]
     if r["status"] != "ok":
         cells = [_td(esc(name)), _td(f"<strong>report failed</strong>: {esc(r['error'])}", cls="verdict"),
-                 _td(""), _td(""), _td(""), _td(""), _td(_link(name, "report.log", "log"))]
+                 _td(""), _td(""), _td(""), _td(""), _td(_link(name, "report.log", "log"), cls="files")]
         return '<tr class="failed">' + "".join(cells) + "</tr>"
     detected = not pd.isna(r["loopback_detected"]) and bool(r["loopback_detected"])
     verdict = ("loopback" if detected else "no loopback") + f": {_text(r['headline'])}"
-    links = " · ".join([_link(name, "report.html", "report"), _link(name, "summary.json", "summary.json"),
+    links = '<span class="sep"> · </span>'.join([_link(name, "report.html", "report"), _link(name, "summary.json", "summary.json"),
                         _link(name, "report.ipynb", "notebook"), _link(name, "report.log", "log")])
     failed = r["incident_failed"]
     cls = "bad" if detected or (not pd.isna(failed) and failed > 0) else "ok"
     cells = [_td(_link(name, "report.html", esc(name)), name), _td(esc(verdict), cls="verdict"),
              _num(r["services"]), _num(r["incident_connections"]), _num(failed, "num hit"),
-             _num(r["incident_loopback_hits"], "num hit"), _td(links)]
+             _num(r["incident_loopback_hits"], "num hit"), _td(links, cls="files")]
     return f'<tr class="{cls}">' + "".join(cells) + "</tr>"
 
 
@@ -449,7 +466,8 @@ def _service_row_html(r: dict[str, Any]) -> str:
         return f'<tr class="ok">{first}{_td("no load-balancer Service seen")}{blank}</tr>'
     hits, failed = r["loopback_hits"], r["failed"]
     bad = any(not pd.isna(x) and x > 0 for x in (hits, failed))
-    cells = [first, _td(esc(r["service"])), _td(esc(_text(r["policy"]))),
+    service = esc(r["service"]).replace(":", ":<wbr>", 1)  # VIP: / port/proto on a narrow screen
+    cells = [first, _td(service, r["service"]), _td(esc(_text(r["policy"]))),
              _td(esc(_text(r["source_nodes"]))), _num(r["connections"]), _snat_cell(r),
              _td(esc(_agreement(r["rules_agree"]))), _num(hits, "num hit"), _num(failed, "num hit"),
              _td(esc(BEHAVIOUR_SHORT.get(_text(r["lb_behaviour"]), _text(r["lb_behaviour"]))))]
@@ -459,10 +477,12 @@ def _service_row_html(r: dict[str, Any]) -> str:
 def _snat_cell(r: dict[str, Any]) -> str:
     """"100.0 % (20 of 20)", sorted by the ratio; "unknown" when the captures show none."""
     measured = sum(int(x) for x in (r["snat"], r["no_snat"]) if not pd.isna(x))
-    text = f"{pct(r['snat'], measured)} ({_int(r['snat'])} of {_int(measured)})" if measured else "unknown"
+    nb = "\u00a0"  # the figures stay together when the cell wraps
+    text = (f"{pct(r['snat'], measured).replace(' ', nb)} ({_int(r['snat'])}{nb}of{nb}{_int(measured)})"
+            if measured else "unknown")
     if not pd.isna(r["snat_unknown"]) and r["snat_unknown"] > 0:
-        text += f"; {_int(r['snat_unknown'])} not shown"
-    return _td(esc(text), r["snat_ratio"], "num")
+        text += f"; {_int(r['snat_unknown'])}{nb}not{nb}shown"
+    return _td(esc(text), r["snat_ratio"], "num wraps")
 
 
 def _agreement(x: Any) -> str:
