@@ -229,6 +229,10 @@ def test_strings_are_escaped_as_zeek_does(tmp_path):
     assert rows["natlens_capture"].tolist() == ["odd\\x09name\\x5cx", "\\x2d", "\\x28empty)", "(empty)"]
     with pzl.ZeekLog(path) as r:
         assert [x["natlens_capture"] for x in r] == labels
+    # A file name's bytes that are not UTF-8 (Python's surrogate escapes) are written as \xHH.
+    t["capture"] = ["bad\udcff", "é", "ok", "ok"]
+    rows = strict_rows(write_conn_log(t, tmp_path / "conn.log"))
+    assert rows["natlens_capture"].tolist()[:2] == ["bad\\xff", "é"]
 
 
 def test_bad_tables_name_the_file_and_the_problem(tmp_path):

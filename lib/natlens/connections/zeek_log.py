@@ -107,7 +107,9 @@ EXTRA_FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 IP_PROTO = {"tcp": 6, "udp": 17}
 NONE_IS_MINUS_ONE = ("vlan", "vni", "iface")  # natlens' "none" in these integer columns
-_ESCAPED = re.compile(r"[\x00-\x1f\x7f\\]")
+# Control characters, backslash, and the bytes of a file name that are not UTF-8 (Python's
+# surrogate escapes U+DC80-U+DCFF), which Zeek writes as \xHH like any non-UTF-8 byte.
+_ESCAPED = re.compile("[\x00-\x1f\x7f\\\\\udc80-\udcff]")
 
 
 def conn_log_fields(table: pd.DataFrame) -> list[tuple[str, str, str | None]]:
@@ -245,7 +247,7 @@ def _string(value: object) -> str:
     text = str(value)
     if not text:
         return EMPTY
-    text = _ESCAPED.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    text = _ESCAPED.sub(lambda m: f"\\x{ord(m.group()) & 0xFF:02x}", text)
     if text in (UNSET, EMPTY):
         return f"\\x{ord(text[0]):02x}" + text[1:]
     return text
