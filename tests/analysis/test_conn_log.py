@@ -230,7 +230,7 @@ def test_strings_are_escaped_as_zeek_does(tmp_path):
     with pzl.ZeekLog(path) as r:
         assert [x["natlens_capture"] for x in r] == labels
     # A file name's bytes that are not UTF-8 (Python's surrogate escapes) are written as \xHH.
-    t["capture"] = ["bad\udcff", "é", "ok", "ok"]
+    t["capture"] = pd.Series(["bad\udcff", "é", "ok", "ok"], dtype=object)
     rows = strict_rows(write_conn_log(t, tmp_path / "conn.log"))
     assert rows["natlens_capture"].tolist()[:2] == ["bad\\xff", "é"]
 
