@@ -64,6 +64,8 @@ if name.startswith("mixed"):
     summary["lb_behaviour"] = [
         {"service": "198.19.0.10:80/tcp", "behaviour": "unknown", "loops": {"answered-from-node-port": 13}},
         {"service": "198.19.0.11:80/tcp", "behaviour": "avoids-source", "loops": {}}]
+if name.startswith("garbled"):
+    summary["snat"] = 5  # a report that says ok, with a summary.json the batch cannot read
 pathlib.Path(out_dir, "summary.json").write_text(json.dumps(summary))
 print("wrote summary for", name)
 if name.startswith("dies"):
@@ -216,14 +218,17 @@ window.addEventListener("load", function () {
 
 
 def test_cli_batch_exits_nonzero_naming_each_failed_incident(tmp_path, notebook, capsys):
-    inc = _incidents(tmp_path / "incidents", ["ok-1", "error-2"])
+    inc = _incidents(tmp_path / "incidents", ["ok-1", "error-2", "garbled-3"])
     rc = main(["batch", str(inc), "--out", str(tmp_path / "r"), "--jobs", "2", "--no-progress",
                "--notebook", str(notebook)])
     out, err = capsys.readouterr()
     assert rc == 1
-    assert "natlens: 1 of 2 incidents failed:" in err
+    assert "natlens: 2 of 3 incidents failed:" in err
     assert re.search(r"^  error-2: cell \d+ raised RuntimeError: no captures in error-2", err, re.M)
-    assert "ok-1" not in err and "index.html" in out
+    assert re.search(r"^  garbled-3: .*garbled-3/summary.json: summary.json not readable", err, re.M)
+    assert "ok-1" not in err and "index.html" in out and "(1 of 3 incidents reported" in out
+    table = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert table.set_index("incident").loc["garbled-3", "status"] == "failed"
 
 
 def test_find_incidents_rejects_an_empty_directory(tmp_path):

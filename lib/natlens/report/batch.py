@@ -149,8 +149,8 @@ def run_batch(
     services.to_csv(out / "summary.csv", index=False)
     services.to_parquet(out / "summary.parquet", index=False)
     index = write_index(services, out / "index.html")
-    failures = [(r["incident"], r["error"]) for r in (results[n] for n in names) if not r["ok"]]
     incidents = services.drop_duplicates("incident")[INCIDENT_COLUMNS].reset_index(drop=True)
+    failures = [(str(r.incident), str(r.error)) for r in incidents.itertuples() if r.status != "ok"]
     return BatchResult(out_dir=out, index=index, table=incidents, failures=failures,
                        seconds=time.time() - t0, services=services)
 
@@ -187,10 +187,12 @@ def _rows(r: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         return [base]
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # the report said ok, but its summary is unreadable
-        return [{**base, "status": "failed", "error": f"{path}: unreadable summary.json: {exc}"}]
-    incident = {**base, **aggregate_summary(summary)}
-    services = service_rows(summary)
+        incident = {**base, **aggregate_summary(summary)}
+        services = service_rows(summary)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        # The report said ok, but its summary cannot be read: a failed row, not a lost batch.
+        return [{**base, "status": "failed", "report": "",
+                 "error": f"{path}: summary.json not readable as natlens.summary/1: {exc}"}]
     incident["services"] = len(services)
     return [{**incident, **svc} for svc in services] or [incident]
 
