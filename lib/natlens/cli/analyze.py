@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle directory")
     p.add_argument("--json", action="store_true", help="print summary.json (natlens.summary/1)")
     p.add_argument("--journeys", action="store_true", help="also list every journey")
-    p.add_argument("--out", metavar="DIR", help="also write summary.json and connections, journeys, "
-                   "snat and latency as Parquet into DIR (default: write nothing)")
+    p.add_argument("--out", metavar="DIR", help="also write into DIR summary.json; the connections, "
+                   "journeys, service_journeys, snat, latency and problems tables as Parquet; and the "
+                   "connections as a Zeek conn.log (default: write nothing)")
     p.add_argument("--anonymize", action="store_true",
                    help="map every identifier in what is printed and written: IP addresses with "
                    "Crypto-PAn; node, pod, namespace, Service and incident names, paths and MAC "

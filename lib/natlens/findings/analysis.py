@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from natlens.bundle import Bundle
+from natlens.connections.zeek_log import write_conn_log
 from natlens.errors import NatlensError
 from natlens.findings.hops import journey_hops
 from natlens.findings.paths import PROBLEM_COLUMNS
@@ -71,7 +72,9 @@ class Analysis:
     def write(self, out_dir: str | Path) -> list[Path]:
         """summary.json and the tables as Parquet in `out_dir`, for scripts and notebooks that
         build on them: connections, journeys (every journey), service_journeys (those the
-        summary counts), snat, latency. Returns the files written."""
+        summary counts), snat, latency, problems; and the connections again as a Zeek
+        conn.log (``conn.log``, natlens.connections.zeek_log), so Zeek tooling reads them,
+        with each record's interface name and journey. Returns the files written."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "summary.json"]
@@ -80,7 +83,16 @@ class Analysis:
             path = out / f"{name}.parquet"
             getattr(self, name).to_parquet(path, index=False)
             written.append(path)
+        written.append(write_conn_log(self._conn_log_records(), out / "conn.log"))
         return written
+
+    def _conn_log_records(self) -> pd.DataFrame:
+        """Every connection record, with the journey and interface name (``point``) the
+        journeys gave it where they did (matched on uid: no record is dropped or repeated)."""
+        if self.records is None or not {"uid", "journey", "point"} <= set(self.records.columns):
+            return self.connections
+        extra = self.records[["uid", "journey", "point"]].drop_duplicates("uid")
+        return self.connections.merge(extra, on="uid", how="left", validate="one_to_one")
 
     def journey_hops(self, journey_id: str) -> pd.DataFrame:
         """Every packet of one journey, all capture points, on one clock, in time order, except
