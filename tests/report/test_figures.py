@@ -222,6 +222,9 @@ def test_timeline_bin_width_can_be_chosen():
     fig = _draw(figures.timeline(_load("snat 0 %"), bin_s=0.2))
     assert "per 200 ms" in fig.axes[0].get_ylabel()
     assert sorted(_bar_totals(fig.axes[0]), reverse=True)[0] == 3  # 0.07 s apart: 3 in 200 ms
+    for bad in (0, -1.0, 1e-6):  # 1 us over 1.33 s: 1.3 million bars
+        with pytest.raises(ValueError, match="bin_s"):
+            figures.timeline(_load("snat 0 %"), bin_s=bad)
 
 
 @pytest.mark.parametrize("case", CASES)

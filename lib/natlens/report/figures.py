@@ -39,6 +39,7 @@ _RC = {"text.parse_math": False, "axes.formatter.use_mathtext": False, "font.siz
        "axes.labelsize": 10.5, "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 9.5,
        "legend.title_fontsize": 9.5, "figure.titlesize": 11.5, "axes.grid": True, "grid.alpha": 0.3}
 _NOTE_PT = 9.5  # annotations (counts on bars, marks)
+MAX_BINS = 5000  # a timeline with more bars than this is not drawn (a mistyped bin_s)
 # Round widths in seconds (1-2-5 below a minute, then minutes and hours a clock shows), for the
 # timeline's bins and its ticks: a bin or tick step is always one of these, or whole days.
 STEPS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0,
@@ -143,14 +144,15 @@ def _utc_dates(lo: float, hi: float) -> str:
 # --- timeline ----------------------------------------------------------------------------
 
 
-def timeline(d: ReportData, bin_s: float | None = None, max_bins: int = 60) -> Figure:
+def timeline(d: ReportData, *, bin_s: float | None = None, max_bins: int = 60) -> Figure:
     """Connections over time by outcome, stacked, in round bins.
 
     The x axis reads HH:MM:SS UTC (HH:MM:SS.mmm when ticks are less than a second apart),
-    the date in its label. Bins are `bin_width` of the span shown (the connections and
-    incident.yaml's reported window, which is shaded) unless `bin_s` (seconds) is given, and
-    the y label says their width. When few bins hold connections each bar carries its
-    count, so a single connection still reads as "1".
+    the date in its label. Bins are `bin_width(span, max_bins)` of the span shown (the
+    connections and incident.yaml's reported window, which is shaded) unless `bin_s`
+    (seconds; ValueError unless positive and at most MAX_BINS bins over the connections) is
+    given, and the y label says their width. When few bins hold connections each bar
+    carries its count, so a single connection still reads as "1".
     """
     with matplotlib.rc_context(_RC):
         fig = _figure(WIDTH_IN, 3.0)
@@ -163,7 +165,8 @@ def timeline(d: ReportData, bin_s: float | None = None, max_bins: int = 60) -> F
         lo, hi = float(ts.min()), float(ts.max())
         window = _reported_window(d)
         shown = (min(lo, window[0]), max(hi, window[1])) if window else (lo, hi)
-        width = float(bin_s) if bin_s else bin_width(shown[1] - shown[0], max_bins)
+        width = (bin_width(shown[1] - shown[0], max_bins) if bin_s is None
+                 else _chosen_width(bin_s, lo, hi))
         edges = _bin_edges(lo, hi, width)
         order = sorted(set(outcome), key=lambda o: (o not in GOOD_OUTCOMES, o))
         totals = np.zeros(len(edges) - 1)
@@ -186,6 +189,15 @@ def timeline(d: ReportData, bin_s: float | None = None, max_bins: int = 60) -> F
         _legend_above(ax, ncols=min(3, len(order) + bool(window)))
         fig.suptitle("Connections by outcome")
         return _plain(fig)
+
+
+def _chosen_width(bin_s: float, lo: float, hi: float) -> float:
+    """A caller's bin width, refused when it is not positive or would draw over MAX_BINS bars."""
+    width = float(bin_s)
+    if not width > 0 or (hi - lo) / width > MAX_BINS:
+        raise ValueError(f"bin_s={bin_s!r}: give a positive width of at least {(hi - lo) / MAX_BINS:.3g} s "
+                         f"(at most {MAX_BINS:,} bins over {hi - lo:.3g} s)")
+    return width
 
 
 def _bin_edges(lo: float, hi: float, width: float) -> np.ndarray:
