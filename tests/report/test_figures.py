@@ -126,6 +126,19 @@ def _shown_ticks(axis, minor=False):
             if t.label1.get_visible() and lo - eps <= t.get_loc() <= hi + eps]
 
 
+def _drawn_texts(fig) -> list[Text]:
+    """The visible Text objects matplotlib draws: tick labels only for ticks inside the view."""
+    ticks, shown = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for minor in (False, True):
+                all_ticks = axis.get_minor_ticks() if minor else axis.get_major_ticks()
+                ticks |= {id(t.label1) for t in all_ticks} | {id(t.label2) for t in all_ticks}
+                locs = {loc for loc, _ in _shown_ticks(axis, minor)}
+                shown += [t.label1 for t in all_ticks if t.get_loc() in locs and t.label1.get_visible()]
+    return [t for t in fig.findobj(Text) if id(t) not in ticks and t.get_visible()] + shown
+
+
 def _without(text: str, allowed) -> str:
     for a in allowed:
         text = text.replace(a, "")
@@ -150,12 +163,25 @@ def _check_legible(fig):
     legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
     for leg in legends:
         box = leg.get_window_extent(renderer).shrunk(0.98, 0.98)
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1), \
+            "a legend runs out of the figure"
         for ax in fig.axes:
             assert not (ax.axison and box.overlaps(ax.bbox)), f"a legend covers the data of {ax}"
+    for ax in fig.axes:  # tick labels side by side, not on top of each other
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = sorted((t.label1.get_window_extent(renderer) for t in axis.get_major_ticks()
+                            if t.label1.get_visible() and t.label1.get_text() and
+                            (t.get_loc(), t.label1.get_text()) in _shown_ticks(axis)), key=lambda b: (b.x0, b.y0))
+            for a, b in zip(boxes, boxes[1:], strict=False):
+                assert not a.shrunk(0.98, 0.98).overlaps(b), f"tick labels overlap on {axis}"
     scale = NARROW_PX / (fig.get_figwidth() * 72)  # displayed px per point
-    for t in fig.findobj(Text):
-        if t.get_visible() and t.get_text().strip() and t.get_window_extent(renderer).width > 0:
+    inside = fig.bbox.padded(1)
+    for t in _drawn_texts(fig):
+        box = t.get_window_extent(renderer)
+        if t.get_text().strip() and box.width > 0:
             assert t.get_fontsize() * scale >= MIN_TEXT_PX, f"{t.get_text()!r} at {t.get_fontsize()} pt"
+            assert inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1), \
+                f"{t.get_text()!r} runs out of the figure"
 
 
 # --- every figure, every case ------------------------------------------------------------

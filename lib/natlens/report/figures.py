@@ -50,7 +50,9 @@ def _figure(width: float = WIDTH_IN, height: float = 3.0) -> Figure:
     return Figure(figsize=(width, height), dpi=96, layout="constrained")
 
 
-def _empty(fig: Figure, text: str) -> Figure:
+def _empty(text: str) -> Figure:
+    """A one-line figure saying why there is nothing to draw."""
+    fig = _figure(WIDTH_IN, 0.8)
     ax = fig.subplots()
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
@@ -103,17 +105,21 @@ def duration_text(seconds: float) -> str:
 
 
 class _TimeLocator(ticker.Locator):
-    """Ticks at round UTC times (STEPS_S) on an axis in epoch seconds: at most 6, or 5 when the
-    labels need milliseconds (HH:MM:SS.mmm is wider)."""
+    """Ticks at round UTC times on an axis in epoch seconds: the smallest step of STEPS_S (or
+    whole days) whose labels fit side by side in the axes' width, HH:MM:SS.mmm labels being
+    wider than HH:MM:SS."""
 
     def __call__(self):
         return self.tick_values(*self.axis.get_view_interval())
 
     def tick_values(self, vmin: float, vmax: float):
         lo, hi = sorted((float(vmin), float(vmax)))
-        step = _step(hi - lo, 5)
-        if step < 1:
-            step = _step(hi - lo, 4)
+        span = max(hi - lo, 1e-9)
+        ax = self.axis.axes
+        px = ax.bbox.width if ax is not None else 460.0
+        char_px = 0.55 * _RC["xtick.labelsize"] * (ax.figure.dpi if ax is not None else 96) / 72
+        fits = [s for s in STEPS_S if px * s / span >= char_px * (12 if s < 1 else 8) + 12]
+        step = fits[0] if fits else _step(span, 2)
         first, last = math.ceil(lo / step - 1e-6), math.floor(hi / step + 1e-6)
         return np.arange(first, last + 1) * step
 
@@ -155,10 +161,10 @@ def timeline(d: ReportData, *, bin_s: float | None = None, max_bins: int = 60) -
     carries its count, so a single connection still reads as "1".
     """
     with matplotlib.rc_context(_RC):
-        fig = _figure(WIDTH_IN, 3.0)
         t = tables.connection_outcomes(d)
         if t.empty:
-            return _empty(fig, "no connections in the captures")
+            return _empty("no connections in the captures")
+        fig = _figure(WIDTH_IN, 3.0)
         ax = fig.subplots()
         ax.set_axisbelow(True)
         ts, outcome = t["ts"].to_numpy(dtype=float), t["outcome"].to_numpy()
@@ -262,11 +268,12 @@ def latency_cdf(d: ReportData) -> Figure:
     """
     with matplotlib.rc_context(_RC):
         df, metrics = d.latency, tables.LATENCY_METRICS
-        fig = _figure(WIDTH_IN, 1.4 + 1.25 * len(metrics))
         curves = _latency_curves(df, metrics)
         measured = _measured(df, metrics)
         if not measured:
-            return _empty(fig, "no latency measurements (no connection completed its handshake)")
+            return _empty("no latency to show: no connection completed its handshake" if len(df)
+                          else "no latency measurements")
+        fig = _figure(WIDTH_IN, 1.4 + 1.25 * len(metrics))
         problems = _problems(d)
         axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
         paths = list(dict.fromkeys(p for m in metrics for p, _ in curves[m]))
@@ -429,7 +436,7 @@ def _mode_ms(lo: float, hi: float) -> float:
 
 # (column of d.snat, legend label, colour, colour of the count written on it)
 _SNAT_PARTS = (("snat", "SNATed", "#1f3b5c", "#ffffff"), ("no_snat", "not SNATed", "#a9c1da", "#1b1f24"),
-               ("unknown_snat", "SNAT not visible in the captures", "#d5d8dc", "#1b1f24"))
+               ("unknown_snat", "not visible", "#d5d8dc", "#1b1f24"))
 
 
 def snat_ratio(d: ReportData) -> Figure:
@@ -443,9 +450,9 @@ def snat_ratio(d: ReportData) -> Figure:
     """
     with matplotlib.rc_context(_RC):
         t = tables.snat(d)
-        fig = _figure(WIDTH_IN, 1.35 + 0.55 * max(1, len(t)))
         if t.empty:
-            return _empty(fig, "no Service traffic through a load balancer")
+            return _empty("no Service traffic through a load balancer")
+        fig = _figure(WIDTH_IN, 1.35 + 0.55 * len(t))
         ax = fig.subplots()
         ax.set_axisbelow(True)
         parts = _snat_parts(d, t)
