@@ -56,7 +56,7 @@ def _sample(path):
 # --- hand-built incidents ----------------------------------------------------------------
 
 
-def _data(ts, *, outcomes=None, latency_ms=None, snat=((20, 0, 0),), window=None, names=None):
+def _data(ts, *, outcomes=None, latency_ms=None, snat=((20, 0, 0),), window=None, names=None, host_network=None):
     """A minimal ReportData stand-in: journeys at `ts` (epoch s), connect times `latency_ms`
     (one per journey, None for none), SNAT rows (connections, snat, undetermined)."""
     service, node, path = names or ("198.19.0.10:80/tcp", "node-1", "remote/snat")
@@ -66,9 +66,11 @@ def _data(ts, *, outcomes=None, latency_ms=None, snat=((20, 0, 0),), window=None
     latency = pd.DataFrame({"journey": [f"J{i}" for i in range(len(ts))], "path": path,
                             "handshake_ms": ms, "connect_ms": ms,
                             "first_byte_ms": [None if v is None else v + 0.4 for v in ms]})
-    rows = [{"service": service, "source_node": node, "host_network": "no", "policy": "Local",
+    hosts = host_network or ["no"] * len(snat)
+    rows = [{"service": service, "source_node": node, "host_network": h, "policy": "Local",
              "connections": c, "snat": s, "no_snat": c - s - u, "unknown_snat": u,
-             "ratio": s / (c - u) if c > u else None, "predicted_by_rules": None} for c, s, u in snat]
+             "ratio": s / (c - u) if c > u else None, "predicted_by_rules": None}
+            for (c, s, u), h in zip(snat, hosts, strict=True)]
     about = {"window": {"start": window[0], "end": window[1]}} if window else {}
     return types.SimpleNamespace(journeys=pd.DataFrame({"ts": ts, "outcome": outcomes}),
                                  latency=latency, snat=pd.DataFrame(rows), about=about,
@@ -85,6 +87,8 @@ EDGE_CASES = {
     "snat 0 %": lambda: _data(T0 + np.arange(20) * 0.07, snat=[(20, 0, 0)]),
     "snat 100 %": lambda: _data(T0 + np.arange(20) * 0.07, snat=[(20, 20, 0)]),
     "snat undetermined": lambda: _data(T0 + np.arange(20) * 0.07, snat=[(20, 0, 20), (12, 3, 4)]),
+    "snat big counts": lambda: _data(T0 + np.arange(20) * 0.07, snat=[(12345, 2345, 1000), (25000, 25000, 0), (7, 0, 0)],
+                                     host_network=["yes", "unknown", "no"]),
     "window": lambda: _data(T0 + np.arange(20) * 0.07,
                             window=("2026-11-26T06:39:50Z", "2026-11-26T06:40:10+00:00")),
     "no latency": lambda: _data([T0, T0 + 1], latency_ms=[None, None]),
@@ -284,7 +288,9 @@ def test_one_connection_latency_is_a_visible_step():
 
 @pytest.mark.parametrize(("case", "rows"), [
     ("snat 0 %", ["0 of 20 SNATed"]), ("snat 100 %", ["20 of 20 SNATed"]), ("one connection", ["0 of 1 SNATed"]),
-    ("snat undetermined", ["not visible", "3 of 8 SNATed"])])
+    ("snat undetermined", ["not visible", "3 of 8 SNATed"]),
+    ("snat big counts", ["2,345 of 11,345 SNATed (20.7 %), 1,000 not visible", "25,000 of 25,000 SNATed (100 %)",
+                         "0 of 7 SNATed (0 %)"])])
 def test_snat_rows_are_visible_bars_with_their_counts(case, rows):
     fig = _draw(figures.snat_ratio(_load(case)))
     ax = fig.axes[0]

@@ -117,7 +117,7 @@ class _TimeLocator(ticker.Locator):
         span = max(hi - lo, 1e-9)
         ax = self.axis.axes
         px = ax.bbox.width if ax is not None else 460.0
-        char_px = 0.55 * _RC["xtick.labelsize"] * (ax.figure.dpi if ax is not None else 96) / 72
+        char_px = _char_px() * (ax.figure.dpi / 96 if ax is not None else 1.0)
         fits = [s for s in STEPS_S if px * s / span >= char_px * (12 if s < 1 else 8) + 12]
         step = fits[0] if fits else _step(span, 2)
         first, last = math.ceil(lo / step - 1e-6), math.floor(hi / step + 1e-6)
@@ -452,34 +452,43 @@ def snat_ratio(d: ReportData) -> Figure:
         t = tables.snat(d)
         if t.empty:
             return _empty("no Service traffic through a load balancer")
-        fig = _figure(WIDTH_IN, 1.35 + 0.55 * len(t))
+        fig = _figure(WIDTH_IN, 1.2 + 0.8 * len(t))
         ax = fig.subplots()
         ax.set_axisbelow(True)
-        parts = _snat_parts(d, t)
+        parts, labels = _snat_parts(d, t), _snat_row_labels(t)
         total = parts.sum(axis=1).clip(lower=1).to_numpy(dtype=float)
+        bar_px = WIDTH_IN * 96 - 40 - _char_px() * max(len(line) for s in labels for line in s.split("\n"))
         y, left = np.arange(len(t)), np.zeros(len(t))
         for col, label, color, ink in _SNAT_PARTS:
             share = parts[col].to_numpy(dtype=float) / total
             if col == "unknown_snat" and not share.any():
                 continue
-            ax.barh(y, share, left=left, height=0.6, color=color, label=label, linewidth=0)
-            for i in np.flatnonzero(share >= 0.08):
-                ax.text(left[i] + share[i] / 2, y[i], f"{int(parts[col].iloc[i]):,}", ha="center",
-                        va="center", color=ink, fontsize=_NOTE_PT)
+            ax.barh(y, share, left=left, height=0.45, color=color, label=label, linewidth=0)
+            for i in range(len(t)):  # the count on its part, where it fits
+                text = f"{int(parts[col].iloc[i]):,}"
+                if share[i] * bar_px >= _char_px() * len(text) + 8:
+                    ax.text(left[i] + share[i] / 2, y[i], text, ha="center", va="center", color=ink,
+                            fontsize=_NOTE_PT)
             left += share
-        for i in range(len(t)):
-            ax.text(1.02, i, _snat_note(parts.iloc[i]), transform=ax.get_yaxis_transform(),
-                    ha="left", va="center", fontsize=_NOTE_PT, clip_on=False)
-        ax.set_yticks(y, _snat_row_labels(t))
-        ax.set_ylim(len(t) - 0.5, -0.5)  # the table's first row on top
+        for i in range(len(t)):  # above the bar, from its left end
+            ax.text(0, i - 0.3, _snat_note(parts.iloc[i]), ha="left", va="bottom", fontsize=_NOTE_PT)
+        ax.set_yticks(y, labels)
+        ax.set_ylim(len(t) - 0.5, -0.8)  # the table's first row on top, room for its note
         ax.set_xlim(0, 1)
-        ax.xaxis.set_major_locator(ticker.FixedLocator([0.0, 0.25, 0.5, 0.75, 1.0]))
+        ax.xaxis.set_major_locator(ticker.FixedLocator([0.0, 0.5, 1.0]))
+        ax.xaxis.set_minor_locator(ticker.FixedLocator([0.25, 0.75]))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{100 * v:.0f} %"))
+        ax.grid(True, axis="x", which="both")
         ax.grid(False, axis="y")
         ax.set_xlabel("share of the row's connections")
         _legend_above(ax, ncols=3)
         fig.suptitle("SNAT per Service and source node")
         return _plain(fig)
+
+
+def _char_px() -> float:
+    """About how wide a character of 10 pt text is at 96 dpi (DejaVu Sans digits: 0.55 em)."""
+    return 0.55 * 10 * 96 / 72
 
 
 def _snat_parts(d: ReportData, t: pd.DataFrame) -> pd.DataFrame:
@@ -507,13 +516,14 @@ def _snat_note(row: pd.Series) -> str:
     snat = int(row["snat"])
     share = "0 %" if snat == 0 else "100 %" if snat == known else f"{100 * snat / known:.1f} %"
     note = f"{snat:,} of {known:,} SNATed ({share})"
-    return note + (f"\n{int(row['unknown_snat']):,} not visible" if row["unknown_snat"] else "")
+    return note + (f", {int(row['unknown_snat']):,} not visible" if row["unknown_snat"] else "")
 
 
 def _snat_row_labels(t: pd.DataFrame) -> list[str]:
-    """ "Service" over "from node (policy)", saying when the row is the node's own connections."""
+    """ "Service" over "from node (policy)", and a third line when the row is (or may be) the
+    node's own connections; short lines leave the bars the width."""
     host = (tables.host_network_text(t["host_network"]) if "host_network" in t
             else pd.Series([None] * len(t)))
-    whose = {YES: ", host network", UNKNOWN: ", pods or host"}
-    return [f"{r.service}\nfrom {r.source_node}{whose.get(h, '')} ({r.policy})"
+    whose = {YES: "\nhost network", UNKNOWN: "\npods or host network"}
+    return [f"{r.service}\nfrom {r.source_node} ({r.policy}){whose.get(h, '')}"
             for r, h in zip(t.itertuples(), host, strict=True)]
