@@ -173,9 +173,10 @@ def _check_legible(fig):
             assert not (ax.axison and box.overlaps(ax.bbox)), f"a legend covers the data of {ax}"
     for ax in fig.axes:  # tick labels side by side, not on top of each other
         for axis in (ax.xaxis, ax.yaxis):
-            boxes = sorted((t.label1.get_window_extent(renderer) for t in axis.get_major_ticks()
-                            if t.label1.get_visible() and t.label1.get_text() and
-                            (t.get_loc(), t.label1.get_text()) in _shown_ticks(axis)), key=lambda b: (b.x0, b.y0))
+            shown = set(_shown_ticks(axis)) | set(_shown_ticks(axis, minor=True))
+            boxes = sorted((t.label1.get_window_extent(renderer) for t in axis.get_major_ticks() + axis.get_minor_ticks()
+                            if t.label1.get_text() and (t.get_loc(), t.label1.get_text()) in shown),
+                           key=lambda b, x=axis is ax.xaxis: b.x0 if x else b.y0)
             for a, b in zip(boxes, boxes[1:], strict=False):
                 assert not a.shrunk(0.98, 0.98).overlaps(b), f"tick labels overlap on {axis}"
     scale = NARROW_PX / (fig.get_figwidth() * 72)  # displayed px per point

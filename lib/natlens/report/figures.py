@@ -115,8 +115,8 @@ class _TimeLocator(ticker.Locator):
     def tick_values(self, vmin: float, vmax: float):
         lo, hi = sorted((float(vmin), float(vmax)))
         span = max(hi - lo, 1e-9)
-        ax = self.axis.axes
-        px = ax.bbox.width if ax is not None else 460.0
+        ax = getattr(self.axis, "axes", None)
+        px = ax.bbox.width if ax is not None else 460.0  # the timeline's axes, about
         char_px = _char_px() * (ax.figure.dpi / 96 if ax is not None else 1.0)
         fits = [s for s in STEPS_S if px * s / span >= char_px * (12 if s < 1 else 8) + 12]
         step = fits[0] if fits else _step(span, 2)
