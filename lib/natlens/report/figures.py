@@ -1,155 +1,380 @@
 """The report's figures: matplotlib Figures built from a `ReportData`, one call each.
 
 Figures are made with `matplotlib.figure.Figure` (not pyplot), so a notebook shows
-each exactly once (the cell's value) and nothing leaks between calls. Labels that
-come from the incident are plain text: mathtext is off, so a `$` in a Service or
-node name cannot turn into markup.
+each exactly once (the cell's value) and nothing leaks between calls.
+
+Every label is plain text. Labels that come from the incident (Service, node and path
+names) are drawn with mathtext off, so a `$` in a name cannot turn into markup; and since
+mathtext is off, no axis may use one of matplotlib's formatters that write mathtext (the
+log formatters write "$\\mathdefault{2\\times10^{-1}}$", which would then show raw): every
+axis here has a formatter of this module.
+
+They are sized for the report (natlens.report.render): an HTML page read 1400 px wide shows
+them at their own 538 px (5.6 in at 96 dpi); at 800 px, beside the table of contents, about
+430 px wide, where 9.5 pt text is still 10 px; legends sit outside the data.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timezone
+
 import matplotlib
-import matplotlib.dates
-import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from natlens.findings.paths import MODES_S
 from natlens.report import tables
 from natlens.report.data import ReportData
-from natlens.vocab import ANSWERED, ESTABLISHED, RESET, TIMED_OUT, UNANSWERED, UNKNOWN
+from natlens.vocab import ANSWERED, ESTABLISHED, RESET, TIMED_OUT, UNANSWERED, UNKNOWN, YES
 
 OUTCOME_COLORS = {ESTABLISHED: "#2e7d32", ANSWERED: "#2e7d32", TIMED_OUT: "#b3261e",
                   UNANSWERED: "#b3261e", RESET: "#ef6c00", UNKNOWN: "#757575"}
 GOOD_OUTCOMES = (ESTABLISHED, ANSWERED)
-_RC = {"text.parse_math": False, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
+WIDTH_IN = 5.6  # 538 px at 96 dpi
+_RC = {"text.parse_math": False, "axes.formatter.use_mathtext": False, "font.size": 10.5,
+       "axes.labelsize": 10.5, "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 9.5,
+       "legend.title_fontsize": 9.5, "figure.titlesize": 11.5, "axes.grid": True, "grid.alpha": 0.3}
+_NOTE_PT = 9.5  # annotations (counts on bars, marks)
+MAX_BINS = 5000  # a timeline with more bars than this is not drawn (a mistyped bin_s)
+# Round widths in seconds (1-2-5 below a minute, then minutes and hours a clock shows), for the
+# timeline's bins and its ticks: a bin or tick step is always one of these, or whole days.
+STEPS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0,
+           60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0)
 
 
-def _figure(width: float = 9.0, height: float = 3.2) -> Figure:
+def _figure(width: float = WIDTH_IN, height: float = 3.0) -> Figure:
     return Figure(figsize=(width, height), dpi=96, layout="constrained")
 
 
-def _empty(fig: Figure, text: str) -> Figure:
+def _empty(text: str) -> Figure:
+    """A one-line figure saying why there is nothing to draw."""
+    fig = _figure(WIDTH_IN, 0.8)
     ax = fig.subplots()
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
+    return _plain(fig)
+
+
+def _plain(fig: Figure) -> Figure:
+    """Every text of the figure as plain text, whatever rcParams the caller draws it under.
+
+    Why: rc_context only reaches texts made inside it; this pins the ones that exist when a
+    figure function returns (tick labels made later carry this module's formatters' text)."""
+    for t in fig.findobj(Text):
+        t.set_parse_math(False)
     return fig
 
 
-def timeline(d: ReportData, bins: int = 60) -> Figure:
-    """Connections over time (UTC) by outcome, stacked."""
+def _legend_above(ax, ncols: int, **kw):
+    """A legend in a row above the axes, outside the data."""
+    return ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), borderaxespad=0, frameon=False,
+                     ncols=max(1, ncols), handlelength=1.2, columnspacing=1.2, **kw)
+
+
+# --- time axis ---------------------------------------------------------------------------
+
+
+def bin_width(span_s: float, max_bins: int = 60) -> float:
+    """The timeline's bin width for `span_s` seconds: the smallest of STEPS_S (1 ms, 2 ms,
+    5 ms ... 1 s ... 1 min ... 1 h ...) or whole days that covers the span in at most `max_bins`
+    bins.
+
+    Why: a round width is a number the reader can say ("connections per 50 ms") and bins that
+    start on round times line up with log timestamps; 0.025 s or 0.0127 s bins are neither.
+    """
+    return _step(max(float(span_s), 0.0), max(1, int(max_bins)))
+
+
+def _step(span: float, n: int) -> float:
+    for s in STEPS_S:
+        if span <= s * n * (1 + 1e-9):
+            return s
+    return 86400.0 * math.ceil(span / n / 86400.0)
+
+
+def duration_text(seconds: float) -> str:
+    """A round duration in words a clock uses: "1 ms", "50 ms", "1 s", "15 s", "5 min", "2 h", "1 d"."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size < 1e-9 * size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds * 1e3:.3g} ms"
+
+
+class _TimeLocator(ticker.Locator):
+    """Ticks at round UTC times on an axis in epoch seconds: the smallest step of STEPS_S (or
+    whole days) whose labels fit side by side in the axes' width, HH:MM:SS.mmm labels being
+    wider than HH:MM:SS."""
+
+    def __call__(self):
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin: float, vmax: float):
+        lo, hi = sorted((float(vmin), float(vmax)))
+        span = max(hi - lo, 1e-9)
+        ax = getattr(self.axis, "axes", None)
+        px = ax.bbox.width if ax is not None else 460.0  # the timeline's axes, about
+        char_px = _char_px() * (ax.figure.dpi / 96 if ax is not None else 1.0)
+        fits = [s for s in STEPS_S if px * s / span >= char_px * (12 if s < 1 else 8) + 12]
+        step = fits[0] if fits else _step(span, 2)
+        first, last = math.ceil(lo / step - 1e-6), math.floor(hi / step + 1e-6)
+        return np.arange(first, last + 1) * step
+
+
+class _TimeFormatter(ticker.Formatter):
+    """Epoch seconds as UTC HH:MM:SS, with .mmm on every label when one tick needs it."""
+
+    def __call__(self, x, pos=None) -> str:
+        return _hms(x, ms=round(x * 1000) % 1000 != 0)
+
+    def format_ticks(self, values) -> list[str]:
+        ms = any(round(v * 1000) % 1000 != 0 for v in values)
+        return [_hms(v, ms) for v in values]
+
+
+def _hms(epoch_s: float, ms: bool) -> str:
+    total_ms = round(epoch_s * 1000)
+    s = (total_ms // 1000) % 86400
+    text = f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return text + f".{total_ms % 1000:03d}" if ms else text
+
+
+def _utc_dates(lo: float, hi: float) -> str:
+    a, b = (datetime.fromtimestamp(v, timezone.utc).date().isoformat() for v in (lo, hi))
+    return a if a == b else f"{a} to {b}"
+
+
+# --- timeline ----------------------------------------------------------------------------
+
+
+def timeline(d: ReportData, *, bin_s: float | None = None, max_bins: int = 60) -> Figure:
+    """Connections over time by outcome, stacked, in round bins.
+
+    The x axis reads HH:MM:SS UTC (HH:MM:SS.mmm when ticks are less than a second apart),
+    the date in its label. Bins are `bin_width(span, max_bins)` of the span shown (the
+    connections and incident.yaml's reported window, which is shaded) unless `bin_s`
+    (seconds; ValueError unless positive and at most MAX_BINS bins over the connections) is
+    given, and the y label says their width. When few bins hold connections each bar
+    carries its count, so a single connection still reads as "1".
+    """
     with matplotlib.rc_context(_RC):
-        fig = _figure()
         t = tables.connection_outcomes(d)
         if t.empty:
-            return _empty(fig, "no connections in the captures")
+            return _empty("no connections in the captures")
+        fig = _figure(WIDTH_IN, 3.0)
         ax = fig.subplots()
-        lo, hi = float(t["ts"].min()), float(t["ts"].max())
-        if hi <= lo:
-            hi = lo + 1.0
-        edges = np.linspace(lo, hi, bins + 1)
-        x = pd.to_datetime(edges[:-1], unit="s", utc=True).tz_localize(None)
-        width = (edges[1] - edges[0]) / 86400.0  # matplotlib date units are days
-        bottom = np.zeros(bins)
-        order = sorted(t["outcome"].unique(), key=lambda o: (o not in GOOD_OUTCOMES, o))
-        for outcome in order:
-            counts, _ = np.histogram(t.loc[t["outcome"] == outcome, "ts"], bins=edges)
-            ax.bar(x, counts, width=width, bottom=bottom, align="edge", label=f"{outcome} ({counts.sum():,})",
-                   color=OUTCOME_COLORS.get(outcome))
-            bottom += counts
+        ax.set_axisbelow(True)
+        ts, outcome = t["ts"].to_numpy(dtype=float), t["outcome"].to_numpy()
+        lo, hi = float(ts.min()), float(ts.max())
         window = _reported_window(d)
-        if window is not None:
+        shown = (min(lo, window[0]), max(hi, window[1])) if window else (lo, hi)
+        width = (bin_width(shown[1] - shown[0], max_bins) if bin_s is None
+                 else _chosen_width(bin_s, lo, hi))
+        edges = _bin_edges(lo, hi, width)
+        order = sorted(set(outcome), key=lambda o: (o not in GOOD_OUTCOMES, o))
+        totals = np.zeros(len(edges) - 1)
+        for o in order:
+            counts, _ = np.histogram(ts[outcome == o], bins=edges)
+            ax.bar(edges[:-1], counts, width=width, bottom=totals, align="edge", linewidth=0,
+                   color=OUTCOME_COLORS.get(o), label=f"{o} ({counts.sum():,})")
+            totals += counts
+        if window:
             ax.axvspan(*window, color="#999999", alpha=0.15, lw=0, label="reported window", zorder=0)
-            ax.set_xlim(min(x[0], window[0]), max(x[-1] + pd.Timedelta(seconds=edges[1] - edges[0]), window[1]))
-        loc = matplotlib.dates.AutoDateLocator()
-        ax.xaxis.set_major_locator(loc)
-        ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(loc))
-        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts, not 0.5
-        ax.set_ylabel("connections per bin")
-        ax.set_xlabel(f"time (UTC), bins of {(edges[1] - edges[0]):.3g} s")
-        ax.legend(loc="best", fontsize=8, ncols=min(4, len(order) + (window is not None)))
+        ax.set_xlim(*_time_limits(min(edges[0], shown[0]), max(edges[-1], shown[1]), width))
+        ax.xaxis.set_major_locator(_TimeLocator())
+        ax.xaxis.set_major_formatter(_TimeFormatter())
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=4, integer=True, min_n_ticks=2))
+        ax.yaxis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
+        ax.set_ylim(0, max(1.0, totals.max()) * 1.2)
+        _count_bars(ax, edges, totals, width)
+        ax.set_xlabel(f"UTC time on {_utc_dates(*ax.get_xlim())}")
+        ax.set_ylabel(f"connections per {duration_text(width)}")
+        _legend_above(ax, ncols=min(3, len(order) + bool(window)))
         fig.suptitle("Connections by outcome")
-        return fig
+        return _plain(fig)
 
 
-def _reported_window(d: ReportData):
-    """incident.yaml's time window as naive UTC timestamps, or None."""
+def _chosen_width(bin_s: float, lo: float, hi: float) -> float:
+    """A caller's bin width, refused when it is not positive or would draw over MAX_BINS bars."""
+    width = float(bin_s)
+    if not width > 0 or (hi - lo) / width > MAX_BINS:
+        raise ValueError(f"bin_s={bin_s!r}: give a positive width of at least {(hi - lo) / MAX_BINS:.3g} s "
+                         f"(at most {MAX_BINS:,} bins over {hi - lo:.3g} s)")
+    return width
+
+
+def _bin_edges(lo: float, hi: float, width: float) -> np.ndarray:
+    """Edges at whole multiples of `width` (bins start on round UTC times) covering [lo, hi]."""
+    k0, k1 = math.floor(lo / width), math.ceil(hi / width)
+    k0 -= k0 * width > lo
+    k1 += k1 * width < hi
+    return np.arange(k0, max(k1, k0 + 1) + 1) * width
+
+
+def _time_limits(lo: float, hi: float, width: float) -> tuple[float, float]:
+    """The x range: everything shown, at least ten bins wide (one lone bin is not a sliver)."""
+    if hi - lo < 10 * width:
+        mid = (lo + hi) / 2
+        lo, hi = mid - 5 * width, mid + 5 * width
+    return lo, hi
+
+
+def _count_bars(ax, edges: np.ndarray, totals: np.ndarray, width: float) -> None:
+    """Each bar's count above it when few bars hold connections and the labels fit."""
+    filled = np.flatnonzero(totals)
+    digits = len(f"{int(totals.max()):,}")
+    lo, hi = ax.get_xlim()
+    px_per_bin = 460 * width / (hi - lo)  # the axes are about 460 px wide
+    if len(filled) > 10 or (np.any(np.diff(filled) == 1) and px_per_bin < 8 * digits):
+        return
+    for i in filled:
+        ax.text(edges[i] + width / 2, totals[i], f"{int(totals[i]):,}", ha="center", va="bottom",
+                fontsize=_NOTE_PT)
+
+
+def _reported_window(d: ReportData) -> tuple[float, float] | None:
+    """incident.yaml's time window in epoch seconds, or None (none, unreadable, or reversed)."""
     w = d.about.get("window") or {}
     try:
         start, end = (pd.Timestamp(w[k]) for k in ("start", "end"))
-    except (KeyError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return None
-    start = start.tz_convert("UTC").tz_localize(None) if start.tzinfo else start
-    end = end.tz_convert("UTC").tz_localize(None) if end.tzinfo else end
-    return (start, end) if end >= start else None
+    if pd.isna(start) or pd.isna(end):
+        return None
+    start, end = (t.tz_localize("UTC") if t.tzinfo is None else t for t in (start, end))
+    return (start.timestamp(), end.timestamp()) if end >= start else None
+
+
+# --- latency -----------------------------------------------------------------------------
 
 
 def latency_cdf(d: ReportData) -> Figure:
-    """Empirical CDFs of handshake, connect and first-byte times, one line per path.
+    """Empirical CDFs of handshake, connect and first-byte times in ms, one line per path.
+
+    One row per measure, sharing the time axis so they compare at a glance: log scale when the
+    times span a factor of ten or more, linear (plain ms) below, where a log axis would
+    carry one or two labels. The title says how many connections have a measurement (failed
+    ones have none).
 
     When the analysis found slow or lossy paths (``d.analysis.problems``,
-    natlens.findings.paths), the connect axis marks the connect-time modes at the kernel's
+    natlens.findings.paths), the connect row marks the connect-time modes at the kernel's
     SYN retransmission times (a dashed line at 1 s, 3 s ... with how many sit there), and
-    each delayed or lost group is a shaded band over its connections' times on the axis it
+    each delayed or lost group is a shaded band over its connections' times on the rows it
     slows (SYN / SYN-ACK: handshake and connect; the client's ACK and the server's first
-    data: first byte).
+    data: first byte), named in a legend below the axes.
     """
     with matplotlib.rc_context(_RC):
-        df = d.latency
-        metrics = tables.LATENCY_METRICS
-        fig = _figure(10.0, 3.2)
-        if df.empty:
-            return _empty(fig, "no latency measurements")
-        axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-        groups = list(df.groupby("path", dropna=False))
+        df, metrics = d.latency, tables.LATENCY_METRICS
+        curves = _latency_curves(df, metrics)
+        measured = _measured(df, metrics)
+        if not measured:
+            return _empty("no latency to show: no connection completed its handshake" if len(df)
+                          else "no latency measurements")
+        fig = _figure(WIDTH_IN, 1.4 + 1.25 * len(metrics))
+        problems = _problems(d)
+        axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+        paths = list(dict.fromkeys(p for m in metrics for p, _ in curves[m]))
+        color = {p: f"C{i % 10}" for i, p in enumerate(paths)}
         for ax, m in zip(axes, metrics, strict=True):
-            for path, g in groups:
-                v = np.sort(pd.to_numeric(g[m], errors="coerce").dropna().to_numpy(dtype=float))
-                v = v[v > 0]
-                if v.size == 0:
-                    continue
-                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post",
-                        label=f"{path} (n={v.size:,})")
-            ax.set_xscale("log")
-            _plain_log_ticks(ax)
-            ax.set_xlabel(f"{m.removesuffix('_ms').replace('_', ' ')} (ms, log)")
-            ax.set_ylim(0, 1.02)
+            for path, v in curves[m]:  # from 0 at the fastest, so one connection is a visible step
+                ax.step(np.concatenate([v[:1], v]), np.arange(v.size + 1) / v.size, where="post",
+                        color=color[path], label=path)
+            ax.set_ylabel(m.removesuffix("_ms").replace("_", " "))
+            ax.set_ylim(0, 1.05)
+            ax.yaxis.set_major_locator(ticker.FixedLocator([0.0, 0.5, 1.0]))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{100 * v:.0f} %"))
+        lo, hi = _latency_range(curves, problems)
+        log = hi >= 10 * lo
         for ax in axes:
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7, loc="lower right")
-        marks = _mark_problems(dict(zip(metrics, axes, strict=True)), df, _problems(d))
+            ax.set_xscale("log" if log else "linear")
+        if not log:
+            pad = max(0.05 * (hi - lo), 0.05 * hi)
+            axes[0].set_xlim(max(0.0, lo - pad), hi + pad)
+        marks = _mark_problems(dict(zip(metrics, axes, strict=True)), df, problems)
+        _ms_ticks(axes[-1], log)
+        axes[-1].set_xlabel("time in ms (log scale)" if log else "time in ms")
+        fig.supylabel("share of connections (cumulative)", fontsize=10.5)
+        counts = _measured_by_path(df, metrics)
+        handles = {ln.get_label(): ln for ax in axes for ln in ax.get_lines() if ln.get_label() in color}
+        _legend_above(axes[0], ncols=min(3, len(paths)), handles=[handles[p] for p in paths],
+                      labels=[f"{p} ({counts.get(p, 0):,})" for p in paths])
         if marks:  # one legend for the marks, below the axes, each mark once
-            fig.legend(list(marks.values()), list(marks), loc="outside lower center", fontsize=7,
-                       ncols=min(3, len(marks)), title="found on the path", title_fontsize=7)
-        axes[0].set_ylabel("fraction of connections")
-        fig.suptitle("Latency CDF per path")
-        return fig
+            fig.legend(list(marks.values()), list(marks), loc="outside lower center",
+                       title="found on the path", frameon=False)
+        fig.suptitle(f"Latency per path: {measured:,} of {len(df):,} connections measured")
+        return _plain(fig)
 
 
-def _plain_log_ticks(ax) -> None:
-    """Log-axis tick labels as plain numbers ("0.12", "1", "200").
+def _latency_curves(df: pd.DataFrame, metrics) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Per measure, each path's positive times in ms, sorted (paths without any left out)."""
+    out: dict = {m: [] for m in metrics}
+    if df.empty:
+        return out
+    for path, g in df.groupby("path", dropna=False, sort=True):
+        name = str(path) if pd.notna(path) else "path not known"
+        for m in metrics:
+            v = np.sort(pd.to_numeric(g[m], errors="coerce").dropna().to_numpy(dtype=float))
+            if (v := v[v > 0]).size:
+                out[m].append((name, v))
+    return out
+
+
+def _measured_mask(df: pd.DataFrame, metrics) -> pd.Series:
+    return pd.concat([pd.to_numeric(df[m], errors="coerce") > 0 for m in metrics], axis=1).any(axis=1)
+
+
+def _measured(df: pd.DataFrame, metrics) -> int:
+    """How many connections have at least one time."""
+    return 0 if df.empty else int(_measured_mask(df, metrics).sum())
+
+
+def _measured_by_path(df: pd.DataFrame, metrics) -> dict[str, int]:
+    m = _measured_mask(df, metrics)
+    paths = df["path"].map(lambda p: str(p) if pd.notna(p) else "path not known")
+    return m.groupby(paths).sum().to_dict()
+
+
+def _latency_range(curves: dict, problems: pd.DataFrame) -> tuple[float, float]:
+    """The smallest and largest time drawn (ms), the connect-time modes included."""
+    v = [x for pairs in curves.values() for _, arr in pairs for x in (arr[0], arr[-1])]
+    if not problems.empty and "kind" in problems:
+        v += [_mode_ms(float(r.delay_ms_min), float(r.delay_ms_max)) for r in problems.itertuples()
+              if r.kind == "connect-mode" and pd.notna(r.delay_ms_min)]
+    return min(v), max(v)
+
+
+def _ms_number(v: float) -> str:
+    """A time in ms as a plain number: "0.05", "0.25", "1", "200", "1,000"."""
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return np.format_float_positional(float(f"{v:.4g}"), trim="-")
+
+
+def _ms_ticks(ax, log: bool) -> None:
+    """Plain-number tick labels on the ms axis (shared by the rows).
 
     Why: the figures turn mathtext off (a "$" in a label from the incident must stay text), and
     matplotlib's log formatters write their labels in mathtext, which then shows as raw
-    "$\\mathdefault{1.2\\times10^{-1}}$". Minor ticks are labelled only where the axis spans
-    less than a decade (else the decades label it): every one below a factor of 3, else
-    those at 2 and 5 times a power of ten.
+    "$\\mathdefault{2\\times10^{-1}}$". On a log axis the decades are labelled, and 2 and 5
+    times them too while the axis spans less than a factor of 100.
     """
-    def label(v: float, _pos=None, minor: bool = False) -> str:
-        if v <= 0:
-            return ""
-        if minor:
-            lo, hi = sorted(ax.get_xlim())
-            span = hi / lo if lo > 0 else float("inf")
-            mantissa = round(v / 10 ** np.floor(np.log10(v)), 6)
-            if span >= 10 or (span >= 3 and mantissa not in (2.0, 5.0)):
-                return ""
-        return f"{v:.2g}" if v < 1 else f"{v:,.0f}" if v >= 100 else f"{v:g}"
+    if not log:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: _ms_number(v)))
+        return
 
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(label))
-    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, pos: label(v, pos, minor=True)))
+    def minor(v: float, _pos=None) -> str:
+        lo, hi = sorted(ax.get_xlim())
+        mantissa = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
+        return _ms_number(v) if lo > 0 and hi / lo < 100 and mantissa in (2.0, 5.0) else ""
+
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: _ms_number(v) if v > 0 else ""))
+    ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10)))
+    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(minor))
 
 
 # which latency axes a problem kind slows (natlens.findings.paths KINDS)
@@ -182,7 +407,7 @@ def _mark_problems(axes: dict, latency: pd.DataFrame, problems: pd.DataFrame) ->
             mode_ms = _mode_ms(float(r.delay_ms_min), float(r.delay_ms_max))
             label = f"{mode_ms / 1e3:g} s: SYN retransmission time ({r.count})"
             marks[label] = ax.axvline(mode_ms, color="#b3261e", ls="--", lw=1.0)
-            ax.text(mode_ms, 1.0, f" {mode_ms / 1e3:g} s", color="#b3261e", fontsize=7,
+            ax.text(mode_ms, 1.0, f" {mode_ms / 1e3:g} s", color="#b3261e", fontsize=_NOTE_PT,
                     va="top", ha="left")
             lo, hi = ax.get_xlim()
             ax.set_xlim(lo, max(hi, mode_ms * 1.5))
@@ -207,24 +432,98 @@ def _mode_ms(lo: float, hi: float) -> float:
     return min((m * 1e3 for m in MODES_S), key=lambda m: abs(m - mid))
 
 
+# --- SNAT --------------------------------------------------------------------------------
+
+# (column of d.snat, legend label, colour, colour of the count written on it)
+_SNAT_PARTS = (("snat", "SNATed", "#1f3b5c", "#ffffff"), ("no_snat", "not SNATed", "#a9c1da", "#1b1f24"),
+               ("unknown_snat", "not visible", "#d5d8dc", "#1b1f24"))
+
+
 def snat_ratio(d: ReportData) -> Figure:
-    """SNAT ratio per Service and source node (share of connections SNATed)."""
+    """SNAT per Service and source node: each row one full-width bar of its connections,
+    SNATed (dark), not SNATed (light) and undetermined (grey) stacked, with the counts on the
+    bar and "k of n SNATed (x %)" beside it.
+
+    Why: a bar of the ratio alone is empty at 0 %, the answer an engineer most often looks
+    for (a Local Service's pod traffic leaves un-SNATed); a full bar of counts reads the same
+    for one row or many, at 0 %, 100 % or between.
+    """
     with matplotlib.rc_context(_RC):
         t = tables.snat(d)
-        fig = _figure(9.0, 0.5 + 0.35 * max(1, len(t)))
         if t.empty:
-            return _empty(fig, "no Service traffic through a load balancer")
+            return _empty("no Service traffic through a load balancer")
+        fig = _figure(WIDTH_IN, 1.2 + 0.8 * len(t))
         ax = fig.subplots()
-        labels = [f"{r.service} from {r.source_node} ({r.policy})" for r in t.itertuples()]
-        ratio = pd.to_numeric(t["ratio"], errors="coerce").fillna(0).to_numpy()
-        known = pd.to_numeric(t["ratio"], errors="coerce").notna().to_numpy()
-        ax.barh(range(len(t)), ratio, color=np.where(known, "#1f3b5c", "#c8ccd2"))
-        for i, r in enumerate(t.itertuples()):
-            note = (f"{r.snat:,} of {r.connections:,} SNATed" if known[i]
-                    else f"{r.connections:,} connections, SNAT not visible in the captures")
-            ax.text(max(ratio[i], 0) + 0.01, i, note, va="center", fontsize=8)
-        ax.set_yticks(range(len(t)), labels)
-        ax.invert_yaxis()
+        ax.set_axisbelow(True)
+        parts, labels = _snat_parts(d, t), _snat_row_labels(t)
+        total = parts.sum(axis=1).clip(lower=1).to_numpy(dtype=float)
+        bar_px = WIDTH_IN * 96 - 40 - _char_px() * max(len(line) for s in labels for line in s.split("\n"))
+        y, left = np.arange(len(t)), np.zeros(len(t))
+        for col, label, color, ink in _SNAT_PARTS:
+            share = parts[col].to_numpy(dtype=float) / total
+            if col == "unknown_snat" and not share.any():
+                continue
+            ax.barh(y, share, left=left, height=0.45, color=color, label=label, linewidth=0)
+            for i in range(len(t)):  # the count on its part, where it fits
+                text = f"{int(parts[col].iloc[i]):,}"
+                if share[i] * bar_px >= _char_px() * len(text) + 8:
+                    ax.text(left[i] + share[i] / 2, y[i], text, ha="center", va="center", color=ink,
+                            fontsize=_NOTE_PT)
+            left += share
+        for i in range(len(t)):  # above the bar, from its left end
+            ax.text(0, i - 0.3, _snat_note(parts.iloc[i]), ha="left", va="bottom", fontsize=_NOTE_PT)
+        ax.set_yticks(y, labels)
+        ax.set_ylim(len(t) - 0.5, -0.8)  # the table's first row on top, room for its note
         ax.set_xlim(0, 1)
-        ax.set_xlabel("share of connections SNATed")
-        return fig
+        ax.xaxis.set_major_locator(ticker.FixedLocator([0.0, 0.5, 1.0]))
+        ax.xaxis.set_minor_locator(ticker.FixedLocator([0.25, 0.75]))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{100 * v:.0f} %"))
+        ax.grid(True, axis="x", which="both")
+        ax.grid(False, axis="y")
+        ax.set_xlabel("share of the row's connections")
+        _legend_above(ax, ncols=3)
+        fig.suptitle("SNAT per Service and source node")
+        return _plain(fig)
+
+
+def _char_px() -> float:
+    """About how wide a character of 10 pt text is at 96 dpi (DejaVu Sans digits: 0.55 em)."""
+    return 0.55 * 10 * 96 / 72
+
+
+def _snat_parts(d: ReportData, t: pd.DataFrame) -> pd.DataFrame:
+    """Per row of `t` (tables.snat): connections SNATed, not SNATed and undetermined.
+
+    d.snat has the last two (natlens.findings.snat); a table without them counts a row with
+    a ratio as all known and one without as all undetermined."""
+    full = d.snat
+    snat = pd.to_numeric(t["snat"], errors="coerce").fillna(0).astype(int)
+    if {"no_snat", "unknown_snat"} <= set(full.columns) and len(full) == len(t):
+        no = pd.to_numeric(full["no_snat"], errors="coerce").fillna(0).astype(int).to_numpy()
+        unknown = pd.to_numeric(full["unknown_snat"], errors="coerce").fillna(0).astype(int).to_numpy()
+    else:
+        rest = pd.to_numeric(t["connections"], errors="coerce").fillna(0).astype(int) - snat
+        known = pd.to_numeric(t["ratio"], errors="coerce").notna()
+        no, unknown = rest.where(known, 0).to_numpy(), rest.where(~known, 0).to_numpy()
+    return pd.DataFrame({"snat": snat.to_numpy(), "no_snat": no, "unknown_snat": unknown})
+
+
+def _snat_note(row: pd.Series) -> str:
+    """ "k of n SNATed (x %)" over the connections whose SNAT is known, or that none is."""
+    known = int(row["snat"] + row["no_snat"])
+    if known == 0:
+        return "SNAT not visible"
+    snat = int(row["snat"])
+    share = "0 %" if snat == 0 else "100 %" if snat == known else f"{100 * snat / known:.1f} %"
+    note = f"{snat:,} of {known:,} SNATed ({share})"
+    return note + (f", {int(row['unknown_snat']):,} not visible" if row["unknown_snat"] else "")
+
+
+def _snat_row_labels(t: pd.DataFrame) -> list[str]:
+    """ "Service" over "from node (policy)", and a third line when the row is (or may be) the
+    node's own connections; short lines leave the bars the width."""
+    host = (tables.host_network_text(t["host_network"]) if "host_network" in t
+            else pd.Series([None] * len(t)))
+    whose = {YES: "\nhost network", UNKNOWN: "\npods or host network"}
+    return [f"{r.service}\nfrom {r.source_node} ({r.policy}){whose.get(h, '')}"
+            for r, h in zip(t.itertuples(), host, strict=True)]
