@@ -91,6 +91,8 @@ def table_html(df: Any, max_rows: int | None = None) -> str:
     every row is said once in the caption above the table instead of repeated.
     """
     df = pd.DataFrame(df)
+    if df.empty:  # a header over nothing reads as a broken table; the words around it say why
+        return '<p class="natlens-none">(none)</p>'
     if max_rows is None:
         max_rows = pd.get_option("display.max_rows") or len(df)
     cols = list(df.columns)

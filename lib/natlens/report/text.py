@@ -173,12 +173,13 @@ def _why(d: ReportData) -> str:
 
 def decisive_rule(d: ReportData) -> str:
     """The rule lines that decide the SNAT of the row the verdict is about (findings.snat.
-    decisive_rules), highlighted, with the node and the dump they come from; "" when none."""
+    decisive_rules), highlighted, with the node and the dump they come from; "" when none, or
+    when there is no loopback (the SNAT decision is then not what the verdict turns on)."""
     from natlens.findings.snat import decisive_rules
 
     rows = d.snat.to_dict("records") if not d.snat.empty else []
-    if not rows:
-        return ""
+    if not rows or not d.summary["verdict"]["loopback_detected"]:
+        return ""  # without a loopback the SNAT decision is not what the verdict turns on
     row = max(rows, key=lambda r: (r.get("loopback_failed", 0), r.get("loopback", 0), r.get("failed", 0)))
     ratio = row.get("ratio")
     snatted = None if ratio is None or ratio != ratio else True if ratio == 1 else False if ratio == 0 else None
