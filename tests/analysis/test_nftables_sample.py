@@ -92,7 +92,7 @@ def test_the_asymmetric_failures_are_answers_from_the_wrong_source(a, m):
     assert "3 failed connections (J1, J3, J11): answers from the wrong source; J1: the SYN-ACK reached" \
         in v["root_cause"]
     assert v["headline"].startswith("14 of 20 connections failed: 11 load-balancer loopbacks, 3 answers from "
-                                    "the wrong source. ")
+                                    "the wrong source; the loopbacks are node-1's")
     assert a.summary()["failures"]["by_mechanism"] == {"loopback": 11, "wrong-source-reply": 3}
     assert any("answers from the wrong source" in x for x in v["remediation"])
 

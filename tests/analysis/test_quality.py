@@ -159,7 +159,8 @@ def test_a_failure_whose_loopback_is_unknown_is_not_read_as_another_cause():
     j = journeys(("J0", "timed out", "yes", "node-1", T0), ("J1", "timed out", "unknown", "node-1", T0 + 1),
                  ("J2", "established", "no", "node-1", T0 + 2))
     v = make_verdict(j, snat_row(loopback=1, loopback_failed=1), quality=[])
-    assert v["headline"].startswith("1 of 2 failed connections (of 3) were load-balancer loopbacks")
+    assert v["headline"].startswith("2 of 3 connections failed: 1 load-balancer loopback; the loopbacks are "
+                                    "node-1's connections")
     assert "whether the other 1 failed connection was a loopback is unknown" in v["headline"]
 
 
