@@ -126,7 +126,8 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
 
 # Columns and keys whose whole value is a name: mapped as a name even when it is a common
 # word (a pod "client" in a ``pod`` column); any other string is rewritten as text.
-_NAME_FIELD = re.compile(r"(?:^|_)(?:nodes?|pods?|namespaces?|ns|names?|incident|hostname|provider_id)(?:$|_)")
+_NAME_FIELD = re.compile(r"(?:^|_)(?:nodes?|pods?|namespaces?|ns|names?|incident|hostname|provider_id|backend)"
+                         r"(?:$|_)")  # lb_backend: the node the load balancer chose
 
 
 class Anonymizer:

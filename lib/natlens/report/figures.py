@@ -387,9 +387,13 @@ _SHORT = {"syn-delayed": "SYN delayed", "synack-delayed": "SYN-ACK delayed", "sy
 
 
 def _problems(d: ReportData) -> pd.DataFrame:
-    """The analysis' path problems table, or an empty one (an analysis without it)."""
+    """The analysis' path problems table as the report shows it (anonymized when the report is), or
+    an empty one (an analysis without it)."""
     p = getattr(getattr(d, "analysis", None), "problems", None)
-    return p if isinstance(p, pd.DataFrame) else pd.DataFrame(columns=["kind", "journeys"])
+    if not isinstance(p, pd.DataFrame):
+        return pd.DataFrame(columns=["kind", "journeys"])
+    an = getattr(d, "anonymizer", None)  # its capture points name nodes and pods: mapped as all else
+    return an.frame(p) if an is not None and not p.empty else p
 
 
 def _mark_problems(axes: dict, latency: pd.DataFrame, problems: pd.DataFrame) -> dict:

@@ -13,7 +13,6 @@ remaining identifiers; `Identifiers.paths` holds the local paths to hide.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
 import re
@@ -154,21 +153,20 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=1)
-def natlens_words() -> frozenset[str]:
-    """Every alphabetic word natlens' own code and notebooks contain, lower-cased.
+# Names so generic that they identify no one, and that natlens' own sentences use as words
+# ("the default route", "the client resets it", "the server's port"): such a name is mapped
+# only where it names something (default/web, -n default, a namespace or node column). Any
+# other name, a plain word or not (a node "worker", a namespace "payments"), is mapped
+# wherever it stands as a token, even where natlens meant the word: a garbled word is
+# better than a customer's name left in the report.
+PROSE_WORDS = frozenset({
+    "default", "client", "clients", "server", "servers", "web", "app", "apps", "test", "demo",
+    "node", "nodes", "pod", "pods", "service", "services", "local", "cluster", "proxy",
+    "backend", "backends", "endpoint", "endpoints", "source", "host", "any", "none", "unknown",
+    "all", "main", "echo", "nginx",
+})
 
-    Why: a name that is such a word (a namespace ``default``, a pod ``client``) can be
-    natlens' own prose ("the default route", "the client's SYN"), so it is mapped only
-    where it identifies (``default/web``, ``-n default``, a ``namespace`` column); any
-    other name cannot be natlens' word and is mapped wherever it stands as a token.
-    """
-    pkg = Path(__file__).resolve().parents[1]
-    words: set[str] = set()
-    for root in (pkg, pkg.parents[1] / "notebooks"):
-        if not root.is_dir():
-            continue
-        for f in root.rglob("*"):
-            if f.suffix in (".py", ".ipynb") and "lab" not in f.relative_to(root).parts:
-                words.update(w.lower() for w in re.findall(r"[A-Za-z]+", _read_text(f)))
-    return frozenset(words)
+
+def natlens_words() -> frozenset[str]:
+    """The words a name may also be in natlens' prose (PROSE_WORDS), lower-cased."""
+    return PROSE_WORDS
