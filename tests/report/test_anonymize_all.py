@@ -350,3 +350,17 @@ def test_a_relative_incident_path_without_a_slash_is_no_path_to_rewrite(tmp_path
     an = Anonymizer(bytes.fromhex(KEY_HEX), ids)
     assert an.text(f"a mixed result in {tmp_path}/mixed/nodes") == (
         f"a mixed result in {an.names.path(str(tmp_path / 'mixed'))}/nodes")
+
+
+def test_a_command_line_keeps_no_path_of_the_users_relative_ones_included():
+    """`--out acme-out --key-file keys/acme.key` name the customer as much as absolute paths."""
+    from natlens.report.anonymize import bundle_anonymizer
+
+    an = bundle_anonymizer(bytes.fromhex(KEY_HEX), SAMPLES / "mixed")
+    line = ("natlens report data/samples/mixed --out out/acme-x --anonymize --key-file keys/acme.key "
+            "--service default/web-local --start 06:40:02")
+    mapped = an.params({"command": line})["command"]
+    assert re.fullmatch(r"natlens report incident-[0-9a-f]{8} --out path-[0-9a-f]{8} --anonymize --key-file FILE "
+                        r"--service ns-[0-9a-f]{8}/svc-[0-9a-f]{8} --start 06:40:02", mapped), mapped
+    call = an.params({"command": "natlens.report.build_report('acme-bundle', 'out/acme', anonymize=True)"})
+    assert "acme" not in call["command"] and call["command"].startswith("natlens.report.build_report('path-")

@@ -130,6 +130,12 @@ _NAME_FIELD = re.compile(r"(?:^|_)(?:nodes?|pods?|namespaces?|ns|names?|incident
                          r"(?:$|_)")  # lb_backend: the node the load balancer chose
 
 
+# The options of natlens' commands whose value is a path, and those whose value is data (a
+# Service, a time, a number): in a command line, any other value is the incident's path.
+_PATH_OPTIONS = frozenset({"--out", "--notebook", "--key-file"})
+_VALUE_OPTIONS = frozenset({"--service", "--start", "--end", "--jobs", "--cell-timeout"})
+
+
 class Anonymizer:
     """Maps one incident's identifiers under one key, consistently, in text, records and tables.
 
@@ -224,6 +230,10 @@ class Anonymizer:
         absolute paths included, whatever the key."""
         def one(v: Any) -> Any:
             """One parameter value, recursively."""
+            if isinstance(v, str) and v.startswith("natlens "):
+                return self.command(v)
+            if isinstance(v, str) and v.startswith("natlens.report."):  # build_report('dir', ...)
+                return self._python_call(v)
             if isinstance(v, str):
                 return self.text(self.names.absolute_paths(v))
             if isinstance(v, (list, tuple)):
@@ -232,6 +242,65 @@ class Anonymizer:
                 return {k: one(x) for k, x in v.items()}
             return v
         return {k: one(v) for k, v in p.items()}
+
+    def command(self, line: str) -> str:
+        """A command line with nothing of the user's in it: every path (relative ones too, which
+        name the customer as often as absolute ones: `--out acme-out`) becomes its pseudonym, a
+        key file FILE; options and Services and times (mapped as text) stay readable."""
+        import shlex
+
+        try:
+            words = shlex.split(line)
+        except ValueError:  # an unbalanced quote: map it as text, paths and all
+            return self.text(self.names.absolute_paths(line))
+        out, before = [], ""
+        for w in words:
+            if before == "--key-file":
+                out.append("FILE")
+            elif w.startswith("-") or not out or (out == ["natlens"] and w.isalpha()):
+                out.append(w)  # the program, the subcommand, an option
+            elif before in _PATH_OPTIONS or before not in _VALUE_OPTIONS:
+                out.append(self._argument(w, path=True))
+            else:
+                out.append(self.text(self.names.absolute_paths(w)))
+            before = w if w.startswith("-") else ""
+        return shlex.join(out)
+
+    def _python_call(self, call: str) -> str:
+        """`natlens.report.build_report('dir', 'out', services=[...])` with its paths (the
+        positional arguments, out_dir, notebook) as pseudonyms, the key file FILE and the
+        Services and times mapped as text."""
+        import ast
+
+        try:
+            tree = ast.parse(call, mode="eval")
+        except SyntaxError:
+            return self.text(self.names.absolute_paths(call))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            for a in node.args:
+                if isinstance(a, ast.Constant) and isinstance(a.value, str):
+                    a.value = self._argument(a.value, path=True)
+            for kw in node.keywords:
+                for c in ast.walk(kw.value):
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str):
+                        c.value = ("FILE" if kw.arg == "key_file" else
+                                   self._argument(c.value, path=kw.arg in ("out_dir", "notebook", "incident_dir")))
+        return ast.unparse(tree)
+
+    def _argument(self, w: str, path: bool = False) -> str:
+        """One argument of a command: a path (`path`, or with a '/') as its pseudonym, a known
+        name as its name's, else mapped as text (a Service, a time)."""
+        base = w.rstrip("/").rsplit("/", 1)[-1]
+        if self.names.ids.names.get(base) == "incident":  # the bundle, however the user named its path
+            return self.names.name(base, "incident")
+        if w in self.names.ids.names:
+            return self.names.name(w, self.names.ids.names[w])
+        mapped = self.text(w)  # a Service's ns/name, an address
+        if path or ("/" in w and mapped == w):
+            return self.names.path(w)
+        return mapped
 
     def frame(self, df: pd.DataFrame) -> pd.DataFrame:
         """A copy of `df` with payload-derived columns dropped and every string mapped."""
@@ -319,8 +388,13 @@ def scrub_notebook(path: str | os.PathLike[str], anonymizer: Anonymizer) -> None
         for k in ("input_path", "output_path"):
             if isinstance(pm.get(k), str):
                 pm[k] = Path(pm[k]).name
+    params = pm.get("parameters") if isinstance(pm, dict) else None
     for cell in nb.get("cells") or []:
-        if "injected-parameters" in ((cell.get("metadata") or {}).get("tags") or []):
+        if "injected-parameters" not in ((cell.get("metadata") or {}).get("tags") or []):
+            continue
+        if isinstance(params, dict):  # written again from the mapped parameters: a command line's
+            cell["source"] = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
+        else:  # relative paths are then mapped as the parameters are, not as free text
             cell["source"] = _map_strings(cell.get("source", ""), raw)
     nb = _map_strings(nb, anonymizer.names.names)
     tmp = p.with_suffix(".ipynb.tmp")
