@@ -26,6 +26,7 @@ from natlens.report.run import build_report, check_inputs
     ({"start": "2026-11-26T06:40:03Z", "end": "2026-11-26T06:40:02Z"}, "the window runs backwards"),
     ({"start": "1795675193", "end": "1795675192"}, "the window runs backwards"),
     ({"anonymize": True, "key_file": "/nonexistent/key"}, "/nonexistent/key: No such file"),
+    ({"key_file": "/nonexistent/key"}, "--key-file only applies with --anonymize"),  # else: a plain report
 ])
 def test_bad_parameters_fail_before_the_notebook_runs(sample, tmp_path, kwargs, message):
     with pytest.raises(NatlensError, match=re.escape(message)):
@@ -139,6 +140,11 @@ def test_a_natlens_error_in_the_notebook_is_one_line_and_exit_2(sample, tmp_path
     assert line.startswith("natlens: error: the time window 2026-01-01 00:00:00.000 UTC to 2026-01-02 "
                            "00:00:00.000 UTC holds no packet: the captures span 2026-11-26 ")
     assert "cell" not in line
+
+
+def test_batch_refuses_a_key_file_without_anonymize(sample, tmp_path, capsys):
+    assert main(["batch", str(sample.parent), "--out", str(tmp_path / "b"), "--key-file", str(tmp_path / "k")]) == 2
+    assert capsys.readouterr().err.strip() == "natlens: error: --key-file only applies with --anonymize"
 
 
 def test_batch_keeps_the_row_of_an_incident_with_bad_input(monkeypatch, tmp_path):

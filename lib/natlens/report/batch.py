@@ -117,6 +117,8 @@ def run_batch(
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise NatlensError(f"incident names must be unique, repeated: {', '.join(sorted(dupes))}")
+    if key_file is not None and not anonymize:  # a key and a plain report: which did the user mean?
+        raise NatlensError("--key-file only applies with --anonymize")
     if anonymize and key_file is not None:
         check_key_file(key_file)  # once, not as a failure of every incident
     out = Path(out_dir).resolve()

@@ -159,6 +159,8 @@ def check_inputs(incident_dir: Path | None, *, anonymize: bool = False,
     from natlens.findings.scope import known_services, parse_scope, resolve_services
 
     request = parse_scope(services, start or None, end or None)
+    if key_file is not None and not anonymize:  # a key and a plain report: which did the user mean?
+        raise NatlensError("--key-file only applies with --anonymize")
     if anonymize and key_file is not None:
         check_key_file(key_file)
     if incident_dir is None:
