@@ -201,11 +201,14 @@ def test_with_a_service_every_section_holds_only_that_service(mixed):
     assert full.summary()["scope"] is None and "default/web-local" in s["verdict"]["headline"]
 
 
-def test_a_window_with_no_connection_says_so_in_the_verdict(mixed):
+def test_a_window_with_no_connection_is_an_error_naming_the_connections_span(mixed):
+    """A scope that keeps none of the connections used to give a report of nothing ("no loopback
+    detected", "no change is needed"), although the incident had failures."""
+    from natlens.errors import NatlensError
     from natlens.findings import analyze
 
     full, _ = mixed
     first = min(c["first_ts"] for c in full.inputs)
-    a = analyze(samples_dir() / "mixed", start=first, end=first + 1e-3)  # before the first SYN
-    assert a.service_journeys.empty and a.summary()["connections"]["total"] == 0
-    assert a.verdict["headline"] == "No connection in the scope of this analysis"
+    with pytest.raises(NatlensError, match=r"none of the incident's 40 connections to its Services is in this "
+                                           r"scope \(they start between 2026-11-26 06:40:01\.\d{3} UTC and "):
+        analyze(samples_dir() / "mixed", start=first, end=first + 1e-3)  # before the first SYN

@@ -119,7 +119,6 @@ from natlens.findings.quality import capture_quality, uncaptured_nodes
 from natlens.findings.scope import (
     apply_scope,
     capture_span,
-    empty_scope_verdict,
     known_services,
     parse_scope,
 )
@@ -172,7 +171,6 @@ def analyze(incident_dir: str | Path, progress: bool = False, *, services: Seque
     lbs = with_documented(lb_findings(service, records, inventory), inventory, service_names(inventory))
     verdict = (make_verdict(service, snat, service_names(inventory), quality,
                             dominant_problem(problems, service), uncaptured, mechs, lbs, inventory) if not service.empty
-               else empty_scope_verdict(scope) if scope is not None and scope.journeys_out
                else no_journeys_verdict(caps.inputs, caps.connections, inventory.vips()))
     return Analysis(incident=bundle.path.resolve().name, inputs=caps.inputs, inferred=inferred,
                     inventory=inventory, connections=caps.connections, journeys=journeys,

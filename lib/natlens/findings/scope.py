@@ -232,16 +232,13 @@ def apply_scope(service_journeys: pd.DataFrame, scope: Scope | None) -> tuple[pd
         return service_journeys, None
     keep = scope.keep(service_journeys)
     kept = service_journeys[keep]
+    if kept.empty and len(service_journeys):  # a report of nothing would read as "all is well"
+        ts = pd.to_numeric(service_journeys["ts"], errors="coerce")
+        asked = " ".join(f"--{k} {v}" for k, v in (("start", scope.asked.get("start")), ("end", scope.asked.get("end")))
+                         if v) + "".join(f" --service {x}" for x in scope.asked.get("services") or [])
+        raise NatlensError(f"{asked.strip()}: none of the incident's {len(service_journeys)} connections to its "
+                           f"Services is in this scope (they start between {utc_text(ts.min())} and {utc_text(ts.max())})")
     return kept, replace(scope, journeys_in=int(len(kept)), journeys_out=int(len(service_journeys) - len(kept)))
-
-
-def empty_scope_verdict(scope: Scope) -> dict:
-    """The verdict when no service journey is in scope: it says which scope, not "no traffic"."""
-    said = describe_scope(scope.to_dict(), "analysis") or "This analysis is scoped."
-    return {"evidence": None, "loopback_detected": False,
-            "headline": "No connection in the scope of this analysis",
-            "root_cause": f"{said} Widen --service / --start / --end to see the others.",
-            "remediation": []}
 
 
 def describe_scope(scope: dict | None, what: str = "report") -> str | None:
