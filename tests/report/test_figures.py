@@ -249,6 +249,19 @@ def test_timeline_says_its_bin_width(case, per):
     assert f"per {per}" in fig.axes[0].get_ylabel()
 
 
+@pytest.mark.parametrize(("window", "said"), [((-3600, 3600), "the reported window runs past it"),
+                                              ((86400, 90000), "the reported window is not on this axis")])
+def test_a_reported_window_far_wider_than_the_connections_leaves_their_bins_alone(window, said):
+    """A window an hour wide, or a day off (a time zone mistake), used to set the bins: every
+    connection then fell into one bar."""
+    ts = [T0 + 0.05 * i for i in range(20)]
+    plain = _draw(figures.timeline(_data(ts))).axes[0]
+    iso = [pd.Timestamp(T0 + w, unit="s", tz="UTC").isoformat() for w in window]
+    wide = _draw(figures.timeline(_data(ts, window=iso))).axes[0]
+    assert wide.get_ylabel() == plain.get_ylabel() == "connections per 20 ms"  # 0.95 s of connections
+    assert said in wide.get_xlabel() and "reported window" not in plain.get_xlabel()
+
+
 def test_timeline_bin_width_can_be_chosen():
     fig = _draw(figures.timeline(_load("snat 0 %"), bin_s=0.2))
     assert "per 200 ms" in fig.axes[0].get_ylabel()

@@ -97,3 +97,19 @@ def test_hop_table_is_whole_microseconds_with_the_interface(mixed):
     assert t["capture"].str.contains(r"\(").any()  # node-1/any (veth-client): the interface named
     page = report.table_html(t)
     assert re.search(r">\d{1,3}(,\d{3})+</td>", page) and ".0</td>" not in page
+
+
+def test_the_other_failures_steps_are_not_offered_as_alternatives():
+    d = report.load(SAMPLES / "nftables-local")
+    todo = report.text.story(d)
+    todo = todo[todo.index("What to do</h3>"):todo.index("Evidence</h3>")]
+    alts, more = todo.split("For the other failures")
+    assert "answers from the wrong source" in _text(more) and "answers from the wrong source" not in _text(alts)
+    for fold in re.findall(r"<details><summary>(.*?)</summary>(.*?)</details>", alts, re.S):
+        assert fold[0] not in fold[1]  # the sentence that opens a fold is not said again inside it
+    assert _text(todo).count("(") == _text(todo).count(")")  # a cost's own ")" is kept
+
+
+def test_no_rule_line_is_called_the_reason_when_snat_happened_and_the_loop_came_anyway():
+    d = report.load(SAMPLES / "any-backend-cluster")
+    assert d.summary["verdict"]["loopback_detected"] and "<mark>" not in report.text.story(d)

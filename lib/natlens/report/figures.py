@@ -154,8 +154,9 @@ def timeline(d: ReportData, *, bin_s: float | None = None, max_bins: int = 60) -
     """Connections over time by outcome, stacked, in round bins.
 
     The x axis reads HH:MM:SS UTC (HH:MM:SS.mmm when ticks are less than a second apart),
-    the date in its label. Bins are `bin_width(span, max_bins)` of the span shown (the
-    connections and incident.yaml's reported window, which is shaded) unless `bin_s`
+    the date in its label. Bins are `bin_width(span, max_bins)` of the connections' span
+    (incident.yaml's reported window is shaded where it overlaps; the axis label says when it
+    runs past the axis or is not on it) unless `bin_s`
     (seconds; ValueError unless positive and at most MAX_BINS bins over the connections) is
     given, and the y label says their width. When few bins hold connections each bar
     carries its count, so a single connection still reads as "1".
@@ -170,9 +171,9 @@ def timeline(d: ReportData, *, bin_s: float | None = None, max_bins: int = 60) -
         ts, outcome = t["ts"].to_numpy(dtype=float), t["outcome"].to_numpy()
         lo, hi = float(ts.min()), float(ts.max())
         window = _reported_window(d)
-        shown = (min(lo, window[0]), max(hi, window[1])) if window else (lo, hi)
-        width = (bin_width(shown[1] - shown[0], max_bins) if bin_s is None
-                 else _chosen_width(bin_s, lo, hi))
+        # bins over the connections alone: a reported window an hour (or a time zone) away must
+        # not squeeze them into one bar; the window is shaded where it overlaps, and said if not
+        width = bin_width(hi - lo, max_bins) if bin_s is None else _chosen_width(bin_s, lo, hi)
         edges = _bin_edges(lo, hi, width)
         order = sorted(set(outcome), key=lambda o: (o not in GOOD_OUTCOMES, o))
         totals = np.zeros(len(edges) - 1)
@@ -181,16 +182,22 @@ def timeline(d: ReportData, *, bin_s: float | None = None, max_bins: int = 60) -
             ax.bar(edges[:-1], counts, width=width, bottom=totals, align="edge", linewidth=0,
                    color=OUTCOME_COLORS.get(o), label=f"{o} ({counts.sum():,})")
             totals += counts
+        limits = _time_limits(edges[0], edges[-1], width)
+        note = ""
         if window:
-            ax.axvspan(*window, color="#999999", alpha=0.15, lw=0, label="reported window", zorder=0)
-        ax.set_xlim(*_time_limits(min(edges[0], shown[0]), max(edges[-1], shown[1]), width))
+            ax.axvspan(*window, color="#999999", alpha=0.15, lw=0, zorder=0, label="reported window")
+            if window[1] < limits[0] or window[0] > limits[1]:
+                note = "; the reported window is not on this axis"
+            elif window[0] < limits[0] or window[1] > limits[1]:
+                note = "; the reported window runs past it"
+        ax.set_xlim(*limits)
         ax.xaxis.set_major_locator(_TimeLocator())
         ax.xaxis.set_major_formatter(_TimeFormatter())
         ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=4, integer=True, min_n_ticks=2))
         ax.yaxis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
         ax.set_ylim(0, max(1.0, totals.max()) * 1.2)
         _count_bars(ax, edges, totals, width)
-        ax.set_xlabel(f"UTC time on {_utc_dates(*ax.get_xlim())}")
+        ax.set_xlabel(f"UTC time on {_utc_dates(*ax.get_xlim())}{note}")
         ax.set_ylabel(f"connections per {duration_text(width)}")
         _legend_above(ax, ncols=min(3, len(order) + bool(window)))
         fig.suptitle("Connections by outcome")

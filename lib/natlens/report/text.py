@@ -173,8 +173,9 @@ def _why(d: ReportData) -> str:
 
 def decisive_rule(d: ReportData) -> str:
     """The rule lines that decide the SNAT of the row the verdict is about (findings.snat.
-    decisive_rules), highlighted, with the node and the dump they come from; "" when none, or
-    when there is no loopback (the SNAT decision is then not what the verdict turns on)."""
+    decisive_rules), highlighted, with the node and the dump they come from: for a loopback of
+    connections that left un-SNATed. "" otherwise: without a loopback, or when they were SNATed
+    and looped all the same, the SNAT decision is not what the verdict turns on."""
     from natlens.findings.snat import decisive_rules
 
     rows = d.snat.to_dict("records") if not d.snat.empty else []
@@ -182,34 +183,45 @@ def decisive_rule(d: ReportData) -> str:
         return ""  # without a loopback the SNAT decision is not what the verdict turns on
     row = max(rows, key=lambda r: (r.get("loopback_failed", 0), r.get("loopback", 0), r.get("failed", 0)))
     ratio = row.get("ratio")
-    snatted = None if ratio is None or ratio != ratio else True if ratio == 1 else False if ratio == 0 else None
-    lines = decisive_rules(list(row.get("rule_trace") or []), snatted)
+    if ratio is None or ratio != ratio or ratio != 0:
+        return ""  # SNATed loops (a load balancer that sends a node's own address back): SNAT is not why
+    lines = decisive_rules(list(row.get("rule_trace") or []), False)
     if not lines:
         return ""
     files = next((r.get("files") for r in _rules(d) if r["service"] == row["service"]
                   and r["source_node"] == row["source_node"]), None) or []
     where = f" ({esc(', '.join(f.rsplit('/', 1)[-1] for f in files))})" if files else ""
-    what = "SNATs it" if snatted else "leaves it un-SNATed"
     return (f"<p>The rules that decide it, on {esc(row['source_node'])}{where}: why a packet from a pod to "
-            f"{esc(row['service'])} is {'marked' if snatted else 'not marked'} for masquerade, and the rule that "
-            f"{what}:</p>" + '<pre class="natlens-trace natlens-decisive">'
+            f"{esc(row['service'])} is not marked for masquerade, and the rule that leaves it un-SNATed:</p>"
+            + '<pre class="natlens-trace natlens-decisive">'
             + "".join(f'<span class="natlens-trace-line"><mark>{esc(x)}</mark>\n</span>' for x in lines)
             + "</pre>")
 
 
 def _todo(d: ReportData) -> str:
-    """What to do: the first remediation step in full with its command; the others folded, each
-    with its own command, as alternatives."""
+    """What to do: the first remediation step in full with its command; the other fixes of the
+    same failure folded, each with its own command, as alternatives; the steps for the other
+    failures ("For the answers from the wrong source: ...") after them, as more to do."""
     v = d.summary["verdict"]
     steps = v.get("remediation") or []
     if not steps:
         return f'<h3 class="natlens-story-h">What to do</h3>{remediation(d)}'
     first, *others = steps
-    alts = "".join(f"<li><details><summary>{esc(_sentences(x.split(' How: ', 1)[0])[0])}</summary>"
-                   f"{_step(x)}</details></li>" for x in others)
+    alts = [x for x in others if not x.startswith("For ")]
+    more = [x for x in others if x.startswith("For ")]
     return ('<h3 class="natlens-story-h">What to do</h3><p><strong>Recommended.</strong> ' + _step(first) + "</p>"
-            + (f"<p><strong>Alternatives</strong> (open one for its command and cost):</p><ul>{alts}</ul>"
-               if alts else ""))
+            + (f"<p><strong>Alternatives</strong> (open one for its command and cost):</p><ul>"
+               f"{''.join(f'<li>{_folded(x)}</li>' for x in alts)}</ul>" if alts else "")
+            + (f"<p><strong>For the other failures</strong>:</p><ul>{''.join(f'<li>{_step(x)}</li>' for x in more)}"
+               "</ul>" if more else ""))
+
+
+def _folded(step: str) -> str:
+    """A remediation step as a fold: its first sentence to open, the rest with its command inside."""
+    words, how = (step.split(" How: ", 1) + [""])[:2]
+    first, *rest = _sentences(words)
+    inside = _step(" ".join(rest) + (f" How: {how}" if how else "")) if rest or how else ""
+    return f"<details><summary>{esc(first)}</summary>{inside}</details>"
 
 
 def _evidence(d: ReportData) -> str:
@@ -259,8 +271,8 @@ def executive_summary(d: ReportData) -> Html:
     total, failed = c["total"], c["failed"]
     items = []
     when = ""
-    ts = pd.to_numeric(d.connections["ts"], errors="coerce").dropna() if not d.connections.empty \
-        else pd.Series(dtype=float)
+    ts = pd.to_numeric(d.journeys["ts"], errors="coerce").dropna() if not d.journeys.empty \
+        else pd.Series(dtype=float)  # the connections counted here: the Services' (and the scope's)
     if len(ts):
         when = f"Between {utc(ts.min())} and {utc(ts.max())}, "
     items.append(
@@ -580,8 +592,9 @@ def _step(text: str) -> str:
     command, _, cost = rest.rpartition(" (cost: ")
     if not command:
         command, cost = rest, ""
+    cost = cost[:-2] if cost.endswith(").") else cost[:-1] if cost.endswith(")") else cost  # its own ")" only
     return (esc(words) + f'<pre class="natlens-trace">{esc(command)}</pre>'
-            + (f"<p>What it costs: {esc(cost.rstrip(').'))}.</p>" if cost else ""))
+            + (f"<p>What it costs: {esc(cost)}.</p>" if cost else ""))
 
 
 def capture_limits(d: ReportData) -> Html:
@@ -708,6 +721,7 @@ def _service_facts(d: ReportData, key: str, g: pd.DataFrame) -> str:
     text += "".join(f"; from {esc(r['source_node'])}: {n(r['snat'])} of {n(r['connections'])} SNATed" for r in snat)
     lb = next((f for f in d.summary.get("lb_behaviour") or [] if f["service"] == key), None)
     said = (f" Its load balancer {esc(BEHAVIOUR_NAME[lb['behaviour']])}." if lb and lb["behaviour"] != UNKNOWN
-            else " Whether its load balancer sends a node's own connection back to it is not shown.")
+            else " Whether its load balancer would also send a node's own (SNATed) connection back to that node "
+            "is not shown by these captures (see How the load balancer picks a backend).")
     return (f"<p>{text}.{said} The node the load balancer chose for each connection, against how it "
             "ended:</p>")
