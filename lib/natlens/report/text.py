@@ -123,7 +123,7 @@ def _facts(d: ReportData) -> str:
     c, caps = d.summary["connections"], d.summary["inputs"]["captures"]
     nodes = {str(x["node"]) for x in caps}
     ts = pd.to_numeric(d.journeys["ts"], errors="coerce").dropna() if not d.journeys.empty else pd.Series(dtype=float)
-    parts = [f"Incident <code>{esc(d.incident)}</code>"]
+    parts = [f"Incident <code>{esc(d.incident)}</code>"] if d.about.get("title") else []  # else it is the title
     if len(ts):
         lo, hi = utc(ts.min())[:19], utc(ts.max())[:19]  # to the second
         parts.append(esc(f"{lo}–{hi[11:] if hi[:10] == lo[:10] else hi} UTC"))
