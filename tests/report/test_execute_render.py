@@ -112,6 +112,16 @@ def test_html_has_a_table_of_contents(rendered):
         assert f'id="{anchor}"' in rendered
 
 
+def test_external_reference_detector_reads_markup_not_text():
+    """incident.yaml's notes may hold a pasted HTML snippet: escaped, it is text and loads nothing
+    (it used to fail the report); the same snippet as markup is caught."""
+    text = ('<p>Notes: customer pasted &lt;img src=https://cdn.example/x.png&gt; and '
+            'src=https://cdn.example/a.js, url(//cdn.example/y.css)</p>')
+    assert external_references(text) == []
+    assert len(external_references('<p>x</p><img src=https://cdn.example/x.png><a href="//cdn.example/">')) == 2
+    assert len(external_references('<div style="background: url(https://cdn.example/y.png)"></div>')) == 1
+
+
 def test_external_reference_detector_catches_cdn_loads():
     page = ('<script src="https://cdn.example/require.js"></script>'
             "<link rel=stylesheet href=//cdn.example/x.css><style>@import url(x.css)</style>"
