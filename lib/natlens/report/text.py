@@ -9,6 +9,7 @@ comment holding ``<script>`` shows as text and never runs.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import pandas as pd
@@ -19,7 +20,7 @@ from natlens.report import tables
 from natlens.report.data import ReportData
 from natlens.report.display import table_html
 from natlens.report.tables import compact_hops
-from natlens.vocab import NO, UNKNOWN, YES
+from natlens.vocab import NO, UNKNOWN, YES, is_failed
 
 
 class Html(str):
@@ -150,8 +151,6 @@ def story(d: ReportData) -> Html:
 def _sentences(text: str) -> list[str]:
     """`text` cut into sentences at '. ' before a capital letter or a digit (addresses and
     versions inside a sentence have no space after their dots)."""
-    import re
-
     return [x for x in re.split(r"(?<=[.]) (?=[A-Z0-9])", text.strip()) if x]
 
 
@@ -244,14 +243,10 @@ def _evidence(d: ReportData) -> str:
 
 
 def _made(d: ReportData) -> str:
-    """When and how the report was made: UTC time, natlens version, the command line."""
-    import natlens
-
+    """When and how the report was made (data.run_info: UTC time, natlens version, command line)."""
     p = d.parameters
-    when = p.get("generated_utc") or pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
-    parts = [f"Generated {esc(when)}", f"natlens {esc(p.get('natlens_version') or natlens.__version__)}"]
-    if p.get("command"):
-        parts.append(f"<code>{esc(p['command'])}</code>")
+    parts = [f"Generated {esc(p.get('generated_utc'))}", f"natlens {esc(p.get('natlens_version'))}",
+             f"<code>{esc(p.get('command'))}</code>"]
     return f'<p class="natlens-made">{" · ".join(parts)}</p>'
 
 
@@ -704,17 +699,10 @@ def by_service(d: ReportData) -> Html:
 
 def _service_facts(d: ReportData, key: str, g: pd.DataFrame) -> str:
     """One Service's policy, counts, loopbacks and SNAT, and its load balancer's behaviour."""
-    from natlens.vocab import is_failed
-
     policy = ", ".join(sorted({str(x) for x in g["policy"].dropna()})) or "unknown"
     failed = int(is_failed(g["outcome"]).sum())
     loops = int((g["loopback"] == YES).sum())
-    by = [x for x in (d.summary.get("failures") or {}).get("by_service") or [] if x["service"] == key]
-    why = {}
-    for x in by:
-        for m, k in x["by_mechanism"].items():
-            why[m] = why.get(m, 0) + k
-    causes = ", ".join(f"{n(k)} {failure_words.NAMES.get(m, (m, m))[0 if k == 1 else 1]}" for m, k in why.items())
+    causes = failure_words.tally(g)  # the headline's words, for this Service's journeys
     text = (f"externalTrafficPolicy {esc(policy)}: {n(len(g))} connections, {n(failed)} failed"
             + (f" ({esc(causes)})" if causes else "") + f", {n(loops)} sent back to their own node")
     snat = [r for r in d.snat.to_dict("records") if r["service"] == key] if not d.snat.empty else []
