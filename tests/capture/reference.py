@@ -75,7 +75,7 @@ def _pcap(data: bytes):
         if pos + 16 + caplen > len(data):
             break
         yield dict(ts_ns=sec * 10**9 + frac * unit, linktype=linktype, iface=0, direction=None,
-                   caplen=caplen, wirelen=max(wirelen, caplen), data=data[pos + 16: pos + 16 + caplen])
+                   caplen=caplen, wirelen=wirelen, data=data[pos + 16: pos + 16 + caplen])
         pos += 16 + caplen
 
 
@@ -114,7 +114,7 @@ def _pcapng(data: bytes):
             linktype, tsresol, tsoffset = ifaces[iface]
             yield dict(ts_ns=_ns(hi << 32 | lo, tsresol, tsoffset), linktype=linktype, iface=iface,
                        direction={1: "in", 2: "out"}.get((flags or 0) & 3), caplen=caplen,
-                       wirelen=max(wirelen, caplen), data=body[20: 20 + caplen])
+                       wirelen=wirelen, data=body[20: 20 + caplen])
         pos += length
 
 

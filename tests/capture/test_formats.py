@@ -313,7 +313,7 @@ def test_parquet_round_trip(files, tmp_path):
     for name in ("multi-be", "eth-us-le"):
         info = write_parquet(files[name], tmp_path, chunk_bytes=300)
         table = pq.read_table(tmp_path / f"{info.label}.packets.parquet")
-        assert table.schema.metadata[b"schema"] == b"natlens.packets/2"
+        assert table.schema.metadata[b"schema"] == b"natlens.packets/3"
         mem = read_capture(files[name]).packets
         disk = table.to_pandas(types_mapper=__import__("pandas").ArrowDtype)
         assert list(disk.columns) == list(mem.columns)
@@ -329,7 +329,7 @@ def test_parquet_of_capture_without_ip(tmp_path):
     info = write_parquet(path, tmp_path / "o")
     table = pq.read_table(tmp_path / "o" / "arp.packets.parquet")
     assert table.num_rows == 0 and info.skipped == {"arp": 1}
-    assert table.schema.metadata[b"schema"] == b"natlens.packets/2"
+    assert table.schema.metadata[b"schema"] == b"natlens.packets/3"
 
 
 def test_packet_before_its_interface_block_is_malformed_at_any_chunk_size(tmp_path):

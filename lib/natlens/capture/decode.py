@@ -12,7 +12,7 @@ import pyarrow as pa
 from natlens.capture import ip, link, transport, tunnel
 from natlens.capture.frame import Frame
 from natlens.capture.records import DIR_IN, DIR_OUT, Records
-from natlens.capture.schema import ARROW_SCHEMA, MALFORMED, SKIP_REASONS
+from natlens.capture.schema import ANOMALIES, ARROW_SCHEMA, MALFORMED, SKIP_REASONS
 
 # Records decoded at once. Small enough that the packet bytes a batch touches stay in
 # the CPU cache while every header field is read (each read is one pass over them).
@@ -93,7 +93,7 @@ def _table(f: Frame, rec: Records, capture: str, first_record: int) -> pa.Table:
         "pkttype": num("pkttype"),
         "direction": _labels(direction.astype(np.int32) - 1, ["in", "out"]),
         "caplen": pa.array(rec.caplen[keep].astype(np.int32)),
-        "wirelen": pa.array(rec.wirelen[keep].astype(np.int32)),
+        "wirelen": pa.array(rec.wirelen[keep].astype(np.int64)),
         "vlan": num("vlan"),
         "vlan_inner": num("vlan_inner"),
         "tunnel": _labels(np.where(ok["tunnel"][keep], v["tunnel"][keep], 0).astype(np.int32) - 1,
@@ -106,11 +106,33 @@ def _table(f: Frame, rec: Records, capture: str, first_record: int) -> pa.Table:
         "dst": dst,
         "icmp_orig_src": qsrc,
         "icmp_orig_dst": qdst,
+        "anomaly": anomaly_names(rec.anomaly[keep]),
     }
     for name in ARROW_SCHEMA.names:
         if name not in columns:
             columns[name] = num(name)
     return pa.table([columns[name] for name in ARROW_SCHEMA.names], schema=ARROW_SCHEMA)
+
+
+def anomaly_names(bits: np.ndarray) -> pa.Array:
+    """The `anomaly` column: each record's anomaly bits as comma-separated names."""
+    if not bits.any():
+        return pa.nulls(len(bits), pa.string())
+    uniq, codes = np.unique(bits, return_inverse=True)
+    names = [",".join(name for i, (name, _) in enumerate(ANOMALIES) if int(u) >> i & 1) for u in uniq]
+    return _labels(np.where(uniq[codes] == 0, -1, codes).astype(np.int32), names)
+
+
+def anomaly_tally(bits: np.ndarray) -> dict[str, int]:
+    """How many records carry each anomaly."""
+    if not bits.any():
+        return {}
+    out = {}
+    for i, (name, _) in enumerate(ANOMALIES):
+        n = int(np.count_nonzero(bits & (1 << i)))
+        if n:
+            out[name] = n
+    return out
 
 
 def _labels(codes: np.ndarray, names: list[str]) -> pa.Array:

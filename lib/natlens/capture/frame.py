@@ -12,11 +12,11 @@ from natlens.capture.schema import MALFORMED, SNAPLEN
 # Numeric columns the decoders fill, with their numpy dtypes (addresses are kept as
 # two u64 halves until the table is built; IPv4 sits in the low half).
 NUMERIC = {
-    "ifindex": np.int32, "pkttype": np.int8, "vlan": np.int32, "vlan_inner": np.int32,
+    "ifindex": np.int64, "pkttype": np.int8, "vlan": np.int32, "vlan_inner": np.int32,
     "vni": np.int32, "ip_version": np.int8, "ip_id": np.int32, "ttl": np.int16,
-    "ip_len": np.int32, "proto": np.int16, "sport": np.int32, "dport": np.int32,
+    "ip_len": np.int64, "proto": np.int16, "sport": np.int32, "dport": np.int32,
     "tcp_flags": np.int16, "seq": np.int64, "ack": np.int64, "window": np.int32,
-    "tsval": np.int64, "tsecr": np.int64, "payload_len": np.int32, "payload_hash": np.uint64,
+    "tsval": np.int64, "tsecr": np.int64, "payload_len": np.int64, "payload_hash": np.uint64,
     "icmp_type": np.int16, "icmp_code": np.int16, "tunnel": np.int8,
     "src_hi": np.uint64, "src_lo": np.uint64, "dst_hi": np.uint64, "dst_lo": np.uint64,
     "outer_version": np.int8, "outer_src_hi": np.uint64, "outer_src_lo": np.uint64,

@@ -13,9 +13,18 @@ RAW_ALIASES = (RAW, 12, 14)  # DLT_RAW is 12 or 14 on some systems
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 ETH_IPV4, ETH_IPV6, ETH_ARP, ETH_RARP = 0x0800, 0x86DD, 0x0806, 0x8035
 MAX_TAGS = 4
+# libpcap's largest record per link type (pcap-common.c max_snaplen_for_dlt): a longer record
+# is corruption, not a packet. D-Bus 128 MiB, EBHSCR 8 MiB, USBPcap 1 MiB, the rest 256 KiB.
+MAX_CAPLEN = {231: 128 << 20, 279: 8 << 20, 249: 1 << 20}
+MAX_CAPLEN_DEFAULT = 256 << 10
 LINKTYPE_NAMES = {ETHERNET: "ethernet", RAW: "raw", 12: "raw", 14: "raw", LINUX_SLL: "linux-sll",
                   LINUX_SLL2: "linux-sll2", NULL: "bsd-null", LOOP: "bsd-loop", IPV4: "ipv4",
                   IPV6: "ipv6"}
+
+
+def max_caplen(linktype: int) -> int:
+    """The most bytes one record of this link type can hold (libpcap's limit)."""
+    return MAX_CAPLEN.get(linktype, MAX_CAPLEN_DEFAULT)
 
 
 def decode(f: Frame, linktype: np.ndarray) -> None:
@@ -82,7 +91,7 @@ def sll2(f: Frame, rows: np.ndarray) -> None:
     rows = f.need(rows, 20)
     p = f.pos[rows]
     f.ethertype[rows] = f.buf.be16[p]
-    f.set("ifindex", rows, f.buf.be32[p + 4].astype(np.int64).astype(np.int32))
+    f.set("ifindex", rows, f.buf.be32[p + 4])
     f.set("pkttype", rows, f.buf.u8[p + 10])
     f.pos[rows] += 20
     vlan_tags(f, rows)

@@ -10,6 +10,7 @@ import numpy as np
 from natlens.capture import walk as walker
 from natlens.capture.buffer import Buffer
 from natlens.capture.records import DIR_UNKNOWN, Records
+from natlens.capture.schema import ANOMALY_BITS
 from natlens.errors import NatlensError
 
 MAGICS = {
@@ -53,8 +54,15 @@ class PcapFile:
         """Whether an incomplete record starting with `head` is a packet (always, in pcap)."""
         return True
 
-    def parse(self, buf: Buffer, start: int) -> tuple[Records, int, int]:
-        """Records of buf[start:]; returns them, where parsing stopped and why."""
+    @property
+    def linktypes(self) -> list[int]:
+        return [self.linktype]
+
+    sections = interface_count = 1
+
+    def parse(self, buf: Buffer, start: int, eof: bool = False) -> tuple[Records, int, int]:
+        """Records of buf[start:]; returns them, where parsing stopped and why. `eof`:
+        buf ends where the file does."""
         offs, stop, status = walker.walk(
             buf.raw, start, lenpos=8, add=RECORD_HEADER, big_endian=self.big_endian,
             minlen=RECORD_HEADER, maxlen=RECORD_HEADER + MAX_RECORD, end=buf.length,
@@ -67,12 +75,13 @@ class PcapFile:
             buf=buf,
             off=offs + RECORD_HEADER,
             caplen=caplen,
-            wirelen=np.maximum(wirelen, caplen),
+            wirelen=wirelen,
             ts_ns=sec * 1_000_000_000 + frac * self.ns_per_unit,
             ts_valid=np.ones(n, bool),
             iface=np.zeros(n, np.int32),
             linktype=np.full(n, self.linktype, np.int32),
             direction=np.full(n, DIR_UNKNOWN, np.int8),
             bad=np.zeros(n, bool),
+            anomaly=np.where(wirelen < caplen, ANOMALY_BITS["wirelen-below-caplen"], 0).astype(np.uint16),
         )
         return recs, stop, status

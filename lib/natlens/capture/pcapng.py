@@ -18,6 +18,7 @@ import numpy as np
 from natlens.capture import walk as walker
 from natlens.capture.buffer import Buffer
 from natlens.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Records, concat, empty
+from natlens.capture.schema import ANOMALY_BITS
 from natlens.errors import NatlensError
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6
@@ -101,7 +102,15 @@ class PcapngFile:
         btype = int.from_bytes(bytes(head[:4]), "big" if self.big_endian else "little")
         return btype in (EPB, SPB, PB)
 
-    def parse(self, buf: Buffer, start: int) -> tuple[Records, int, int]:
+    @property
+    def interface_count(self) -> int:
+        return len(self.interfaces)
+
+    @property
+    def sections(self) -> int:
+        return self.section + 1
+
+    def parse(self, buf: Buffer, start: int, eof: bool = False) -> tuple[Records, int, int]:
         """Packet records of buf[start:], handling section and interface blocks on the way."""
         parts: list[Records] = []
         off = start
@@ -232,9 +241,10 @@ class PcapngFile:
             direction[opt[d == 1]] = DIR_IN
             direction[opt[d == 2]] = DIR_OUT
         return Records(
-            buf=buf, off=data, caplen=caplen, wirelen=np.maximum(wirelen, caplen), ts_ns=ts_ns,
+            buf=buf, off=data, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns,
             ts_valid=~simple & ~bad, iface=np.where(bad, -1, iface).astype(np.int32),
             linktype=linktype, direction=direction, bad=bad,
+            anomaly=np.where(~bad & (wirelen < caplen), ANOMALY_BITS["wirelen-below-caplen"], 0).astype(np.uint16),
         )
 
 

@@ -4,6 +4,7 @@ decoders turn them into packet-table rows, and the tally counts every record."""
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import pyarrow as pa
 
 from natlens.capture import walk as walker
 from natlens.capture.buffer import PAD, Buffer
-from natlens.capture.decode import decode
+from natlens.capture.decode import anomaly_tally, decode
 from natlens.capture.pcap import MAGICS, PcapFile
 from natlens.capture.pcapng import PcapngFile
 from natlens.capture.schema import CUT_SHORT, SKIP_REASONS
@@ -28,7 +29,9 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 class CaptureInfo:
     """What reading one capture file found: the per-capture tally of DESIGN.md section 4.
 
-    Invariant: records == decoded + sum(skipped.values()).
+    Invariant: records == decoded + sum(skipped.values()). Bytes that belong to no
+    record (skipped to resynchronize after a "bad-length" record, or a record the file
+    ends in) are counted in skipped_bytes by reason and said in a warning.
     """
 
     path: str
@@ -39,7 +42,11 @@ class CaptureInfo:
     decoded: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    linktypes: list[int] = field(default_factory=list)
+    linktypes: list[int] = field(default_factory=list)  # of every section and interface
+    sections: int = 0
+    interfaces: int = 0
+    anomalies: dict[str, int] = field(default_factory=dict)  # records per schema.ANOMALIES name
+    skipped_bytes: dict[str, int] = field(default_factory=dict)  # bytes in no record, by reason
     other_blocks: dict[str, int] = field(default_factory=dict)
     dropped: int | None = None  # packets the capturing host lost (pcapng statistics); None: unknown
     unread_bytes: int = 0
@@ -51,10 +58,21 @@ class CaptureInfo:
             "path": self.path, "label": self.label, "format": self.format, "size": self.size,
             "records": self.records, "decoded": self.decoded, "skipped": dict(self.skipped),
             "warnings": list(self.warnings), "linktypes": list(self.linktypes),
+            "sections": self.sections, "interfaces": self.interfaces,
+            "anomalies": dict(self.anomalies), "skipped_bytes": dict(self.skipped_bytes),
             "other_blocks": dict(self.other_blocks), "dropped": self.dropped,
             "unread_bytes": self.unread_bytes,
             "first_ts_ns": self.first_ts_ns, "last_ts_ns": self.last_ts_ns,
         }
+
+
+CAPTURE_SUFFIX = re.compile(r"\.(pcapng|pcap|cap|ntar|dmp)\d*$", re.IGNORECASE)
+
+
+def default_label(path: str | os.PathLike) -> str:
+    """The capture point a file is named after: its name without the capture suffix
+    (any.pcap -> any, rotated any.pcap3 -> any, 802.1ad_QinQ.pcap -> 802.1ad_QinQ)."""
+    return CAPTURE_SUFFIX.sub("", Path(path).name) or Path(path).name
 
 
 def open_capture(path: str | os.PathLike) -> tuple[PcapFile | PcapngFile, int]:
@@ -94,9 +112,10 @@ def iter_tables(
     """
     fmt, size = open_capture(path)
     p = str(path)
-    info = CaptureInfo(path=p, label=label or Path(p).stem.split(".")[0],
+    info = CaptureInfo(path=p, label=label or default_label(p),
                        format="pcapng" if isinstance(fmt, PcapngFile) else "pcap", size=size)
     tally: Counter = Counter()
+    anomalies: Counter = Counter()
     record_index = 0
     file_pos = fmt.data_start  # file offset of buf[0]
     raw = np.zeros(chunk_bytes + PAD, np.uint8)
@@ -111,13 +130,14 @@ def iter_tables(
                 have += got
             raw[have : have + PAD] = 0
             buf = Buffer(raw, have)
-            rec, stop, status = fmt.parse(buf, 0)
+            rec, stop, status = fmt.parse(buf, 0, eof=eof)
             if len(rec):
                 table, skipped = decode(rec, info.label, record_index)
                 record_index += len(rec)
                 tally.update(skipped)
+                anomalies.update(anomaly_tally(rec.anomaly))
                 info.decoded += table.num_rows
-                _times(info, table)
+                _times(info, rec)
                 yield table
             if progress is not None:
                 progress(stop)
@@ -148,7 +168,8 @@ def iter_tables(
                 break
     info.records = record_index
     info.skipped = {k: tally[k] for k in SKIP_REASONS if tally.get(k)}
-    info.linktypes = fmt.linktypes if isinstance(fmt, PcapngFile) else [fmt.linktype]
+    info.anomalies = dict(anomalies)
+    info.linktypes, info.sections, info.interfaces = fmt.linktypes, fmt.sections, fmt.interface_count
     if isinstance(fmt, PcapngFile):
         info.other_blocks = dict(fmt.other_blocks)
         if fmt.drops:
@@ -156,11 +177,10 @@ def iter_tables(
     yield info
 
 
-def _times(info: CaptureInfo, table: pa.Table) -> None:
-    import pyarrow.compute as pc
-
-    mm = pc.min_max(table.column("ts_ns"))
-    lo, hi = mm["min"].as_py(), mm["max"].as_py()
-    if lo is not None:
+def _times(info: CaptureInfo, rec) -> None:
+    """First and last timestamp over every record with a time, decoded or not."""
+    ts = rec.ts_ns[rec.ts_valid]
+    if len(ts):
+        lo, hi = int(ts.min()), int(ts.max())
         info.first_ts_ns = lo if info.first_ts_ns is None else min(info.first_ts_ns, lo)
         info.last_ts_ns = hi if info.last_ts_ns is None else max(info.last_ts_ns, hi)

@@ -26,6 +26,7 @@ class Records:
     linktype: np.ndarray  # int32 per record
     direction: np.ndarray  # int8: DIR_* from pcapng epb_flags
     bad: np.ndarray  # bool: the container says the record is unusable (counted "malformed")
+    anomaly: np.ndarray  # uint16: schema.ANOMALY_BITS of the record's container fields
 
     def __len__(self) -> int:
         return len(self.off)
@@ -35,13 +36,14 @@ class Records:
         return Records(self.buf, *(getattr(self, name)[start:stop] for name in ARRAYS))
 
 
-ARRAYS = ("off", "caplen", "wirelen", "ts_ns", "ts_valid", "iface", "linktype", "direction", "bad")
+ARRAYS = ("off", "caplen", "wirelen", "ts_ns", "ts_valid", "iface", "linktype", "direction", "bad",
+          "anomaly")
 
 
 def empty(buf: Buffer) -> Records:
     z = np.empty(0, np.int64)
     return Records(buf, z, z, z, z, np.empty(0, bool), np.empty(0, np.int32),
-                   np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, bool))
+                   np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, bool), np.empty(0, np.uint16))
 
 
 def concat(buf: Buffer, parts: list[Records]) -> Records:
