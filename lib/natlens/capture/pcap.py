@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from natlens.capture import link
 from natlens.capture import walk as walker
 from natlens.capture.buffer import Buffer
 from natlens.capture.records import DIR_UNKNOWN, Records
@@ -21,12 +22,20 @@ MAGICS = {
 }
 HEADER_LEN = 24
 RECORD_HEADER = 16
-MAX_RECORD = 1 << 24  # a record longer than this is corruption, not a packet
+MAX_WIRELEN = 1 << 24  # a resynchronization candidate claiming more on the wire is no packet
+NEAR_S = 86_400  # a candidate record's time is within a day of the records around it
+SEARCH_WINDOW = 1 << 20  # bytes of candidate offsets examined at once while resynchronizing
 
 
 @dataclass
 class PcapFile:
-    """The state of reading one pcap file: its header and how to walk records."""
+    """The state of reading one pcap file: its header and how to walk records.
+
+    A record longer than the file's snaplen is implausible; it is read only if the next
+    record header follows it (some writers set a snaplen smaller than what they wrote:
+    from then on the snaplen is not trusted). Longer than libpcap's limit for the link
+    type (link.max_caplen) it is impossible. Either way the reader resynchronizes.
+    """
 
     path: str
     big_endian: bool
@@ -34,6 +43,8 @@ class PcapFile:
     snaplen: int
     linktype: int
     version: tuple[int, int]
+    trust_snaplen: bool = True
+    last_sec: int | None = None  # time of the last record read: resynchronization looks near it
 
     @classmethod
     def from_header(cls, path: str, header: bytes) -> PcapFile:
@@ -50,38 +61,150 @@ class PcapFile:
     def data_start(self) -> int:
         return HEADER_LEN
 
-    def holds_packet(self, head: np.ndarray) -> bool:
-        """Whether an incomplete record starting with `head` is a packet (always, in pcap)."""
-        return True
-
     @property
     def linktypes(self) -> list[int]:
         return [self.linktype]
 
     sections = interface_count = 1
+    resync_step = 1  # a pcap record may start at any byte
+
+    @property
+    def max_caplen(self) -> int:
+        """The most bytes a record of this file can hold."""
+        return link.max_caplen(self.linktype)
+
+    @property
+    def plausible_caplen(self) -> int:
+        """The most bytes a record is expected to hold: the snaplen while it is trusted."""
+        if self.trust_snaplen and 0 < self.snaplen < self.max_caplen:
+            return self.snaplen
+        return self.max_caplen
+
+    def holds_packet(self, head: np.ndarray) -> bool:
+        """Whether an incomplete record starting with `head` is a packet (always, in pcap)."""
+        return True
+
+    def why_bad(self, buf: Buffer, off: int) -> str:
+        """What is wrong with the record header at `off`, for the warning."""
+        caplen = self._caplen(buf, off)
+        if caplen > self.max_caplen:
+            return (f"record length {caplen:,} is more than a linktype-{self.linktype} record can "
+                    f"hold ({self.max_caplen:,})")
+        if caplen > self.plausible_caplen:
+            return (f"record length {caplen:,} is more than the snaplen ({self.snaplen:,}) and no "
+                    "record header follows it")
+        return f"record length {caplen:,} runs past the end of the file and no record header follows it"
 
     def parse(self, buf: Buffer, start: int, eof: bool = False) -> tuple[Records, int, int]:
         """Records of buf[start:]; returns them, where parsing stopped and why. `eof`:
         buf ends where the file does."""
-        offs, stop, status = walker.walk(
-            buf.raw, start, lenpos=8, add=RECORD_HEADER, big_endian=self.big_endian,
-            minlen=RECORD_HEADER, maxlen=RECORD_HEADER + MAX_RECORD, end=buf.length,
-        )
+        offs, stop, status = self._walk(buf, start)
+        if status == walker.BAD_LENGTH and self.trust_snaplen and self._caplen(buf, stop) <= self.max_caplen:
+            verdict = self._follows(buf, np.array([stop]), eof, self.max_caplen)[0]
+            if verdict == UNDECIDED:
+                status = walker.END
+            elif verdict == YES:
+                self.trust_snaplen = False
+                more, stop, status = self._walk(buf, stop)
+                offs = np.concatenate([offs, more])
+        return self._records(buf, offs), stop, status
+
+    def _caplen(self, buf: Buffer, off: int) -> int:
+        return int(buf.u32(np.array([off + 8]), self.big_endian)[0])
+
+    def _walk(self, buf: Buffer, start: int) -> tuple[np.ndarray, int, int]:
+        return walker.walk(buf.raw, start, lenpos=8, add=RECORD_HEADER, big_endian=self.big_endian,
+                           minlen=RECORD_HEADER, maxlen=RECORD_HEADER + self.plausible_caplen,
+                           end=buf.length)
+
+    def _records(self, buf: Buffer, offs: np.ndarray) -> Records:
         hdr = buf.window(offs, RECORD_HEADER).view(">u4" if self.big_endian else "<u4")
         hdr = hdr.astype(np.int64)
         sec, frac, caplen, wirelen = hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3]
         n = len(offs)
-        recs = Records(
+        per_second = 1_000_000_000 // self.ns_per_unit
+        bad_frac = frac >= per_second
+        if n and not bad_frac.all():
+            self.last_sec = int(sec[~bad_frac][-1])
+        anomaly = np.where(bad_frac, ANOMALY_BITS["ts-fraction-invalid"], 0)
+        anomaly |= np.where(wirelen < caplen, ANOMALY_BITS["wirelen-below-caplen"], 0)
+        if self.snaplen > 0:
+            anomaly |= np.where(caplen > self.snaplen, ANOMALY_BITS["caplen-over-snaplen"], 0)
+        return Records(
             buf=buf,
             off=offs + RECORD_HEADER,
             caplen=caplen,
             wirelen=wirelen,
-            ts_ns=sec * 1_000_000_000 + frac * self.ns_per_unit,
-            ts_valid=np.ones(n, bool),
+            ts_ns=np.where(bad_frac, 0, sec * 1_000_000_000 + frac * self.ns_per_unit),
+            ts_valid=~bad_frac,
             iface=np.zeros(n, np.int32),
             linktype=np.full(n, self.linktype, np.int32),
             direction=np.full(n, DIR_UNKNOWN, np.int8),
             bad=np.zeros(n, bool),
-            anomaly=np.where(wirelen < caplen, ANOMALY_BITS["wirelen-below-caplen"], 0).astype(np.uint16),
+            anomaly=anomaly.astype(np.uint16),
         )
-        return recs, stop, status
+
+    # ------------------------------------------------------------ resynchronization
+
+    def plausible(self, buf: Buffer, at: np.ndarray, near: np.ndarray | None,
+                  limit: int) -> np.ndarray:
+        """Whether a record header at each offset (16 bytes in buf) could be a real one:
+        1..`limit` bytes captured of no more on the wire, a valid time fraction and, given
+        `near` (seconds), a time within a day of it."""
+        big = self.big_endian
+        sec = buf.u32(at, big).astype(np.int64)
+        caplen = buf.u32(at + 8, big).astype(np.int64)
+        wirelen = buf.u32(at + 12, big).astype(np.int64)
+        ok = (caplen > 0) & (caplen <= limit) & (caplen <= wirelen)
+        ok &= (wirelen <= MAX_WIRELEN) & (buf.u32(at + 4, big) < 1_000_000_000 // self.ns_per_unit)
+        if near is not None:
+            ok &= np.abs(sec - near) <= NEAR_S
+        return ok
+
+    def _follows(self, buf: Buffer, at: np.ndarray, eof: bool, limit: int | None) -> np.ndarray:
+        """For each record header at `at`: YES if the file ends right after its record or
+        a header follows it that is plausible (`limit`: its most bytes) or, with limit
+        None, whose time is near the record's (its lengths may be the damaged part); NO
+        if not; UNDECIDED if buf ends first and more of the file is to come."""
+        nxt = at + RECORD_HEADER + buf.u32(at + 8, self.big_endian).astype(np.int64)
+        out = np.full(len(at), NO, np.int8)
+        inside = nxt + RECORD_HEADER <= buf.length
+        if inside.any():
+            sec = buf.u32(at[inside], self.big_endian).astype(np.int64)
+            ok = (self.plausible(buf, nxt[inside], sec, limit) if limit is not None
+                  else self._timely(buf, nxt[inside], sec))
+            out[inside] = np.where(ok, YES, NO)
+        if eof:
+            out[nxt == buf.length] = YES
+        else:
+            out[~inside] = UNDECIDED
+        return out
+
+    def _timely(self, buf: Buffer, at: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """Whether the header at each offset has a valid time within a day of `near`."""
+        sec = buf.u32(at, self.big_endian).astype(np.int64)
+        frac = buf.u32(at + 4, self.big_endian)
+        return (np.abs(sec - near) <= NEAR_S) & (frac < 1_000_000_000 // self.ns_per_unit)
+
+    def resync(self, buf: Buffer, start: int, file_pos: int, eof: bool) -> tuple[int | None, int]:
+        """The first offset >= start where a plausible record starts that is followed by
+        another (or by the end of the file): (offset, offset). Else (None, safe): no
+        candidate before `safe`, which is where the search resumes with more data. Near
+        the last good record's time, to tell record headers from packet bytes."""
+        ref = None if self.last_sec is None else np.int64(self.last_sec)
+        limit = self.plausible_caplen
+        pos = start
+        while pos + RECORD_HEADER <= buf.length:
+            at = np.arange(pos, min(pos + SEARCH_WINDOW, buf.length - RECORD_HEADER + 1))
+            cand = at[self.plausible(buf, at, ref, limit)]
+            if len(cand):
+                verdict = self._follows(buf, cand, eof, None)
+                hit = np.flatnonzero(verdict != NO)
+                if len(hit):
+                    first = int(cand[hit[0]])
+                    return (first, first) if verdict[hit[0]] == YES else (None, first)
+            pos = int(at[-1]) + 1
+        return None, (buf.length if eof else max(start, buf.length - RECORD_HEADER + 1))
+
+
+NO, YES, UNDECIDED = 0, 1, 2

@@ -94,6 +94,12 @@ class PcapngFile:
     def linktypes(self) -> list[int]:
         return sorted({i.linktype for i in self.interfaces})
 
+    resync_step = 4  # blocks start on 4-byte boundaries
+
+    def resync(self, buf: Buffer, start: int, file_pos: int, eof: bool) -> tuple[int | None, int]:
+        """Placeholder until the block search lands: no resynchronization (the old behaviour)."""
+        return None, (buf.length if eof else start)
+
     def holds_packet(self, head: np.ndarray) -> bool:
         """Whether an incomplete block starting with `head` is a packet block; a cut
         statistics or name block is no lost packet. Unknown (under 4 bytes): yes."""

@@ -18,7 +18,7 @@ from natlens.capture.buffer import PAD, Buffer
 from natlens.capture.decode import anomaly_tally, decode
 from natlens.capture.pcap import MAGICS, PcapFile
 from natlens.capture.pcapng import PcapngFile
-from natlens.capture.schema import CUT_SHORT, SKIP_REASONS
+from natlens.capture.schema import BAD_LENGTH, CUT_SHORT, SKIP_REASONS
 from natlens.errors import NatlensError
 
 CHUNK_BYTES = 64 << 20  # file bytes decoded at once: bounds the memory of a streamed read
@@ -47,6 +47,7 @@ class CaptureInfo:
     interfaces: int = 0
     anomalies: dict[str, int] = field(default_factory=dict)  # records per schema.ANOMALIES name
     skipped_bytes: dict[str, int] = field(default_factory=dict)  # bytes in no record, by reason
+    resyncs: int = 0  # times reading skipped bytes to find the next record
     other_blocks: dict[str, int] = field(default_factory=dict)
     dropped: int | None = None  # packets the capturing host lost (pcapng statistics); None: unknown
     unread_bytes: int = 0
@@ -60,6 +61,7 @@ class CaptureInfo:
             "warnings": list(self.warnings), "linktypes": list(self.linktypes),
             "sections": self.sections, "interfaces": self.interfaces,
             "anomalies": dict(self.anomalies), "skipped_bytes": dict(self.skipped_bytes),
+            "resyncs": self.resyncs,
             "other_blocks": dict(self.other_blocks), "dropped": self.dropped,
             "unread_bytes": self.unread_bytes,
             "first_ts_ns": self.first_ts_ns, "last_ts_ns": self.last_ts_ns,
@@ -108,73 +110,187 @@ def iter_tables(
     """Yield the packet table chunk by chunk (pyarrow Tables), then the CaptureInfo.
 
     Memory stays bounded by `chunk_bytes` (plus the largest record) whatever the file
-    size. `progress`, if given, is called with the number of bytes consumed.
+    size. `progress`, if given, is called with the number of bytes consumed. After a
+    record whose length is impossible, reading resynchronizes on the next plausible
+    record header (the format's `resync`): the bad record is counted "bad-length" and
+    the bytes skipped are counted and said in a warning.
     """
     fmt, size = open_capture(path)
     p = str(path)
     info = CaptureInfo(path=p, label=label or default_label(p),
                        format="pcapng" if isinstance(fmt, PcapngFile) else "pcap", size=size)
-    tally: Counter = Counter()
-    anomalies: Counter = Counter()
-    record_index = 0
-    file_pos = fmt.data_start  # file offset of buf[0]
-    raw = np.zeros(chunk_bytes + PAD, np.uint8)
-    have = 0  # bytes of raw holding data not yet walked
-    eof = False
-    with open(p, "rb") as fh:
-        fh.seek(fmt.data_start)
+    st = _Stream(p, fmt, size, chunk_bytes, progress)
+    with st:
         while True:
-            if not eof and have < chunk_bytes:
-                got = fh.readinto(memoryview(raw)[have:chunk_bytes])
-                eof = got == 0 or fh.tell() >= size
-                have += got
-            raw[have : have + PAD] = 0
-            buf = Buffer(raw, have)
-            rec, stop, status = fmt.parse(buf, 0, eof=eof)
-            if len(rec):
-                table, skipped = decode(rec, info.label, record_index)
-                record_index += len(rec)
-                tally.update(skipped)
-                anomalies.update(anomaly_tally(rec.anomaly))
-                info.decoded += table.num_rows
-                _times(info, rec)
-                yield table
-            if progress is not None:
-                progress(stop)
-            if status == walker.BAD_LENGTH:
-                info.unread_bytes = size - (file_pos + stop)
-                info.warnings.append(
-                    f"{p}@{file_pos + stop}: impossible record length; the remaining "
-                    f"{info.unread_bytes} bytes were not read")
-                break
-            if stop == 0 and len(rec) == 0 and not eof:
-                # One record larger than the buffer: grow it to hold the record.
-                raw = np.concatenate([raw, np.zeros(len(raw), np.uint8)])
-                chunk_bytes = len(raw) - PAD
+            buf = st.fill()
+            if st.searching:
+                if not _search(st, buf, info):
+                    break
                 continue
-            # Keep the unwalked tail (a record cut by the chunk boundary) for the next round.
-            tail = have - stop
-            raw[:tail] = raw[stop:have].copy()
-            have, file_pos = tail, file_pos + stop
-            if eof:
-                if have:
-                    info.unread_bytes = have
-                    if fmt.holds_packet(raw[:have]):
-                        tally[SKIP_REASONS[CUT_SHORT]] += 1
-                        record_index += 1
-                    info.warnings.append(
-                        f"{p}@{file_pos}: file cut short in the middle of a record "
-                        f"({have} bytes); all complete records were read")
-                break
-    info.records = record_index
-    info.skipped = {k: tally[k] for k in SKIP_REASONS if tally.get(k)}
-    info.anomalies = dict(anomalies)
+            rec, stop, status = fmt.parse(buf, 0, eof=st.eof)
+            if len(rec):
+                yield st.decode(rec, info)
+            if status == walker.BAD_LENGTH:
+                _bad_record(st, buf, stop, info)
+            elif stop == 0 and len(rec) == 0 and not st.eof:
+                st.grow()  # one record larger than the buffer: grow it to hold the record
+            else:
+                st.consume(stop)  # keep the unwalked tail (a record cut by the chunk boundary)
+                if st.eof and not _ends_in_record(st, info):
+                    break
+    _finish(st, info)
+    yield info
+
+
+class _Stream:
+    """A capture file read into one buffer, in chunks: what is in it and where."""
+
+    def __init__(self, path: str, fmt, size: int, chunk_bytes: int, progress):
+        self.path, self.fmt, self.size, self.chunk_bytes, self.progress = path, fmt, size, chunk_bytes, progress
+        self.raw = np.zeros(chunk_bytes + PAD, np.uint8)
+        self.have = 0  # bytes of raw holding data not yet walked
+        self.file_pos = fmt.data_start  # file offset of raw[0]
+        self.eof = False
+        self.searching = False  # skipping bytes to the next plausible record
+        self.bad_at = 0  # file offset of the record that started the search
+        self.bad_why = ""
+        self.tally: Counter = Counter()
+        self.anomalies: Counter = Counter()
+        self.skipped_bytes: Counter = Counter()
+        self.resyncs = 0
+        self.record_index = 0
+
+    def __enter__(self) -> _Stream:
+        self.fh = open(self.path, "rb")  # noqa: SIM115 - closed by __exit__
+        self.fh.seek(self.fmt.data_start)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+    def fill(self) -> Buffer:
+        """The buffer, topped up from the file."""
+        if not self.eof and self.have < self.chunk_bytes:
+            got = self.fh.readinto(memoryview(self.raw)[self.have:self.chunk_bytes])
+            self.eof = got == 0 or self.fh.tell() >= self.size
+            self.have += got
+        self.raw[self.have : self.have + PAD] = 0
+        return Buffer(self.raw, self.have)
+
+    def grow(self) -> None:
+        self.raw = np.concatenate([self.raw, np.zeros(len(self.raw), np.uint8)])
+        self.chunk_bytes = len(self.raw) - PAD
+
+    def consume(self, n: int) -> None:
+        """Drop the first n bytes of the buffer (walked or skipped)."""
+        tail = self.have - n
+        self.raw[:tail] = self.raw[n:self.have].copy()
+        self.have, self.file_pos = tail, self.file_pos + n
+        if self.progress is not None and n:
+            self.progress(n)
+
+    def decode(self, rec, info: CaptureInfo) -> pa.Table:
+        table, skipped = decode(rec, info.label, self.record_index)
+        self.record_index += len(rec)
+        self.tally.update(skipped)
+        self.anomalies.update(anomaly_tally(rec.anomaly))
+        info.decoded += table.num_rows
+        _times(info, rec)
+        return table
+
+    def count_bad(self, head: np.ndarray) -> None:
+        """The record at the buffer's start is unreadable: one record, if it is a packet's."""
+        if self.fmt.holds_packet(head):
+            self.tally[SKIP_REASONS[BAD_LENGTH]] += 1
+            self.record_index += 1
+
+
+MAX_RESYNC_WARNINGS = 20
+
+
+def _bad_record(st: _Stream, buf: Buffer, stop: int, info: CaptureInfo) -> None:
+    """A record with an impossible length at buf[stop]: count it, search from after it."""
+    st.bad_why = _why(st.fmt, buf, stop)  # before consume() moves the bytes
+    st.consume(stop)
+    st.bad_at = st.file_pos
+    st.count_bad(st.raw[: min(st.have, 4)])
+    step = min(st.fmt.resync_step, st.have)
+    st.skipped_bytes[SKIP_REASONS[BAD_LENGTH]] += step
+    st.consume(step)
+    st.searching = True
+
+
+def _why(fmt, buf: Buffer, off: int) -> str:
+    why = getattr(fmt, "why_bad", None)
+    return why(buf, off) if why is not None else "impossible record length"
+
+
+def _search(st: _Stream, buf: Buffer, info: CaptureInfo) -> bool:
+    """One step of the search for the next plausible record; False when the file ends."""
+    found, safe = st.fmt.resync(buf, 0, st.file_pos, st.eof)
+    skip = found if found is not None else (st.have if st.eof else safe)
+    if found is None and skip == 0 and not st.eof:
+        st.grow()  # an undecided candidate larger than the buffer
+        return True
+    st.skipped_bytes[SKIP_REASONS[BAD_LENGTH]] += skip
+    st.consume(skip)
+    if found is None and not st.eof:
+        return True
+    st.searching = False
+    st.resyncs += 1
+    gone = st.file_pos - st.bad_at
+    if found is not None:
+        _warn(st, info, f"{st.path}@{st.bad_at}: {st.bad_why}; skipped {gone:,} bytes to the next "
+              f"plausible record at byte {st.file_pos:,} (records in them are not counted)")
+        return True
+    _warn(st, info, f"{st.path}@{st.bad_at}: {st.bad_why}; no plausible record after it: the "
+          f"remaining {gone:,} bytes were not read")
+    return False
+
+
+def _ends_in_record(st: _Stream, info: CaptureInfo) -> bool:
+    """At the end of the file with bytes left: a record whose length runs past the end.
+    If a plausible record follows its header it was a bad length (True: read on), else
+    the file was cut short in the middle of the record (tcpdump killed)."""
+    if not st.have:
+        return False
+    st.raw[st.have : st.have + PAD] = 0
+    tail = Buffer(st.raw, st.have)
+    found, _ = st.fmt.resync(tail, st.fmt.resync_step, st.file_pos, True)
+    if found is not None:
+        _bad_record(st, tail, 0, info)
+        return True
+    info.unread_bytes = st.have
+    st.skipped_bytes[SKIP_REASONS[CUT_SHORT]] += st.have
+    if st.fmt.holds_packet(st.raw[: st.have]):
+        st.tally[SKIP_REASONS[CUT_SHORT]] += 1
+        st.record_index += 1
+    info.warnings.append(f"{st.path}@{st.file_pos}: file cut short in the middle of a record "
+                         f"({st.have} bytes); all complete records were read")
+    return False
+
+
+def _warn(st: _Stream, info: CaptureInfo, text: str) -> None:
+    if st.resyncs <= MAX_RESYNC_WARNINGS:
+        info.warnings.append(text)
+
+
+def _finish(st: _Stream, info: CaptureInfo) -> None:
+    fmt = st.fmt
+    info.records = st.record_index
+    info.skipped = {k: st.tally[k] for k in SKIP_REASONS if st.tally.get(k)}
+    info.anomalies = dict(st.anomalies)
+    info.skipped_bytes = {k: st.skipped_bytes[k] for k in SKIP_REASONS if st.skipped_bytes.get(k)}
+    info.resyncs = st.resyncs
+    if st.resyncs > MAX_RESYNC_WARNINGS:
+        info.warnings.append(f"{st.path}: {st.resyncs - MAX_RESYNC_WARNINGS:,} more resynchronizations "
+                             f"after bad record lengths ({info.skipped_bytes.get('bad-length', 0):,} "
+                             "bytes skipped in all)")
     info.linktypes, info.sections, info.interfaces = fmt.linktypes, fmt.sections, fmt.interface_count
     if isinstance(fmt, PcapngFile):
         info.other_blocks = dict(fmt.other_blocks)
         if fmt.drops:
             info.dropped = sum(fmt.drops.values())
-    yield info
 
 
 def _times(info: CaptureInfo, rec) -> None:
