@@ -2,7 +2,8 @@
 may know less, but never says the opposite of the ground truth.
 
 Each case copies one sample (data/samples) to the test's tmp_path, damages the copy
-(natlens.lab.damage: captures cut short, packets dropped, a late start, a node without
+(natlens.lab.damage: captures cut short, packets dropped, records with impossible lengths,
+a late start, a node without
 captures, a node's clock off, NIC-only) and analyzes it. For every client connection of
 the ground truth that has a journey:
 
@@ -37,6 +38,7 @@ from analysis_helpers import expected_failure, samples_dir
 from natlens.capture import read_capture
 from natlens.findings import analyze
 from natlens.lab.damage import (
+    bad_lengths,
     copy_bundle,
     cut,
     drop,
@@ -90,6 +92,8 @@ DAMAGES: dict[str, Callable[[Path, Roles], list]] = {
         cut(capture(d, r.endpoint, "eth0"), 0.5, mid_record=True)],
     **{f"client-any-drop-{p}": partial(dropping, "client", "any", p) for p in (5, 10, 20)},
     **{f"endpoint-eth0-drop-{p}": partial(dropping, "endpoint", "eth0", p) for p in (5, 10, 20)},
+    "client-any-bad-lengths-2": lambda d, r: [bad_lengths(capture(d, r.client, "any"), 0.02, SEED)],
+    "endpoint-eth0-bad-lengths-5": lambda d, r: [bad_lengths(capture(d, r.endpoint, "eth0"), 0.05, SEED)],
     "client-any-late-start-0.5s": lambda d, r: [late_start(capture(d, r.client, "any"), 0.5)],
     "client-node-no-captures": lambda d, r: remove_captures(d / "nodes" / r.client),
     "endpoint-node-no-captures": lambda d, r: remove_captures(d / "nodes" / r.endpoint),
@@ -306,3 +310,31 @@ def test_damaged_bundle_never_contradicts_the_ground_truth(tmp_path, sample, dam
                      for x in did) or "nothing changed"
     assert not problems, (f"{sample} / {damage} ({what}): {len(problems)} contradictions of the "
                           "ground truth:\n  " + "\n  ".join(problems))
+
+
+def test_records_with_impossible_lengths_are_said_with_the_journeys_they_hide(tmp_path):
+    """Three records of the client's any.pcap get a 1 MiB length: the analysis reads on after
+    each, counts them bad-length with their bytes, and names the time and the journeys
+    that lost packets there, in the capture's limits and the summary's inputs."""
+    src = samples_dir() / "loopback-local"
+    d = copy_bundle(src, tmp_path / "s")
+    r = roles(src)
+    path = capture(d, r.client, "any")
+    before = read_capture(path).info
+    did = bad_lengths(path, 3 / before.records, SEED)
+    assert len(did.removed) == 3
+    a = analyze(d)
+    s = a.summary()
+    file = f"nodes/{r.client}/any.pcap"
+    entry = next(c for c in s["inputs"]["captures"] if c["file"] == file)
+    assert entry["records"] == before.records  # nothing after a bad record is lost
+    assert entry["skipped"].get("bad-length") == sum(
+        1 for i, k in enumerate(did.removed) if i == 0 or did.removed[i - 1] != k - 1)
+    assert entry["skipped_bytes"]["bad-length"] > 0
+    q = next(x for x in s["inputs"]["quality"] if x["file"] == file)
+    assert q["damaged_bytes"] == entry["skipped_bytes"]["bad-length"]
+    assert len(q["damaged"]) == entry["skipped"]["bad-length"]
+    assert q["journeys_damaged"] and set(q["journeys_damaged"]) <= set(q["journeys_affected"])
+    assert any("impossible record lengths were skipped" in x for x in q["limits"])
+    truth = pd.read_json(src / "ground-truth" / "connections.jsonl", lines=True)
+    assert not check_journeys(a, truth, client_syns(d)) + check_summary(a, truth)

@@ -172,3 +172,31 @@ def test_a_lossy_capture_is_named_as_lossy_not_as_ending_early():
     assert said == ("the outcome of 1 of 1 connections is unknown because nodes/node-1/eth0.pcap lost packets and "
                     "ends at 06:40:01 UTC with 1 of them still open there (their last packets may be among "
                     "those it lost)")
+
+
+def test_unreadable_bytes_name_the_time_they_cover_and_the_journeys_there():
+    """A capture that skipped bytes after an impossible record length: the span's journeys
+    are affected (its own record that overlaps it, and this node's journey other captures
+    saw start in it, which left no record here at all); one outside is not."""
+    dmg = cap("node-1/any", T0, T0 + 6.0)
+    dmg.update(skipped_bytes={"bad-length": 4096},
+               damaged=[{"at": 1000, "bytes": 4096, "after_ns": int((T0 + 1.0) * 1e9),
+                         "until_ns": int((T0 + 2.0) * 1e9)}])
+    inputs = [dmg, cap("node-1/eth0", T0, T0 + 6.0)]
+    recs = pd.DataFrame([{**record("J0", "node-1/any", end="capture-end", history="S"), "ts": T0 + 0.5,
+                          "last_ts": T0 + 1.2},
+                         {**record("J2", "node-1/any"), "ts": T0 + 3.0, "last_ts": T0 + 3.1},
+                         {**record("J1", "node-1/eth0"), "ts": T0 + 1.5, "last_ts": T0 + 1.6}])
+    j = journeys(("J0", "unknown", "no", "node-1", T0 + 0.5), ("J1", "established", "no", "node-1", T0 + 1.5),
+                 ("J2", "established", "no", "node-1", T0 + 3.0))
+    q = capture_quality(inputs, NO_LOGS, j, recs, {})
+    d = q[0]
+    assert d["damaged_bytes"] == 4096 and d["journeys_damaged"] == ["J0", "J1"]
+    assert d["damaged"] == [{"after_ts": T0 + 1.0, "until_ts": T0 + 2.0, "bytes": 4096}]
+    assert set(d["journeys_affected"]) >= {"J0", "J1"} and "J2" not in d["journeys_affected"]
+    assert ("nodes/node-1/any.pcap: 4,096 bytes with impossible record lengths were skipped (one place, "
+            "between 06:39:53.000 and 06:39:54.000 UTC, node clock): the packets in them are lost, in "
+            "2 connections (J0, J1)") in d["limits"]
+    assert q[1]["damaged_bytes"] == 0 and q[1]["journeys_damaged"] == []
+    assert "holds unreadable bytes (impossible record lengths, skipped) where 1 of them was open" in \
+        unknown_outcomes(j, q)

@@ -70,6 +70,10 @@ def test_huge_length_mid_file_resynchronizes(tmp_path, sizes, which, caplen, chu
     assert info.skipped_bytes == {"bad-length": record_bytes}
     assert info.resyncs == 1
     assert info.unread_bytes == 0
+    # where the damage is, in time: packets between these two may be missing
+    assert info.damaged == [{"at": offsets[k], "bytes": record_bytes,
+                             "after_ns": T0 + (k - 1) * 1_000_000 if k else None,
+                             "until_ns": T0 + (k + 1) * 1_000_000 if k + 1 < len(sizes) else None}]
     [warning] = info.warnings
     assert f"@{offsets[k]}:" in warning and f"{record_bytes:,} bytes" in warning
     if k + 1 < len(offsets):

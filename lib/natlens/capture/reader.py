@@ -48,6 +48,9 @@ class CaptureInfo:
     anomalies: dict[str, int] = field(default_factory=dict)  # records per schema.ANOMALIES name
     skipped_bytes: dict[str, int] = field(default_factory=dict)  # bytes in no record, by reason
     resyncs: int = 0  # times reading skipped bytes to find the next record
+    # where: [{"at": file offset, "bytes": n, "after_ns": time of the record before (None:
+    # none), "until_ns": of the record after (None: none)}], the first MAX_DAMAGED of them
+    damaged: list[dict] = field(default_factory=list)
     other_blocks: dict[str, int] = field(default_factory=dict)
     dropped: int | None = None  # packets the capturing host lost (pcapng statistics); None: unknown
     unread_bytes: int = 0
@@ -61,7 +64,7 @@ class CaptureInfo:
             "warnings": list(self.warnings), "linktypes": list(self.linktypes),
             "sections": self.sections, "interfaces": self.interfaces,
             "anomalies": dict(self.anomalies), "skipped_bytes": dict(self.skipped_bytes),
-            "resyncs": self.resyncs,
+            "resyncs": self.resyncs, "damaged": [dict(d) for d in self.damaged],
             "other_blocks": dict(self.other_blocks), "dropped": self.dropped,
             "unread_bytes": self.unread_bytes,
             "first_ts_ns": self.first_ts_ns, "last_ts_ns": self.last_ts_ns,
@@ -159,6 +162,8 @@ class _Stream:
         self.skipped_bytes: Counter = Counter()
         self.resyncs = 0
         self.record_index = 0
+        self.last_ts_ns: int | None = None  # of the last record read with a time, in file order
+        self.damaged: list[dict] = []
 
     def __enter__(self) -> _Stream:
         self.fh = open(self.path, "rb")  # noqa: SIM115 - closed by __exit__
@@ -196,6 +201,11 @@ class _Stream:
         self.anomalies.update(anomaly_tally(rec.anomaly))
         info.decoded += table.num_rows
         _times(info, rec)
+        ts = rec.ts_ns[rec.ts_valid]
+        if len(ts):
+            if self.damaged and self.damaged[-1]["until_ns"] is None and not self.searching:
+                self.damaged[-1]["until_ns"] = int(ts[0])
+            self.last_ts_ns = int(ts[-1])
         return table
 
     def count_bad(self, head: np.ndarray) -> None:
@@ -206,6 +216,7 @@ class _Stream:
 
 
 MAX_RESYNC_WARNINGS = 20
+MAX_DAMAGED = 100
 
 
 def _bad_record(st: _Stream, buf: Buffer, stop: int, info: CaptureInfo) -> None:
@@ -239,6 +250,8 @@ def _search(st: _Stream, buf: Buffer, info: CaptureInfo) -> bool:
     st.searching = False
     st.resyncs += 1
     gone = st.file_pos - st.bad_at
+    if len(st.damaged) < MAX_DAMAGED:
+        st.damaged.append({"at": st.bad_at, "bytes": gone, "after_ns": st.last_ts_ns, "until_ns": None})
     if found is not None:
         _warn(st, info, f"{st.path}@{st.bad_at}: {st.bad_why}; skipped {gone:,} bytes to the next "
               f"plausible record at byte {st.file_pos:,} (records in them are not counted)")
@@ -282,6 +295,7 @@ def _finish(st: _Stream, info: CaptureInfo) -> None:
     info.anomalies = dict(st.anomalies)
     info.skipped_bytes = {k: st.skipped_bytes[k] for k in SKIP_REASONS if st.skipped_bytes.get(k)}
     info.resyncs = st.resyncs
+    info.damaged = st.damaged
     if st.resyncs > MAX_RESYNC_WARNINGS:
         info.warnings.append(f"{st.path}: {st.resyncs - MAX_RESYNC_WARNINGS:,} more resynchronizations "
                              f"after bad record lengths ({info.skipped_bytes.get('bad-length', 0):,} "

@@ -24,6 +24,11 @@ additive keys (scripts written against section 5 are unaffected):
                                         no-ports); with ``skipped`` every record is
                                         accounted for: records = decoded + sum(skipped),
                                         decoded = packets in connections + sum(not_in_connections)
+  inputs.captures[].skipped_bytes       {reason: bytes} in no record: "bad-length" (skipped after a
+                                        record with an impossible length, to the next plausible one)
+                                        and "cut-short" (the record the file ends in)
+  inputs.captures[].anomalies           {name: records} whose container fields the packet table
+                                        cannot hold as they are (natlens.capture.schema.ANOMALIES)
   inputs.not_read                       [{"file", "reason"}]: files of the bundle natlens
                                         did not read (bundle-relative paths)
   inputs.quality                        one entry per capture, in the order of inputs.captures:

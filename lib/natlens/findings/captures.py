@@ -85,7 +85,9 @@ def read_one(bundle: Bundle, node: NodeDir, path: Path) -> OneCapture:
              # for findings.quality (not in summary.json's inputs.captures):
              "label": label, "first_ts": None if info.first_ts_ns is None else info.first_ts_ns / 1e9,
              "last_ts": None if info.last_ts_ns is None else info.last_ts_ns / 1e9,
-             "unread_bytes": int(info.unread_bytes), "dropped": info.dropped}
+             "unread_bytes": int(info.unread_bytes), "dropped": info.dropped,
+             "skipped_bytes": dict(info.skipped_bytes), "anomalies": dict(info.anomalies),
+             "damaged": [dict(d) for d in info.damaged]}
     keep = [c for c in HOP_PACKET_COLUMNS if c in cap.packets.columns]
     # the index also gives an ICMP error the row of the record it is about (connections.icmp):
     # journey_hops shows it among the connection's packets

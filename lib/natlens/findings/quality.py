@@ -16,7 +16,11 @@ ACK lost here, another point saw it), both as Service journeys; ``cut_records`` 
 the capture's end cut before they ended); ``journeys_affected`` (Service journeys with a
 gap or lost ACK here, cut here with their outcome unknown, or of this node and seen by
 other captures before this one's first packet or after its last); ``limits`` (plain
-sentences). A pcap file does not say when the capture stopped, only its last packet:
+sentences); ``damaged_bytes`` (bytes skipped because a record's length was impossible: the
+records in them are lost) and ``damaged`` ([{"after_ts", "until_ts", "bytes"}]: between which
+records, node clock, null at the file's start or end), whose Service journeys (this capture's
+records overlapping a span, and this node's journeys other captures saw starting in one) are
+``journeys_damaged`` and among ``journeys_affected``. A pcap file does not say when the capture stopped, only its last packet:
 a capture "ends early" only where other captures saw this node's journeys after it.
 """
 
@@ -69,15 +73,44 @@ def _entry(c: dict, window: tuple[float, float] | None, offset: float, flawed: p
     unknown = set(journeys.loc[journeys["outcome"] == UNKNOWN, "journey"]) if len(journeys) else set()
     gaps, acks = set(mine.loc[mine["_gap"], "journey"]), set(mine.loc[mine["_lost_ack"], "journey"])
     cut = set(mine.loc[mine["_cut"], "journey"]) & unknown
+    spans = _damaged_spans(c)
+    damaged = _in_damage(spans, mine, journeys, c["node"], offset)
     e = {"node": c["node"], "file": c["file"], "first_ts": first, "last_ts": last,
          "span_s": None if first is None else round(last - first, 6), "starts_late_s": late,
          "ends_early_s": early, "cut_short": bool(c.get("unread_bytes")),
          "dropped": {"pcapng": c.get("dropped"), "collect_log": log.get(c["label"].split("/")[-1])},
          "tcp_gaps": len(gaps), "lost_acks": len(acks), "cut_records": int(mine["_cut"].sum()),
-         "journeys_affected": _in_order(gaps | acks | cut | set(before) | set(after), journeys),
-         "journeys_cut": _in_order(cut, journeys), "journeys_before": before, "journeys_after": after}
+         "journeys_affected": _in_order(gaps | acks | cut | damaged | set(before) | set(after), journeys),
+         "journeys_cut": _in_order(cut, journeys), "journeys_before": before, "journeys_after": after,
+         "damaged_bytes": int(c.get("skipped_bytes", {}).get("bad-length", 0)), "damaged": spans,
+         "journeys_damaged": _in_order(damaged, journeys)}
     e["limits"] = _limits(e, before, after)
     return e
+
+
+def _damaged_spans(c: dict) -> list[dict]:
+    """Where the capture's unreadable bytes are, in time (s, node clock; None: file edge)."""
+    sec = lambda ns: None if ns is None else ns / 1e9  # noqa: E731
+    return [{"after_ts": sec(d["after_ns"]), "until_ts": sec(d["until_ns"]), "bytes": d["bytes"]}
+            for d in c.get("damaged", [])]
+
+
+def _in_damage(spans: list[dict], mine: pd.DataFrame, journeys: pd.DataFrame, node: str,
+               offset: float) -> set[str]:
+    """Service journeys that may have lost packets in the capture's unreadable bytes: its
+    records that overlap a span, and this node's journeys that start inside one (a
+    connection wholly inside leaves no record in this capture at all)."""
+    out: set[str] = set()
+    here = ((journeys["client_node"] == node) | (journeys["lb_backend"] == node)) if len(journeys) else None
+    for sp in spans:
+        lo = -float("inf") if sp["after_ts"] is None else sp["after_ts"]
+        hi = float("inf") if sp["until_ts"] is None else sp["until_ts"]
+        if len(mine):
+            out |= set(mine.loc[(mine["ts"] <= hi) & (mine["last_ts"] >= lo), "journey"])
+        if here is not None:
+            inside = here & (journeys["ts"] >= lo - offset) & (journeys["ts"] <= hi - offset)
+            out |= set(journeys.loc[inside, "journey"])
+    return out
 
 
 def _outside(journeys: pd.DataFrame, node: str, first: float | None, last: float | None,
@@ -111,6 +144,8 @@ def _limits(e: dict, before: list[str], after: list[str]) -> list[str]:
     if after:
         out.append(f"{f} ends {e['ends_early_s']:.1f} s before the last capture, before {_some(after)} of "
                    f"{e['node']} that other captures saw")
+    if e["damaged_bytes"]:
+        out.append(_damage_sentence(e))
     for source, n in e["dropped"].items():
         if n:
             out.append(f"{f}: the capturing host dropped {n:,} packets ({_SOURCES[source]})")
@@ -121,6 +156,24 @@ def _limits(e: dict, before: list[str], after: list[str]) -> list[str]:
         out.append(f"{f}: {e['lost_acks']} connection(s) lost the client's handshake ACK there that another "
                    "point saw")
     return out
+
+
+def _damage_sentence(e: dict) -> str:
+    """'{file}: 1,234 bytes with impossible record lengths were skipped (2 places, the first
+    between 06:40:02.100 and 06:40:02.300 UTC): packets there are lost, in 3 connections (...)'."""
+    spans = e["damaged"]
+    at = lambda t, edge: edge if t is None else pd.Timestamp(t, unit="s", tz="UTC").strftime(  # noqa: E731
+        "%H:%M:%S.%f")[:-3]
+    where = ""
+    if spans:
+        first = spans[0]
+        places = f"{len(spans)} places, the first" if len(spans) > 1 else "one place,"
+        where = (f" ({places} between {at(first['after_ts'], 'the file start')} and "
+                 f"{at(first['until_ts'], 'the file end')} UTC, node clock)")
+    ids = e["journeys_damaged"]
+    whose = f", in {_some(ids)}" if ids else "; no Service connection is known to fall there"
+    return (f"{e['file']}: {e['damaged_bytes']:,} bytes with impossible record lengths were skipped{where}: "
+            f"the packets in them are lost{whose}")
 
 
 def _some(ids: list[str]) -> str:
@@ -153,6 +206,10 @@ def unknown_outcomes(journeys: pd.DataFrame, quality: list[dict]) -> str | None:
             parts.append(f"{q['file']} ends at {at}{early}{short} while {plural_them(cut)} still open")
         if after:
             parts.append(f"{q['file']} ends at {at}{early}{short}, before {plural_them(after, 'began')}")
+        damaged = len(unk & set(q.get("journeys_damaged", [])))
+        if damaged:
+            parts.append(f"{q['file']} holds unreadable bytes (impossible record lengths, skipped) where "
+                         f"{plural_them(damaged)} open")
     if not parts:
         return head + ": no capture point shows how they ended"
     return head + " because " + "; ".join(parts)

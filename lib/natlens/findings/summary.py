@@ -13,7 +13,8 @@ from natlens.findings import failure_words
 from natlens.vocab import RESET, SUMMARY_SCHEMA, TIMED_OUT, TRISTATE, UNKNOWN, is_failed
 
 LATENCY_FIELDS = (("handshake", "handshake_ms"), ("connect", "connect_ms"), ("first_byte", "first_byte_ms"))
-CAPTURE_FIELDS = ("node", "file", "records", "decoded", "skipped", "connections", "not_in_connections")
+CAPTURE_FIELDS = ("node", "file", "records", "decoded", "skipped", "skipped_bytes", "anomalies", "connections",
+                  "not_in_connections")
 
 
 def build_summary(incident: str, inputs: list[dict], inferred: list[str], not_read: list[tuple[str, str]],

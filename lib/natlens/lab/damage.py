@@ -2,7 +2,8 @@
 
 Why: the lab's sample bundles are perfect (every capture from the first packet to the
 last, one clock for every node); real incidents are not. tcpdump is killed halfway
-(the file ends in a half-written record), the kernel drops packets under load, a
+(the file ends in a half-written record), the kernel drops packets under load, a disk or
+a writer corrupts a record's length, a
 capture starts late, a node's clock is off by seconds, a node has no capture at all,
 or only the NICs were captured. These functions make such bundles from the lab's, so a
 test can check that the analysis never says the opposite of the ground truth on them.
@@ -205,6 +206,26 @@ def drop(path: str | Path, fraction: float, seed: int) -> Damage:
     _write(p, [r for i, r in enumerate(p.records) if i not in out], p.tail)
     return Damage(p.path, f"dropped {fraction:.0%} (seed {seed})", n, n - len(gone), tuple(gone),
                   len(p.tail))
+
+
+def bad_lengths(path: str | Path, fraction: float, seed: int, caplen: int = 1 << 20) -> Damage:
+    """Overwrite the captured length of round(fraction * records) records picked at random
+    with `seed` by `caplen` (default 1 MiB: more than a record can hold), as a corrupted disk
+    or a broken writer leaves them. The records' bytes stay in the file; a reader loses those
+    records (``removed``) and must find the next one after each.
+    """
+    p = _read(Path(path))
+    _check_fraction(p.path, "fraction", fraction)
+    n = len(p.records)
+    hit = sorted(random.Random(seed).sample(range(n), round(fraction * n)))
+    out = list(p.records)
+    for i in hit:
+        rec = bytearray(out[i])
+        struct.pack_into(p.order + "I", rec, 8, caplen)
+        out[i] = bytes(rec)
+    _write(p, out, p.tail)
+    return Damage(p.path, f"lengths of {fraction:.0%} of the records made {caplen:,} (seed {seed})", n,
+                  n - len(hit), tuple(hit), len(p.tail))
 
 
 def late_start(path: str | Path, seconds: float) -> Damage:
