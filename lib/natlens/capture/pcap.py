@@ -31,9 +31,9 @@ SEARCH_WINDOW = 1 << 20  # bytes of candidate offsets examined at once while res
 class PcapFile:
     """The state of reading one pcap file: its header and how to walk records.
 
-    A record longer than the file's snaplen is implausible; it is read only if the next
-    record header follows it (some writers set a snaplen smaller than what they wrote:
-    from then on the snaplen is not trusted). Longer than libpcap's limit for the link
+    A record longer than the file's snaplen is implausible; it is read only if a record
+    header libpcap would read follows it (some writers and fuzzers set a snaplen smaller
+    than what they wrote: from then on the snaplen is not trusted, as libpcap never does). Longer than libpcap's limit for the link
     type (link.max_caplen) it is impossible. Either way the reader resynchronizes.
     """
 
@@ -100,7 +100,7 @@ class PcapFile:
         buf ends where the file does."""
         offs, stop, status = self._walk(buf, start)
         if status == walker.BAD_LENGTH and self.trust_snaplen and self._caplen(buf, stop) <= self.max_caplen:
-            verdict = self._follows(buf, np.array([stop]), eof, self.max_caplen)[0]
+            verdict = self._follows(buf, np.array([stop]), eof, self._fits)[0]
             if verdict == UNDECIDED:
                 status = walker.END
             elif verdict == YES:
@@ -161,24 +161,26 @@ class PcapFile:
             ok &= np.abs(sec - near) <= NEAR_S
         return ok
 
-    def _follows(self, buf: Buffer, at: np.ndarray, eof: bool, limit: int | None) -> np.ndarray:
+    def _follows(self, buf: Buffer, at: np.ndarray, eof: bool, header_ok) -> np.ndarray:
         """For each record header at `at`: YES if the file ends right after its record or
-        a header follows it that is plausible (`limit`: its most bytes) or, with limit
-        None, whose time is near the record's (its lengths may be the damaged part); NO
-        if not; UNDECIDED if buf ends first and more of the file is to come."""
+        a header follows it that passes `header_ok(buf, offsets, times of the records at
+        `at`)`; NO if not; UNDECIDED if buf ends first and more of the file is to come."""
         nxt = at + RECORD_HEADER + buf.u32(at + 8, self.big_endian).astype(np.int64)
         out = np.full(len(at), NO, np.int8)
         inside = nxt + RECORD_HEADER <= buf.length
         if inside.any():
             sec = buf.u32(at[inside], self.big_endian).astype(np.int64)
-            ok = (self.plausible(buf, nxt[inside], sec, limit) if limit is not None
-                  else self._timely(buf, nxt[inside], sec))
-            out[inside] = np.where(ok, YES, NO)
+            out[inside] = np.where(header_ok(buf, nxt[inside], sec), YES, NO)
         if eof:
             out[nxt == buf.length] = YES
         else:
             out[~inside] = UNDECIDED
         return out
+
+    def _fits(self, buf: Buffer, at: np.ndarray, _near: np.ndarray) -> np.ndarray:
+        """Whether the header at each offset holds a record libpcap would read (its length
+        within the link type's limit): what makes a record over the snaplen real."""
+        return buf.u32(at + 8, self.big_endian).astype(np.int64) <= self.max_caplen
 
     def _timely(self, buf: Buffer, at: np.ndarray, near: np.ndarray) -> np.ndarray:
         """Whether the header at each offset has a valid time within a day of `near`."""
@@ -198,7 +200,7 @@ class PcapFile:
             at = np.arange(pos, min(pos + SEARCH_WINDOW, buf.length - RECORD_HEADER + 1))
             cand = at[self.plausible(buf, at, ref, limit)]
             if len(cand):
-                verdict = self._follows(buf, cand, eof, None)
+                verdict = self._follows(buf, cand, eof, self._timely)
                 hit = np.flatnonzero(verdict != NO)
                 if len(hit):
                     first = int(cand[hit[0]])

@@ -122,6 +122,8 @@ def iter_tables(
     p = str(path)
     info = CaptureInfo(path=p, label=label or default_label(p),
                        format="pcapng" if isinstance(fmt, PcapngFile) else "pcap", size=size)
+    if isinstance(fmt, PcapFile) and fmt.version[0] != 2:
+        info.warnings.append(f"{p}@4: pcap version {fmt.version[0]}.{fmt.version[1]}, not 2.x: read as 2.4")
     st = _Stream(p, fmt, size, chunk_bytes, progress)
     with st:
         while True:
