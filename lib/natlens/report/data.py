@@ -211,14 +211,24 @@ def input_files(incident_dir: Path, captures: Iterable[dict[str, Any]] = ()) -> 
             "records": cap["records"] if cap else None,
             "decoded": cap["decoded"] if cap else None,
             "skipped": sum(cap["skipped"].values()) if cap else None,
-            "skipped_by_reason": ", ".join(f"{k}: {v}" for k, v in sorted(cap["skipped"].items()))
-            if cap else "",
+            "skipped_by_reason": _skip_reasons(cap) if cap else "",
         })
     df = pd.DataFrame(rows, columns=["file", "bytes", "sha256", "records", "decoded", "skipped",
                                      "skipped_by_reason"])
     for col in ("records", "decoded", "skipped"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def _skip_reasons(cap: dict[str, Any]) -> str:
+    """'bad-length: 2 (4,096 bytes), arp: 17; flagged: ts-fraction-invalid 1': why records
+    were not decoded, the bytes in no record, and the records kept with an anomaly."""
+    nbytes = cap.get("skipped_bytes", {})
+    parts = [f"{k}: {v}" + (f" ({nbytes[k]:,} bytes)" if nbytes.get(k) else "")
+             for k, v in sorted(cap["skipped"].items())]
+    text = ", ".join(parts)
+    flagged = ", ".join(f"{k} {v}" for k, v in sorted(cap.get("anomalies", {}).items()))
+    return text + (f"; flagged: {flagged}" if flagged else "")
 
 
 def _sha256(path: Path) -> str:
