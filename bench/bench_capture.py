@@ -129,7 +129,7 @@ def main() -> None:
     read_capture(path)  # warm the page cache
     t_mem = timed(lambda: read_capture(path), repeat=3)
     out = tempfile.mkdtemp(prefix="natlens-bench-")
-    t_pq = timed(lambda: write_parquet(path, out), repeat=3)
+    t_pq = timed(lambda: write_parquet(path, out, overwrite=True), repeat=3)  # rewrites on purpose
     shutil.rmtree(out, ignore_errors=True)
     t_dpkt = timed(lambda: dpkt_loop(path))
     t_tshark = None

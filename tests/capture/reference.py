@@ -20,6 +20,14 @@ Deliberate differences from dpkt's own behaviour, and why:
   on a short quote (RFC 792 only promises the header + 8 bytes); here the quoted
   header is read with dpkt's IP/IP6 header classes alone, and the ports and TCP
   sequence number from as many quoted bytes as there are.
+- Lengths of 0 (tcpdump's rules): an IPv4 total length or IPv6 payload length of 0 is
+  a GSO/TSO packet captured before segmentation only for TCP and UDP (length from the
+  capture); an IPv6 payload length of 0 with a hop-by-hop header first takes its length
+  from the Jumbo Payload option (RFC 2675: type 0xC2, length 4, value > 65535), and
+  without a valid one is malformed; any other IPv6 payload length 0 means no payload.
+  dpkt trusts the capture in every such case.
+- ICMP/ICMPv6: a message shorter than 8 bytes per the IP length is malformed (RFC 792
+  and RFC 4443 headers are 8 bytes; tcpdump's ICMP_MINLEN); dpkt reads padding as one.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ MASK64 = (1 << 64) - 1
 MUL, MIX = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 IPV6_EXT = (0, 43, 60, 135, 139, 140, 253, 254, 44, 51)
+GSO = (6, 17)  # protocols whose IP length 0 means "the capture holds it" (tcpdump)
 # What an ICMP error quotes (natlens.packets/2): RFC 792 types 3 4 5 11 12, RFC 4443 1-4.
 QUOTE_FIELDS = ["icmp_orig_src", "icmp_orig_dst", "icmp_orig_proto", "icmp_orig_sport",
                 "icmp_orig_dport", "icmp_orig_seq"]
@@ -234,7 +243,9 @@ def ip(pk: Packet, pos: int, etype: int) -> tuple[int, int]:
     if etype == 0x0800:
         pk.need(pos, 20)
         hl = (d[pos] & 0x0F) * 4
-        total = struct.unpack_from(">H", d, pos + 2)[0] or len(d) - pos
+        total = struct.unpack_from(">H", d, pos + 2)[0]
+        if total == 0 and d[pos + 9] in GSO:
+            total = len(d) - pos
         if d[pos] >> 4 != 4 or hl < 20 or total < hl:
             raise Skip("malformed")
         pk.need(pos, hl)
@@ -250,7 +261,7 @@ def ip(pk: Packet, pos: int, etype: int) -> tuple[int, int]:
         raise Skip("malformed")
     h = dpkt.ip6.IP6.__new__(dpkt.ip6.IP6)
     dpkt.Packet.unpack(h, d[pos: pos + 40])  # fixed header; extension headers walked below
-    plen = h.plen or len(d) - pos - 40
+    plen = h.plen or zero_plen(pk, pos, h.nxt)
     ip_end = pos + 40 + plen
     row.update(ip_version=6, ttl=h.hlim, ip_len=40 + plen,
                src=socket.inet_ntop(socket.AF_INET6, h.src),
@@ -276,6 +287,38 @@ def ip(pk: Packet, pos: int, etype: int) -> tuple[int, int]:
         nh, pos = d[pos], pos + length
         if pos > ip_end:
             raise Skip("malformed")
+    raise Skip("malformed")
+
+
+def zero_plen(pk: Packet, pos: int, nxt: int) -> int:
+    """The payload length of an IPv6 header at pos whose Payload Length is 0: from the
+    Jumbo Payload option of a hop-by-hop header right after it (RFC 2675 section 2), or,
+    for TCP/UDP right after it, the captured bytes (a Linux BIG TCP packet without the
+    jumbo header); otherwise the payload really is empty (RFC 8200: 59, No Next Header,
+    with nothing after it is a whole packet). A hop-by-hop header without a valid Jumbo
+    Payload option is malformed."""
+    d = pk.data
+    if nxt in GSO:
+        return len(d) - pos - 40
+    if nxt != 0:
+        return 0
+    pk.need(pos + 40, 8)
+    hlen = (d[pos + 41] + 1) * 8
+    pk.need(pos + 40, hlen)
+    opts = d[pos + 42: pos + 40 + hlen]
+    i = 0
+    while i < len(opts):  # RFC 8200 4.2 TLVs: Pad1 is one byte, the rest type, length, data
+        if opts[i] == 0:
+            i += 1
+            continue
+        if i + 2 > len(opts) or i + 2 + opts[i + 1] > len(opts):
+            break
+        if opts[i] == 0xC2:
+            (value,) = struct.unpack_from(">I", opts, i + 2) if opts[i + 1] == 4 else (0,)
+            if value > 65535:
+                return value
+            break
+        i += 2 + opts[i + 1]
     raise Skip("malformed")
 
 
@@ -309,6 +352,8 @@ def transport(pk: Packet, pos: int, ip_end: int) -> int:
                    payload_hash=payload_hash(d[pos + 8: pos + ulen]))
         return pos + 8
     if proto in (1, 58):
+        if ip_end - pos < 8:
+            raise Skip("malformed")
         pk.need(pos, 4)
         cls = dpkt.icmp.ICMP if proto == 1 else dpkt.icmp6.ICMP6
         i = cls(d[pos: pos + 4])

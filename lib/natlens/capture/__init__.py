@@ -7,7 +7,7 @@ counted in the capture's tally with a reason (CaptureInfo.skipped).
     cap.packets      # pandas DataFrame, Arrow dtypes, one row per decoded IP packet
     cap.info         # CaptureInfo: records, decoded, skipped by reason, warnings
 
-    write_parquet("big.pcap", "out/")   # streams in bounded chunks
+    write_parquet("big.pcap", "out/")   # streams in bounded chunks; never overwrites
 """
 
 from __future__ import annotations
@@ -21,12 +21,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from natlens.capture.reader import CHUNK_BYTES, CaptureInfo, iter_tables, open_capture
+from natlens.capture.reader import (
+    CHUNK_BYTES,
+    CaptureInfo,
+    default_label,
+    iter_tables,
+    open_capture,
+)
 from natlens.capture.schema import ARROW_SCHEMA, COLUMNS, PACKETS_SCHEMA, SKIP_REASONS
+from natlens.errors import NatlensError
 
 __all__ = [
     "ARROW_SCHEMA", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo",
-    "iter_tables", "open_capture", "read_capture", "read_table", "write_parquet",
+    "iter_tables", "open_capture", "output_paths", "read_capture", "read_table", "write_parquet",
 ]
 
 
@@ -62,33 +69,48 @@ def read_capture(path: str | os.PathLike, label: str | None = None, *, progress=
     return Capture(table.to_pandas(types_mapper=pd.ArrowDtype), info)
 
 
-def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: str | None = None,
-                  *, progress=None, chunk_bytes: int = CHUNK_BYTES) -> CaptureInfo:
-    """Stream a capture into <out_dir>/<label>.packets.parquet and <label>.tally.json.
+def output_paths(out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """The packet table and tally files write_parquet makes for output `name` in
+    `out_dir`: <name>.packets.parquet and <name>.tally.json (`name` may hold
+    subdirectories, e.g. "node-1/any")."""
+    base = Path(out_dir) / name
+    return base.with_name(base.name + ".packets.parquet"), base.with_name(base.name + ".tally.json")
 
-    Memory is bounded by the chunk size, not the file size.
+
+def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: str | None = None,
+                  *, name: str | None = None, overwrite: bool = False, progress=None,
+                  chunk_bytes: int = CHUNK_BYTES) -> CaptureInfo:
+    """Stream a capture into <out_dir>/<name>.packets.parquet and <name>.tally.json
+    (`name` defaults to the label, which defaults to the file name without its suffix).
+
+    Memory is bounded by the chunk size, not the file size. An existing output is never
+    replaced unless `overwrite`: a NatlensError naming it is raised before anything is
+    read or written, so a second capture with the same name cannot silently erase the
+    first one's table.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    label = label or default_label(path)
+    table_path, tally_path = output_paths(out_dir, name or label)
+    if not overwrite:
+        for target in (table_path, tally_path):
+            if os.path.lexists(target):
+                raise NatlensError("output file exists; not overwritten", path=str(target))
+    table_path.parent.mkdir(parents=True, exist_ok=True)
     info = None
     writer = None
-    target = None
     try:
         for item in iter_tables(path, label, progress=progress, chunk_bytes=chunk_bytes):
             if isinstance(item, CaptureInfo):
                 info = item
                 break
+            if not item.num_rows:  # an ARP-only chunk: nothing to write
+                continue
             if writer is None:
-                if not item.num_rows:  # no row to name the file by (an ARP-only chunk)
-                    continue
-                target = out / f"{item.column('capture')[0].as_py()}.packets.parquet"
-                writer = pq.ParquetWriter(target, ARROW_SCHEMA, compression="zstd")
+                writer = pq.ParquetWriter(table_path, ARROW_SCHEMA, compression="zstd")
             writer.write_table(item)
         if writer is None:
-            target = out / f"{info.label}.packets.parquet"
-            pq.write_table(ARROW_SCHEMA.empty_table(), target, compression="zstd")
+            pq.write_table(ARROW_SCHEMA.empty_table(), table_path, compression="zstd")
     finally:
         if writer is not None:
             writer.close()
-    (out / f"{info.label}.tally.json").write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+    tally_path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
     return info

@@ -17,7 +17,7 @@ HASH_BYTES = 32
 # ICMPv6 destination unreachable, packet too big, time exceeded, parameter problem.
 ICMP_ERRORS = (3, 4, 5, 11, 12)
 ICMPV6_ERRORS = (1, 2, 3, 4)
-ICMP_HEADER = 8
+ICMP_HEADER = 8  # ICMP_MINLEN in tcpdump and BSD; every ICMPv6 message has 4 + 4 bytes too
 Quoted = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # rows, transport start, end, proto
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -97,7 +97,15 @@ def udp(f: Frame, rows: np.ndarray) -> None:
 
 
 def icmp(f: Frame, rows: np.ndarray) -> None:
-    """Type and code; for an error, the quoted packet (schema.py, natlens.packets/2)."""
+    """Type and code; for an error, the quoted packet (schema.py, natlens.packets/2).
+
+    A message shorter than the 8-byte header per its IP length is malformed (tcpdump
+    prints it as [|icmp]): the bytes after it are the link layer's padding, not a type.
+    Only type and code must be captured (4 bytes); fewer is a snaplen cut."""
+    short = f.ip_end[rows] - f.pos[rows] < ICMP_HEADER
+    if short.any():
+        f.skip(rows[short], MALFORMED)
+        rows = rows[~short]
     rows = f.need(rows, 4)
     p = f.pos[rows]
     kind = f.buf.u8[p]

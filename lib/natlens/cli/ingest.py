@@ -1,15 +1,26 @@
-"""`natlens ingest CAPTURE... --out DIR [--json]`: captures -> Parquet packet tables."""
+"""`natlens ingest CAPTURE... --out DIR [--json] [--force]`: captures -> Parquet packet tables.
+
+Each capture's outputs are named after its path relative to the common parent directory
+of all the inputs, without the capture suffix (a/node-1/any.pcap and a/node-2/any.pcap
+-> DIR/node-1/any.*, DIR/node-2/any.*), so captures that share a file name in different
+directories cannot overwrite each other. Two inputs that would still share a name, and
+outputs that already exist (without --force), are refused before anything is written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from pathlib import Path, PurePosixPath
 
-from natlens.capture import open_capture, write_parquet
+from natlens.capture import open_capture, output_paths, write_parquet
 from natlens.capture.link import LINKTYPE_NAMES
+from natlens.capture.reader import default_label
 from natlens.cli.progress import byte_progress
+from natlens.errors import NatlensError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,34 +28,74 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ingest",
         help="read pcap/pcapng captures into Parquet packet tables",
         description="Read pcap/pcapng captures into Parquet packet tables (one per capture, "
-        "<label>.packets.parquet) with a tally of every record not decoded (<label>.tally.json).",
+        "DIR/NAME.packets.parquet) with a tally of every record not decoded (DIR/NAME.tally.json). "
+        "NAME is the capture's path relative to the common parent directory of all the captures, "
+        "without the capture suffix (node-1/any.pcap and node-2/any.pcap -> node-1/any and "
+        "node-2/any; one capture: just its name); it is also the capture's label. Inputs that "
+        "would share a NAME, and outputs that exist already, are refused before anything is "
+        "written.",
     )
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the Parquet files")
     p.add_argument("--json", action="store_true", help="print the per-capture tallies as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite output files that already exist (default: refuse, exit 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one is drawn only on a terminal, for captures of 32 MiB or more)")
     p.set_defaults(func=run)
+
+
+def output_names(paths: list[str]) -> list[str]:
+    """Each capture's output name and label: its path relative to the common parent
+    directory of all of them (absolute, symlinks resolved), without the capture suffix,
+    with "/" between directories. Raises NatlensError naming both inputs when two map to
+    the same name (the same file twice, any.pcap and any.pcapng side by side)."""
+    parents = [Path(p).absolute().parent.resolve() for p in paths]
+    common = Path(os.path.commonpath(parents))
+    names: list[str] = []
+    seen: dict[str, str] = {}
+    for path, parent in zip(paths, parents, strict=True):
+        rel = PurePosixPath(*parent.relative_to(common).parts)
+        name = str(rel / default_label(path))
+        if name in seen:
+            raise NatlensError(f"{seen[name]} and {path} would both be written as {name!r}; "
+                               "rename one or ingest them separately")
+        seen[name] = path
+        names.append(name)
+    return names
+
+
+def _check_outputs(out: str, names: list[str]) -> None:
+    """Refuse, before anything is written, an output file that exists already."""
+    for name in names:
+        for target in output_paths(out, name):
+            if os.path.lexists(target):
+                raise NatlensError("output file exists; not overwritten (use --force to replace it)",
+                                   path=str(target))
 
 
 def run(args: argparse.Namespace) -> int:
     for path in args.captures:  # check every input before doing any work
         open_capture(path)
+    names = output_names(args.captures)
+    if not args.force:
+        _check_outputs(args.out, names)
     tallies = []
-    for path in args.captures:
+    for path, name in zip(args.captures, names, strict=True):
         started = time.perf_counter()
         with byte_progress(path, disable=args.no_progress) as progress:
-            info = write_parquet(path, args.out, progress=progress)
+            info = write_parquet(path, args.out, name, name=name, overwrite=args.force,
+                                 progress=progress)
         for warning in info.warnings:
             print(f"natlens: warning: {warning}", file=sys.stderr)
         tallies.append(info.to_dict())
         if not args.json:
-            print(_summary(info, time.perf_counter() - started, args.out))
+            print(_summary(info, time.perf_counter() - started, output_paths(args.out, name)[0]))
     if args.json:
         print(json.dumps(tallies, indent=2))
     return 0
 
 
-def _summary(info, seconds: float, out: str) -> str:
+def _summary(info, seconds: float, table: Path) -> str:
     links = ", ".join(LINKTYPE_NAMES.get(lt, f"linktype {lt}") for lt in info.linktypes)
     lines = [
         f"{info.path}: {info.format} ({links}), {info.size:,} bytes",
@@ -59,5 +110,5 @@ def _summary(info, seconds: float, out: str) -> str:
         first = datetime.fromtimestamp(info.first_ts_ns / 1e9, timezone.utc)
         last = datetime.fromtimestamp(info.last_ts_ns / 1e9, timezone.utc)
         lines.append(f"  time {first:%Y-%m-%d %H:%M:%S.%f} .. {last:%H:%M:%S.%f} UTC")
-    lines.append(f"  -> {out}/{info.label}.packets.parquet")
+    lines.append(f"  -> {table}")
     return "\n".join(lines)
