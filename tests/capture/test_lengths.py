@@ -25,7 +25,7 @@ SRC6, DST6 = bytes.fromhex("20010db8" + "00" * 11 + "01"), bytes.fromhex("20010d
 def ipv4(payload: bytes, proto: int, total: int | None = None) -> bytes:
     total = 20 + len(payload) if total is None else total
     return struct.pack(">BBHHHBBH4s4s", 0x45, 0, total, 7, 0, 64, proto, 0,
-                       bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) + payload
+                       bytes([198, 18, 0, 1]), bytes([198, 19, 0, 2])) + payload
 
 
 def ipv6(payload: bytes, nxt: int, plen: int | None = None) -> bytes:

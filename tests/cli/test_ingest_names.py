@@ -21,7 +21,7 @@ def _frame(sport: int) -> bytes:
     """An Ethernet/IPv4/UDP frame whose source port tells the captures apart."""
     udp = struct.pack(">HHHH", sport, 53, 12, 0) + b"qqqq"
     ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) + udp
+                     bytes([198, 18, 0, 1]), bytes([198, 19, 0, 2])) + udp
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + b"\0" * 14  # padded to 60 bytes
 
 

@@ -97,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _summary(info, seconds: float, table: Path) -> str:
     links = ", ".join(LINKTYPE_NAMES.get(lt, f"linktype {lt}") for lt in info.linktypes)
+    layout = (f", {info.sections:,} section(s), {info.interfaces:,} interface(s)"
+              if info.format == "pcapng" else "")
     lines = [
-        f"{info.path}: {info.format} ({links}), {info.size:,} bytes",
+        f"{info.path}: {info.format} ({links}{layout}), {info.size:,} bytes",
         f"  records {info.records:,}  decoded {info.decoded:,}  skipped "
         f"{info.records - info.decoded:,}  in {seconds:.2f} s",
     ]
     for reason, count in info.skipped.items():
-        lines.append(f"    {reason:<18} {count:>10,}")
+        nbytes = info.skipped_bytes.get(reason)
+        lines.append(f"    {reason:<18} {count:>10,}" + (f"  ({nbytes:,} bytes in no record)" if nbytes else ""))
+    for name, count in info.anomalies.items():
+        lines.append(f"  flagged {name:<20} {count:>8,} records (see the anomaly column)")
     if info.first_ts_ns is not None:
         from datetime import datetime, timezone
 
