@@ -51,7 +51,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("dst", pa.string(), "destination address"),
     ("ip_id", pa.int32(), "IPv4 identification (survives NAT); IPv6: the fragment header's, if any"),
     ("ttl", pa.int16(), "TTL / hop limit"),
-    ("ip_len", pa.int64(), "IP bytes on the wire: IPv4 total length, IPv6 40 + payload length"),
+    ("ip_len", pa.int64(), "IP bytes on the wire: IPv4 total length, IPv6 40 + payload length or 40 + "
+     "the Jumbo Payload length; a TSO/BIG TCP packet with length 0 (TCP/UDP only): the captured bytes"),
     ("proto", pa.int16(), "transport protocol after IPv6 extension headers (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6)"),
     ("sport", pa.int32(), "TCP/UDP source port"),
     ("dport", pa.int32(), "TCP/UDP destination port"),
