@@ -26,6 +26,7 @@ from analysis_helpers import ipv4, pcap_file, samples_dir, tcp
 from natlens import connections as connections_mod
 from natlens import journeys as journeys_mod
 from natlens.bundle import CAPTURE_SUFFIXES
+from natlens.capture.schema import ANOMALIES
 from natlens.capture.schema import COLUMNS as PACKET_COLUMNS
 from natlens.findings import FAILURE_COLUMNS, analyze
 from natlens.vocab import FAILURES, LB_BEHAVIOURS, LOOP_MODES, PROXY
@@ -75,7 +76,12 @@ def validate_summary(s: dict) -> None:
     assert isinstance(inp["captures"], list)
     for i, c in enumerate(inp["captures"]):
         w = f"inputs.captures[{i}]"
-        _keys(c, {"node", "file", "records", "decoded", "skipped"}, {"connections", "not_in_connections"}, w)
+        _keys(c, {"node", "file", "records", "decoded", "skipped"},
+              {"connections", "not_in_connections", "skipped_bytes", "anomalies"}, w)
+        assert set(c.get("skipped_bytes", {})) <= {"bad-length", "cut-short"}, w
+        _counts(c.get("skipped_bytes", {}), w + ".skipped_bytes")
+        assert set(c.get("anomalies", {})) <= {name for name, _ in ANOMALIES}, w
+        _counts(c.get("anomalies", {}), w + ".anomalies")
         assert isinstance(c["node"], str) and isinstance(c["file"], str) and c["file"]
         assert c["file"].endswith(CAPTURE_SUFFIXES) and not c["file"].startswith("/"), w
         records, decoded = _count(c["records"], w), _count(c["decoded"], w)
@@ -160,7 +166,10 @@ def validate_summary(s: dict) -> None:
         w = f"inputs.quality[{i}]"
         _keys(q, {"node", "file", "first_ts", "last_ts", "span_s", "starts_late_s", "ends_early_s", "cut_short",
                   "dropped", "tcp_gaps", "lost_acks", "cut_records", "journeys_affected", "journeys_cut",
-                  "journeys_before", "journeys_after", "limits"}, where=w)
+                  "journeys_before", "journeys_after", "limits", "damaged_bytes", "damaged",
+                  "journeys_damaged"}, where=w)
+        assert set(q["journeys_damaged"]) <= set(q["journeys_affected"]), w
+        assert q["damaged_bytes"] == inp["captures"][i].get("skipped_bytes", {}).get("bad-length", 0), w
         assert q["file"] == inp["captures"][i]["file"], f"{w}: not in the order of inputs.captures"
         assert set(q["journeys_cut"]) | set(q["journeys_before"]) | set(q["journeys_after"]) \
             <= set(q["journeys_affected"]), w
@@ -370,7 +379,8 @@ def test_summary_of_edge_bundles(edges):
     a, s = got["empty-capture"]
     cap = {c["file"]: c for c in s["inputs"]["captures"]}
     assert cap["nodes/n/eth0.pcap"] == {"node": "n", "file": "nodes/n/eth0.pcap", "records": 0, "decoded": 0,
-                                        "skipped": {}, "connections": 0, "not_in_connections": {}}
+                                        "skipped": {}, "skipped_bytes": {}, "anomalies": {}, "connections": 0,
+                                        "not_in_connections": {}}
 
     a, s = got["syn-only"]
     assert s["connections"] == {"total": 2, "failed": 2, "timeouts": 2, "resets": 0, "unknown": 0}
