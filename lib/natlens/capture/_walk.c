@@ -12,11 +12,11 @@
  * status: 0 = stopped at the end of the buffer (next_offset: first byte not walked),
  *         1 = impossible length at next_offset, 2 = item of type stop_type at next_offset
  *         (pcapng section header: its byte order may change), 3 = output buffer full.
- * section_type >= 0 (pcapng): an item of that type whose byte-order magic (u32 at +8)
- *   reads 0x1A2B3C4D in the current order is walked through like any other (it needs
- *   28 bytes at least); one of another byte order (or no valid magic) stops the walk
- *   with status 2. Then the whole file can be walked in one call per chunk, not one
- *   call per section.
+ * section_type >= 0 (pcapng): an item of that type is a section header; its byte-order
+ *   magic (u32 at +8, 0x1A2B3C4D) sets the byte order of the walk from there on (the
+ *   header needs 28 bytes at least); one with no valid magic stops the walk with
+ *   status 2. Each offset written then carries the byte order of its item in bit 62
+ *   (1: big-endian). So a whole chunk is one call, whatever its sections.
  * trailer (pcapng): the u32 at (off + len - 4) must equal len, else status 1 at off.
  */
 #define PY_SSIZE_T_CLEAN
@@ -54,8 +54,11 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             if (off + 12 > n)
                 break; /* its byte-order magic is not in this buffer yet */
             if (rd32(b + off + 8, big) != BYTE_ORDER_MAGIC) {
-                status = 2;
-                break;
+                if (rd32(b + off + 8, !big) != BYTE_ORDER_MAGIC) {
+                    status = 2;
+                    break;
+                }
+                big = !big;
             }
             section = 1;
         } else if (stop_type >= 0 && type == (uint32_t)stop_type) {
@@ -78,7 +81,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             status = 3;
             break;
         }
-        o[count++] = off;
+        o[count++] = section_type >= 0 ? (int64_t)off | ((int64_t)big << 62) : (int64_t)off;
         off += len;
     }
     Py_END_ALLOW_THREADS

@@ -24,7 +24,7 @@ import numpy as np
 
 from natlens.capture import walk as walker
 from natlens.capture.buffer import Buffer
-from natlens.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Records, concat, empty
+from natlens.capture.records import DIR_IN, DIR_OUT, DIR_UNKNOWN, Records, empty
 from natlens.capture.schema import ANOMALY_BITS
 from natlens.errors import NatlensError
 
@@ -228,45 +228,34 @@ class PcapngFile:
 
     def parse(self, buf: Buffer, start: int, eof: bool = False) -> tuple[Records, int, int]:
         """Packet records of buf[start:], handling section and interface blocks on the
-        way. One walk per run of sections of one byte order; a section header (at
-        `start` too) of the other order switches it and the walk goes on."""
-        parts: list[Records] = []
-        off = start
-        while True:
-            offs, stop, status = walker.walk(
-                buf.raw, off, lenpos=4, add=0, big_endian=self.big_endian, minlen=12,
-                maxlen=MAX_BLOCK, align=4, end=buf.length, section_type=SHB, trailer=True,
-            )
-            if len(offs):
-                parts.append(self._blocks(buf, offs))
-            if status != walker.STOP_TYPE:
-                break
-            if stop + 12 > buf.length:  # the byte-order magic is not in this chunk yet
-                status = walker.END
-                break
-            magic = bytes(buf.raw[stop + 8 : stop + 12])
-            if magic not in (BE_MAGIC, LE_MAGIC):
-                status = walker.BAD_LENGTH
-                break
-            self.big_endian = magic == BE_MAGIC  # the walk now goes through this header
-            off = stop
-        if not parts:
+        way: one walk over the chunk, whatever its sections and their byte orders (a
+        section header at `start` too). A section header with no valid byte-order magic
+        stops the walk as BAD_LENGTH."""
+        offs, stop, status = walker.walk(
+            buf.raw, start, lenpos=4, add=0, big_endian=self.big_endian, minlen=12,
+            maxlen=MAX_BLOCK, align=4, end=buf.length, section_type=SHB, trailer=True,
+        )
+        if status == walker.STOP_TYPE:
+            status = walker.BAD_LENGTH
+        if not len(offs):
             return empty(buf), stop, status
-        if len(parts) == 1:
-            return parts[0], stop, status
-        return concat(buf, parts), stop, status
+        return self._blocks(buf, offs), stop, status
 
     def _blocks(self, buf: Buffer, offs: np.ndarray) -> Records:
-        """All blocks of one walk at once: sections, interfaces, statistics, packets."""
-        big = self.big_endian
-        types = buf.u32(offs, big)
-        lengths = buf.u32(offs + 4, big).astype(np.int64)
+        """All blocks of one walk at once: sections, interfaces, statistics, packets.
+        `offs` carry each block's byte order in walker.ORDER_BIT."""
+        order = (offs & walker.ORDER_BIT) != 0
+        offs = offs & ~walker.ORDER_BIT
+        self.big_endian = bool(order[-1])
+        big = bool(order[0]) if order.all() or not order.any() else order
+        types = _u32(buf, offs, big)
+        lengths = _u32(buf, offs + 4, big).astype(np.int64)
         is_shb, is_idb = types == SHB, types == IDB
         shb_pos = np.flatnonzero(is_shb)
         sec_rel = np.cumsum(is_shb)  # 0: the section open before this walk, k: after the kth
         idb_seen = np.cumsum(is_idb)  # interface blocks of this walk up to each block
         k0 = self.ifaces.n
-        new = _interfaces(buf, offs[is_idb], lengths[is_idb], big)
+        new = _interfaces(buf, offs[is_idb], lengths[is_idb], _sub(big, is_idb))
         table = {name: np.concatenate([col, new[name]]) for name, col in self.ifaces.view().items()}
         # Interface blocks of this walk before each section's header; -k0 for the open one.
         first = np.concatenate([[-k0], idb_seen[shb_pos]]).astype(np.int64)
@@ -274,11 +263,11 @@ class PcapngFile:
         others = types[~is_pkt & ~is_idb & ~is_shb]
         for t, c in zip(*np.unique(others, return_counts=True), strict=True):
             self.other_blocks[BLOCK_NAMES.get(int(t), f"type-0x{int(t):x}")] += int(c)
-        self._statistics(buf, offs, lengths, types, sec_rel)
+        self._statistics(buf, offs, lengths, types, sec_rel, order)
         self._tally(new, idb_seen, shb_pos)
         idx = np.flatnonzero(is_pkt)
         s = sec_rel[idx]
-        return _packets(buf, offs[idx], types[idx], lengths[idx], big, table,
+        return _packets(buf, offs[idx], types[idx], lengths[idx], _sub(big, idx), table,
                         defined=idb_seen[idx] - first[s], base=k0 + first[s])
 
     def _tally(self, new: dict[str, np.ndarray], idb_seen: np.ndarray, shb_pos: np.ndarray) -> None:
@@ -295,10 +284,9 @@ class PcapngFile:
         self.ifaces.extend(new)
 
     def _statistics(self, buf: Buffer, offs: np.ndarray, lengths: np.ndarray, types: np.ndarray,
-                    sec_rel: np.ndarray) -> None:
+                    sec_rel: np.ndarray, order: np.ndarray) -> None:
         """Interface Statistics Blocks: keep each interface's drop counters (cumulative, so
         the largest); a section's are summed into earlier_drops when the next one starts."""
-        order = ">" if self.big_endian else "<"
         current = 0
         for i in np.flatnonzero((types == ISB) | (types == SHB)):
             if types[i] == SHB or sec_rel[i] != current:
@@ -310,11 +298,12 @@ class PcapngFile:
             if length < 24:  # no room for the interface id: counted by type only
                 continue
             raw = bytes(buf.raw[int(offs[i]) : int(offs[i]) + length])
-            iface = struct.unpack_from(order + "I", raw, 8)[0]
+            o = ">" if order[i] else "<"
+            iface = struct.unpack_from(o + "I", raw, 8)[0]
             lost = 0
-            for code, value in _options(raw, 20, length - 4, order):
+            for code, value in _options(raw, 20, length - 4, o):
                 if code in (5, 7) and len(value) == 8:  # isb_ifdrop, isb_osdrop
-                    lost += struct.unpack(order + "Q", value)[0]
+                    lost += struct.unpack(o + "Q", value)[0]
             self.section_drops[iface] = max(self.section_drops.get(iface, 0), lost)
             self.statistics_seen = True
 
@@ -382,6 +371,11 @@ def _u16(buf: Buffer, at: np.ndarray, big: np.ndarray | bool) -> np.ndarray:
     return np.where(big, buf.be16[at], buf.le16[at])
 
 
+def _sub(big: np.ndarray | bool, idx: np.ndarray) -> np.ndarray | bool:
+    """The byte orders of a selection of blocks: one bool when they all share it."""
+    return big if isinstance(big, bool) else big[idx]
+
+
 def _header(buf: Buffer, pos: np.ndarray, big: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whether a plausible block header starts at each offset (known type, possible
     length; a section header's byte-order magic sets its order), each header's byte
@@ -398,7 +392,7 @@ def _header(buf: Buffer, pos: np.ndarray, big: bool) -> tuple[np.ndarray, np.nda
     return ok, order, length
 
 
-def _scan_options(buf: Buffer, cur: np.ndarray, end: np.ndarray, big: bool,
+def _scan_options(buf: Buffer, cur: np.ndarray, end: np.ndarray, big: np.ndarray | bool,
                   want: dict[int, tuple[int, int]]) -> dict[int, np.ndarray]:
     """Where the first option of each wanted code (with a value length in [min, max])
     starts its value in each block, -1 where absent; a vectorized TLV walk that goes
@@ -407,9 +401,9 @@ def _scan_options(buf: Buffer, cur: np.ndarray, end: np.ndarray, big: bool,
     live = np.flatnonzero(cur + 4 <= end)
     cur = cur.copy()
     while len(live):
-        c = cur[live]
-        code = buf.u16(c, big)
-        length = buf.u16(c + 2, big).astype(np.int64)
+        c, b = cur[live], _sub(big, live)
+        code = _u16(buf, c, b)
+        length = _u16(buf, c + 2, b).astype(np.int64)
         for wanted, (lo, hi) in want.items():
             hit = (code == wanted) & (length >= lo) & (length <= hi) & (c + 4 + length <= end[live])
             hit &= found[wanted][live] < 0
@@ -420,12 +414,13 @@ def _scan_options(buf: Buffer, cur: np.ndarray, end: np.ndarray, big: bool,
     return found
 
 
-def _interfaces(buf: Buffer, offs: np.ndarray, lengths: np.ndarray, big: bool) -> dict[str, np.ndarray]:
+def _interfaces(buf: Buffer, offs: np.ndarray, lengths: np.ndarray, big: np.ndarray | bool
+                ) -> dict[str, np.ndarray]:
     """Interface Description Blocks -> columns of _Interfaces. One too short to hold a
     link type gets -1 (its packets count as unknown-linktype)."""
     short = lengths < 20
-    linktype = np.where(short, -1, buf.u16(offs + 8, big)).astype(np.int32)
-    snaplen = np.where(short, 0, buf.u32(offs + 12, big)).astype(np.int64)
+    linktype = np.where(short, -1, _u16(buf, offs + 8, big)).astype(np.int32)
+    snaplen = np.where(short, 0, _u32(buf, offs + 12, big)).astype(np.int64)
     opts = _scan_options(buf, offs + 16, np.where(short, 0, offs + lengths - 4), big,
                          {9: (1, 0xFFFF), 14: (8, 8)})
     tsresol = np.full(len(offs), 6, np.int16)
@@ -433,28 +428,27 @@ def _interfaces(buf: Buffer, offs: np.ndarray, lengths: np.ndarray, big: bool) -
     tsresol[has] = buf.raw[opts[9][has]]
     tsoffset = np.zeros(len(offs), np.int64)
     has = opts[14] >= 0
-    at = opts[14][has]
-    hi, lo = buf.u32(at, big).astype(U64), buf.u32(at + 4, big).astype(U64)
-    if not big:
-        hi, lo = lo, hi
+    at, big_at = opts[14][has], _sub(big, has)
+    hi, lo = _u32(buf, at, big_at).astype(U64), _u32(buf, at + 4, big_at).astype(U64)
+    hi, lo = np.where(big_at, hi, lo), np.where(big_at, lo, hi)
     tsoffset[has] = ((hi << U64(32)) | lo).view(np.int64)
     return {"linktype": linktype, "snaplen": snaplen, "tsresol": tsresol, "tsoffset": tsoffset}
 
 
-def _packets(buf: Buffer, offs: np.ndarray, types: np.ndarray, lengths: np.ndarray, big: bool,
-             table: dict[str, np.ndarray], defined: np.ndarray, base: np.ndarray) -> Records:
+def _packets(buf: Buffer, offs: np.ndarray, types: np.ndarray, lengths: np.ndarray,
+             big: np.ndarray | bool, table: dict[str, np.ndarray], defined: np.ndarray, base: np.ndarray) -> Records:
     """EPB, SPB and PB records. `table`: the interfaces the walk can refer to; a packet's
     interface id i is row base + i of it, valid if i < defined (its section's so far)."""
     n = len(offs)
     simple = types == SPB
-    iface = np.where(types == PB, buf.u16(offs + 8, big), buf.u32(offs + 8, big)).astype(np.int64)
+    iface = np.where(types == PB, _u16(buf, offs + 8, big), _u32(buf, offs + 8, big)).astype(np.int64)
     iface[simple] = 0
-    units = (buf.u32(offs + 12, big).astype(U64) << U64(32)) | buf.u32(offs + 16, big).astype(U64)
-    caplen = buf.u32(offs + 20, big).astype(np.int64)
-    wirelen = buf.u32(offs + 24, big).astype(np.int64)
+    units = (_u32(buf, offs + 12, big).astype(U64) << U64(32)) | _u32(buf, offs + 16, big).astype(U64)
+    caplen = _u32(buf, offs + 20, big).astype(np.int64)
+    wirelen = _u32(buf, offs + 24, big).astype(np.int64)
     data = offs + 28
     # Simple packet blocks: no interface id, no time; the length is the original length.
-    wirelen[simple] = buf.u32(offs[simple] + 8, big)
+    wirelen[simple] = _u32(buf, offs + 8, big)[simple]
     caplen[simple] = np.minimum(wirelen[simple], lengths[simple] - 16)
     data[simple] = offs[simple] + 12
     bad = (iface >= defined) | (lengths < np.where(simple, 16, 32))
@@ -477,8 +471,9 @@ def _packets(buf: Buffer, offs: np.ndarray, types: np.ndarray, lengths: np.ndarr
     opt = np.flatnonzero(timed)
     if len(opt):
         start = data[opt] + ((caplen[opt] + 3) & ~3)
-        at = _scan_options(buf, start, offs[opt] + lengths[opt] - 4, big, {2: (4, 4)})[2]
-        d = np.where(at >= 0, buf.u32(np.maximum(at, 0), big), 0) & 3
+        b = _sub(big, opt)
+        at = _scan_options(buf, start, offs[opt] + lengths[opt] - 4, b, {2: (4, 4)})[2]
+        d = np.where(at >= 0, _u32(buf, np.maximum(at, 0), b), 0) & 3
         direction[opt[d == 1]] = DIR_IN
         direction[opt[d == 2]] = DIR_OUT
     return Records(

@@ -22,6 +22,7 @@ END, BAD_LENGTH, STOP_TYPE, FULL = 0, 1, 2, 3  # FULL: internal, walk() resumes 
 
 BYTE_ORDER_MAGIC = 0x1A2B3C4D  # pcapng section header, bytes 8..12, in the section's order
 SECTION_MINLEN = 28
+ORDER_BIT = 1 << 62  # with section_type: set in an offset whose block is big-endian
 # Offsets found per helper call: the output buffer is this size (reused per thread), so a
 # call costs O(records found), not O(buffer bytes / minlen) as when it was sized per call.
 OUT_CAP = 1 << 16
@@ -42,7 +43,11 @@ def _walk_py(buf, start, lenpos, add, big, minlen, maxlen, align, stop_type, out
             if off + 12 > n:
                 break
             if u32(buf, off + 8)[0] != BYTE_ORDER_MAGIC:
-                return count, off, STOP_TYPE
+                other = struct.Struct("<I" if big else ">I").unpack_from
+                if other(buf, off + 8)[0] != BYTE_ORDER_MAGIC:
+                    return count, off, STOP_TYPE
+                big = not big
+                u32 = other
             section = True
         elif stop_type >= 0 and btype == stop_type:
             return count, off, STOP_TYPE
@@ -56,7 +61,7 @@ def _walk_py(buf, start, lenpos, add, big, minlen, maxlen, align, stop_type, out
             return count, off, BAD_LENGTH
         if count == cap:
             return count, off, FULL
-        out[count] = off
+        out[count] = off | (ORDER_BIT if section_type >= 0 and big else 0)
         count += 1
         off += length
     return count, off, END
@@ -89,30 +94,29 @@ def walk(
     Each record is `add + u32 at (offset + lenpos)` bytes long. Returns the record
     offsets, the offset where the walk stopped and why (END, BAD_LENGTH, STOP_TYPE).
     `end` limits the walk to buf[:end] (the rest is padding). pcapng only:
-    `section_type` walks through section headers of the current byte order and stops
-    (STOP_TYPE) at one of another; `trailer` checks each block's trailing length.
+    `section_type` walks through section headers, each setting the byte order from its
+    magic (STOP_TYPE at one with no valid magic), and marks each offset of a big-endian
+    block with ORDER_BIT; `trailer` checks each block's trailing length.
     """
     global _warned
     view = memoryview(buf)[: end if end is not None else len(buf)]
     out = _out()
-    if _compiled is not None:
-        def call(off):
-            return _compiled.walk(view, off, lenpos, add, big_endian, minlen, maxlen, align,
-                                  stop_type, memoryview(out), section_type, trailer)
-    else:
-        if not _warned:
-            warnings.warn("natlens: compiled record walk not built; using the slow Python walk",
-                          RuntimeWarning, stacklevel=2)
-            _warned = True
-
-        def call(off):
-            return _walk_py(view, off, lenpos, add, big_endian, minlen, maxlen, align,
-                            stop_type, out, section_type, trailer)
+    if _compiled is None and not _warned:
+        warnings.warn("natlens: compiled record walk not built; using the slow Python walk",
+                      RuntimeWarning, stacklevel=2)
+        _warned = True
     parts = []
-    off = start
+    off, big = start, big_endian
     while True:
-        count, off, status = call(off)
+        if _compiled is not None:
+            count, off, status = _compiled.walk(view, off, lenpos, add, big, minlen, maxlen, align,
+                                                stop_type, memoryview(out), section_type, trailer)
+        else:
+            count, off, status = _walk_py(view, off, lenpos, add, big, minlen, maxlen, align,
+                                          stop_type, out, section_type, trailer)
         parts.append(out[:count].copy())
         if status != FULL:
             break
+        if section_type >= 0 and count:  # resume in the byte order the walk had reached
+            big = bool(out[count - 1] & ORDER_BIT)
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)), off, status
