@@ -139,12 +139,14 @@ class _Interfaces:
         self.cols = {name: np.zeros(16, dt) for name, dt in self.COLUMNS}
 
     def view(self) -> dict[str, np.ndarray]:
+        """The columns of the interfaces defined so far (views, no copies)."""
         return {name: col[: self.n] for name, col in self.cols.items()}
 
     def reset(self) -> None:
         self.n = 0
 
     def extend(self, new: dict[str, np.ndarray]) -> None:
+        """Append interfaces given as columns."""
         k = len(new["linktype"])
         if self.n + k > len(self.cols["linktype"]):
             size = max(2 * (self.n + k), 16)
@@ -177,6 +179,7 @@ class PcapngFile:
 
     @classmethod
     def from_header(cls, path: str, header: bytes) -> PcapngFile:
+        """The state for a file starting with `header` (its first 12+ bytes)."""
         if len(header) < 12:
             raise NatlensError("pcapng section header cut short", path=path, where=0)
         magic = header[8:12]
@@ -187,6 +190,7 @@ class PcapngFile:
 
     @property
     def data_start(self) -> int:
+        """Blocks start at offset 0: the section header is one of them."""
         return 0
 
     @property
@@ -196,10 +200,12 @@ class PcapngFile:
 
     @property
     def interface_count(self) -> int:
+        """Interface Description Blocks of every section."""
         return self.interfaces_total
 
     @property
     def sections(self) -> int:
+        """Section Header Blocks read."""
         return self.section
 
     @property
@@ -365,6 +371,7 @@ def _u32(buf: Buffer, at: np.ndarray, big: np.ndarray | bool) -> np.ndarray:
 
 
 def _u16(buf: Buffer, at: np.ndarray, big: np.ndarray | bool) -> np.ndarray:
+    """u16 at each offset in each offset's byte order (offsets clipped into the buffer)."""
     at = np.clip(at, 0, buf.length)
     if isinstance(big, bool | np.bool_):
         return buf.u16(at, bool(big))
