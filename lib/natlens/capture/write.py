@@ -57,37 +57,45 @@ def _units(ts_ns: int, tsresol: int) -> int:
     return ts_ns // 10 ** (9 - exp) if exp <= 9 else ts_ns * 10 ** (exp - 9)
 
 
+def pcapng_section(interfaces: list[Interface], packets: Iterable[tuple], *, big_endian: bool = False,
+                   statistics: Iterable[tuple[int, int, int]] = (), units: bool = False) -> bytes:
+    """One pcapng section as bytes: SHB, IDBs, EPBs, ISBs. Concatenate several for a
+    multi-section file. `units`: each packet's second field is the raw timestamp in the
+    interface's units (any u64, for tests of values ns cannot hold), not ns."""
+    o = ">" if big_endian else "<"
+    out = [_block(0x0A0D0D0A, struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1), o)]
+    for itf in interfaces:
+        opts = b""
+        if itf.name:
+            opts += _option(2, itf.name.encode(), o)
+        if itf.tsresol != 6:
+            opts += _option(9, bytes([itf.tsresol]), o)
+        if itf.tsoffset:
+            opts += _option(14, struct.pack(o + "q", itf.tsoffset), o)
+        if opts:
+            opts += struct.pack(o + "HH", 0, 0)
+        out.append(_block(1, struct.pack(o + "HHI", itf.linktype, 0, itf.snaplen) + opts, o))
+    for pkt in packets:
+        iface, ts, frame = pkt[0], pkt[1], pkt[2]
+        flags = pkt[3] if len(pkt) > 3 else None
+        itf = interfaces[iface]
+        stamp = ts if units else _units(ts - itf.tsoffset * 1_000_000_000, itf.tsresol)
+        body = struct.pack(o + "IIIII", iface, stamp >> 32, stamp & 0xFFFFFFFF, len(frame), len(frame))
+        body += frame + b"\0" * (-len(frame) % 4)
+        if flags is not None:
+            body += _option(2, struct.pack(o + "I", flags), o) + struct.pack(o + "HH", 0, 0)
+        out.append(_block(6, body, o))
+    for iface, ifdrop, osdrop in statistics:
+        body = struct.pack(o + "III", iface, 0, 0) + _option(5, struct.pack(o + "Q", ifdrop), o)
+        body += _option(7, struct.pack(o + "Q", osdrop), o) + struct.pack(o + "HH", 0, 0)
+        out.append(_block(5, body, o))
+    return b"".join(out)
+
+
 def write_pcapng(path: str | os.PathLike, interfaces: list[Interface],
                  packets: Iterable[tuple], *, big_endian: bool = False,
                  statistics: Iterable[tuple[int, int, int]] = ()) -> None:
     """packets: (interface id, ts_ns, frame[, epb_flags]) as Enhanced Packet Blocks;
     statistics: (interface id, isb_ifdrop, isb_osdrop) as Interface Statistics Blocks at the end."""
-    o = ">" if big_endian else "<"
     with open(path, "wb") as fh:
-        shb = struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1)
-        fh.write(_block(0x0A0D0D0A, shb, o))
-        for itf in interfaces:
-            opts = b""
-            if itf.name:
-                opts += _option(2, itf.name.encode(), o)
-            if itf.tsresol != 6:
-                opts += _option(9, bytes([itf.tsresol]), o)
-            if itf.tsoffset:
-                opts += _option(14, struct.pack(o + "q", itf.tsoffset), o)
-            if opts:
-                opts += struct.pack(o + "HH", 0, 0)
-            fh.write(_block(1, struct.pack(o + "HHI", itf.linktype, 0, itf.snaplen) + opts, o))
-        for pkt in packets:
-            iface, ts_ns, frame = pkt[0], pkt[1], pkt[2]
-            flags = pkt[3] if len(pkt) > 3 else None
-            itf = interfaces[iface]
-            units = _units(ts_ns - itf.tsoffset * 1_000_000_000, itf.tsresol)
-            body = struct.pack(o + "IIIII", iface, units >> 32, units & 0xFFFFFFFF, len(frame), len(frame))
-            body += frame + b"\0" * (-len(frame) % 4)
-            if flags is not None:
-                body += _option(2, struct.pack(o + "I", flags), o) + struct.pack(o + "HH", 0, 0)
-            fh.write(_block(6, body, o))
-        for iface, ifdrop, osdrop in statistics:
-            body = struct.pack(o + "III", iface, 0, 0) + _option(5, struct.pack(o + "Q", ifdrop), o)
-            body += _option(7, struct.pack(o + "Q", osdrop), o) + struct.pack(o + "HH", 0, 0)
-            fh.write(_block(5, body, o))
+        fh.write(pcapng_section(interfaces, packets, big_endian=big_endian, statistics=statistics))
