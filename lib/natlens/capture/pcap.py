@@ -84,6 +84,15 @@ class PcapFile:
         """Whether an incomplete record starting with `head` is a packet (always, in pcap)."""
         return True
 
+    def ends_whole(self, buf: Buffer) -> bool:
+        """A pcap record has no trailing length: a record running past the end of the file
+        is taken as cut short unless a record header follows it (reader)."""
+        return False
+
+    def after_bad(self, head: np.ndarray) -> str:
+        """Nothing else depends on a lost pcap record."""
+        return ""
+
     def why_bad(self, buf: Buffer, off: int) -> str:
         """What is wrong with the record header at `off`, for the warning."""
         caplen = self._caplen(buf, off)

@@ -176,6 +176,9 @@ class PcapngFile:
     section_drops: dict[int, int] = field(default_factory=dict)
     earlier_drops: int = 0
     statistics_seen: bool = False
+    # a section header or interface block of the open section was unreadable: which
+    # interface its later packets name is not known until the next section header
+    interfaces_unknown: bool = False
 
     @classmethod
     def from_header(cls, path: str, header: bytes) -> PcapngFile:
@@ -226,9 +229,47 @@ class PcapngFile:
 
     resync_step = 4  # blocks start on 4-byte boundaries
 
-    def resync(self, buf: Buffer, start: int, file_pos: int, eof: bool) -> tuple[int | None, int]:
-        """Placeholder until the block search lands: no resynchronization (the old behaviour)."""
-        return None, (buf.length if eof else start)
+    def after_bad(self, head: np.ndarray) -> str:
+        """The block that could not be read began with `head`. A section header or an
+        interface block lost means the interfaces the section's later packets name are
+        not known (they would take another interface's link type and clock): those
+        packets count malformed until the next section header. Says so, or ''."""
+        if len(head) < 4:
+            return ""
+        btype = int.from_bytes(bytes(head[:4]), "big" if self.big_endian else "little")
+        if btype not in (SHB, IDB):
+            return ""
+        self.interfaces_unknown = True
+        what = "a section header" if btype == SHB else "an interface description"
+        return (f"; it was {what}, so the interfaces the next packets name are unknown: they count "
+                "malformed until the next section header")
+
+    def ends_whole(self, buf: Buffer) -> bool:
+        """Whether buf (the file's last bytes, one block that claims to run past them) is
+        a whole block whose leading length is damaged: its trailing length says it ends
+        exactly at the end of the file. Else it was cut short (tcpdump killed)."""
+        n = buf.length
+        if n < 12 or n % 4:
+            return False
+        order = "big" if self.big_endian else "little"
+        return int.from_bytes(bytes(buf.raw[n - 4 : n]), order) == n
+
+    def why_bad(self, buf: Buffer, off: int) -> str:
+        """What is wrong with the block at `off`, for the warning."""
+        head = buf.raw[off : off + 12]
+        if len(head) < 12:
+            return "block header cut short"
+        order = "big" if self.big_endian else "little"
+        length = int.from_bytes(bytes(head[4:8]), order)
+        if int.from_bytes(bytes(head[:4]), order) == SHB and bytes(head[8:12]) not in (BE_MAGIC, LE_MAGIC):
+            return "section header with no valid byte-order magic"
+        if length < 12 or length % 4 or length > MAX_BLOCK:
+            return f"block length {length:,} is impossible"
+        if off + length <= buf.length:
+            trailer = int.from_bytes(bytes(buf.raw[off + length - 4 : off + length]), order)
+            if trailer != length:
+                return f"block length {length:,} differs from its trailing length {trailer:,}"
+        return f"block length {length:,} runs past the end of the file and no block follows it"
 
     def holds_packet(self, head: np.ndarray) -> bool:
         """Whether an incomplete block starting with `head` is a packet block; a cut
@@ -279,8 +320,12 @@ class PcapngFile:
         self._tally(new, idb_seen, shb_pos)
         idx = np.flatnonzero(is_pkt)
         s = sec_rel[idx]
+        defined = idb_seen[idx] - first[s]
+        if self.interfaces_unknown:
+            defined = np.where(s == 0, -1, defined)  # every id is unknown: malformed
+            self.interfaces_unknown = not len(shb_pos)
         return _packets(buf, offs[idx], types[idx], lengths[idx], _sub(big, idx), table,
-                        defined=idb_seen[idx] - first[s], base=k0 + first[s])
+                        defined=defined, base=k0 + first[s])
 
     def _tally(self, new: dict[str, np.ndarray], idb_seen: np.ndarray, shb_pos: np.ndarray) -> None:
         """Count the walk's sections and interfaces; keep the last section's interfaces."""

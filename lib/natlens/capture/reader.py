@@ -223,19 +223,15 @@ MAX_DAMAGED = 100
 
 def _bad_record(st: _Stream, buf: Buffer, stop: int, info: CaptureInfo) -> None:
     """A record with an impossible length at buf[stop]: count it, search from after it."""
-    st.bad_why = _why(st.fmt, buf, stop)  # before consume() moves the bytes
+    st.bad_why = st.fmt.why_bad(buf, stop)  # before consume() moves the bytes
     st.consume(stop)
     st.bad_at = st.file_pos
+    st.bad_why += st.fmt.after_bad(st.raw[: min(st.have, 4)])
     st.count_bad(st.raw[: min(st.have, 4)])
     step = min(st.fmt.resync_step, st.have)
     st.skipped_bytes[SKIP_REASONS[BAD_LENGTH]] += step
     st.consume(step)
     st.searching = True
-
-
-def _why(fmt, buf: Buffer, off: int) -> str:
-    why = getattr(fmt, "why_bad", None)
-    return why(buf, off) if why is not None else "impossible record length"
 
 
 def _search(st: _Stream, buf: Buffer, info: CaptureInfo) -> bool:
@@ -265,14 +261,15 @@ def _search(st: _Stream, buf: Buffer, info: CaptureInfo) -> bool:
 
 def _ends_in_record(st: _Stream, info: CaptureInfo) -> bool:
     """At the end of the file with bytes left: a record whose length runs past the end.
-    If a plausible record follows its header it was a bad length (True: read on), else
-    the file was cut short in the middle of the record (tcpdump killed)."""
+    If a plausible record follows its header, or its block's trailing length says it ends
+    at the end of the file, it was a bad length (True: read on); else the file was cut
+    short in the middle of the record (tcpdump killed)."""
     if not st.have:
         return False
     st.raw[st.have : st.have + PAD] = 0
     tail = Buffer(st.raw, st.have)
     found, _ = st.fmt.resync(tail, st.fmt.resync_step, st.file_pos, True)
-    if found is not None:
+    if found is not None or st.fmt.ends_whole(tail):
         _bad_record(st, tail, 0, info)
         return True
     info.unread_bytes = st.have
@@ -305,8 +302,7 @@ def _finish(st: _Stream, info: CaptureInfo) -> None:
     info.linktypes, info.sections, info.interfaces = fmt.linktypes, fmt.sections, fmt.interface_count
     if isinstance(fmt, PcapngFile):
         info.other_blocks = dict(fmt.other_blocks)
-        if fmt.drops:
-            info.dropped = sum(fmt.drops.values())
+        info.dropped = fmt.dropped
 
 
 def _times(info: CaptureInfo, rec) -> None:
