@@ -227,3 +227,12 @@ def test_chunk_size_does_not_change_a_resync(tmp_path, sizes, damage):
     assert whole.info.skipped == {"bad-length": runs}
     assert whole.info.decoded == len(sizes) - len(hit)
     assert whole.info.records == whole.info.decoded + runs
+
+
+def test_a_format_version_natlens_does_not_know_is_said(tmp_path):
+    path = tmp_path / "v.pcap"
+    build(path, [8])
+    patch(path, 4, "<HH", 1, 4)
+    info = read_capture(path).info
+    assert info.decoded == 1
+    assert info.warnings == [f"{path}@4: pcap version 1.4, not 2.x: read as 2.4"]

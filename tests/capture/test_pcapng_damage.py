@@ -129,3 +129,13 @@ def test_lost_interface_block_does_not_misnumber_the_rest(tmp_path):
     assert info.records == 6 and info.decoded == 2 and info.skipped == {"malformed": 4}
     assert info.skipped_bytes == {"bad-length": length}
     assert "interface description" in info.warnings[0]
+
+
+def test_a_section_version_natlens_does_not_know_is_said(tmp_path):
+    data = bytearray(section(0, 2))
+    struct.pack_into("<HH", data, 12, 0, 1)
+    path = tmp_path / "v.pcapng"
+    path.write_bytes(bytes(data))
+    info = read_capture(path).info
+    assert info.decoded == 2
+    assert info.warnings == [f"{path}@12: pcapng section version 0.1, not 1.x: read as 1.0"]

@@ -179,6 +179,7 @@ class PcapngFile:
     # a section header or interface block of the open section was unreadable: which
     # interface its later packets name is not known until the next section header
     interfaces_unknown: bool = False
+    version: tuple[int, int] = (1, 0)  # of the first section header
 
     @classmethod
     def from_header(cls, path: str, header: bytes) -> PcapngFile:
@@ -189,7 +190,9 @@ class PcapngFile:
         if magic not in (BE_MAGIC, LE_MAGIC):
             raise NatlensError(f"pcapng section header has a bad byte-order magic 0x{magic.hex()}",
                                path=path, where=8)
-        return cls(path, big_endian=magic == BE_MAGIC)
+        big = magic == BE_MAGIC
+        version = (struct.unpack(">HH" if big else "<HH", header[12:16]) if len(header) >= 16 else (1, 0))
+        return cls(path, big_endian=big, version=tuple(version))
 
     @property
     def data_start(self) -> int:

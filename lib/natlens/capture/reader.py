@@ -124,6 +124,9 @@ def iter_tables(
                        format="pcapng" if isinstance(fmt, PcapngFile) else "pcap", size=size)
     if isinstance(fmt, PcapFile) and fmt.version[0] != 2:
         info.warnings.append(f"{p}@4: pcap version {fmt.version[0]}.{fmt.version[1]}, not 2.x: read as 2.4")
+    if isinstance(fmt, PcapngFile) and fmt.version[0] != 1:
+        info.warnings.append(f"{p}@12: pcapng section version {fmt.version[0]}.{fmt.version[1]}, not 1.x: "
+                             "read as 1.0")
     st = _Stream(p, fmt, size, chunk_bytes, progress)
     with st:
         while True:
