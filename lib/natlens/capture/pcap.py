@@ -135,22 +135,27 @@ class PcapFile:
         bad_frac = frac >= per_second
         if n and not bad_frac.all():
             self.last_sec = int(sec[~bad_frac][-1])
-        anomaly = np.where(bad_frac, ANOMALY_BITS["ts-fraction-invalid"], 0)
-        anomaly |= np.where(wirelen < caplen, ANOMALY_BITS["wirelen-below-caplen"], 0)
-        if self.snaplen > 0:
-            anomaly |= np.where(caplen > self.snaplen, ANOMALY_BITS["caplen-over-snaplen"], 0)
+        anomaly = np.zeros(n, np.uint16)
+        for bits, flagged in ((ANOMALY_BITS["ts-fraction-invalid"], bad_frac),
+                              (ANOMALY_BITS["wirelen-below-caplen"], wirelen < caplen),
+                              (ANOMALY_BITS["caplen-over-snaplen"], (caplen > self.snaplen) & (self.snaplen > 0))):
+            if flagged.any():
+                anomaly[flagged] |= bits
+        ts_ns = sec * 1_000_000_000 + frac * self.ns_per_unit
+        if bad_frac.any():
+            ts_ns[bad_frac] = 0
         return Records(
             buf=buf,
             off=offs + RECORD_HEADER,
             caplen=caplen,
             wirelen=wirelen,
-            ts_ns=np.where(bad_frac, 0, sec * 1_000_000_000 + frac * self.ns_per_unit),
+            ts_ns=ts_ns,
             ts_valid=~bad_frac,
             iface=np.zeros(n, np.int32),
             linktype=np.full(n, self.linktype, np.int32),
             direction=np.full(n, DIR_UNKNOWN, np.int8),
             bad=np.zeros(n, bool),
-            anomaly=anomaly.astype(np.uint16),
+            anomaly=anomaly,
         )
 
     # ------------------------------------------------------------ resynchronization

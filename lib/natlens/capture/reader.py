@@ -206,7 +206,7 @@ class _Stream:
         self.anomalies.update(anomaly_tally(rec.anomaly))
         info.decoded += table.num_rows
         _times(info, rec)
-        ts = rec.ts_ns[rec.ts_valid]
+        ts = rec.ts_ns if rec.ts_valid.all() else rec.ts_ns[rec.ts_valid]
         if len(ts):
             if self.damaged and self.damaged[-1]["until_ns"] is None and not self.searching:
                 self.damaged[-1]["until_ns"] = int(ts[0])
@@ -310,7 +310,7 @@ def _finish(st: _Stream, info: CaptureInfo) -> None:
 
 def _times(info: CaptureInfo, rec) -> None:
     """First and last timestamp over every record with a time, decoded or not."""
-    ts = rec.ts_ns[rec.ts_valid]
+    ts = rec.ts_ns if rec.ts_valid.all() else rec.ts_ns[rec.ts_valid]
     if len(ts):
         lo, hi = int(ts.min()), int(ts.max())
         info.first_ts_ns = lo if info.first_ts_ns is None else min(info.first_ts_ns, lo)
