@@ -336,5 +336,8 @@ def test_records_with_impossible_lengths_are_said_with_the_journeys_they_hide(tm
     assert len(q["damaged"]) == entry["skipped"]["bad-length"]
     assert q["journeys_damaged"] and set(q["journeys_damaged"]) <= set(q["journeys_affected"])
     assert any("impossible record lengths were skipped" in x for x in q["limits"])
+    # said first, in the verdict's evidence, with how many connections were open there
+    assert (f"{file} holds {q['damaged_bytes']:,} unreadable bytes (impossible record lengths, skipped): "
+            f"{len(q['journeys_damaged'])} connection") in s["verdict"]["evidence"]
     truth = pd.read_json(src / "ground-truth" / "connections.jsonl", lines=True)
     assert not check_journeys(a, truth, client_syns(d)) + check_summary(a, truth)

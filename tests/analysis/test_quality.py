@@ -195,8 +195,8 @@ def test_unreadable_bytes_name_the_time_they_cover_and_the_journeys_there():
     assert d["damaged"] == [{"after_ts": T0 + 1.0, "until_ts": T0 + 2.0, "bytes": 4096}]
     assert set(d["journeys_affected"]) >= {"J0", "J1"} and "J2" not in d["journeys_affected"]
     assert ("nodes/node-1/any.pcap: 4,096 bytes with impossible record lengths were skipped (one place, "
-            "between 06:39:53.000 and 06:39:54.000 UTC, node clock): the packets in them are lost, in "
-            "2 connections (J0, J1)") in d["limits"]
+            "between 06:39:53.000 and 06:39:54.000 UTC, node clock): the packets in them are lost; "
+            "2 connections (J0, J1) were open there") in d["limits"]
     assert q[1]["damaged_bytes"] == 0 and q[1]["journeys_damaged"] == []
     assert "holds unreadable bytes (impossible record lengths, skipped) where 1 of them was open" in \
         unknown_outcomes(j, q)

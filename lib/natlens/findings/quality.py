@@ -160,7 +160,8 @@ def _limits(e: dict, before: list[str], after: list[str]) -> list[str]:
 
 def _damage_sentence(e: dict) -> str:
     """'{file}: 1,234 bytes with impossible record lengths were skipped (2 places, the first
-    between 06:40:02.100 and 06:40:02.300 UTC): packets there are lost, in 3 connections (...)'."""
+    between 06:40:02.100 and 06:40:02.300 UTC, node clock): the packets in them are lost;
+    3 connections (...) were open there'."""
     spans = e["damaged"]
     at = lambda t, edge: edge if t is None else pd.Timestamp(t, unit="s", tz="UTC").strftime(  # noqa: E731
         "%H:%M:%S.%f")[:-3]
@@ -171,7 +172,8 @@ def _damage_sentence(e: dict) -> str:
         where = (f" ({places} between {at(first['after_ts'], 'the file start')} and "
                  f"{at(first['until_ts'], 'the file end')} UTC, node clock)")
     ids = e["journeys_damaged"]
-    whose = f", in {_some(ids)}" if ids else "; no Service connection is known to fall there"
+    whose = (f"; {_some(ids)} {'was' if len(ids) == 1 else 'were'} open there" if ids
+             else "; no Service connection is known to have been open there")
     return (f"{e['file']}: {e['damaged_bytes']:,} bytes with impossible record lengths were skipped{where}: "
             f"the packets in them are lost{whose}")
 

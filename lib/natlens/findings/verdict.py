@@ -160,12 +160,23 @@ def evidence_statement(journeys: pd.DataFrame, quality: list[dict], uncaptured: 
     if unknown:
         parts.append(unknown[0].upper() + unknown[1:] + ".")
     for q in quality:
+        if q.get("damaged_bytes"):
+            parts.append(f"{q['file']} holds {q['damaged_bytes']:,} unreadable bytes (impossible record lengths, "
+                         f"skipped): {_open_there(q['journeys_damaged'])}.")
         lossy = [x for x in q["limits"] if "dropped" in x or "miss data" in x or "lost the client" in x]
         if lossy and q["journeys_affected"]:
             parts.append(f"{q['file']} lost packets ({'; '.join(x.split(': ', 1)[-1] for x in lossy)}): "
                          f"{plural(len(q['journeys_affected']), 'connection')} affected; natlens used other "
                          "capture points for them where one holds the packets.")
     return " ".join(parts) or None
+
+
+def _open_there(ids: list[str]) -> str:
+    """'3 connections were open there; natlens used ...', or that none was."""
+    if not ids:
+        return "no Service connection was open there"
+    return (f"{plural(len(ids), 'connection')} {'was' if len(ids) == 1 else 'were'} open there; natlens used "
+            "other capture points for them where one holds the packets")
 
 
 def _outcome_counts(journeys: pd.DataFrame, mask: pd.Series) -> tuple[int, int, int]:
