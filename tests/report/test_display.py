@@ -150,3 +150,17 @@ def test_unknown_outcomes_are_never_reported_as_none_failed(sample, tmp_path):
     assert "none of them failed" not in page and "None of the" not in page
     assert "cut short mid-record" in page and "is unknown" in page
     assert verdict_class(d.summary) == "verdict-bad"  # the loopbacks that did fail still show
+
+
+def test_unreadable_bytes_show_in_the_quality_table(tmp_path):
+    """A capture with records of impossible length: its quality row counts the bytes skipped."""
+    from natlens import report
+    from natlens.lab.damage import bad_lengths, copy_bundle
+
+    d = copy_bundle(SAMPLES / "loopback-local", tmp_path / "b")
+    bad_lengths(d / "nodes" / "node-1" / "any.pcap", 0.02, 7)
+    data = report.load(d)
+    q = report.tables.capture_quality(data).set_index("capture")
+    skipped = next(c for c in data.summary["inputs"]["captures"] if c["file"] == "nodes/node-1/any.pcap")
+    assert q.loc["nodes/node-1/any.pcap", "unreadable_bytes"] == skipped["skipped_bytes"]["bad-length"] > 0
+    assert q.loc["nodes/node-2/eth0.pcap", "unreadable_bytes"] == 0

@@ -315,7 +315,8 @@ def problems(d: ReportData) -> pd.DataFrame:
 
 def capture_quality(d: ReportData) -> pd.DataFrame:
     """Each capture as evidence (natlens.findings.quality; ``d.analysis.quality``): the time it
-    covers (UTC, to the ms; the date is the timeline's), whether it is cut short, the packets
+    covers (UTC, to the ms; the date is the timeline's), whether it is cut short, the bytes
+    skipped as unreadable (impossible record lengths: the packets in them are lost), the packets
     the host said it dropped, the connections whose packets it lost (TCP gaps, lost handshake
     ACKs) and how many connections its flaws affect. The flaws in words are
     report.text.capture_limits."""
@@ -323,11 +324,11 @@ def capture_quality(d: ReportData) -> pd.DataFrame:
     span = _utc_col(pd.Series([x["first_ts"] for x in q] + [x["last_ts"] for x in q], dtype=float)).str[11:]
     rows = [{"capture": x["file"],
              "covers_utc": f"{span.iloc[i]} .. {span.iloc[len(q) + i]}" if x["first_ts"] else "no packet",
-             "cut_short": x["cut_short"],
+             "cut_short": x["cut_short"], "unreadable_bytes": x.get("damaged_bytes", 0),
              "dropped": ", ".join(f"{n:,} ({k})" for k, n in x["dropped"].items() if n is not None) or "not said",
              "tcp_gaps": x["tcp_gaps"], "lost_acks": x["lost_acks"],
              "connections_affected": len(x["journeys_affected"])}
             for i, x in enumerate(q)]
-    out = pd.DataFrame(rows, columns=["capture", "covers_utc", "cut_short", "dropped", "tcp_gaps", "lost_acks",
-                                      "connections_affected"])
+    out = pd.DataFrame(rows, columns=["capture", "covers_utc", "cut_short", "unreadable_bytes", "dropped",
+                                      "tcp_gaps", "lost_acks", "connections_affected"])
     return d.anonymizer.frame(out) if d.anonymizer is not None else out
