@@ -236,3 +236,17 @@ def test_a_format_version_natlens_does_not_know_is_said(tmp_path):
     info = read_capture(path).info
     assert info.decoded == 1
     assert info.warnings == [f"{path}@4: pcap version 1.4, not 2.x: read as 2.4"]
+
+
+def test_a_record_over_the_snaplen_followed_by_zeros_is_not_taken(tmp_path):
+    """Zero bytes after an over-long record do not pass as the next header: the record is
+    a bad length, and every record after it is still read (no records invented from
+    the zeros, no time of 1970 taken as the file's)."""
+    path = tmp_path / "zeros.pcap"
+    pkts = [frames([8])[0] + b"\0" * 1000 for _ in range(50)]
+    write_pcap(path, [(T0 + i * 10**9, f) for i, f in enumerate(pkts)], snaplen=65535)
+    off = 24 + 3 * (16 + len(pkts[0]))
+    patch(path, off + 8, "<I", 70_000)
+    info = read_capture(path).info
+    assert (info.records, info.decoded, info.skipped) == (50, 49, {"bad-length": 1})
+    assert info.first_ts_ns == T0 and info.anomalies == {}

@@ -139,3 +139,30 @@ def test_a_section_version_natlens_does_not_know_is_said(tmp_path):
     info = read_capture(path).info
     assert info.decoded == 2
     assert info.warnings == [f"{path}@12: pcapng section version 0.1, not 1.x: read as 1.0"]
+
+
+def test_every_other_block_damaged_still_reads_every_good_one(tmp_path):
+    """A good block followed by a damaged one is still a resynchronization point: what
+    follows it need only be a known block type."""
+    data = bytearray(section(0, 40))
+    epbs = [b for b in blocks(bytes(data)) if b[1] == 6]
+    for off, _, _ in epbs[::2]:
+        struct.pack_into("<I", data, off + 4, 0xFFFFFFF0)
+    path = tmp_path / "alt.pcapng"
+    path.write_bytes(bytes(data))
+    info = check_chunks(path).info
+    assert (info.records, info.decoded, info.skipped) == (40, 20, {"bad-length": 20})
+    assert info.skipped_bytes == {"bad-length": sum(length for _, _, length in epbs[::2])}
+
+
+def test_the_only_interface_block_lost_counts_its_packets(tmp_path):
+    """With the section's one interface block damaged, its packets are found and counted
+    malformed (their interface is unknown), not lost in skipped bytes."""
+    data = bytearray(pcapng_section([Interface(1)], [(0, T0 + i, frame(i)) for i in range(5)]))
+    idb = [b for b in blocks(bytes(data)) if b[1] == 1][0]
+    struct.pack_into("<I", data, idb[0] + 4, 0x7FFFFF0)
+    path = tmp_path / "idb.pcapng"
+    path.write_bytes(bytes(data))
+    info = check_chunks(path).info
+    assert (info.records, info.decoded, info.skipped) == (5, 0, {"malformed": 5})
+    assert info.skipped_bytes == {"bad-length": idb[2]}

@@ -79,7 +79,8 @@ def test_inputs_sharing_a_name_are_refused_before_anything_is_written(tmp_path, 
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("natlens: error:"), err
-    assert str(a) in lines[0] and str(b) in lines[0] and "'any'" in lines[0]
+    assert str(a) in lines[0] and str(b) in lines[0]
+    assert ("are the same file" if second == "dotdot" else "'any'") in lines[0]
     assert not out.exists() and stdout == ""
 
 
@@ -138,3 +139,28 @@ def test_write_parquet_never_overwrites_unless_asked(tmp_path):
     assert str(tmp_path / "o" / "x" / "y.packets.parquet") in str(exc.value)
     assert "\n" not in str(exc.value) and files(tmp_path / "o") == before
     write_parquet(a, tmp_path / "o", name="x/y", overwrite=True)
+
+
+def test_the_same_file_by_two_paths_is_refused(tmp_path, capsys):
+    """A symlink to a capture given beside it is the same capture: refused, nothing written."""
+    real = capture(tmp_path / "in" / "x.pcap", 4000)
+    link = tmp_path / "link.pcap"
+    link.symlink_to(real)
+    code, _, err = ingest(capsys, str(real), str(link), "--out", str(tmp_path / "o"))
+    assert code == 2 and "are the same file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    cap = capture(tmp_path / "x.pcap", 4000)
+    (tmp_path / "afile").write_text("not a directory")
+    code, _, err = ingest(capsys, str(cap), "--out", str(tmp_path / "afile"))
+    assert code == 2 and "--out is not a directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_file_named_dot_dot_pcap_stays_inside_out(tmp_path, capsys):
+    cap = capture(tmp_path / "in" / "..pcap", 4000)
+    code, _, _ = ingest(capsys, str(cap), "--out", str(tmp_path / "o"))
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["..pcap.packets.parquet", "..pcap.tally.json"]
+    assert not list(tmp_path.glob("o.*"))

@@ -74,6 +74,10 @@ def output_paths(out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
     `out_dir`: <name>.packets.parquet and <name>.tally.json (`name` may hold
     subdirectories, e.g. "node-1/any")."""
     base = Path(out_dir) / name
+    parts = Path(name).parts
+    if not parts or ".." in parts or Path(name).is_absolute():
+        raise NatlensError(f"output name {name!r} would not be a file inside the output directory",
+                           path=str(out_dir))
     return base.with_name(base.name + ".packets.parquet"), base.with_name(base.name + ".tally.json")
 
 
@@ -94,7 +98,10 @@ def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: st
         for target in (table_path, tally_path):
             if os.path.lexists(target):
                 raise NatlensError("output file exists; not overwritten", path=str(target))
-    table_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NatlensError(f"cannot make the output directory: {exc.strerror}", path=str(table_path.parent)) from None
     info = None
     writer = None
     try:

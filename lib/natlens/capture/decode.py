@@ -19,11 +19,12 @@ from natlens.capture.schema import ANOMALIES, ARROW_SCHEMA, MALFORMED, SKIP_REAS
 BATCH = 32768
 
 
-def decode(rec: Records, capture: str, first_record: int) -> tuple[pa.Table, dict[str, int]]:
-    """Decode all records; returns the table of decoded packets and the skip tally."""
+def decode(rec: Records, capture: str, numbers: np.ndarray) -> tuple[pa.Table, dict[str, int]]:
+    """Decode all records; `numbers` is each record's index in the file. Returns the table
+    of decoded packets and the skip tally."""
     tables, tally = [], {}
     for start in range(0, len(rec), BATCH):
-        table, skipped = _decode(rec.slice(start, start + BATCH), capture, first_record + start)
+        table, skipped = _decode(rec.slice(start, start + BATCH), capture, numbers[start:start + BATCH])
         tables.append(table)
         for reason, count in skipped.items():
             tally[reason] = tally.get(reason, 0) + count
@@ -32,7 +33,7 @@ def decode(rec: Records, capture: str, first_record: int) -> tuple[pa.Table, dic
     return pa.concat_tables(tables), tally
 
 
-def _decode(rec: Records, capture: str, first_record: int) -> tuple[pa.Table, dict[str, int]]:
+def _decode(rec: Records, capture: str, numbers: np.ndarray) -> tuple[pa.Table, dict[str, int]]:
     f = Frame(rec)
     f.skip(np.flatnonzero(rec.bad), MALFORMED)
     link.decode(f, rec.linktype)
@@ -43,10 +44,10 @@ def _decode(rec: Records, capture: str, first_record: int) -> tuple[pa.Table, di
     tunnel.decode(f, f.live(rows))
     counts = np.bincount(f.reason, minlength=len(SKIP_REASONS))
     tally = {SKIP_REASONS[i]: int(c) for i, c in enumerate(counts) if i and c}
-    return _table(f, rec, capture, first_record), tally
+    return _table(f, rec, capture, numbers), tally
 
 
-def _table(f: Frame, rec: Records, capture: str, first_record: int) -> pa.Table:
+def _table(f: Frame, rec: Records, capture: str, numbers: np.ndarray) -> pa.Table:
     keep = np.flatnonzero(f.reason == 0)
     n = len(keep)
     if n == f.n:  # nothing skipped: no need to select rows
@@ -85,7 +86,7 @@ def _table(f: Frame, rec: Records, capture: str, first_record: int) -> pa.Table:
     ts_valid = rec.ts_valid[keep]
     columns = {
         "capture": _labels(np.zeros(n, np.int32), [capture]),
-        "record": pa.array(np.arange(f.n, dtype=np.int64)[keep] + first_record),
+        "record": pa.array(np.asarray(numbers, np.int64)[keep]),
         "ts_ns": pa.array(rec.ts_ns[keep], mask=None if ts_valid.all() else ~ts_valid),
         "linktype": pa.array(rec.linktype[keep]),
         "iface": pa.array(rec.iface[keep]),

@@ -24,7 +24,8 @@ HEADER_LEN = 24
 RECORD_HEADER = 16
 MAX_WIRELEN = 1 << 24  # a resynchronization candidate claiming more on the wire is no packet
 NEAR_S = 86_400  # a candidate record's time is within a day of the records around it
-SEARCH_WINDOW = 1 << 20  # bytes of candidate offsets examined at once while resynchronizing
+SEARCH_WINDOW = 1 << 20  # bytes of candidate offsets examined at once while resynchronizing, at most
+FIRST_WINDOW = 4096  # the first window: the next record is usually near
 
 
 @dataclass
@@ -32,8 +33,8 @@ class PcapFile:
     """The state of reading one pcap file: its header and how to walk records.
 
     A record longer than the file's snaplen is implausible; it is read only if a record
-    header libpcap would read follows it (some writers and fuzzers set a snaplen smaller
-    than what they wrote: from then on the snaplen is not trusted, as libpcap never does). Longer than libpcap's limit for the link
+    header libpcap would read follows it, with 1 or more bytes captured (some writers and fuzzers set a snaplen smaller than what they wrote: from
+    then on the snaplen is not trusted, as libpcap never does). Longer than libpcap's limit for the link
     type (link.max_caplen) it is impossible. Either way the reader resynchronizes.
     """
 
@@ -84,7 +85,7 @@ class PcapFile:
         """Whether an incomplete record starting with `head` is a packet (always, in pcap)."""
         return True
 
-    def ends_whole(self, buf: Buffer) -> bool:
+    def ends_whole(self, buf: Buffer, start: int) -> bool:
         """A pcap record has no trailing length: a record running past the end of the file
         is taken as cut short unless a record header follows it (reader)."""
         return False
@@ -118,6 +119,15 @@ class PcapFile:
                 offs = np.concatenate([offs, more])
         return self._records(buf, offs), stop, status
 
+    def _keep_time(self, sec: np.ndarray) -> None:
+        """The time resynchronization looks near: the last record's that is within a day of
+        the one before (a record read from damaged bytes does not move it far)."""
+        if not len(sec):
+            return
+        ref = int(sec[0]) if self.last_sec is None else self.last_sec
+        near = sec[np.abs(sec - ref) <= NEAR_S]
+        self.last_sec = int(near[-1]) if len(near) else ref
+
     def _caplen(self, buf: Buffer, off: int) -> int:
         return int(buf.u32(np.array([off + 8]), self.big_endian)[0])
 
@@ -133,8 +143,7 @@ class PcapFile:
         n = len(offs)
         per_second = 1_000_000_000 // self.ns_per_unit
         bad_frac = frac >= per_second
-        if n and not bad_frac.all():
-            self.last_sec = int(sec[~bad_frac][-1])
+        self._keep_time(sec[~bad_frac])
         anomaly = np.zeros(n, np.uint16)
         for bits, flagged in ((ANOMALY_BITS["ts-fraction-invalid"], bad_frac),
                               (ANOMALY_BITS["wirelen-below-caplen"], wirelen < caplen),
@@ -192,9 +201,12 @@ class PcapFile:
         return out
 
     def _fits(self, buf: Buffer, at: np.ndarray, _near: np.ndarray) -> np.ndarray:
-        """Whether the header at each offset holds a record libpcap would read (its length
-        within the link type's limit): what makes a record over the snaplen real."""
-        return buf.u32(at + 8, self.big_endian).astype(np.int64) <= self.max_caplen
+        """Whether the header at each offset holds a record libpcap would read: 1 to the
+        link type's limit of bytes captured (zero bytes, the commonest garbage, do not
+        pass). What makes a record over the snaplen real; its time and original length
+        are not asked for (fuzzed and broken writers leave those wrong)."""
+        caplen = buf.u32(at + 8, self.big_endian).astype(np.int64)
+        return (caplen >= 1) & (caplen <= self.max_caplen)
 
     def _timely(self, buf: Buffer, at: np.ndarray, near: np.ndarray) -> np.ndarray:
         """Whether the header at each offset has a valid time within a day of `near`."""
@@ -209,9 +221,9 @@ class PcapFile:
         the last good record's time, to tell record headers from packet bytes."""
         ref = None if self.last_sec is None else np.int64(self.last_sec)
         limit = self.plausible_caplen
-        pos = start
+        pos, width = start, FIRST_WINDOW
         while pos + RECORD_HEADER <= buf.length:
-            at = np.arange(pos, min(pos + SEARCH_WINDOW, buf.length - RECORD_HEADER + 1))
+            at = np.arange(pos, min(pos + width, buf.length - RECORD_HEADER + 1))
             cand = at[self.plausible(buf, at, ref, limit)]
             if len(cand):
                 verdict = self._follows(buf, cand, eof, self._timely)
@@ -219,7 +231,7 @@ class PcapFile:
                 if len(hit):
                     first = int(cand[hit[0]])
                     return (first, first) if verdict[hit[0]] == YES else (None, first)
-            pos = int(at[-1]) + 1
+            pos, width = int(at[-1]) + 1, min(2 * width, SEARCH_WINDOW)  # linear in the bytes skipped
         return None, (buf.length if eof else max(start, buf.length - RECORD_HEADER + 1))
 
 

@@ -36,7 +36,8 @@ BLOCK_NAMES = {NRB: "name-resolution", ISB: "interface-statistics", DSB: "decryp
 # registry (7 IRIG timestamp, 8 ARINC 429, 9 systemd journal export are requested ones).
 KNOWN_TYPES = (IDB, PB, SPB, NRB, ISB, EPB, 7, 8, 9, DSB, 0xBAD, 0x40000BAD)
 LE_MAGIC, BE_MAGIC = b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"
-RESYNC_WINDOW = 1 << 20  # candidate bytes examined at once by resync
+RESYNC_WINDOW = 1 << 20  # candidate bytes examined at once by resync, at most
+FIRST_WINDOW = 4096  # the first window: the next block is usually near
 U64 = np.uint64
 NS = 1_000_000_000
 # int64 ns = S * 10^9 + f (0 <= f < 10^9) holds for S in [S_MIN, S_MAX], and for one more
@@ -247,15 +248,15 @@ class PcapngFile:
         return (f"; it was {what}, so the interfaces the next packets name are unknown: they count "
                 "malformed until the next section header")
 
-    def ends_whole(self, buf: Buffer) -> bool:
-        """Whether buf (the file's last bytes, one block that claims to run past them) is
-        a whole block whose leading length is damaged: its trailing length says it ends
-        exactly at the end of the file. Else it was cut short (tcpdump killed)."""
-        n = buf.length
+    def ends_whole(self, buf: Buffer, start: int) -> bool:
+        """Whether buf[start:] (the file's last bytes, one block that claims to run past
+        them) is a whole block whose leading length is damaged: its trailing length says it
+        ends exactly at the end of the file. Else it was cut short (tcpdump killed)."""
+        n = buf.length - start
         if n < 12 or n % 4:
             return False
         order = "big" if self.big_endian else "little"
-        return int.from_bytes(bytes(buf.raw[n - 4 : n]), order) == n
+        return int.from_bytes(bytes(buf.raw[buf.length - 4 : buf.length]), order) == n
 
     def why_bad(self, buf: Buffer, off: int) -> str:
         """What is wrong with the block at `off`, for the warning."""
@@ -374,22 +375,22 @@ class PcapngFile:
         has a known type (a section header needs a valid byte-order magic, either
         order), a length >= 12 (28 for a section header), a multiple of 4, at most
         MAX_BLOCK, the same trailing length, for EPB/PB an interface id of the current
-        section, and is followed by a plausible block header or by exactly the end of
-        the file. Returns (off, off) for the first one; else (None, safe): no candidate
+        section (unless its interfaces were lost), and is followed by a block of a known
+        type (whose own length may be damaged) or by exactly the end of the file. Returns (off, off) for the first one; else (None, safe): no candidate
         starts before `safe` (the reader may drop those bytes); safe is the offset of
         the first candidate not decidable yet (its block or the next header beyond
-        buf, not eof), or buf.length. Vectorized over windows of RESYNC_WINDOW bytes.
+        buf, not eof), or buf.length. Vectorized over windows that grow from FIRST_WINDOW
+        to RESYNC_WINDOW bytes, so the work is linear in the bytes skipped.
         """
-        first = start + (-(file_pos + start) % 4)
-        for lo in range(first, max(buf.length, first), RESYNC_WINDOW):
-            pos = np.arange(lo, min(lo + RESYNC_WINDOW, buf.length), 4, dtype=np.int64)
-            if not len(pos):
-                break
+        lo, width = start + (-(file_pos + start) % 4), FIRST_WINDOW
+        while lo < buf.length:
+            pos = np.arange(lo, min(lo + width, buf.length), 4, dtype=np.int64)
             verdict = self._candidates(buf, pos, eof)
             hit = np.flatnonzero(verdict != 0)
             if len(hit):
                 off = int(pos[hit[0]])
                 return (off, off) if verdict[hit[0]] == 1 else (None, off)
+            lo, width = lo + width, min(2 * width, RESYNC_WINDOW)  # near first: linear in the bytes skipped
         return None, buf.length
 
     def _candidates(self, buf: Buffer, pos: np.ndarray, eof: bool) -> np.ndarray:
@@ -404,8 +405,10 @@ class PcapngFile:
         btype = _u32(buf, pos, big)
         pkt = (btype == EPB) | (btype == PB)
         iface = np.where(btype == PB, _u16(buf, pos + 8, big), _u32(buf, pos + 8, big))
-        ok &= ~pkt | (iface.astype(np.int64) < self.ifaces.n)
-        nxt_ok, _, _ = _header(buf, np.where(inside, end, 0), big)
+        if not self.interfaces_unknown:  # else every id is unknown: read them, count them malformed
+            ok &= ~pkt | (iface.astype(np.int64) < self.ifaces.n)
+        # what follows need only be a block type: its length may be the next damage
+        nxt_ok = np.isin(_u32(buf, np.where(inside, end, 0), big), (*KNOWN_TYPES, SHB))
         nxt_here = end + 12 <= n
         at_end = eof & (end == n)
         confirmed = ok & inside & ~need_head & (at_end | (nxt_here & nxt_ok))

@@ -18,6 +18,7 @@ from natlens.capture.buffer import PAD, Buffer
 from natlens.capture.decode import anomaly_tally, decode
 from natlens.capture.pcap import MAGICS, PcapFile
 from natlens.capture.pcapng import PcapngFile
+from natlens.capture.records import concat
 from natlens.capture.schema import BAD_LENGTH, CUT_SHORT, SKIP_REASONS
 from natlens.errors import NatlensError
 
@@ -77,7 +78,9 @@ CAPTURE_SUFFIX = re.compile(r"\.(pcapng|pcap|cap|ntar|dmp)\d*$", re.IGNORECASE)
 def default_label(path: str | os.PathLike) -> str:
     """The capture point a file is named after: its name without the capture suffix
     (any.pcap -> any, rotated any.pcap3 -> any, 802.1ad_QinQ.pcap -> 802.1ad_QinQ)."""
-    return CAPTURE_SUFFIX.sub("", Path(path).name) or Path(path).name
+    name = Path(path).name
+    stem = CAPTURE_SUFFIX.sub("", name)
+    return name if stem in ("", ".", "..") else stem  # "..pcap" stays itself, never a directory
 
 
 def open_capture(path: str | os.PathLike) -> tuple[PcapFile | PcapngFile, int]:
@@ -130,35 +133,42 @@ def iter_tables(
     st = _Stream(p, fmt, size, chunk_bytes, progress)
     with st:
         while True:
-            buf = st.fill()
+            if st.need_more:
+                yield from st.flush(info)  # before the buffer's bytes move
+                st.refill()
+            buf = st.buf
             if st.searching:
                 if not _search(st, buf, info):
                     break
                 continue
-            rec, stop, status = fmt.parse(buf, 0, eof=st.eof)
-            if len(rec):
-                yield st.decode(rec, info)
+            rec, stop, status = fmt.parse(buf, st.at, eof=st.eof)
+            st.take(rec, info)
+            st.advance(stop)
             if status == walker.BAD_LENGTH:
-                _bad_record(st, buf, stop, info)
-            elif stop == 0 and len(rec) == 0 and not st.eof:
-                st.grow()  # one record larger than the buffer: grow it to hold the record
-            else:
-                st.consume(stop)  # keep the unwalked tail (a record cut by the chunk boundary)
-                if st.eof and not _ends_in_record(st, info):
-                    break
+                _bad_record(st, buf, info)
+            elif not st.eof:
+                st.need_more = True  # a record cut by the chunk's end: read on
+            elif not _ends_in_record(st, buf, info):
+                break
+        yield from st.flush(info)
     _finish(st, info)
     yield info
 
 
 class _Stream:
-    """A capture file read into one buffer, in chunks: what is in it and where."""
+    """A capture file read into one buffer, in chunks: what is in it, where reading is
+    (a cursor: nothing moves until the buffer is refilled) and what was counted."""
 
     def __init__(self, path: str, fmt, size: int, chunk_bytes: int, progress):
         self.path, self.fmt, self.size, self.chunk_bytes, self.progress = path, fmt, size, chunk_bytes, progress
         self.raw = np.zeros(chunk_bytes + PAD, np.uint8)
-        self.have = 0  # bytes of raw holding data not yet walked
-        self.file_pos = fmt.data_start  # file offset of raw[0]
+        self.have = 0  # bytes of raw holding file data
+        self.at = 0  # the first byte of raw not yet walked or skipped
+        self.base = fmt.data_start  # file offset of raw[0]
         self.eof = False
+        self.need_more = True
+        self.buf = Buffer(self.raw, 0)
+        self.pending: list[tuple] = []  # (Records, their record numbers) not decoded yet
         self.searching = False  # skipping bytes to the next plausible record
         self.bad_at = 0  # file offset of the record that started the search
         self.bad_why = ""
@@ -166,7 +176,7 @@ class _Stream:
         self.anomalies: Counter = Counter()
         self.skipped_bytes: Counter = Counter()
         self.resyncs = 0
-        self.record_index = 0
+        self.next_record = 0  # index in the file of the next record found
         self.last_ts_ns: int | None = None  # of the last record read with a time, in file order
         self.damaged: list[dict] = []
 
@@ -178,110 +188,129 @@ class _Stream:
     def __exit__(self, *exc) -> None:
         self.fh.close()
 
-    def fill(self) -> Buffer:
-        """The buffer, topped up from the file."""
+    @property
+    def pos(self) -> int:
+        """File offset of the cursor."""
+        return self.base + self.at
+
+    def refill(self) -> None:
+        """Move the unread bytes to the front and top the buffer up from the file; grow it
+        when one record (or an undecided resynchronization candidate) fills it whole."""
+        self.need_more = False
+        if self.at == 0 and self.have >= self.chunk_bytes:
+            self.raw = np.concatenate([self.raw, np.zeros(len(self.raw), np.uint8)])
+            self.chunk_bytes = len(self.raw) - PAD
+        elif self.at:
+            tail = self.have - self.at
+            self.raw[:tail] = self.raw[self.at:self.have].copy()
+            self.have, self.base, self.at = tail, self.base + self.at, 0
         if not self.eof and self.have < self.chunk_bytes:
             got = self.fh.readinto(memoryview(self.raw)[self.have:self.chunk_bytes])
             self.eof = got == 0 or self.fh.tell() >= self.size
             self.have += got
         self.raw[self.have : self.have + PAD] = 0
-        return Buffer(self.raw, self.have)
+        self.buf = Buffer(self.raw, self.have)
 
-    def grow(self) -> None:
-        self.raw = np.concatenate([self.raw, np.zeros(len(self.raw), np.uint8)])
-        self.chunk_bytes = len(self.raw) - PAD
+    def advance(self, to: int) -> None:
+        """The bytes up to buf offset `to` are walked or skipped."""
+        if self.progress is not None and to > self.at:
+            self.progress(to - self.at)
+        self.at = to
 
-    def consume(self, n: int) -> None:
-        """Drop the first n bytes of the buffer (walked or skipped)."""
-        tail = self.have - n
-        self.raw[:tail] = self.raw[n:self.have].copy()
-        self.have, self.file_pos = tail, self.file_pos + n
-        if self.progress is not None and n:
-            self.progress(n)
-
-    def decode(self, rec, info: CaptureInfo) -> pa.Table:
-        table, skipped = decode(rec, info.label, self.record_index)
-        self.record_index += len(rec)
-        self.tally.update(skipped)
+    def take(self, rec, info: CaptureInfo) -> None:
+        """Records found: numbered in file order now, decoded at the next flush."""
+        if not len(rec):
+            return
+        numbers = np.arange(self.next_record, self.next_record + len(rec), dtype=np.int64)
+        self.next_record += len(rec)
+        self.pending.append((rec, numbers))
         self.anomalies.update(anomaly_tally(rec.anomaly))
-        info.decoded += table.num_rows
         _times(info, rec)
         ts = rec.ts_ns if rec.ts_valid.all() else rec.ts_ns[rec.ts_valid]
         if len(ts):
-            if self.damaged and self.damaged[-1]["until_ns"] is None and not self.searching:
+            if self.damaged and self.damaged[-1]["until_ns"] is None:
                 self.damaged[-1]["until_ns"] = int(ts[0])
             self.last_ts_ns = int(ts[-1])
-        return table
+
+    def flush(self, info: CaptureInfo) -> Iterator[pa.Table]:
+        """Decode the records taken since the last flush, as one table."""
+        if not self.pending:
+            return
+        parts, self.pending = self.pending, []
+        rec = parts[0][0] if len(parts) == 1 else concat(self.buf, [r for r, _ in parts])
+        numbers = parts[0][1] if len(parts) == 1 else np.concatenate([n for _, n in parts])
+        table, skipped = decode(rec, info.label, numbers)
+        self.tally.update(skipped)
+        info.decoded += table.num_rows
+        yield table
 
     def count_bad(self, head: np.ndarray) -> None:
-        """The record at the buffer's start is unreadable: one record, if it is a packet's."""
+        """The record at the cursor is unreadable: one record, if it is a packet's."""
         if self.fmt.holds_packet(head):
             self.tally[SKIP_REASONS[BAD_LENGTH]] += 1
-            self.record_index += 1
+            self.next_record += 1
+
+    def skip(self, nbytes: int, reason: str) -> None:
+        """Bytes at the cursor that are in no record."""
+        self.skipped_bytes[SKIP_REASONS[reason]] += nbytes
+        self.advance(self.at + nbytes)
 
 
 MAX_RESYNC_WARNINGS = 20
 MAX_DAMAGED = 100
 
 
-def _bad_record(st: _Stream, buf: Buffer, stop: int, info: CaptureInfo) -> None:
-    """A record with an impossible length at buf[stop]: count it, search from after it."""
-    st.bad_why = st.fmt.why_bad(buf, stop)  # before consume() moves the bytes
-    st.consume(stop)
-    st.bad_at = st.file_pos
-    st.bad_why += st.fmt.after_bad(st.raw[: min(st.have, 4)])
-    st.count_bad(st.raw[: min(st.have, 4)])
-    step = min(st.fmt.resync_step, st.have)
-    st.skipped_bytes[SKIP_REASONS[BAD_LENGTH]] += step
-    st.consume(step)
+def _bad_record(st: _Stream, buf: Buffer, info: CaptureInfo) -> None:
+    """A record with an impossible length at the cursor: count it, search from after it."""
+    head = st.raw[st.at : min(st.at + 4, st.have)]
+    st.bad_why = st.fmt.why_bad(buf, st.at) + st.fmt.after_bad(head)
+    st.bad_at = st.pos
+    st.count_bad(head)
+    st.skip(min(st.fmt.resync_step, st.have - st.at), BAD_LENGTH)
     st.searching = True
 
 
 def _search(st: _Stream, buf: Buffer, info: CaptureInfo) -> bool:
     """One step of the search for the next plausible record; False when the file ends."""
-    found, safe = st.fmt.resync(buf, 0, st.file_pos, st.eof)
-    skip = found if found is not None else (st.have if st.eof else safe)
-    if found is None and skip == 0 and not st.eof:
-        st.grow()  # an undecided candidate larger than the buffer
-        return True
-    st.skipped_bytes[SKIP_REASONS[BAD_LENGTH]] += skip
-    st.consume(skip)
+    found, safe = st.fmt.resync(buf, st.at, st.base, st.eof)
     if found is None and not st.eof:
+        st.skip(max(safe, st.at) - st.at, BAD_LENGTH)
+        st.need_more = True  # no candidate before `safe`: search on with more of the file
         return True
+    st.skip((found if found is not None else st.have) - st.at, BAD_LENGTH)
     st.searching = False
     st.resyncs += 1
-    gone = st.file_pos - st.bad_at
+    gone = st.pos - st.bad_at
     if len(st.damaged) < MAX_DAMAGED:
         st.damaged.append({"at": st.bad_at, "bytes": gone, "after_ns": st.last_ts_ns, "until_ns": None})
     if found is not None:
         _warn(st, info, f"{st.path}@{st.bad_at}: {st.bad_why}; skipped {gone:,} bytes to the next "
-              f"plausible record at byte {st.file_pos:,} (records in them are not counted)")
+              f"plausible record at byte {st.pos:,} (records in them are not counted)")
         return True
     _warn(st, info, f"{st.path}@{st.bad_at}: {st.bad_why}; no plausible record after it: the "
           f"remaining {gone:,} bytes were not read")
     return False
 
 
-def _ends_in_record(st: _Stream, info: CaptureInfo) -> bool:
+def _ends_in_record(st: _Stream, buf: Buffer, info: CaptureInfo) -> bool:
     """At the end of the file with bytes left: a record whose length runs past the end.
     If a plausible record follows its header, or its block's trailing length says it ends
     at the end of the file, it was a bad length (True: read on); else the file was cut
     short in the middle of the record (tcpdump killed)."""
-    if not st.have:
+    left = st.have - st.at
+    if not left:
         return False
-    st.raw[st.have : st.have + PAD] = 0
-    tail = Buffer(st.raw, st.have)
-    found, _ = st.fmt.resync(tail, st.fmt.resync_step, st.file_pos, True)
-    if found is not None or st.fmt.ends_whole(tail):
-        _bad_record(st, tail, 0, info)
+    found, _ = st.fmt.resync(buf, st.at + st.fmt.resync_step, st.base, True)
+    if found is not None or st.fmt.ends_whole(buf, st.at):
+        _bad_record(st, buf, info)
         return True
-    info.unread_bytes = st.have
-    st.skipped_bytes[SKIP_REASONS[CUT_SHORT]] += st.have
-    if st.fmt.holds_packet(st.raw[: st.have]):
+    info.unread_bytes = left
+    if st.fmt.holds_packet(st.raw[st.at : st.have]):
         st.tally[SKIP_REASONS[CUT_SHORT]] += 1
-        st.record_index += 1
-    info.warnings.append(f"{st.path}@{st.file_pos}: file cut short in the middle of a record "
-                         f"({st.have} bytes); all complete records were read")
+        st.next_record += 1
+    info.warnings.append(f"{st.path}@{st.pos}: file cut short in the middle of a record "
+                         f"({left} bytes); all complete records were read")
+    st.skip(left, CUT_SHORT)
     return False
 
 
@@ -292,7 +321,7 @@ def _warn(st: _Stream, info: CaptureInfo, text: str) -> None:
 
 def _finish(st: _Stream, info: CaptureInfo) -> None:
     fmt = st.fmt
-    info.records = st.record_index
+    info.records = st.next_record
     info.skipped = {k: st.tally[k] for k in SKIP_REASONS if st.tally.get(k)}
     info.anomalies = dict(st.anomalies)
     info.skipped_bytes = {k: st.skipped_bytes[k] for k in SKIP_REASONS if st.skipped_bytes.get(k)}

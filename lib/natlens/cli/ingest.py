@@ -47,13 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def output_names(paths: list[str]) -> list[str]:
     """Each capture's output name and label: its path relative to the common parent
     directory of all of them (absolute, symlinks resolved), without the capture suffix,
-    with "/" between directories. Raises NatlensError naming both inputs when two map to
-    the same name (the same file twice, any.pcap and any.pcapng side by side)."""
+    with "/" between directories. Raises NatlensError naming both inputs when two are the
+    same file (by any path, symlinks too) or map to the same name (any.pcap and
+    any.pcapng side by side)."""
     parents = [Path(p).absolute().parent.resolve() for p in paths]
     common = Path(os.path.commonpath(parents))
     names: list[str] = []
     seen: dict[str, str] = {}
+    files: dict[tuple[int, int], str] = {}
     for path, parent in zip(paths, parents, strict=True):
+        st = os.stat(path)
+        same = files.setdefault((st.st_dev, st.st_ino), path)
+        if same != path:
+            raise NatlensError(f"{same} and {path} are the same file; give it once")
         rel = PurePosixPath(*parent.relative_to(common).parts)
         name = str(rel / default_label(path))
         if name in seen:
@@ -73,9 +79,16 @@ def _check_outputs(out: str, names: list[str]) -> None:
                                    path=str(target))
 
 
+def _check_out_dir(out: str) -> None:
+    """--out must be a directory or not exist yet (it is made)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NatlensError("--out is not a directory", path=out)
+
+
 def run(args: argparse.Namespace) -> int:
     for path in args.captures:  # check every input before doing any work
         open_capture(path)
+    _check_out_dir(args.out)
     names = output_names(args.captures)
     if not args.force:
         _check_outputs(args.out, names)
