@@ -250,3 +250,30 @@ def test_a_record_over_the_snaplen_followed_by_zeros_is_not_taken(tmp_path):
     info = read_capture(path).info
     assert (info.records, info.decoded, info.skipped) == (50, 49, {"bad-length": 1})
     assert info.first_ts_ns == T0 and info.anomalies == {}
+
+
+def test_a_first_record_with_a_wrong_time_does_not_stop_a_later_resync(tmp_path):
+    """The first record's time is 1970 (a broken writer); the records after it agree with
+    each other, so a damaged record later is still resynchronized on."""
+    path = tmp_path / "t.pcap"
+    offsets = build(path, [10] * 10)
+    patch(path, 24, "<I", 7)  # the first record's seconds
+    patch(path, offsets[6] + 8, "<I", 1 << 20)
+    info = read_capture(path).info
+    assert (info.records, info.decoded, info.skipped) == (10, 9, {"bad-length": 1})
+    assert info.skipped_bytes == {"bad-length": offsets[7] - offsets[6]}
+
+
+def test_a_clock_step_of_days_moves_the_reference_with_it(tmp_path):
+    """The capturing host's clock steps 3 days forward mid-file (records chunked so the
+    step starts a new walk); damage after the step is still resynchronized on."""
+    path = tmp_path / "step.pcap"
+    pkts = frames([10] * 12)
+    step = 3 * 86_400 * 10**9
+    write_pcap(path, [(T0 + i * 10**6 + (step if i >= 4 else 0), f) for i, f in enumerate(pkts)])
+    offsets = [24 + i * (16 + len(pkts[0])) for i in range(12)]
+    patch(path, offsets[3] + 8, "<I", 1 << 20)  # a walk ends at record 3; 4.. are after the step
+    patch(path, offsets[9] + 8, "<I", 1 << 20)
+    info = read_capture(path).info
+    assert (info.records, info.decoded, info.skipped) == (12, 10, {"bad-length": 2})
+    assert info.resyncs == 2 and info.unread_bytes == 0

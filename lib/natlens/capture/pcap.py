@@ -121,12 +121,18 @@ class PcapFile:
 
     def _keep_time(self, sec: np.ndarray) -> None:
         """The time resynchronization looks near: the last record's that is within a day of
-        the one before (a record read from damaged bytes does not move it far)."""
+        the reference (a record read from damaged bytes does not move it far), or, when none
+        is, of two consecutive records that agree with each other."""
         if not len(sec):
             return
-        ref = int(sec[0]) if self.last_sec is None else self.last_sec
+        ref = int(np.median(sec)) if self.last_sec is None else self.last_sec  # an odd first one is outvoted
         near = sec[np.abs(sec - ref) <= NEAR_S]
-        self.last_sec = int(near[-1]) if len(near) else ref
+        if len(near):
+            self.last_sec = int(near[-1])
+        elif len(sec) >= 2 and abs(int(sec[-1]) - int(sec[-2])) <= NEAR_S:
+            self.last_sec = int(sec[-1])  # the reference itself was the odd one (a first record's bad time)
+        else:
+            self.last_sec = ref
 
     def _caplen(self, buf: Buffer, off: int) -> int:
         return int(buf.u32(np.array([off + 8]), self.big_endian)[0])
@@ -217,22 +223,44 @@ class PcapFile:
     def resync(self, buf: Buffer, start: int, file_pos: int, eof: bool) -> tuple[int | None, int]:
         """The first offset >= start where a plausible record starts that is followed by
         another (or by the end of the file): (offset, offset). Else (None, safe): no
-        candidate before `safe`, which is where the search resumes with more data. Near
-        the last good record's time, to tell record headers from packet bytes."""
+        candidate before `safe`, which is where the search resumes with more data.
+
+        A candidate near the last good record's time (tells record headers from packet
+        bytes) needs one follower with a near time; one far from it (the clock stepped)
+        needs two whole plausible records after it, each near the one before."""
         ref = None if self.last_sec is None else np.int64(self.last_sec)
         limit = self.plausible_caplen
         pos, width = start, FIRST_WINDOW
         while pos + RECORD_HEADER <= buf.length:
             at = np.arange(pos, min(pos + width, buf.length - RECORD_HEADER + 1))
-            cand = at[self.plausible(buf, at, ref, limit)]
+            cand = at[self.plausible(buf, at, None, limit)]
             if len(cand):
-                verdict = self._follows(buf, cand, eof, self._timely)
+                verdict = self._verdict(buf, cand, eof, ref, limit)
                 hit = np.flatnonzero(verdict != NO)
                 if len(hit):
                     first = int(cand[hit[0]])
                     return (first, first) if verdict[hit[0]] == YES else (None, first)
             pos, width = int(at[-1]) + 1, min(2 * width, SEARCH_WINDOW)  # linear in the bytes skipped
         return None, (buf.length if eof else max(start, buf.length - RECORD_HEADER + 1))
+
+
+    def _verdict(self, buf: Buffer, cand: np.ndarray, eof: bool, ref, limit: int) -> np.ndarray:
+        """YES / NO / UNDECIDED per candidate header (see resync)."""
+        sec = buf.u32(cand, self.big_endian).astype(np.int64)
+        near = np.ones(len(cand), bool) if ref is None else np.abs(sec - ref) <= NEAR_S
+        out = self._follows(buf, cand, eof, self._timely)
+        far = np.flatnonzero(~near)
+        if len(far):
+            def whole(b, at, t):
+                return self.plausible(b, at, t, limit)
+            c = cand[far]
+            first = self._follows(buf, c, eof, whole)
+            nxt = c + RECORD_HEADER + buf.u32(c + 8, self.big_endian).astype(np.int64)
+            inside = (first == YES) & (nxt + RECORD_HEADER <= buf.length)
+            second = np.where(inside, self._follows(buf, np.where(inside, nxt, c), eof, whole), first)
+            out[far] = np.where((first == NO) | (second == NO), NO,
+                                np.where((first == UNDECIDED) | (second == UNDECIDED), UNDECIDED, YES))
+        return out
 
 
 NO, YES, UNDECIDED = 0, 1, 2
