@@ -67,7 +67,14 @@ class PcapFile:
         return [self.linktype]
 
     sections = interface_count = 1
+    VERSION_NAME = "pcap version"
+    MAJOR, MINOR, VERSION_AT = 2, 4, 4  # the version this reader reads, and where the file says it
     resync_step = 1  # a pcap record may start at any byte
+
+    @property
+    def units_per_second(self) -> int:
+        """Steps of the record's time fraction in a second (10^6, or 10^9 for ns files)."""
+        return 1_000_000_000 // self.ns_per_unit
 
     @property
     def max_caplen(self) -> int:
@@ -147,8 +154,7 @@ class PcapFile:
         hdr = hdr.astype(np.int64)
         sec, frac, caplen, wirelen = hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3]
         n = len(offs)
-        per_second = 1_000_000_000 // self.ns_per_unit
-        bad_frac = frac >= per_second
+        bad_frac = frac >= self.units_per_second
         self._keep_time(sec[~bad_frac])
         anomaly = np.zeros(n, np.uint16)
         for bits, flagged in ((ANOMALY_BITS["ts-fraction-invalid"], bad_frac),
@@ -181,14 +187,13 @@ class PcapFile:
         1..`limit` bytes captured of no more on the wire, a valid time fraction and, given
         `near` (seconds), a time within a day of it."""
         big = self.big_endian
-        sec = buf.u32(at, big).astype(np.int64)
         caplen = buf.u32(at + 8, big).astype(np.int64)
         wirelen = buf.u32(at + 12, big).astype(np.int64)
         ok = (caplen > 0) & (caplen <= limit) & (caplen <= wirelen)
-        ok &= (wirelen <= MAX_WIRELEN) & (buf.u32(at + 4, big) < 1_000_000_000 // self.ns_per_unit)
-        if near is not None:
-            ok &= np.abs(sec - near) <= NEAR_S
-        return ok
+        ok &= wirelen <= MAX_WIRELEN
+        if near is None:
+            return ok & (buf.u32(at + 4, big) < self.units_per_second)
+        return ok & self._timely(buf, at, near)
 
     def _follows(self, buf: Buffer, at: np.ndarray, eof: bool, header_ok) -> np.ndarray:
         """For each record header at `at`: YES if the file ends right after its record or
@@ -218,7 +223,7 @@ class PcapFile:
         """Whether the header at each offset has a valid time within a day of `near`."""
         sec = buf.u32(at, self.big_endian).astype(np.int64)
         frac = buf.u32(at + 4, self.big_endian)
-        return (np.abs(sec - near) <= NEAR_S) & (frac < 1_000_000_000 // self.ns_per_unit)
+        return (np.abs(sec - near) <= NEAR_S) & (frac < self.units_per_second)
 
     def resync(self, buf: Buffer, start: int, file_pos: int, eof: bool) -> tuple[int | None, int]:
         """The first offset >= start where a plausible record starts that is followed by

@@ -232,15 +232,15 @@ class PcapngFile:
         return sum(self.drops.values()) if self.statistics_seen else None
 
     resync_step = 4  # blocks start on 4-byte boundaries
+    VERSION_NAME = "pcapng section version"
+    MAJOR, MINOR, VERSION_AT = 1, 0, 12  # the section version this reader reads, and where
 
     def after_bad(self, head: np.ndarray) -> str:
         """The block that could not be read began with `head`. A section header or an
         interface block lost means the interfaces the section's later packets name are
         not known (they would take another interface's link type and clock): those
         packets count malformed until the next section header. Says so, or ''."""
-        if len(head) < 4:
-            return ""
-        btype = int.from_bytes(bytes(head[:4]), "big" if self.big_endian else "little")
+        btype = self._type(head)
         if btype not in (SHB, IDB):
             return ""
         self.interfaces_unknown = True
@@ -278,10 +278,14 @@ class PcapngFile:
     def holds_packet(self, head: np.ndarray) -> bool:
         """Whether an incomplete block starting with `head` is a packet block; a cut
         statistics or name block is no lost packet. Unknown (under 4 bytes): yes."""
+        btype = self._type(head)
+        return btype is None or btype in (EPB, SPB, PB)
+
+    def _type(self, head: np.ndarray) -> int | None:
+        """The block type `head` starts with (None: fewer than 4 bytes)."""
         if len(head) < 4:
-            return True
-        btype = int.from_bytes(bytes(head[:4]), "big" if self.big_endian else "little")
-        return btype in (EPB, SPB, PB)
+            return None
+        return int.from_bytes(bytes(head[:4]), "big" if self.big_endian else "little")
 
     def parse(self, buf: Buffer, start: int, eof: bool = False) -> tuple[Records, int, int]:
         """Packet records of buf[start:], handling section and interface blocks on the

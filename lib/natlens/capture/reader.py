@@ -125,11 +125,9 @@ def iter_tables(
     p = str(path)
     info = CaptureInfo(path=p, label=label or default_label(p),
                        format="pcapng" if isinstance(fmt, PcapngFile) else "pcap", size=size)
-    if isinstance(fmt, PcapFile) and fmt.version[0] != 2:
-        info.warnings.append(f"{p}@4: pcap version {fmt.version[0]}.{fmt.version[1]}, not 2.x: read as 2.4")
-    if isinstance(fmt, PcapngFile) and fmt.version[0] != 1:
-        info.warnings.append(f"{p}@12: pcapng section version {fmt.version[0]}.{fmt.version[1]}, not 1.x: "
-                             "read as 1.0")
+    if fmt.version[0] != fmt.MAJOR:
+        info.warnings.append(f"{p}@{fmt.VERSION_AT}: {fmt.VERSION_NAME} {fmt.version[0]}.{fmt.version[1]}, "
+                             f"not {fmt.MAJOR}.x: read as {fmt.MAJOR}.{fmt.MINOR}")
     st = _Stream(p, fmt, size, chunk_bytes, progress)
     with st:
         while True:
@@ -225,9 +223,9 @@ class _Stream:
         self.next_record += len(rec)
         self.pending.append((rec, numbers))
         self.anomalies.update(anomaly_tally(rec.anomaly))
-        _times(info, rec)
         ts = rec.ts_ns if rec.ts_valid.all() else rec.ts_ns[rec.ts_valid]
         if len(ts):
+            _times(info, ts)
             if self.damaged and self.damaged[-1]["until_ns"] is None:
                 self.damaged[-1]["until_ns"] = int(ts[0])
             self.last_ts_ns = int(ts[-1])
@@ -337,10 +335,9 @@ def _finish(st: _Stream, info: CaptureInfo) -> None:
         info.dropped = fmt.dropped
 
 
-def _times(info: CaptureInfo, rec) -> None:
-    """First and last timestamp over every record with a time, decoded or not."""
-    ts = rec.ts_ns if rec.ts_valid.all() else rec.ts_ns[rec.ts_valid]
-    if len(ts):
-        lo, hi = int(ts.min()), int(ts.max())
-        info.first_ts_ns = lo if info.first_ts_ns is None else min(info.first_ts_ns, lo)
-        info.last_ts_ns = hi if info.last_ts_ns is None else max(info.last_ts_ns, hi)
+def _times(info: CaptureInfo, ts: np.ndarray) -> None:
+    """Widen the capture's first and last timestamp to cover `ts` (every record with a
+    time, decoded or not)."""
+    lo, hi = int(ts.min()), int(ts.max())
+    info.first_ts_ns = lo if info.first_ts_ns is None else min(info.first_ts_ns, lo)
+    info.last_ts_ns = hi if info.last_ts_ns is None else max(info.last_ts_ns, hi)

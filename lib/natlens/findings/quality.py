@@ -90,7 +90,9 @@ def _entry(c: dict, window: tuple[float, float] | None, offset: float, flawed: p
 
 def _damaged_spans(c: dict) -> list[dict]:
     """Where the capture's unreadable bytes are, in time (s, node clock; None: file edge)."""
-    sec = lambda ns: None if ns is None else ns / 1e9  # noqa: E731
+    def sec(ns: int | None) -> float | None:
+        return None if ns is None else ns / 1e9
+
     return [{"after_ts": sec(d["after_ns"]), "until_ts": sec(d["until_ns"]), "bytes": d["bytes"]}
             for d in c.get("damaged", [])]
 
@@ -158,19 +160,22 @@ def _limits(e: dict, before: list[str], after: list[str]) -> list[str]:
     return out
 
 
+def _clock(ts: float | None, edge: str) -> str:
+    """Epoch seconds as "06:40:02.100" (UTC), or `edge` for a span open at the file's edge."""
+    return edge if ts is None else pd.Timestamp(ts, unit="s", tz="UTC").strftime("%H:%M:%S.%f")[:-3]
+
+
 def _damage_sentence(e: dict) -> str:
     """'{file}: 1,234 bytes with impossible record lengths were skipped (2 places, the first
     between 06:40:02.100 and 06:40:02.300 UTC, node clock): the packets in them are lost;
     3 connections (...) were open there'."""
     spans = e["damaged"]
-    at = lambda t, edge: edge if t is None else pd.Timestamp(t, unit="s", tz="UTC").strftime(  # noqa: E731
-        "%H:%M:%S.%f")[:-3]
     where = ""
     if spans:
         first = spans[0]
         places = f"{len(spans)} places, the first" if len(spans) > 1 else "one place,"
-        where = (f" ({places} between {at(first['after_ts'], 'the file start')} and "
-                 f"{at(first['until_ts'], 'the file end')} UTC, node clock)")
+        where = (f" ({places} between {_clock(first['after_ts'], 'the file start')} and "
+                 f"{_clock(first['until_ts'], 'the file end')} UTC, node clock)")
     ids = e["journeys_damaged"]
     whose = (f"; {_some(ids)} {'was' if len(ids) == 1 else 'were'} open there" if ids
              else "; no Service connection is known to have been open there")
