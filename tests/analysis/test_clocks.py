@@ -228,7 +228,7 @@ def _causal_violations(a, offsets: dict[str, float]) -> list[str]:
     keys = ["capture", "ts_ns", "src", "dst", "sport", "dport"]
     fields = ["seq", "ack", "tcp_flags", "payload_len", "ifindex"]
     # a packet seen twice in one ns on one capture (two interfaces): either copy will do
-    pk = pd.concat([p.assign(capture=cap)[keys + fields] for cap, p in a._packets.items()],
+    pk = pd.concat([p.assign(capture=cap)[keys + fields] for cap, p in ((c, h.in_connections()) for c, h in a._hops.items())],
                    ignore_index=True).drop_duplicates(keys)
     bad = []
     for jid in a.journeys["journey"]:

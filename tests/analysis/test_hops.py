@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from analysis_helpers import samples_dir
 
 from natlens.findings import analyze
+from natlens.findings.captures import HOP_ROW_GROUP, HopPackets, hop_dir
 from natlens.findings.hops import journey_hops
 from natlens.inventory import NODE_COLUMNS, POD_COLUMNS, SERVICE_COLUMNS, Inventory
 
@@ -70,11 +73,15 @@ def _pkt(t_us, a, b, flags, seq, ack=0, plen=0):
 
 def _hops(points: dict[str, list[dict]], offsets=None) -> pd.DataFrame:
     """journey_hops over hand-made captures: {"node/capture": packets}, one record each."""
-    packets = {cap: pd.DataFrame(rows) for cap, rows in points.items()}
-    conn = {cap: np.zeros(len(rows), dtype=np.int64) for cap, rows in points.items()}
+    spill = hop_dir()
+    hops = {}
+    for i, (cap, rows) in enumerate(points.items()):  # as findings.captures keeps them: on disk
+        pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), spill / f"{i}.parquet",
+                       row_group_size=HOP_ROW_GROUP)
+        hops[cap] = HopPackets(spill / f"{i}.parquet", np.zeros(len(rows), dtype=np.int64))
     records = pd.DataFrame({"capture": list(points), "node": [c.split("/")[0] for c in points],
                             "uid": [f"{c}#0" for c in points]})
-    return journey_hops(JOURNEY, records, packets, conn, offsets or {}, NONE)
+    return journey_hops(JOURNEY, records, hops, offsets or {}, NONE)
 
 
 def _two_nodes(n2_us: float) -> dict[str, list[dict]]:
@@ -157,7 +164,7 @@ def test_old_lab_offset_reversed_the_handshake_and_now_cannot(local):
     row = local.journeys[local.journeys["journey"] == jid].iloc[0]
     rec = local.records[local.records["journey"] == jid]
     bad = {"node-1": 0.0, "node-2": 4.4465e-05}
-    h = journey_hops(row, rec, local._packets, local._packet_conn, bad, local.inventory)
+    h = journey_hops(row, rec, local._hops, bad, local.inventory)
     by_time = h.sort_values("ts_ns", kind="stable").reset_index(drop=True)
     first_ack = by_time.index[(by_time["node"] == "node-2")
                                & by_time["note"].str.startswith("ACK from the client")].min()

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "across incidents and reports; default: a random key per run")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: one on a terminal when the captures hold 32 MiB or more)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="read the captures in N processes at once (default: one per core when they hold "
+                   "64 MiB or more, else 1); each process holds one capture's packets")
     add_scope(p, "the analysis")
     p.set_defaults(func=run)
 
@@ -164,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     key = _key(args)
     a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident),
-                services=args.service, start=args.start or None, end=args.end or None)
+                services=args.service, start=args.start or None, end=args.end or None, jobs=args.jobs)
     if key is not None:
         from natlens.report.anonymize import anonymized_analysis, bundle_anonymizer  # noqa: PLC0415
 

@@ -119,7 +119,7 @@ from natlens.connections.states import (
 from natlens.connections.usable import COPY_WINDOW_NS, interface_copies, usable_packets
 
 __all__ = [
-    "COLUMNS", "COPY_WINDOW_NS", "ICMP_AFTER_S", "LIKELY_SERVER_PORTS", "SYN_RTO_S", "TCP_INACTIVITY_S",
+    "COLUMNS", "CONNECTION_PACKET_COLUMNS", "COPY_WINDOW_NS", "ICMP_AFTER_S", "LIKELY_SERVER_PORTS", "SYN_RTO_S", "TCP_INACTIVITY_S",
     "UDP_INACTIVITY_S", "INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED",
     "CLOSED", "RESET", "connections", "connections_with_index", "interface_copies",
 ]
@@ -140,6 +140,14 @@ def connections(packets: pd.DataFrame, *, node: str | None = None,
     """One record per TCP/UDP connection seen in one capture's packet table (see module doc)."""
     return connections_with_index(packets, node=node, capture=capture,
                                   capture_end_ns=capture_end_ns)[0]
+
+
+# The packet-table columns the stages read (the rest of natlens.packets need not be held).
+CONNECTION_PACKET_COLUMNS = [
+    "record", "ts_ns", "linktype", "iface", "ifindex", "direction", "caplen", "wirelen", "vlan", "vni",
+    "src", "dst", "ip_id", "ttl", "ip_len", "proto", "sport", "dport", "tcp_flags", "seq", "ack", "window",
+    "tsval", "payload_len", "payload_hash", "icmp_type", "icmp_code", "icmp_orig_src", "icmp_orig_dst",
+    "icmp_orig_proto", "icmp_orig_sport", "icmp_orig_dport", "icmp_orig_seq"]
 
 
 def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,

@@ -32,7 +32,7 @@ class Fingerprints:
 
     ip_id: np.ndarray  # IP ID of the originator's first packet (-1: none)
     tsval: np.ndarray  # its TCP timestamp value (-1: none)
-    payload_hash: np.ndarray  # object: hash of the originator's first payload (NA: none)
+    payload_hash: pd.api.extensions.ExtensionArray  # UInt64: hash of the originator's first payload (NA: none)
     direction: np.ndarray  # object: "in" / "out" of the originator's first packet, or None
     ttl: np.ndarray  # its TTL / hop limit (-1: none)
     seq: np.ndarray  # its TCP sequence number (-1: none, or not TCP)
@@ -47,10 +47,14 @@ def fingerprints(packets: pd.DataFrame, s: Sorted, c: Cut, r: Roles) -> Fingerpr
     seen = f_o_row >= 0
     f_o_data = first_where(c.conn, r.is_orig & (s.plen > 0), c.nc)
     hash_col = packets.get("payload_hash")
-    orig_hash = np.full(c.nc, pd.NA, dtype=object)
+    hashes, no_hash = np.zeros(c.nc, np.uint64), np.ones(c.nc, bool)
     if hash_col is not None and (f_o_data >= 0).any():
         sel = f_o_data >= 0
-        orig_hash[sel] = hash_col.iloc[s.rows[f_o_data[sel]]].to_numpy()
+        got = hash_col.iloc[s.rows[f_o_data[sel]]]
+        hashes[sel] = got.fillna(0).to_numpy(np.uint64)
+        no_hash[sel] = got.isna().to_numpy()
+    # UInt64, never object: a hash of 2^63 or more is kept exactly (and Parquet can write it)
+    orig_hash = pd.arrays.IntegerArray(hashes, no_hash)
     dir_col = packets.get("direction")
     orig_dir = np.full(c.nc, None, dtype=object)
     if dir_col is not None and seen.any():

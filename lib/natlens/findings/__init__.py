@@ -141,17 +141,20 @@ __all__ = ["FAILURE_COLUMNS", "LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "an
 
 
 def analyze(incident_dir: str | Path, progress: bool = False, *, services: Sequence[str] = (),
-            start: str | float | None = None, end: str | float | None = None) -> Analysis:
+            start: str | float | None = None, end: str | float | None = None,
+            jobs: int | None = None) -> Analysis:
     """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict.
 
     `services`, `start`, `end` scope every finding (findings.scope's forms; NatlensError for a
     Service the incident does not have, a bad time, a reversed window or one outside the
-    captures); the options are checked before the captures are read where they can be."""
+    captures); the options are checked before the captures are read where they can be.
+    `jobs`: processes reading captures at once (None: one per core for big captures,
+    findings.captures.worker_count); the result does not depend on it."""
     request = parse_scope(services, start, end)
     bundle = load_bundle(incident_dir)
     inventory = build_inventory(bundle)
     require_captures(bundle)
-    caps = read_captures(bundle, progress=progress)
+    caps = read_captures(bundle, progress=progress, jobs=jobs)
     inventory = match_hostname_ingress(caps.connections, inventory)
     logs = {n.name: capture_drops(n) for n in bundle.nodes}  # collect-node.log: tcpdump's drops
     dropped = _dropped(caps, logs)
@@ -184,7 +187,7 @@ def analyze(incident_dir: str | Path, progress: bool = False, *, services: Seque
                     latency=service[LATENCY_COLUMNS].reset_index(drop=True), verdict=verdict,
                     offsets=offsets, records=records, bundle=bundle, warnings=warnings + snat_notes,
                     quality=quality, problems=problems, uncaptured=uncaptured, mechanisms=mechs, lb=lbs,
-                    scope=scope, _packets=caps.packets, _packet_conn=caps.packet_conn)
+                    scope=scope, _hops=caps.hops)
 
 
 def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: set[str]

@@ -10,12 +10,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from natlens.bundle import Bundle
 from natlens.connections.zeek_log import write_conn_log
 from natlens.errors import NatlensError
+from natlens.findings.captures import HopPackets
 from natlens.findings.hops import journey_hops
 from natlens.findings.paths import PROBLEM_COLUMNS
 from natlens.findings.scope import Scope
@@ -57,8 +57,7 @@ class Analysis:
     mechanisms: list = field(default_factory=list)  # findings.mechanism: what the client nodes' rules do
     lb: list = field(default_factory=list)  # findings.lb: how each Service's load balancer picks a backend
     scope: Scope | None = None  # findings.scope: the Services and window every finding is about; None: all
-    _packets: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
-    _packet_conn: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _hops: dict[str, HopPackets] = field(default_factory=dict, repr=False)  # capture label -> packets on disk
 
     def summary(self) -> dict:
         """summary.json, DESIGN.md section 5 plus the keys documented in natlens.findings."""
@@ -110,7 +109,7 @@ class Analysis:
         if row.empty or self.records is None:
             raise KeyError(journey_id)
         rec = self.records[self.records["journey"] == journey_id]
-        return journey_hops(row.iloc[0], rec, self._packets, self._packet_conn, self.offsets,
+        return journey_hops(row.iloc[0], rec, self._hops, self.offsets,
                             self.inventory)
 
     def rules(self, node: str) -> NodeRules:

@@ -1,27 +1,72 @@
 """Every capture of a bundle -> connection records, with what each capture holds and lacks.
 
 Why: the analysis needs, per capture, its connection records (natlens.connections),
-the packets of each record for the hop-by-hop view, and the accounting that proves
+the packets of each record for the hop-by-hop view (on disk: a big incident's packets
+do not fit in memory; only the columns connections are made from are held, once), and the accounting that proves
 nothing was lost (records = decoded + skipped; decoded = packets in connections +
 not_in_connections). Warnings say where a capture may miss packets.
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from natlens.bundle import Bundle, NodeDir
-from natlens.capture import read_capture
-from natlens.connections import connections_with_index
+from natlens.bundle import Bundle
+from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables
+from natlens.connections import CONNECTION_PACKET_COLUMNS, connections_with_index
+from natlens.errors import NatlensError
 
-# The packet columns journey_hops shows; the rest of the packet table is not kept.
+# The packet columns journey_hops shows, kept on disk (HopPackets); the rest of the packet table is not kept.
 HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
                       "ip_id", "direction", "ifindex", "icmp_type", "icmp_code", "icmp_orig_src", "icmp_orig_dst",
                       "icmp_orig_sport", "icmp_orig_dport"]
+_HOP_SCHEMA = pa.schema([ARROW_SCHEMA.field(c) for c in HOP_PACKET_COLUMNS])
+PARALLEL_BYTES = 64 << 20  # captures together this big are read in parallel by default
+HOP_ROW_GROUP = 65_536  # packets per row group of a hop file: what one journey's lookup reads at most per group
+
+
+@dataclass
+class HopPackets:
+    """The packets journey_hops shows of one capture, kept on disk, not in memory.
+
+    Why: a big incident's packets do not fit in memory beside its connections; a report
+    shows the hops of a few journeys. ``path`` is a Parquet file of HOP_PACKET_COLUMNS,
+    one row per packet of the capture's table, in its order; ``conn`` is the connection row of each packet (-1: none).
+    """
+
+    path: Path
+    conn: np.ndarray
+
+    def of(self, row: int) -> pd.DataFrame:
+        """The packets of connection ``row`` (and the ICMP errors about it), in capture order."""
+        rows = np.flatnonzero(self.conn == row)
+        if not rows.size:
+            return pd.DataFrame(columns=HOP_PACKET_COLUMNS)
+        f = pq.ParquetFile(self.path)
+        bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+        group = np.searchsorted(bounds, rows, side="right") - 1
+        parts = []
+        for g in np.unique(group):  # only the row groups that hold its packets are read
+            parts.append(f.read_row_group(int(g)).take(pa.array(rows[group == g] - bounds[g])))
+        return pa.concat_tables(parts).to_pandas(types_mapper=pd.ArrowDtype)
+
+    def in_connections(self) -> pd.DataFrame:
+        """Every packet that is in a connection (or an ICMP error about one), in capture order."""
+        t = pq.read_table(self.path)
+        return t.filter(pa.array(self.conn >= 0)).to_pandas(types_mapper=pd.ArrowDtype)
 
 
 @dataclass
@@ -30,56 +75,121 @@ class CaptureSet:
 
     inputs: list[dict] = field(default_factory=list)  # summary.json's inputs.captures[], in order
     connections: pd.DataFrame = field(default_factory=pd.DataFrame)
-    packets: dict[str, pd.DataFrame] = field(default_factory=dict)  # capture label -> hop packets
-    packet_conn: dict[str, np.ndarray] = field(default_factory=dict)  # label -> record of each packet
+    hops: dict[str, HopPackets] = field(default_factory=dict)  # capture label -> its packets on disk
     ifnames: dict[tuple[str, int], str] = field(default_factory=dict)  # (node, ifindex) -> name
     warnings: list[str] = field(default_factory=list)
 
 
-def read_captures(bundle: Bundle, progress: bool = False) -> CaptureSet:
-    """Read every capture of every node, one at a time (with a progress bar if asked)."""
-    out = CaptureSet()
+def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = None) -> CaptureSet:
+    """Read every capture of every node: in ``jobs`` processes at once (None: as many as there
+    are cores, when the captures are big enough to gain from it, PARALLEL_BYTES), with one
+    progress bar per capture if asked. The result does not depend on ``jobs``."""
     todo = [(n, c) for n in bundle.nodes for c in n.captures]
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
-
-        todo = tqdm(todo, desc="captures", unit="file")
-    parts = []
-    for node, path in todo:
+    spill = hop_dir()
+    args = [(n.name, bundle.display_path(n, c), c, spill) for n, c in todo]
+    with _Bars([c for _, c in todo], progress) as bars:
+        workers = worker_count(jobs, [c for _, c in todo])
+        ones = (_read_in_processes(args, workers, bars) if workers > 1
+                else [read_one(*a, progress=bars.advance(i)) for i, a in enumerate(args)])
+    out = CaptureSet()
+    for (node, _), one in zip(todo, ones, strict=True):
         out.ifnames.update({(node.name, k): v for k, v in node.ifnames().items()})
-        one = read_one(bundle, node, path)
         out.inputs.append(one.input)
-        out.packets[one.label], out.packet_conn[one.label] = one.packets, one.packet_conn
+        out.hops[one.label] = one.hops
         out.warnings += one.warnings
-        parts.append(one.connections)
-    out.connections = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    out.connections = pd.concat([o.connections for o in ones], ignore_index=True) if ones else pd.DataFrame()
     return out
+
+
+def worker_count(jobs: int | None, captures: list[Path]) -> int:
+    """Processes to read ``captures`` in: ``jobs`` (at most one per capture), or by default
+    one per core when they hold PARALLEL_BYTES or more (a process costs about a second to
+    start: small bundles read faster in one)."""
+    if jobs is not None and jobs < 1:
+        raise NatlensError(f"--jobs must be 1 or more, not {jobs}")
+    if jobs is None:
+        big = sum(c.stat().st_size for c in captures) >= PARALLEL_BYTES
+        jobs = (os.cpu_count() or 1) if big else 1
+    return max(1, min(jobs, len(captures)))
+
+
+def _read_in_processes(args: list[tuple], workers: int, bars: _Bars) -> list[OneCapture]:
+    """read_one for each capture in a pool of ``workers`` processes, in the order given; the
+    workers report the bytes they read on a queue, which drives the bars."""
+    ctx = multiprocessing.get_context("forkserver")  # never fork a process with threads running
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        queue = manager.Queue()
+        futures = [pool.submit(_read_reporting, a, i, queue) for i, a in enumerate(args)]
+        pending = set(futures)
+        while pending:
+            _done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            bars.drain(queue)
+        bars.drain(queue)
+        return [f.result() for f in futures]
+
+
+def _read_reporting(args: tuple, i: int, queue) -> OneCapture:
+    """read_one in a worker process, putting (capture number, bytes read) on ``queue``."""
+    return read_one(*args, progress=lambda n: queue.put((i, n)))
+
+
+class _Bars:
+    """One progress bar per capture, over its bytes (none when not asked for)."""
+
+    def __init__(self, captures: list[Path], show: bool) -> None:
+        self.bars: list = []
+        if show:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            self.bars = [tqdm(total=c.stat().st_size, unit="B", unit_scale=True, desc=c.parent.name + "/" + c.name,
+                              position=i, leave=False, file=sys.stderr) for i, c in enumerate(captures)]
+
+    def advance(self, i: int):
+        """The callback that advances capture i's bar (None: no bars)."""
+        return self.bars[i].update if self.bars else None
+
+    def drain(self, queue) -> None:
+        """Advance the bars by what the workers reported."""
+        while not queue.empty():
+            i, n = queue.get()
+            if self.bars:
+                self.bars[i].update(n)
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars:
+            bar.close()
 
 
 @dataclass
 class OneCapture:
-    """What one capture file gave: its label, inputs entry, records, hop packets, warnings."""
+    """What one capture file gave: its label, inputs entry, records, packets on disk, warnings."""
 
     label: str
     input: dict
     connections: pd.DataFrame
-    packets: pd.DataFrame
-    packet_conn: np.ndarray
+    hops: HopPackets
     warnings: list[str]
 
 
-def read_one(bundle: Bundle, node: NodeDir, path: Path) -> OneCapture:
-    """One capture's connection records, with its accounting and the packets of each record."""
-    label = f"{node.name}/{path.stem}"
-    cap = read_capture(path, label=path.stem)
-    info = cap.info
+def read_one(node: str, file: str, path: Path, spill: Path, progress=None) -> OneCapture:
+    """One capture's connection records, with its accounting (``file``: the path summary.json
+    names); the packets journey_hops shows go to a Parquet file in ``spill``. ``progress`` is
+    called with the bytes read as reading goes."""
+    label = f"{node}/{path.stem}"
+    fd, name = tempfile.mkstemp(prefix=f"{node}-{path.stem}-", suffix=".parquet", dir=spill)
+    os.close(fd)
+    packets, info = _packets(path, Path(name), progress)
     warnings = list(info.warnings)
     if info.dropped:
         warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
                         "interface statistics): records there may miss handshakes or retransmissions")
-    conns, idx = connections_with_index(cap.packets, node=node.name, capture=label,
+    conns, idx = connections_with_index(packets, node=node, capture=label,
                                         capture_end_ns=info.last_ts_ns)
-    entry = {"node": node.name, "file": bundle.display_path(node, path), "records": int(info.records),
+    del packets
+    entry = {"node": node, "file": file, "records": int(info.records),
              "decoded": int(info.decoded), "skipped": dict(info.skipped), "connections": len(conns),
              "not_in_connections": dict(conns.attrs.get("skipped", {})),
              # for findings.quality (not in summary.json's inputs.captures):
@@ -88,9 +198,30 @@ def read_one(bundle: Bundle, node: NodeDir, path: Path) -> OneCapture:
              "unread_bytes": int(info.unread_bytes), "dropped": info.dropped,
              "skipped_bytes": dict(info.skipped_bytes), "anomalies": dict(info.anomalies),
              "damaged": [dict(d) for d in info.damaged]}
-    keep = [c for c in HOP_PACKET_COLUMNS if c in cap.packets.columns]
     # the index also gives an ICMP error the row of the record it is about (connections.icmp):
     # journey_hops shows it among the connection's packets
-    sel = idx >= 0
-    return OneCapture(label, entry, conns, cap.packets.loc[sel, keep].reset_index(drop=True), idx[sel],
-                      warnings)
+    return OneCapture(label, entry, conns, HopPackets(Path(name), idx), warnings)
+
+
+def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, CaptureInfo]:
+    """The columns connections are made from, chunk by chunk into one table; the columns
+    journey_hops shows into ``hop_file`` as they come (no chunk is held twice)."""
+    chunks, info = [], None
+    with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4") as hops:
+        for item in iter_tables(path, path.stem, progress=progress):
+            if isinstance(item, CaptureInfo):
+                info = item
+                break
+            hops.write_table(item.select(HOP_PACKET_COLUMNS), row_group_size=HOP_ROW_GROUP)
+            chunks.append(item.select(CONNECTION_PACKET_COLUMNS))
+    table = pa.concat_tables(chunks) if chunks else ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS)
+    del chunks
+    return table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True), info
+
+
+def hop_dir() -> Path:
+    """A private directory for the hop packets of this process's analyses, removed at exit
+    (in $TMPDIR: about 30 bytes per packet)."""
+    d = Path(tempfile.mkdtemp(prefix="natlens-hops-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d

@@ -23,6 +23,7 @@ import heapq
 import numpy as np
 import pandas as pd
 
+from natlens.findings.captures import HopPackets
 from natlens.inventory import Inventory
 from natlens.vocab import ACK, FIN, RST, SYN, SYN_ACK, flag_text, icmp_words
 
@@ -30,16 +31,16 @@ HOP_COLUMNS = ["capture", "node", "point", "ts", "ts_ns", "src", "dst", "sport",
 M32 = 0xFFFFFFFF
 
 
-def journey_hops(journey: pd.Series, records: pd.DataFrame, packets: dict[str, pd.DataFrame],
-                 packet_conn: dict, offsets: dict[str, float], inventory: Inventory) -> pd.DataFrame:
-    """The packets of the journey's records (``records``: its rows of the records table), in
-    time order on the reference clock, in causal order where the clocks contradict it."""
+def journey_hops(journey: pd.Series, records: pd.DataFrame, hops: dict[str, HopPackets],
+                 offsets: dict[str, float], inventory: Inventory) -> pd.DataFrame:
+    """The packets of the journey's records (``records``: its rows of the records table; ``hops``:
+    each capture's packets, findings.captures), in time order on the reference clock, in causal
+    order where the clocks contradict it."""
     parts = []
     for r in records.itertuples():
-        pk, pc = packets.get(r.capture), packet_conn.get(r.capture)
-        if pk is None or pc is None:
+        if r.capture not in hops:
             continue
-        p = pk[pc == int(str(r.uid).rsplit("#", 1)[1])].copy()
+        p = hops[r.capture].of(int(str(r.uid).rsplit("#", 1)[1]))
         if p.empty:
             continue
         p["capture"], p["node"], p["rec"] = r.capture, r.node, r.uid

@@ -359,7 +359,7 @@ def anonymized_analysis(a: Any, anonymizer: Anonymizer) -> Any:
     b.inferred = [anonymizer.text(x) for x in a.inferred]
     b.warnings = [anonymizer.text(x) for x in a.warnings]
     b.verdict = anonymizer.value(a.verdict)
-    b._packets, b._packet_conn = {}, {}
+    b._hops = {}
     b.summary = lambda: summary  # the mapped summary.json, whatever the copy's fields say
     return b
 

@@ -1,0 +1,81 @@
+"""Big incidents: captures read in parallel give the same analysis as one by one, the hop
+packets kept on disk give the same hops as the packet table, and a payload hash of 2^63
+or more is kept exactly (it once stopped ``analyze --out`` writing connections.parquet)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from analysis_helpers import samples_dir
+
+from natlens.connections import connections
+from natlens.errors import NatlensError
+from natlens.findings import analyze
+from natlens.findings.captures import HopPackets, hop_dir, worker_count
+
+SAMPLES = sorted(p.name for p in samples_dir().iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_two_processes_give_the_analysis_one_gives(sample):
+    one, two = (analyze(samples_dir() / sample, jobs=j) for j in (1, 2))
+    assert json.dumps(one.summary(), default=str) == json.dumps(two.summary(), default=str)
+    pd.testing.assert_frame_equal(one.journeys, two.journeys)
+    pd.testing.assert_frame_equal(one.connections, two.connections)
+    for jid in one.journeys["journey"]:
+        pd.testing.assert_frame_equal(one.journey_hops(jid), two.journey_hops(jid))
+
+
+def test_hop_packets_come_back_from_every_row_group_they_are_in():
+    spill = hop_dir()
+    df = pd.DataFrame({"ts_ns": np.arange(25, dtype=np.int64), "src": [f"198.18.0.{i}" for i in range(25)]})
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), spill / "h.parquet", row_group_size=10)
+    conn = np.array([i % 3 - 1 for i in range(25)])  # -1, 0, 1, -1, ...: across all 3 row groups
+    hops = HopPackets(spill / "h.parquet", conn)
+    for k in (0, 1):
+        got = hops.of(k)
+        assert got["ts_ns"].tolist() == df["ts_ns"][conn == k].tolist()
+        assert got["src"].tolist() == df["src"][conn == k].tolist()
+    assert hops.of(7).empty
+    assert hops.in_connections()["ts_ns"].tolist() == df["ts_ns"][conn >= 0].tolist()
+
+
+def test_a_payload_hash_with_the_top_bit_set_is_kept_exactly(tmp_path):
+    big = 2**64 - 3
+    t0 = 1_700_000_000_000_000_000
+    pk = pd.DataFrame({
+        "ts_ns": [t0, t0 + 1000, t0 + 2000, t0 + 3000], "proto": [6] * 4,
+        "src": ["198.18.0.1", "198.18.0.2", "198.18.0.1", "198.18.0.1"],
+        "dst": ["198.18.0.2", "198.18.0.1", "198.18.0.2", "198.18.0.2"],
+        "sport": [40000, 80, 40000, 40000], "dport": [80, 40000, 80, 80],
+        "tcp_flags": [0x02, 0x12, 0x10, 0x18], "seq": [100, 900, 101, 101], "ack": [0, 101, 901, 901],
+        "payload_len": [0, 0, 0, 5], "ip_len": [60, 60, 52, 57],
+        "payload_hash": pd.array([None, None, None, big], dtype="UInt64")})
+    conns = connections(pk, capture="n/eth0")
+    assert conns["orig_hash"].dtype == "UInt64" and int(conns["orig_hash"].iloc[0]) == big
+    conns.to_parquet(tmp_path / "c.parquet", index=False)
+    assert int(pd.read_parquet(tmp_path / "c.parquet")["orig_hash"].iloc[0]) == big
+
+
+def test_jobs_must_be_one_or_more(tmp_path):
+    with pytest.raises(NatlensError, match="--jobs must be 1 or more"):
+        worker_count(0, [])
+    r = subprocess.run([sys.executable, "-m", "natlens", "analyze", str(samples_dir() / "mixed"), "--jobs", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--jobs must be 1 or more" in r.stderr
+
+
+def test_small_bundles_are_read_in_one_process_and_jobs_never_exceed_captures(tmp_path):
+    small = [tmp_path / f"{i}.pcap" for i in range(3)]
+    for f in small:
+        f.write_bytes(b"\0" * 100)
+    assert worker_count(None, small) == 1
+    assert worker_count(8, small) == 3
+    assert worker_count(2, small) == 2
