@@ -26,6 +26,15 @@ class NatlensError(Exception):
             prefix += ": "
         super().__init__(prefix + message)
 
+    def __reduce__(self):
+        """Pickled whole (the file, the place, the reason), so an error raised in a worker
+        process (natlens.parallel) reaches the user as it was raised."""
+        return (_rebuild, (self.reason, self.path, self.where))
+
+
+def _rebuild(message: str, path: str | None, where: str | int | None) -> NatlensError:
+    return NatlensError(message, path=path, where=where)
+
 
 def require_dir(path: str | os.PathLike[str], what: str = "incident") -> Path:
     """`path` as a Path when it is a directory; else the one NatlensError every entry point

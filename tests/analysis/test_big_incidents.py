@@ -5,6 +5,7 @@ or more is kept exactly (it once stopped ``analyze --out`` writing connections.p
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,8 @@ from analysis_helpers import samples_dir
 from natlens.connections import connections
 from natlens.errors import NatlensError
 from natlens.findings import analyze
-from natlens.findings.captures import HopPackets, hop_dir, worker_count
+from natlens.findings.captures import HopPackets, hop_dir
+from natlens.parallel import worker_count
 
 SAMPLES = sorted(p.name for p in samples_dir().iterdir() if p.is_dir())
 
@@ -79,3 +81,16 @@ def test_small_bundles_are_read_in_one_process_and_jobs_never_exceed_captures(tm
     assert worker_count(None, small) == 1
     assert worker_count(8, small) == 3
     assert worker_count(2, small) == 2
+
+
+def test_a_bad_capture_read_in_a_worker_gives_the_error_one_process_gives(tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(samples_dir() / "mixed", b)
+    bad = next((b / "nodes").iterdir()) / "zz.pcap"
+    bad.write_bytes(b"not a capture at all, just text" * 4)
+    errors = []
+    for jobs in (1, 2):
+        with pytest.raises(NatlensError) as e:
+            analyze(b, jobs=jobs)
+        errors.append((str(e.value), e.value.path, e.value.where, e.value.reason))
+    assert errors[0] == errors[1] and str(bad) in errors[0][0]

@@ -15,7 +15,8 @@ NONE = Inventory(nodes=pd.DataFrame(columns=NODE_COLUMNS), pods=pd.DataFrame(col
 
 def _udp(t, src, sport, dst, dport, ip_id, h):
     return {"ts_ns": int(t * 1e9), "src": src, "dst": dst, "proto": 17, "sport": sport, "dport": dport,
-            "ip_len": 48, "payload_len": 20, "ip_id": ip_id, "payload_hash": h}
+            "ip_len": 48, "payload_len": 20, "ip_id": ip_id,
+            "payload_hash": int.from_bytes(h.encode(), "big")}  # a uint64, as the packet table has it
 
 
 def _syn(t, ip_id):

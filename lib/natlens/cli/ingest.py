@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path, PurePosixPath
 
-from natlens.capture import open_capture, output_paths, write_parquet
+from natlens.capture import CaptureInfo, open_capture, output_paths, write_parquet
 from natlens.capture.link import LINKTYPE_NAMES
 from natlens.capture.reader import default_label
-from natlens.cli.progress import byte_progress
+from natlens.cli.progress import MIN_BYTES
 from natlens.errors import NatlensError
+from natlens.parallel import each_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the per-capture tallies as JSON")
     p.add_argument("--force", action="store_true",
                    help="overwrite output files that already exist (default: refuse, exit 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (one is drawn only on a terminal, for captures of 32 MiB or more)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one per capture is drawn only on a terminal, for captures of 32 MiB or more)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="ingest N captures at once, one process each (default: one per core when they hold "
+                   "64 MiB or more, else 1)")
     p.set_defaults(func=run)
 
 
@@ -92,20 +96,27 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(args.captures)
     if not args.force:
         _check_outputs(args.out, names)
+    files = [Path(c) for c in args.captures]
+    bars = not args.no_progress and sys.stderr.isatty() and max(f.stat().st_size for f in files) >= MIN_BYTES
+    done = each_file(_ingest_one, [(str(f), args.out, name, args.force) for f, name in zip(files, names, strict=True)],
+                     files, jobs=args.jobs, progress=bars)
     tallies = []
-    for path, name in zip(args.captures, names, strict=True):
-        started = time.perf_counter()
-        with byte_progress(path, disable=args.no_progress) as progress:
-            info = write_parquet(path, args.out, name, name=name, overwrite=args.force,
-                                 progress=progress)
+    for (info, seconds), name in zip(done, names, strict=True):
         for warning in info.warnings:
             print(f"natlens: warning: {warning}", file=sys.stderr)
         tallies.append(info.to_dict())
         if not args.json:
-            print(_summary(info, time.perf_counter() - started, output_paths(args.out, name)[0]))
+            print(_summary(info, seconds, output_paths(args.out, name)[0]))
     if args.json:
         print(json.dumps(tallies, indent=2))
     return 0
+
+
+def _ingest_one(path: str, out: str, name: str, overwrite: bool, progress=None) -> tuple[CaptureInfo, float]:
+    """One capture to Parquet (in a worker process when there are several): its tally and seconds."""
+    started = time.perf_counter()
+    info = write_parquet(path, out, name, name=name, overwrite=overwrite, progress=progress)
+    return info, time.perf_counter() - started
 
 
 def _summary(info, seconds: float, table: Path) -> str:

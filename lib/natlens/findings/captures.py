@@ -10,12 +10,9 @@ not_in_connections). Warnings say where a capture may miss packets.
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,14 +24,13 @@ import pyarrow.parquet as pq
 from natlens.bundle import Bundle
 from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables
 from natlens.connections import CONNECTION_PACKET_COLUMNS, connections_with_index
-from natlens.errors import NatlensError
+from natlens.parallel import each_file
 
 # The packet columns journey_hops shows, kept on disk (HopPackets); the rest of the packet table is not kept.
 HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
                       "ip_id", "direction", "ifindex", "icmp_type", "icmp_code", "icmp_orig_src", "icmp_orig_dst",
                       "icmp_orig_sport", "icmp_orig_dport"]
 _HOP_SCHEMA = pa.schema([ARROW_SCHEMA.field(c) for c in HOP_PACKET_COLUMNS])
-PARALLEL_BYTES = 64 << 20  # captures together this big are read in parallel by default
 HOP_ROW_GROUP = 65_536  # packets per row group of a hop file: what one journey's lookup reads at most per group
 
 
@@ -81,16 +77,12 @@ class CaptureSet:
 
 
 def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = None) -> CaptureSet:
-    """Read every capture of every node: in ``jobs`` processes at once (None: as many as there
-    are cores, when the captures are big enough to gain from it, PARALLEL_BYTES), with one
-    progress bar per capture if asked. The result does not depend on ``jobs``."""
+    """Read every capture of every node: in ``jobs`` processes at once (None: natlens.parallel's
+    default), with one progress bar per capture if asked. The result does not depend on ``jobs``."""
     todo = [(n, c) for n in bundle.nodes for c in n.captures]
     spill = hop_dir()
-    args = [(n.name, bundle.display_path(n, c), c, spill) for n, c in todo]
-    with _Bars([c for _, c in todo], progress) as bars:
-        workers = worker_count(jobs, [c for _, c in todo])
-        ones = (_read_in_processes(args, workers, bars) if workers > 1
-                else [read_one(*a, progress=bars.advance(i)) for i, a in enumerate(args)])
+    ones = each_file(read_one, [(n.name, bundle.display_path(n, c), c, spill) for n, c in todo],
+                     [c for _, c in todo], jobs=jobs, progress=progress)
     out = CaptureSet()
     for (node, _), one in zip(todo, ones, strict=True):
         out.ifnames.update({(node.name, k): v for k, v in node.ifnames().items()})
@@ -99,68 +91,6 @@ def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = Non
         out.warnings += one.warnings
     out.connections = pd.concat([o.connections for o in ones], ignore_index=True) if ones else pd.DataFrame()
     return out
-
-
-def worker_count(jobs: int | None, captures: list[Path]) -> int:
-    """Processes to read ``captures`` in: ``jobs`` (at most one per capture), or by default
-    one per core when they hold PARALLEL_BYTES or more (a process costs about a second to
-    start: small bundles read faster in one)."""
-    if jobs is not None and jobs < 1:
-        raise NatlensError(f"--jobs must be 1 or more, not {jobs}")
-    if jobs is None:
-        big = sum(c.stat().st_size for c in captures) >= PARALLEL_BYTES
-        jobs = (os.cpu_count() or 1) if big else 1
-    return max(1, min(jobs, len(captures)))
-
-
-def _read_in_processes(args: list[tuple], workers: int, bars: _Bars) -> list[OneCapture]:
-    """read_one for each capture in a pool of ``workers`` processes, in the order given; the
-    workers report the bytes they read on a queue, which drives the bars."""
-    ctx = multiprocessing.get_context("forkserver")  # never fork a process with threads running
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        queue = manager.Queue()
-        futures = [pool.submit(_read_reporting, a, i, queue) for i, a in enumerate(args)]
-        pending = set(futures)
-        while pending:
-            _done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            bars.drain(queue)
-        bars.drain(queue)
-        return [f.result() for f in futures]
-
-
-def _read_reporting(args: tuple, i: int, queue) -> OneCapture:
-    """read_one in a worker process, putting (capture number, bytes read) on ``queue``."""
-    return read_one(*args, progress=lambda n: queue.put((i, n)))
-
-
-class _Bars:
-    """One progress bar per capture, over its bytes (none when not asked for)."""
-
-    def __init__(self, captures: list[Path], show: bool) -> None:
-        self.bars: list = []
-        if show:
-            from tqdm import tqdm  # noqa: PLC0415
-
-            self.bars = [tqdm(total=c.stat().st_size, unit="B", unit_scale=True, desc=c.parent.name + "/" + c.name,
-                              position=i, leave=False, file=sys.stderr) for i, c in enumerate(captures)]
-
-    def advance(self, i: int):
-        """The callback that advances capture i's bar (None: no bars)."""
-        return self.bars[i].update if self.bars else None
-
-    def drain(self, queue) -> None:
-        """Advance the bars by what the workers reported."""
-        while not queue.empty():
-            i, n = queue.get()
-            if self.bars:
-                self.bars[i].update(n)
-
-    def __enter__(self) -> _Bars:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for bar in self.bars:
-            bar.close()
 
 
 @dataclass

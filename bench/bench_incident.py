@@ -1,0 +1,137 @@
+"""Big incidents: `natlens analyze` and `natlens ingest` as whole processes, against a
+per-packet dpkt decode loop of the same fields, and peak memory per packet, in one run.
+
+Cases (captures cached under $NATLENS_BENCH_DIR, default /tmp/natlens-bench, by
+bench/gen_capture.py; each bundle is one node directory linking to them):
+  tcp-1M, tcp-5M      one capture of 100-packet connections (1,000,000 / 5,000,000 packets)
+  short-5M            one capture of 10-packet connections from 200 clients: 5-tuples are
+                      reused with new ISNs (the slowest traffic for connections)
+  4-captures          two nodes x two captures of 1M packets (or --incident-packets each),
+                      with --jobs 1 and with one process per core
+Each run is a fresh subprocess; peak RSS is its VmHWM (the main process: exact), and
+the peak of it and its worker processes together (sampled every 50 ms). The dpkt loop is
+bench_capture.dpkt_loop, timed once on the 1M capture and scaled per packet (it is linear).
+
+    python bench/bench_incident.py [--skip-5m] [--incident-packets N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_capture import dpkt_loop  # noqa: E402
+from bench_pcapng import machine  # noqa: E402
+from gen_capture import generate  # noqa: E402
+
+BENCH_DIR = Path(os.environ.get("NATLENS_BENCH_DIR", "/tmp/natlens-bench"))
+RUN = ("import resource,sys,time;from natlens.cli import main;t=time.perf_counter();rc=main(sys.argv[1:]);"
+       "t=time.perf_counter()-t;"
+       "h=[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
+       "print(rc,t,h,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def capture(name: str, packets: int, per_conn: int) -> Path:
+    """A cached generated capture."""
+    path = BENCH_DIR / f"{name}-{packets}.pcap"
+    if not path.exists():
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        generate(path, packets, per_conn=per_conn)
+    return path
+
+
+def bundle(name: str, captures: dict[str, list[Path]]) -> Path:
+    """A bundle whose node directories link to the captures: {node: [capture, ...]}."""
+    root = BENCH_DIR / f"bundle-{name}"
+    for node, files in captures.items():
+        d = root / "nodes" / node
+        d.mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(files):
+            link = d / f"eth{i}.pcap"
+            if not link.exists():
+                link.symlink_to(f)
+    return root
+
+
+def tree_rss(root: int) -> int:
+    """RSS in KiB of a process and all its descendants now."""
+    parent, rss = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/status") as fh:
+                fields = dict(ln.split(":", 1) for ln in fh if ":" in ln)
+        except OSError:
+            continue
+        parent[int(d)] = int(fields["PPid"])
+        rss[int(d)] = int(fields.get("VmRSS", "0 kB").split()[0])
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += [c for c, pp in parent.items() if pp == p]
+    return total
+
+
+def natlens(*argv: str) -> tuple[float, float, float]:
+    """(whole-process wall seconds, the main process's peak RSS MiB (VmHWM), the peak RSS of
+    it and its worker processes together, sampled every 50 ms)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", RUN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.05)
+    wall = time.perf_counter() - t
+    out, err = proc.communicate()
+    rc, _inner, hwm, _child = out.strip().splitlines()[-1].split()
+    if rc != "0":
+        sys.exit(f"natlens {' '.join(argv)} failed: {err[-2000:]}")
+    return wall, int(hwm) / 1024, max(peak, int(hwm)) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skip-5m", action="store_true", help="only the 1M cases")
+    ap.add_argument("--incident-packets", type=int, default=1_000_000, help="packets per capture of 4-captures")
+    a = ap.parse_args()
+    print(machine())
+    one_m = capture("tcp", 1_000_000, 100)
+    t = time.perf_counter()
+    dpkt_loop(one_m)
+    dpkt_per_packet = (time.perf_counter() - t) / 1_000_000
+    print(f"dpkt per-packet decode loop: {dpkt_per_packet * 1e6:.2f} us/packet (1M capture)\n")
+    cases = [("tcp-1M", {"node-1": [one_m]}, 1_000_000)]
+    if not a.skip_5m:
+        cases += [("tcp-5M", {"node-1": [capture("tcp", 5_000_000, 100)]}, 5_000_000),
+                  ("short-5M", {"node-1": [capture("short", 5_000_000, 10)]}, 5_000_000)]
+    n4 = a.incident_packets
+    inc = capture("tcp", n4, 100)
+    cases += [("4-captures", {"node-1": [inc, inc], "node-2": [inc, inc]}, 4 * n4)]
+    print(f"{'case':28} {'packets':>10} {'wall s':>7} {'vs dpkt':>8} {'peak MiB':>9} {'B/packet':>9} "
+          f"{'all procs MiB':>13}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, caps, n in cases:
+            b = bundle(name, caps)
+            runs = [("analyze", ["analyze", str(b), "--no-progress", "--jobs", "1", "--out", f"{tmp}/{name}"])]
+            if len(caps) * len(next(iter(caps.values()))) > 1:
+                runs.append(("analyze --jobs 2", ["analyze", str(b), "--no-progress", "--jobs", "2"]))
+            if len(caps) == 1:
+                runs.append(("ingest", ["ingest", str(caps["node-1"][0]), "--out", f"{tmp}/{name}-i", "--force"]))
+            for what, argv in runs:
+                wall, hwm, tree = natlens(*argv)
+                print(f"{name + ' ' + what:28} {n:10,} {wall:7.2f} {dpkt_per_packet * n / wall:7.1f}x "
+                      f"{hwm:9.0f} {hwm * 2**20 / n:9.0f} {tree:13.0f}")
+
+
+if __name__ == "__main__":
+    main()
