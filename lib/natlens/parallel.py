@@ -17,6 +17,7 @@ from pathlib import Path
 from natlens.errors import NatlensError
 
 PARALLEL_BYTES = 64 << 20  # files together this big are worth a process each by default
+PRELOAD = ["natlens.capture", "natlens.connections", "pandas", "pyarrow.parquet"]  # imported once, by the forkserver
 
 
 def each_file(fn: Callable, args: Sequence[tuple], files: Sequence[Path], *, jobs: int | None = None,
@@ -47,6 +48,7 @@ def _in_processes(fn: Callable, args: Sequence[tuple], workers: int, bars: _Bars
     """The jobs in a pool of ``workers`` processes; they report the bytes they read on a queue,
     which drives the bars."""
     ctx = multiprocessing.get_context("forkserver")  # never fork a process with threads running
+    ctx.set_forkserver_preload(PRELOAD)  # not the user's __main__: a script's top level must not run again
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         queue = manager.Queue()
         futures = [pool.submit(_reporting, fn, a, i, queue) for i, a in enumerate(args)]

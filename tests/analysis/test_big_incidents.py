@@ -4,6 +4,7 @@ or more is kept exactly (it once stopped ``analyze --out`` writing connections.p
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
@@ -94,3 +95,13 @@ def test_a_bad_capture_read_in_a_worker_gives_the_error_one_process_gives(tmp_pa
             analyze(b, jobs=jobs)
         errors.append((str(e.value), e.value.path, e.value.where, e.value.reason))
     assert errors[0] == errors[1] and str(bad) in errors[0][0]
+
+
+def test_the_hop_files_go_when_their_analysis_goes():
+    a = analyze(samples_dir() / "mixed")
+    files = [h.path for h in a._hops.values()]
+    assert files and all(f.parent == hop_dir() and f.stat().st_size for f in files)
+    assert not a.journey_hops(a.journeys["journey"].iloc[0]).empty
+    del a
+    gc.collect()
+    assert not any(f.exists() for f in files)

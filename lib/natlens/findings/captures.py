@@ -10,9 +10,11 @@ not_in_connections). Warnings say where a capture may miss packets.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +90,7 @@ def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = Non
         out.ifnames.update({(node.name, k): v for k, v in node.ifnames().items()})
         out.inputs.append(one.input)
         out.hops[one.label] = one.hops
+        weakref.finalize(one.hops, one.hops.path.unlink, missing_ok=True)  # no longer shown: no longer kept
         out.warnings += one.warnings
     out.connections = pd.concat([o.connections for o in ones], ignore_index=True) if ones else pd.DataFrame()
     return out
@@ -149,9 +152,10 @@ def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, C
     return table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True), info
 
 
+@functools.cache
 def hop_dir() -> Path:
-    """A private directory for the hop packets of this process's analyses, removed at exit
-    (in $TMPDIR: about 30 bytes per packet)."""
+    """The private directory for the hop packets of this process's analyses (in $TMPDIR, about
+    30 bytes per packet): a file goes when its Analysis does, the directory at exit."""
     d = Path(tempfile.mkdtemp(prefix="natlens-hops-"))
     atexit.register(shutil.rmtree, d, ignore_errors=True)
     return d
