@@ -148,13 +148,15 @@ def _key(args: argparse.Namespace) -> bytes | None:
     NatlensError (exit 2) for an unreadable key, or --key-file without --anonymize (the
     output would not be anonymized, which the user did not ask for)."""
     from natlens.errors import NatlensError  # noqa: PLC0415
-    from natlens.report.anonymize import load_key, new_key  # noqa: PLC0415
-    from natlens.report.run import check_key_file  # noqa: PLC0415
 
     if not args.anonymize:
         if args.key_file:
             raise NatlensError("--key-file only applies with --anonymize")
         return None
+    # only now: natlens.report.run imports nbformat, whose jsonschema takes seconds to load
+    from natlens.report.anonymize import load_key, new_key  # noqa: PLC0415
+    from natlens.report.run import check_key_file  # noqa: PLC0415
+
     if args.key_file is None:
         return new_key()
     check_key_file(args.key_file)
