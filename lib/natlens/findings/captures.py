@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,15 +139,20 @@ def read_one(node: str, file: str, path: Path, spill: Path, progress=None) -> On
 
 def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, CaptureInfo]:
     """The columns connections are made from, chunk by chunk into one table; the columns
-    journey_hops shows into ``hop_file`` as they come (no chunk is held twice)."""
-    chunks, info = [], None
-    with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4") as hops:
+    journey_hops shows into ``hop_file`` as they come, on a second thread while the next chunk
+    is decoded (pyarrow writes without the GIL; the chunks are written in order)."""
+    chunks, info, pending = [], None, None
+    with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4") as hops, ThreadPoolExecutor(1) as writer:
         for item in iter_tables(path, path.stem, progress=progress):
             if isinstance(item, CaptureInfo):
                 info = item
                 break
-            hops.write_table(item.select(HOP_PACKET_COLUMNS), row_group_size=HOP_ROW_GROUP)
+            if pending is not None:
+                pending.result()  # one chunk in flight at most: memory stays bounded
+            pending = writer.submit(hops.write_table, item.select(HOP_PACKET_COLUMNS), row_group_size=HOP_ROW_GROUP)
             chunks.append(item.select(CONNECTION_PACKET_COLUMNS))
+        if pending is not None:
+            pending.result()
     table = pa.concat_tables(chunks) if chunks else ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS)
     del chunks
     return table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True), info
