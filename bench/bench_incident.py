@@ -7,9 +7,10 @@ bench/gen_capture.py; each bundle is one node directory linking to them):
   short-5M            one capture of 10-packet connections from 200 clients: 5-tuples are
                       reused with new ISNs (the slowest traffic for connections)
   4-captures          two nodes x two captures of 1M packets (or --incident-packets each),
-                      with --jobs 1 and with one process per core
-Each run is a fresh subprocess; peak RSS is its VmHWM (the main process: exact), and
-the peak of it and its worker processes together (sampled every 50 ms). The dpkt loop is
+                      with --jobs 1 and --jobs 2
+Each run is a fresh subprocess; peak RSS is its VmHWM (the main process: exact; B/packet is
+that over the packets, meaningful where the main process reads them, i.e. not for --jobs 2),
+and the peak PSS of it and its worker processes together (sampled every 200 ms). The dpkt loop is
 bench_capture.dpkt_loop, timed once on the 1M capture and scaled per packet (it is linear).
 
     python bench/bench_incident.py [--skip-5m] [--incident-packets N]
@@ -32,10 +33,10 @@ from bench_pcapng import machine  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
 BENCH_DIR = Path(os.environ.get("NATLENS_BENCH_DIR", "/tmp/natlens-bench"))
-RUN = ("import resource,sys,time;from natlens.cli import main;t=time.perf_counter();rc=main(sys.argv[1:]);"
+RUN = ("import sys,time;from natlens.cli import main;t=time.perf_counter();rc=main(sys.argv[1:]);"
        "t=time.perf_counter()-t;"
        "h=[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
-       "print(rc,t,h,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+       "print(rc,t,h)")
 
 
 def capture(name: str, packets: int, per_conn: int) -> Path:
@@ -60,9 +61,10 @@ def bundle(name: str, captures: dict[str, list[Path]]) -> Path:
     return root
 
 
-def tree_rss(root: int) -> int:
-    """RSS in KiB of a process and all its descendants now."""
-    parent, rss = {}, {}
+def tree_pss(root: int) -> int:
+    """Proportional set size in KiB of a process and all its descendants now (PSS: memory a
+    forkserver shares with its workers counts once, not once per process)."""
+    parent = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -72,31 +74,40 @@ def tree_rss(root: int) -> int:
         except OSError:
             continue
         parent[int(d)] = int(fields["PPid"])
-        rss[int(d)] = int(fields.get("VmRSS", "0 kB").split()[0])
     total, todo = 0, [root]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        total += _pss(p)
         todo += [c for c, pp in parent.items() if pp == p]
     return total
 
 
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            return next((int(ln.split()[1]) for ln in fh if ln.startswith("Pss:")), 0)
+    except OSError:
+        return 0
+
+
 def natlens(*argv: str) -> tuple[float, float, float]:
-    """(whole-process wall seconds, the main process's peak RSS MiB (VmHWM), the peak RSS of
-    it and its worker processes together, sampled every 50 ms)."""
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", RUN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.05)
-    wall = time.perf_counter() - t
-    out, err = proc.communicate()
-    rc, _inner, hwm, _child = out.strip().splitlines()[-1].split()
+    """(whole-process wall seconds, the main process's peak RSS MiB (VmHWM), the peak PSS of
+    it and its worker processes together, sampled every 200 ms)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", RUN, *argv], stdout=out, stderr=err, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_pss(proc.pid))
+            time.sleep(0.2)
+        wall = time.perf_counter() - t
+        out.seek(0)
+        err.seek(0)
+        out, err = out.read(), err.read()
+    rc, _inner, hwm = out.strip().splitlines()[-1].split()
     if rc != "0":
         sys.exit(f"natlens {' '.join(argv)} failed: {err[-2000:]}")
-    return wall, int(hwm) / 1024, max(peak, int(hwm)) / 1024
+    return wall, int(hwm) / 1024, peak / 1024
 
 
 def main() -> None:
@@ -118,7 +129,7 @@ def main() -> None:
     inc = capture("tcp", n4, 100)
     cases += [("4-captures", {"node-1": [inc, inc], "node-2": [inc, inc]}, 4 * n4)]
     print(f"{'case':28} {'packets':>10} {'wall s':>7} {'vs dpkt':>8} {'peak MiB':>9} {'B/packet':>9} "
-          f"{'all procs MiB':>13}")
+          f"{'all procs PSS MiB':>17}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, caps, n in cases:
             b = bundle(name, caps)
@@ -130,7 +141,7 @@ def main() -> None:
             for what, argv in runs:
                 wall, hwm, tree = natlens(*argv)
                 print(f"{name + ' ' + what:28} {n:10,} {wall:7.2f} {dpkt_per_packet * n / wall:7.1f}x "
-                      f"{hwm:9.0f} {hwm * 2**20 / n:9.0f} {tree:13.0f}")
+                      f"{hwm:9.0f} {hwm * 2**20 / n:9.0f} {tree:17.0f}")
 
 
 if __name__ == "__main__":

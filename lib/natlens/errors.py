@@ -29,11 +29,13 @@ class NatlensError(Exception):
     def __reduce__(self):
         """Pickled whole (the file, the place, the reason), so an error raised in a worker
         process (natlens.parallel) reaches the user as it was raised."""
-        return (_rebuild, (self.reason, self.path, self.where))
+        return (_rebuild, (type(self), self.reason, self.path, self.where, self.__dict__))
 
 
-def _rebuild(message: str, path: str | None, where: str | int | None) -> NatlensError:
-    return NatlensError(message, path=path, where=where)
+def _rebuild(cls: type, message: str, path: str | None, where: str | int | None, state: dict) -> NatlensError:
+    exc = cls(message, path=path, where=where)
+    exc.__dict__.update(state)
+    return exc
 
 
 def require_dir(path: str | os.PathLike[str], what: str = "incident") -> Path:

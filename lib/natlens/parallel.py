@@ -7,62 +7,89 @@ process holds one capture's packets, so ``jobs`` also bounds the memory.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from natlens.errors import NatlensError
 
 PARALLEL_BYTES = 64 << 20  # files together this big are worth a process each by default
-PRELOAD = ["natlens.capture", "natlens.connections", "pandas", "pyarrow.parquet"]  # imported once, by the forkserver
+# imported once, by the forkserver; natlens itself is imported by each worker, so a notebook whose
+# natlens code changed does not run old code in its workers
+PRELOAD = ["pandas", "pyarrow.parquet"]
 
 
 def each_file(fn: Callable, args: Sequence[tuple], files: Sequence[Path], *, jobs: int | None = None,
               progress: bool = False) -> list:
     """``[fn(*a, progress=callback) for a in args]``, in ``worker_count(jobs, files)`` processes
     (files[i] is what args[i] reads; ``callback(n)`` says n more of its bytes were read), with a
-    bar per file when ``progress``. Results in the order given; an error of any job is raised."""
+    bar per file when ``progress``. Results in the order given. The first error stops the work
+    (the jobs not started are cancelled) and is raised; so is Ctrl-C."""
+    workers = worker_count(jobs, files)
     with _Bars(files, progress) as bars:
-        workers = worker_count(jobs, files)
         if workers == 1:
             return [fn(*a, progress=bars.advance(i)) for i, a in enumerate(args)]
-        return _in_processes(fn, args, workers, bars)
+        return _in_processes(fn, args, files, workers, bars)
 
 
 def worker_count(jobs: int | None, files: Sequence[Path]) -> int:
-    """Processes for ``files``: ``jobs`` (at most one per file), or by default one per core when
-    they hold PARALLEL_BYTES or more (a process costs about a second to start: small inputs
-    are read faster in one). NatlensError for jobs under 1."""
+    """Processes for ``files``: ``jobs`` (at most one per file), or by default one per core this
+    process may run on when they hold PARALLEL_BYTES or more (a process costs about a second to
+    start: small inputs are read faster in one). NatlensError for jobs under 1."""
     if jobs is not None and jobs < 1:
         raise NatlensError(f"--jobs must be 1 or more, not {jobs}")
     if jobs is None:
         big = sum(f.stat().st_size for f in files) >= PARALLEL_BYTES
-        jobs = (os.cpu_count() or 1) if big else 1
+        jobs = _cores() if big else 1
     return max(1, min(jobs, len(files)))
 
 
-def _in_processes(fn: Callable, args: Sequence[tuple], workers: int, bars: _Bars) -> list:
-    """The jobs in a pool of ``workers`` processes; they report the bytes they read on a queue,
-    which drives the bars."""
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _in_processes(fn: Callable, args: Sequence[tuple], files: Sequence[Path], workers: int, bars: _Bars) -> list:
+    """The jobs in a pool of ``workers`` processes; with bars, they report the bytes they read
+    on a queue, which drives them."""
     ctx = multiprocessing.get_context("forkserver")  # never fork a process with threads running
-    ctx.set_forkserver_preload(PRELOAD)  # not the user's __main__: a script's top level must not run again
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        queue = manager.Queue()
+    ctx.set_forkserver_preload(PRELOAD)
+    with contextlib.ExitStack() as stack:
+        queue = stack.enter_context(ctx.Manager()).Queue() if bars.bars else None
+        pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx))
         futures = [pool.submit(_reporting, fn, a, i, queue) for i, a in enumerate(args)]
-        pending = set(futures)
-        while pending:
-            _done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            bars.drain(queue)
-        bars.drain(queue)
+        try:
+            _wait_all(futures, bars, queue)
+        except BrokenProcessPool:
+            unfinished = [str(f) for f, fu in zip(files, futures, strict=True) if not fu.done() or fu.exception()]
+            raise NatlensError("a worker process died (out of memory? try --jobs 1) while reading "
+                               + ", ".join(unfinished)) from None
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # the first error (or Ctrl-C) stops the rest
+            raise
         return [f.result() for f in futures]
 
 
+def _wait_all(futures: list, bars: _Bars, queue) -> None:
+    """Wait for every job, advancing the bars; raise the error of the first job that fails."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        bars.drain(queue)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            raise failed[0].exception()
+    bars.drain(queue)
+
+
 def _reporting(fn: Callable, args: tuple, i: int, queue):
-    """fn in a worker process, putting (file number, bytes read) on ``queue``."""
-    return fn(*args, progress=lambda n: queue.put((i, n)))
+    """fn in a worker process, putting (file number, bytes read) on ``queue`` (None: no bars)."""
+    return fn(*args, progress=None if queue is None else (lambda n: queue.put((i, n))))
 
 
 class _Bars:
@@ -81,8 +108,8 @@ class _Bars:
         return self.bars[i].update if self.bars else None
 
     def drain(self, queue) -> None:
-        """Advance the bars by what the workers reported."""
-        while not queue.empty():
+        """Advance the bars by what the workers reported (queue None: no bars)."""
+        while queue is not None and not queue.empty():
             i, n = queue.get()
             if self.bars:
                 self.bars[i].update(n)

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
+import signal
+import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -17,11 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 from analysis_helpers import samples_dir
 
-from natlens.connections import connections
+from natlens.capture import read_capture
+from natlens.connections import CONNECTION_PACKET_COLUMNS, connections
 from natlens.errors import NatlensError
 from natlens.findings import analyze
 from natlens.findings.captures import HopPackets, hop_dir
-from natlens.parallel import worker_count
+from natlens.parallel import each_file, worker_count
 
 SAMPLES = sorted(p.name for p in samples_dir().iterdir() if p.is_dir())
 
@@ -100,8 +105,55 @@ def test_a_bad_capture_read_in_a_worker_gives_the_error_one_process_gives(tmp_pa
 def test_the_hop_files_go_when_their_analysis_goes():
     a = analyze(samples_dir() / "mixed")
     files = [h.path for h in a._hops.values()]
-    assert files and all(f.parent == hop_dir() and f.stat().st_size for f in files)
+    assert files and all(f.is_relative_to(hop_dir()) and f.stat().st_size for f in files)
     assert not a.journey_hops(a.journeys["journey"].iloc[0]).empty
     del a
     gc.collect()
     assert not any(f.exists() for f in files)
+
+
+def test_an_empty_capture_does_not_turn_the_typed_columns_into_objects(tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(samples_dir() / "mixed", b)
+    node = next(p for p in (b / "nodes").iterdir() if p.is_dir())
+    (node / "empty.pcap").write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # header only
+    with_empty, without = analyze(b), analyze(samples_dir() / "mixed")
+    assert with_empty.connections.dtypes.to_dict() == without.connections.dtypes.to_dict()
+    assert with_empty.connections["orig_hash"].dtype == "UInt64"
+
+
+def test_the_columns_connections_read_are_all_in_connection_packet_columns(zeek_traces):
+    for f in sorted(zeek_traces.rglob("*.pcap")):
+        full = read_capture(f).packets
+        a = connections(full, capture="x/y")
+        b = connections(full[CONNECTION_PACKET_COLUMNS], capture="x/y")
+        pd.testing.assert_frame_equal(a, b, obj=str(f))
+
+
+def test_a_failed_analysis_leaves_no_hop_file(tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(samples_dir() / "mixed", b)
+    (next((b / "nodes").iterdir()) / "zz.pcap").write_bytes(b"not a capture at all, just text" * 4)
+    before = set(hop_dir().rglob("*.parquet"))
+    for jobs in (1, 2):
+        with pytest.raises(NatlensError):
+            analyze(b, jobs=jobs)
+        gc.collect()
+        assert set(hop_dir().rglob("*.parquet")) <= before
+
+
+def _die(path, progress=None):
+    if path.name == "b":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does
+    time.sleep(0.5)
+    return path.name
+
+
+def test_a_worker_killed_is_a_one_line_error_naming_what_was_not_read(tmp_path):
+    files = [tmp_path / n for n in "ab"]
+    for f in files:
+        f.write_bytes(b"x")
+    with pytest.raises(NatlensError, match="a worker process died .* try --jobs 1") as e:
+        each_file(_die, [(f,) for f in files], files, jobs=2)
+    assert str(files[1]) in str(e.value) and "\n" not in str(e.value)
+    assert each_file(_die, [(files[0],)], files[:1], jobs=2) == ["a"]

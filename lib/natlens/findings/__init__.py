@@ -142,14 +142,16 @@ __all__ = ["FAILURE_COLUMNS", "LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "an
 
 def analyze(incident_dir: str | Path, progress: bool = False, *, services: Sequence[str] = (),
             start: str | float | None = None, end: str | float | None = None,
-            jobs: int | None = None) -> Analysis:
+            jobs: int | None = 1) -> Analysis:
     """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict.
 
     `services`, `start`, `end` scope every finding (findings.scope's forms; NatlensError for a
     Service the incident does not have, a bad time, a reversed window or one outside the
     captures); the options are checked before the captures are read where they can be.
     `jobs`: processes reading captures at once (None: one per core for big captures,
-    findings.captures.worker_count); the result does not depend on it."""
+    natlens.parallel.worker_count; the CLI's default); the result does not depend on it. A
+    script that passes jobs > 1 must call analyze under ``if __name__ == "__main__":`` (worker
+    processes import the script's main module, as Python's multiprocessing does)."""
     request = parse_scope(services, start, end)
     bundle = load_bundle(incident_dir)
     inventory = build_inventory(bundle)

@@ -79,13 +79,17 @@ class CaptureSet:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = None) -> CaptureSet:
+def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = 1) -> CaptureSet:
     """Read every capture of every node: in ``jobs`` processes at once (None: natlens.parallel's
-    default), with one progress bar per capture if asked. The result does not depend on ``jobs``."""
+    default for the size of the captures), with one progress bar per capture if asked. The result does not depend on ``jobs``."""
     todo = [(n, c) for n in bundle.nodes for c in n.captures]
-    spill = hop_dir()
-    ones = each_file(read_one, [(n.name, bundle.display_path(n, c), c, spill) for n, c in todo],
-                     [c for _, c in todo], jobs=jobs, progress=progress)
+    spill = Path(tempfile.mkdtemp(dir=hop_dir()))  # this call's hop files
+    try:
+        ones = each_file(read_one, [(n.name, bundle.display_path(n, c), c, spill) for n, c in todo],
+                         [c for _, c in todo], jobs=jobs, progress=progress)
+    except BaseException:
+        shutil.rmtree(spill, ignore_errors=True)  # a failed analysis leaves no hop file behind
+        raise
     out = CaptureSet()
     for (node, _), one in zip(todo, ones, strict=True):
         out.ifnames.update({(node.name, k): v for k, v in node.ifnames().items()})
@@ -93,7 +97,10 @@ def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = Non
         out.hops[one.label] = one.hops
         weakref.finalize(one.hops, one.hops.path.unlink, missing_ok=True)  # no longer shown: no longer kept
         out.warnings += one.warnings
-    out.connections = pd.concat([o.connections for o in ones], ignore_index=True) if ones else pd.DataFrame()
+    # a capture with no connection has an all-object table: concatenated, it would make UInt64
+    # and Int64 columns object (and orig_hash unwritable to Parquet)
+    tables = [o.connections for o in ones if len(o.connections)] or [o.connections for o in ones[:1]]
+    out.connections = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return out
 
 
@@ -115,7 +122,11 @@ def read_one(node: str, file: str, path: Path, spill: Path, progress=None) -> On
     label = f"{node}/{path.stem}"
     fd, name = tempfile.mkstemp(prefix=f"{node}-{path.stem}-", suffix=".parquet", dir=spill)
     os.close(fd)
-    packets, info = _packets(path, Path(name), progress)
+    try:
+        packets, info = _packets(path, Path(name), progress)
+    except BaseException:
+        os.unlink(name)  # an unreadable capture leaves no file behind
+        raise
     warnings = list(info.warnings)
     if info.dropped:
         warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
@@ -161,7 +172,12 @@ def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, C
 @functools.cache
 def hop_dir() -> Path:
     """The private directory for the hop packets of this process's analyses (in $TMPDIR, about
-    30 bytes per packet): a file goes when its Analysis does, the directory at exit."""
-    d = Path(tempfile.mkdtemp(prefix="natlens-hops-"))
+    30 bytes per packet): a file goes when its Analysis does, the directory at exit, and the
+    directory of a process that died without its exit (killed) when the next one starts."""
+    for old in Path(tempfile.gettempdir()).glob("natlens-hops-*-*") if Path("/proc/self").is_dir() else ():
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    d = Path(tempfile.mkdtemp(prefix=f"natlens-hops-{os.getpid()}-"))
     atexit.register(shutil.rmtree, d, ignore_errors=True)
     return d
