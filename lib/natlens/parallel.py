@@ -29,7 +29,7 @@ def each_file(fn: Callable, args: Sequence[tuple], files: Sequence[Path], *, job
     """``[fn(*a, progress=callback) for a in args]``, in ``worker_count(jobs, files)`` processes
     (files[i] is what args[i] reads; ``callback(n)`` says n more of its bytes were read), with a
     bar per file when ``progress``. Results in the order given. The first error stops the work
-    (the jobs not started are cancelled) and is raised; so is Ctrl-C."""
+    (the jobs not started are cancelled, those running end first) and is raised; so is Ctrl-C."""
     workers = worker_count(jobs, files)
     with _Bars(files, progress) as bars:
         if workers == 1:
@@ -70,7 +70,9 @@ def _in_processes(fn: Callable, args: Sequence[tuple], files: Sequence[Path], wo
             raise NatlensError("a worker process died (out of memory? try --jobs 1) while reading "
                                + ", ".join(unfinished)) from None
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # the first error (or Ctrl-C) stops the rest
+            # the first error (or Ctrl-C) cancels the jobs not started and waits for those running:
+            # what they write is then there for the caller to remove (a later shutdown would not wait)
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
         return [f.result() for f in futures]
 

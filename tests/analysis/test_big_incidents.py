@@ -157,3 +157,21 @@ def test_a_worker_killed_is_a_one_line_error_naming_what_was_not_read(tmp_path):
         each_file(_die, [(f,) for f in files], files, jobs=2)
     assert str(files[1]) in str(e.value) and "\n" not in str(e.value)
     assert each_file(_die, [(files[0],)], files[:1], jobs=2) == ["a"]
+
+
+def _fail_or_write(path, progress=None):
+    if path.name == "a":
+        raise NatlensError(f"{path}: bad")
+    time.sleep(1.0)
+    path.with_suffix(".written").write_text("done")
+    return path.name
+
+
+def test_the_first_error_is_raised_after_the_running_jobs_end(tmp_path):
+    # what a running job writes must be there when the caller cleans up after the error
+    files = [tmp_path / n for n in "ab"]
+    for f in files:
+        f.write_bytes(b"x")
+    with pytest.raises(NatlensError, match="a: bad"):
+        each_file(_fail_or_write, [(f,) for f in files], files, jobs=2)
+    assert (tmp_path / "b.written").exists()
