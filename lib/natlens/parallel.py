@@ -25,16 +25,27 @@ PRELOAD = ["pandas", "pyarrow.parquet"]
 
 
 def each_file(fn: Callable, args: Sequence[tuple], files: Sequence[Path], *, jobs: int | None = None,
-              progress: bool = False) -> list:
+              progress: bool = False, scheduler: str | None = None, undo: Callable[[], None] | None = None) -> list:
     """``[fn(*a, progress=callback) for a in args]``, in ``worker_count(jobs, files)`` processes
+    or on the Dask cluster at ``scheduler`` (natlens.cluster; then ``jobs`` is not used)
     (files[i] is what args[i] reads; ``callback(n)`` says n more of its bytes were read), with a
     bar per file when ``progress``. Results in the order given. The first error stops the work
-    (the jobs not started are cancelled, those running end first) and is raised; so is Ctrl-C."""
-    workers = worker_count(jobs, files)
+    (the jobs not started are cancelled, those running end first) and is raised; so is Ctrl-C;
+    ``undo`` then runs where the jobs ran, to remove what they left."""
+    workers = 0 if scheduler else worker_count(jobs, files)
     with _Bars(files, progress) as bars:
-        if workers == 1:
-            return [fn(*a, progress=bars.advance(i)) for i, a in enumerate(args)]
-        return _in_processes(fn, args, files, workers, bars)
+        if scheduler:
+            from natlens.cluster import each_file_on  # noqa: PLC0415
+
+            return each_file_on(scheduler, fn, args, files, bars.advance, undo)
+        try:
+            if workers == 1:
+                return [fn(*a, progress=bars.advance(i)) for i, a in enumerate(args)]
+            return _in_processes(fn, args, files, workers, bars)
+        except BaseException:
+            if undo is not None:
+                undo()
+            raise
 
 
 def worker_count(jobs: int | None, files: Sequence[Path]) -> int:

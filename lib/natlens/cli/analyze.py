@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from natlens.cli.cluster import add_cluster, scheduler_of
 from natlens.cli.progress import MIN_BYTES
 from natlens.cli.report import add_scope
 from natlens.findings.scope import describe_scope
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="read the captures in N processes at once (default: one per core when they hold "
                    "64 MiB or more, else 1); each process holds one capture's packets")
     add_scope(p, "the analysis")
+    add_cluster(p)
     p.set_defaults(func=run)
 
 
@@ -165,11 +167,23 @@ def _key(args: argparse.Namespace) -> bytes | None:
 
 def run(args: argparse.Namespace) -> int:
     """Analyze, anonymize the Analysis when asked, then print and write what was asked."""
+    from natlens.errors import NatlensError  # noqa: PLC0415
     from natlens.findings import analyze  # noqa: PLC0415
 
     key = _key(args)
-    a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident),
-                services=args.service, start=args.start or None, end=args.end or None, jobs=args.jobs)
+    if args.jobs is not None and (args.scheduler or args.workers is not None):
+        raise NatlensError("--jobs is for processes on this machine: on a Dask cluster its workers read the captures")
+    with scheduler_of(args) as scheduler:
+        a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident),
+                    services=args.service, start=args.start or None, end=args.end or None, jobs=args.jobs,
+                    scheduler=scheduler)
+        _show(args, a, key)
+    return 0
+
+
+def _show(args: argparse.Namespace, a, key: bytes | None) -> None:
+    """Anonymize the Analysis when asked, then print and write what was asked (the hop packets
+    a cluster kept are read while it is there)."""
     if key is not None:
         from natlens.report.anonymize import anonymized_analysis, bundle_anonymizer  # noqa: PLC0415
 
@@ -184,11 +198,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(a.summary(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
+        return
     print(render(a))
     if args.journeys:
         cols = ["journey", "client_node", "client_p", "service", "host_network", "snat", "lb_backend",
                 "loopback", "outcome", "connect_ms", "hops", "latency_from"]
         print("\njourneys:" if a.scope is None else "\njourneys in scope:")
         print(_table((a.journeys if a.scope is None else a.service_journeys)[cols]))
-    return 0

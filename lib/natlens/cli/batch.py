@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from natlens.cli.cluster import scheduler_of
 from natlens.cli.report import add_common, command_line
 
 
@@ -32,10 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise NatlensError(f"--jobs must be at least 1, not {args.jobs}")
-    r = run_batch(args.incidents, args.out, jobs=args.jobs, anonymize=args.anonymize,
-                  key_file=args.key_file, cell_timeout=args.cell_timeout,
-                  progress=not args.no_progress and sys.stderr.isatty(), notebook=args.notebook,
-                  command=command_line(args))
+    with scheduler_of(args) as scheduler:
+        r = run_batch(args.incidents, args.out, jobs=args.jobs, anonymize=args.anonymize,
+                      key_file=args.key_file, cell_timeout=args.cell_timeout,
+                      progress=not args.no_progress and sys.stderr.isatty(), notebook=args.notebook,
+                      command=command_line(args), scheduler=scheduler)
     n = len(r.table)
     print(f"{r.index}  ({n - len(r.failures)} of {n} incidents reported in {r.seconds:.1f} s)")
     if r.failures:

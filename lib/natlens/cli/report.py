@@ -7,6 +7,8 @@ import argparse
 import shlex
 import sys
 
+from natlens.cli.cluster import add_cluster, scheduler_of
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -38,6 +40,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    "parameters; it must write summary.json into out_dir)")
     p.add_argument("--cell-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="fail the report when one notebook cell runs longer (default 600)")
+    add_cluster(p)
 
 
 def add_scope(p: argparse.ArgumentParser, what: str) -> None:
@@ -63,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from natlens.errors import NatlensError
     from natlens.report.run import build_report
 
-    r = build_report(args.incident, args.out, anonymize=args.anonymize, key_file=args.key_file,
-                     start=args.start, end=args.end, services=args.service,
-                     cell_timeout=args.cell_timeout, notebook=args.notebook, command=command_line(args))
+    with scheduler_of(args) as scheduler:
+        r = build_report(args.incident, args.out, anonymize=args.anonymize, key_file=args.key_file,
+                         start=args.start, end=args.end, services=args.service, cell_timeout=args.cell_timeout,
+                         notebook=args.notebook, command=command_line(args), scheduler=scheduler)
     if r.input_error:  # the notebook's NatlensError: the same one line and exit 2 as any other
         raise NatlensError(r.error or "bad input")
     if not r.ok:

@@ -142,7 +142,7 @@ __all__ = ["FAILURE_COLUMNS", "LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "an
 
 def analyze(incident_dir: str | Path, progress: bool = False, *, services: Sequence[str] = (),
             start: str | float | None = None, end: str | float | None = None,
-            jobs: int | None = 1) -> Analysis:
+            jobs: int | None = 1, scheduler: str | None = None) -> Analysis:
     """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict.
 
     `services`, `start`, `end` scope every finding (findings.scope's forms; NatlensError for a
@@ -151,12 +151,14 @@ def analyze(incident_dir: str | Path, progress: bool = False, *, services: Seque
     `jobs`: processes reading captures at once (None: one per core for big captures,
     natlens.parallel.worker_count; the CLI's default); the result does not depend on it. A
     script that passes jobs > 1 must call analyze under ``if __name__ == "__main__":`` (worker
-    processes import the script's main module, as Python's multiprocessing does)."""
+    processes import the script's main module, as Python's multiprocessing does).
+    `scheduler`: read the captures on the Dask cluster at this address instead (natlens.cluster:
+    the bundle on storage every worker sees at the same path); the result is the same."""
     request = parse_scope(services, start, end)
     bundle = load_bundle(incident_dir)
     inventory = build_inventory(bundle)
     require_captures(bundle)
-    caps = read_captures(bundle, progress=progress, jobs=jobs)
+    caps = read_captures(bundle, progress=progress, jobs=jobs, scheduler=scheduler)
     inventory = match_hostname_ingress(caps.connections, inventory)
     logs = {n.name: capture_drops(n) for n in bundle.nodes}  # collect-node.log: tcpdump's drops
     dropped = _dropped(caps, logs)

@@ -10,10 +10,12 @@ not_in_connections). Warnings say where a capture may miss packets.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
 import tempfile
+import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +28,9 @@ import pyarrow.parquet as pq
 
 from natlens.bundle import Bundle
 from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables
+from natlens.cluster import connected, on_worker, this_worker
 from natlens.connections import CONNECTION_PACKET_COLUMNS, connections_with_index
+from natlens.errors import NatlensError
 from natlens.parallel import each_file
 
 # The packet columns journey_hops shows, kept on disk (HopPackets); the rest of the packet table is not kept.
@@ -43,29 +47,54 @@ class HopPackets:
 
     Why: a big incident's packets do not fit in memory beside its connections; a report
     shows the hops of a few journeys. ``path`` is a Parquet file of HOP_PACKET_COLUMNS,
-    one row per packet of the capture's table, in its order; ``conn`` is the connection row of each packet (-1: none).
+    one row per packet of the capture's table, in its order; ``conn`` is the connection row of each
+    packet (-1: none). A file written by a Dask worker stays on its disk: ``worker`` is its
+    address and ``scheduler`` its cluster's (None: this machine wrote it), and it is read there.
     """
 
     path: Path
     conn: np.ndarray
+    worker: str | None = None
+    scheduler: str | None = None
 
     def of(self, row: int) -> pd.DataFrame:
         """The packets of connection ``row`` (and the ICMP errors about it), in capture order."""
         rows = np.flatnonzero(self.conn == row)
         if not rows.size:
             return pd.DataFrame(columns=HOP_PACKET_COLUMNS)
-        f = pq.ParquetFile(self.path)
-        bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
-        group = np.searchsorted(bounds, rows, side="right") - 1
-        parts = []
-        for g in np.unique(group):  # only the row groups that hold its packets are read
-            parts.append(f.read_row_group(int(g)).take(pa.array(rows[group == g] - bounds[g])))
-        return pa.concat_tables(parts).to_pandas(types_mapper=pd.ArrowDtype)
+        return self._where_kept(rows_of, self.path, rows).to_pandas(types_mapper=pd.ArrowDtype)
 
     def in_connections(self) -> pd.DataFrame:
         """Every packet that is in a connection (or an ICMP error about one), in capture order."""
-        t = pq.read_table(self.path)
-        return t.filter(pa.array(self.conn >= 0)).to_pandas(types_mapper=pd.ArrowDtype)
+        table = self._where_kept(pq.read_table, self.path)
+        return table.filter(pa.array(self.conn >= 0)).to_pandas(types_mapper=pd.ArrowDtype)
+
+    def _where_kept(self, fn, *args):
+        """``fn(*args)`` where the file is: here, or on the Dask worker that wrote it."""
+        if self.worker is None or self.scheduler is None:
+            return fn(*args)
+        return on_worker(self.scheduler, self.worker, fn, *args)
+
+
+def rows_of(path: Path, rows: np.ndarray) -> pa.Table:
+    """Rows ``rows`` (sorted) of a hop file, reading only the row groups that hold them."""
+    f = pq.ParquetFile(path)
+    bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+    group = np.searchsorted(bounds, rows, side="right") - 1
+    return pa.concat_tables([f.read_row_group(int(g)).take(pa.array(rows[group == g] - bounds[g]))
+                             for g in np.unique(group)])
+
+
+def remove_hops(path: Path, worker: str | None, scheduler: str | None) -> None:
+    """Delete a hop file where it is kept (a worker that has gone took it with it; a cluster
+    this process no longer holds a client of was cleaned when it let go: cluster.forget)."""
+    if worker is None or scheduler is None:
+        path.unlink(missing_ok=True)
+        return
+    if not connected(scheduler):
+        return
+    with contextlib.suppress(NatlensError, OSError):
+        on_worker(scheduler, worker, remove_hops, path, None, None)
 
 
 @dataclass
@@ -79,29 +108,44 @@ class CaptureSet:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = 1) -> CaptureSet:
+def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = 1,
+                  scheduler: str | None = None) -> CaptureSet:
     """Read every capture of every node: in ``jobs`` processes at once (None: natlens.parallel's
-    default for the size of the captures), with one progress bar per capture if asked. The result does not depend on ``jobs``."""
+    default for the size of the captures), or on the Dask cluster at ``scheduler``, with one
+    progress bar per capture if asked. The result does not depend on where it was read."""
     todo = [(n, c) for n in bundle.nodes for c in n.captures]
-    spill = Path(tempfile.mkdtemp(dir=hop_dir()))  # this call's hop files
-    try:
-        ones = each_file(read_one, [(n.name, bundle.display_path(n, c), c, spill) for n, c in todo],
-                         [c for _, c in todo], jobs=jobs, progress=progress)
-    except BaseException:
-        shutil.rmtree(spill, ignore_errors=True)  # a failed analysis leaves no hop file behind
-        raise
+    call = f"natlens-{uuid.uuid4().hex[:12]}"  # this call's hop files: their names start with it
+    spill = None if scheduler else hop_dir()  # None: each Dask worker's own
+    files = [c.resolve() if scheduler else c for _, c in todo]  # a worker's working directory is not ours
+    ones = each_file(read_one, [(n.name, bundle.display_path(n, c), f, spill, call)
+                                for (n, c), f in zip(todo, files, strict=True)],
+                     files, jobs=jobs, progress=progress, scheduler=scheduler,
+                     undo=functools.partial(remove_call, call, spill))  # a failed analysis leaves no hop file
+    return _gathered(todo, ones, scheduler)
+
+
+def _gathered(todo: list, ones: list[OneCapture], scheduler: str | None) -> CaptureSet:
+    """The captures' results as one CaptureSet, in the bundle's order."""
     out = CaptureSet()
     for (node, _), one in zip(todo, ones, strict=True):
         out.ifnames.update({(node.name, k): v for k, v in node.ifnames().items()})
         out.inputs.append(one.input)
+        one.hops.scheduler = scheduler if one.hops.worker else None
         out.hops[one.label] = one.hops
-        weakref.finalize(one.hops, one.hops.path.unlink, missing_ok=True)  # no longer shown: no longer kept
+        # no longer shown: no longer kept (at exit, the hop directories go as a whole)
+        weakref.finalize(one.hops, remove_hops, one.hops.path, one.hops.worker, one.hops.scheduler).atexit = False
         out.warnings += one.warnings
     # a capture with no connection has an all-object table: concatenated, it would make UInt64
     # and Int64 columns object (and orig_hash unwritable to Parquet)
     tables = [o.connections for o in ones if len(o.connections)] or [o.connections for o in ones[:1]]
     out.connections = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return out
+
+
+def remove_call(call: str, spill: Path | None) -> None:
+    """Delete the hop files of the read_captures call ``call`` in ``spill`` (None: this process's hop_dir)."""
+    for f in (spill or hop_dir()).glob(f"{call}-*.parquet"):
+        f.unlink(missing_ok=True)
 
 
 @dataclass
@@ -115,12 +159,13 @@ class OneCapture:
     warnings: list[str]
 
 
-def read_one(node: str, file: str, path: Path, spill: Path, progress=None) -> OneCapture:
+def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, progress=None) -> OneCapture:
     """One capture's connection records, with its accounting (``file``: the path summary.json
-    names); the packets journey_hops shows go to a Parquet file in ``spill``. ``progress`` is
+    names); the packets journey_hops shows go to a Parquet file in ``spill`` (None: this
+    process's hop_dir, on a Dask worker), named after the read_captures ``call``. ``progress`` is
     called with the bytes read as reading goes."""
     label = f"{node}/{path.stem}"
-    fd, name = tempfile.mkstemp(prefix=f"{node}-{path.stem}-", suffix=".parquet", dir=spill)
+    fd, name = tempfile.mkstemp(prefix=f"{call}-{node}-{path.stem}-", suffix=".parquet", dir=spill or hop_dir())
     os.close(fd)
     try:
         packets, info = _packets(path, Path(name), progress)
@@ -145,7 +190,7 @@ def read_one(node: str, file: str, path: Path, spill: Path, progress=None) -> On
              "damaged": [dict(d) for d in info.damaged]}
     # the index also gives an ICMP error the row of the record it is about (connections.icmp):
     # journey_hops shows it among the connection's packets
-    return OneCapture(label, entry, conns, HopPackets(Path(name), idx), warnings)
+    return OneCapture(label, entry, conns, HopPackets(Path(name), idx, worker=this_worker()), warnings)
 
 
 def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, CaptureInfo]:

@@ -133,7 +133,8 @@ _NAME_FIELD = re.compile(r"(?:^|_)(?:nodes?|pods?|namespaces?|ns|names?|incident
 # The options of natlens' commands whose value is a path, and those whose value is data (a
 # Service, a time, a number): in a command line, any other value is the incident's path.
 _PATH_OPTIONS = frozenset({"--out", "--notebook", "--key-file"})
-_VALUE_OPTIONS = frozenset({"--service", "--start", "--end", "--jobs", "--cell-timeout"})
+# (--scheduler is neither: its host is mapped as a path is, to a pseudonym)
+_VALUE_OPTIONS = frozenset({"--service", "--start", "--end", "--jobs", "--workers", "--cell-timeout"})
 
 
 class Anonymizer:

@@ -102,12 +102,14 @@ def run_batch(
     incidents: Sequence[Path] | None = None,
     notebook: str | os.PathLike[str] | None = None,
     command: str | None = None,
+    scheduler: str | None = None,
 ) -> BatchResult:
     """Report every incident under `incidents_dir` with `jobs` worker processes.
 
     `notebook` replaces the incident report notebook (same parameters); `command` is the
     command line each report names (default: this Python call, described). An incident whose
-    notebook raised NatlensError keeps its row, failed, with that message alone.
+    notebook raised NatlensError keeps its row, failed, with that message alone. `scheduler`:
+    every report reads its captures on that Dask cluster (natlens.cluster).
     """
     from tqdm import tqdm
 
@@ -140,7 +142,7 @@ def run_batch(
             futures = {
                 pool.submit(_one, str(p), str(out / shown[p.name]), anonymize,
                             str(key_file) if key_file else None, cell_timeout,
-                            str(notebook) if notebook else None, command, shown[p.name]): p.name
+                            str(notebook) if notebook else None, command, shown[p.name], scheduler): p.name
                 for p in sorted(todo, key=_bundle_bytes, reverse=True)
             }
             for fut in as_completed(futures):
@@ -178,7 +180,8 @@ def _shown_names(names: Sequence[str], key_file: str | os.PathLike[str] | None) 
 
 
 def _one(incident: str, out: str, anonymize: bool, key_file: str | None, cell_timeout: float,
-         notebook: str | None, command: str | None = None, shown: str | None = None) -> dict[str, Any]:
+         notebook: str | None, command: str | None = None, shown: str | None = None,
+         scheduler: str | None = None) -> dict[str, Any]:
     """Worker: one report; every failure comes back as data, with the log path (a NatlensError,
     before the notebook or from it, as its own message: the input is wrong, not the notebook).
     `shown` is the name the batch shows (the pseudonym when anonymizing); an anonymized
@@ -186,7 +189,7 @@ def _one(incident: str, out: str, anonymize: bool, key_file: str | None, cell_ti
     shown = shown or Path(incident).name
     try:
         r = build_report(incident, out, anonymize=anonymize, key_file=key_file,
-                         cell_timeout=cell_timeout, notebook=notebook, command=command)
+                         cell_timeout=cell_timeout, notebook=notebook, command=command, scheduler=scheduler)
         error = r.error
         if error and r.log is not None and not r.input_error:
             # anonymized: the log's place in the batch's directory, which names nothing

@@ -80,6 +80,7 @@ def load(
     services: Sequence[str] | str = (),
     analysis: Analysis | None = None,
     run: Mapping[str, str] | None = None,
+    scheduler: str = "",
 ) -> ReportData:
     """Analyze `incident_dir` (or take a ready `analysis`) and prepare it for a report.
 
@@ -93,6 +94,7 @@ def load(
     names, the paths and MACs with keyed pseudonyms; incident.yaml's title and notes are left
     out (`anonymous_about`). `run` says how the report was made (generated_utc,
     natlens_version, command: filled in when empty); the parameters table shows it.
+    `scheduler`: read the captures on that Dask cluster (natlens.cluster; empty: here).
     """
     if not str(incident_dir).strip():  # the notebook's default: Path("") would be the cwd
         raise NatlensError("parameter incident_dir is empty: give the incident bundle's directory")
@@ -103,7 +105,8 @@ def load(
     if analysis is None:
         from natlens.findings import analyze
 
-        analysis = analyze(incident_dir, progress=False, services=services, start=start, end=end)
+        analysis = analyze(incident_dir, progress=False, services=services, start=start, end=end,
+                           scheduler=scheduler or None)
     else:
         _same_scope(analysis, services, start, end)
     summary = analysis.summary()

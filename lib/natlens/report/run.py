@@ -71,6 +71,7 @@ def build_report(
     notebook: str | os.PathLike[str] | None = None,
     cell_timeout: float = CELL_TIMEOUT,
     command: str | None = None,
+    scheduler: str | None = None,
 ) -> ReportResult:
     """Produce the report of `incident_dir` in `out_dir` (default reports/<incident>).
 
@@ -80,6 +81,7 @@ def build_report(
     written) comes back as `ok=False` with the reason, and no report.html is left behind; one
     whose cell raised NatlensError (a window outside the captures, ...) has `input_error` set.
     `command` is the command line the report names (default: this Python call, described).
+    `scheduler`: the notebook reads the captures on that Dask cluster (natlens.cluster).
     """
     require_dir(incident_dir, "incident")
     incident_dir = Path(incident_dir).resolve()
@@ -98,7 +100,7 @@ def build_report(
     params = {"incident_dir": str(incident_dir), "out_dir": str(out), "anonymize": bool(anonymize),
               "start": _text(start), "end": _text(end), "services": [str(x) for x in services or []],
               "generated_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "natlens_version": natlens.__version__,
+              "natlens_version": natlens.__version__, **({"scheduler": scheduler} if scheduler else {}),
               "command": command or python_call(incident_dir, out_dir, anonymize=anonymize, start=start,
                                                 end=end, services=services, notebook=notebook)}
     t0 = time.time()
