@@ -7,7 +7,7 @@ bench/gen_capture.py; each bundle is one node directory linking to them):
   short-5M            one capture of 10-packet connections from 200 clients: 5-tuples are
                       reused with new ISNs (the slowest traffic for connections)
   4-captures          two nodes x two captures of 1M packets (or --incident-packets each),
-                      with --jobs 1 and --jobs 2
+                      with --jobs 1, --jobs 2 and on a local Dask cluster of 2 workers (--workers 2)
 Each run is a fresh subprocess; peak RSS is its VmHWM (the main process: exact; B/packet is
 that over the packets, meaningful where the main process reads them, i.e. not for --jobs 2),
 and the peak PSS of it and its worker processes together (sampled every 200 ms). The dpkt loop is
@@ -128,7 +128,7 @@ def main() -> None:
     n4 = a.incident_packets
     inc = capture("tcp", n4, 100)
     cases += [("4-captures", {"node-1": [inc, inc], "node-2": [inc, inc]}, 4 * n4)]
-    print(f"{'case':28} {'packets':>10} {'wall s':>7} {'vs dpkt':>8} {'peak MiB':>9} {'B/packet':>9} "
+    print(f"{'case':31} {'packets':>10} {'wall s':>7} {'vs dpkt':>8} {'peak MiB':>9} {'B/packet':>9} "
           f"{'all procs PSS MiB':>17}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, caps, n in cases:
@@ -136,11 +136,12 @@ def main() -> None:
             runs = [("analyze", ["analyze", str(b), "--no-progress", "--jobs", "1", "--out", f"{tmp}/{name}"])]
             if len(caps) * len(next(iter(caps.values()))) > 1:
                 runs.append(("analyze --jobs 2", ["analyze", str(b), "--no-progress", "--jobs", "2"]))
+                runs.append(("analyze --workers 2", ["analyze", str(b), "--no-progress", "--workers", "2"]))
             if len(caps) == 1:
                 runs.append(("ingest", ["ingest", str(caps["node-1"][0]), "--out", f"{tmp}/{name}-i", "--force"]))
             for what, argv in runs:
                 wall, hwm, tree = natlens(*argv)
-                print(f"{name + ' ' + what:28} {n:10,} {wall:7.2f} {dpkt_per_packet * n / wall:7.1f}x "
+                print(f"{name + ' ' + what:31} {n:10,} {wall:7.2f} {dpkt_per_packet * n / wall:7.1f}x "
                       f"{hwm:9.0f} {hwm * 2**20 / n:9.0f} {tree:17.0f}")
 
 
