@@ -8,10 +8,12 @@ process holds one capture's packets, so ``jobs`` also bounds the memory.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -25,11 +27,11 @@ PRELOAD = ["pandas", "pyarrow.parquet"]
 
 
 def each_file(fn: Callable, args: Sequence[tuple], files: Sequence[Path], *, jobs: int | None = None,
-              progress: bool = False, scheduler: str | None = None, undo: Callable[[], None] | None = None) -> list:
+              progress: bool | str | Path = False, scheduler: str | None = None, undo: Callable[[], None] | None = None) -> list:
     """``[fn(*a, progress=callback) for a in args]``, in ``worker_count(jobs, files)`` processes
     or on the Dask cluster at ``scheduler`` (natlens.cluster; then ``jobs`` is not used)
     (files[i] is what args[i] reads; ``callback(n)`` says n more of its bytes were read), with a
-    bar per file when ``progress``. Results in the order given. The first error stops the work
+    bar per file when ``progress`` (a path: written there for bars_from to draw). Results in the order given. The first error stops the work
     (the jobs not started are cancelled, those running end first) and is raised; so is Ctrl-C;
     ``undo`` then runs where the jobs ran, to remove what they left."""
     workers = 0 if scheduler else worker_count(jobs, files)
@@ -106,15 +108,22 @@ def _reporting(fn: Callable, args: tuple, i: int, queue):
 
 
 class _Bars:
-    """One progress bar per file, over its bytes (none when not asked for)."""
+    """One progress bar per file, over its bytes: drawn on stderr (``show`` True), or written as
+    events to the file ``show`` names for another process to draw (bars_from); none when False."""
 
-    def __init__(self, files: Sequence[Path], show: bool) -> None:
+    def __init__(self, files: Sequence[Path], show: bool | str | Path) -> None:
         self.bars: list = []
-        if show:
-            from tqdm import tqdm  # noqa: PLC0415
-
-            self.bars = [tqdm(total=f.stat().st_size, unit="B", unit_scale=True, desc=f"{f.parent.name}/{f.name}",
-                              position=i, leave=False, file=sys.stderr) for i, f in enumerate(files)]
+        self._events = None
+        if show is False or show is None or show == "":
+            return
+        specs = [(f"{f.parent.name}/{f.name}", f.stat().st_size) for f in files]
+        if show is True:
+            self.bars = _drawn(specs)
+            return
+        self._events = open(show, "a", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
+        self._events.write(json.dumps({"bars": specs}) + "\n")
+        self._events.flush()
+        self.bars = [_Event(self._events, i) for i in range(len(specs))]
 
     def advance(self, i: int) -> Callable[[int], object] | None:
         """The callback that advances file i's bar (None: no bars)."""
@@ -133,3 +142,71 @@ class _Bars:
     def __exit__(self, *exc) -> None:
         for bar in self.bars:
             bar.close()
+        if self._events is not None:
+            self._events.close()
+
+
+def _drawn(specs: Sequence[tuple[str, int]]) -> list:
+    """A tqdm bar on stderr per (name, bytes)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return [tqdm(total=total, unit="B", unit_scale=True, desc=name, position=i, leave=False, file=sys.stderr)
+            for i, (name, total) in enumerate(specs)]
+
+
+class _Event:
+    """A bar that writes ``i n`` lines (n more bytes of file i) for bars_from to draw."""
+
+    def __init__(self, out, i: int) -> None:
+        self.out, self.i = out, i
+
+    def update(self, n: int) -> None:
+        self.out.write(f"{self.i} {n}\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def bars_from(path: Path) -> Iterator[None]:
+    """While the block runs, draw on stderr the bars another process writes to ``path``
+    (``progress=path`` in analyze: a notebook kernel's stderr would land in the report)."""
+    stop = threading.Event()
+    state: dict = {"bars": [], "offset": 0}
+    follower = threading.Thread(target=_follow, args=(path, state, stop), daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        follower.join()
+        for bar in state["bars"]:
+            bar.close()
+
+
+def _follow(path: Path, state: dict, stop: threading.Event) -> None:
+    """Apply the events of ``path`` to the bars until ``stop``, then once more."""
+    while True:
+        last = stop.is_set()
+        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+            f.seek(state["offset"])
+            for line in iter(f.readline, ""):
+                if not line.endswith("\n"):
+                    break  # written in part: read again next time
+                state["offset"] = f.tell()
+                _apply(line, state)
+        if last:
+            return
+        stop.wait(0.2)
+
+
+def _apply(line: str, state: dict) -> None:
+    """One event: a new set of bars (a JSON header), or bytes read of one file."""
+    if line.startswith("{"):
+        for bar in state["bars"]:
+            bar.close()
+        state["bars"] = _drawn(json.loads(line)["bars"])
+        return
+    i, n = map(int, line.split())
+    state["bars"][i].update(n)

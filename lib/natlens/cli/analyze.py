@@ -7,12 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 
 from natlens.cli.cluster import add_cluster, scheduler_of
-from natlens.cli.progress import MIN_BYTES
+from natlens.cli.progress import worth_a_bar
 from natlens.cli.report import add_scope
 from natlens.findings.scope import describe_scope
 
@@ -136,15 +135,6 @@ def _failures(s: dict, journeys: pd.DataFrame) -> list[str]:
     return out
 
 
-def _worth_a_bar(incident: str) -> bool:
-    """A bar on a terminal, for captures big enough to wait on."""
-    if not sys.stderr.isatty():
-        return False
-    nodes = Path(incident) / "nodes"
-    size = sum(f.stat().st_size for f in nodes.rglob("*.pcap*") if f.is_file()) if nodes.is_dir() else 0
-    return size >= MIN_BYTES
-
-
 def _key(args: argparse.Namespace) -> bytes | None:
     """The anonymization key of --anonymize [--key-file], None without --anonymize.
     NatlensError (exit 2) for an unreadable key, or --key-file without --anonymize (the
@@ -174,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and (args.scheduler or args.workers is not None):
         raise NatlensError("--jobs is for processes on this machine: on a Dask cluster its workers read the captures")
     with scheduler_of(args) as scheduler:
-        a = analyze(args.incident, progress=not args.no_progress and _worth_a_bar(args.incident),
+        a = analyze(args.incident, progress=not args.no_progress and worth_a_bar(args.incident),
                     services=args.service, start=args.start or None, end=args.end or None, jobs=args.jobs,
                     scheduler=scheduler)
         _show(args, a, key)

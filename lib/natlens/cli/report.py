@@ -8,6 +8,7 @@ import shlex
 import sys
 
 from natlens.cli.cluster import add_cluster, scheduler_of
+from natlens.cli.progress import worth_a_bar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("incident", metavar="INCIDENT_DIR", help="incident bundle (DESIGN.md section 2)")
     p.add_argument("--out", metavar="DIR", help="output directory (default reports/<incident>)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: one per capture on a terminal when they hold 32 MiB or more)")
     add_common(p)
     add_scope(p, "the report")
     p.set_defaults(func=run)
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     with scheduler_of(args) as scheduler:
         r = build_report(args.incident, args.out, anonymize=args.anonymize, key_file=args.key_file,
                          start=args.start, end=args.end, services=args.service, cell_timeout=args.cell_timeout,
-                         notebook=args.notebook, command=command_line(args), scheduler=scheduler)
+                         notebook=args.notebook, command=command_line(args), scheduler=scheduler,
+                         progress=not args.no_progress and worth_a_bar(args.incident))
     if r.input_error:  # the notebook's NatlensError: the same one line and exit 2 as any other
         raise NatlensError(r.error or "bad input")
     if not r.ok:

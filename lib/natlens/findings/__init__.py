@@ -140,7 +140,7 @@ from natlens.vocab import YES
 __all__ = ["FAILURE_COLUMNS", "LATENCY_COLUMNS", "SNAT_COLUMNS", "Analysis", "analyze"]
 
 
-def analyze(incident_dir: str | Path, progress: bool = False, *, services: Sequence[str] = (),
+def analyze(incident_dir: str | Path, progress: bool | str | Path = False, *, services: Sequence[str] = (),
             start: str | float | None = None, end: str | float | None = None,
             jobs: int | None = 1, scheduler: str | None = None) -> Analysis:
     """Read an incident bundle and find SNAT ratios, loopback hits, latencies and the verdict.
@@ -152,7 +152,8 @@ def analyze(incident_dir: str | Path, progress: bool = False, *, services: Seque
     natlens.parallel.worker_count; the CLI's default); the result does not depend on it. A
     script that passes jobs > 1 must call analyze under ``if __name__ == "__main__":`` (worker
     processes import the script's main module, as Python's multiprocessing does).
-    `scheduler`: read the captures on the Dask cluster at this address instead (natlens.cluster:
+    `progress`: a bar per capture on stderr (a path: written there, for natlens.parallel.bars_from
+    to draw in another process). `scheduler`: read the captures on the Dask cluster at this address instead (natlens.cluster:
     the bundle on storage every worker sees at the same path); the result is the same."""
     request = parse_scope(services, start, end)
     bundle = load_bundle(incident_dir)

@@ -108,7 +108,7 @@ class CaptureSet:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_captures(bundle: Bundle, progress: bool = False, jobs: int | None = 1,
+def read_captures(bundle: Bundle, progress: bool | str | Path = False, jobs: int | None = 1,
                   scheduler: str | None = None) -> CaptureSet:
     """Read every capture of every node: in ``jobs`` processes at once (None: natlens.parallel's
     default for the size of the captures), or on the Dask cluster at ``scheduler``, with one

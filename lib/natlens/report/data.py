@@ -81,6 +81,7 @@ def load(
     analysis: Analysis | None = None,
     run: Mapping[str, str] | None = None,
     scheduler: str = "",
+    progress_file: str = "",
 ) -> ReportData:
     """Analyze `incident_dir` (or take a ready `analysis`) and prepare it for a report.
 
@@ -95,6 +96,8 @@ def load(
     out (`anonymous_about`). `run` says how the report was made (generated_utc,
     natlens_version, command: filled in when empty); the parameters table shows it.
     `scheduler`: read the captures on that Dask cluster (natlens.cluster; empty: here).
+    `progress_file`: where the bars of the captures being read are written (for the process that
+    runs the notebook to draw: natlens.parallel.bars_from; empty: no bars).
     """
     if not str(incident_dir).strip():  # the notebook's default: Path("") would be the cwd
         raise NatlensError("parameter incident_dir is empty: give the incident bundle's directory")
@@ -105,7 +108,7 @@ def load(
     if analysis is None:
         from natlens.findings import analyze
 
-        analysis = analyze(incident_dir, progress=False, services=services, start=start, end=end,
+        analysis = analyze(incident_dir, progress=progress_file or False, services=services, start=start, end=end,
                            scheduler=scheduler or None)
     else:
         _same_scope(analysis, services, start, end)

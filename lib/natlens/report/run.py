@@ -22,6 +22,7 @@ import pandas as pd
 
 import natlens
 from natlens.errors import NatlensError, require_dir
+from natlens.parallel import bars_from
 from natlens.report.anonymize import (
     Anonymizer,
     bundle_anonymizer,
@@ -72,6 +73,7 @@ def build_report(
     cell_timeout: float = CELL_TIMEOUT,
     command: str | None = None,
     scheduler: str | None = None,
+    progress: bool = False,
 ) -> ReportResult:
     """Produce the report of `incident_dir` in `out_dir` (default reports/<incident>).
 
@@ -82,6 +84,7 @@ def build_report(
     whose cell raised NatlensError (a window outside the captures, ...) has `input_error` set.
     `command` is the command line the report names (default: this Python call, described).
     `scheduler`: the notebook reads the captures on that Dask cluster (natlens.cluster).
+    `progress`: a bar per capture on stderr while the notebook reads them.
     """
     require_dir(incident_dir, "incident")
     incident_dir = Path(incident_dir).resolve()
@@ -105,7 +108,7 @@ def build_report(
                                                 end=end, services=services, notebook=notebook)}
     t0 = time.time()
     shown = incident_dir.name
-    with _anonymization_key(anonymize, key_file) as key_path:
+    with _anonymization_key(anonymize, key_file) as key_path, _capture_bars(progress, params):
         r = execute(source, executed, params, cwd=out, log=log, expect=[summary],
                     cell_timeout=cell_timeout)
         if key_path is not None:
@@ -120,6 +123,18 @@ def build_report(
             result.ok, result.error = False, f"rendering HTML failed: {type(exc).__name__}: {exc}"
     result.seconds = time.time() - t0
     return result
+
+
+@contextmanager
+def _capture_bars(progress: bool, params: dict[str, Any]) -> Iterator[None]:
+    """With ``progress``, the notebook's parameter progress_file, whose bars are drawn here."""
+    if not progress:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="natlens-progress-") as tmp:
+        params["progress_file"] = str(Path(tmp) / "bars")
+        with bars_from(Path(params["progress_file"])):
+            yield
 
 
 def scrub_outputs(incident_dir: Path, out_dir: Path, key_file: str | os.PathLike[str],
