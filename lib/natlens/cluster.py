@@ -24,6 +24,7 @@ from pathlib import Path
 from natlens.errors import NatlensError
 
 CONNECT_TIMEOUT_S = 10  # a scheduler that does not answer in this time is not there
+WORKERLESS_S = 30  # a cluster without a worker this long is not going to read the captures
 PROGRESS_EVERY_S = 0.2  # a worker reports the bytes it read at most this often (one message each)
 _MISSING = "--scheduler and --workers need Dask: pip install dask distributed"
 
@@ -104,6 +105,7 @@ def each_file_on(scheduler: str, fn: Callable, args: Sequence[tuple], files: Seq
     ``undo`` runs on every worker (and on those still running, when they end) to remove what
     the jobs left there; a worker that died is a one-line NatlensError."""
     c, distributed = client(scheduler), _distributed()
+    _some_workers(c, scheduler)
     if undo is not None:
         _UNDO.setdefault(scheduler, []).append(undo)
     run = uuid.uuid4().hex
@@ -113,7 +115,7 @@ def each_file_on(scheduler: str, fn: Callable, args: Sequence[tuple], files: Seq
                         pure=False) for i, (a, f) in enumerate(zip(args, files, strict=True))]
     try:
         try:
-            _wait_all(futures, queue, advance)
+            _wait_all(futures, queue, advance, c, scheduler)
         except distributed.KilledWorker:
             raise NatlensError("a Dask worker died (out of memory?) while reading " + ", ".join(
                 str(f) for f, fu in zip(files, futures, strict=True) if fu.status != "finished")) from None
@@ -126,9 +128,23 @@ def each_file_on(scheduler: str, fn: Callable, args: Sequence[tuple], files: Seq
     return c.gather(futures)
 
 
-def _wait_all(futures: list, queue, advance: Callable[[int], Callable | None]) -> None:
-    """Wait for every job, advancing the bars; raise the error of the first job that failed."""
+def _some_workers(c, scheduler: str) -> None:
+    """NatlensError when the cluster has no worker, nor one within WORKERLESS_S (the jobs would wait forever)."""
+    try:
+        c.wait_for_workers(1, timeout=WORKERLESS_S)
+    except TimeoutError:
+        raise NatlensError(f"--scheduler {scheduler}: the Dask cluster has no worker (start one: "
+                           f"dask worker {scheduler})") from None
+
+
+def _wait_all(futures: list, queue, advance: Callable[[int], Callable | None], c, scheduler: str) -> None:
+    """Wait for every job, advancing the bars; raise the error of the first job that failed, or
+    NatlensError when the cluster lost every worker for WORKERLESS_S."""
+    checked = time.monotonic()
     while True:
+        if time.monotonic() - checked > WORKERLESS_S:
+            _some_workers(c, scheduler)
+            checked = time.monotonic()
         for f in futures:
             if f.status in ("error", "lost", "cancelled"):
                 f.result()  # raises the job's own error

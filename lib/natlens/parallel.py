@@ -58,11 +58,11 @@ def worker_count(jobs: int | None, files: Sequence[Path]) -> int:
         raise NatlensError(f"--jobs must be 1 or more, not {jobs}")
     if jobs is None:
         big = sum(f.stat().st_size for f in files) >= PARALLEL_BYTES
-        jobs = _cores() if big else 1
+        jobs = cores() if big else 1
     return max(1, min(jobs, len(files)))
 
 
-def _cores() -> int:
+def cores() -> int:
     """The cores this process may run on (a container's CPU set, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -174,3 +174,15 @@ def test_without_dask_the_cluster_options_say_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
     with pytest.raises(NatlensError, match="need Dask: pip install dask distributed"):
         cluster.client("tcp://127.0.0.1:8786")
+
+
+def test_a_cluster_without_a_worker_is_a_one_line_error_not_a_wait(tmp_path, monkeypatch):
+    import distributed
+
+    monkeypatch.setattr(cluster, "WORKERLESS_S", 1)
+    f = tmp_path / "c.pcap"
+    f.write_bytes(b"x")
+    with distributed.LocalCluster(n_workers=0, dashboard_address="127.0.0.1:0") as empty:
+        with pytest.raises(NatlensError, match="the Dask cluster has no worker .start one: dask worker tcp://"):
+            cluster.each_file_on(empty.scheduler_address, _report, [(f,)], [f], lambda i: None)
+        cluster.forget(empty.scheduler_address)

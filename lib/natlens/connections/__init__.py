@@ -25,6 +25,9 @@ fingerprints  IP ID, TSval, TTL, sequence number, payload hash, direction of the
               originator packet
 icmp          which record each ICMP error is about (the packet it quotes): the
               error joins that record's packets in the index, not its counters
+parts         a capture too big to hold: split by 5-tuple (flow_parts), each part made
+              into records apart (part_records, in other processes too), merged in start
+              order (merged): the records the whole table gives
 
 Columns (times: ``ts``/``*_ts`` float seconds since the epoch UTC, durations float seconds)
 
@@ -103,6 +106,7 @@ from natlens.connections.flows import UDP_INACTIVITY_S, Cut, Sorted, cut_connect
 from natlens.connections.handshake import Handshake, handshake
 from natlens.connections.history import history, zero_windows
 from natlens.connections.icmp import ICMP_AFTER_S, ICMP_COLUMNS, about_connections
+from natlens.connections.parts import flow_parts, merged, start_order, uids
 from natlens.connections.roles import LIKELY_SERVER_PORTS, Roles, roles
 from natlens.connections.seqspace import content_gaps, payload_bytes, sequence_space
 from natlens.connections.states import (
@@ -121,7 +125,8 @@ from natlens.connections.usable import COPY_WINDOW_NS, interface_copies, usable_
 __all__ = [
     "COLUMNS", "CONNECTION_PACKET_COLUMNS", "COPY_WINDOW_NS", "ICMP_AFTER_S", "LIKELY_SERVER_PORTS", "SYN_RTO_S", "TCP_INACTIVITY_S",
     "UDP_INACTIVITY_S", "INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED",
-    "CLOSED", "RESET", "connections", "connections_with_index", "interface_copies",
+    "CLOSED", "RESET", "connections", "connections_with_index", "flow_parts",
+    "interface_copies", "merged", "part_records",
 ]
 
 _BASE_COLUMNS = [
@@ -164,12 +169,26 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     """
     if capture is None:
         capture = str(packets["capture"].iloc[0]) if len(packets) and "capture" in packets else "capture"
+    out, packet_conn, _ = _records(packets, node, capture, capture_end_ns)
+    return out, packet_conn
+
+
+def part_records(packets: pd.DataFrame, rows: np.ndarray, *, node: str | None, capture: str,
+                 capture_end_ns: int | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The records of one part (``rows``: its packets' rows in the capture's table), as
+    ``parts.merged`` takes them: parts can be made apart (in other processes) and merged."""
+    return (*_records(packets, node, capture, capture_end_ns), rows)
+
+
+def _records(packets: pd.DataFrame, node: str | None, capture: str, capture_end_ns: int | None
+             ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The stages: (records in start order, each packet row's record, each record's first packet row)."""
     u = usable_packets(packets)
     attrs = {"packets": len(packets), "used": int(u.rows.size), "skipped": u.skipped}
     if not u.rows.size:
         empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in COLUMNS})
         empty.attrs.update(attrs)
-        return empty, np.full(len(packets), -1, dtype=np.int64)
+        return empty, np.full(len(packets), -1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     s = sort_flows(packets, u)
     c = cut_connections(s)
     r = roles(s, c)
@@ -183,11 +202,11 @@ def connections_with_index(packets: pd.DataFrame, *, node: str | None = None,
     end = ending(c, cl, hs, k, u.last_ns if capture_end_ns is None else capture_end_ns, s.n)
     out = _table(s, c, r, k, size, state, hist, hs, end, fingerprints(packets, s, c, r),
                  capture=capture, node=node)
-    out, packet_conn = _in_start_order(out, s, c, len(packets), capture)
+    out, packet_conn, first_row = _in_start_order(out, s, c, len(packets), capture)
     out, packet_conn, attrs["skipped"] = about_connections(packets, out, packet_conn, u.skipped)
     out = out[COLUMNS]
     out.attrs.update(attrs)
-    return out, packet_conn
+    return out, packet_conn, first_row
 
 
 def _nullable(values: np.ndarray) -> pd.arrays.IntegerArray:
@@ -245,14 +264,16 @@ def _table(s: Sorted, c: Cut, r: Roles, k: Counters, size: tuple[np.ndarray, np.
 
 
 def _in_start_order(out: pd.DataFrame, s: Sorted, c: Cut, n_packets: int, capture: str
-                    ) -> tuple[pd.DataFrame, np.ndarray]:
-    """The table in a stable, readable order (by start time) with its uids, and the
-    connection row of every packet-table row (-1: in none)."""
-    rank = np.lexsort((np.arange(c.nc), out["ts_ns"].to_numpy()))
+                    ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The table in a stable, readable order (by start time, then by the place of the first
+    packet in the capture: an order a capture read in parts gives too) with its uids, and the
+    connection row of every packet-table row (-1: in none), and each record's first packet row."""
+    first_row = np.minimum.reduceat(s.rows, c.starts)
+    rank = start_order(out["ts_ns"].to_numpy(), first_row)
     out = out.iloc[rank].reset_index(drop=True)
     inv = np.empty(c.nc, dtype=np.int64)
     inv[rank] = np.arange(c.nc)
-    out.insert(1, "uid", [f"{capture}#{i}" for i in range(c.nc)])
+    out.insert(1, "uid", uids(capture, c.nc))
     packet_conn = np.full(n_packets, -1, dtype=np.int64)
     packet_conn[s.rows] = inv[c.conn]
-    return out[_BASE_COLUMNS], packet_conn
+    return out[_BASE_COLUMNS], packet_conn, first_row[rank]

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import uuid
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +30,22 @@ import pyarrow.parquet as pq
 from natlens.bundle import Bundle
 from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables
 from natlens.cluster import connected, on_worker, this_worker
-from natlens.connections import CONNECTION_PACKET_COLUMNS, connections_with_index
+from natlens.connections import (
+    CONNECTION_PACKET_COLUMNS,
+    connections_with_index,
+    flow_parts,
+    merged,
+    part_records,
+)
 from natlens.errors import NatlensError
-from natlens.parallel import each_file
+from natlens.parallel import cores, each_file, worker_count
 
 # The packet columns journey_hops shows, kept on disk (HopPackets); the rest of the packet table is not kept.
 HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
                       "ip_id", "direction", "ifindex", "icmp_type", "icmp_code", "icmp_orig_src", "icmp_orig_dst",
                       "icmp_orig_sport", "icmp_orig_dport"]
 _HOP_SCHEMA = pa.schema([ARROW_SCHEMA.field(c) for c in HOP_PACKET_COLUMNS])
+PART_BYTES = 128 << 20  # a capture this big or bigger is made into records in parts of about this size
 HOP_ROW_GROUP = 65_536  # packets per row group of a hop file: what one journey's lookup reads at most per group
 
 
@@ -117,7 +125,9 @@ def read_captures(bundle: Bundle, progress: bool | str | Path = False, jobs: int
     call = f"natlens-{uuid.uuid4().hex[:12]}"  # this call's hop files: their names start with it
     spill = None if scheduler else hop_dir()  # None: each Dask worker's own
     files = [c.resolve() if scheduler else c for _, c in todo]  # a worker's working directory is not ours
-    ones = each_file(read_one, [(n.name, bundle.display_path(n, c), f, spill, call)
+    # one capture at a time here: a big one's parts are made into records on every core asked for
+    part_jobs = (jobs or cores()) if not scheduler and worker_count(jobs, files) == 1 else 1
+    ones = each_file(read_one, [(n.name, bundle.display_path(n, c), f, spill, call, part_jobs)
                                 for (n, c), f in zip(todo, files, strict=True)],
                      files, jobs=jobs, progress=progress, scheduler=scheduler,
                      undo=functools.partial(remove_call, call, spill))  # a failed analysis leaves no hop file
@@ -159,16 +169,18 @@ class OneCapture:
     warnings: list[str]
 
 
-def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, progress=None) -> OneCapture:
+def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, part_jobs: int = 1,
+             progress=None) -> OneCapture:
     """One capture's connection records, with its accounting (``file``: the path summary.json
     names); the packets journey_hops shows go to a Parquet file in ``spill`` (None: this
-    process's hop_dir, on a Dask worker), named after the read_captures ``call``. ``progress`` is
-    called with the bytes read as reading goes."""
+    process's hop_dir, on a Dask worker), named after the read_captures ``call``; a big capture's
+    parts are made into records in ``part_jobs`` processes. ``progress`` is called with the bytes
+    read as reading goes."""
     label = f"{node}/{path.stem}"
     fd, name = tempfile.mkstemp(prefix=f"{call}-{node}-{path.stem}-", suffix=".parquet", dir=spill or hop_dir())
     os.close(fd)
     try:
-        packets, info = _packets(path, Path(name), progress)
+        conns, idx, info = _records(path, Path(name), progress, node, label, part_jobs)
     except BaseException:
         os.unlink(name)  # an unreadable capture leaves no file behind
         raise
@@ -176,9 +188,6 @@ def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, pr
     if info.dropped:
         warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
                         "interface statistics): records there may miss handshakes or retransmissions")
-    conns, idx = connections_with_index(packets, node=node, capture=label,
-                                        capture_end_ns=info.last_ts_ns)
-    del packets
     entry = {"node": node, "file": file, "records": int(info.records),
              "decoded": int(info.decoded), "skipped": dict(info.skipped), "connections": len(conns),
              "not_in_connections": dict(conns.attrs.get("skipped", {})),
@@ -193,11 +202,83 @@ def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, pr
     return OneCapture(label, entry, conns, HopPackets(Path(name), idx, worker=this_worker()), warnings)
 
 
+def _records(path: Path, hop_file: Path, progress, node: str, label: str, part_jobs: int = 1
+             ) -> tuple[pd.DataFrame, np.ndarray, CaptureInfo]:
+    """The capture's connection records, each packet's record, and what the capture holds: from
+    one table of its packets, or, for a capture of PART_BYTES or more, from parts of it made into
+    records apart, ``part_jobs`` processes at once (connections.parts: a part in memory at a time)."""
+    parts = -(-path.stat().st_size // PART_BYTES) if path.is_file() else 1
+    if parts <= 1:
+        packets, info = _packets(path, hop_file, progress)
+        conns, idx = connections_with_index(packets, node=node, capture=label, capture_end_ns=info.last_ts_ns)
+        return conns, idx, info
+    where = Path(tempfile.mkdtemp(prefix=f"{hop_file.stem}-parts-", dir=hop_file.parent))
+    try:
+        n, info = _split(path, hop_file, progress, parts, where)
+        files = [f for f in (where / f"{k}.parquet" for k in range(parts)) if f.exists()] or [None]
+        made = each_file(_part, [(f, node, label, info.last_ts_ns) for f in files],
+                         [f or path for f in files], jobs=part_jobs)
+        conns, idx = merged(made, n, label)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    return conns, idx, info
+
+
+def _part(file: Path | None, node: str, label: str, capture_end_ns: int | None, progress=None) -> tuple:
+    """The records of one part _split wrote (None: of no packet), as connections.merged takes them."""
+    if file is None:
+        packets, rows = ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS), np.zeros(0, dtype=np.int64)
+        packets = packets.to_pandas(types_mapper=pd.ArrowDtype)
+    else:
+        packets = pq.read_table(file).to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True)
+        file.unlink()
+        rows = packets.pop("row").to_numpy(dtype=np.int64)
+    return part_records(packets, rows, node=node, capture=label, capture_end_ns=capture_end_ns)
+
+
 def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, CaptureInfo]:
-    """The columns connections are made from, chunk by chunk into one table; the columns
-    journey_hops shows into ``hop_file`` as they come, on a second thread while the next chunk
-    is decoded (pyarrow writes without the GIL; the chunks are written in order)."""
-    chunks, info, pending = [], None, None
+    """The columns connections are made from, as one table."""
+    chunks = []
+    info = _decoded(path, hop_file, progress, lambda chunk: chunks.append(chunk.select(CONNECTION_PACKET_COLUMNS)))
+    table = pa.concat_tables(chunks) if chunks else ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS)
+    chunks.clear()
+    return table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True), info
+
+
+def _split(path: Path, hop_file: Path, progress, parts: int, where: Path) -> tuple[int, CaptureInfo]:
+    """The columns connections are made from, split by 5-tuple (connections.flow_parts) into
+    ``parts`` Parquet files in ``where``, with each packet's row in the capture's table; the
+    number of packets."""
+    writers: dict[int, pq.ParquetWriter] = {}
+    done = 0
+
+    def take(chunk: pa.Table) -> None:
+        nonlocal done
+        part = flow_parts(chunk, parts)
+        order = np.argsort(part, kind="stable")
+        rows = chunk.select(CONNECTION_PACKET_COLUMNS).append_column("row", pa.array(np.arange(done, done + len(chunk))))
+        rows, part = rows.take(pa.array(order)), part[order]
+        bounds = np.searchsorted(part, np.arange(parts + 1))
+        for k in range(parts):
+            if bounds[k + 1] > bounds[k]:
+                if k not in writers:
+                    writers[k] = pq.ParquetWriter(where / f"{k}.parquet", rows.schema, compression="lz4")
+                writers[k].write_table(rows.slice(bounds[k], bounds[k + 1] - bounds[k]))
+        done += len(chunk)
+
+    try:
+        info = _decoded(path, hop_file, progress, take)
+    finally:
+        for w in writers.values():
+            w.close()
+    return done, info
+
+
+def _decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], object]) -> CaptureInfo:
+    """Decode the capture chunk by chunk, each chunk given to ``take``; the columns
+    journey_hops shows go into ``hop_file`` as they come, on a second thread while the next
+    chunk is decoded (pyarrow writes without the GIL; the chunks are written in order)."""
+    info, pending = None, None
     with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4") as hops, ThreadPoolExecutor(1) as writer:
         for item in iter_tables(path, path.stem, progress=progress):
             if isinstance(item, CaptureInfo):
@@ -206,12 +287,10 @@ def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, C
             if pending is not None:
                 pending.result()  # one chunk in flight at most: memory stays bounded
             pending = writer.submit(hops.write_table, item.select(HOP_PACKET_COLUMNS), row_group_size=HOP_ROW_GROUP)
-            chunks.append(item.select(CONNECTION_PACKET_COLUMNS))
+            take(item)
         if pending is not None:
             pending.result()
-    table = pa.concat_tables(chunks) if chunks else ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS)
-    del chunks
-    return table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True), info
+    return info
 
 
 @functools.cache
