@@ -215,7 +215,7 @@ def _records(path: Path, hop_file: Path, progress, node: str, label: str, part_j
     where = Path(tempfile.mkdtemp(prefix=f"{hop_file.stem}-parts-", dir=hop_file.parent))
     try:
         n, info = _split(path, hop_file, progress, parts, where)
-        files = [f for f in (where / f"{k}.parquet" for k in range(parts)) if f.exists()] or [None]
+        files = [f for f in (where / f"{k}.arrow" for k in range(parts)) if f.exists()] or [None]
         made = each_file(_part, [(f, node, label, info.last_ts_ns) for f in files],
                          [f or path for f in files], jobs=part_jobs)
         conns, idx = merged(made, n, label)
@@ -230,7 +230,10 @@ def _part(file: Path | None, node: str, label: str, capture_end_ns: int | None, 
         packets, rows = ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS), np.zeros(0, dtype=np.int64)
         packets = packets.to_pandas(types_mapper=pd.ArrowDtype)
     else:
-        packets = pq.read_table(file).to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True)
+        with pa.OSFile(str(file)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        packets = table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True)
+        del table
         file.unlink()
         rows = packets.pop("row").to_numpy(dtype=np.int64)
     return part_records(packets, rows, node=node, capture=label, capture_end_ns=capture_end_ns)
@@ -247,9 +250,9 @@ def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, C
 
 def _split(path: Path, hop_file: Path, progress, parts: int, where: Path) -> tuple[int, CaptureInfo]:
     """The columns connections are made from, split by 5-tuple (connections.flow_parts) into
-    ``parts`` Parquet files in ``where``, with each packet's row in the capture's table; the
+    ``parts`` Arrow files in ``where``, with each packet's row in the capture's table; the
     number of packets."""
-    writers: dict[int, pq.ParquetWriter] = {}
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
     done = 0
 
     def take(chunk: pa.Table) -> None:
@@ -261,8 +264,8 @@ def _split(path: Path, hop_file: Path, progress, parts: int, where: Path) -> tup
         bounds = np.searchsorted(part, np.arange(parts + 1))
         for k in range(parts):
             if bounds[k + 1] > bounds[k]:
-                if k not in writers:
-                    writers[k] = pq.ParquetWriter(where / f"{k}.parquet", rows.schema, compression="lz4")
+                if k not in writers:  # Arrow IPC: written and read back once, at the speed of a copy
+                    writers[k] = pa.ipc.new_file(where / f"{k}.arrow", rows.schema)
                 writers[k].write_table(rows.slice(bounds[k], bounds[k + 1] - bounds[k]))
         done += len(chunk)
 
