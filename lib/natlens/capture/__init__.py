@@ -12,8 +12,11 @@ counted in the capture's tally with a reason (CaptureInfo.skipped).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from natlens.errors import NatlensError
 __all__ = [
     "ARROW_SCHEMA", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo",
     "iter_tables", "open_capture", "output_paths", "read_capture", "read_table", "write_parquet",
+    "written_behind",
 ]
 
 
@@ -81,6 +85,24 @@ def output_paths(out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
     return base.with_name(base.name + ".packets.parquet"), base.with_name(base.name + ".tally.json")
 
 
+@contextlib.contextmanager
+def written_behind(write: Callable[[pa.Table], object]) -> Iterator[Callable[[pa.Table], None]]:
+    """``put(table)`` calls ``write(table)`` on a second thread, in order, one table in flight:
+    the next chunk is decoded while the last is compressed and written (pyarrow writes without
+    the GIL), and memory stays bounded. An error in ``write`` is raised by the next put or at the end."""
+    pending = None
+    with ThreadPoolExecutor(1) as pool:
+        def put(table: pa.Table) -> None:
+            nonlocal pending
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(write, table)
+
+        yield put
+        if pending is not None:
+            pending.result()
+
+
 def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: str | None = None,
                   *, name: str | None = None, overwrite: bool = False, progress=None,
                   chunk_bytes: int = CHUNK_BYTES) -> CaptureInfo:
@@ -102,18 +124,22 @@ def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: st
         table_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NatlensError(f"cannot make the output directory: {exc.strerror}", path=str(table_path.parent)) from None
-    info = None
-    writer = None
+    info, writer = None, None
+
+    def write(table: pa.Table) -> None:
+        nonlocal writer
+        if writer is None:
+            writer = pq.ParquetWriter(table_path, ARROW_SCHEMA, compression="zstd")
+        writer.write_table(table)
+
     try:
-        for item in iter_tables(path, label, progress=progress, chunk_bytes=chunk_bytes):
-            if isinstance(item, CaptureInfo):
-                info = item
-                break
-            if not item.num_rows:  # an ARP-only chunk: nothing to write
-                continue
-            if writer is None:
-                writer = pq.ParquetWriter(table_path, ARROW_SCHEMA, compression="zstd")
-            writer.write_table(item)
+        with written_behind(write) as put:
+            for item in iter_tables(path, label, progress=progress, chunk_bytes=chunk_bytes):
+                if isinstance(item, CaptureInfo):
+                    info = item
+                    break
+                if item.num_rows:  # an ARP-only chunk: nothing to write
+                    put(item)
         if writer is None:
             pq.write_table(ARROW_SCHEMA.empty_table(), table_path, compression="zstd")
     finally:

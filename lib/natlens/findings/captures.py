@@ -18,7 +18,6 @@ import tempfile
 import uuid
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from natlens.bundle import Bundle
-from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables
+from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables, written_behind
 from natlens.cluster import connected, on_worker, this_worker
 from natlens.connections import (
     CONNECTION_PACKET_COLUMNS,
@@ -279,20 +278,16 @@ def _split(path: Path, hop_file: Path, progress, parts: int, where: Path) -> tup
 
 def _decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], object]) -> CaptureInfo:
     """Decode the capture chunk by chunk, each chunk given to ``take``; the columns
-    journey_hops shows go into ``hop_file`` as they come, on a second thread while the next
-    chunk is decoded (pyarrow writes without the GIL; the chunks are written in order)."""
-    info, pending = None, None
-    with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4") as hops, ThreadPoolExecutor(1) as writer:
+    journey_hops shows go into ``hop_file`` as they come, written behind (capture.written_behind)."""
+    info = None
+    with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4") as hops, \
+            written_behind(lambda t: hops.write_table(t, row_group_size=HOP_ROW_GROUP)) as put:
         for item in iter_tables(path, path.stem, progress=progress):
             if isinstance(item, CaptureInfo):
                 info = item
                 break
-            if pending is not None:
-                pending.result()  # one chunk in flight at most: memory stays bounded
-            pending = writer.submit(hops.write_table, item.select(HOP_PACKET_COLUMNS), row_group_size=HOP_ROW_GROUP)
+            put(item.select(HOP_PACKET_COLUMNS))
             take(item)
-        if pending is not None:
-            pending.result()
     return info
 
 
