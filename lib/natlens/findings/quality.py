@@ -41,8 +41,8 @@ def capture_quality(inputs: list[dict], logs: dict[str, dict[str, int]], journey
     """One quality entry per capture, in the order of ``inputs`` (see the module doc); ``logs``:
     per node, per capture point, the packets its collect-node.log says tcpdump dropped."""
     window = _incident_window(inputs, offsets)
-    service = set(journeys["journey"]) if not journeys.empty else set()
-    flawed = _flawed_records(records[records["journey"].isin(service)]) if len(records) else records
+    service = journeys["journey"].astype(object) if not journeys.empty else []  # object: a hashed isin
+    flawed = _flawed_records(records[records["journey"].astype(object).isin(service)]) if len(records) else records
     return [_entry(c, window, offsets.get(c["node"], 0.0), flawed, journeys, logs.get(c["node"], {}))
             for c in inputs]
 
@@ -70,9 +70,9 @@ def _entry(c: dict, window: tuple[float, float] | None, offset: float, flawed: p
         late = round(max(0.0, first - offset - window[0]), 3)
         early = round(max(0.0, window[1] - (last - offset)), 3)
     before, after = _outside(journeys, c["node"], first, last, offset)
-    unknown = set(journeys.loc[journeys["outcome"] == UNKNOWN, "journey"]) if len(journeys) else set()
-    gaps, acks = set(mine.loc[mine["_gap"], "journey"]), set(mine.loc[mine["_lost_ack"], "journey"])
-    cut = set(mine.loc[mine["_cut"], "journey"]) & unknown
+    unknown = set(journeys.loc[journeys["outcome"] == UNKNOWN, "journey"].tolist()) if len(journeys) else set()
+    gaps, acks = set(mine.loc[mine["_gap"], "journey"].tolist()), set(mine.loc[mine["_lost_ack"], "journey"].tolist())
+    cut = set(mine.loc[mine["_cut"], "journey"].tolist()) & unknown
     spans = _damaged_spans(c)
     damaged = _in_damage(spans, mine, journeys, c["node"], offset)
     e = {"node": c["node"], "file": c["file"], "first_ts": first, "last_ts": last,
@@ -128,7 +128,7 @@ def _outside(journeys: pd.DataFrame, node: str, first: float | None, last: float
 
 
 def _in_order(ids: set[str], journeys: pd.DataFrame) -> list[str]:
-    order = {j: i for i, j in enumerate(journeys["journey"])} if not journeys.empty else {}
+    order = {j: i for i, j in enumerate(journeys["journey"].tolist())} if not journeys.empty else {}
     return sorted(ids, key=lambda j: order.get(j, len(order)))
 
 
