@@ -54,7 +54,8 @@ def local_cluster(workers: int) -> Iterator[str]:
 
 
 _CLIENTS: dict[str, object] = {}
-_UNDO: dict[str, list[Callable[[], None]]] = {}  # per scheduler: what removes the files this process's jobs left
+_UNDO: dict[str, list[Callable[[], None]]] = {}
+_LATER: dict[str, list[tuple[str, Callable, tuple]]] = {}  # per scheduler: (worker, fn, args): later_on_worker  # per scheduler: what removes the files this process's jobs left
 
 
 def client(scheduler: str):
@@ -69,16 +70,12 @@ def client(scheduler: str):
     return _CLIENTS[scheduler]
 
 
-def connected(scheduler: str) -> bool:
-    """Whether this process holds a client of ``scheduler`` (what its workers keep is reachable)."""
-    return scheduler in _CLIENTS
-
-
 def forget(scheduler: str) -> None:
     """Remove from every worker of ``scheduler`` the files this process's jobs left there, and
     close this process's client of it: a long-running cluster keeps nothing of this run."""
     c = _CLIENTS.pop(scheduler, None)
     undo = _UNDO.pop(scheduler, [])
+    _LATER.pop(scheduler, None)
     if c is None:
         return
     with contextlib.suppress(OSError, TimeoutError):
@@ -106,6 +103,7 @@ def each_file_on(scheduler: str, fn: Callable, args: Sequence[tuple], files: Seq
     the jobs left there; a worker that died is a one-line NatlensError."""
     c, distributed = client(scheduler), _distributed()
     _some_workers(c, scheduler)
+    _run_later(c, scheduler)
     if undo is not None:
         _UNDO.setdefault(scheduler, []).append(undo)
     run = uuid.uuid4().hex
@@ -202,8 +200,27 @@ def on_worker(scheduler: str, worker: str, fn: Callable, *args):
     """``fn(*args)`` on the worker at ``worker`` (where a file it wrote is) and its result.
     NatlensError when that worker has gone (its files went with it)."""
     c = client(scheduler)
-    if worker not in c.scheduler_info().get("workers", {}):
+    _run_later(c, scheduler)
+    if worker not in c.nthreads():  # asks the scheduler now
         raise NatlensError(f"Dask worker {worker} has gone, and the packets it kept with it")
     return c.submit(fn, *args, workers=[worker], allow_other_workers=False, pure=False).result()
+
+
+def later_on_worker(scheduler: str, worker: str, fn: Callable, *args) -> None:
+    """``fn(*args)`` on that worker at this process's next call into the cluster (dropped when it
+    lets go: forget's undo removes everything). For finalizers: they may run on the client's own
+    event-loop thread, where a call to the cluster would wait for itself."""
+    if scheduler in _CLIENTS:
+        _LATER.setdefault(scheduler, []).append((worker, fn, args))
+
+
+def _run_later(c, scheduler: str) -> None:
+    """What later_on_worker left for ``scheduler``, on the workers still there."""
+    todo = _LATER.pop(scheduler, [])
+    if todo:
+        live = c.nthreads()
+        futures = [c.submit(fn, *args, workers=[w], allow_other_workers=False, pure=False)
+                   for w, fn, args in todo if w in live]
+        c.gather(futures, errors="skip")
 
 

@@ -10,7 +10,6 @@ not_in_connections). Warnings say where a capture may miss packets.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import os
 import shutil
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 
 from natlens.bundle import Bundle
 from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables, written_behind
-from natlens.cluster import connected, on_worker, this_worker
+from natlens.cluster import later_on_worker, on_worker, this_worker
 from natlens.connections import (
     CONNECTION_PACKET_COLUMNS,
     connections_with_index,
@@ -36,7 +35,6 @@ from natlens.connections import (
     merged,
     part_records,
 )
-from natlens.errors import NatlensError
 from natlens.parallel import cores, each_file, worker_count
 
 # The packet columns journey_hops shows, kept on disk (HopPackets); the rest of the packet table is not kept.
@@ -93,15 +91,13 @@ def rows_of(path: Path, rows: np.ndarray) -> pa.Table:
 
 
 def remove_hops(path: Path, worker: str | None, scheduler: str | None) -> None:
-    """Delete a hop file where it is kept (a worker that has gone took it with it; a cluster
-    this process no longer holds a client of was cleaned when it let go: cluster.forget)."""
+    """Delete a hop file where it is kept: here, or on its Dask worker at the next call into the
+    cluster (a finalizer calls this; a worker that has gone took it with it; a cluster this
+    process let go of was cleaned then: cluster.forget)."""
     if worker is None or scheduler is None:
         path.unlink(missing_ok=True)
-        return
-    if not connected(scheduler):
-        return
-    with contextlib.suppress(NatlensError, OSError):
-        on_worker(scheduler, worker, remove_hops, path, None, None)
+    else:
+        later_on_worker(scheduler, worker, remove_hops, path, None, None)
 
 
 @dataclass
