@@ -27,13 +27,16 @@ PRELOAD = ["pandas", "pyarrow.parquet"]
 
 
 def each_file(fn: Callable, args: Sequence[tuple], files: Sequence[Path], *, jobs: int | None = None,
-              progress: bool | str | Path = False, scheduler: str | None = None, undo: Callable[[], None] | None = None) -> list:
+              progress: bool | str | Path | Callable[[int], object] = False, scheduler: str | None = None,
+              undo: Callable[[], None] | None = None, kept: Workers | None = None) -> list:
     """``[fn(*a, progress=callback) for a in args]``, in ``worker_count(jobs, files)`` processes
     or on the Dask cluster at ``scheduler`` (natlens.cluster; then ``jobs`` is not used)
     (files[i] is what args[i] reads; ``callback(n)`` says n more of its bytes were read), with a
-    bar per file when ``progress`` (a path: written there for bars_from to draw). Results in the order given. The first error stops the work
+    bar per file when ``progress`` (a path: written there for bars_from to draw; a callable: every
+    job's bytes go to it, the one bar of jobs that read parts of one file). Results in the order given. The first error stops the work
     (the jobs not started are cancelled, those running end first) and is raised; so is Ctrl-C;
-    ``undo`` then runs where the jobs ran, to remove what they left."""
+    ``undo`` then runs where the jobs ran, to remove what they left. ``kept``: run in those
+    processes (``workers``), not in new ones."""
     workers = 0 if scheduler else worker_count(jobs, files)
     with _Bars(files, progress) as bars:
         if scheduler:
@@ -43,7 +46,7 @@ def each_file(fn: Callable, args: Sequence[tuple], files: Sequence[Path], *, job
         try:
             if workers == 1:
                 return [fn(*a, progress=bars.advance(i)) for i, a in enumerate(args)]
-            return _in_processes(fn, args, files, workers, bars)
+            return _in_processes(fn, args, files, workers, bars, kept)
         except BaseException:
             if undo is not None:
                 undo()
@@ -67,14 +70,40 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _in_processes(fn: Callable, args: Sequence[tuple], files: Sequence[Path], workers: int, bars: _Bars) -> list:
-    """The jobs in a pool of ``workers`` processes; with bars, they report the bytes they read
-    on a queue, which drives them."""
+class Workers:
+    """Worker processes kept for the each_file calls of a ``with`` block (started at the first
+    that needs them, ended with the block): work done in steps, such as a big capture's spans and
+    then its parts, starts processes once (about half a second each time)."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def pool(self, workers: int) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(workers, mp_context=_context())
+        return self._pool
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _context():
     ctx = multiprocessing.get_context("forkserver")  # never fork a process with threads running
     ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _in_processes(fn: Callable, args: Sequence[tuple], files: Sequence[Path], workers: int, bars: _Bars,
+                  kept: Workers | None = None) -> list:
+    """The jobs in a pool of ``workers`` processes (``kept``'s, or new ones); with bars, they
+    report the bytes they read on a queue, which drives them."""
     with contextlib.ExitStack() as stack:
-        queue = stack.enter_context(ctx.Manager()).Queue() if bars.bars else None
-        pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx))
+        queue = stack.enter_context(_context().Manager()).Queue() if bars.bars else None
+        pool = kept.pool(workers) if kept else stack.enter_context(ProcessPoolExecutor(workers, mp_context=_context()))
         futures = [pool.submit(_reporting, fn, a, i, queue) for i, a in enumerate(args)]
         try:
             _wait_all(futures, bars, queue)
@@ -116,6 +145,9 @@ class _Bars:
         self._events = None
         if show is False or show is None or show == "":
             return
+        if callable(show):
+            self.bars = [_Event(None, 0, show)] * len(files)
+            return
         specs = [(f"{f.parent.name}/{f.name}", f.stat().st_size) for f in files]
         if show is True:
             self.bars = _drawn(specs)
@@ -155,12 +187,16 @@ def _drawn(specs: Sequence[tuple[str, int]]) -> list:
 
 
 class _Event:
-    """A bar that writes ``i n`` lines (n more bytes of file i) for bars_from to draw."""
+    """A bar that writes ``i n`` lines (n more bytes of file i) for bars_from to draw, or that
+    calls ``to(n)``: a bar drawn elsewhere."""
 
-    def __init__(self, out, i: int) -> None:
-        self.out, self.i = out, i
+    def __init__(self, out, i: int, to: Callable[[int], object] | None = None) -> None:
+        self.out, self.i, self.to = out, i, to
 
     def update(self, n: int) -> None:
+        if self.to is not None:
+            self.to(n)
+            return
         self.out.write(f"{self.i} {n}\n")
         self.out.flush()
 

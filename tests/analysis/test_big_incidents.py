@@ -46,7 +46,7 @@ def test_hop_packets_come_back_from_every_row_group_they_are_in():
     df = pd.DataFrame({"ts_ns": np.arange(25, dtype=np.int64), "src": [f"198.18.0.{i}" for i in range(25)]})
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), spill / "h.parquet", row_group_size=10)
     conn = np.array([i % 3 - 1 for i in range(25)])  # -1, 0, 1, -1, ...: across all 3 row groups
-    hops = HopPackets(spill / "h.parquet", conn)
+    hops = HopPackets([spill / "h.parquet"], conn)
     for k in (0, 1):
         got = hops.of(k)
         assert got["ts_ns"].tolist() == df["ts_ns"][conn == k].tolist()
@@ -104,7 +104,7 @@ def test_a_bad_capture_read_in_a_worker_gives_the_error_one_process_gives(tmp_pa
 
 def test_the_hop_files_go_when_their_analysis_goes():
     a = analyze(samples_dir() / "mixed")
-    files = [h.path for h in a._hops.values()]
+    files = [f for h in a._hops.values() for f in h.files]
     assert files and all(f.is_relative_to(hop_dir()) and f.stat().st_size for f in files)
     assert not a.journey_hops(a.journeys["journey"].iloc[0]).empty
     del a
@@ -175,3 +175,21 @@ def test_the_first_error_is_raised_after_the_running_jobs_end(tmp_path):
     with pytest.raises(NatlensError, match="a: bad"):
         each_file(_fail_or_write, [(f,) for f in files], files, jobs=2)
     assert (tmp_path / "b.written").exists()
+
+
+def _read_in_steps(path, progress=None):
+    for _ in range(3):
+        progress(10)
+    return path.name
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_jobs_reading_parts_of_one_file_all_advance_its_one_bar(tmp_path, jobs):
+    """A big capture's spans are decoded in processes of their own: their bytes go to the
+    bar of the capture (a callable), in whatever process they are read."""
+    files = [tmp_path / n for n in "abc"]
+    for f in files:
+        f.write_bytes(b"x")
+    seen = []
+    assert each_file(_read_in_steps, [(f,) for f in files], files, jobs=jobs, progress=seen.append) == ["a", "b", "c"]
+    assert seen == [10] * 9

@@ -97,7 +97,7 @@ def test_a_bad_capture_on_a_cluster_is_the_error_one_process_gives_and_leaves_no
 
 def test_the_packets_a_worker_kept_go_when_their_analysis_goes(scheduler):
     a = analyze(samples_dir() / "mixed", scheduler=scheduler)
-    paths = [h.path for h in a._hops.values()]
+    paths = [f for h in a._hops.values() for f in h.files]
     assert paths and all(p.exists() for p in paths)  # the workers are on this machine
     del a
     gc.collect()  # a finalizer asks for the removal; the next call into the cluster does it
@@ -107,7 +107,7 @@ def test_the_packets_a_worker_kept_go_when_their_analysis_goes(scheduler):
 
 def test_letting_go_of_a_cluster_removes_what_this_process_left_on_it(scheduler):
     a = analyze(samples_dir() / "mixed", scheduler=scheduler)
-    paths = [h.path for h in a._hops.values()]
+    paths = [f for h in a._hops.values() for f in h.files]
     cluster.forget(scheduler)  # as the CLI does when its run ends, the Analysis still alive
     assert not any(p.exists() for p in paths)
     del a
@@ -142,7 +142,7 @@ def test_a_file_a_worker_does_not_see_says_the_bundle_must_be_shared(tmp_path, s
 
 
 def test_packets_of_a_worker_that_has_gone_are_a_one_line_error(scheduler):
-    hops = HopPackets(Path("/nowhere/h.parquet"), np.zeros(3, dtype=np.int64), worker="tcp://127.0.0.1:1",
+    hops = HopPackets([Path("/nowhere/h.parquet")], np.zeros(3, dtype=np.int64), worker="tcp://127.0.0.1:1",
                       scheduler=scheduler)
     with pytest.raises(NatlensError, match="Dask worker tcp://127.0.0.1:1 has gone"):
         hops.of(0)

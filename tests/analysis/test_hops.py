@@ -78,7 +78,7 @@ def _hops(points: dict[str, list[dict]], offsets=None) -> pd.DataFrame:
     for i, (cap, rows) in enumerate(points.items()):  # as findings.captures keeps them: on disk
         pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), spill / f"{i}.parquet",
                        row_group_size=HOP_ROW_GROUP)
-        hops[cap] = HopPackets(spill / f"{i}.parquet", np.zeros(len(rows), dtype=np.int64))
+        hops[cap] = HopPackets([spill / f"{i}.parquet"], np.zeros(len(rows), dtype=np.int64))
     records = pd.DataFrame({"capture": list(points), "node": [c.split("/")[0] for c in points],
                             "uid": [f"{c}#0" for c in points]})
     return journey_hops(JOURNEY, records, hops, offsets or {}, NONE)

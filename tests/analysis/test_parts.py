@@ -26,6 +26,7 @@ def _all_captures(zeek_traces):
 def test_every_capture_read_in_parts_gives_what_one_table_gives(zeek_traces, monkeypatch):
     files = _all_captures(zeek_traces)
     assert len(files) >= 20
+    spanned = 0
     for i, f in enumerate(files):
         whole = read_one("n", str(f), f, hop_dir(), "natlens-t1a")
         monkeypatch.setattr(caps, "PART_BYTES", max(1, f.stat().st_size // 3))  # 3 or 4 parts
@@ -34,7 +35,12 @@ def test_every_capture_read_in_parts_gives_what_one_table_gives(zeek_traces, mon
         pd.testing.assert_frame_equal(whole.connections, parts.connections, obj=str(f))
         assert whole.connections.attrs == parts.connections.attrs, f
         assert np.array_equal(whole.hops.conn, parts.hops.conn), f
+        assert caps.read_hops(whole.hops.files).equals(caps.read_hops(parts.hops.files)), f
+        for row in np.unique(whole.hops.conn)[:50]:
+            pd.testing.assert_frame_equal(whole.hops.of(row), parts.hops.of(row), obj=str(f))
+        spanned += len(parts.hops.files) > 1  # decoded in spans, one process each
         assert whole.input == parts.input, f
+    assert spanned >= 3
 
 
 def test_an_analysis_in_parts_is_the_analysis(monkeypatch):

@@ -27,17 +27,20 @@ import pyarrow.parquet as pq
 from natlens.capture.reader import (
     CHUNK_BYTES,
     CaptureInfo,
+    Span,
+    combined,
     default_label,
     iter_tables,
     open_capture,
+    spans,
 )
 from natlens.capture.schema import ARROW_SCHEMA, COLUMNS, PACKETS_SCHEMA, SKIP_REASONS
 from natlens.errors import NatlensError
 
 __all__ = [
-    "ARROW_SCHEMA", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo",
-    "iter_tables", "open_capture", "output_paths", "read_capture", "read_table", "write_parquet",
-    "written_behind",
+    "ARROW_SCHEMA", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo", "Span",
+    "combined", "iter_tables", "open_capture", "output_paths", "read_capture", "read_table", "spans",
+    "write_parquet", "written_behind",
 ]
 
 

@@ -115,14 +115,14 @@ class PcapFile:
     def parse(self, buf: Buffer, start: int, eof: bool = False) -> tuple[Records, int, int]:
         """Records of buf[start:]; returns them, where parsing stopped and why. `eof`:
         buf ends where the file does."""
-        offs, stop, status = self._walk(buf, start)
+        offs, stop, status = self.walk(buf, start)
         if status == walker.BAD_LENGTH and self.trust_snaplen and self._caplen(buf, stop) <= self.max_caplen:
             verdict = self._follows(buf, np.array([stop]), eof, self._fits)[0]
             if verdict == UNDECIDED:
                 status = walker.END
             elif verdict == YES:
                 self.trust_snaplen = False
-                more, stop, status = self._walk(buf, stop)
+                more, stop, status = self.walk(buf, stop)
                 offs = np.concatenate([offs, more])
         return self._records(buf, offs), stop, status
 
@@ -144,7 +144,8 @@ class PcapFile:
     def _caplen(self, buf: Buffer, off: int) -> int:
         return int(buf.u32(np.array([off + 8]), self.big_endian)[0])
 
-    def _walk(self, buf: Buffer, start: int) -> tuple[np.ndarray, int, int]:
+    def walk(self, buf: Buffer, start: int) -> tuple[np.ndarray, int, int]:
+        """The offsets of the chain of plausible records from `start` (walk.walk's result)."""
         return walker.walk(buf.raw, start, lenpos=8, add=RECORD_HEADER, big_endian=self.big_endian,
                            minlen=RECORD_HEADER, maxlen=RECORD_HEADER + self.plausible_caplen,
                            end=buf.length)

@@ -26,6 +26,16 @@ CHUNK_BYTES = 64 << 20  # file bytes decoded at once: bounds the memory of a str
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 
+@dataclass(frozen=True)
+class Span:
+    """Part of a capture file read on its own: bytes [start, end), whose first record is
+    record number ``first_record`` of the file."""
+
+    start: int
+    end: int
+    first_record: int
+
+
 @dataclass
 class CaptureInfo:
     """What reading one capture file found: the per-capture tally of DESIGN.md section 4.
@@ -112,6 +122,7 @@ def iter_tables(
     *,
     chunk_bytes: int = CHUNK_BYTES,
     progress=None,
+    span: Span | None = None,
 ) -> Iterator[pa.Table | CaptureInfo]:
     """Yield the packet table chunk by chunk (pyarrow Tables), then the CaptureInfo.
 
@@ -119,16 +130,19 @@ def iter_tables(
     size. `progress`, if given, is called with the number of bytes consumed. After a
     record whose length is impossible, reading resynchronizes on the next plausible
     record header (the format's `resync`): the bad record is counted "bad-length" and
-    the bytes skipped are counted and said in a warning.
+    the bytes skipped are counted and said in a warning. `span` (from ``spans``): read only
+    that part of the file, its records numbered as in the whole file; the CaptureInfo then
+    counts that part (``combined`` makes the file's of them).
     """
     fmt, size = open_capture(path)
     p = str(path)
     info = CaptureInfo(path=p, label=label or default_label(p),
                        format="pcapng" if isinstance(fmt, PcapngFile) else "pcap", size=size)
-    if fmt.version[0] != fmt.MAJOR:
+    span = span or Span(fmt.data_start, size, 0)
+    if fmt.version[0] != fmt.MAJOR and span.start == fmt.data_start:
         info.warnings.append(f"{p}@{fmt.VERSION_AT}: {fmt.VERSION_NAME} {fmt.version[0]}.{fmt.version[1]}, "
                              f"not {fmt.MAJOR}.x: read as {fmt.MAJOR}.{fmt.MINOR}")
-    st = _Stream(p, fmt, size, chunk_bytes, progress)
+    st = _Stream(p, fmt, span, chunk_bytes, progress)
     with st:
         while True:
             if st.need_more:
@@ -157,12 +171,13 @@ class _Stream:
     """A capture file read into one buffer, in chunks: what is in it, where reading is
     (a cursor: nothing moves until the buffer is refilled) and what was counted."""
 
-    def __init__(self, path: str, fmt, size: int, chunk_bytes: int, progress):
-        self.path, self.fmt, self.size, self.chunk_bytes, self.progress = path, fmt, size, chunk_bytes, progress
+    def __init__(self, path: str, fmt, span: Span, chunk_bytes: int, progress):
+        self.path, self.fmt, self.chunk_bytes, self.progress = path, fmt, chunk_bytes, progress
+        self.size = span.end  # where reading ends: the file's size, or the span's end
         self.raw = np.zeros(chunk_bytes + PAD, np.uint8)
         self.have = 0  # bytes of raw holding file data
         self.at = 0  # the first byte of raw not yet walked or skipped
-        self.base = fmt.data_start  # file offset of raw[0]
+        self.base = span.start  # file offset of raw[0]
         self.eof = False
         self.need_more = True
         self.buf = Buffer(self.raw, 0)
@@ -174,13 +189,13 @@ class _Stream:
         self.anomalies: Counter = Counter()
         self.skipped_bytes: Counter = Counter()
         self.resyncs = 0
-        self.next_record = 0  # index in the file of the next record found
+        self.first_record = self.next_record = span.first_record  # index in the file of the next record found
         self.last_ts_ns: int | None = None  # of the last record read with a time, in file order
         self.damaged: list[dict] = []
 
     def __enter__(self) -> _Stream:
         self.fh = open(self.path, "rb")  # noqa: SIM115 - closed by __exit__
-        self.fh.seek(self.fmt.data_start)
+        self.fh.seek(self.base)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -203,7 +218,8 @@ class _Stream:
             self.raw[:tail] = self.raw[self.at:self.have].copy()
             self.have, self.base, self.at = tail, self.base + self.at, 0
         if not self.eof and self.have < self.chunk_bytes:
-            got = self.fh.readinto(memoryview(self.raw)[self.have:self.chunk_bytes])
+            want = min(self.chunk_bytes, self.have + max(0, self.size - self.fh.tell()))
+            got = self.fh.readinto(memoryview(self.raw)[self.have:want])
             self.eof = got == 0 or self.fh.tell() >= self.size
             self.have += got
         self.raw[self.have : self.have + PAD] = 0
@@ -319,7 +335,7 @@ def _warn(st: _Stream, info: CaptureInfo, text: str) -> None:
 
 def _finish(st: _Stream, info: CaptureInfo) -> None:
     fmt = st.fmt
-    info.records = st.next_record
+    info.records = st.next_record - st.first_record
     info.skipped = {k: st.tally[k] for k in SKIP_REASONS if st.tally.get(k)}
     info.anomalies = dict(st.anomalies)
     info.skipped_bytes = {k: st.skipped_bytes[k] for k in SKIP_REASONS if st.skipped_bytes.get(k)}
@@ -341,3 +357,65 @@ def _times(info: CaptureInfo, ts: np.ndarray) -> None:
     lo, hi = int(ts.min()), int(ts.max())
     info.first_ts_ns = lo if info.first_ts_ns is None else min(info.first_ts_ns, lo)
     info.last_ts_ns = hi if info.last_ts_ns is None else max(info.last_ts_ns, hi)
+
+
+def spans(path: str | os.PathLike, n: int) -> list[Span]:
+    """The capture cut into up to ``n`` spans of about equal size, to be read apart (one per core).
+
+    Why: one big capture is decoded at the speed of one core. Each cut is at a record that a
+    walk of the record headers from the file's start reaches with no impossible length, so the
+    spans hold exactly the records reading the whole file finds, and every span but the last is
+    undamaged. A pcapng file is one span (a block may depend on interfaces described anywhere
+    before it), as is a pcap file damaged before the first cut.
+    """
+    fmt, size = open_capture(path)
+    if n <= 1 or not isinstance(fmt, PcapFile):
+        return [Span(fmt.data_start, size, 0)]
+    length = size - fmt.data_start
+    targets = [fmt.data_start + length * k // n for k in range(1, n)]
+    starts = [(fmt.data_start, 0)] + _cuts(str(path), fmt, size, targets)
+    ends = [at for at, _ in starts[1:]] + [size]
+    return [Span(at, end, first) for (at, first), end in zip(starts, ends, strict=True)]
+
+
+def _cuts(path: str, fmt: PcapFile, size: int, targets: list[int]) -> list[tuple[int, int]]:
+    """(file offset, record number) of the first record at or after each target offset, for the
+    targets a walk from the file's start reaches before any impossible length."""
+    st = _Stream(path, fmt, Span(fmt.data_start, size, 0), CHUNK_BYTES, None)
+    cuts: list[tuple[int, int]] = []
+    walked = 0  # records before the buffer's cursor
+    with st:
+        while targets:
+            st.refill()
+            offs, stop, status = fmt.walk(st.buf, st.at)
+            at = offs + st.base
+            while targets and (i := int(np.searchsorted(at, targets[0]))) < len(at):
+                if not cuts or cuts[-1][0] < at[i]:  # a record bigger than a span: one cut for both
+                    cuts.append((int(at[i]), walked + i))
+                targets.pop(0)
+            walked += len(offs)
+            st.at = stop
+            if status != walker.END or st.eof:
+                break
+    return cuts
+
+
+def combined(parts: list[CaptureInfo]) -> CaptureInfo:
+    """The tally of a whole capture from the tallies of its spans (in file order) read apart."""
+    first = parts[0]
+    out = CaptureInfo(path=first.path, label=first.label, format=first.format, size=first.size,
+                      linktypes=list(first.linktypes), sections=first.sections, interfaces=first.interfaces,
+                      other_blocks=dict(first.other_blocks), dropped=first.dropped)
+    for name in ("skipped", "anomalies", "skipped_bytes"):
+        total: Counter = Counter()
+        for part in parts:
+            total.update(getattr(part, name))
+        setattr(out, name, dict(total) if name == "anomalies" else {k: total[k] for k in SKIP_REASONS if total[k]})
+    for name in ("records", "decoded", "resyncs", "unread_bytes"):
+        setattr(out, name, sum(getattr(part, name) for part in parts))
+    out.warnings = [w for part in parts for w in part.warnings]
+    out.damaged = [d for part in parts for d in part.damaged][:MAX_DAMAGED]
+    firsts = [p.first_ts_ns for p in parts if p.first_ts_ns is not None]
+    lasts = [p.last_ts_ns for p in parts if p.last_ts_ns is not None]
+    out.first_ts_ns, out.last_ts_ns = (min(firsts) if firsts else None), (max(lasts) if lasts else None)
+    return out

@@ -23,10 +23,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from natlens.bundle import Bundle
-from natlens.capture import ARROW_SCHEMA, CaptureInfo, iter_tables, written_behind
+from natlens.capture import (
+    ARROW_SCHEMA,
+    CaptureInfo,
+    Span,
+    combined,
+    iter_tables,
+    spans,
+    written_behind,
+)
 from natlens.cluster import later_on_worker, on_worker, this_worker
 from natlens.connections import (
     CONNECTION_PACKET_COLUMNS,
@@ -35,7 +44,7 @@ from natlens.connections import (
     merged,
     part_records,
 )
-from natlens.parallel import cores, each_file, worker_count
+from natlens.parallel import Workers, cores, each_file, worker_count
 
 # The packet columns journey_hops shows, kept on disk (HopPackets); the rest of the packet table is not kept.
 HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
@@ -43,6 +52,7 @@ HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq
                       "icmp_orig_sport", "icmp_orig_dport"]
 _HOP_SCHEMA = pa.schema([ARROW_SCHEMA.field(c) for c in HOP_PACKET_COLUMNS])
 PART_BYTES = 128 << 20  # a capture this big or bigger is made into records in parts of about this size
+_PART_IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # a part file is written and read once: lz4 costs less than the disk
 HOP_ROW_GROUP = 65_536  # packets per row group of a hop file: what one journey's lookup reads at most per group
 
 
@@ -51,13 +61,14 @@ class HopPackets:
     """The packets journey_hops shows of one capture, kept on disk, not in memory.
 
     Why: a big incident's packets do not fit in memory beside its connections; a report
-    shows the hops of a few journeys. ``path`` is a Parquet file of HOP_PACKET_COLUMNS,
-    one row per packet of the capture's table, in its order; ``conn`` is the connection row of each
-    packet (-1: none). A file written by a Dask worker stays on its disk: ``worker`` is its
-    address and ``scheduler`` its cluster's (None: this machine wrote it), and it is read there.
+    shows the hops of a few journeys. ``files`` are Parquet files of HOP_PACKET_COLUMNS, one
+    row per packet of the capture's table, in its order (more than one: a big capture's spans,
+    read apart); ``conn`` is the connection row of each
+    packet (-1: none). Files written by a Dask worker stay on its disk: ``worker`` is its
+    address and ``scheduler`` its cluster's (None: this machine wrote them), and they are read there.
     """
 
-    path: Path
+    files: list[Path]
     conn: np.ndarray
     worker: str | None = None
     scheduler: str | None = None
@@ -67,11 +78,11 @@ class HopPackets:
         rows = np.flatnonzero(self.conn == row)
         if not rows.size:
             return pd.DataFrame(columns=HOP_PACKET_COLUMNS)
-        return self._where_kept(rows_of, self.path, rows).to_pandas(types_mapper=pd.ArrowDtype)
+        return self._where_kept(rows_of, self.files, rows).to_pandas(types_mapper=pd.ArrowDtype)
 
     def in_connections(self) -> pd.DataFrame:
         """Every packet that is in a connection (or an ICMP error about one), in capture order."""
-        table = self._where_kept(pq.read_table, self.path)
+        table = self._where_kept(read_hops, self.files)
         return table.filter(pa.array(self.conn >= 0)).to_pandas(types_mapper=pd.ArrowDtype)
 
     def _where_kept(self, fn, *args):
@@ -81,23 +92,30 @@ class HopPackets:
         return on_worker(self.scheduler, self.worker, fn, *args)
 
 
-def rows_of(path: Path, rows: np.ndarray) -> pa.Table:
-    """Rows ``rows`` (sorted) of a hop file, reading only the row groups that hold them."""
-    f = pq.ParquetFile(path)
-    bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+def rows_of(files: list[Path], rows: np.ndarray) -> pa.Table:
+    """Rows ``rows`` (sorted) of the hop files one after the other, reading only the row groups
+    that hold them."""
+    groups = [(f, g) for f in map(pq.ParquetFile, files) for g in range(f.num_row_groups)]
+    bounds = np.cumsum([0] + [f.metadata.row_group(g).num_rows for f, g in groups])
     group = np.searchsorted(bounds, rows, side="right") - 1
-    return pa.concat_tables([f.read_row_group(int(g)).take(pa.array(rows[group == g] - bounds[g]))
+    return pa.concat_tables([groups[g][0].read_row_group(groups[g][1]).take(pa.array(rows[group == g] - bounds[g]))
                              for g in np.unique(group)])
 
 
-def remove_hops(path: Path, worker: str | None, scheduler: str | None) -> None:
-    """Delete a hop file where it is kept: here, or on its Dask worker at the next call into the
-    cluster (a finalizer calls this; a worker that has gone took it with it; a cluster this
+def read_hops(files: list[Path]) -> pa.Table:
+    """The hop files one after the other, as one table."""
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def remove_hops(files: list[Path], worker: str | None, scheduler: str | None) -> None:
+    """Delete hop files where they are kept: here, or on their Dask worker at the next call into the
+    cluster (a finalizer calls this; a worker that has gone took them with it; a cluster this
     process let go of was cleaned then: cluster.forget)."""
     if worker is None or scheduler is None:
-        path.unlink(missing_ok=True)
+        for f in files:
+            f.unlink(missing_ok=True)
     else:
-        later_on_worker(scheduler, worker, remove_hops, path, None, None)
+        later_on_worker(scheduler, worker, remove_hops, files, None, None)
 
 
 @dataclass
@@ -138,7 +156,7 @@ def _gathered(todo: list, ones: list[OneCapture], scheduler: str | None) -> Capt
         one.hops.scheduler = scheduler if one.hops.worker else None
         out.hops[one.label] = one.hops
         # no longer shown: no longer kept (at exit, the hop directories go as a whole)
-        weakref.finalize(one.hops, remove_hops, one.hops.path, one.hops.worker, one.hops.scheduler).atexit = False
+        weakref.finalize(one.hops, remove_hops, one.hops.files, one.hops.worker, one.hops.scheduler).atexit = False
         out.warnings += one.warnings
     # a capture with no connection has an all-object table: concatenated, it would make UInt64
     # and Int64 columns object (and orig_hash unwritable to Parquet)
@@ -175,10 +193,10 @@ def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, pa
     fd, name = tempfile.mkstemp(prefix=f"{call}-{node}-{path.stem}-", suffix=".parquet", dir=spill or hop_dir())
     os.close(fd)
     try:
-        conns, idx, info = _records(path, Path(name), progress, node, label, part_jobs)
+        conns, idx, info, hop_files = _records(path, Path(name), progress, node, label, part_jobs)
     except BaseException:
-        os.unlink(name)  # an unreadable capture leaves no file behind
-        raise
+        remove_hops([Path(name), *Path(name).parent.glob(f"{Path(name).stem}-*.parquet")], None, None)
+        raise  # an unreadable capture leaves no file behind
     warnings = list(info.warnings)
     if info.dropped:
         warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
@@ -194,42 +212,58 @@ def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, pa
              "damaged": [dict(d) for d in info.damaged]}
     # the index also gives an ICMP error the row of the record it is about (connections.icmp):
     # journey_hops shows it among the connection's packets
-    return OneCapture(label, entry, conns, HopPackets(Path(name), idx, worker=this_worker()), warnings)
+    return OneCapture(label, entry, conns, HopPackets(hop_files, idx, worker=this_worker()), warnings)
 
 
 def _records(path: Path, hop_file: Path, progress, node: str, label: str, part_jobs: int = 1
-             ) -> tuple[pd.DataFrame, np.ndarray, CaptureInfo]:
-    """The capture's connection records, each packet's record, and what the capture holds: from
-    one table of its packets, or, for a capture of PART_BYTES or more, from parts of it made into
-    records apart, ``part_jobs`` processes at once (connections.parts: a part in memory at a time)."""
+             ) -> tuple[pd.DataFrame, np.ndarray, CaptureInfo, list[Path]]:
+    """The capture's connection records, each packet's record, what the capture holds and the hop
+    files of its packets: from one table of its packets, or, for a capture of PART_BYTES or more,
+    from parts of it made into records apart, ``part_jobs`` processes at once (connections.parts:
+    a part in memory at a time), after its spans are decoded apart (capture.spans), as many at once."""
     parts = -(-path.stat().st_size // PART_BYTES) if path.is_file() else 1
     if parts <= 1:
         packets, info = _packets(path, hop_file, progress)
         conns, idx = connections_with_index(packets, node=node, capture=label, capture_end_ns=info.last_ts_ns)
-        return conns, idx, info
+        return conns, idx, info, [hop_file]
+    parts = -(-parts // part_jobs) * part_jobs  # a whole number of rounds: no core waits for a last part
     where = Path(tempfile.mkdtemp(prefix=f"{hop_file.stem}-parts-", dir=hop_file.parent))
     try:
-        n, info = _split(path, hop_file, progress, parts, where)
-        files = [f for f in (where / f"{k}.arrow" for k in range(parts)) if f.exists()] or [None]
-        made = each_file(_part, [(f, node, label, info.last_ts_ns) for f in files],
-                         [f or path for f in files], jobs=part_jobs)
-        conns, idx = merged(made, n, label)
+        with Workers() as kept:  # the processes that decode the spans make the parts into records
+            cuts = spans(path, part_jobs)
+            hop_files = [hop_file] + [hop_file.with_name(f"{hop_file.stem}-{r}.parquet") for r in range(1, len(cuts))]
+            decoded = each_file(_split, [(path, h, parts, where / str(r), cut)
+                                         for r, (h, cut) in enumerate(zip(hop_files, cuts, strict=True))],
+                                [path] * len(cuts), jobs=part_jobs, progress=progress, kept=kept)
+            firsts = np.cumsum([0] + [n for n, _ in decoded])  # the capture row of each span's first packet
+            files = [[(f, int(first)) for r, first in enumerate(firsts[:-1]) if (f := where / str(r) / f"{k}.arrow").exists()]
+                     for k in range(parts)]
+            made = each_file(_part, [(f or None, node, label, decoded[-1][1].last_ts_ns) for f in files],
+                             [f[0][0] if f else path for f in files], jobs=part_jobs, kept=kept)
+            conns, idx = merged(made, int(firsts[-1]), label)
     finally:
         shutil.rmtree(where, ignore_errors=True)
-    return conns, idx, info
+    return conns, idx, combined([info for _, info in decoded]), hop_files
 
 
-def _part(file: Path | None, node: str, label: str, capture_end_ns: int | None, progress=None) -> tuple:
-    """The records of one part _split wrote (None: of no packet), as connections.merged takes them."""
-    if file is None:
+def _part(files: list[tuple[Path, int]] | None, node: str, label: str, capture_end_ns: int | None,
+          progress=None) -> tuple:
+    """The records of one part _split wrote, from each span's file of it with the capture row of
+    the span's first packet (None: of no packet), as connections.merged takes them."""
+    if files is None:
         packets, rows = ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS), np.zeros(0, dtype=np.int64)
         packets = packets.to_pandas(types_mapper=pd.ArrowDtype)
     else:
-        with pa.OSFile(str(file)) as source:
-            table = pa.ipc.open_file(source).read_all()
+        tables = []
+        for file, first in files:
+            with pa.OSFile(str(file)) as source:
+                t = pa.ipc.open_file(source).read_all()
+            tables.append(t.set_column(t.schema.get_field_index("row"), "row", pc.add(t["row"], first)))
+            file.unlink()
+        table = pa.concat_tables(tables)
+        del tables
         packets = table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True)
         del table
-        file.unlink()
         rows = packets.pop("row").to_numpy(dtype=np.int64)
     return part_records(packets, rows, node=node, capture=label, capture_end_ns=capture_end_ns)
 
@@ -243,10 +277,12 @@ def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, C
     return table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True), info
 
 
-def _split(path: Path, hop_file: Path, progress, parts: int, where: Path) -> tuple[int, CaptureInfo]:
-    """The columns connections are made from, split by 5-tuple (connections.flow_parts) into
-    ``parts`` Arrow files in ``where``, with each packet's row in the capture's table; the
-    number of packets."""
+def _split(path: Path, hop_file: Path, parts: int, where: Path, span: Span | None = None,
+           progress=None) -> tuple[int, CaptureInfo]:
+    """The columns connections are made from, of the capture or of its ``span``, split by 5-tuple
+    (connections.flow_parts) into ``parts`` Arrow files in the new directory ``where``, with each
+    packet's row in what was read; the number of packets and what was read holds."""
+    where.mkdir()
     writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
     done = 0
 
@@ -260,25 +296,28 @@ def _split(path: Path, hop_file: Path, progress, parts: int, where: Path) -> tup
         for k in range(parts):
             if bounds[k + 1] > bounds[k]:
                 if k not in writers:  # Arrow IPC: written and read back once, at the speed of a copy
-                    writers[k] = pa.ipc.new_file(where / f"{k}.arrow", rows.schema)
+                    writers[k] = pa.ipc.new_file(where / f"{k}.arrow", rows.schema, options=_PART_IPC)
                 writers[k].write_table(rows.slice(bounds[k], bounds[k + 1] - bounds[k]))
         done += len(chunk)
 
     try:
-        info = _decoded(path, hop_file, progress, take)
+        info = _decoded(path, hop_file, progress, take, span)
     finally:
         for w in writers.values():
             w.close()
     return done, info
 
 
-def _decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], object]) -> CaptureInfo:
-    """Decode the capture chunk by chunk, each chunk given to ``take``; the columns
+def _decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], object],
+             span: Span | None = None) -> CaptureInfo:
+    """Decode the capture (or its ``span``) chunk by chunk, each chunk given to ``take``; the columns
     journey_hops shows go into ``hop_file`` as they come, written behind (capture.written_behind)."""
     info = None
-    with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4") as hops, \
+    # no dictionaries or statistics: a hop file is read by row number, and they would double its cost
+    with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4", use_dictionary=False,
+                          write_statistics=False) as hops, \
             written_behind(lambda t: hops.write_table(t, row_group_size=HOP_ROW_GROUP)) as put:
-        for item in iter_tables(path, path.stem, progress=progress):
+        for item in iter_tables(path, path.stem, progress=progress, span=span):
             if isinstance(item, CaptureInfo):
                 info = item
                 break
