@@ -9,6 +9,7 @@ Every function takes ``gid``: non-decreasing group ids 0..n-1, one per row.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 _SHIFT = np.int64(1) << np.int64(36)  # per-group offset for grouped running maxima
 
@@ -60,3 +61,39 @@ def join_groups(gid: np.ndarray, chars: np.ndarray, n: int, sep: str = "") -> np
     a, b = starts[first[has]], ends[last[has]] - len(sep)
     out[has] = [text[i:j] for i, j in zip(a.tolist(), b.tolist(), strict=True)]
     return out
+
+
+
+def per_distinct(fn, *cols) -> np.ndarray:
+    """``fn(*values)`` of each row of the columns (Series or arrays, all as long; by position),
+    called once per distinct combination of values: the words of a table repeat a lot, and a
+    Python call per row is slow."""
+    cols = [c if isinstance(c, pd.Series) else pd.Series(c) for c in cols]
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    for col in cols:
+        codes, uniques = pd.factorize(col)  # missing: -1
+        key = pd.factorize(key * (len(uniques) + 1) + codes + 1)[0]
+    distinct, first = np.unique(key, return_index=True)
+    values = [c.iloc[first].to_numpy(dtype=object) for c in cols]  # each distinct row's own values
+    out = np.empty(len(distinct), dtype=object)
+    for k, row in zip(distinct.tolist(), zip(*values, strict=True), strict=True):  # one by one: a value may be a tuple
+        out[k] = fn(*row)
+    return out[key]
+
+
+def concat_rows(parts: list) -> np.ndarray:
+    """Row-wise concatenation of string parts (arrays of strings, all as long, or one str for
+    every row; at least one array), each distinct combination joined once (per_distinct). A row
+    with a missing part is missing (NaN), as adding pandas text is."""
+    fixed = [p if isinstance(p, str) else None for p in parts]
+    varied = [k for k, p in enumerate(parts) if not isinstance(p, str)]
+
+    def join(*values) -> str | float:
+        text = list(fixed)
+        for k, v in zip(varied, values, strict=True):
+            if not isinstance(v, str):
+                return np.nan
+            text[k] = v
+        return "".join(text)
+
+    return per_distinct(join, *(parts[k] for k in varied))

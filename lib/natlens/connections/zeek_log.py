@@ -177,9 +177,18 @@ def _cells(rows: pd.DataFrame, field: str, ztype: str, column: str | None, path:
 
 
 def _per_value(values: pd.Series, render: Callable[[object], str]) -> pd.Series:
-    """`render` of each distinct value once (captures, nodes, interfaces repeat a lot)."""
+    """`render` of each distinct value once (captures, nodes, interfaces repeat a lot); a plain
+    string (not empty, nothing to escape, not Zeek's unset or empty mark) is its own text, and
+    is not rendered one by one (uids and journey ids are all distinct)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = np.array([render(u) for u in uniques] + [UNSET], dtype=object)
+    uniques = np.asarray(uniques, dtype=object)
+    marks = (UNSET, EMPTY, "")
+    # printable: no control character and no surrogate escape (both escaped, like a backslash)
+    plain = np.array([type(u) is str and u.isprintable() and "\\" not in u and u not in marks for u in uniques],
+                     dtype=bool)
+    out = uniques.copy()
+    out[~plain] = [render(u) for u in uniques[~plain]]
+    text = np.append(out, UNSET).astype(object)
     return pd.Series(text[codes], index=values.index, dtype=object)  # code -1: NA -> UNSET
 
 

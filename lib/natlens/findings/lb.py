@@ -96,13 +96,18 @@ def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory:
     return [_finding(str(svc), g, captured) for svc, g in picks.groupby("service", sort=True)]
 
 
+# the journey columns the load-balancer findings read
+_USED = ["journey", "service", "vip", "proto", "client_h", "client_p", "client_node", "client_is_node", "snat",
+         "snat_to", "lb_backend", "loopback", "outcome", "policy", "node_dnat"]
+
+
 def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:
     """Per journey that reached the load balancer: the address it reached it from (``left_with``),
     whether that is its node's own (``node_source``), the node picked (``picked``), whether that is
     the source's node, the source the picked node saw (``lb_src``) and whether the load balancer
     rewrote it (``rewritten``: yes / no / unknown), and how a loopback ended (``loop_mode``)."""
     j = journeys[journeys["node_dnat"] != YES] if "node_dnat" in journeys else journeys
-    j = j[j["service"].notna()].astype(object).copy()  # plain objects: Arrow columns iterate slowly
+    j = j.loc[j["service"].notna(), [c for c in _USED if c in j]].astype(object)  # plain objects: Arrow columns iterate slowly
     j["left_with"] = left_with(j)
     j["node_source"] = _node_of(j["left_with"], inventory).eq(j["client_node"]) & j["client_node"].notna()
     j["picked"] = j["lb_backend"]

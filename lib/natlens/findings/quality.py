@@ -128,8 +128,12 @@ def _outside(journeys: pd.DataFrame, node: str, first: float | None, last: float
 
 
 def _in_order(ids: set[str], journeys: pd.DataFrame) -> list[str]:
-    order = {j: i for i, j in enumerate(journeys["journey"].tolist())} if not journeys.empty else {}
-    return sorted(ids, key=lambda j: order.get(j, len(order)))
+    """The journeys ``ids`` in the table's order (any not in it after them, sorted)."""
+    if not ids:
+        return []
+    known = journeys["journey"].astype(object) if not journeys.empty else pd.Series([], dtype=object)
+    listed = known[known.isin(list(ids))].tolist()
+    return listed + sorted(ids - set(listed))
 
 
 def _limits(e: dict, before: list[str], after: list[str]) -> list[str]:

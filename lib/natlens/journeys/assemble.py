@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import join_groups
+from natlens._grouped import concat_rows, join_groups, per_distinct
 from natlens.journeys.client import Clients, ServiceMap
 from natlens.journeys.decisions import Decision
 from natlens.journeys.evidence import latency_records, nearness, point_label
@@ -27,10 +27,9 @@ def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decisi
             cl[col] = s.reindex(cl.index)
     _timings(cl, r)
     cl["ts"] = r.groupby("jn")["_t"].min()
-    cl["policy"] = [services.policy_of(v, p, pr) for v, p, pr in zip(cl["vip"], cl["vport"], cl["proto"],
-                                                                     strict=True)]
-    cl["service"] = (cl["vip"].astype(str) + ":" + cl["vport"].astype("Int64").astype(str) + "/"
-                     + cl["proto"].astype(str))
+    cl["policy"] = per_distinct(services.policy_of, cl["vip"], cl["vport"], cl["proto"]) if len(cl) else []
+    cl["service"] = concat_rows([cl["vip"].astype(str), ":", cl["vport"].astype("Int64").astype(str), "/",
+                                 cl["proto"].astype(str)]) if len(cl) else []
     loop = cl["loopback"].map({YES: "loopback", NO: "remote"}).fillna(UNKNOWN)
     cl["path"] = loop + "/" + cl["snat"].map({YES: "snat", NO: "no-snat"}).fillna("snat-unknown")
     _hops(cl, r)
@@ -44,7 +43,8 @@ def _timings(cl: pd.DataFrame, r: pd.DataFrame) -> None:
     retransmissions as the records that saw the most of them counted."""
     cl["established"] = cl["outcome"] == ESTABLISHED
     pick = latency_records(r, nearness(r, cl["client_uid"])).reindex(cl.index)
-    chosen = r.drop_duplicates("uid").set_index("uid").reindex(pick["uid"])
+    shown = ["uid", "handshake_rtt", "connect", "capture"] + (["point"] if "point" in r else [])
+    chosen = r[shown].drop_duplicates("uid").set_index("uid").reindex(pick["uid"])
     for col, src in (("handshake_ms", "handshake_rtt"), ("connect_ms", "connect")):
         cl[col] = chosen[src].to_numpy(dtype=float) * 1e3
     cl["first_byte_ms"] = pick["first_byte"].to_numpy(dtype=float) * 1e3
@@ -69,11 +69,16 @@ def _hops(cl: pd.DataFrame, r: pd.DataFrame) -> None:
                                  int(jn_sorted.max()) + 1, ", ")[cl.index.to_numpy()]
     bounds = np.flatnonzero(np.diff(jn_sorted)) + 1
     journeys = pd.unique(jn_sorted)
-    uid_lists = [list(x) for x in np.split(srt["uid"].to_numpy(dtype=object), bounds)]
-    cl["uids"] = pd.Series(uid_lists, index=journeys).reindex(cl.index)
-    hop_at = point_label(r) + ": " + r["four"]
-    hop_lists = [list(x) for x in np.split(hop_at.loc[srt.index].to_numpy(dtype=object), bounds)]
-    cl["hop_list"] = pd.Series(hop_lists, index=journeys).reindex(cl.index)
+    cl["uids"] = pd.Series(_lists(srt["uid"], bounds), index=journeys).reindex(cl.index)
+    hop_at = pd.Series(concat_rows([point_label(r), ": ", r["four"]]), index=r.index)
+    cl["hop_list"] = pd.Series(_lists(hop_at.loc[srt.index], bounds), index=journeys).reindex(cl.index)
+
+
+def _lists(values: pd.Series, bounds: np.ndarray) -> list[list]:
+    """The values cut into Python lists at ``bounds`` (the start of every group but the first)."""
+    every = values.tolist()
+    cuts = [0, *bounds.tolist(), len(every)]
+    return [every[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def number_journeys(cl: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:

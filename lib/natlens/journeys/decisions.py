@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import concat_rows
 from natlens.inventory import BRIDGE, Inventory
 from natlens.journeys.client import first_per_journey
 from natlens.journeys.evidence import (
@@ -383,8 +384,8 @@ def _said(r: pd.DataFrame) -> pd.Series:
     ended = r["end"].map({END_CAPTURE: "unknown (capture ended)"}).fillna(r["end"]).astype(str)
     syns = pd.Series(np.where(r["syn_ts"].notna(), (r["syn_retransmits"].fillna(0) + 1).astype(int).astype(str)
                               + " SYN(s)", "no SYN seen"), index=r.index)
-    return (point_label(r) + ": " + r["conn_state"].astype(str) + " " + r["history"].astype(str) + ", "
-            + syns + ", ended " + ended + icmp_said(r))
+    return pd.Series(concat_rows([point_label(r), ": ", r["conn_state"].astype(str), " ", r["history"].astype(str),
+                                  ", ", syns, ", ended ", ended, icmp_said(r)]), index=r.index, dtype=object)
 
 
 def _looped_retries(r: pd.DataFrame, rank: pd.Series, said: pd.Series, value: pd.Series,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import per_distinct
 from natlens.vocab import (
     END_RST,
     END_TIMEOUT,
@@ -40,16 +41,15 @@ REFUSED_STATE = "REJ"  # Zeek: the SYN was answered by a RST, nothing else
 def point_label(r: pd.DataFrame) -> pd.Series:
     """Each record's capture, with the interface when the capture's name does not say it:
     "node-1/any (veth1a2b)", "node-1/eth0"."""
-    caps = r["capture"].to_numpy(dtype=object)
-    caps = pd.Series(caps).map({c: str(c) for c in pd.unique(caps)}).to_numpy(dtype=object)
-    if "point" not in r or not len(r):
-        return pd.Series(caps, index=r.index, dtype=object)
-    tail = {c: c.rsplit("/", 1)[-1] for c in pd.unique(caps)}
-    points = r["point"].to_numpy(dtype=object)
-    named = np.array([isinstance(p, str) and p != tail[c] for c, p in zip(caps, points, strict=True)], dtype=bool)
-    out = caps.copy()
-    out[named] = caps[named] + " (" + points[named] + ")"
-    return pd.Series(out, index=r.index, dtype=object)
+    if not len(r):
+        return pd.Series([], index=r.index, dtype=object)
+    points = r["point"] if "point" in r else pd.Series(None, index=r.index, dtype=object)
+    return pd.Series(per_distinct(_point_label, r["capture"], points), index=r.index, dtype=object)
+
+
+def _point_label(capture, point) -> str:
+    cap = str(capture)
+    return f"{cap} ({point})" if isinstance(point, str) and point != cap.rsplit("/", 1)[-1] else cap
 
 
 def nearness(r: pd.DataFrame, client_uid: pd.Series) -> pd.Series:
@@ -94,11 +94,13 @@ def icmp_refusals(r: pd.DataFrame) -> pd.Series:
     client's node it is on the client's side of the network."""
     if "icmp_errors" not in r or not len(r):
         return pd.Series(False, index=r.index)
-    v6 = r["icmp_src"].astype(str).str.contains(":", regex=False)
-    ends = pd.Series([icmp_ends_connect(t, c, v) for t, c, v in zip(r["icmp_type"], r["icmp_code"], v6, strict=True)],
-                     index=r.index, dtype=bool)
+    held = ((r["icmp_errors"].fillna(0) > 0) & (r["icmp_quotes"] == "orig")).fillna(False).astype(bool)
+    h = r[held]  # the few records that hold one
+    ends = np.zeros(len(r), dtype=bool)
+    ends[held.to_numpy()] = np.array([icmp_ends_connect(t, c, ":" in str(src)) for t, c, src in
+                                      zip(h["icmp_type"], h["icmp_code"], h["icmp_src"], strict=True)], dtype=bool)
     near = (r["on_client"] & r["pre_lb"]) if "on_client" in r else pd.Series(True, index=r.index)
-    return (r["icmp_errors"].fillna(0) > 0) & (r["icmp_quotes"] == "orig") & ends & near
+    return held & ends & near
 
 
 def icmp_said(r: pd.DataFrame) -> pd.Series:
@@ -200,11 +202,12 @@ def _passed_over(cand: pd.DataFrame, ok_rtt: pd.Series, ok_syns: np.ndarray, bes
                  chosen_rank: np.ndarray) -> pd.Series:
     """Per journey, why records nearer the client than the chosen one were not used (one
     reason per capture)."""
-    nearer = ~(ok_rtt & ok_syns) & ~(cand["_rank"].to_numpy() > np.nan_to_num(chosen_rank, nan=9))
+    nearer = (~(ok_rtt & ok_syns) & ~(cand["_rank"].to_numpy() > np.nan_to_num(chosen_rank, nan=9))).to_numpy()
+    near = cand[nearer]
     why = pd.Series([f"{c} lost the client's ACK (SYN -> ACK {rtt * 1e3:.3f} ms there, {b * 1e3:.3f} ms "
                      "at the point used)" if not rtt_ok else f"{c} missed some of the client's SYNs"
-                     for c, rtt, b, rtt_ok in zip(cand["capture"], cand["handshake_rtt"], best, ok_rtt,
-                                                  strict=True)], index=cand.index, dtype=object)
-    picked = pd.DataFrame({"jn": cand["jn"], "capture": cand["capture"], "why": why})[nearer]
+                     for c, rtt, b, rtt_ok in zip(near["capture"], near["handshake_rtt"], best[nearer],
+                                                  ok_rtt[nearer], strict=True)], index=near.index, dtype=object)
+    picked = pd.DataFrame({"jn": near["jn"], "capture": near["capture"], "why": why})
     picked = picked.drop_duplicates(["jn", "capture"])
     return picked.groupby("jn")["why"].agg("; ".join)

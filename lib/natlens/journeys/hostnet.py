@@ -21,11 +21,13 @@ Takes the placed records and client table of ``decisions`` (``client.place_recor
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import concat_rows, per_distinct
 from natlens.inventory import Inventory
 from natlens.journeys.client import first_per_journey
 from natlens.journeys.decisions import Decision, pod_source
@@ -55,7 +57,7 @@ class TtlReadings:
     reading: pd.Series
     basis: pd.Series
 
-    @property
+    @functools.cached_property
     def text(self) -> pd.Series:
         """The whole sentence: the record, its TTL, the initial TTL, who sent it, learned or assumed."""
         verdict = self.sent.map({SENT_BY_NODE: ": sent by the node itself, a host-network client",
@@ -109,9 +111,11 @@ def ttl_readings(r: pd.DataFrame, cl: pd.DataFrame, own: pd.Series | None = None
     seen = f["uid"].notna()
     v6 = f["orig_h"].fillna("").astype(str).str.contains(":")
     learned = learned_initial(r, own if own is not None else pd.Series(dtype=bool))
-    got = [learned.get((c, bool(v)), (None, "")) for c, v in zip(f["capture"].astype(str), v6, strict=True)]
-    l_init = pd.Series([g[0] for g in got], index=cl.index, dtype="Int64")
-    l_why = pd.Series([g[1] for g in got], index=cl.index, dtype=object)
+    caps = f["capture"].astype(str)
+    l_init = pd.Series(per_distinct(lambda c, v: learned.get((c, bool(v)), (None, ""))[0], caps, v6),
+                       index=cl.index, dtype="Int64")
+    l_why = pd.Series(per_distinct(lambda c, v: learned.get((c, bool(v)), (None, ""))[1], caps, v6),
+                      index=cl.index, dtype=object)
     t = f["orig_ttl"].astype("Int64").fillna(-9).astype(int)
     common = list(COMMON_INITIAL_TTLS)
     a_init = pd.Series(np.where(t.isin(common), t, np.where((t + 1).isin(common), t + 1, -1)), index=cl.index)
@@ -121,20 +125,31 @@ def ttl_readings(r: pd.DataFrame, cl: pd.DataFrame, own: pd.Series | None = None
                                None), index=cl.index, dtype=object)
     word = _word(v6)
     known = "/".join(map(str, COMMON_INITIAL_TTLS))
-    assumed = ("initial " + word + " assumed: one of the common initial values " + known + "; "
-               + l_why.where(l_why != "", "no connection of the node's own in this capture to learn it from"))
-    head = word + " " + t.astype(str)
-    reading = pd.Series(np.select(
-        [sent == FORWARDED, sent == SENT_BY_NODE, is_learned],
-        [head + ", one less than the initial " + word + " " + init.astype(str), head + ", the initial " + word
-         + " itself", head + ", neither the initial " + word + " " + init.astype(str) + " nor one less"],
-        head + ", neither a common initial value (" + known + ") nor one less"), index=cl.index, dtype=object)
-    source = f["orig_h"].fillna("").astype(str) + ":" + f["orig_p"].astype("Int64").astype(str)
+    assumed = pd.Series(concat_rows([
+        "initial ", word, " assumed: one of the common initial values " + known + "; ",
+        l_why.where(l_why != "", "no connection of the node's own in this capture to learn it from")]),
+        index=cl.index, dtype=object)
+    reading = pd.Series(per_distinct(functools.partial(_reading, known=known), sent, is_learned, word, t, init),
+                        index=cl.index, dtype=object)
+    source = pd.Series(concat_rows([f["orig_h"].fillna("").astype(str), ":", f["orig_p"].astype("Int64").astype(str)]),
+                       index=cl.index, dtype=object)
     hide = pd.Series(None, index=cl.index, dtype=object)
     return TtlReadings(uid=f["uid"], hop=f["hop"], source=source.where(seen, hide),
                        ttl=f["orig_ttl"].astype("Int64").where(seen),
                        initial=init.astype("Int64").where(seen & (init >= 0)), sent=sent.where(seen, None),
                        reading=reading.where(seen, hide), basis=l_why.where(is_learned, assumed).where(seen, hide))
+
+
+def _reading(sent, is_learned, word: str, ttl: int, init: int, known: str) -> str:
+    """What the TTL a journey's first packet left its node with says, in words."""
+    head = f"{word} {ttl}"
+    if sent == FORWARDED:
+        return f"{head}, one less than the initial {word} {init}"
+    if sent == SENT_BY_NODE:
+        return f"{head}, the initial {word} itself"
+    if is_learned:
+        return f"{head}, neither the initial {word} {init} nor one less"
+    return f"{head}, neither a common initial value ({known}) nor one less"
 
 
 def host_network_from_conntrack(snat: Decision, fixes: pd.DataFrame) -> Decision:

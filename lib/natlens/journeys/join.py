@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import per_distinct
 from natlens.inventory import UPLINK
 
 JOIN_WINDOW_S = 5.0  # margin between the times records of one connection span (after clock correction)
@@ -180,11 +181,16 @@ def capture_point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> p
     """Interface name of each record's capture point: the label of a per-interface capture
     (eth0.pcap), else the SLL2/pcapng interface named by the node's ip-addr dump (`any`,
     a capture tool's file); None when unknown."""
-    label = conns["capture"].astype(str).str.split("/").str[-1]
     known = set(ifnames.values())
-    per_iface = label.isin(known) | (label.str.match(UPLINK) & (label != "any"))
-    named = pd.Series([ifnames.get((n, int(i))) for n, i in zip(conns["node"], conns["iface"], strict=True)],
-                      index=conns.index, dtype=object)
-    return pd.Series(np.where(per_iface, label, named), index=conns.index, dtype=object)
+
+    def point(capture, node, iface) -> str | None:
+        label = str(capture).split("/")[-1]
+        per_iface = label in known or (UPLINK.match(label) is not None and label != "any")
+        return label if per_iface else ifnames.get((node, int(iface)))
+
+    if not len(conns):
+        return pd.Series([], index=conns.index, dtype=object)
+    return pd.Series(per_distinct(point, conns["capture"], conns["node"], conns["iface"]), index=conns.index,
+                     dtype=object)
 
 
