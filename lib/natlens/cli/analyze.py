@@ -13,7 +13,6 @@ import pandas as pd
 from natlens.cli.cluster import add_cluster, scheduler_of
 from natlens.cli.progress import worth_a_bar
 from natlens.cli.report import add_scope
-from natlens.findings.scope import describe_scope
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +56,8 @@ def _table(df: pd.DataFrame) -> str:
 
 def render(a) -> str:
     """The findings of an Analysis as plain-text tables."""
+    from natlens.findings.scope import describe_scope  # noqa: PLC0415 (natlens ingest does not load the analysis)
+
     s = a.summary()
     out = [f"incident: {s['incident']}"]
     said = describe_scope(s.get("scope"), "analysis")

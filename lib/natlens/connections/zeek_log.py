@@ -240,7 +240,8 @@ def _integers(rows: pd.DataFrame, values: pd.Series, field: str, column: str, zt
         uid = rows["uid"].iloc[at] if "uid" in rows else "?"
         raise NatlensError(f"cannot write a conn.log: negative {column} {data[at]} in record {uid}",
                            path=str(path))
-    text = data.astype(str).astype(object)
+    codes, uniques = pd.factorize(data)  # counts and ports repeat: each distinct one worded once
+    text = uniques.astype(str).astype(object)[codes]
     text[unset] = UNSET
     return pd.Series(text, index=values.index, dtype=object)
 

@@ -7,6 +7,7 @@ what they show is the same numbers; nothing here reads the bundle again.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,12 +79,13 @@ class Analysis:
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "summary.json"]
         written[0].write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
-        for name in ("connections", "journeys", "service_journeys", "snat", "latency", "problems"):
-            path = out / f"{name}.parquet"
-            getattr(self, name).to_parquet(path, index=False)
-            written.append(path)
-        written.append(write_conn_log(self._conn_log_records(), out / "conn.log"))
-        return written
+        names = ("connections", "journeys", "service_journeys", "snat", "latency", "problems")
+        tables = [out / f"{name}.parquet" for name in names]
+        with ThreadPoolExecutor(1) as pool:  # pyarrow writes without the GIL while the conn.log is worded
+            parquet = pool.submit(lambda: [getattr(self, n).to_parquet(p, index=False) for n, p in zip(names, tables, strict=True)])
+            log = write_conn_log(self._conn_log_records(), out / "conn.log")
+            parquet.result()
+        return [*written, *tables, log]
 
     def _conn_log_records(self) -> pd.DataFrame:
         """Every connection record, with the journey and interface name (``point``) the
