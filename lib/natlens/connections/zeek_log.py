@@ -66,6 +66,7 @@ import pandas as pd
 from natlens.errors import NatlensError
 
 SEPARATOR = "\t"
+LOG_ROWS = 65_536  # records worded at once
 SET_SEPARATOR = ","
 EMPTY = "(empty)"
 UNSET = "-"
@@ -134,8 +135,6 @@ def write_conn_log(table: pd.DataFrame, path: str | Path, *,
     clock = now or (lambda: datetime.now(timezone.utc))
     opened = clock()
     rows = table.sort_values("ts_ns", kind="stable") if len(table) else table
-    columns = [_cells(rows, f, t, c, path) for f, t, c in fields]
-    lines = [SEPARATOR.join(cells) for cells in zip(*(c.tolist() for c in columns), strict=True)]
     header = [
         "#separator " + "".join(f"\\x{ord(ch):02x}" for ch in SEPARATOR),
         f"#set_separator{SEPARATOR}{SET_SEPARATOR}",
@@ -146,12 +145,22 @@ def write_conn_log(table: pd.DataFrame, path: str | Path, *,
         "#fields" + "".join(SEPARATOR + f for f, _, _ in fields),
         "#types" + "".join(SEPARATOR + t for _, t, _ in fields),
     ]
-    body = "".join(line + "\n" for line in lines)
-    text = "\n".join(header) + "\n" + body + f"#close{SEPARATOR}{clock().strftime(TIME_FORMAT)}\n"
+    part = path.with_name(path.name + ".part")  # a log that cannot be written whole is not left in part
     try:
-        path.write_text(text, encoding="utf-8")
+        with open(part, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(header) + "\n")
+            for start in range(0, len(rows), LOG_ROWS):  # a slice at a time: a text cell costs ~60 bytes
+                chunk = rows.iloc[start:start + LOG_ROWS]
+                columns = [_cells(chunk, f, t, c, path).tolist() for f, t, c in fields]
+                fh.write("".join(SEPARATOR.join(cells) + "\n" for cells in zip(*columns, strict=True)))
+            fh.write(f"#close{SEPARATOR}{clock().strftime(TIME_FORMAT)}\n")
+        part.replace(path)
     except OSError as exc:
+        part.unlink(missing_ok=True)
         raise NatlensError(f"cannot write the conn.log: {exc.strerror or exc}", path=str(path)) from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -111,6 +111,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from natlens._memory import give_back
 from natlens.bundle import Bundle, capture_drops, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
 from natlens.findings.captures import CaptureSet, read_captures
@@ -164,6 +165,7 @@ def analyze(incident_dir: str | Path, progress: bool | str | Path = False, *, se
     logs = {n.name: capture_drops(n) for n in bundle.nodes}  # collect-node.log: tcpdump's drops
     dropped = _dropped(caps, logs)
     journeys, records, clocks = _journeys(caps, inventory, bundle, dropped)
+    give_back()  # what building the journeys held
     offsets, clock_notes = clocks.offsets, clocks.notes
     service, scope_notes = _service_journeys(journeys, inventory)
     scope = (None if request.empty else

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from natlens._memory import give_back
 from natlens.bundle import Bundle
 from natlens.capture import (
     ARROW_SCHEMA,
@@ -197,6 +198,7 @@ def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, pa
     except BaseException:
         remove_hops([Path(name), *Path(name).parent.glob(f"{Path(name).stem}-*.parquet")], None, None)
         raise  # an unreadable capture leaves no file behind
+    give_back()  # the packets are gone: the next capture or stage starts from what is kept
     warnings = list(info.warnings)
     if info.dropped:
         warnings.append(f"{path}: the capturing host dropped {info.dropped:,} packets (pcapng "
