@@ -249,3 +249,26 @@ def test_bad_tables_name_the_file_and_the_problem(tmp_path):
 def test_an_empty_table_is_a_header_only_log(tmp_path):
     rows = strict_rows(write_conn_log(_table().iloc[0:0], tmp_path / "conn.log"))
     assert rows.empty and list(rows.columns)[:2] == ["ts", "uid"]
+
+
+def test_a_log_written_in_slices_is_the_log_written_at_once(tmp_path, monkeypatch):
+    from natlens.connections import zeek_log
+
+    t = pd.concat([_table()] * 5, ignore_index=True)
+    t["uid"], t["ts_ns"] = [f"c#{i}" for i in range(10)], [1_700_000_000_000_000_000 + 7 * i for i in range(10)]
+    t.loc[3, "capture"], t.loc[4, "history"] = "odd\tname", ""
+    fixed = lambda: datetime(2026, 1, 1, tzinfo=timezone.utc)  # noqa: E731
+    whole = write_conn_log(t, tmp_path / "whole.log", now=fixed).read_text()
+    monkeypatch.setattr(zeek_log, "LOG_ROWS", 3)
+    assert write_conn_log(t, tmp_path / "sliced.log", now=fixed).read_text() == whole
+
+
+def test_a_log_that_fails_part_way_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    from natlens.connections import zeek_log
+
+    monkeypatch.setattr(zeek_log, "LOG_ROWS", 1)  # the bad record is in the second slice
+    path = tmp_path / "conn.log"
+    path.write_text("old\n")
+    with pytest.raises(NatlensError, match="negative orig_pkts"):
+        write_conn_log(_table(orig_pkts=[1, -3]), path)
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["conn.log"]

@@ -97,8 +97,9 @@ def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory:
 
 
 # the journey columns the load-balancer findings read
-_USED = ["journey", "service", "vip", "proto", "client_h", "client_p", "client_node", "client_is_node", "snat",
-         "snat_to", "lb_backend", "loopback", "outcome", "policy", "node_dnat"]
+_USED = ["journey", "ts", "service", "vip", "proto", "client_h", "client_p", "client_node", "client_is_node", "snat",
+         "snat_to", "lb_backend", "lb_backend_evidence", "loopback", "loopback_evidence", "outcome", "policy",
+         "node_dnat", "captures"]
 
 
 def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:

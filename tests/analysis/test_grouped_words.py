@@ -1,0 +1,37 @@
+"""Words made once per distinct combination of values (_grouped.per_distinct, concat_rows):
+the same result as a call per row, by position, missing values passed on as they are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from natlens._grouped import concat_rows, per_distinct
+
+
+def test_per_distinct_is_a_call_per_row_made_once_per_combination():
+    a = pd.Series(["x", "y", "x", None, "x", "y"], index=[10, 11, 12, 13, 14, 15])  # not a RangeIndex
+    b = np.array([1, 1, 2, 1, 1, 1], dtype=object)
+    calls = []
+
+    def fn(u, v):
+        calls.append((u, v))
+        return (u, v)  # a tuple is one value, not a sequence to spread
+
+    got = per_distinct(fn, a, b)
+    assert list(got) == list(zip(a.tolist(), b.tolist(), strict=True))
+    assert len(calls) == 4  # (x,1) (y,1) (x,2) (None,1)
+
+
+def test_per_distinct_keeps_missing_values_apart_from_the_others():
+    got = per_distinct(lambda v: "missing" if pd.isna(v) else f"<{v}>", pd.Series([np.nan, 3.0, np.nan, 3.0]))
+    assert list(got) == ["missing", "<3.0>", "missing", "<3.0>"]
+
+
+def test_concat_rows_is_pandas_text_addition():
+    a = pd.Series(["n1/eth0", "n1/eth0", "n2/any", None], dtype=object)
+    b = pd.Series(["S0", "SF", "S0", "S0"]).astype(str)
+    want = (a + ": " + b + "!").tolist()
+    got = concat_rows([a, ": ", b, "!"])
+    assert list(got[:3]) == want[:3]
+    assert pd.isna(got[3]) and pd.isna(want[3])  # a missing part: missing, as adding pandas text is
