@@ -109,8 +109,10 @@ def each_file_on(scheduler: str, fn: Callable, args: Sequence[tuple], files: Seq
     run = uuid.uuid4().hex
     queue = None if advance(0) is None else distributed.Queue(f"natlens-progress-{run}", client=c)
     failed = distributed.Event(f"natlens-failed-{run}", client=c)
+    where = placement(c, files)
     futures = [c.submit(_on_worker, fn, a, str(f), i, None if queue is None else queue.name, failed.name, undo,
-                        pure=False) for i, (a, f) in enumerate(zip(args, files, strict=True))]
+                        pure=False, workers=w, allow_other_workers=w is None)
+               for i, (a, f, w) in enumerate(zip(args, files, where, strict=True))]
     try:
         try:
             _wait_all(futures, queue, advance, c, scheduler)
@@ -124,6 +126,27 @@ def each_file_on(scheduler: str, fn: Callable, args: Sequence[tuple], files: Seq
             c.run(undo)
         raise
     return c.gather(futures)
+
+
+def placement(c, files: Sequence[Path]) -> list[list[str] | None]:
+    """The workers that can read each file (None: every worker can): a capture is read where it
+    is, on shared storage or on the disk of a worker that holds its node's directory.
+    NatlensError naming a file that no worker sees."""
+    seen = c.run(_visible, [str(f) for f in files])  # {worker: [True where it sees file i]}
+    out: list[list[str] | None] = []
+    for i, f in enumerate(files):
+        who = sorted(w for w, sees in seen.items() if sees[i])
+        if not who:
+            raise NatlensError(f"{f}: not found on any of the {len(seen)} Dask worker(s): put the bundle on "
+                               "storage every worker sees at the same path, or run a worker where each node "
+                               "directory is, at that path")
+        out.append(None if len(who) == len(seen) else who)
+    return out
+
+
+def _visible(files: list[str]) -> list[bool]:
+    """On a worker: which of the files it sees."""
+    return [Path(f).is_file() for f in files]
 
 
 def _some_workers(c, scheduler: str) -> None:

@@ -135,10 +135,34 @@ def test_workers_report_every_byte_read_to_the_bars(tmp_path, scheduler):
     assert seen == {0: 1234, 1: 98765, 2: 5}
 
 
-def test_a_file_a_worker_does_not_see_says_the_bundle_must_be_shared(tmp_path, scheduler):
+def test_a_file_no_worker_sees_says_where_the_bundle_must_be(tmp_path, scheduler):
     missing = tmp_path / "elsewhere.pcap"
-    with pytest.raises(NatlensError, match=r"elsewhere.pcap: not found on Dask worker tcp://.*same path"):
+    with pytest.raises(NatlensError, match=r"elsewhere.pcap: not found on any of the 2 Dask worker\(s\).*same path"):
         cluster.each_file_on(scheduler, _report, [(missing,)], [missing], lambda i: None)
+
+
+class _Cluster:
+    """A client whose workers each see some files (a node directory on a worker's own disk)."""
+
+    def __init__(self, sees: dict[str, set[str]]) -> None:
+        self.sees = sees
+
+    def run(self, fn, files):
+        return {w: [f in seen for f in files] for w, seen in self.sees.items()}
+
+
+def test_a_capture_is_read_by_the_workers_that_see_it():
+    c = _Cluster({"tcp://w1:1": {"/b/nodes/n1/eth0.pcap", "/b/nodes/shared.pcap"},
+                  "tcp://w2:1": {"/b/nodes/n2/eth0.pcap", "/b/nodes/shared.pcap"}})
+    files = [Path("/b/nodes/n1/eth0.pcap"), Path("/b/nodes/n2/eth0.pcap"), Path("/b/nodes/shared.pcap")]
+    assert cluster.placement(c, files) == [["tcp://w1:1"], ["tcp://w2:1"], None]  # None: any worker
+    with pytest.raises(NatlensError, match=r"/b/nodes/n3/eth0.pcap: not found on any of the 2"):
+        cluster.placement(c, [*files, Path("/b/nodes/n3/eth0.pcap")])
+
+
+def test_every_worker_of_a_local_cluster_sees_the_bundle(scheduler):
+    files = sorted((samples_dir() / "mixed").rglob("*.pcap"))
+    assert files and cluster.placement(cluster.client(scheduler), files) == [None] * len(files)
 
 
 def test_packets_of_a_worker_that_has_gone_are_a_one_line_error(scheduler):

@@ -96,10 +96,9 @@ def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory:
     return [_finding(str(svc), g, captured) for svc, g in picks.groupby("service", sort=True)]
 
 
-# the journey columns the load-balancer findings read
-_USED = ["journey", "ts", "service", "vip", "proto", "client_h", "client_p", "client_node", "client_is_node", "snat",
-         "snat_to", "lb_backend", "lb_backend_evidence", "loopback", "loopback_evidence", "outcome", "policy",
-         "node_dnat", "captures"]
+# journey columns the load-balancer findings never read (lists and long text: costly as objects)
+_UNUSED = ["uids", "hop_list", "latency_from", "host_network_evidence", "snat_evidence", "node_dnat_evidence",
+           "outcome_evidence", "client_uid"]
 
 
 def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:
@@ -108,7 +107,7 @@ def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: In
     the source's node, the source the picked node saw (``lb_src``) and whether the load balancer
     rewrote it (``rewritten``: yes / no / unknown), and how a loopback ended (``loop_mode``)."""
     j = journeys[journeys["node_dnat"] != YES] if "node_dnat" in journeys else journeys
-    j = j.loc[j["service"].notna(), [c for c in _USED if c in j]].astype(object)  # plain objects: Arrow columns iterate slowly
+    j = j.loc[j["service"].notna(), [c for c in j if c not in _UNUSED]].astype(object)  # plain objects: Arrow columns iterate slowly
     j["left_with"] = left_with(j)
     j["node_source"] = _node_of(j["left_with"], inventory).eq(j["client_node"]) & j["client_node"].notna()
     j["picked"] = j["lb_backend"]
