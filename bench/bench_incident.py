@@ -5,7 +5,8 @@ Cases (captures cached under $NATLENS_BENCH_DIR, default /tmp/natlens-bench, by
 bench/gen_capture.py; each bundle is one node directory linking to them):
   tcp-1M, tcp-5M      one capture of 100-packet connections (1,000,000 / 5,000,000 packets);
                       analyze with --jobs 1 and with the default (a capture of 128 MiB or
-                      more is made into records in parts, on both cores)
+                      more is decoded in spans, one process per core, and made into records
+                      in parts in those processes)
   short-5M            one capture of 10-packet connections from 200 clients: 5-tuples are
                       reused with new ISNs (the slowest traffic for connections)
   4-captures          two nodes x two captures of 1M packets (or --incident-packets each),

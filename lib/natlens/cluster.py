@@ -111,7 +111,7 @@ def each_file_on(scheduler: str, fn: Callable, args: Sequence[tuple], files: Seq
     failed = distributed.Event(f"natlens-failed-{run}", client=c)
     where = placement(c, files)
     futures = [c.submit(_on_worker, fn, a, str(f), i, None if queue is None else queue.name, failed.name, undo,
-                        pure=False, workers=w, allow_other_workers=w is None)
+                        pure=False, **({} if w is None else {"workers": w, "allow_other_workers": False}))
                for i, (a, f, w) in enumerate(zip(args, files, where, strict=True))]
     try:
         try:

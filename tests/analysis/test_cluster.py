@@ -215,3 +215,11 @@ def test_a_cluster_without_a_worker_is_a_one_line_error_not_a_wait(tmp_path, mon
         with pytest.raises(NatlensError, match="the Dask cluster has no worker .start one: dask worker tcp://"):
             cluster.each_file_on(empty.scheduler_address, _report, [(f,)], [f], lambda i: None)
         cluster.forget(empty.scheduler_address)
+
+
+def test_a_capture_placed_on_one_worker_is_read_there(scheduler, monkeypatch):
+    workers = sorted(cluster.client(scheduler).nthreads())
+    assert len(workers) == 2
+    monkeypatch.setattr(cluster, "placement", lambda c, files: [[workers[1]]] * len(files))
+    a = analyze(samples_dir() / "mixed", scheduler=scheduler)
+    assert {h.worker for h in a._hops.values()} == {workers[1]}
