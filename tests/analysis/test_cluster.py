@@ -223,3 +223,17 @@ def test_a_capture_placed_on_one_worker_is_read_there(scheduler, monkeypatch):
     monkeypatch.setattr(cluster, "placement", lambda c, files: [[workers[1]]] * len(files))
     a = analyze(samples_dir() / "mixed", scheduler=scheduler)
     assert {h.worker for h in a._hops.values()} == {workers[1]}
+
+
+def test_captures_that_are_links_keep_their_own_names_on_a_cluster(incident, tmp_path, scheduler):
+    """A bundle whose captures link elsewhere (two names for one file, as the bench's): each is
+    labelled by its own name on the workers too, never by the file it links to."""
+    node = tmp_path / "linked" / "nodes" / "node-a"
+    node.mkdir(parents=True)
+    target = incident / "nodes" / "node-a" / "eth0.pcap"
+    for name in ("eth0.pcap", "eth1.pcap"):
+        (node / name).symlink_to(target)
+    here, there = analyze(tmp_path / "linked"), analyze(tmp_path / "linked", scheduler=scheduler)
+    _same(here, there)
+    assert sorted(there._hops) == ["node-a/eth0", "node-a/eth1"]
+    there.write(tmp_path / "out")  # one uid per record: the conn.log joins on it

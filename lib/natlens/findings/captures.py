@@ -138,7 +138,7 @@ def read_captures(bundle: Bundle, progress: bool | str | Path = False, jobs: int
     todo = [(n, c) for n in bundle.nodes for c in n.captures]
     call = f"natlens-{uuid.uuid4().hex[:12]}"  # this call's hop files: their names start with it
     spill = None if scheduler else hop_dir()  # None: each Dask worker's own
-    files = [c.resolve() if scheduler else c for _, c in todo]  # a worker's working directory is not ours
+    files = [c.absolute() if scheduler else c for _, c in todo]  # a worker's working directory is not ours (a link stays a link: its name is the label)
     # one capture at a time here: a big one's parts are made into records on every core asked for
     part_jobs = (jobs or cores()) if not scheduler and worker_count(jobs, files) == 1 else 1
     ones = each_file(read_one, [(n.name, bundle.display_path(n, c), f, spill, call, part_jobs)
