@@ -63,7 +63,6 @@ def join_groups(gid: np.ndarray, chars: np.ndarray, n: int, sep: str = "") -> np
     return out
 
 
-
 def per_distinct(fn, *cols) -> np.ndarray:
     """``fn(*values)`` of each row of the columns (Series or arrays, all as long; by position),
     called once per distinct combination of values: the words of a table repeat a lot, and a

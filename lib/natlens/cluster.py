@@ -70,8 +70,8 @@ def worker_environ() -> dict:
 
 
 _CLIENTS: dict[str, object] = {}
-_UNDO: dict[str, list[Callable[[], None]]] = {}
-_LATER: dict[str, list[tuple[str, Callable, tuple]]] = {}  # per scheduler: (worker, fn, args): later_on_worker  # per scheduler: what removes the files this process's jobs left
+_UNDO: dict[str, list[Callable[[], None]]] = {}  # per scheduler: what removes the files this process's jobs left
+_LATER: dict[str, list[tuple[str, Callable, tuple]]] = {}  # per scheduler: (worker, fn, args) of later_on_worker
 
 
 def client(scheduler: str):

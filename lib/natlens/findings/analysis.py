@@ -81,8 +81,13 @@ class Analysis:
         written[0].write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
         names = ("connections", "journeys", "service_journeys", "snat", "latency", "problems")
         tables = [out / f"{name}.parquet" for name in names]
+
+        def write_tables() -> None:
+            for name, path in zip(names, tables, strict=True):
+                getattr(self, name).to_parquet(path, index=False)
+
         with ThreadPoolExecutor(1) as pool:  # pyarrow writes without the GIL while the conn.log is worded
-            parquet = pool.submit(lambda: [getattr(self, n).to_parquet(p, index=False) for n, p in zip(names, tables, strict=True)])
+            parquet = pool.submit(write_tables)
             log = write_conn_log(self._conn_log_records(), out / "conn.log")
             parquet.result()
         return [*written, *tables, log]

@@ -196,7 +196,7 @@ def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, pa
     try:
         conns, idx, info, hop_files = _records(path, Path(name), progress, node, label, part_jobs)
     except BaseException:
-        remove_hops([Path(name), *Path(name).parent.glob(f"{Path(name).stem}-*.parquet")], None, None)
+        remove_hops([Path(name), *Path(name).parent.glob(_span_hops(Path(name), "*").name)], None, None)
         raise  # an unreadable capture leaves no file behind
     give_back()  # the packets are gone: the next capture or stage starts from what is kept
     warnings = list(info.warnings)
@@ -233,7 +233,7 @@ def _records(path: Path, hop_file: Path, progress, node: str, label: str, part_j
     try:
         with Workers() as kept:  # the processes that decode the spans make the parts into records
             cuts = spans(path, part_jobs)
-            hop_files = [hop_file] + [hop_file.with_name(f"{hop_file.stem}-{r}.parquet") for r in range(1, len(cuts))]
+            hop_files = [hop_file] + [_span_hops(hop_file, r) for r in range(1, len(cuts))]
             decoded = each_file(_split, [(path, h, parts, where / str(r), cut)
                                          for r, (h, cut) in enumerate(zip(hop_files, cuts, strict=True))],
                                 [path] * len(cuts), jobs=part_jobs, progress=progress, kept=kept)
@@ -246,6 +246,11 @@ def _records(path: Path, hop_file: Path, progress, node: str, label: str, part_j
     finally:
         shutil.rmtree(where, ignore_errors=True)
     return conns, idx, combined([info for _, info in decoded]), hop_files
+
+
+def _span_hops(hop_file: Path, r: int | str) -> Path:
+    """The hop file of span ``r`` (after the first, which writes ``hop_file`` itself)."""
+    return hop_file.with_name(f"{hop_file.stem}-{r}.parquet")
 
 
 def _part(files: list[tuple[Path, int]] | None, node: str, label: str, capture_end_ns: int | None,

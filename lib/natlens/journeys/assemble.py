@@ -27,9 +27,9 @@ def journey_table(r: pd.DataFrame, clients: Clients, decisions: dict[str, Decisi
             cl[col] = s.reindex(cl.index)
     _timings(cl, r)
     cl["ts"] = r.groupby("jn")["_t"].min()
-    cl["policy"] = per_distinct(services.policy_of, cl["vip"], cl["vport"], cl["proto"]) if len(cl) else []
+    cl["policy"] = per_distinct(services.policy_of, cl["vip"], cl["vport"], cl["proto"])
     cl["service"] = concat_rows([cl["vip"].astype(str), ":", cl["vport"].astype("Int64").astype(str), "/",
-                                 cl["proto"].astype(str)]) if len(cl) else []
+                                 cl["proto"].astype(str)])
     loop = cl["loopback"].map({YES: "loopback", NO: "remote"}).fillna(UNKNOWN)
     cl["path"] = loop + "/" + cl["snat"].map({YES: "snat", NO: "no-snat"}).fillna("snat-unknown")
     _hops(cl, r)

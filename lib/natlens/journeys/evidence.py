@@ -41,8 +41,6 @@ REFUSED_STATE = "REJ"  # Zeek: the SYN was answered by a RST, nothing else
 def point_label(r: pd.DataFrame) -> pd.Series:
     """Each record's capture, with the interface when the capture's name does not say it:
     "node-1/any (veth1a2b)", "node-1/eth0"."""
-    if not len(r):
-        return pd.Series([], index=r.index, dtype=object)
     points = r["point"] if "point" in r else pd.Series(None, index=r.index, dtype=object)
     return pd.Series(per_distinct(_point_label, r["capture"], points), index=r.index, dtype=object)
 

@@ -188,8 +188,6 @@ def capture_point(conns: pd.DataFrame, ifnames: dict[tuple[str, int], str]) -> p
         per_iface = label in known or (UPLINK.match(label) is not None and label != "any")
         return label if per_iface else ifnames.get((node, int(iface)))
 
-    if not len(conns):
-        return pd.Series([], index=conns.index, dtype=object)
     return pd.Series(per_distinct(point, conns["capture"], conns["node"], conns["iface"]), index=conns.index,
                      dtype=object)
 
