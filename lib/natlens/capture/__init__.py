@@ -34,12 +34,19 @@ from natlens.capture.reader import (
     open_capture,
     spans,
 )
-from natlens.capture.schema import ARROW_SCHEMA, COLUMNS, PACKETS_SCHEMA, SKIP_REASONS
+from natlens.capture.schema import (
+    ARROW_SCHEMA,
+    CODED_SCHEMA,
+    COLUMNS,
+    PACKETS_SCHEMA,
+    SKIP_REASONS,
+    plain,
+)
 from natlens.errors import NatlensError
 
 __all__ = [
-    "ARROW_SCHEMA", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo", "Span",
-    "combined", "iter_tables", "open_capture", "output_paths", "read_capture", "read_table", "spans",
+    "ARROW_SCHEMA", "CODED_SCHEMA", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo", "Span",
+    "combined", "iter_tables", "open_capture", "output_paths", "plain", "read_capture", "read_table", "spans",
     "write_parquet", "written_behind",
 ]
 

@@ -123,6 +123,7 @@ def iter_tables(
     chunk_bytes: int = CHUNK_BYTES,
     progress=None,
     span: Span | None = None,
+    coded: bool = False,
 ) -> Iterator[pa.Table | CaptureInfo]:
     """Yield the packet table chunk by chunk (pyarrow Tables), then the CaptureInfo.
 
@@ -132,7 +133,8 @@ def iter_tables(
     record header (the format's `resync`): the bad record is counted "bad-length" and
     the bytes skipped are counted and said in a warning. `span` (from ``spans``): read only
     that part of the file, its records numbered as in the whole file; the CaptureInfo then
-    counts that part (``combined`` makes the file's of them).
+    counts that part (``combined`` makes the file's of them). ``coded``: tables of
+    CODED_SCHEMA (text as dictionaries: schema.plain makes them ARROW_SCHEMA's).
     """
     fmt, size = open_capture(path)
     p = str(path)
@@ -142,7 +144,7 @@ def iter_tables(
     if fmt.version[0] != fmt.MAJOR and span.start == fmt.data_start:
         info.warnings.append(f"{p}@{fmt.VERSION_AT}: {fmt.VERSION_NAME} {fmt.version[0]}.{fmt.version[1]}, "
                              f"not {fmt.MAJOR}.x: read as {fmt.MAJOR}.{fmt.MINOR}")
-    st = _Stream(p, fmt, span, chunk_bytes, progress)
+    st = _Stream(p, fmt, span, chunk_bytes, progress, coded)
     with st:
         while True:
             if st.need_more:
@@ -171,8 +173,9 @@ class _Stream:
     """A capture file read into one buffer, in chunks: what is in it, where reading is
     (a cursor: nothing moves until the buffer is refilled) and what was counted."""
 
-    def __init__(self, path: str, fmt, span: Span, chunk_bytes: int, progress):
+    def __init__(self, path: str, fmt, span: Span, chunk_bytes: int, progress, coded: bool = False):
         self.path, self.fmt, self.chunk_bytes, self.progress = path, fmt, chunk_bytes, progress
+        self.coded = coded
         self.size = span.end  # where reading ends: the file's size, or the span's end
         self.raw = np.zeros(chunk_bytes + PAD, np.uint8)
         self.have = 0  # bytes of raw holding file data
@@ -253,7 +256,7 @@ class _Stream:
         parts, self.pending = self.pending, []
         rec = parts[0][0] if len(parts) == 1 else concat(self.buf, [r for r, _ in parts])
         numbers = parts[0][1] if len(parts) == 1 else np.concatenate([n for _, n in parts])
-        table, skipped = decode(rec, info.label, numbers)
+        table, skipped = decode(rec, info.label, numbers, self.coded)
         self.tally.update(skipped)
         info.decoded += table.num_rows
         yield table

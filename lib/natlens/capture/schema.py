@@ -77,6 +77,19 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
 ]
 ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS],
                          metadata={"schema": PACKETS_SCHEMA})
+# The same table with every text column as codes into a dictionary of its values (decode's
+# coded=True): a table that is only moved between processes (split by flow, written and read
+# once) does not copy or hash the text of each row; plain() gives ARROW_SCHEMA's columns back.
+CODED_TEXT = pa.dictionary(pa.int32(), pa.string())
+CODED_SCHEMA = pa.schema([pa.field(f.name, CODED_TEXT if f.type == pa.string() else f.type)
+                          for f in ARROW_SCHEMA], metadata=ARROW_SCHEMA.metadata)
+
+
+def plain(table: pa.Table) -> pa.Table:
+    """A table of CODED_SCHEMA's columns (or some of them) with ARROW_SCHEMA's types: its text
+    as strings."""
+    return table.cast(pa.schema([ARROW_SCHEMA.field(n) if n in ARROW_SCHEMA.names else table.schema.field(n)
+                                 for n in table.column_names], metadata=table.schema.metadata))
 
 # Why a record is not a row (index = code used by the decoders; 0 = decoded).
 SKIP_REASONS = [

@@ -50,11 +50,19 @@ def _null(col: pa.ChunkedArray) -> np.ndarray:
 
 
 def _address_hash(col: pa.ChunkedArray) -> np.ndarray:
-    """A 32-bit hash of each address (CRC-32 of its text; null: that of "")."""
-    codes = pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks()
-    names = codes.dictionary.to_pylist()
+    """A 32-bit hash of each address (CRC-32 of its text; null: that of ""), text or coded
+    (capture.CODED_SCHEMA: each distinct address of a chunk hashed once)."""
+    if not pa.types.is_dictionary(col.type):
+        return _coded_hash(pc.dictionary_encode(pc.fill_null(col, "")).combine_chunks())
+    if not col.num_chunks:
+        return np.zeros(0, dtype=np.uint64)
+    return np.concatenate([_coded_hash(c) for c in col.chunks])
+
+
+def _coded_hash(codes: pa.DictionaryArray) -> np.ndarray:
+    names = codes.dictionary.to_pylist() + [""]  # a null code: the last
     crc = np.fromiter((zlib.crc32(n.encode()) for n in names), dtype=np.uint64, count=len(names))
-    return crc[codes.indices.to_numpy(zero_copy_only=False)]
+    return crc[pc.fill_null(codes.indices, len(names) - 1).to_numpy(zero_copy_only=False)]
 
 
 def start_order(ts_ns: np.ndarray, first_row: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from natlens.capture import (
     Span,
     combined,
     iter_tables,
+    plain,
     spans,
     written_behind,
 )
@@ -264,7 +265,7 @@ def _part(files: list[tuple[Path, int]] | None, node: str, label: str, capture_e
         tables = []
         for file, first in files:
             with pa.OSFile(str(file)) as source:
-                t = pa.ipc.open_file(source).read_all()
+                t = plain(pa.ipc.open_stream(source).read_all())
             tables.append(t.set_column(t.schema.get_field_index("row"), "row", pc.add(t["row"], first)))
             file.unlink()
         table = pa.concat_tables(tables)
@@ -303,12 +304,13 @@ def _split(path: Path, hop_file: Path, parts: int, where: Path, span: Span | Non
         for k in range(parts):
             if bounds[k + 1] > bounds[k]:
                 if k not in writers:  # Arrow IPC: written and read back once, at the speed of a copy
-                    writers[k] = pa.ipc.new_file(where / f"{k}.arrow", rows.schema, options=_PART_IPC)
+                    # (a stream: each chunk's text has its own dictionary)
+                    writers[k] = pa.ipc.new_stream(where / f"{k}.arrow", rows.schema, options=_PART_IPC)
                 writers[k].write_table(rows.slice(bounds[k], bounds[k + 1] - bounds[k]))
         done += len(chunk)
 
     try:
-        info = _decoded(path, hop_file, progress, take, span)
+        info = _decoded(path, hop_file, progress, take, span, coded=True)
     finally:
         for w in writers.values():
             w.close()
@@ -316,15 +318,16 @@ def _split(path: Path, hop_file: Path, parts: int, where: Path, span: Span | Non
 
 
 def _decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], object],
-             span: Span | None = None) -> CaptureInfo:
-    """Decode the capture (or its ``span``) chunk by chunk, each chunk given to ``take``; the columns
-    journey_hops shows go into ``hop_file`` as they come, written behind (capture.written_behind)."""
+             span: Span | None = None, coded: bool = False) -> CaptureInfo:
+    """Decode the capture (or its ``span``) chunk by chunk, each chunk given to ``take`` (``coded``:
+    its text as dictionaries, capture.CODED_SCHEMA); the columns journey_hops shows go into
+    ``hop_file`` as they come, as text, written behind (capture.written_behind)."""
     info = None
     # no dictionaries or statistics: a hop file is read by row number, and they would double its cost
     with pq.ParquetWriter(hop_file, _HOP_SCHEMA, compression="lz4", use_dictionary=False,
                           write_statistics=False) as hops, \
-            written_behind(lambda t: hops.write_table(t, row_group_size=HOP_ROW_GROUP)) as put:
-        for item in iter_tables(path, path.stem, progress=progress, span=span):
+            written_behind(lambda t: hops.write_table(plain(t), row_group_size=HOP_ROW_GROUP)) as put:
+        for item in iter_tables(path, path.stem, progress=progress, span=span, coded=coded):
             if isinstance(item, CaptureInfo):
                 info = item
                 break
