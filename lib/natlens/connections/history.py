@@ -36,6 +36,9 @@ def zero_windows(s: Sorted, c: Cut, r: Roles, sq: SeqSpace) -> np.ndarray:
     return s.is_tcp & (s.window == 0) & ~s.rst & ~sq.after_rst & ~peer_closed_before
 
 
+_LETTERS = np.array(["", "I", "Q", "H", "S", "F", "R", "D", "A"], dtype="<U1")
+
+
 def flag_letters(s: Sorted, c: Cut, r: Roles, sq: SeqSpace) -> tuple[np.ndarray, np.ndarray]:
     """Per row: its letter ('' for none; upper case) and whether it enters the history.
 
@@ -45,27 +48,27 @@ def flag_letters(s: Sorted, c: Cut, r: Roles, sq: SeqSpace) -> tuple[np.ndarray,
     """
     syn, fin, rst, is_tcp = s.syn, s.fin, s.rst, s.is_tcp
     nbits = syn.astype(np.int8) + fin + rst
-    code = np.full(s.n, "", dtype="<U1")
-    code = np.where(is_tcp & (nbits > 1), np.where(fin & rst, "I", "Q"), code)
     one = is_tcp & (nbits == 1)
-    code = np.where(one & syn, np.where(s.ackf, "H", "S"), code)
-    code = np.where(one & fin, "F", code)
-    code = np.where(one & rst, "R", code)
-    code = np.where(is_tcp & (nbits == 0) & (s.plen > 0), "D", code)
-    code = np.where(is_tcp & (nbits == 0) & (s.plen == 0) & s.ackf, "A", code)
-    code = np.where(~is_tcp, "D", code)
+    letter = np.where(is_tcp & (nbits > 1), np.where(fin & rst, 1, 2), 0)  # index into _LETTERS
+    letter = np.where(one & syn, np.where(s.ackf, 3, 4), letter)
+    letter = np.where(one & fin, 5, letter)
+    letter = np.where(one & rst, 6, letter)
+    letter = np.where(is_tcp & (nbits == 0) & (s.plen > 0), 7, letter)
+    letter = np.where(is_tcp & (nbits == 0) & (s.plen == 0) & s.ackf, 8, letter)
+    letter = np.where(~is_tcp, 7, letter)
     marker = np.where(fin & one, sq.rel + s.plen, sq.rel)
     kind = np.where(one & syn, 1, np.where(one & fin, 2, np.where(one & rst, 3, 0)))
-    has = code != ""
-    hdf = pd.DataFrame({"c": c.conn, "d": r.d, "code": code, "kind": kind, "m": marker})
-    add = has & ~hdf.duplicated(["c", "d", "code"]).to_numpy()
+    side = c.conn * 2 + r.d  # (connection, side) as one number
+    has = letter > 0
+    add = has & ~pd.Series(side * len(_LETTERS) + letter).duplicated().to_numpy()
     rep = has & (kind > 0)
     if rep.any():
         ri = np.flatnonzero(rep)
-        sub = hdf.iloc[ri]
-        prevm = sub.groupby(["c", "d", "kind"], sort=False)["m"].shift(1)
-        again = prevm.notna().to_numpy() & (prevm.to_numpy() != sub["m"].to_numpy())
+        m = marker[ri]
+        prevm = pd.Series(m).groupby(side[ri] * 4 + kind[ri], sort=False).shift(1)
+        again = prevm.notna().to_numpy() & (prevm.to_numpy() != m)
         add[ri[again]] = True
+    code = _LETTERS[letter]
     return code, add
 
 
