@@ -93,8 +93,25 @@ class Workers:
 
 def _context():
     ctx = multiprocessing.get_context("forkserver")  # never fork a process with threads running
-    ctx.set_forkserver_preload(PRELOAD)
+    ctx.set_forkserver_preload(PRELOAD)  # no effect once start_early started it
     return ctx
+
+
+def start_early(files: Sequence[Path], jobs: int | None, modules: Sequence[str]) -> bool:
+    """Start the forkserver now, with ``modules`` loaded in it too, when reading ``files`` may use
+    worker processes (``jobs`` not 1, PARALLEL_BYTES or more, more than one core): it loads them
+    on another core while this process loads the rest, and each worker then starts at once instead
+    of loading natlens itself (about a second). For a command line's own process only: its natlens
+    code cannot change under it (a notebook's could, and its workers load natlens afresh). Whether
+    it started."""
+    if jobs == 1 or cores() < 2 or sum(f.stat().st_size for f in files if f.is_file()) < PARALLEL_BYTES:
+        return False
+    from multiprocessing import forkserver  # noqa: PLC0415
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([*PRELOAD, *modules])
+    forkserver.ensure_running()
+    return True
 
 
 def _in_processes(fn: Callable, args: Sequence[tuple], files: Sequence[Path], workers: int, bars: _Bars,

@@ -11,7 +11,8 @@ import sys
 import pandas as pd
 
 from natlens.cli.cluster import add_cluster, scheduler_of
-from natlens.cli.progress import worth_a_bar
+from natlens.cli.progress import capture_files, worth_a_bar
+from natlens.parallel import start_early
 from natlens.cli.report import add_scope
 
 
@@ -159,11 +160,14 @@ def _key(args: argparse.Namespace) -> bytes | None:
 def run(args: argparse.Namespace) -> int:
     """Analyze, anonymize the Analysis when asked, then print and write what was asked."""
     from natlens.errors import NatlensError  # noqa: PLC0415
+
+    if args.jobs is not None and (args.scheduler or args.workers is not None):
+        raise NatlensError("--jobs is for processes on this machine: on a Dask cluster its workers read the captures")
+    if not args.scheduler and args.workers is None:
+        start_early(capture_files(args.incident), args.jobs, ["natlens.findings.captures"])
     from natlens.findings import analyze  # noqa: PLC0415
 
     key = _key(args)
-    if args.jobs is not None and (args.scheduler or args.workers is not None):
-        raise NatlensError("--jobs is for processes on this machine: on a Dask cluster its workers read the captures")
     with scheduler_of(args) as scheduler:
         a = analyze(args.incident, progress=not args.no_progress and worth_a_bar(args.incident),
                     services=args.service, start=args.start or None, end=args.end or None, jobs=args.jobs,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from natlens.nodefiles import CAPTURE_SUFFIXES
+
 MIN_BYTES = 32 << 20  # smaller files finish before a bar is worth drawing
 
 
@@ -12,6 +14,13 @@ def worth_a_bar(incident: str) -> bool:
     """A bar on a terminal, for an incident whose captures are big enough to wait on."""
     if not sys.stderr.isatty():
         return False
+    return sum(f.stat().st_size for f in capture_files(incident)) >= MIN_BYTES
+
+
+def capture_files(incident: str) -> list[Path]:
+    """The capture files under the incident's node directories (before the bundle is read: for
+    what is worth doing early; none when it is not a bundle)."""
     nodes = Path(incident) / "nodes"
-    size = sum(f.stat().st_size for f in nodes.rglob("*.pcap*") if f.is_file()) if nodes.is_dir() else 0
-    return size >= MIN_BYTES
+    if not nodes.is_dir():
+        return []
+    return [f for f in nodes.rglob("*") if f.name.endswith(CAPTURE_SUFFIXES) and f.is_file()]
