@@ -12,8 +12,8 @@ import pandas as pd
 
 from natlens.cli.cluster import add_cluster, scheduler_of
 from natlens.cli.progress import capture_files, worth_a_bar
-from natlens.parallel import start_early
 from natlens.cli.report import add_scope
+from natlens.parallel import start_early
 
 
 def register(sub: argparse._SubParsersAction) -> None:
