@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -102,6 +103,8 @@ def forget(scheduler: str) -> None:
 
 def this_worker() -> str | None:
     """The address of the Dask worker running this code (None: not on a Dask worker)."""
+    if "distributed" not in sys.modules:  # a worker has it loaded; importing it costs ~0.4 s
+        return None
     try:
         from distributed import get_worker  # noqa: PLC0415
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -248,3 +249,12 @@ def test_local_workers_keep_mallocs_own_trim_threshold(scheduler):
     and came back at a page fault each (a fifth of a big capture's reading time)."""
     assert set(cluster.client(scheduler).run(_trim_threshold).values()) == {None}
     assert "MALLOC_TRIM_THRESHOLD_" not in cluster.worker_environ()
+
+
+def test_an_analysis_on_one_machine_never_loads_distributed():
+    """Loading distributed costs ~0.4 s per process; only a cluster run needs it."""
+    script = ("import sys; from natlens.findings import analyze; "
+              f"analyze({str(samples_dir() / SAMPLES[0])!r}); print('distributed' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
