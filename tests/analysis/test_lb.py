@@ -196,3 +196,12 @@ def test_a_rewritten_loopback_that_failed_is_not_called_answered():
     js = [journey(0, "node-1", outcome="timed out"), journey(1, "node-2")]
     f = find(js, [arrival(j, src=VIP) for j in js])
     assert f.behaviour == PROXY and f.loops == {UNKNOWN: 1} and f.failure_mode == UNKNOWN
+
+
+def test_picks_of_journeys_none_of_which_was_snated_read_the_pods_source():
+    """No journey SNATed: ``snat_to`` is all missing, as floats in a table of Arrow text columns."""
+    js = pd.DataFrame([journey(i, "node-2", snat="no") for i in range(3)]).astype({"snat_to": float})
+    js = js.astype({c: "str" for c in ("journey", "service", "client_h", "snat", "loopback", "outcome")})
+    picks = lb_picks(js, None, INV)
+    assert list(picks["left_with"]) == [POD] * 3 and not picks["node_source"].any()
+    assert "uids" not in picks and "hop_list" not in picks  # only the columns decided from are copied

@@ -96,18 +96,21 @@ def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory:
     return [_finding(str(svc), g, captured) for svc, g in picks.groupby("service", sort=True)]
 
 
-# journey columns the load-balancer findings never read (lists and long text: costly as objects)
-_UNUSED = ["uids", "hop_list", "latency_from", "host_network_evidence", "snat_evidence", "node_dnat_evidence",
-           "outcome_evidence", "client_uid"]
+# the journey columns the load-balancer findings read (the others, lists and long text among
+# them, are not copied)
+_USED = ["journey", "service", "policy", "vip", "vport", "proto", "client_h", "client_p", "client_node",
+         "client_is_node", "snat", "snat_to", "node_dnat", "lb_backend", "lb_backend_evidence", "loopback",
+         "loopback_evidence", "outcome"]
 
 
 def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: Inventory) -> pd.DataFrame:
     """Per journey that reached the load balancer: the address it reached it from (``left_with``),
     whether that is its node's own (``node_source``), the node picked (``picked``), whether that is
     the source's node, the source the picked node saw (``lb_src``) and whether the load balancer
-    rewrote it (``rewritten``: yes / no / unknown), and how a loopback ended (``loop_mode``)."""
+    rewrote it (``rewritten``: yes / no / unknown), and how a loopback ended (``loop_mode``); with
+    the journey columns these are decided from (_USED)."""
     j = journeys[journeys["node_dnat"] != YES] if "node_dnat" in journeys else journeys
-    j = j.loc[j["service"].notna(), [c for c in j if c not in _UNUSED]].astype(object)  # plain objects: Arrow columns iterate slowly
+    j = j.loc[j["service"].notna(), [c for c in _USED if c in j]]
     j["left_with"] = left_with(j)
     j["node_source"] = _node_of(j["left_with"], inventory).eq(j["client_node"]) & j["client_node"].notna()
     j["picked"] = j["lb_backend"]
@@ -118,7 +121,8 @@ def lb_picks(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory: In
     j["rewritten"] = rewritten(j, inventory)
     j["answered_elsewhere"] = j["journey"].isin(_answered_elsewhere(j, records))
     loops = j["loopback"] == YES
-    j["loop_mode"] = pd.Series([loop_mode(r) for r in j[loops].itertuples()], index=j.index[loops], dtype=object)
+    j["loop_mode"] = pd.Series([loop_mode(r) for r in j[loops].astype(object).itertuples()],  # Arrow columns
+                               index=j.index[loops], dtype=object)                          # iterate slowly
     return j
 
 
@@ -132,7 +136,8 @@ def left_with(j: pd.DataFrame) -> pd.Series:
     """The source address each connection reached the load balancer with: the node's after SNAT
     (``snat_to``'s address), the client's own when not SNATed or when the client is the node
     itself; None: not known (SNAT unknown)."""
-    to = j["snat_to"].where(j["snat_to"].map(lambda v: isinstance(v, str) and v != ""))
+    to = j["snat_to"].astype(object)  # no SNAT seen anywhere: all missing, maybe as floats
+    to = to.where(to.map(lambda v: isinstance(v, str) and v != ""))
     host = to.str.rsplit(":", n=1).str[0].str.strip("[]")
     own = (j["snat"] == NO) | j["client_is_node"].map(lambda v: v is True or v == True)  # noqa: E712
     out = pd.Series([None] * len(j), index=j.index, dtype=object)
