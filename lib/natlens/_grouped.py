@@ -80,6 +80,13 @@ def per_distinct(fn, *cols) -> np.ndarray:
     return out[key]
 
 
+def distinct_text(values: pd.Series) -> set[str]:
+    """The distinct values of a column as text, missing ones left out: each distinct value made
+    text once (a set of every row's text costs a Python object per row: 0.6 s for 500,000 rows
+    of pandas' Arrow text)."""
+    return {str(v) for v in pd.unique(values.dropna())}
+
+
 def concat_rows(parts: list) -> np.ndarray:
     """Row-wise concatenation of string parts (arrays of strings, all as long, or one str for
     every row; at least one array), each distinct combination joined once (per_distinct). A row

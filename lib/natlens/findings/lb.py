@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import distinct_text
 from natlens.inventory import Inventory
 from natlens.vocab import (
     ANSWERED_FROM_NODE,
@@ -92,7 +93,7 @@ def lb_findings(journeys: pd.DataFrame, records: pd.DataFrame | None, inventory:
     if journeys.empty:
         return []
     picks = lb_picks(journeys, records, inventory)
-    captured = set(records["node"].dropna().astype(str)) if records is not None and len(records) else set()
+    captured = distinct_text(records["node"]) if records is not None and len(records) else set()
     return [_finding(str(svc), g, captured) for svc, g in picks.groupby("service", sort=True)]
 
 

@@ -103,6 +103,7 @@ from collections.abc import Collection, Iterable
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import distinct_text
 from natlens.connections import SYN_RTO_S  # Linux's initial SYN retransmission timeout, doubling
 from natlens.findings.transmissions import UNKNOWN_TX, answered_tx, syn_transmissions, syn_tx
 from natlens.journeys.clocks import clock_chain
@@ -181,7 +182,7 @@ def clock_domains(records: pd.DataFrame, offsets: dict[str, float],
     offset to it was measured (``known_clocks``; default: as natlens.journeys.clocks
     measures them from these records), else the node's own name (its times only compare
     with themselves)."""
-    nodes = sorted({*records["node"].dropna().astype(str), *offsets})
+    nodes = sorted({*distinct_text(records["node"]), *offsets})
     if known_clocks is None:
         known_clocks = clock_chain(records[records["journey"].notna()]).measured if len(nodes) > 1 else nodes
     return {n: REFERENCE if n in known_clocks else n for n in nodes}

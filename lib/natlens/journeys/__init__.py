@@ -93,6 +93,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from natlens._grouped import distinct_text
 from natlens.connections import COLUMNS as RECORD_BASE_COLUMNS
 from natlens.inventory import Inventory
 from natlens.journeys.assemble import journey_table, number_journeys
@@ -169,7 +170,7 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     if conntrack:
         snat, fixes = snat_from_conntrack(snat, cl, conntrack)
     host, snat = host_network_and_snat(r, cl, inventory, snat, fixes, captured)
-    uncaptured = frozenset(inventory.nodes["name"].dropna().astype(str)) - set(conns["node"].dropna().astype(str))
+    uncaptured = frozenset(distinct_text(inventory.nodes["name"]) - distinct_text(conns["node"]))
     backend = classify_lb_backend(r, cl, node_dnat, uncaptured)
     decisions = {"snat": snat, "host_network": host, "node_dnat": node_dnat, "lb_backend": backend,
                  "loopback": classify_loopback(r, cl, backend, lossy, node_dnat),

@@ -81,8 +81,8 @@ def _lists(values: pd.Series, bounds: np.ndarray) -> list[list]:
     return [every[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
-def number_journeys(cl: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
-    """Journeys in time order named J0, J1, ...; and journey number -> name."""
+def number_journeys(cl: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Journeys in time order named J0, J1, ...; and the names by journey number."""
     cl = cl.sort_values("ts").reset_index()
     cl["journey"] = [f"J{i}" for i in range(len(cl))]
-    return cl, dict(zip(cl["jn"], cl["journey"], strict=True))
+    return cl, pd.Series(cl["journey"].to_numpy(), index=cl["jn"].to_numpy())

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import concat_rows
+from natlens._grouped import concat_rows, distinct_text
 from natlens.inventory import BRIDGE, Inventory
 from natlens.journeys.client import first_per_journey
 from natlens.journeys.evidence import (
@@ -232,7 +232,7 @@ def _nic_watched(r: pd.DataFrame, lossy: set[str]) -> pd.Series:
     """Per record: a capture of its node that sees the node's NIC (it has records at the uplink:
     an `any` capture or the NIC's own) and is not known to lose packets ran from before the
     record to after it (its first and last packet, at any of its interfaces)."""
-    sees = set(r.loc[r["egress"], "capture"].astype(str)) - set(lossy)
+    sees = distinct_text(r.loc[r["egress"], "capture"]) - set(lossy)
     nic = r[r["capture"].astype(str).isin(sees)]
     if nic.empty:
         return pd.Series(False, index=r.index)

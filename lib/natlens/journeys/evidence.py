@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import per_distinct
+from natlens._grouped import distinct_text, per_distinct
 from natlens.vocab import (
     END_RST,
     END_TIMEOUT,
@@ -163,7 +163,7 @@ def lossy_captures(r: pd.DataFrame, dropped: set[str], by: str = "jn") -> set[st
     """The captures known to lose packets: ``dropped`` (their host said so) and those with a
     record that misses data the other side ACKed (Zeek's G/g) or lost the client's handshake
     ACK another point of its journey (``by``) saw."""
-    return set(dropped) | set(r.loc[content_gaps(r) | lost_ack(r, by=by), "capture"].astype(str))
+    return set(dropped) | distinct_text(r.loc[content_gaps(r) | lost_ack(r, by=by), "capture"])
 
 
 def content_gaps(r: pd.DataFrame) -> pd.Series:
