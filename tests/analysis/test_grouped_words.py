@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import concat_rows, per_distinct
+from natlens._grouped import concat_rows, distinct_text, per_distinct
 
 
 def test_per_distinct_is_a_call_per_row_made_once_per_combination():
@@ -35,3 +35,11 @@ def test_concat_rows_is_pandas_text_addition():
     got = concat_rows([a, ": ", b, "!"])
     assert list(got[:3]) == want[:3]
     assert pd.isna(got[3]) and pd.isna(want[3])  # a missing part: missing, as adding pandas text is
+
+
+def test_distinct_text_is_the_set_of_every_present_value_as_text():
+    for dtype in ("str", object):
+        col = pd.Series(["node-1", None, "node-2", "node-1", np.nan], dtype=dtype)
+        assert distinct_text(col) == {"node-1", "node-2"}
+    assert distinct_text(pd.Series([5, 5, 7])) == {"5", "7"}
+    assert distinct_text(pd.Series([], dtype="str")) == set()
