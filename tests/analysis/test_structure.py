@@ -133,3 +133,23 @@ def test_a_retina_shaped_node_gives_the_rules_its_addresses(tmp_path):
     a = analyze(d)
     row = a.snat[a.snat["source_node"] == "node-1"].iloc[0]
     assert row["ratio"] == 0.0 and bool(row["predicted_by_rules"]), row["rule_trace"]
+
+
+def _as_written(frame: pd.DataFrame, path) -> pd.DataFrame:
+    frame.to_parquet(path, index=False)
+    return pd.read_parquet(path)
+
+
+@pytest.mark.parametrize("sample", ["cluster-ok", "mixed"])
+def test_each_journey_table_file_is_its_own_frame_written(tmp_path, sample):
+    """service_journeys.parquet is the Service journeys, whether they are every journey (the file
+    is then journeys.parquet's) or not: here the same rows in another order."""
+    a = analyze(samples_dir() / sample)
+    a.write(tmp_path / "out")
+    for name in ("journeys", "service_journeys"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / f"{name}.parquet"),
+                                      _as_written(getattr(a, name), tmp_path / "x.parquet"))
+    a.service_journeys = a.journeys.iloc[::-1]
+    a.write(tmp_path / "rev")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "rev" / "service_journeys.parquet"),
+                                  _as_written(a.journeys.iloc[::-1], tmp_path / "x.parquet"))

@@ -7,6 +7,7 @@ what they show is the same numbers; nothing here reads the bundle again.
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,10 @@ class Analysis:
 
         def write_tables() -> None:
             for name, path in zip(names, tables, strict=True):
-                getattr(self, name).to_parquet(path, index=False)
+                if name == "service_journeys" and _same_frame(self.service_journeys, self.journeys):
+                    shutil.copyfile(out / "journeys.parquet", path)  # every journey counts: the same file
+                else:
+                    getattr(self, name).to_parquet(path, index=False)
 
         with ThreadPoolExecutor(1) as pool:  # pyarrow writes without the GIL while the conn.log is worded
             parquet = pool.submit(write_tables)
@@ -127,3 +131,8 @@ class Analysis:
             raise NatlensError(f"no node {node!r} in the bundle (nodes: {', '.join(names) or 'none'})",
                                path=str(self.bundle.path / "nodes") if self.bundle else None)
         return self.bundle.node(node).rules()
+
+
+def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """``a`` holds what ``b`` holds, in the same order and types, so it writes as ``b`` does."""
+    return len(a) == len(b) and a.columns.equals(b.columns) and a.attrs == b.attrs and a.equals(b)
