@@ -128,9 +128,9 @@ def _why_unknown(evidence: pd.Series, value: pd.Series, cl: pd.DataFrame, pod_sr
         "the first capture point already shows the node's IP as the source: SNATed on the way, or a "
         "host-network client; a pod-side or `any` capture would tell")
     src_unknown = evidence.isna() & ~pod_src & ~host
-    evidence.loc[src_unknown] = (
-        "the source " + cl.loc[src_unknown, "client_h"].astype(str) + " is neither a known pod IP "
-        "nor a node IP natlens knows (no cluster/, no ip-addr dump): the pod's or the node's address?")
+    evidence.loc[src_unknown] = concat_rows([
+        "the source ", cl.loc[src_unknown, "client_h"].astype(str), " is neither a known pod IP "
+        "nor a node IP natlens knows (no cluster/, no ip-addr dump): the pod's or the node's address?"])
     evidence.loc[evidence.isna()] = "no capture shows the connection after it left the client's node"
 
 
@@ -324,11 +324,12 @@ def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision,
         "a copy of the SYN came back to the client's node addressed elsewhere than the VIP, but "
         "natlens cannot tell whether to this node's NodePort (its addresses are not known)")
     unsure = (value == UNKNOWN) & backend.value.isna() & backend.evidence.notna()
-    evidence.loc[unsure] = "where the load balancer sent it is not known: " + backend.evidence[unsure].astype(str)
+    evidence.loc[unsure] = concat_rows(["where the load balancer sent it is not known: ",
+                                        backend.evidence[unsure].astype(str)])
     nowhere = (value == UNKNOWN) & node.isna()
-    evidence.loc[nowhere] = (
-        "the client's node is not known: " + cl.loc[nowhere, "client_h"].astype(str) + " is in no "
-        "inventory and no capture shows its SYN leaving a node towards the VIP")
+    evidence.loc[nowhere] = concat_rows([
+        "the client's node is not known: ", cl.loc[nowhere, "client_h"].astype(str), " is in no "
+        "inventory and no capture shows its SYN leaving a node towards the VIP"])
     blind = blind.reindex(cl.index[(value == UNKNOWN) & evidence.isna()]).dropna()
     evidence.loc[blind.index] = blind
     evidence.loc[evidence.isna()] = "no capture shows where the load balancer sent it"

@@ -185,22 +185,22 @@ def classify_host_network(r: pd.DataFrame, cl: pd.DataFrame, *, inventory: Inven
            else cl["client_node_ip"].notna() & (cl["client_node_ip"] != h)) & h.notna() & ~node_src
     value.loc[pod] = NO
     node_ip = cl.loc[pod, "client_node_ip"]
-    evidence.loc[pod] = ("the client's source " + h[pod].astype(str) + " is a pod's address (not "
-                         + ("its node's IP " + node_ip.astype(str)).where(node_ip.notna(), "a node's IP")
-                         + "): a pod's connection")
+    not_node = pd.Series(concat_rows(["its node's IP ", node_ip.astype(str)]), index=node_ip.index)
+    evidence.loc[pod] = concat_rows(["the client's source ", h[pod].astype(str), " is a pod's address (not ",
+                                     not_node.where(node_ip.notna(), "a node's IP"), "): a pod's connection"])
     for sent, val in ((SENT_BY_NODE, YES), (FORWARDED, NO)):
         m = node_src & (ttl.sent == sent)
         value.loc[m], evidence.loc[m] = val, ttl.text[m]
     undecided = node_src & ttl.text.notna() & ttl.sent.isna()
     evidence.loc[undecided] = ttl.text[undecided]
     unseen = node_src & ttl.text.isna()
-    evidence.loc[unseen] = (
-        "the client's source " + h[unseen].astype(str) + " is its node's IP, and no capture on the node's "
+    evidence.loc[unseen] = concat_rows([
+        "the client's source ", h[unseen].astype(str), " is its node's IP, and no capture on the node's "
         "NIC shows the TTL its first packet left with (a pod-side or `any` capture, or conntrack.txt, "
-        "would tell whether the node sent or forwarded it)")
+        "would tell whether the node sent or forwarded it)"])
     other = h.notna() & ~node_src & ~pod
-    evidence.loc[other] = ("the source " + h[other].astype(str) + " is neither a known pod IP nor a node "
-                           "IP natlens knows: a pod's or a node's address?")
+    evidence.loc[other] = concat_rows(["the source ", h[other].astype(str), " is neither a known pod IP nor "
+                                       "a node IP natlens knows: a pod's or a node's address?"])
     evidence.loc[evidence.isna()] = "no record of the client's connection"
     if conntrack is not None:
         _conntrack_wins(value, evidence, conntrack, ttl)
