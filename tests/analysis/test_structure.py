@@ -153,3 +153,17 @@ def test_each_journey_table_file_is_its_own_frame_written(tmp_path, sample):
     a.write(tmp_path / "rev")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "rev" / "service_journeys.parquet"),
                                   _as_written(a.journeys.iloc[::-1], tmp_path / "x.parquet"))
+
+
+def test_a_big_table_written_in_slices_reads_back_as_pandas_writes_it(tmp_path, monkeypatch):
+    """findings.analysis writes big tables a slice of rows at a time: the same frame, types and
+    attrs, also for a column missing in every row of the first slice."""
+    from natlens.findings import analysis
+    monkeypatch.setattr(analysis, "PARQUET_ROWS", 3)
+    f = pd.DataFrame({"a": ["x", None, "y", "z", None, "w", "v"], "n": range(7), "late": [None] * 3 + ["q"] * 4,
+                      "hops": [["u", "v"]] * 7, "f": [0.5, None, 1.0, 2.0, 3.0, 4.0, 5.0]})
+    f.attrs = {"packets": 7, "skipped": {"short": 1}}
+    analysis._to_parquet(f, tmp_path / "sliced.parquet")
+    got = pd.read_parquet(tmp_path / "sliced.parquet")
+    pd.testing.assert_frame_equal(got, _as_written(f, tmp_path / "whole.parquet"))
+    assert got.attrs == f.attrs and got.loc[3, "late"] == "q"

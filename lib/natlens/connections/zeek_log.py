@@ -119,6 +119,12 @@ def conn_log_fields(table: pd.DataFrame) -> list[tuple[str, str, str | None]]:
     return [*CONN_FIELDS, *((f, t, c) for f, t, c in EXTRA_FIELDS if c in table.columns)]
 
 
+def conn_log_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of `table` its conn.log is written from (the others need not be copied)."""
+    fields = {c for _, _, c in conn_log_fields(table) if c is not None}
+    return [c for c in table.columns if c in fields or c in ("ts_ns", "uid")]
+
+
 def write_conn_log(table: pd.DataFrame, path: str | Path, *,
                    now: Callable[[], datetime] | None = None) -> Path:
     """Write `table` (natlens' connections, or the journeys' records, which add ``journey``
@@ -134,7 +140,9 @@ def write_conn_log(table: pd.DataFrame, path: str | Path, *,
                            f"{', '.join(dict.fromkeys(missing))}", path=str(path))
     clock = now or (lambda: datetime.now(timezone.utc))
     opened = clock()
-    rows = table.sort_values("ts_ns", kind="stable") if len(table) else table
+    rows = table[conn_log_columns(table)]
+    # time order, taken a slice at a time: a sorted copy of a big table would cost as much again
+    order = rows["ts_ns"].reset_index(drop=True).sort_values(kind="stable").index.to_numpy()
     header = [
         "#separator " + "".join(f"\\x{ord(ch):02x}" for ch in SEPARATOR),
         f"#set_separator{SEPARATOR}{SET_SEPARATOR}",
@@ -150,7 +158,7 @@ def write_conn_log(table: pd.DataFrame, path: str | Path, *,
         with open(part, "w", encoding="utf-8") as fh:
             fh.write("\n".join(header) + "\n")
             for start in range(0, len(rows), LOG_ROWS):  # a slice at a time: a text cell costs ~60 bytes
-                chunk = rows.iloc[start:start + LOG_ROWS]
+                chunk = rows.iloc[order[start:start + LOG_ROWS]]
                 columns = [_cells(chunk, f, t, c, path).tolist() for f, t, c in fields]
                 fh.write("".join(SEPARATOR.join(cells) + "\n" for cells in zip(*columns, strict=True)))
             fh.write(f"#close{SEPARATOR}{clock().strftime(TIME_FORMAT)}\n")

@@ -12,10 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from natlens.bundle import Bundle
-from natlens.connections.zeek_log import write_conn_log
+from natlens.connections.zeek_log import conn_log_columns, write_conn_log
 from natlens.errors import NatlensError
 from natlens.findings.captures import HopPackets
 from natlens.findings.hops import journey_hops
@@ -88,7 +91,7 @@ class Analysis:
                 if name == "service_journeys" and _same_frame(self.service_journeys, self.journeys):
                     shutil.copyfile(out / "journeys.parquet", path)  # every journey counts: the same file
                 else:
-                    getattr(self, name).to_parquet(path, index=False)
+                    _to_parquet(getattr(self, name), path)
 
         with ThreadPoolExecutor(1) as pool:  # pyarrow writes without the GIL while the conn.log is worded
             parquet = pool.submit(write_tables)
@@ -97,12 +100,15 @@ class Analysis:
         return [*written, *tables, log]
 
     def _conn_log_records(self) -> pd.DataFrame:
-        """Every connection record, with the journey and interface name (``point``) the
-        journeys gave it where they did (matched on uid: no record is dropped or repeated)."""
+        """Every connection record (the columns its conn.log reads), with the journey and interface
+        name (``point``) the journeys gave it where they did (matched on uid: no record is dropped
+        or repeated)."""
         if self.records is None or not {"uid", "journey", "point"} <= set(self.records.columns):
             return self.connections
         extra = self.records[["uid", "journey", "point"]].drop_duplicates("uid")
-        return self.connections.merge(extra, on="uid", how="left", validate="one_to_one")
+        at = pd.Index(extra["uid"]).get_indexer(self.connections["uid"])  # -1: a record no journey has
+        conns = self.connections[conn_log_columns(self.connections)]
+        return conns.assign(**{c: _taken(extra[c], at) for c in ("journey", "point")})
 
     def journey_hops(self, journey_id: str) -> pd.DataFrame:
         """Every packet of one journey, all capture points, on one clock, in time order, except
@@ -131,6 +137,32 @@ class Analysis:
             raise NatlensError(f"no node {node!r} in the bundle (nodes: {', '.join(names) or 'none'})",
                                path=str(self.bundle.path / "nodes") if self.bundle else None)
         return self.bundle.node(node).rules()
+
+
+PARQUET_ROWS = 131_072  # rows of a table made Arrow at once when it is written
+
+
+def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """``frame.to_parquet(path, index=False)``, its rows made Arrow a slice at a time: a table's
+    text as Arrow costs its bytes again (the journeys of 500,000 connections: ~420 MiB at once,
+    ~250 MiB in slices). The file reads back as the frame, attrs included, as pandas writes it."""
+    if len(frame) <= PARQUET_ROWS:
+        frame.to_parquet(path, index=False)
+        return
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    if frame.attrs:  # where pandas keeps them
+        schema = schema.with_metadata({**schema.metadata, b"PANDAS_ATTRS": json.dumps(frame.attrs).encode()})
+    with pq.ParquetWriter(path, schema, compression="snappy") as writer:
+        for start in range(0, len(frame), PARQUET_ROWS):
+            rows = frame.iloc[start:start + PARQUET_ROWS]
+            writer.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False))
+
+
+def _taken(values: pd.Series, at: np.ndarray) -> np.ndarray:
+    """``values`` at positions ``at`` (-1: missing), as plain objects."""
+    out = values.to_numpy(dtype=object)[np.maximum(at, 0)] if len(values) else np.full(len(at), None, dtype=object)
+    out[at < 0] = None
+    return out
 
 
 def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:

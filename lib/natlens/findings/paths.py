@@ -158,7 +158,8 @@ def path_problems(journeys: pd.DataFrame, records: pd.DataFrame, offsets: dict[s
         table = _table([])
         table.attrs["notes"] = []
         return table
-    recs = records[records["journey"].astype(object).isin(tcp["journey"].astype(object))]
+    keep = records["journey"].astype(object).isin(tcp["journey"].astype(object))
+    recs = records if keep.all() else records[keep]  # a copy of every record only where some go
     domains = clock_domains(records, offsets, known_clocks)
     sights = sightings(recs, offsets, domains)
     obs = observations(sights)
@@ -224,7 +225,8 @@ def sightings(records: pd.DataFrame, offsets: dict[str, float],
     """
     if records.empty:
         return _empty_obs()
-    r = records.join(point_labels(records))
+    used = ["journey", "node", "capture", *_LEG, "ts", "syn_ts", "synack_ts", "ack_ts", "first_byte", "syn_retransmits"]
+    r = records[[*used, *(["orig_tsval"] if "orig_tsval" in records else [])]].join(point_labels(records))
     off = r["node"].map(offsets).fillna(0.0).astype(float)
     start = r["syn_ts"].where(r["syn_ts"].notna(), r["ts"])
     o = pd.DataFrame({
