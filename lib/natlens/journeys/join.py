@@ -24,7 +24,7 @@ def join_records(conns: pd.DataFrame, offsets: dict[str, float],
                  ifnames: dict[tuple[str, int], str]) -> pd.DataFrame:
     """The records with clock-corrected times (``ts_corr``, ``syn_corr``), their journey number
     (``jn``) and the interface name of their capture point (``point``)."""
-    r = conns.copy()
+    r = conns.copy(deep=False)  # pandas copies on write: the new columns are the only new memory
     off = r["node"].map(offsets).fillna(0.0)
     r["ts_corr"] = r["ts"] - off
     r["syn_corr"] = r["syn_ts"] - off
