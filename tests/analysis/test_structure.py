@@ -167,3 +167,17 @@ def test_a_big_table_written_in_slices_reads_back_as_pandas_writes_it(tmp_path, 
     got = pd.read_parquet(tmp_path / "sliced.parquet")
     pd.testing.assert_frame_equal(got, _as_written(f, tmp_path / "whole.parquet"))
     assert got.attrs == f.attrs and got.loc[3, "late"] == "q"
+
+
+def test_the_journeys_leave_the_connections_they_are_built_from_as_they_were(eth0_only):
+    """join_records shares the connections' columns (pandas copies on write): building the
+    journeys adds columns to the records and changes nothing in the connections."""
+    from natlens.journeys import build_journeys
+    from natlens.journeys.join import join_records
+    a = analyze(eth0_only)
+    before = a.connections.copy()
+    r = join_records(a.connections, a.offsets, {})
+    r.loc[r.index[0], "orig_h"] = "198.18.99.99"  # a change to a shared column stays in the records
+    build_journeys(a.connections, a.inventory, offsets=a.offsets)
+    pd.testing.assert_frame_equal(a.connections, before)
+    assert "jn" not in a.connections
