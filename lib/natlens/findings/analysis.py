@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -105,10 +104,10 @@ class Analysis:
         or repeated)."""
         if self.records is None or not {"uid", "journey", "point"} <= set(self.records.columns):
             return self.connections
-        extra = self.records[["uid", "journey", "point"]].drop_duplicates("uid")
-        at = pd.Index(extra["uid"]).get_indexer(self.connections["uid"])  # -1: a record no journey has
+        extra = self.records[["uid", "journey", "point"]].drop_duplicates("uid").set_index("uid")
+        uids = self.connections["uid"]  # a record no journey has: missing
         conns = self.connections[conn_log_columns(self.connections)]
-        return conns.assign(**{c: _taken(extra[c], at) for c in ("journey", "point")})
+        return conns.assign(**{c: extra[c].reindex(uids).to_numpy(dtype=object) for c in extra.columns})
 
     def journey_hops(self, journey_id: str) -> pd.DataFrame:
         """Every packet of one journey, all capture points, on one clock, in time order, except
@@ -156,13 +155,6 @@ def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
         for start in range(0, len(frame), PARQUET_ROWS):
             rows = frame.iloc[start:start + PARQUET_ROWS]
             writer.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False))
-
-
-def _taken(values: pd.Series, at: np.ndarray) -> np.ndarray:
-    """``values`` at positions ``at`` (-1: missing), as plain objects."""
-    out = values.to_numpy(dtype=object)[np.maximum(at, 0)] if len(values) else np.full(len(at), None, dtype=object)
-    out[at < 0] = None
-    return out
 
 
 def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
