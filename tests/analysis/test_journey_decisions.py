@@ -447,6 +447,42 @@ def test_a_loopback_is_not_node_dnat():
     assert d.value[0] == "no"
 
 
+
+def test_the_nic_capture_ran_until_its_last_packet_of_any_kind():
+    # node-1/any lost packets; node-1/eth0's last connection packet is at 0.6, before the journey,
+    # but the capture ran on (an ICMP echo at 12.0 closes it): the SYN would have been seen leaving
+    nic = placed(9, 0.5, "eth0", f"{POD}:40009", f"{VIP}:80", point="eth0", egress=True, end=0.6)
+    r = records(*_vip_dnat(0, WEB1), nic)
+    cl = _dnat_clients(0, 9)
+    lossy = {"node-1/any"}
+    assert classify_node_dnat(r, cl, lossy).value[0] == "unknown"
+    d = classify_node_dnat(r, cl, lossy, spans={"node-1/eth0": (0.4, 12.0)})
+    assert d.value[0] == "yes" and d.evidence[0].startswith("node-1/any: ")
+    assert classify_node_dnat(r, cl, lossy, spans={"node-1/eth0": (0.4, 0.9)}).value[0] == "unknown"
+
+
+def test_a_local_endpoint_names_no_pick_while_node_dnat_is_unknown():
+    # the NIC's capture lost packets: whether the SYN left is unknown, so web-1 on the client's
+    # node may be the node's own DNAT as well as the load balancer's pick of that node
+    r = records(*_vip_dnat(0, WEB1), *_vip_dnat(1, WEB2), _nic())
+    cl = _dnat_clients(0, 1, 9)
+    d = classify_node_dnat(r, cl, lossy={"node-1/any"})
+    assert d.value[[0, 1]].tolist() == ["unknown", "unknown"]
+    backend = classify_lb_backend(r, cl, d)
+    assert pd.isna(backend.value[0]) and backend.value[1] == "node-2"
+    assert "the load balancer sent it back, or the node DNATed the VIP itself" in backend.evidence[0]
+    assert "no capture of the client node's NIC" in backend.evidence[0]
+    loop = classify_loopback(r, cl, backend, lossy={"node-1/any"}, node_dnat=d)
+    assert loop.value[[0, 1]].tolist() == ["unknown", "no"]
+    assert loop.evidence[0].startswith("where the load balancer sent it is not known: ")
+    # once the SYN is known to have left towards the VIP, the local endpoint is the LB's pick
+    left = records(placed(0, 1.0, "any", f"{POD}:40000", f"{VIP}:80", point="eth0", egress=True),
+                   placed(0, 1.1, "any", f"{POD}:40000", f"{WEB1}:8080", point="cni0"))
+    cl = _dnat_clients(0)
+    d = classify_node_dnat(left, cl, lossy={"node-1/any"})
+    assert d.value[0] == "no"
+    assert classify_loopback(left, cl, classify_lb_backend(left, cl, d), node_dnat=d).value[0] == "yes"
+
 def test_snat_of_a_node_dnated_connection_is_read_after_the_dnat():
     # Local: the pod IP reaches web-1's veth (not SNATed); Cluster: the bridge still shows the pod
     # IP (before POSTROUTING), web-1's veth the masquerade address: SNATed

@@ -205,8 +205,15 @@ def _journeys(caps: CaptureSet, inventory: Inventory, bundle: Bundle, dropped: s
                 ClockChain({}, [], frozenset()))
     clocks = clock_chain(caps.connections)
     journeys, records, _ = build_journeys(caps.connections, inventory, caps.ifnames, offsets=clocks.offsets,
-                                          conntrack=_conntrack_tables(bundle), dropped=dropped)
+                                          conntrack=_conntrack_tables(bundle), dropped=dropped,
+                                          spans=_capture_spans(caps))
     return journeys, records, clocks
+
+
+def _capture_spans(caps: CaptureSet) -> dict[str, tuple[float, float]]:
+    """Each capture's first and last packet time, by label (those with a packet)."""
+    return {c["label"]: (c["first_ts"], c["last_ts"]) for c in caps.inputs
+            if pd.notna(c.get("first_ts")) and pd.notna(c.get("last_ts"))}
 
 
 def _with_failures(journeys: pd.DataFrame, service: pd.DataFrame, records: pd.DataFrame, inventory: Inventory,

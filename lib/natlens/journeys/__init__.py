@@ -100,6 +100,7 @@ from natlens.journeys.assemble import journey_table, number_journeys
 from natlens.journeys.client import ServiceMap, annotate_records, find_clients, place_records
 from natlens.journeys.clocks import clock_offsets
 from natlens.journeys.decisions import (
+    CaptureSpans,
     ConntrackTables,
     Decision,
     classify_lb_backend,
@@ -137,6 +138,7 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
                    offsets: dict[str, float] | None = None,
                    conntrack: ConntrackTables | None = None,
                    dropped: set[str] | None = None,
+                   spans: CaptureSpans | None = None,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Journeys from the connection records of all captures of an incident.
 
@@ -148,6 +150,9 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     captures start only after the node's SNAT, its conntrack table tells the pod behind it;
     where it does not, the TTL the client's packet left the node's NIC with tells whether
     the node forwarded it (a pod's, SNATed) or sent it itself (journeys.hostnet).
+
+    `spans` maps a capture's label to its first and last packet of any kind: a packet
+    missing at a capture that ran then, and is not known to lose packets, did not pass there.
 
     Returns (journeys, records, notes): one journey row per client connection
     (JOURNEY_COLUMNS), the connection records with their journey (RECORD_COLUMNS), and
@@ -164,7 +169,7 @@ def build_journeys(conns: pd.DataFrame, inventory: Inventory,
     r = place_records(r, clients)
     cl = clients.table
     lossy = lossy_captures(r, dropped or set())
-    node_dnat = classify_node_dnat(r, cl, lossy)
+    node_dnat = classify_node_dnat(r, cl, lossy, spans)
     snat = captured = classify_snat(r, cl, inventory, node_dnat)
     fixes = pd.DataFrame(columns=["client_h", "client_p", "client_is_node"])
     if conntrack:

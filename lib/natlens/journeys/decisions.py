@@ -135,6 +135,7 @@ def _why_unknown(evidence: pd.Series, value: pd.Series, cl: pd.DataFrame, pod_sr
 
 
 ConntrackTables = dict[str, tuple[str, list[Entry]]]  # node -> (dump file name, entries)
+CaptureSpans = dict[str, tuple[float, float]]  # capture label -> (first, last packet time)
 
 
 def snat_from_conntrack(snat: Decision, cl: pd.DataFrame, conntrack: ConntrackTables
@@ -197,7 +198,8 @@ def _conntrack_says(name: str, key: tuple, found: list[Entry]):
                   "(a host-network client: its source is already the node IP)"), None, None
 
 
-def classify_node_dnat(r: pd.DataFrame, cl: pd.DataFrame, lossy: set[str] = frozenset()) -> Decision:
+def classify_node_dnat(r: pd.DataFrame, cl: pd.DataFrame, lossy: set[str] = frozenset(),
+                       spans: CaptureSpans | None = None) -> Decision:
     """yes / no / unknown: did the client's own node DNAT the VIP to an endpoint, so that the
     connection never reached the load balancer?
 
@@ -209,12 +211,14 @@ def classify_node_dnat(r: pd.DataFrame, cl: pd.DataFrame, lossy: set[str] = froz
     balancer, while a capture of that NIC not known to lose packets (``lossy``) ran (the
     packets may come from the node's address: a masquerade after the DNAT). no: a
     copy to the VIP left the NIC, or one arrived at a node's NodePort (after the LB).
+    ``spans``: each capture's first and last packet of any kind (an ARP or ICMP packet
+    shows the capture ran as well as a connection's), by capture label.
     """
     left = r["pre_lb"] & r["on_client"] & r["egress"]
     via_lb = ~r["pre_lb"] & r["resp_is_node"].fillna(False).astype(bool)
     gone = set(r.loc[left | via_lb, "jn"])
     to_ep = (r["on_client"] & ~r["pre_lb"] & ~r["resp_is_node"].fillna(False).astype(bool)
-             & ~r["jn"].isin(gone) & _nic_watched(r, lossy))
+             & ~r["jn"].isin(gone) & _nic_watched(r, lossy, spans or {}))
     value = pd.Series(UNKNOWN, index=cl.index, dtype=object)
     evidence = pd.Series(None, index=cl.index, dtype=object)
     for mask, val, why in ((via_lb, NO, " (arrived at a node's address after the load balancer)"),
@@ -228,19 +232,28 @@ def classify_node_dnat(r: pd.DataFrame, cl: pd.DataFrame, lossy: set[str] = froz
     return Decision(value, evidence)
 
 
-def _nic_watched(r: pd.DataFrame, lossy: set[str]) -> pd.Series:
+def _nic_watched(r: pd.DataFrame, lossy: set[str], spans: CaptureSpans) -> pd.Series:
     """Per record: a capture of its node that sees the node's NIC (it has records at the uplink:
     an `any` capture or the NIC's own) and is not known to lose packets ran from before the
-    record to after it (its first and last packet, at any of its interfaces)."""
+    record to after it (its first and last packet, at any of its interfaces: ``spans``, else
+    its records')."""
     sees = distinct_text(r.loc[r["egress"], "capture"]) - set(lossy)
     nic = r[r["capture"].astype(str).isin(sees)]
     if nic.empty:
         return pd.Series(False, index=r.index)
-    spans = nic.assign(_end=nic["last_ts"].fillna(nic["ts"])).groupby(["node", "capture"]).agg(
+    ran = nic.assign(_end=nic["last_ts"].fillna(nic["ts"])).groupby(["node", "capture"], observed=True).agg(
         lo=("ts", "min"), hi=("_end", "max")).reset_index()
-    m = r[["node", "ts"]].reset_index().merge(spans, on="node")
+    ran["capture"] = ran["capture"].astype(str)
+    own = ran["capture"].map(spans)
+    known = own.notna()
+    ran.loc[known, "lo"] = np.minimum(ran.loc[known, "lo"], [s[0] for s in own[known]])
+    ran.loc[known, "hi"] = np.maximum(ran.loc[known, "hi"], [s[1] for s in own[known]])
+    m = r[["node", "ts"]].reset_index().merge(ran, on="node")
     ok = m[(m["lo"] <= m["ts"]) & (m["hi"] >= m["ts"])]["index"].unique()
     return pd.Series(r.index.isin(ok), index=r.index)
+
+
+_HOME_WHY = " (DNAT to an endpoint, no node forwarded it: the endpoint's node got it)"
 
 
 def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision | None = None,
@@ -257,7 +270,10 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision |
     The client's own address kept decides only while every other node is captured
     (``uncaptured``: the nodes no capture covers): kube-proxy's iptables and nftables modes
     forward a pod's SYN to another node's endpoint without SNAT, and an uncaptured node may
-    have done so.
+    have done so. An endpoint on the client's own node decides only where the connection is
+    known to have reached the load balancer (``node_dnat`` no): with ipMode VIP the node
+    DNATs the VIP to its own endpoint and nothing leaves, so, ``node_dnat`` unknown, it names
+    no pick.
     """
     post = ~r["pre_lb"] & r["resp_node"].notna() & (
         (r["resp_h"] != r["j_client_h"]) | (r["resp_p"] != r["j_client_p"]))
@@ -270,22 +286,37 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision |
     direct &= ~blind
     rules = ((to_node, r["resp_node"], " (after the LB's DNAT to a node)"),
              (forwarded, r["orig_ip_of_node"], " (DNAT to an endpoint, SNATed by the node that got it from the LB)"),
-             (direct, r["resp_node"], " (DNAT to an endpoint, no node forwarded it: the endpoint's node got it)"))
+             (direct, r["resp_node"], _HOME_WHY))
     value = pd.Series(None, index=cl.index, dtype=object)
     evidence = pd.Series(None, index=cl.index, dtype=object)
-    for mask, node, why in reversed(rules):  # the first rule wins
+    home = pd.Series(False, index=cl.index)  # picked by the last rule, at the client's own node
+    for k, (mask, node, why) in reversed(list(enumerate(rules))):  # the first rule wins
         picked = first_per_journey(r.loc[mask, ["jn", "_t"]].assign(_node=node[mask], _ev=r["hop"][mask] + why))
         value.loc[picked.index], evidence.loc[picked.index] = picked["_node"], picked["_ev"]
+        home.loc[picked.index] = k == len(rules) - 1
+    home &= value == cl["client_node"]
     maybe = _first_evidence(r, unseen, r["hop"] + (" (DNAT to an endpoint from the client's own address: the "
                                                    "endpoint's node got it, or a node no capture covers ("
                                                    + ", ".join(sorted(uncaptured)) + ") forwarded it without SNAT)"))
     maybe = maybe.reindex(cl.index[value.isna() & evidence.isna()]).dropna()
     evidence.loc[maybe.index] = maybe
     if node_dnat is not None:
+        _unsure_home(value, evidence, home & (node_dnat.value == UNKNOWN), node_dnat)
         mine = node_dnat.value == YES
         value.loc[mine] = None
         evidence.loc[mine] = "the load balancer never got it: " + node_dnat.evidence[mine].astype(str)
     return Decision(value, evidence)
+
+
+def _unsure_home(value: pd.Series, evidence: pd.Series, unsure: pd.Series, node_dnat: Decision) -> None:
+    """An endpoint on the client's own node, with no evidence that the connection reached the
+    load balancer (``node_dnat`` unknown), names no pick: the LB may have sent it back, or the
+    node may have DNATed the VIP itself (ipMode VIP) so that it never left. Sets in place."""
+    value.loc[unsure] = None
+    evidence.loc[unsure] = concat_rows([
+        evidence[unsure].astype(str).str.replace(_HOME_WHY, "", regex=False),
+        " (DNAT to an endpoint on the client's own node: the load balancer sent it back, or the node "
+        "DNATed the VIP itself and it never left; ", node_dnat.evidence[unsure].astype(str), ")"])
 
 
 def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision,
