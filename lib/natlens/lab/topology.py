@@ -287,7 +287,9 @@ def _build_node(topo: Topology, lab: Lab, n: Node) -> None:
            "peer", "name", "eth0", "netns", ns)
     lab.sh("ip", "-n", vpc, "addr", "add", f"{VPC_GATEWAY}/32", "dev", n.name)
     lab.sh("ip", "-n", vpc, "link", "set", n.name, "up")
-    lab.sysctl(vpc, {f"net/ipv4/conf/{n.name}/proxy_arp": 1})
+    # proxy ARP as a cloud VPC answers ARP: at once (the kernel's default delays a proxy reply by
+    # up to 0.8 s, which made a node's first packet to another node's IP wait that long)
+    lab.sysctl(vpc, {f"net/ipv4/conf/{n.name}/proxy_arp": 1, f"net/ipv4/neigh/{n.name}/proxy_delay": 0})
     lab.sh("ip", "-n", vpc, "route", "add", f"{n.ip}/32", "dev", n.name)
     lab.sh("ip", "-n", vpc, "route", "add", n.pod_cidr, "via", n.ip, "dev", n.name)
     lab.sh("ip", "-n", ns, "addr", "add", f"{n.ip}/24", "dev", "eth0")
