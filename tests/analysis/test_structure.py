@@ -161,7 +161,8 @@ def test_a_big_table_written_in_slices_reads_back_as_pandas_writes_it(tmp_path, 
     from natlens.findings import analysis
     monkeypatch.setattr(analysis, "PARQUET_ROWS", 3)
     f = pd.DataFrame({"a": ["x", None, "y", "z", None, "w", "v"], "n": range(7), "late": [None] * 3 + ["q"] * 4,
-                      "hops": [["u", "v"]] * 7, "f": [0.5, None, 1.0, 2.0, 3.0, 4.0, 5.0]})
+                      "hops": [["u", "v"]] * 7, "f": [0.5, None, 1.0, 2.0, 3.0, 4.0, 5.0],
+                      "flag": [None] * 4 + [True, False, True], "never": [None] * 7})
     f.attrs = {"packets": 7, "skipped": {"short": 1}}
     analysis._to_parquet(f, tmp_path / "sliced.parquet")
     got = pd.read_parquet(tmp_path / "sliced.parquet")
