@@ -577,3 +577,28 @@ def test_nftables_local_invents_no_delay_and_no_clock_offset():
     assert set(p.iloc[0]["journeys"]) == failed
     assert not [n for n in a.inferred if "fits no single offset" in n]
     assert not p.attrs["notes"]  # node-2's clock was measured against node-1's
+
+
+def test_transmissions_are_matched_per_journey_and_clock_domain():
+    from natlens.findings.transmissions import (
+        UNKNOWN_TX,
+        answered_tx,
+        syn_transmissions,
+        syn_tx,
+        tx_groups,
+    )
+    s = pd.DataFrame({  # J1 in two clock domains, its SYN retransmitted; J2 without TSvals
+        "journey": ["J1", "J1", "J1", "J1", "J2", "J1"],
+        "domain": ["a", "a", "a", "b", "a", "b"],
+        "syn_id": [100.0, 200.0, np.nan, 200.0, np.nan, 300.0],
+        "syn": [1.0, 2.0, np.nan, 2.1, 1.0, 3.0],
+        "synack": [np.nan, 2.5, 1.5, 2.6, 1.2, np.nan]})
+    tx = syn_transmissions(s)
+    assert tx[["journey", "domain", "syn_id", "tx"]].values.tolist() == [
+        ["J1", "a", 100.0, 0], ["J1", "a", 200.0, 1], ["J1", "b", 200.0, 0], ["J1", "b", 300.0, 1]]
+    gs, gt = tx_groups(s, tx)
+    assert gs[4] == -1 and gs[0] == gs[1] == gs[2] != gs[3] == gs[5] and gt.tolist() == [gs[0]] * 2 + [gs[3]] * 2
+    assert syn_tx(s, tx).tolist() == [0, 1, UNKNOWN_TX, 0, UNKNOWN_TX, 1]
+    # a SYN-ACK follows the latest transmission seen in its domain before it
+    assert answered_tx(s, "synack", tx).tolist() == [UNKNOWN_TX, 1, 0, 0, UNKNOWN_TX, UNKNOWN_TX]
+    assert answered_tx(s, "synack", tx, (gs, gt)).tolist() == answered_tx(s, "synack", tx).tolist()

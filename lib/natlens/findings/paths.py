@@ -105,7 +105,13 @@ import pandas as pd
 
 from natlens._grouped import distinct_text
 from natlens.connections import SYN_RTO_S  # Linux's initial SYN retransmission timeout, doubling
-from natlens.findings.transmissions import UNKNOWN_TX, answered_tx, syn_transmissions, syn_tx
+from natlens.findings.transmissions import (
+    UNKNOWN_TX,
+    answered_tx,
+    syn_transmissions,
+    syn_tx,
+    tx_groups,
+)
 from natlens.journeys.clocks import clock_chain
 from natlens.vocab import ESTABLISHED, YES
 
@@ -388,10 +394,11 @@ def steps(obs: pd.DataFrame) -> pd.DataFrame:
     code, uniq = pd.factorize(obs["label"])  # a link: its two points' codes, smaller first
     syns = obs["syns"].to_numpy()
     txs = syn_transmissions(obs)
+    groups = tx_groups(obs, txs) if len(txs) else None
     parts = []
     for col, _kind, direction, _words in EVENTS:
         t = obs[col].to_numpy(dtype=float)
-        tx = syn_tx(obs, txs) if col == "syn" else answered_tx(obs, col, txs)
+        tx = syn_tx(obs, txs, groups) if col == "syn" else answered_tx(obs, col, txs, groups)
         idx = np.flatnonzero(~np.isnan(t))  # obs is in path order within each group
         if idx.size < 2:
             continue
