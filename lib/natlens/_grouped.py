@@ -103,3 +103,9 @@ def concat_rows(parts: list) -> np.ndarray:
         return "".join(text)
 
     return per_distinct(join, *(parts[k] for k in varied))
+
+
+def rows_where(frame: pd.DataFrame, keep: pd.Series) -> pd.DataFrame:
+    """``frame[keep]``, or ``frame`` itself when every row is kept: selecting rows copies every
+    column, and a big incident's tables often keep them all (500,000 journeys: ~300 MiB)."""
+    return frame if bool(keep.all()) else frame[keep]

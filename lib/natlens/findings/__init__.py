@@ -111,6 +111,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from natlens._grouped import rows_where
 from natlens._memory import give_back
 from natlens.bundle import Bundle, capture_drops, load_bundle, require_captures
 from natlens.findings.analysis import LATENCY_COLUMNS, Analysis
@@ -222,7 +223,7 @@ def _with_failures(journeys: pd.DataFrame, service: pd.DataFrame, records: pd.Da
     rules_of = functools.cache(lambda node: node_rules(bundle, node)[0])
     journeys = pd.concat([journeys, explain_failures(journeys, records, Context(inventory, rules_of, lossy))],
                          axis=1)
-    return journeys, journeys.loc[service.index]
+    return journeys, journeys if journeys.index.equals(service.index) else journeys.loc[service.index]
 
 
 def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.DataFrame, list[str]]:
@@ -232,10 +233,10 @@ def _service_journeys(journeys: pd.DataFrame, inventory: Inventory) -> tuple[pd.
         keep = pd.Series([(v, int(p) if not pd.isna(p) else -1, pr) in vips for v, p, pr in
                           zip(journeys["vip"], journeys["vport"], journeys["proto"], strict=True)],
                          index=journeys.index, dtype=bool)
-        return journeys[keep], []
+        return rows_where(journeys, keep), []
     note = ("no load-balancer VIP known (no LoadBalancer ingress IP in cluster/services.json, none in "
             "the kube-proxy ipsets): every TCP connection counts as a service connection")
-    return journeys[journeys["proto"] == "tcp"], [note]
+    return rows_where(journeys, journeys["proto"] == "tcp"), [note]
 
 
 def _dropped(caps: CaptureSet, logs: dict[str, dict[str, int]]) -> set[str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from natlens._grouped import rows_where
 from natlens.bundle import Bundle
 from natlens.journeys.evidence import content_gaps, lost_ack
 from natlens.vocab import END_CAPTURE, UNKNOWN
@@ -42,7 +43,7 @@ def capture_quality(inputs: list[dict], logs: dict[str, dict[str, int]], journey
     per node, per capture point, the packets its collect-node.log says tcpdump dropped."""
     window = _incident_window(inputs, offsets)
     service = journeys["journey"].astype(object) if not journeys.empty else []  # object: a hashed isin
-    flawed = _flawed_records(records[records["journey"].astype(object).isin(service)]) if len(records) else records
+    flawed = _flawed_records(rows_where(records, records["journey"].astype(object).isin(service))) if len(records) else records
     return [_entry(c, window, offsets.get(c["node"], 0.0), flawed, journeys, logs.get(c["node"], {}))
             for c in inputs]
 

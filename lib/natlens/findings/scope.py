@@ -28,6 +28,7 @@ from datetime import date, datetime, time, timezone
 
 import pandas as pd
 
+from natlens._grouped import rows_where
 from natlens.errors import NatlensError
 
 PROTOS = ("tcp", "udp", "sctp")
@@ -231,7 +232,7 @@ def apply_scope(service_journeys: pd.DataFrame, scope: Scope | None) -> tuple[pd
     if scope is None:
         return service_journeys, None
     keep = scope.keep(service_journeys)
-    kept = service_journeys[keep]
+    kept = rows_where(service_journeys, keep)
     if kept.empty and len(service_journeys):  # a report of nothing would read as "all is well"
         ts = pd.to_numeric(service_journeys["ts"], errors="coerce")
         asked = " ".join(f"--{k} {v}" for k, v in (("start", scope.asked.get("start")), ("end", scope.asked.get("end")))

@@ -28,7 +28,7 @@ UNKNOWN_TX = -1
 def syn_transmissions(sights: pd.DataFrame) -> pd.DataFrame:
     """Each journey's SYN transmissions per clock domain: columns journey, domain, syn_id
     (the TSval) and t (when first seen there), numbered ``tx`` 0, 1, ... in time order."""
-    s = sights[sights["syn"].notna() & sights["syn_id"].notna()]
+    s = sights.loc[sights["syn"].notna() & sights["syn_id"].notna(), ["journey", "domain", "syn_id", "syn"]]
     if s.empty:
         return pd.DataFrame({"journey": [], "domain": [], "syn_id": [], "t": [], "tx": []})
     t = s.groupby(["journey", "domain", "syn_id"], sort=False)["syn"].min().rename("t").reset_index()
@@ -38,24 +38,37 @@ def syn_transmissions(sights: pd.DataFrame) -> pd.DataFrame:
 
 
 def tx_groups(sights: pd.DataFrame, tx: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(per sighting, per transmission) one integer per (journey, clock domain) that has a known
-    transmission; -1 for a sighting whose pair has none. Why: matching on two text columns made
-    each a Python string per row (1.5 million sightings: ~90 MiB a column, each call)."""
-    pairs = pd.MultiIndex.from_frame(tx[["journey", "domain"]])
-    known = pairs.unique()
-    return known.get_indexer(pd.MultiIndex.from_frame(sights[["journey", "domain"]])), known.get_indexer(pairs)
+    """(per sighting, per transmission) one integer per (journey, clock domain): equal, the same
+    pair; -1 where either is missing. Why: matching on the two text columns made each a Python
+    string per row (1.5 million sightings: ~90 MiB a column, each call)."""
+    journeys, journey_ids = pd.factorize(sights["journey"])
+    domains, domain_ids = pd.factorize(sights["domain"])
+    n = max(len(domain_ids), 1)
+
+    def pair(j: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return np.where((j >= 0) & (d >= 0), j.astype(np.int64) * n + d, -1)
+
+    return (pair(journeys, domains),
+            pair(pd.Index(journey_ids).get_indexer(tx["journey"]), pd.Index(domain_ids).get_indexer(tx["domain"])))
 
 
 def syn_tx(sights: pd.DataFrame, tx: pd.DataFrame,
            groups: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Per sighting, the transmission of its first SYN (by its TSval); UNKNOWN_TX without one.
     ``groups``: tx_groups(sights, tx), when the caller has it."""
+    out = np.full(len(sights), UNKNOWN_TX, dtype=np.int64)
     if tx.empty or sights.empty:
-        return np.full(len(sights), UNKNOWN_TX, dtype=np.int64)
+        return out
     gs, gt = groups or tx_groups(sights, tx)
-    by_id = pd.MultiIndex.from_arrays([gt, tx["syn_id"].to_numpy()])
-    at = by_id.get_indexer(pd.MultiIndex.from_arrays([gs, sights["syn_id"].to_numpy()]))
-    return np.where((at >= 0) & (gs >= 0), tx["tx"].to_numpy(dtype=np.int64)[at], UNKNOWN_TX)
+    gt, pairs = pd.factorize(gt)  # numbered among the transmissions' pairs: fewer than 2^31
+    gs = pd.Index(pairs).get_indexer(gs)
+    ids = sights["syn_id"].to_numpy(dtype=float)
+    has = np.flatnonzero((gs >= 0) & np.isfinite(ids))
+    # a TSval is an unsigned 32-bit number: one int64 names the pair and it
+    at = pd.Index(gt.astype(np.int64) << 32 | tx["syn_id"].to_numpy(dtype=np.int64)).get_indexer(
+        gs[has].astype(np.int64) << 32 | ids[has].astype(np.int64))
+    out[has] = np.where(at >= 0, tx["tx"].to_numpy(dtype=np.int64)[at], UNKNOWN_TX)
+    return out
 
 
 def answered_tx(sights: pd.DataFrame, col: str, tx: pd.DataFrame,
