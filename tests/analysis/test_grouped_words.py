@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import concat_rows, distinct_text, per_distinct
+from natlens._grouped import concat_rows, distinct_text, per_distinct, rows_where
 
 
 def test_per_distinct_is_a_call_per_row_made_once_per_combination():
@@ -43,3 +43,11 @@ def test_distinct_text_is_the_set_of_every_present_value_as_text():
         assert distinct_text(col) == {"node-1", "node-2"}
     assert distinct_text(pd.Series([5, 5, 7])) == {"5", "7"}
     assert distinct_text(pd.Series([], dtype="str")) == set()
+
+
+def test_rows_where_is_the_frame_itself_when_every_row_is_kept():
+    f = pd.DataFrame({"a": [1, 2, 3], "t": ["x", "y", "z"]})
+    assert rows_where(f, pd.Series([True] * 3)) is f
+    some = rows_where(f, pd.Series([True, False, True]))
+    assert some is not f and some["t"].tolist() == ["x", "z"] and len(f) == 3
+    assert rows_where(f, pd.Series([False] * 3)).empty

@@ -145,6 +145,8 @@ def test_each_journey_table_file_is_its_own_frame_written(tmp_path, sample):
     """service_journeys.parquet is the Service journeys, whether they are every journey (the file
     is then journeys.parquet's) or not: here the same rows in another order."""
     a = analyze(samples_dir() / sample)
+    # every journey a Service's: one frame, not a copy of every column
+    assert (a.service_journeys is a.journeys) == (len(a.service_journeys) == len(a.journeys))
     a.write(tmp_path / "out")
     for name in ("journeys", "service_journeys"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / f"{name}.parquet"),
