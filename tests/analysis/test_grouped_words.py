@@ -51,3 +51,12 @@ def test_rows_where_is_the_frame_itself_when_every_row_is_kept():
     some = rows_where(f, pd.Series([True, False, True]))
     assert some is not f and some["t"].tolist() == ["x", "z"] and len(f) == 3
     assert rows_where(f, pd.Series([False] * 3)).empty
+
+
+def test_shared_text_keeps_the_values_and_makes_each_distinct_one_once():
+    from natlens._grouped import shared_text
+    col = pd.Series(["J1", None, "J2", "J1", "J2"], dtype="str")
+    got = shared_text(col)
+    assert got[0] == "J1" and got[2] == got[4] == "J2" and pd.isna(got[1]) and got.dtype == object
+    assert got[0] is got[3] and got[2] is got[4]
+    assert got.tolist()[2:] == col.to_numpy(dtype=object).tolist()[2:]
