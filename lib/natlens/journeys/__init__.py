@@ -63,7 +63,8 @@ node_dnat_evidence     the connection never reached the load balancer (kube-prox
                        packets to an endpoint on its node, none to the VIP leaving its NIC), or the
                        one that shows it left (no), or why unknown
 lb_backend             node the load balancer sent it to (None: not in the captures, or never sent:
-lb_backend_evidence    node_dnat yes); the record after the LB's DNAT that shows it
+lb_backend_evidence    node_dnat yes, or an endpoint on the client's own node while node_dnat is
+                       unknown); the record after the LB's DNAT that shows it, or why not known
 loopback               yes | no | unknown, ``loopback_evidence`` why
 outcome                established | reset | timed out | unknown (UDP: answered | unanswered |
                        unknown), from every record (journeys.evidence: a definite observation at
