@@ -253,9 +253,6 @@ def _nic_watched(r: pd.DataFrame, lossy: set[str], spans: CaptureSpans) -> pd.Se
     return pd.Series(r.index.isin(ok), index=r.index)
 
 
-_HOME_WHY = " (DNAT to an endpoint, no node forwarded it: the endpoint's node got it)"
-
-
 def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision | None = None,
                         uncaptured: frozenset[str] = frozenset()) -> Decision:
     """The node the load balancer sent the connection to (None: not in the captures, or never
@@ -284,39 +281,42 @@ def classify_lb_backend(r: pd.DataFrame, cl: pd.DataFrame, node_dnat: Decision |
     blind = r["resp_node"].map(lambda n: bool(set(uncaptured) - {n})).astype(bool)
     unseen = direct & blind
     direct &= ~blind
+    unsure = _home_unsure(r, cl, direct, node_dnat)
+    direct &= ~r["jn"].isin(unsure.index)
     rules = ((to_node, r["resp_node"], " (after the LB's DNAT to a node)"),
              (forwarded, r["orig_ip_of_node"], " (DNAT to an endpoint, SNATed by the node that got it from the LB)"),
-             (direct, r["resp_node"], _HOME_WHY))
+             (direct, r["resp_node"], " (DNAT to an endpoint, no node forwarded it: the endpoint's node got it)"))
     value = pd.Series(None, index=cl.index, dtype=object)
     evidence = pd.Series(None, index=cl.index, dtype=object)
-    home = pd.Series(False, index=cl.index)  # picked by the last rule, at the client's own node
-    for k, (mask, node, why) in reversed(list(enumerate(rules))):  # the first rule wins
+    for mask, node, why in reversed(rules):  # the first rule wins
         picked = first_per_journey(r.loc[mask, ["jn", "_t"]].assign(_node=node[mask], _ev=r["hop"][mask] + why))
         value.loc[picked.index], evidence.loc[picked.index] = picked["_node"], picked["_ev"]
-        home.loc[picked.index] = k == len(rules) - 1
-    home &= value == cl["client_node"]
     maybe = _first_evidence(r, unseen, r["hop"] + (" (DNAT to an endpoint from the client's own address: the "
                                                    "endpoint's node got it, or a node no capture covers ("
                                                    + ", ".join(sorted(uncaptured)) + ") forwarded it without SNAT)"))
-    maybe = maybe.reindex(cl.index[value.isna() & evidence.isna()]).dropna()
-    evidence.loc[maybe.index] = maybe
+    for why in (unsure, maybe):  # no pick: only why not
+        why = why.reindex(cl.index[value.isna() & evidence.isna()]).dropna()
+        evidence.loc[why.index] = why
     if node_dnat is not None:
-        _unsure_home(value, evidence, home & (node_dnat.value == UNKNOWN), node_dnat)
         mine = node_dnat.value == YES
         value.loc[mine] = None
         evidence.loc[mine] = "the load balancer never got it: " + node_dnat.evidence[mine].astype(str)
     return Decision(value, evidence)
 
 
-def _unsure_home(value: pd.Series, evidence: pd.Series, unsure: pd.Series, node_dnat: Decision) -> None:
-    """An endpoint on the client's own node, with no evidence that the connection reached the
-    load balancer (``node_dnat`` unknown), names no pick: the LB may have sent it back, or the
-    node may have DNATed the VIP itself (ipMode VIP) so that it never left. Sets in place."""
-    value.loc[unsure] = None
-    evidence.loc[unsure] = concat_rows([
-        evidence[unsure].astype(str).str.replace(_HOME_WHY, "", regex=False),
-        " (DNAT to an endpoint on the client's own node: the load balancer sent it back, or the node "
-        "DNATed the VIP itself and it never left; ", node_dnat.evidence[unsure].astype(str), ")"])
+def _home_unsure(r: pd.DataFrame, cl: pd.DataFrame, direct: pd.Series, node_dnat: Decision | None) -> pd.Series:
+    """The journeys whose first record at an endpoint no node forwarded to is on the client's
+    own node while ``node_dnat`` is unknown, with why that names no pick: the LB may have sent
+    it back, or the node may have DNATed the VIP itself (ipMode VIP) so that it never left."""
+    if node_dnat is None:
+        return pd.Series(dtype=object)
+    first = first_per_journey(r.loc[direct, ["jn", "_t", "hop", "resp_node"]])
+    home = first[(first["resp_node"] == cl["client_node"].reindex(first.index))
+                 & (node_dnat.value.reindex(first.index) == UNKNOWN)]
+    return pd.Series(concat_rows([
+        home["hop"].astype(str), " (DNAT to an endpoint on the client's own node: the load balancer sent it back, "
+        "or the node DNATed the VIP itself and it never left; ", node_dnat.evidence[home.index].astype(str), ")"]),
+        index=home.index, dtype=object)
 
 
 def classify_loopback(r: pd.DataFrame, cl: pd.DataFrame, backend: Decision,
