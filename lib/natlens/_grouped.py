@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _SHIFT = np.int64(1) << np.int64(36)  # per-group offset for grouped running maxima
 
@@ -105,7 +107,30 @@ def concat_rows(parts: list) -> np.ndarray:
     return per_distinct(join, *(parts[k] for k in varied))
 
 
-def rows_where(frame: pd.DataFrame, keep: pd.Series) -> pd.DataFrame:
+def is_in(values: pd.Series, wanted) -> np.ndarray:
+    """``values.isin(wanted)`` as a bool array (missing matches missing, as in isin), by
+    Arrow's hashed lookup: pandas' isin of Arrow text takes ~2.6 s for 500,000 journey ids in
+    500,000 and a pandas index ~0.4 s, this ~0.15 s. Values Arrow cannot hold as one type
+    (mixed Python objects) are looked up in a pandas index."""
+    wanted = wanted if isinstance(wanted, pd.Series) else pd.Series(list(wanted), dtype=object)
+    try:
+        have, want = pa.array(values, from_pandas=True), pa.array(wanted, from_pandas=True)
+        return pc.is_in(have, value_set=want.cast(have.type)).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        hit = pd.Index(pd.unique(wanted.dropna())).get_indexer(values) >= 0
+        return hit | values.isna().to_numpy() if wanted.isna().any() else hit
+
+
+def contains(values: pd.Series, needle: str) -> np.ndarray:
+    """Whether each value is text holding ``needle`` (missing: False): an object column is
+    searched value by value, as making it Arrow text to search it costs more than the search
+    (500,000 SNAT evidence texts: ~0.4 s against ~0.03 s)."""
+    if values.dtype != object:
+        return values.str.contains(needle, regex=False).fillna(False).to_numpy(dtype=bool)
+    return np.fromiter((isinstance(v, str) and needle in v for v in values.to_numpy()), dtype=bool, count=len(values))
+
+
+def rows_where(frame: pd.DataFrame, keep: pd.Series | np.ndarray) -> pd.DataFrame:
     """``frame[keep]``, or ``frame`` itself when every row is kept: selecting rows copies every
     column, and a big incident's tables often keep them all (500,000 journeys: ~300 MiB)."""
     return frame if bool(keep.all()) else frame[keep]

@@ -1,4 +1,5 @@
-"""Words made once per distinct combination of values (_grouped.per_distinct, concat_rows):
+"""Words made once per distinct combination of values (_grouped.per_distinct, concat_rows) and
+the other big-table helpers (is_in, contains, the paused collector):
 the same result as a call per row, by position, missing values passed on as they are."""
 
 from __future__ import annotations
@@ -60,3 +61,60 @@ def test_shared_text_keeps_the_values_and_makes_each_distinct_one_once():
     assert got[0] == "J1" and got[2] == got[4] == "J2" and pd.isna(got[1]) and got.dtype == object
     assert got[0] is got[3] and got[2] is got[4]
     assert got.tolist()[2:] == col.to_numpy(dtype=object).tolist()[2:]
+
+
+def test_is_in_is_pandas_isin_for_text_of_either_kind_and_missing_values():
+    from natlens._grouped import is_in
+    for dtype in ("str", object):
+        values = pd.Series(["J1", "J2", None, "J3", "J1"], dtype=dtype)
+        for wanted in (["J1", "J3", "J3"], pd.Series(["J2", None], dtype=dtype), [], ["J9"]):
+            got = is_in(values, wanted)
+            assert got.dtype == bool
+            assert got.tolist() == values.isin(list(wanted)).tolist(), (dtype, wanted)
+    assert is_in(pd.Series([], dtype="str"), ["J1"]).tolist() == []
+
+
+def test_contains_finds_the_needle_in_text_and_never_in_a_missing_value():
+    from natlens._grouped import contains
+    for dtype in ("str", object):
+        values = pd.Series(["node opened it (conntrack)", None, "pod 198.18.0.7", ""], dtype=dtype)
+        assert contains(values, "conntrack").tolist() == [True, False, False, False]
+        assert contains(values, ":").tolist() == [False] * 4
+    assert contains(pd.Series(["fe80::1", "198.18.0.1", np.nan], dtype=object), ":").tolist() == [True, False, False]
+
+
+def test_is_in_of_values_arrow_cannot_hold_as_one_type_is_still_isin():
+    from natlens._grouped import is_in
+    values = pd.Series(["J1", 7, None, ("a", 1)], dtype=object)
+    assert is_in(values, [7, "J1"]).tolist() == [True, True, False, False]
+    assert is_in(values, [None]).tolist() == values.isin([None]).tolist()
+
+
+def test_the_collector_is_paused_inside_the_block_and_as_it_was_after():
+    import gc
+
+    from natlens._memory import collector_paused
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    try:
+        with collector_paused():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own pause is kept
+    finally:
+        gc.enable()
+
+
+def test_journey_lists_are_the_values_cut_at_each_group_start():
+    from natlens.journeys.assemble import _lists
+    values = pd.Series(["a", "b", "c", "d"], dtype="str")
+    assert _lists(values, np.array([1, 3])) == [["a"], ["b", "c"], ["d"]]
+    assert _lists(values, np.array([], dtype=np.int64)) == [["a", "b", "c", "d"]]

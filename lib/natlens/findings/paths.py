@@ -103,7 +103,7 @@ from collections.abc import Collection, Iterable
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import distinct_text, rows_where, shared_text
+from natlens._grouped import distinct_text, is_in, rows_where, shared_text
 from natlens.connections import SYN_RTO_S  # Linux's initial SYN retransmission timeout, doubling
 from natlens.findings.transmissions import (
     UNKNOWN_TX,
@@ -164,7 +164,7 @@ def path_problems(journeys: pd.DataFrame, records: pd.DataFrame, offsets: dict[s
         table = _table([])
         table.attrs["notes"] = []
         return table
-    keep = records["journey"].astype(object).isin(tcp["journey"].astype(object))
+    keep = is_in(records["journey"], tcp["journey"])
     recs = rows_where(records, keep)
     domains = clock_domains(records, offsets, known_clocks)
     sights = sightings(recs, offsets, domains)

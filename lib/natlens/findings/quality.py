@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from natlens._grouped import rows_where
+from natlens._grouped import is_in, rows_where
 from natlens.bundle import Bundle
 from natlens.journeys.evidence import content_gaps, lost_ack
 from natlens.vocab import END_CAPTURE, UNKNOWN
@@ -42,8 +42,8 @@ def capture_quality(inputs: list[dict], logs: dict[str, dict[str, int]], journey
     """One quality entry per capture, in the order of ``inputs`` (see the module doc); ``logs``:
     per node, per capture point, the packets its collect-node.log says tcpdump dropped."""
     window = _incident_window(inputs, offsets)
-    service = journeys["journey"].astype(object) if not journeys.empty else []  # object: a hashed isin
-    flawed = _flawed_records(rows_where(records, records["journey"].astype(object).isin(service))) if len(records) else records
+    service = journeys["journey"] if not journeys.empty else []
+    flawed = _flawed_records(rows_where(records, is_in(records["journey"], service))) if len(records) else records
     return [_entry(c, window, offsets.get(c["node"], 0.0), flawed, journeys, logs.get(c["node"], {}))
             for c in inputs]
 
@@ -132,8 +132,8 @@ def _in_order(ids: set[str], journeys: pd.DataFrame) -> list[str]:
     """The journeys ``ids`` in the table's order (any not in it after them, sorted)."""
     if not ids:
         return []
-    known = journeys["journey"].astype(object) if not journeys.empty else pd.Series([], dtype=object)
-    listed = known[known.isin(list(ids))].tolist()
+    known = journeys["journey"] if not journeys.empty else pd.Series([], dtype=object)
+    listed = known[is_in(known, list(ids))].tolist()
     return listed + sorted(ids - set(listed))
 
 

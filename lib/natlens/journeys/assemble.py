@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from natlens._grouped import concat_rows, join_groups, per_distinct
+from natlens._memory import collector_paused
 from natlens.journeys.client import Clients, ServiceMap
 from natlens.journeys.decisions import Decision
 from natlens.journeys.evidence import latency_records, nearness, point_label
@@ -78,7 +79,8 @@ def _lists(values: pd.Series, bounds: np.ndarray) -> list[list]:
     """The values cut into Python lists at ``bounds`` (the start of every group but the first)."""
     every = values.tolist()
     cuts = [0, *bounds.tolist(), len(every)]
-    return [every[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    with collector_paused():
+        return [every[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def number_journeys(cl: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import concat_rows, per_distinct
+from natlens._grouped import concat_rows, contains, per_distinct
 from natlens.inventory import Inventory
 from natlens.journeys.client import first_per_journey
 from natlens.journeys.decisions import Decision, pod_source
@@ -109,7 +109,7 @@ def ttl_readings(r: pd.DataFrame, cl: pd.DataFrame, own: pd.Series | None = None
     for col in ("uid", "hop", "orig_h", "capture"):  # plain strings: arrow-backed text cannot add NA
         f[col] = f[col].astype(object).where(f[col].notna(), None)
     seen = f["uid"].notna()
-    v6 = f["orig_h"].fillna("").astype(str).str.contains(":")
+    v6 = pd.Series(contains(f["orig_h"], ":"), index=f.index)
     learned = learned_initial(r, own if own is not None else pd.Series(dtype=bool))
     caps = f["capture"].astype(str)
     l_init = pd.Series(per_distinct(lambda c, v: learned.get((c, bool(v)), (None, ""))[0], caps, v6),
@@ -158,7 +158,7 @@ def host_network_from_conntrack(snat: Decision, fixes: pd.DataFrame) -> Decision
     node itself opened the connection; unknown (evidence None) elsewhere."""
     value = pd.Series(UNKNOWN, index=snat.value.index, dtype=object)
     evidence = pd.Series(None, index=snat.value.index, dtype=object)
-    own = snat.evidence.fillna("").astype(str).str.contains(CONNTRACK_OWN, regex=False)
+    own = contains(snat.evidence, CONNTRACK_OWN)
     value.loc[own], evidence.loc[own] = YES, snat.evidence[own]
     if "client_is_node" in fixes and not fixes.empty:
         named = fixes.index[~fixes["client_is_node"].fillna(True).astype(bool)].intersection(value.index)
@@ -237,8 +237,7 @@ def snat_from_ttl(snat: Decision, host: Decision, ttl: TtlReadings,
                          + "; " + ttl.basis[fwd] + "): a pod's connection, SNATed")
     both = fwd & ct_said & evidence.notna()
     evidence.loc[both] = evidence[both] + " (" + snat.evidence[both].astype(str) + ")"
-    mine = open_ & (host.value == YES) & ~evidence.fillna("").astype(str).str.contains(CONNTRACK_OWN,
-                                                                                         regex=False)
+    mine = open_ & (host.value == YES) & ~contains(evidence, CONNTRACK_OWN)
     evidence.loc[mine] = (host.evidence[mine] + "; its source is the node's own IP, not SNATed to it: "
                           "SNAT does not apply")
     odd = open_ & (host.value == UNKNOWN) & ttl.text.notna() & ttl.sent.isna()
