@@ -78,9 +78,12 @@ def nic_records(r: pd.DataFrame) -> pd.Series:
             & r["orig_dir"].ne("in") & r["orig_ttl"].notna())
 
 
+_WORDS = np.array(["TTL", "hop limit"], dtype=object)  # shared objects: a numpy text array per row is slow
+
+
 def _word(v6: pd.Series) -> pd.Series:
     """What the field is called: "TTL" (IPv4) or "hop limit" (IPv6)."""
-    return pd.Series(np.where(v6, "hop limit", "TTL"), index=v6.index)
+    return pd.Series(_WORDS[v6.to_numpy(dtype=bool).astype(np.int8)], index=v6.index)
 
 
 def learned_initial(r: pd.DataFrame, own: pd.Series) -> dict[tuple[str, bool], tuple[int | None, str]]:
