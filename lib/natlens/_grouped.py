@@ -42,6 +42,44 @@ def grouped_cummax(values: np.ndarray, gid: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(values + off) - off
 
 
+def group_order(group: np.ndarray, *then: np.ndarray) -> np.ndarray:
+    """The rows by ``group`` (ids >= 0), then by each of ``then`` in turn, ties in row order: what
+    ``np.lexsort((*reversed(then), group))`` gives. Why not lexsort: rows usually come already in
+    ``then``'s order (a capture's time order), and group ids sort by 16-bit radix passes, ten
+    times faster than a comparison sort of every key."""
+    within = None if _in_order(then) else np.lexsort(then[::-1])
+    order = _radix_order(group if within is None else group[within])
+    return order if within is None else within[order]
+
+
+def _in_order(keys: tuple[np.ndarray, ...]) -> bool:
+    """Whether the rows are already sorted by ``keys`` (first key first); ties may stay as they are."""
+    if not keys or len(keys[0]) < 2:
+        return True
+    tied = None  # the rows whose earlier keys equal the next row's (None: every row)
+    for key in keys:
+        step = np.diff(key) if tied is None else np.diff(key)[tied]
+        if (step < 0).any():
+            return False
+        same = step == 0
+        if not same.any():
+            return True
+        tied = same if tied is None else np.flatnonzero(tied)[same]
+    return True
+
+
+def _radix_order(ids: np.ndarray) -> np.ndarray:
+    """A stable argsort of non-negative integers: numpy radix-sorts 16-bit integers, so ids below
+    2**32 take two such passes (low half, then high), larger ones a comparison sort."""
+    if not ids.size or ids.min() < 0 or ids.max() >= 1 << 32:
+        return np.argsort(ids, kind="stable")
+    ids = ids.astype(np.int64, copy=False)
+    if ids.max() < 1 << 16:
+        return np.argsort(ids.astype(np.uint16), kind="stable")
+    order = np.argsort((ids & 0xFFFF).astype(np.uint16), kind="stable")
+    return order[np.argsort((ids[order] >> 16).astype(np.uint16), kind="stable")]
+
+
 def take(arr: np.ndarray, idx: np.ndarray, fill) -> np.ndarray:
     """arr[idx] where idx >= 0, else fill (idx as returned by first_where)."""
     return np.where(idx >= 0, arr[np.maximum(idx, 0)], fill)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import group_order
 from natlens.connections.usable import Usable, column
 from natlens.vocab import ACK, FIN, RST, SYN
 
@@ -73,7 +74,7 @@ def sort_flows(packets: pd.DataFrame, u: Usable) -> Sorted:
     lo, hi = np.minimum(e_src, e_dst), np.maximum(e_src, e_dst)
     flow = pd.DataFrame({"p": u.proto, "lo": lo, "hi": hi, "i": iface, "v": vlan, "n": vni}
                         ).groupby(["p", "lo", "hi", "i", "v", "n"], sort=False).ngroup().to_numpy()
-    order = np.lexsort((record, u.ts, flow))
+    order = group_order(flow, u.ts, record)
     flags = column(sub, "tcp_flags", 0, np.int64)[order]
     is_tcp = u.proto[order] == 6
     syn = is_tcp & ((flags & SYN) != 0)
