@@ -17,7 +17,6 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from analysis_helpers import samples_dir
 
@@ -25,7 +24,7 @@ from natlens.capture import read_capture
 from natlens.connections import CONNECTION_PACKET_COLUMNS, connections
 from natlens.errors import NatlensError
 from natlens.findings import analyze
-from natlens.findings.captures import HopPackets, hop_dir
+from natlens.findings.captures import HopPackets, HopWriter, hop_dir
 from natlens.parallel import each_file, worker_count
 
 SAMPLES = sorted(p.name for p in samples_dir().iterdir() if p.is_dir())
@@ -44,9 +43,12 @@ def test_two_processes_give_the_analysis_one_gives(sample):
 def test_hop_packets_come_back_from_every_row_group_they_are_in():
     spill = hop_dir()
     df = pd.DataFrame({"ts_ns": np.arange(25, dtype=np.int64), "src": [f"198.18.0.{i}" for i in range(25)]})
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), spill / "h.parquet", row_group_size=10)
-    conn = np.array([i % 3 - 1 for i in range(25)])  # -1, 0, 1, -1, ...: across all 3 row groups
-    hops = HopPackets([spill / "h.parquet"], conn)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with HopWriter(spill / "h.arrow", table.schema, batch=10) as w:
+        for at in (0, 3, 17):  # written in pieces that are no whole batches
+            w.write(table.slice(at, {0: 3, 3: 14, 17: 8}[at]))
+    conn = np.array([i % 3 - 1 for i in range(25)])  # -1, 0, 1, -1, ...: across all 3 batches
+    hops = HopPackets([spill / "h.arrow"], conn)
     for k in (0, 1):
         got = hops.of(k)
         assert got["ts_ns"].tolist() == df["ts_ns"][conn == k].tolist()
@@ -134,12 +136,12 @@ def test_a_failed_analysis_leaves_no_hop_file(tmp_path):
     b = tmp_path / "b"
     shutil.copytree(samples_dir() / "mixed", b)
     (next((b / "nodes").iterdir()) / "zz.pcap").write_bytes(b"not a capture at all, just text" * 4)
-    before = set(hop_dir().rglob("*.parquet"))
+    before = set(hop_dir().rglob("*.arrow"))
     for jobs in (1, 2):
         with pytest.raises(NatlensError):
             analyze(b, jobs=jobs)
         gc.collect()
-        assert set(hop_dir().rglob("*.parquet")) <= before
+        assert set(hop_dir().rglob("*.arrow")) <= before
 
 
 def _die(path, progress=None):

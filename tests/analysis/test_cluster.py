@@ -76,7 +76,7 @@ def test_a_cluster_gives_the_analysis_of_a_generated_four_capture_incident(incid
 
 
 def _kept() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("natlens-hops-*/*.parquet"))
+    return set(Path(tempfile.gettempdir()).glob("natlens-hops-*/*.arrow"))
 
 
 def test_a_bad_capture_on_a_cluster_is_the_error_one_process_gives_and_leaves_no_file(tmp_path, scheduler):
@@ -167,7 +167,7 @@ def test_every_worker_of_a_local_cluster_sees_the_bundle(scheduler):
 
 
 def test_packets_of_a_worker_that_has_gone_are_a_one_line_error(scheduler):
-    hops = HopPackets([Path("/nowhere/h.parquet")], np.zeros(3, dtype=np.int64), worker="tcp://127.0.0.1:1",
+    hops = HopPackets([Path("/nowhere/h.arrow")], np.zeros(3, dtype=np.int64), worker="tcp://127.0.0.1:1",
                       scheduler=scheduler)
     with pytest.raises(NatlensError, match="Dask worker tcp://127.0.0.1:1 has gone"):
         hops.of(0)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from analysis_helpers import samples_dir
 
 from natlens.findings import analyze
-from natlens.findings.captures import HOP_ROW_GROUP, HopPackets, hop_dir
+from natlens.findings.captures import HopPackets, HopWriter, hop_dir
 from natlens.findings.hops import journey_hops
 from natlens.inventory import NODE_COLUMNS, POD_COLUMNS, SERVICE_COLUMNS, Inventory
 
@@ -76,9 +75,10 @@ def _hops(points: dict[str, list[dict]], offsets=None) -> pd.DataFrame:
     spill = hop_dir()
     hops = {}
     for i, (cap, rows) in enumerate(points.items()):  # as findings.captures keeps them: on disk
-        pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), spill / f"{i}.parquet",
-                       row_group_size=HOP_ROW_GROUP)
-        hops[cap] = HopPackets([spill / f"{i}.parquet"], np.zeros(len(rows), dtype=np.int64))
+        table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+        with HopWriter(spill / f"{i}.arrow", table.schema) as w:
+            w.write(table)
+        hops[cap] = HopPackets([spill / f"{i}.arrow"], np.zeros(len(rows), dtype=np.int64))
     records = pd.DataFrame({"capture": list(points), "node": [c.split("/")[0] for c in points],
                             "uid": [f"{c}#0" for c in points]})
     return journey_hops(JOURNEY, records, hops, offsets or {}, NONE)
