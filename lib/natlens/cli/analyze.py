@@ -7,13 +7,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from natlens.cli.cluster import add_cluster, scheduler_of
 from natlens.cli.progress import capture_files, worth_a_bar
 from natlens.cli.report import add_scope
 from natlens.parallel import start_early
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas is loaded where it is used: building the parser must not load it, so that run() starts
+# the worker processes (parallel.start_early) before this process loads the analysis
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +61,8 @@ def _table(df: pd.DataFrame) -> str:
 
 def render(a) -> str:
     """The findings of an Analysis as plain-text tables."""
+    import pandas as pd  # noqa: PLC0415
+
     from natlens.findings.scope import describe_scope  # noqa: PLC0415 (natlens ingest does not load the analysis)
 
     s = a.summary()

@@ -15,13 +15,16 @@ import os
 import sys
 import time
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from natlens.capture import CaptureInfo, open_capture, output_paths, write_parquet
-from natlens.capture.link import LINKTYPE_NAMES
-from natlens.capture.reader import default_label
 from natlens.cli.progress import MIN_BYTES
 from natlens.errors import NatlensError
 from natlens.parallel import each_file
+
+if TYPE_CHECKING:
+    from natlens.capture import CaptureInfo
+# natlens.capture (numpy, pandas, pyarrow) is loaded where it is used: building the command
+# line's parser must not load it, or an analysis could not start its worker processes first
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +57,8 @@ def output_names(paths: list[str]) -> list[str]:
     with "/" between directories. Raises NatlensError naming both inputs when two are the
     same file (by any path, symlinks too) or map to the same name (any.pcap and
     any.pcapng side by side)."""
+    from natlens.capture.reader import default_label  # noqa: PLC0415
+
     parents = [Path(p).absolute().parent.resolve() for p in paths]
     common = Path(os.path.commonpath(parents))
     names: list[str] = []
@@ -76,6 +81,8 @@ def output_names(paths: list[str]) -> list[str]:
 
 def _check_outputs(out: str, names: list[str]) -> None:
     """Refuse, before anything is written, an output file that exists already."""
+    from natlens.capture import output_paths  # noqa: PLC0415
+
     for name in names:
         for target in output_paths(out, name):
             if os.path.lexists(target):
@@ -90,6 +97,8 @@ def _check_out_dir(out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from natlens.capture import open_capture, output_paths  # noqa: PLC0415
+
     for path in args.captures:  # check every input before doing any work
         open_capture(path)
     _check_out_dir(args.out)
@@ -114,12 +123,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _ingest_one(path: str, out: str, name: str, overwrite: bool, progress=None) -> tuple[CaptureInfo, float]:
     """One capture to Parquet (in a worker process when there are several): its tally and seconds."""
+    from natlens.capture import write_parquet  # noqa: PLC0415
+
     started = time.perf_counter()
     info = write_parquet(path, out, name, name=name, overwrite=overwrite, progress=progress)
     return info, time.perf_counter() - started
 
 
 def _summary(info, seconds: float, table: Path) -> str:
+    from natlens.capture.link import LINKTYPE_NAMES  # noqa: PLC0415
+
     links = ", ".join(LINKTYPE_NAMES.get(lt, f"linktype {lt}") for lt in info.linktypes)
     layout = (f", {info.sections:,} section(s), {info.interfaces:,} interface(s)"
               if info.format == "pcapng" else "")
