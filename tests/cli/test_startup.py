@@ -1,5 +1,7 @@
 """What a command loads: `natlens analyze` without --anonymize must not import the report's
-notebook machinery (nbformat's jsonschema took 3.6 s of every analyze to load)."""
+notebook machinery (nbformat's jsonschema took 3.6 s of every analyze to load), and building the
+parser loads none of numpy, pandas and pyarrow (analyze starts its worker processes,
+parallel.start_early, before it loads the analysis, so that both load at once)."""
 
 from __future__ import annotations
 
@@ -23,3 +25,10 @@ def test_analyze_loads_no_notebook_machinery():
 
 def test_analyze_anonymize_still_works():
     assert _loaded("--anonymize").startswith("0 ")
+
+
+def test_building_the_parser_loads_no_pandas_numpy_or_pyarrow():
+    code = ("import sys; from natlens.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
