@@ -14,7 +14,8 @@ bench/gen_capture.py; each bundle is one node directory linking to them):
 Each run is a fresh subprocess; peak RSS is its VmHWM (the main process: exact; B/packet is
 that over the packets, meaningful where the main process reads them, i.e. with --jobs 1),
 and the peak PSS of it and its worker processes together (sampled every 200 ms). The dpkt loop is
-bench_capture.dpkt_loop, timed once on the 1M capture and scaled per packet (it is linear).
+bench_capture.dpkt_loop, timed on the 1M capture before each case (a shared host's speed drifts
+over minutes by 10-30%) and scaled per packet (it is linear).
 
     python bench/bench_incident.py [--skip-5m] [--incident-packets N]
 """
@@ -100,9 +101,13 @@ def natlens(*argv: str) -> tuple[float, float, float]:
         t = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", RUN, *argv], stdout=out, stderr=err, text=True)
         peak = 0
-        while proc.poll() is None:
+        while True:
             peak = max(peak, tree_pss(proc.pid))
-            time.sleep(0.2)
+            try:
+                proc.wait(timeout=0.2)  # returns when it ends, not at the next sample
+                break
+            except subprocess.TimeoutExpired:
+                pass
         wall = time.perf_counter() - t
         out.seek(0)
         err.seek(0)
@@ -120,10 +125,6 @@ def main() -> None:
     a = ap.parse_args()
     print(machine())
     one_m = capture("tcp", 1_000_000, 100)
-    t = time.perf_counter()
-    dpkt_loop(one_m)
-    dpkt_per_packet = (time.perf_counter() - t) / 1_000_000
-    print(f"dpkt per-packet decode loop: {dpkt_per_packet * 1e6:.2f} us/packet (1M capture)\n")
     cases = [("tcp-1M", {"node-1": [one_m]}, 1_000_000)]
     if not a.skip_5m:
         cases += [("tcp-5M", {"node-1": [capture("tcp", 5_000_000, 100)]}, 5_000_000),
@@ -131,11 +132,14 @@ def main() -> None:
     n4 = a.incident_packets
     inc = capture("tcp", n4, 100)
     cases += [("4-captures", {"node-1": [inc, inc], "node-2": [inc, inc]}, 4 * n4)]
+    print("vs dpkt: the case's wall time against the dpkt loop's time for as many packets, the loop\n"
+          "timed on the 1M capture just before the case's runs (µs/packet in the case's first line)\n")
     print(f"{'case':31} {'packets':>10} {'wall s':>7} {'vs dpkt':>8} {'peak MiB':>9} {'B/packet':>9} "
           f"{'all procs PSS MiB':>17}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, caps, n in cases:
             b = bundle(name, caps)
+            dpkt_per_packet = _dpkt_per_packet(one_m)  # again per case: a shared host's speed drifts
             runs = [("analyze --jobs 1", ["analyze", str(b), "--no-progress", "--jobs", "1", "--out", f"{tmp}/{name}"])]
             if len(caps) == 1:  # one big capture: its parts on both cores (the CLI's default)
                 runs.append(("analyze", ["analyze", str(b), "--no-progress"]))
@@ -144,10 +148,18 @@ def main() -> None:
                 runs.append(("analyze --workers 2", ["analyze", str(b), "--no-progress", "--workers", "2"]))
             if len(caps) == 1:
                 runs.append(("ingest", ["ingest", str(caps["node-1"][0]), "--out", f"{tmp}/{name}-i", "--force"]))
+            print(f"{name}: dpkt per-packet decode loop {dpkt_per_packet * 1e6:.2f} µs/packet")
             for what, argv in runs:
                 wall, hwm, tree = natlens(*argv)
                 print(f"{name + ' ' + what:31} {n:10,} {wall:7.2f} {dpkt_per_packet * n / wall:7.1f}x "
                       f"{hwm:9.0f} {hwm * 2**20 / n:9.0f} {tree:17.0f}")
+
+
+def _dpkt_per_packet(path: Path) -> float:
+    """Seconds per packet of bench_capture.dpkt_loop over the 1M capture, timed now."""
+    t = time.perf_counter()
+    dpkt_loop(path)
+    return (time.perf_counter() - t) / 1_000_000
 
 
 if __name__ == "__main__":
