@@ -429,6 +429,26 @@ def test_handshake_rtt_is_from_the_last_syn_before_the_synack_connect_from_the_f
     assert hs.first_byte[0] == pytest.approx(1.100)
 
 
+def test_the_handshake_ack_is_pure_when_it_carries_no_data_and_no_fin():
+    data = pkt(0.012, C, S, PA, ISN_C + 1, ISN_S + 1, plen=100)
+    hs = Run(opening() + [data]).hs
+    assert (hs.ack_pure.tolist(), hs.pure_ack_seen.tolist()) == ([True], [True])
+    # the pure ACK lost: the data is taken for the handshake ACK, and no pure one came
+    hs = Run(opening()[:2] + [data]).hs
+    assert hs.established.tolist() == [True] and hs.ack_ts[0] == pytest.approx(0.012)
+    assert (hs.ack_pure.tolist(), hs.pure_ack_seen.tolist()) == ([False], [False])
+    # reordered: the data before the pure ACK of the SYN-ACK
+    hs = Run(opening()[:2] + [pkt(0.0105, C, S, PA, ISN_C + 1, ISN_S + 1, plen=100), opening()[2]]).hs
+    assert (hs.ack_pure.tolist(), hs.pure_ack_seen.tolist()) == ([False], [True])
+    # a FIN acking the SYN-ACK is no pure ACK, nor is an ACK of the server's data
+    fin = Run(opening()[:2] + [pkt(0.011, C, S, FA, ISN_C + 1, ISN_S + 1)]).hs
+    assert (fin.ack_pure.tolist(), fin.pure_ack_seen.tolist()) == ([False], [False])
+    later = Run(opening()[:2] + [data, pkt(0.02, S, C, PA, ISN_S + 1, ISN_C + 101, plen=10),
+                                 pkt(0.021, C, S, ACK, ISN_C + 101, ISN_S + 11)]).hs
+    assert later.pure_ack_seen.tolist() == [False]
+    assert Run(opening()[:2]).hs.ack_pure.tolist() == [False]  # no ACK at all
+
+
 def test_an_ack_that_does_not_ack_the_synack_does_not_establish():
     rows = opening()[:2] + [pkt(0.011, C, S, ACK, ISN_C + 1, ISN_S + 7)]
     hs = Run(rows).hs

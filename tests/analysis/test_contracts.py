@@ -404,8 +404,8 @@ CONNECTION_COLUMNS = [
     "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "duration",
     "orig_bytes", "resp_bytes", "conn_state", "history", "orig_pkts", "orig_ip_bytes",
     "resp_pkts", "resp_ip_bytes", "capture", "node", "iface", "vlan", "vni",
-    "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "handshake_rtt",
-    "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
+    "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "ack_pure", "pure_ack_seen",
+    "handshake_rtt", "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
     "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl", "orig_seq", "resp_ack",
     "icmp_ts", "icmp_type", "icmp_code", "icmp_src", "icmp_quotes", "icmp_errors",
 ]

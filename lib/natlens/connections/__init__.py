@@ -51,6 +51,11 @@ client_isn         originator's SYN sequence number; when no SYN was seen, the
 server_isn         responder's SYN-ACK sequence number
 syn_ts             first SYN from the originator; ``synack_ts`` first SYN-ACK from the
                    responder; ``ack_ts`` the originator's ACK of that SYN-ACK
+ack_pure           that ACK was a pure one: no payload, no FIN (boolean, NA: none seen)
+pure_ack_seen      a pure ACK of the SYN-ACK from the originator was seen, that one or one
+                   after its data (boolean, NA: no ACK of the SYN-ACK seen): a point
+                   without one, where another point of its journey saw a pure handshake
+                   ACK, lost the client's ACK and took its next packet for it
 handshake_rtt      ack_ts - the last SYN before the SYN-ACK (Wireshark's
                    tcp.analysis.initial_rtt), seconds; NaN when the handshake was not seen
 connect            ack_ts - syn_ts: connect time including SYN retransmissions
@@ -133,7 +138,8 @@ _BASE_COLUMNS = [
     "ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "duration",
     "orig_bytes", "resp_bytes", "conn_state", "history", "orig_pkts", "orig_ip_bytes",
     "resp_pkts", "resp_ip_bytes", "capture", "node", "iface", "vlan", "vni",
-    "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "handshake_rtt",
+    "client_isn", "server_isn", "syn_ts", "synack_ts", "ack_ts", "ack_pure", "pure_ack_seen",
+    "handshake_rtt",
     "connect", "syn_retransmits", "first_byte", "end", "established", "ts_ns", "last_ts",
     "orig_dir", "orig_ip_id", "orig_tsval", "orig_hash", "orig_ttl", "orig_seq", "resp_ack",
 ]
@@ -245,6 +251,8 @@ def _table(s: Sorted, c: Cut, r: Roles, k: Counters, size: tuple[np.ndarray, np.
         "syn_ts": hs.syn_ts,
         "synack_ts": hs.synack_ts,
         "ack_ts": hs.ack_ts,
+        "ack_pure": pd.arrays.BooleanArray(hs.ack_pure, np.isnan(hs.ack_ts)),
+        "pure_ack_seen": pd.arrays.BooleanArray(hs.pure_ack_seen, np.isnan(hs.ack_ts)),
         "handshake_rtt": hs.handshake_rtt,
         "connect": hs.connect,
         "syn_retransmits": np.maximum(hs.syn_count - 1, 0),

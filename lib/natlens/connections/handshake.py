@@ -29,6 +29,8 @@ class Handshake:
     syn_ts: np.ndarray  # the originator's first SYN
     synack_ts: np.ndarray  # the responder's first SYN-ACK
     ack_ts: np.ndarray  # the originator's ACK of that SYN-ACK
+    ack_pure: np.ndarray  # that ACK was pure: no payload, no FIN (False also where not seen)
+    pure_ack_seen: np.ndarray  # a pure ACK of the SYN-ACK seen, that one or a later one
     handshake_rtt: np.ndarray  # seconds
     connect: np.ndarray  # seconds
     first_byte: np.ndarray  # seconds
@@ -66,6 +68,8 @@ def handshake(s: Sorted, c: Cut, r: Roles, t_first: np.ndarray) -> Handshake:
         syn_ts=np.where(f_syn >= 0, syn_ts / 1e9, np.nan),
         synack_ts=np.where(f_synack >= 0, synack_ts / 1e9, np.nan),
         ack_ts=np.where(f_ack >= 0, ack_ts / 1e9, np.nan),
+        ack_pure=(f_ack >= 0) & (take(s.plen, f_ack, 1) == 0) & ~take(s.fin, f_ack, True),
+        pure_ack_seen=first_where(conn, hs_ack & ~s.fin & (s.plen == 0), nc) >= 0,
         handshake_rtt=np.where(established & (l_syn >= 0), (ack_ts - take(ts, l_syn, 0)) / 1e9, np.nan),
         connect=np.where(established & (f_syn >= 0), (ack_ts - syn_ts) / 1e9, np.nan),
         first_byte=np.where(f_data >= 0, (take(ts, f_data, 0) - t0) / 1e9, np.nan),

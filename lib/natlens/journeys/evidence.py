@@ -30,11 +30,6 @@ from natlens.vocab import (
     icmp_words,
 )
 
-# Two points on one path see one SYN -> ACK round trip alike; a point whose handshake is
-# longer than the shortest one seen by more than this lost the client's ACK (it took a
-# later packet for it).
-HANDSHAKE_TOLERANCE_S = 0.0005
-HANDSHAKE_TOLERANCE_REL = 0.02
 REFUSED_STATE = "REJ"  # Zeek: the SYN was answered by a RST, nothing else
 
 
@@ -151,12 +146,21 @@ def refused(r: pd.DataFrame) -> pd.Series:
 
 
 def lost_ack(r: pd.DataFrame, by: str = "jn") -> pd.Series:
-    """Records whose SYN -> ACK is longer than the shortest of their journey (``by``) by more
-    than the tolerance: the capture lost the client's ACK there and took a later packet for
-    it. False where the handshake was not seen."""
-    rtt = r["handshake_rtt"].where(r["proto"] == "tcp")
-    best = rtt.groupby(r[by]).transform("min")
-    return (rtt > best + HANDSHAKE_TOLERANCE_S + HANDSHAKE_TOLERANCE_REL * best).fillna(False).astype(bool)
+    """Records that saw the client's handshake end only in a packet with data or a FIN, and no
+    pure ACK of the SYN-ACK after it, while another record of their journey (``by``) saw the
+    client's handshake ACK as a pure one: the capture lost that ACK there and took the
+    client's next packet for it. False where the handshake was not seen.
+
+    Why by the packet and not by time: the SYN -> ACK round trip is alike at every point only
+    in theory. On a busy node a SYN or a SYN-ACK waits a millisecond or more between two
+    points (a new conntrack entry, neighbour resolution, a deferred softirq), as long as a
+    lost ACK would add. A pure ACK seen after the data is no loss (packets reorder between
+    points); a lost pure ACK followed by another pure one (a window update) goes unseen.
+    """
+    tcp = r["proto"] == "tcp"
+    none_here = ~r["pure_ack_seen"].astype("boolean").fillna(True).astype(bool) & tcp
+    pure = r["ack_pure"].astype("boolean").fillna(False).astype(bool) & tcp
+    return none_here & pure.groupby(r[by]).transform("any")
 
 
 def lossy_captures(r: pd.DataFrame, dropped: set[str], by: str = "jn") -> set[str]:
@@ -175,15 +179,14 @@ def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:
     """Per journey (index: jn), the record latencies are taken from, and why.
 
     It is the nearest record to the client that saw the whole handshake, every SYN the
-    journey's records saw, and a round trip no longer than the shortest seen elsewhere
-    (else it lost the ACK). Columns: ``uid`` (None: no such record), ``why`` (the records
+    journey's records saw, and the client's pure ACK where another record saw it (else it
+    lost that ACK: ``lost_ack``). Columns: ``uid`` (None: no such record), ``why`` (the records
     passed over), and the chosen record's ``first_byte`` when its responder side has no gap.
     """
     cand = r[(r["proto"] == "tcp") & r["handshake_rtt"].notna() & r["connect"].notna()].assign(
         _rank=rank)
     if cand.empty:
         return pd.DataFrame(columns=["uid", "why", "first_byte"])
-    best = cand.groupby("jn")["handshake_rtt"].transform("min")
     most_syns = r.groupby("jn")["syn_retransmits"].max().reindex(cand["jn"]).fillna(0).to_numpy()
     ok_rtt = ~lost_ack(cand)
     ok_syns = cand["syn_retransmits"].fillna(0).to_numpy() >= most_syns
@@ -192,20 +195,28 @@ def latency_records(r: pd.DataFrame, rank: pd.Series) -> pd.DataFrame:
     out["uid"] = good["uid"]
     gap = good["history"].fillna("").str.contains("g", regex=False)
     out["first_byte"] = good["first_byte"].where(~gap)
-    out["why"] = _passed_over(cand, ok_rtt, ok_syns, best, good["_rank"].reindex(cand["jn"]).to_numpy())
+    used = good.reindex(cand["jn"])
+    out["why"] = _passed_over(cand, ok_rtt, ok_syns, used["handshake_rtt"].to_numpy(), used["_rank"].to_numpy())
     return out
 
 
-def _passed_over(cand: pd.DataFrame, ok_rtt: pd.Series, ok_syns: np.ndarray, best: pd.Series,
+def _passed_over(cand: pd.DataFrame, ok_rtt: pd.Series, ok_syns: np.ndarray, used_rtt: np.ndarray,
                  chosen_rank: np.ndarray) -> pd.Series:
     """Per journey, why records nearer the client than the chosen one were not used (one
-    reason per capture)."""
+    reason per capture); ``used_rtt``, ``chosen_rank``: the chosen record's, per row of cand."""
     nearer = (~(ok_rtt & ok_syns) & ~(cand["_rank"].to_numpy() > np.nan_to_num(chosen_rank, nan=9))).to_numpy()
     near = cand[nearer]
-    why = pd.Series([f"{c} lost the client's ACK (SYN -> ACK {rtt * 1e3:.3f} ms there, {b * 1e3:.3f} ms "
-                     "at the point used)" if not rtt_ok else f"{c} missed some of the client's SYNs"
-                     for c, rtt, b, rtt_ok in zip(near["capture"], near["handshake_rtt"], best[nearer],
-                                                  ok_rtt[nearer], strict=True)], index=near.index, dtype=object)
+    why = pd.Series([_passed_over_why(c, rtt, b, rtt_ok) for c, rtt, b, rtt_ok in zip(
+        near["capture"], near["handshake_rtt"], used_rtt[nearer], ok_rtt[nearer], strict=True)],
+        index=near.index, dtype=object)
     picked = pd.DataFrame({"jn": near["jn"], "capture": near["capture"], "why": why})
     picked = picked.drop_duplicates(["jn", "capture"])
     return picked.groupby("jn")["why"].agg("; ".join)
+
+
+def _passed_over_why(capture: str, rtt: float, used: float, rtt_ok: bool) -> str:
+    """Why one record was passed over for the latency."""
+    if rtt_ok:
+        return f"{capture} missed some of the client's SYNs"
+    there = f"SYN -> ACK {rtt * 1e3:.3f} ms there" + ("" if np.isnan(used) else f", {used * 1e3:.3f} ms at the point used")
+    return f"{capture} lost the client's ACK (no pure ACK of the SYN-ACK there; {there})"
