@@ -42,6 +42,19 @@ def grouped_cummax(values: np.ndarray, gid: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(values + off) - off
 
 
+def group_ids(*keys) -> np.ndarray:
+    """Each row's group over ``keys`` (arrays or Series of one length), numbered 0.. in order of
+    first appearance: what ``DataFrame.groupby(keys, sort=False).ngroup()`` gives, a null being a
+    value of its own. Why: groupby builds a hash table of every key tuple; factorizing one key at
+    a time into one code is three to four times faster."""
+    ids = np.zeros(len(keys[0]), dtype=np.int64)
+    for key in keys:
+        codes, distinct = pd.factorize(key, use_na_sentinel=False)
+        if len(distinct) > 1:  # codes < len(distinct): (group so far, code) <-> one integer
+            ids = pd.factorize(ids * len(distinct) + codes)[0]
+    return ids
+
+
 def group_order(group: np.ndarray, *then: np.ndarray) -> np.ndarray:
     """The rows by ``group`` (ids >= 0), then by each of ``then`` in turn, ties in row order: what
     ``np.lexsort((*reversed(then), group))`` gives. Why not lexsort: rows usually come already in

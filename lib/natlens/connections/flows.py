@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import group_order
+from natlens._grouped import group_ids, group_order
 from natlens.connections.usable import Usable, column
 from natlens.vocab import ACK, FIN, RST, SYN
 
@@ -72,8 +72,7 @@ def sort_flows(packets: pd.DataFrame, u: Usable) -> Sorted:
     e_src = (addr_codes[: rows.size].astype(np.int64) << 16) | u.sport
     e_dst = (addr_codes[rows.size:].astype(np.int64) << 16) | u.dport
     lo, hi = np.minimum(e_src, e_dst), np.maximum(e_src, e_dst)
-    flow = pd.DataFrame({"p": u.proto, "lo": lo, "hi": hi, "i": iface, "v": vlan, "n": vni}
-                        ).groupby(["p", "lo", "hi", "i", "v", "n"], sort=False).ngroup().to_numpy()
+    flow = group_ids(u.proto, lo, hi, iface, vlan, vni)
     order = group_order(flow, u.ts, record)
     flags = column(sub, "tcp_flags", 0, np.int64)[order]
     is_tcp = u.proto[order] == 6

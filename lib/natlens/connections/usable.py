@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from natlens._grouped import group_ids
+
 COPY_WINDOW_NS = 1_000_000  # copies of one packet on two interfaces are microseconds apart
 LINKTYPE_LINUX_SLL = 113  # Linux cooked v1: no interface index
 _COPY_KEYS = ["src", "dst", "proto", "sport", "dport", "ip_id", "seq", "ack", "tcp_flags", "tsval",
@@ -47,7 +49,7 @@ def interface_copies(packets: pd.DataFrame, keys: list[str] | None = None) -> np
     if sll1.size < 2:
         return out
     sub = packets.iloc[sll1][[k for k in (keys or _COPY_KEYS) if k in packets]]
-    key = sub.astype(object).fillna(-1).groupby(list(sub.columns), sort=False).ngroup().to_numpy()
+    key = group_ids(*(sub[c] for c in sub.columns))
     ts = column(packets, "ts_ns", 0, np.int64)[sll1]
     order = np.lexsort((ts, key))
     k, t = key[order], ts[order]

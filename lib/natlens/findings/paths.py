@@ -103,7 +103,7 @@ from collections.abc import Collection, Iterable
 import numpy as np
 import pandas as pd
 
-from natlens._grouped import distinct_text, is_in, rows_where, shared_text
+from natlens._grouped import distinct_text, group_ids, is_in, rows_where, shared_text
 from natlens.connections import SYN_RTO_S  # Linux's initial SYN retransmission timeout, doubling
 from natlens.findings.transmissions import (
     UNKNOWN_TX,
@@ -389,7 +389,7 @@ def steps(obs: pd.DataFrame) -> pd.DataFrame:
             "syns_from", "syns_to", "link", "same_syn"]
     if obs.empty:
         return pd.DataFrame(columns=cols)
-    group = obs.groupby(["journey", "domain"], sort=False).ngroup().to_numpy()
+    group = group_ids(obs["journey"], obs["domain"])
     arr = {c: shared_text(obs[c]) for c in ("journey", "label", "node")}
     code, uniq = pd.factorize(obs["label"])  # a link: its two points' codes, smaller first
     syns = obs["syns"].to_numpy()
