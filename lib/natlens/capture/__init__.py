@@ -37,6 +37,7 @@ from natlens.capture.reader import (
 from natlens.capture.schema import (
     ARROW_SCHEMA,
     CODED_SCHEMA,
+    CODED_TEXT,
     COLUMNS,
     PACKETS_SCHEMA,
     SKIP_REASONS,
@@ -45,7 +46,7 @@ from natlens.capture.schema import (
 from natlens.errors import NatlensError
 
 __all__ = [
-    "ARROW_SCHEMA", "CODED_SCHEMA", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo", "Span",
+    "ARROW_SCHEMA", "CODED_SCHEMA", "CODED_TEXT", "COLUMNS", "PACKETS_SCHEMA", "SKIP_REASONS", "Capture", "CaptureInfo", "Span",
     "combined", "iter_tables", "open_capture", "output_paths", "plain", "read_capture", "read_table", "spans",
     "write_parquet", "written_behind",
 ]
