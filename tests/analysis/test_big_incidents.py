@@ -17,9 +17,11 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from analysis_helpers import samples_dir
 
+import natlens.findings.captures as caps
 from natlens.capture import read_capture
 from natlens.connections import CONNECTION_PACKET_COLUMNS, connections
 from natlens.errors import NatlensError
@@ -55,6 +57,28 @@ def test_hop_packets_come_back_from_every_row_group_they_are_in():
         assert got["src"].tolist() == df["src"][conn == k].tolist()
     assert hops.of(7).empty
     assert hops.in_connections()["ts_ns"].tolist() == df["ts_ns"][conn >= 0].tolist()
+
+
+def test_hop_text_written_as_codes_of_changing_dictionaries_comes_back_as_the_text():
+    """Each decoded chunk codes its text with its own dictionary (capture.CODED_SCHEMA); a hop file
+    keeps one dictionary per column: every row's text, and every null, must come back as it was."""
+    spill = hop_dir()
+    words = [["198.18.0.1", "198.18.0.2", None, "198.18.0.1"], ["198.18.0.3", None, "198.18.0.1", "198.18.0.3", "x"]]
+    chunks = [pa.table({"ts_ns": pa.array(np.arange(len(w), dtype=np.int64) + 10 * i),
+                        "src": pc.dictionary_encode(pa.array(w[::-1] if i else w, pa.string()))})
+              for i, w in enumerate(words)]
+    schema = pa.schema([("ts_ns", pa.int64()), ("src", pa.string())])
+    with HopWriter(spill / "coded.arrow", schema, batch=3) as w:
+        for chunk in chunks:
+            w.write(chunk)
+    want = [*words[0], *words[1][::-1]]
+    hops = HopPackets([spill / "coded.arrow"], np.array([0, 1, 0, 1, 0, 1, 0, 1, 0]))
+    assert caps.read_hops(hops.files)["src"].to_pylist() == want
+    assert caps.read_hops(hops.files).schema.field("src").type == pa.string()
+    def text(rows: pd.DataFrame) -> list:
+        return [None if pd.isna(x) else x for x in rows["src"]]
+
+    assert text(hops.of(0)) == want[0::2] and text(hops.of(1)) == want[1::2]
 
 
 def test_a_payload_hash_with_the_top_bit_set_is_kept_exactly(tmp_path):
