@@ -15,15 +15,18 @@ Each run is a fresh subprocess; peak RSS is its VmHWM (the main process: exact; 
 that over the packets, meaningful where the main process reads them, i.e. with --jobs 1),
 and the peak PSS of it and its worker processes together (sampled every 200 ms). The dpkt loop is
 bench_capture.dpkt_loop, timed on the 1M capture before each case (a shared host's speed drifts
-over minutes by 10-30%) and scaled per packet (it is linear).
+over minutes by 10-30%) and scaled per packet (it is linear). With --repeat N every case is run
+N times, the dpkt loop timed again before each round; a row gives the median wall time (and
+the range), the median loop time and their ratio, and the largest peaks.
 
-    python bench/bench_incident.py [--skip-5m] [--incident-packets N]
+    python bench/bench_incident.py [--skip-5m] [--incident-packets N] [--repeat N] [--cases tcp-5M,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,7 @@ from bench_capture import dpkt_loop  # noqa: E402
 from bench_pcapng import machine  # noqa: E402
 from gen_capture import generate  # noqa: E402
 
+CASES = ("tcp-1M", "tcp-5M", "short-5M", "4-captures")
 BENCH_DIR = Path(os.environ.get("NATLENS_BENCH_DIR", "/tmp/natlens-bench"))
 RUN = ("import sys,time;from natlens.cli import main;t=time.perf_counter();rc=main(sys.argv[1:]);"
        "t=time.perf_counter()-t;"
@@ -122,7 +126,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-5m", action="store_true", help="only the 1M cases")
     ap.add_argument("--incident-packets", type=int, default=1_000_000, help="packets per capture of 4-captures")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds per case (median wall, median loop)")
+    ap.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     a = ap.parse_args()
+    if a.repeat < 1:
+        ap.error(f"--repeat must be 1 or more, not {a.repeat}")
+    wanted = {c for c in a.cases.split(",") if c}
+    if wanted - set(CASES):
+        ap.error(f"--cases: no case {', '.join(sorted(wanted - set(CASES)))} (the cases: {', '.join(CASES)})")
     print(machine())
     one_m = capture("tcp", 1_000_000, 100)
     cases = [("tcp-1M", {"node-1": [one_m]}, 1_000_000)]
@@ -132,27 +143,40 @@ def main() -> None:
     n4 = a.incident_packets
     inc = capture("tcp", n4, 100)
     cases += [("4-captures", {"node-1": [inc, inc], "node-2": [inc, inc]}, 4 * n4)]
+    cases = [c for c in cases if not wanted or c[0] in wanted]
     print("vs dpkt: the case's wall time against the dpkt loop's time for as many packets, the loop\n"
           "timed on the 1M capture just before the case's runs (µs/packet in the case's first line)\n")
     print(f"{'case':31} {'packets':>10} {'wall s':>7} {'vs dpkt':>8} {'peak MiB':>9} {'B/packet':>9} "
           f"{'all procs PSS MiB':>17}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, caps, n in cases:
-            b = bundle(name, caps)
-            dpkt_per_packet = _dpkt_per_packet(one_m)  # again per case: a shared host's speed drifts
-            runs = [("analyze --jobs 1", ["analyze", str(b), "--no-progress", "--jobs", "1", "--out", f"{tmp}/{name}"])]
-            if len(caps) == 1:  # one big capture: its parts on both cores (the CLI's default)
-                runs.append(("analyze", ["analyze", str(b), "--no-progress"]))
-            if len(caps) * len(next(iter(caps.values()))) > 1:
-                runs.append(("analyze --jobs 2", ["analyze", str(b), "--no-progress", "--jobs", "2"]))
-                runs.append(("analyze --workers 2", ["analyze", str(b), "--no-progress", "--workers", "2"]))
-            if len(caps) == 1:
-                runs.append(("ingest", ["ingest", str(caps["node-1"][0]), "--out", f"{tmp}/{name}-i", "--force"]))
-            print(f"{name}: dpkt per-packet decode loop {dpkt_per_packet * 1e6:.2f} µs/packet")
-            for what, argv in runs:
-                wall, hwm, tree = natlens(*argv)
-                print(f"{name + ' ' + what:31} {n:10,} {wall:7.2f} {dpkt_per_packet * n / wall:7.1f}x "
-                      f"{hwm:9.0f} {hwm * 2**20 / n:9.0f} {tree:17.0f}")
+            _case(name, bundle(name, caps), caps, n, one_m, tmp, a.repeat)
+
+
+def _case(name: str, b: Path, caps: dict[str, list[Path]], n: int, one_m: Path, tmp: str, repeat: int) -> None:
+    """The runs of one case, ``repeat`` rounds, the dpkt loop timed before each: one row per run."""
+    runs = [("analyze --jobs 1", ["analyze", str(b), "--no-progress", "--jobs", "1", "--out", f"{tmp}/{name}"])]
+    if len(caps) == 1:  # one big capture: its parts on both cores (the CLI's default)
+        runs.append(("analyze", ["analyze", str(b), "--no-progress"]))
+    if len(caps) * len(next(iter(caps.values()))) > 1:
+        runs.append(("analyze --jobs 2", ["analyze", str(b), "--no-progress", "--jobs", "2"]))
+        runs.append(("analyze --workers 2", ["analyze", str(b), "--no-progress", "--workers", "2"]))
+    if len(caps) == 1:
+        runs.append(("ingest", ["ingest", str(caps["node-1"][0]), "--out", f"{tmp}/{name}-i", "--force"]))
+    loops, got = [], {what: [] for what, _ in runs}
+    for _ in range(repeat):
+        loops.append(_dpkt_per_packet(one_m))  # again per round: a shared host's speed drifts
+        for what, argv in runs:
+            got[what].append(natlens(*argv))
+    loop = statistics.median(loops)
+    print(f"{name}: dpkt per-packet decode loop {loop * 1e6:.2f} µs/packet"
+          + (f" (median of {repeat}: {min(loops) * 1e6:.2f}-{max(loops) * 1e6:.2f})" if repeat > 1 else ""))
+    for what, results in got.items():
+        wall = statistics.median(r[0] for r in results)
+        hwm, tree = max(r[1] for r in results), max(r[2] for r in results)
+        spread = f"  ({min(r[0] for r in results):.2f}-{max(r[0] for r in results):.2f} s)" if repeat > 1 else ""
+        print(f"{name + ' ' + what:31} {n:10,} {wall:7.2f} {loop * n / wall:7.1f}x "
+              f"{hwm:9.0f} {hwm * 2**20 / n:9.0f} {tree:17.0f}{spread}")
 
 
 def _dpkt_per_packet(path: Path) -> float:
