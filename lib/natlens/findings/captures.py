@@ -77,6 +77,11 @@ class HopPackets:
     worker: str | None = None
     scheduler: str | None = None
 
+    def __post_init__(self) -> None:
+        # kept for the analysis's life, one per packet: 4 bytes a packet, not 8, where that holds
+        if self.conn.dtype != np.int32 and (not self.conn.size or int(self.conn.max()) < 2**31):
+            self.conn = self.conn.astype(np.int32)
+
     def of(self, row: int) -> pd.DataFrame:
         """The packets of connection ``row`` (and the ICMP errors about it), in capture order."""
         rows = np.flatnonzero(self.conn == row)
