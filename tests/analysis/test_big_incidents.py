@@ -219,3 +219,12 @@ def test_jobs_reading_parts_of_one_file_all_advance_its_one_bar(tmp_path, jobs):
     seen = []
     assert each_file(_read_in_steps, [(f,) for f in files], files, jobs=jobs, progress=seen.append) == ["a", "b", "c"]
     assert seen == [10] * 9
+
+
+def test_hop_packets_keep_record_numbers_in_four_bytes_where_they_fit():
+    """One number per packet lives as long as the Analysis: 4 bytes where every record fits."""
+    small = HopPackets([], np.array([-1, 0, 5, 2**31 - 1], dtype=np.int64))
+    assert small.conn.dtype == np.int32 and small.conn.tolist() == [-1, 0, 5, 2**31 - 1]
+    big = HopPackets([], np.array([-1, 2**31], dtype=np.int64))
+    assert big.conn.dtype == np.int64 and big.conn.tolist() == [-1, 2**31]
+    assert HopPackets([], np.zeros(0, dtype=np.int64)).conn.dtype == np.int32
