@@ -83,6 +83,15 @@ class Workers:
             self._pool = ProcessPoolExecutor(workers, mp_context=_context())
         return self._pool
 
+    def start(self, workers: int) -> None:
+        """Start ``workers`` processes now, not at the first job: each gets ready (loads what its
+        jobs need) while this process does the work that must come before them (a big capture's
+        cuts), not after it."""
+        if workers > 1:
+            pool = self.pool(workers)
+            for _ in range(workers):  # a pool starts one process per job submitted, up to its size
+                pool.submit(os.getpid)
+
     def __enter__(self) -> Workers:
         return self
 

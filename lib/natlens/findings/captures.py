@@ -321,6 +321,7 @@ def _records(path: Path, hop_file: Path, progress, node: str, label: str, part_j
     where = Path(tempfile.mkdtemp(prefix=f"{hop_file.stem}-parts-", dir=hop_file.parent))
     try:
         with Workers() as kept:  # the processes that decode the spans make the parts into records
+            kept.start(part_jobs)
             cuts = spans(path, part_jobs)
             hop_files = [hop_file] + [_span_hops(hop_file, r) for r in range(1, len(cuts))]
             decoded = each_file(_split, [(path, h, parts, where / str(r), cut)
