@@ -145,7 +145,8 @@ def main() -> None:
     cases += [("4-captures", {"node-1": [inc, inc], "node-2": [inc, inc]}, 4 * n4)]
     cases = [c for c in cases if not wanted or c[0] in wanted]
     print("vs dpkt: the case's wall time against the dpkt loop's time for as many packets, the loop\n"
-          "timed on the 1M capture just before the case's runs (µs/packet in the case's first line)\n")
+          "timed on the 1M capture just before the case's runs (µs/packet in the case's first line;\n"
+          "with --repeat: before each round, and the rows give medians, the peaks their largest)\n")
     print(f"{'case':31} {'packets':>10} {'wall s':>7} {'vs dpkt':>8} {'peak MiB':>9} {'B/packet':>9} "
           f"{'all procs PSS MiB':>17}")
     with tempfile.TemporaryDirectory() as tmp:
