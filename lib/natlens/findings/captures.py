@@ -118,6 +118,7 @@ class HopWriter:
         self._batch = batch
         self._held: pa.Table | None = None  # rows short of a whole batch, until more come (text as codes)
         self._codes: dict[str, dict[str, int]] = {n: {} for n in self._text}  # each column's text -> code
+        self._words: dict[str, pa.Array] = {n: pa.array([], pa.string()) for n in self._text}  # code -> text
 
     def write(self, table: pa.Table) -> None:
         """Append the rows of ``table``."""
@@ -144,9 +145,10 @@ class HopWriter:
         """Rows of codes as one batch whose text columns carry the dictionaries as they are now."""
         rows = rows.combine_chunks()
         for name in self._text:
-            words = pa.array(list(self._codes[name]), pa.string())
+            if len(self._words[name]) != len(self._codes[name]):  # made anew only when it grew
+                self._words[name] = pa.array(list(self._codes[name]), pa.string())
             text = pa.DictionaryArray.from_arrays(rows[name].chunk(0) if rows[name].num_chunks
-                                                  else pa.array([], pa.int32()), words)
+                                                  else pa.array([], pa.int32()), self._words[name])
             rows = rows.set_column(rows.schema.get_field_index(name), name, text)
         return rows
 
@@ -418,7 +420,7 @@ def _decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], ob
              span: Span | None = None, coded: bool = False) -> CaptureInfo:
     """Decode the capture (or its ``span``) chunk by chunk, each chunk given to ``take`` (``coded``:
     its text as dictionaries, capture.CODED_SCHEMA); the columns journey_hops shows go into
-    ``hop_file`` as they come, as text, written behind (capture.written_behind)."""
+    ``hop_file`` as they come, written behind (capture.written_behind)."""
     info = None
     with HopWriter(hop_file) as hops, written_behind(hops.write) as put:
         for item in iter_tables(path, path.stem, progress=progress, span=span, coded=coded):
