@@ -134,16 +134,14 @@ def main() -> None:
     wanted = {c for c in a.cases.split(",") if c}
     if wanted - set(CASES):
         ap.error(f"--cases: no case {', '.join(sorted(wanted - set(CASES)))} (the cases: {', '.join(CASES)})")
+    wanted = wanted or set(CASES) - ({"tcp-5M", "short-5M"} if a.skip_5m else set())
     print(machine())
-    one_m = capture("tcp", 1_000_000, 100)
-    cases = [("tcp-1M", {"node-1": [one_m]}, 1_000_000)]
-    if not a.skip_5m:
-        cases += [("tcp-5M", {"node-1": [capture("tcp", 5_000_000, 100)]}, 5_000_000),
-                  ("short-5M", {"node-1": [capture("short", 5_000_000, 10)]}, 5_000_000)]
-    n4 = a.incident_packets
-    inc = capture("tcp", n4, 100)
-    cases += [("4-captures", {"node-1": [inc, inc], "node-2": [inc, inc]}, 4 * n4)]
-    cases = [c for c in cases if not wanted or c[0] in wanted]
+    one_m = capture("tcp", 1_000_000, 100)  # the dpkt loop's, in every case
+    makers = {"tcp-1M": lambda: ({"node-1": [one_m]}, 1_000_000),  # a capture is made only for a case run
+              "tcp-5M": lambda: ({"node-1": [capture("tcp", 5_000_000, 100)]}, 5_000_000),
+              "short-5M": lambda: ({"node-1": [capture("short", 5_000_000, 10)]}, 5_000_000),
+              "4-captures": lambda: _incident(capture("tcp", a.incident_packets, 100), a.incident_packets)}
+    cases = [(name, *makers[name]()) for name in CASES if name in wanted]
     print("vs dpkt: the case's wall time against the dpkt loop's time for as many packets, the loop\n"
           "timed on the 1M capture just before the case's runs (µs/packet in the case's first line;\n"
           "with --repeat: before each round, and the rows give medians, the peaks their largest)\n")
@@ -152,6 +150,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, caps, n in cases:
             _case(name, bundle(name, caps), caps, n, one_m, tmp, a.repeat)
+
+
+def _incident(one: Path, n: int) -> tuple[dict[str, list[Path]], int]:
+    """Two nodes with two captures each, all of ``one`` (n packets)."""
+    return {"node-1": [one, one], "node-2": [one, one]}, 4 * n
 
 
 def _case(name: str, b: Path, caps: dict[str, list[Path]], n: int, one_m: Path, tmp: str, repeat: int) -> None:
