@@ -1,7 +1,8 @@
-"""Build the one small C helper of the capture layer (the record walk).
+"""Build the two small C helpers of the capture layer: the record walk, and the one-pass
+decode of the common Ethernet/IPv4/TCP|UDP packet (capture.fastpath).
 
-The extension is optional: if it cannot be compiled, natlens falls back to a
-pure-Python walk and says so once (slower, same results).
+Both are optional: if one cannot be compiled, natlens falls back to pure Python / numpy
+(slower, same results); the walk says so once.
 """
 from setuptools import Extension, setup
 
@@ -11,6 +12,11 @@ setup(
             "natlens.capture._walk",
             sources=["lib/natlens/capture/_walk.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "natlens.capture._ipv4",
+            sources=["lib/natlens/capture/_ipv4.c"],
+            optional=True,
+        ),
     ]
 )

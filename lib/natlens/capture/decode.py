@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from natlens.capture import ip, link, transport, tunnel
+from natlens.capture import fastpath, ip, link, transport, tunnel
 from natlens.capture.frame import Frame
 from natlens.capture.records import DIR_IN, DIR_OUT, Records
 from natlens.capture.schema import (
@@ -46,8 +46,9 @@ def decode(rec: Records, capture: str, numbers: np.ndarray, coded: bool = False
 def _decode(rec: Records, capture: str, numbers: np.ndarray, coded: bool) -> tuple[pa.Table, dict[str, int]]:
     f = Frame(rec)
     f.skip(np.flatnonzero(rec.bad), MALFORMED)
-    link.decode(f, rec.linktype)
-    rows = f.live(np.arange(f.n))
+    rows = fastpath.decode(f, rec)  # the common packets at once; the numpy decoders get the rest
+    link.decode(f, rec.linktype, rows)
+    rows = f.live(rows)
     ip.decode(f, rows)
     rows = f.live(rows)
     transport.decode(f, rows)

@@ -27,10 +27,13 @@ def max_caplen(linktype: int) -> int:
     return MAX_CAPLEN.get(linktype, MAX_CAPLEN_DEFAULT)
 
 
-def decode(f: Frame, linktype: np.ndarray) -> None:
-    """Fill pos/ethertype for every row; rows with no IP payload get a skip reason."""
-    for lt in np.unique(linktype):
-        rows = np.flatnonzero(linktype == lt)
+def decode(f: Frame, linktype: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """Fill pos/ethertype for ``rows`` (sorted; default all); rows with no IP payload get a
+    skip reason."""
+    todo = np.arange(f.n) if rows is None else rows
+    types = linktype[todo]
+    for lt in np.unique(types):
+        rows = todo[types == lt]
         if lt == ETHERNET:
             ethernet(f, rows)
         elif lt == LINUX_SLL:
@@ -47,7 +50,7 @@ def decode(f: Frame, linktype: np.ndarray) -> None:
             bsd_loopback(f, rows, big_endian=lt == LOOP)
         else:
             f.skip(rows, UNKNOWN_LINKTYPE)
-    classify(f, np.flatnonzero(f.reason == 0))
+    classify(f, todo[f.reason[todo] == 0])
 
 
 def ethernet(f: Frame, rows: np.ndarray) -> None:
