@@ -77,6 +77,7 @@ class Workers:
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._starter: threading.Thread | None = None
 
     def pool(self, workers: int) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -86,18 +87,29 @@ class Workers:
     def start(self, workers: int) -> None:
         """Start ``workers`` processes now, not at the first job: each gets ready (loads what its
         jobs need) while this process does the work that must come before them (a big capture's
-        cuts), not after it."""
+        cuts), not after it. Returns at once: a process starts when the forkserver has loaded
+        what it preloads, and waiting for that here would keep this process from its own work."""
         if workers > 1:
-            pool = self.pool(workers)
-            for _ in range(workers):  # a pool starts one process per job submitted, up to its size
-                pool.submit(os.getpid)
+            self._starter = threading.Thread(target=_start, args=(self.pool(workers), workers),
+                                             name="natlens-workers-start", daemon=True)
+            self._starter.start()
 
     def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._starter is not None:
+            self._starter.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Have ``pool`` start ``workers`` processes (it starts one per job submitted, up to its size).
+    A pool that cannot start one is left as it is: the first real job reports why."""
+    with contextlib.suppress(BrokenProcessPool, RuntimeError):
+        for _ in range(workers):
+            pool.submit(os.getpid)
 
 
 def _context():
