@@ -364,3 +364,43 @@ def test_a_command_line_keeps_no_path_of_the_users_relative_ones_included():
                         r"--service ns-[0-9a-f]{8}/svc-[0-9a-f]{8} --start 06:40:02", mapped), mapped
     call = an.params({"command": "natlens.report.build_report('acme-bundle', 'out/acme', anonymize=True)"})
     assert "acme" not in call["command"] and call["command"].startswith("natlens.report.build_report('path-")
+
+
+# Under KEY_HEX these pairs share the 32 bits a pseudonym shows (found by a birthday search).
+COLLIDING_PODS = ("pod-19047", "pod-135649")
+COLLIDING_PATHS = ("/data/incidents/x9593/file", "/data/incidents/x19329/file")
+
+
+def test_two_names_one_pseudonym_is_an_error_naming_both():
+    from natlens.errors import NatlensError
+    from natlens.report.anonymize import Anonymizer
+    from natlens.report.identifiers import Identifiers
+
+    key = bytes.fromhex(KEY_HEX)
+    for kind, other in (("pod", "pod"), ("node", "node")):
+        ids = Identifiers()
+        ids.add(kind, COLLIDING_PODS[0])
+        ids.add(other, COLLIDING_PODS[1])
+        with pytest.raises(NatlensError, match=r"'pod-19047' and 'pod-135649' would both be shown as \w+-29167573"):
+            Anonymizer(key, ids)
+    ids = Identifiers()  # one hex part under two kinds: node-... and pod-... stay two names
+    ids.add("node", COLLIDING_PODS[0])
+    ids.add("pod", COLLIDING_PODS[1])
+    an = Anonymizer(key, ids)
+    assert an.names.name(COLLIDING_PODS[0]) != an.names.name(COLLIDING_PODS[1])
+    ids = Identifiers()
+    ids.add_path(*COLLIDING_PATHS)
+    with pytest.raises(NatlensError, match="x9593/file' and '/data/incidents/x19329/file' would both be shown as path-"):
+        Anonymizer(key, ids)
+
+
+def test_a_batch_never_shows_two_incidents_as_one(tmp_path):
+    from natlens.errors import NatlensError
+    from natlens.report.batch import _shown_names
+
+    key = tmp_path / "k.key"
+    key.write_text(KEY_HEX)
+    with pytest.raises(NatlensError, match="would both be shown as incident-29167573"):
+        _shown_names(["a", *COLLIDING_PODS], key)
+    shown = _shown_names(["a", COLLIDING_PODS[0]], key)
+    assert len(set(shown.values())) == 2

@@ -20,6 +20,7 @@ their average (0.5) describes neither, so no number here is pooled across Servic
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ import pandas as pd
 from natlens.errors import NatlensError, require_dir
 from natlens.report.anonymize import load_key, new_key
 from natlens.report.identifiers import Identifiers
-from natlens.report.pseudonyms import Pseudonyms
+from natlens.report.pseudonyms import Pseudonyms, distinct
 from natlens.report.run import CELL_TIMEOUT, build_report, check_key_file
 from natlens.report.text import esc, pct
 
@@ -176,7 +177,9 @@ def _shown_names(names: Sequence[str], key_file: str | os.PathLike[str] | None) 
     if key_file is None:
         return {n: n for n in names}
     pseudonyms = Pseudonyms(load_key(key_file))
-    return {n: pseudonyms.name(n, "incident") for n in names}
+    shown = functools.partial(pseudonyms.name, kind="incident")
+    distinct(shown, names)  # two incidents shown as one would share a directory and a row
+    return {n: shown(n) for n in names}
 
 
 def _one(incident: str, out: str, anonymize: bool, key_file: str | None, cell_timeout: float,

@@ -7,7 +7,9 @@ the same 32-byte key as the addresses (``node-7f3a09c1``, ``pod-...``, ``ns-...`
 ``svc-...``, ``incident-...``, ``path-...``), so one ``--key-file`` gives the same
 pseudonym in every report, every run and every incident, and a different key a
 different one. The pseudonym's hex part depends on the name alone, so a name
-counted as a pod in one bundle and a node in another keeps its hex part.
+counted as a pod in one bundle and a node in another keeps its hex part. Two known names
+(or paths) that would get one pseudonym (32 bits: about one chance in 10,000 for a
+thousand pods) are an error naming both: the report would show two things as one.
 
 Names are rewritten only where they identify: a name that is one of natlens' own
 words (a namespace ``default``, a pod ``client``) only in the forms that name it
@@ -30,11 +32,12 @@ import hmac
 import re
 from collections.abc import Callable, Iterable
 
+from natlens.errors import NatlensError
 from natlens.report.identifiers import Identifiers, natlens_words
 
 PREFIX = {"node": "node", "svc": "svc", "pod": "pod", "ns": "ns", "incident": "incident",
           "host": "host", "id": "id", "path": "path"}
-_HEX = 8  # hex digits of a pseudonym: 32 bits, collisions unlikely below tens of thousands of names
+_HEX = 8  # hex digits of a pseudonym: 32 bits, readable; a collision among known names is an error
 
 _CHAIN_RE = re.compile(r"\b(KUBE-(?:SVC|SVL|SEP|EXT|FW|XLB)-)([A-Z0-9]{16})\b")
 _NFT_CHAIN_RE = re.compile(r"\b((?:service|endpoint|external|local|firewall)-)([A-Z0-9]{8})(?=-)")
@@ -58,8 +61,11 @@ class Pseudonyms:
         self.learn(ids or Identifiers())
 
     def learn(self, ids: Identifiers) -> None:
-        """Add identifiers (a bundle's, the report's paths) and rebuild the rewrites."""
+        """Add identifiers (a bundle's, the report's paths) and rebuild the rewrites.
+        NatlensError when two of the names, or two of the paths, get one pseudonym."""
         self.ids.merge(ids)
+        distinct(self.name, self.ids.names)
+        distinct(self._hashed_path, self.ids.paths)  # (an incident's directories: the incident's, by design)
         by_kind: dict[str, list[str]] = {}
         for name, kind in self.ids.names.items():
             by_kind.setdefault(kind, []).append(name)
@@ -84,6 +90,9 @@ class Pseudonyms:
         base = value.rsplit("/", 1)[-1]
         if value in self.ids.paths and self.ids.names.get(base) == "incident":
             return self.name(base, "incident")
+        return self._hashed_path(value)
+
+    def _hashed_path(self, value: str) -> str:
         return f"path-{self.digest('path', value).hex()[:_HEX]}"
 
     def names(self, s: str) -> str:
@@ -129,6 +138,18 @@ class Pseudonyms:
         d = bytearray(self.digest("mac", octets.hex())[:6])
         d[0] = (d[0] & 0xFC) | 0x02  # unicast, locally administered: never a real vendor's
         return sep.join(f"{b:02x}" for b in d)
+
+
+def distinct(pseudonym: Callable[[str], str], values: Iterable[str]) -> None:
+    """NatlensError naming two of `values` that `pseudonym` maps to one: an anonymized report
+    would show them as one node, pod or path, which it must never do."""
+    seen: dict[str, str] = {}
+    for value in values:
+        mapped = pseudonym(value)
+        first = seen.setdefault(mapped, value)
+        if first != value:
+            raise NatlensError(f"{first!r} and {value!r} would both be shown as {mapped} under this key; "
+                               "anonymize with another key (--key-file; without one, run again for a new random key)")
 
 
 # A run of the characters a Kubernetes name is made of: where a name may stand.
