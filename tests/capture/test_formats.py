@@ -377,3 +377,12 @@ def test_pcapng_statistics_blocks_give_the_packets_the_host_dropped(tmp_path):
 
 def test_pcap_does_not_know_its_drops(files):
     assert read_capture(files["eth-us-le"]).info.dropped is None
+
+
+def test_a_tally_that_cannot_be_written_leaves_no_table(tmp_path, zeek_traces):
+    from natlens.errors import NatlensError
+
+    (tmp_path / "get.tally.json").mkdir()  # the table is written, then the tally cannot be
+    with pytest.raises(NatlensError, match=r"get\.tally\.json: cannot write: Is a directory$"):
+        write_parquet(zeek_traces / "http-get" / "get.pcap", tmp_path, overwrite=True)
+    assert not (tmp_path / "get.packets.parquet").exists() and (tmp_path / "get.tally.json").is_dir()

@@ -3,6 +3,7 @@ summary one process gives, in the order the captures were named."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,22 @@ def test_jobs_zero_is_refused_in_one_line(tmp_path, captures):
     r = subprocess.run([sys.executable, "-m", "natlens", "ingest", str(captures[0]), "--out", str(tmp_path),
                         "--jobs", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "natlens: error: --jobs must be 1 or more, not 0"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_capture_that_cannot_be_written_is_said_after_the_others_are(tmp_path, captures, jobs):
+    blocked = tmp_path / "out" / "http-get" / "get.packets.parquet"
+    blocked.mkdir(parents=True)  # a directory where the second capture's table goes
+    r = subprocess.run([sys.executable, "-m", "natlens", "ingest", *map(str, captures), "--out", str(tmp_path / "out"),
+                        "--force", "--jobs", str(jobs)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert [ln.split(":")[0] for ln in r.stdout.splitlines() if not ln.startswith(" ")] == [str(captures[0]), str(captures[2])]
+    assert r.stderr.splitlines() == [f"natlens: error: {captures[1]} not ingested: {blocked}: cannot write: Is a directory",
+                                     "natlens: 1 of 3 captures not ingested (the others are written)"]
+    written = sorted(str(f.relative_to(tmp_path / "out")) for f in (tmp_path / "out").rglob("*") if f.is_file())
+    assert written == ["vxlan/vxlan.packets.parquet", "vxlan/vxlan.tally.json",
+                       "wikipedia/wikipedia.packets.parquet", "wikipedia/wikipedia.tally.json"]
+    j = subprocess.run([sys.executable, "-m", "natlens", "ingest", *map(str, captures), "--out", str(tmp_path / "out"),
+                        "--force", "--jobs", str(jobs), "--json"], capture_output=True, text=True)
+    tallies = json.loads(j.stdout)
+    assert j.returncode == 2 and [t.get("error", "").split(" not ingested")[0] for t in tallies] == ["", str(captures[1]), ""]

@@ -118,27 +118,8 @@ def written_behind(write: Callable[[pa.Table], object]) -> Iterator[Callable[[pa
 _TEXT = [f.name for f in ARROW_SCHEMA if pa.types.is_string(f.type)]
 
 
-def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: str | None = None,
-                  *, name: str | None = None, overwrite: bool = False, progress=None,
-                  chunk_bytes: int = CHUNK_BYTES) -> CaptureInfo:
-    """Stream a capture into <out_dir>/<name>.packets.parquet and <name>.tally.json
-    (`name` defaults to the label, which defaults to the file name without its suffix).
-
-    Memory is bounded by the chunk size, not the file size. An existing output is never
-    replaced unless `overwrite`: a NatlensError naming it is raised before anything is
-    read or written, so a second capture with the same name cannot silently erase the
-    first one's table.
-    """
-    label = label or default_label(path)
-    table_path, tally_path = output_paths(out_dir, name or label)
-    if not overwrite:
-        for target in (table_path, tally_path):
-            if os.path.lexists(target):
-                raise NatlensError("output file exists; not overwritten", path=str(target))
-    try:
-        table_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NatlensError(f"cannot make the output directory: {exc.strerror}", path=str(table_path.parent)) from None
+def _streamed(path: str | os.PathLike, label: str, table_path: Path, progress, chunk_bytes: int) -> CaptureInfo:
+    """The capture's packets into the Parquet file ``table_path``, chunk by chunk; its tally."""
     info, writer = None, None
 
     def write(table: pa.Table) -> None:
@@ -160,5 +141,39 @@ def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: st
     finally:
         if writer is not None:
             writer.close()
-    tally_path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+    return info
+
+
+def write_parquet(path: str | os.PathLike, out_dir: str | os.PathLike, label: str | None = None,
+                  *, name: str | None = None, overwrite: bool = False, progress=None,
+                  chunk_bytes: int = CHUNK_BYTES) -> CaptureInfo:
+    """Stream a capture into <out_dir>/<name>.packets.parquet and <name>.tally.json
+    (`name` defaults to the label, which defaults to the file name without its suffix).
+
+    Memory is bounded by the chunk size, not the file size. An existing output is never
+    replaced unless `overwrite`: a NatlensError naming it is raised before anything is
+    read or written, so a second capture with the same name cannot silently erase the
+    first one's table. One that cannot be written (no space, a directory in its place) is a
+    NatlensError naming it, and neither file is left behind.
+    """
+    label = label or default_label(path)
+    table_path, tally_path = output_paths(out_dir, name or label)
+    if not overwrite:
+        for target in (table_path, tally_path):
+            if os.path.lexists(target):
+                raise NatlensError("output file exists; not overwritten", path=str(target))
+    try:
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NatlensError(f"cannot make the output directory: {exc.strerror}", path=str(table_path.parent)) from None
+    try:
+        info = _streamed(path, label, table_path, progress, chunk_bytes)
+        tally_path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+    except OSError as exc:  # a full disk, a directory where the table goes: nothing half-written stays
+        for target in (table_path, tally_path):
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+        where = exc.filename if isinstance(exc.filename, str) else str(table_path)  # pyarrow's name none
+        doing = "cannot write" if where in (str(table_path), str(tally_path)) else "cannot read"
+        raise NatlensError(f"{doing}: {os.strerror(exc.errno) if exc.errno else exc}", path=where) from None
     return info

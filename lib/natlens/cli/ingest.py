@@ -109,8 +109,12 @@ def run(args: argparse.Namespace) -> int:
     bars = not args.no_progress and sys.stderr.isatty() and max(f.stat().st_size for f in files) >= MIN_BYTES
     done = each_file(_ingest_one, [(str(f), args.out, name, args.force) for f, name in zip(files, names, strict=True)],
                      files, jobs=args.jobs, progress=bars)
-    tallies = []
-    for (info, seconds), name in zip(done, names, strict=True):
+    tallies, failed = [], []
+    for (info, seconds), name, path in zip(done, names, args.captures, strict=True):
+        if isinstance(info, str):  # not written: said after the captures that were
+            failed.append(info)
+            tallies.append({"path": path, "error": info})
+            continue
         for warning in info.warnings:
             print(f"natlens: warning: {warning}", file=sys.stderr)
         tallies.append(info.to_dict())
@@ -118,15 +122,25 @@ def run(args: argparse.Namespace) -> int:
             print(_summary(info, seconds, output_paths(args.out, name)[0]))
     if args.json:
         print(json.dumps(tallies, indent=2))
+    for error in failed:
+        print(f"natlens: error: {error}", file=sys.stderr)
+    if failed:
+        print(f"natlens: {len(failed)} of {len(files)} captures not ingested (the others are written)", file=sys.stderr)
+        return 2
     return 0
 
 
-def _ingest_one(path: str, out: str, name: str, overwrite: bool, progress=None) -> tuple[CaptureInfo, float]:
-    """One capture to Parquet (in a worker process when there are several): its tally and seconds."""
+def _ingest_one(path: str, out: str, name: str, overwrite: bool, progress=None) -> tuple[CaptureInfo | str, float]:
+    """One capture to Parquet (in a worker process when there are several): its tally, or why it
+    was not written (the other captures go on), and seconds."""
     from natlens.capture import write_parquet  # noqa: PLC0415
 
     started = time.perf_counter()
-    info = write_parquet(path, out, name, name=name, overwrite=overwrite, progress=progress)
+    try:
+        info = write_parquet(path, out, name, name=name, overwrite=overwrite, progress=progress)
+    except NatlensError as exc:
+        said = str(exc)
+        return (said if said.startswith(path) else f"{path} not ingested: {said}"), time.perf_counter() - started
     return info, time.perf_counter() - started
 
 
