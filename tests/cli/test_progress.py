@@ -24,6 +24,18 @@ def test_analyze_bar_only_on_a_terminal_for_big_captures(monkeypatch):
     assert not progress.worth_a_bar(str(SAMPLE))  # the sample's captures are well under 32 MiB
 
 
+def test_ingest_and_analyze_draw_bars_by_one_rule_the_captures_size_together(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    nodes = tmp_path / "nodes"
+    files = [nodes / "node-1" / "eth0.pcap", nodes / "node-2" / "eth0.pcap"]
+    for f in files:
+        f.parent.mkdir(parents=True)
+        with open(f, "wb") as out:
+            out.truncate(progress.MIN_BYTES // 2 + 1)  # each under the size, together over it
+    assert progress.worth_bars(files) and progress.worth_a_bar(str(tmp_path))
+    assert not progress.worth_bars(files[:1]) and not progress.worth_bars([])
+
+
 def test_bars_written_to_a_file_are_drawn_by_the_process_that_follows_it(tmp_path):
     files = []
     for i, n in enumerate((300, 7)):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from natlens.cli.progress import MIN_BYTES
+from natlens.cli.progress import worth_bars
 from natlens.errors import NatlensError
 from natlens.parallel import each_file
 
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the per-capture tallies as JSON")
     p.add_argument("--force", action="store_true",
                    help="overwrite output files that already exist (default: refuse, exit 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (one per capture is drawn only on a terminal, for captures of 32 MiB or more)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one per capture on a terminal when the captures hold 32 MiB or more)")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="ingest N captures at once, one process each (default: one per core when they hold "
                    "64 MiB or more, else 1)")
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.force:
         _check_outputs(args.out, names)
     files = [Path(c) for c in args.captures]
-    bars = not args.no_progress and sys.stderr.isatty() and max(f.stat().st_size for f in files) >= MIN_BYTES
+    bars = not args.no_progress and worth_bars(files)
     done = each_file(_ingest_one, [(str(f), args.out, name, args.force) for f, name in zip(files, names, strict=True)],
                      files, jobs=args.jobs, progress=bars)
     tallies, failed = [], []

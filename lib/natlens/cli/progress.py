@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from natlens.nodefiles import CAPTURE_SUFFIXES
@@ -12,9 +13,13 @@ MIN_BYTES = 32 << 20  # smaller files finish before a bar is worth drawing
 
 def worth_a_bar(incident: str) -> bool:
     """A bar on a terminal, for an incident whose captures are big enough to wait on."""
-    if not sys.stderr.isatty():
-        return False
-    return sum(f.stat().st_size for f in capture_files(incident)) >= MIN_BYTES
+    return worth_bars(capture_files(incident))
+
+
+def worth_bars(files: Sequence[Path]) -> bool:
+    """Bars on a terminal, for captures that together are big enough to wait on: one rule
+    for ingest, analyze and report."""
+    return sys.stderr.isatty() and sum(f.stat().st_size for f in files if f.is_file()) >= MIN_BYTES
 
 
 def capture_files(incident: str) -> list[Path]:
