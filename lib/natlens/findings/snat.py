@@ -120,24 +120,44 @@ def decisive_rules(trace: list[str], snatted: bool | None) -> list[str]:
 
     SNATed: the matched jump to KUBE-MARK-MASQ / mark-for-masquerade, then the matched MASQUERADE
     or SNAT. Not SNATed: the matched RETURN in kube-proxy's nat chains before routing (IPVS mode's
-    Local policy returns before marking), else the lookup that found no Service for the VIP
-    (nftables' ``@service-ips`` with no element), then postrouting's "not marked" return. [] when
-    `snatted` is unknown or the trace holds none of these (a trace of why the rules were not walked).
+    Local policy returns before marking); else the external-traffic chain's rule that sent the
+    packet on unmarked (iptables' KUBE-EXT- "pod traffic" jump to KUBE-SVC- or its KUBE-SVL- jump,
+    nftables' external- chain "short-circuit pod traffic" goto); else, when nothing DNATed it, the
+    lookup that found no Service for the VIP (nftables' ``@service-ips`` with no element); then
+    postrouting's "not marked" return. [] when `snatted` is unknown or the trace holds none of
+    these (a trace of why the rules were not walked).
     """
     if snatted is None:
         return []
     lines = [t.strip() for t in trace]
     routed = next((i for i, t in enumerate(lines) if t.startswith("routing:")), len(lines))
+    before, after = lines[:routed], lines[routed:]
     if snatted:
-        why = _first(lines[:routed], lambda t: _took(t) and ("KUBE-MARK-MASQ" in t.split(":", 1)[-1]
-                                                             or "mark-for-masquerade" in t))
-        how = _first(lines[routed:], lambda t: _took(t) and any(w in t for w in ("MASQUERADE", "masquerade", "SNAT",
-                                                                                  "snat to")))
+        why = _first(before, lambda t: _took(t) and ("KUBE-MARK-MASQ" in t.split(":", 1)[-1]
+                                                      or "mark-for-masquerade" in t))
+        how = _first(after, lambda t: _took(t) and any(w in t for w in ("MASQUERADE", "masquerade", "SNAT",
+                                                                          "snat to")))
     else:
-        why = (_first(lines[:routed], lambda t: _took(t) and t.startswith("nat/KUBE-") and t.endswith("-> RETURN (matched)"))
-               or _first(lines[:routed], lambda t: "@service-ips" in t and "(no element)" in t))
-        how = _first(lines[routed:], lambda t: _took(t) and "mark" in t and ("RETURN" in t or "return" in t))
+        dnatted = any(_took(t) and ("DNAT" in t or "dnat to" in t) for t in before)
+        why = (_first(before, lambda t: _took(t) and t.startswith("nat/KUBE-") and t.endswith("-> RETURN (matched)"))
+               or _first(before, _external_unmarked)
+               or ("" if dnatted else _first(before, lambda t: "@service-ips" in t and "(no element)" in t)))
+        how = _first(after, lambda t: _took(t) and "mark" in t and ("RETURN" in t or "return" in t))
     return [x for x in (why, how) if x]
+
+
+def _external_unmarked(line: str) -> bool:
+    """A taken rule of kube-proxy's external-traffic chain that sends the packet on without the
+    masquerade mark: iptables ``nat/KUBE-EXT-...: ... -> KUBE-SVC-|KUBE-SVL-... (matched)``,
+    nftables ``external-... rule ... goto service-|local-... (verdict goto ...)``."""
+    if not _took(line):
+        return False
+    if line.startswith("nat/KUBE-EXT-"):
+        target = line.rsplit("->", 1)[-1]
+        return "KUBE-SVC-" in target or "KUBE-SVL-" in target
+    words = line.split(" ", 3)  # family, table, chain, the rest
+    return (len(words) == 4 and words[2].startswith("external-")
+            and ("(verdict goto service-" in line or "(verdict goto local-" in line))
 
 
 def _took(line: str) -> bool:
