@@ -109,10 +109,9 @@ def run(args: argparse.Namespace) -> int:
     bars = not args.no_progress and worth_bars(files)
     done = each_file(_ingest_one, [(str(f), args.out, name, args.force) for f, name in zip(files, names, strict=True)],
                      files, jobs=args.jobs, progress=bars)
-    tallies, failed = [], []
+    tallies = []
     for (info, seconds), name, path in zip(done, names, args.captures, strict=True):
         if isinstance(info, str):  # not written: said after the captures that were
-            failed.append(info)
             tallies.append({"path": path, "error": info})
             continue
         for warning in info.warnings:
@@ -122,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             print(_summary(info, seconds, output_paths(args.out, name)[0]))
     if args.json:
         print(json.dumps(tallies, indent=2))
+    failed = [t["error"] for t in tallies if "error" in t]
     for error in failed:
         print(f"natlens: error: {error}", file=sys.stderr)
     if failed:
@@ -138,9 +138,9 @@ def _ingest_one(path: str, out: str, name: str, overwrite: bool, progress=None) 
     started = time.perf_counter()
     try:
         info = write_parquet(path, out, name, name=name, overwrite=overwrite, progress=progress)
-    except NatlensError as exc:
-        said = str(exc)
-        return (said if said.startswith(path) else f"{path} not ingested: {said}"), time.perf_counter() - started
+    except NatlensError as exc:  # one naming the capture says which; one naming an output needs it said
+        said = str(exc) if exc.path == path else f"{path} not ingested: {exc}"
+        return said, time.perf_counter() - started
     return info, time.perf_counter() - started
 
 
