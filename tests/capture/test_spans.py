@@ -97,3 +97,36 @@ def test_a_span_ends_where_it_says_even_if_the_file_goes_on(tmp_path):
     offsets = build(path, [60] * 30)
     first, info = _read(path, Span(24, offsets[10], 0))
     assert first.num_rows == 10 and info.records == 10 and not info.warnings
+
+
+def test_damage_after_a_clock_step_at_the_cut_is_read_as_in_the_whole_file(tmp_path):
+    """The last span resynchronizes near the time a whole read has at its cut, not near its own
+    records' median: here the clock steps 10 days just after the cut, so that median is the new
+    time, while the whole read's reference is still the old one. In the damaged record's bytes
+    lie two fake record headers at the new time: near a reference (one follower needed) they
+    pass; far from it (two whole records needed) they do not."""
+    from natlens.capture.write import write_pcap
+
+    pkts = frames([200] * 60)
+    step = 10 * 86_400 * 10**9
+    write_pcap(tmp_path / "step.pcap", [(T0 + i * 1_000_000 + (step if i >= 40 else 0), f)
+                                        for i, f in enumerate(pkts)])
+    path = tmp_path / "step.pcap"
+    offsets, off = [], 24
+    for f in pkts:
+        offsets.append(off)
+        off += 16 + len(f)
+    cuts = spans(path, 2)
+    k = offsets.index(cuts[1].start)  # the last span's first record: before the step, and most of its
+    assert len(cuts) == 2 and k < 40 and 40 - k < 56 - 40  # records before the damage after it
+    bad = offsets[56]
+    patch(path, bad + 8, "<I", 1 << 30)  # record 56's caplen: impossible
+    new_sec = (T0 + step) // 10**9
+    fake = bad + 16 + 60  # in its payload: header A, 16 bytes, header B, 16 bytes, zeros
+    patch(path, fake, "<IIII", new_sec, 0, 16, 16)
+    patch(path, fake + 32, "<IIII", new_sec, 0, 16, 16)
+    patch(path, fake + 64, "<IIII", 0, 0, 0, 0)
+    whole, info = _read(path)
+    assert info.resyncs == 1 and whole.num_rows == 59  # the whole read skips the fakes
+    assert spans(path, 2) == cuts
+    _same_as_whole(path, 2)

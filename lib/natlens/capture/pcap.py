@@ -127,19 +127,8 @@ class PcapFile:
         return self._records(buf, offs), stop, status
 
     def _keep_time(self, sec: np.ndarray) -> None:
-        """The time resynchronization looks near: the last record's that is within a day of
-        the reference (a record read from damaged bytes does not move it far), or, when none
-        is, of two consecutive records that agree with each other."""
-        if not len(sec):
-            return
-        ref = int(np.median(sec)) if self.last_sec is None else self.last_sec  # an odd first one is outvoted
-        near = sec[np.abs(sec - ref) <= NEAR_S]
-        if len(near):
-            self.last_sec = int(near[-1])
-        elif len(sec) >= 2 and abs(int(sec[-1]) - int(sec[-2])) <= NEAR_S:
-            self.last_sec = int(sec[-1])  # the reference itself was the odd one (a first record's bad time)
-        else:
-            self.last_sec = ref
+        """Move the time resynchronization looks near over the seconds of records just read."""
+        self.last_sec = kept_time(self.last_sec, sec)
 
     def _caplen(self, buf: Buffer, off: int) -> int:
         return int(buf.u32(np.array([off + 8]), self.big_endian)[0])
@@ -270,3 +259,19 @@ class PcapFile:
 
 
 NO, YES, UNDECIDED = 0, 1, 2
+
+
+def kept_time(last_sec: int | None, sec: np.ndarray) -> int | None:
+    """The time resynchronization looks near after records with times ``sec`` (seconds, in file
+    order) were read, given ``last_sec`` before them (None: no record yet): the last record's that
+    is within a day of it (a record read from damaged bytes does not move it far), or, when none
+    is, of two consecutive records that agree with each other."""
+    if not len(sec):
+        return last_sec
+    ref = int(np.median(sec)) if last_sec is None else last_sec  # an odd first one is outvoted
+    near = sec[np.abs(sec - ref) <= NEAR_S]
+    if len(near):
+        return int(near[-1])
+    if len(sec) >= 2 and abs(int(sec[-1]) - int(sec[-2])) <= NEAR_S:
+        return int(sec[-1])  # the reference itself was the odd one (a first record's bad time)
+    return ref

@@ -16,7 +16,7 @@ import pyarrow as pa
 from natlens.capture import walk as walker
 from natlens.capture.buffer import PAD, Buffer
 from natlens.capture.decode import anomaly_tally, decode
-from natlens.capture.pcap import MAGICS, PcapFile
+from natlens.capture.pcap import MAGICS, PcapFile, kept_time
 from natlens.capture.pcapng import PcapngFile
 from natlens.capture.records import concat
 from natlens.capture.schema import BAD_LENGTH, CUT_SHORT, SKIP_REASONS
@@ -29,11 +29,14 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 @dataclass(frozen=True)
 class Span:
     """Part of a capture file read on its own: bytes [start, end), whose first record is
-    record number ``first_record`` of the file."""
+    record number ``first_record`` of the file; ``last_sec``: the time a whole read of a pcap
+    file resynchronizes near when it reaches ``start`` (None: its own records' then), so a span
+    damaged after a clock step near its start is read as the whole file is."""
 
     start: int
     end: int
     first_record: int
+    last_sec: int | None = None
 
 
 @dataclass
@@ -144,6 +147,8 @@ def iter_tables(
     if fmt.version[0] != fmt.MAJOR and span.start == fmt.data_start:
         info.warnings.append(f"{p}@{fmt.VERSION_AT}: {fmt.VERSION_NAME} {fmt.version[0]}.{fmt.version[1]}, "
                              f"not {fmt.MAJOR}.x: read as {fmt.MAJOR}.{fmt.MINOR}")
+    if span.last_sec is not None:
+        fmt.last_sec = span.last_sec
     st = _Stream(p, fmt, span, chunk_bytes, progress, coded)
     with st:
         while True:
@@ -376,26 +381,32 @@ def spans(path: str | os.PathLike, n: int) -> list[Span]:
         return [Span(fmt.data_start, size, 0)]
     length = size - fmt.data_start
     targets = [fmt.data_start + length * k // n for k in range(1, n)]
-    starts = [(fmt.data_start, 0)] + _cuts(str(path), fmt, size, targets)
-    ends = [at for at, _ in starts[1:]] + [size]
-    return [Span(at, end, first) for (at, first), end in zip(starts, ends, strict=True)]
+    starts = [Span(fmt.data_start, size, 0)] + _cuts(str(path), fmt, size, targets)
+    ends = [s.start for s in starts[1:]] + [size]
+    return [Span(s.start, end, s.first_record, s.last_sec) for s, end in zip(starts, ends, strict=True)]
 
 
-def _cuts(path: str, fmt: PcapFile, size: int, targets: list[int]) -> list[tuple[int, int]]:
-    """(file offset, record number) of the first record at or after each target offset, for the
-    targets a walk from the file's start reaches before any impossible length."""
+def _cuts(path: str, fmt: PcapFile, size: int, targets: list[int]) -> list[Span]:
+    """The start of a span at the first record at or after each target offset (its ``end``: the
+    file's), for the targets a walk from the file's start reaches before any impossible length.
+    The walk reads the records in the batches a whole read parses, and so keeps the time it
+    resynchronizes near."""
     st = _Stream(path, fmt, Span(fmt.data_start, size, 0), CHUNK_BYTES, None)
-    cuts: list[tuple[int, int]] = []
+    cuts: list[Span] = []
     walked = 0  # records before the buffer's cursor
+    last_sec = None
     with st:
         while targets:
             st.refill()
             offs, stop, status = fmt.walk(st.buf, st.at)
             at = offs + st.base
+            sec = st.buf.u32(offs, fmt.big_endian).astype(np.int64)
+            timed = st.buf.u32(offs + 4, fmt.big_endian) < fmt.units_per_second
             while targets and (i := int(np.searchsorted(at, targets[0]))) < len(at):
-                if not cuts or cuts[-1][0] < at[i]:  # a record bigger than a span: one cut for both
-                    cuts.append((int(at[i]), walked + i))
+                if not cuts or cuts[-1].start < at[i]:  # a record bigger than a span: one cut for both
+                    cuts.append(Span(int(at[i]), size, walked + i, kept_time(last_sec, sec[:i][timed[:i]])))
                 targets.pop(0)
+            last_sec = kept_time(last_sec, sec[timed])
             walked += len(offs)
             st.at = stop
             if status != walker.END or st.eof:
