@@ -23,10 +23,11 @@ from analysis_helpers import samples_dir
 
 import natlens.findings.captures as caps
 from natlens.capture import read_capture
+from natlens.capture.hopfile import HopWriter
 from natlens.connections import CONNECTION_PACKET_COLUMNS, connections
 from natlens.errors import NatlensError
 from natlens.findings import analyze
-from natlens.findings.captures import HopPackets, HopWriter, hop_dir
+from natlens.findings.captures import HopPackets, hop_dir
 from natlens.parallel import each_file, worker_count
 
 SAMPLES = sorted(p.name for p in samples_dir().iterdir() if p.is_dir())

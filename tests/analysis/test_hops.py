@@ -8,8 +8,9 @@ import pyarrow as pa
 import pytest
 from analysis_helpers import samples_dir
 
+from natlens.capture.hopfile import HopWriter
 from natlens.findings import analyze
-from natlens.findings.captures import HopPackets, HopWriter, hop_dir
+from natlens.findings.captures import HopPackets, hop_dir
 from natlens.findings.hops import journey_hops
 from natlens.inventory import NODE_COLUMNS, POD_COLUMNS, SERVICE_COLUMNS, Inventory
 

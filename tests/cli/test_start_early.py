@@ -64,3 +64,17 @@ def test_nothing_starts_for_one_job_small_captures_or_no_file(tmp_path):
     with open(big, "wb") as fh:
         fh.truncate(PARALLEL_BYTES)
     assert not start_early([big], 1, [])
+
+
+def test_one_capture_preloads_only_what_its_spans_and_parts_need():
+    """One capture's workers run its spans and parts: the forkserver loads the capture and connections
+    layers for them, not the whole analysis (~0.3 s, on a core the main process loads it on too);
+    several captures' workers read whole captures, which takes the analysis."""
+    from natlens.cli.analyze import worker_module
+
+    assert worker_module([Path("a.pcap")]) == "natlens.connections.spanned"
+    assert worker_module([Path("a.pcap"), Path("b.pcap")]) == "natlens.findings.captures"
+    out = subprocess.run([sys.executable, "-c", "import sys, natlens.connections.spanned as s; "
+                          "print(s.split_span.__module__, 'natlens.findings' in sys.modules)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["natlens.connections.spanned", "False"], out.stderr

@@ -163,6 +163,13 @@ def _key(args: argparse.Namespace) -> bytes | None:
     return load_key(args.key_file)
 
 
+def worker_module(files: list) -> str:
+    """What the worker processes run for these captures, loaded before they start: one capture's
+    spans and parts (natlens.connections.spanned: the capture and connections layers), or whole
+    captures (natlens.findings.captures, which loads the analysis too: ~0.3 s more)."""
+    return "natlens.connections.spanned" if len(files) == 1 else "natlens.findings.captures"
+
+
 def run(args: argparse.Namespace) -> int:
     """Analyze, anonymize the Analysis when asked, then print and write what was asked."""
     from natlens.errors import NatlensError  # noqa: PLC0415
@@ -170,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and (args.scheduler or args.workers is not None):
         raise NatlensError("--jobs is for processes on this machine: on a Dask cluster its workers read the captures")
     if not args.scheduler and args.workers is None:
-        start_early(capture_files(args.incident), args.jobs, ["natlens.findings.captures"])
+        files = capture_files(args.incident)
+        start_early(files, args.jobs, [worker_module(files)])
     from natlens.findings import analyze  # noqa: PLC0415
 
     key = _key(args)

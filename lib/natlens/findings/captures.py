@@ -16,48 +16,23 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from natlens._memory import give_back
 from natlens.bundle import Bundle
-from natlens.capture import (
-    ARROW_SCHEMA,
-    CODED_TEXT,
-    CaptureInfo,
-    Span,
-    combined,
-    iter_tables,
-    plain,
-    spans,
-    written_behind,
-)
+from natlens.capture import ARROW_SCHEMA, CaptureInfo, combined, spans
+from natlens.capture.hopfile import HOP_PACKET_COLUMNS, read_hops, rows_of
 from natlens.cluster import later_on_worker, on_worker, this_worker
-from natlens.connections import (
-    CONNECTION_PACKET_COLUMNS,
-    connections_with_index,
-    flow_parts,
-    merged,
-    part_records,
-)
+from natlens.connections import CONNECTION_PACKET_COLUMNS, connections_with_index, merged
+from natlens.connections.spanned import decoded, records_of_part, span_hops, split_span
 from natlens.parallel import Workers, cores, each_file, worker_count
 
-# The packet columns journey_hops shows, kept on disk (HopPackets); the rest of the packet table is not kept.
-HOP_PACKET_COLUMNS = ["ts_ns", "src", "dst", "sport", "dport", "tcp_flags", "seq", "ack", "payload_len",
-                      "ip_id", "direction", "ifindex", "icmp_type", "icmp_code", "icmp_orig_src", "icmp_orig_dst",
-                      "icmp_orig_sport", "icmp_orig_dport"]
-_HOP_SCHEMA = pa.schema([ARROW_SCHEMA.field(c) for c in HOP_PACKET_COLUMNS])
 PART_BYTES = 128 << 20  # a capture this big or bigger is made into records in parts of about this size
-_PART_IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # a part file is written and read once: lz4 costs less than the disk
-_HOP_IPC = pa.ipc.IpcWriteOptions(compression="lz4", emit_dictionary_deltas=True)  # a dictionary only grows
-HOP_BATCH = 65_536  # packets per batch of a hop file: what one journey's lookup reads at most per batch
-_HOP_BATCH_KEY = b"natlens.hop_batch"  # in a hop file's schema metadata: its batch size
 
 
 @dataclass
@@ -65,7 +40,7 @@ class HopPackets:
     """The packets journey_hops shows of one capture, kept on disk, not in memory.
 
     Why: a big incident's packets do not fit in memory beside its connections; a report
-    shows the hops of a few journeys. ``files`` are hop files (HopWriter) of HOP_PACKET_COLUMNS, one
+    shows the hops of a few journeys. ``files`` are hop files (capture.hopfile) of HOP_PACKET_COLUMNS, one
     row per packet of the capture's table, in its order (more than one: a big capture's spans,
     read apart); ``conn`` is the connection row of each
     packet (-1: none). Files written by a Dask worker stay on its disk: ``worker`` is its
@@ -99,104 +74,6 @@ class HopPackets:
         if self.worker is None or self.scheduler is None:
             return fn(*args)
         return on_worker(self.scheduler, self.worker, fn, *args)
-
-
-class HopWriter:
-    """Writes one hop file: packets as Arrow IPC (lz4) in batches of ``batch`` rows, all but the last
-    (the size is in the schema's metadata), so that row i is in batch i // batch and a journey's
-    lookup reads only the batches that hold its packets. Why not Parquet: IPC is written in half
-    the time, and a hop file is written once and read for a few journeys. Text is kept as codes
-    into one dictionary per column that only grows (written as deltas), plain or coded text
-    (capture.CODED_SCHEMA) alike: no string is made per packet, and rows_of and read_hops give
-    the text back."""
-
-    def __init__(self, path: Path, schema: pa.Schema = _HOP_SCHEMA, batch: int = HOP_BATCH):
-        self._text = [f.name for f in schema if f.type == pa.string() or pa.types.is_dictionary(f.type)]
-        fields = [pa.field(f.name, CODED_TEXT) if f.name in self._text else f for f in schema]
-        coded = pa.schema(fields, metadata={**(schema.metadata or {}), _HOP_BATCH_KEY: str(batch).encode()})
-        self._out = pa.ipc.new_file(str(path), coded, options=_HOP_IPC)
-        self._batch = batch
-        self._held: pa.Table | None = None  # rows short of a whole batch, until more come (text as codes)
-        self._codes: dict[str, dict[str, int]] = {n: {} for n in self._text}  # each column's text -> code
-        self._words: dict[str, pa.Array] = {n: pa.array([], pa.string()) for n in self._text}  # code -> text
-
-    def write(self, table: pa.Table) -> None:
-        """Append the rows of ``table``."""
-        table = self._as_codes(table)
-        held = table if self._held is None else pa.concat_tables([self._held, table])
-        whole = len(held) // self._batch * self._batch
-        for at in range(0, whole, self._batch):
-            self._out.write_table(self._with_text(held.slice(at, self._batch)))
-        self._held = held.slice(whole)
-
-    def _as_codes(self, table: pa.Table) -> pa.Table:
-        """The text columns as int32 codes into this file's dictionaries (null stays null)."""
-        for name in self._text:
-            known, chunks = self._codes[name], []
-            for chunk in table[name].chunks:
-                coded = chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk)
-                words = coded.dictionary.to_pylist()
-                code = np.fromiter((known.setdefault(w, len(known)) for w in words), np.int32, len(words))
-                chunks.append(pc.take(pa.array(code, pa.int32()), coded.indices))
-            table = table.set_column(table.schema.get_field_index(name), name, pa.chunked_array(chunks, pa.int32()))
-        return table
-
-    def _with_text(self, rows: pa.Table) -> pa.Table:
-        """Rows of codes as one batch whose text columns carry the dictionaries as they are now."""
-        rows = rows.combine_chunks()
-        for name in self._text:
-            if len(self._words[name]) != len(self._codes[name]):  # made anew only when it grew
-                self._words[name] = pa.array(list(self._codes[name]), pa.string())
-            text = pa.DictionaryArray.from_arrays(rows[name].chunk(0) if rows[name].num_chunks
-                                                  else pa.array([], pa.int32()), self._words[name])
-            rows = rows.set_column(rows.schema.get_field_index(name), name, text)
-        return rows
-
-    def close(self) -> None:
-        """Write the last rows and the file's footer."""
-        if self._held is not None and len(self._held):
-            self._out.write_table(self._with_text(self._held))
-        self._held = None
-        self._out.close()
-
-    def __enter__(self) -> HopWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _text_of(table: pa.Table) -> pa.Table:
-    """A hop file's rows with their text as strings."""
-    return table.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                                 for f in table.schema], metadata=table.schema.metadata))
-
-
-def rows_of(files: list[Path], rows: np.ndarray) -> pa.Table:
-    """Rows ``rows`` (sorted) of the hop files one after the other, reading only the batches that
-    hold them."""
-    tables, first = [], 0
-    for f in files:
-        with pa.OSFile(str(f)) as source:
-            reader = pa.ipc.open_file(source)
-            size = int(reader.schema.metadata[_HOP_BATCH_KEY])
-            last = reader.num_record_batches - 1
-            n = last * size + reader.get_batch(last).num_rows if last >= 0 else 0
-            here = rows[(rows >= first) & (rows < first + n)] - first
-            batch = here // size
-            tables += [pa.Table.from_batches([reader.get_batch(b).take(pa.array(here[batch == b] - b * size))])
-                       for b in np.unique(batch)]
-        first += n
-    return _text_of(pa.concat_tables(tables))
-
-
-def read_hops(files: list[Path]) -> pa.Table:
-    """The hop files one after the other, as one table."""
-    tables = []
-    for f in files:
-        with pa.OSFile(str(f)) as source:
-            tables.append(pa.ipc.open_file(source).read_all())
-    return _text_of(pa.concat_tables(tables))
 
 
 def remove_hops(files: list[Path], worker: str | None, scheduler: str | None) -> None:
@@ -277,7 +154,7 @@ class OneCapture:
 def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, part_jobs: int = 1,
              progress=None) -> OneCapture:
     """One capture's connection records, with its accounting (``file``: the path summary.json
-    names); the packets journey_hops shows go to a hop file (HopWriter) in ``spill`` (None: this
+    names); the packets journey_hops shows go to a hop file (capture.hopfile) in ``spill`` (None: this
     process's hop_dir, on a Dask worker), named after the read_captures ``call``; a big capture's
     parts are made into records in ``part_jobs`` processes. ``progress`` is called with the bytes
     read as reading goes."""
@@ -287,7 +164,7 @@ def read_one(node: str, file: str, path: Path, spill: Path | None, call: str, pa
     try:
         conns, idx, info, hop_files = _records(path, Path(name), progress, node, label, part_jobs)
     except BaseException:
-        remove_hops([Path(name), *Path(name).parent.glob(_span_hops(Path(name), "*").name)], None, None)
+        remove_hops([Path(name), *Path(name).parent.glob(span_hops(Path(name), "*").name)], None, None)
         raise  # an unreadable capture leaves no file behind
     give_back()  # the packets are gone: the next capture or stage starts from what is kept
     warnings = list(info.warnings)
@@ -325,111 +202,28 @@ def _records(path: Path, hop_file: Path, progress, node: str, label: str, part_j
         with Workers() as kept:  # the processes that decode the spans make the parts into records
             kept.start(part_jobs)
             cuts = spans(path, part_jobs)
-            hop_files = [hop_file] + [_span_hops(hop_file, r) for r in range(1, len(cuts))]
-            decoded = each_file(_split, [(path, h, parts, where / str(r), cut)
-                                         for r, (h, cut) in enumerate(zip(hop_files, cuts, strict=True))],
-                                [path] * len(cuts), jobs=part_jobs, progress=progress, kept=kept)
-            firsts = np.cumsum([0] + [n for n, _ in decoded])  # the capture row of each span's first packet
+            hop_files = [hop_file] + [span_hops(hop_file, r) for r in range(1, len(cuts))]
+            split = each_file(split_span, [(path, h, parts, where / str(r), cut)
+                                           for r, (h, cut) in enumerate(zip(hop_files, cuts, strict=True))],
+                              [path] * len(cuts), jobs=part_jobs, progress=progress, kept=kept)
+            firsts = np.cumsum([0] + [n for n, _ in split])  # the capture row of each span's first packet
             files = [[(f, int(first)) for r, first in enumerate(firsts[:-1]) if (f := where / str(r) / f"{k}.arrow").exists()]
                      for k in range(parts)]
-            made = each_file(_part, [(f or None, node, label, decoded[-1][1].last_ts_ns) for f in files],
+            made = each_file(records_of_part, [(f or None, node, label, split[-1][1].last_ts_ns) for f in files],
                              [f[0][0] if f else path for f in files], jobs=part_jobs, kept=kept)
             conns, idx = merged(made, int(firsts[-1]), label)
     finally:
         shutil.rmtree(where, ignore_errors=True)
-    return conns, idx, combined([info for _, info in decoded]), hop_files
-
-
-def _span_hops(hop_file: Path, r: int | str) -> Path:
-    """The hop file of span ``r`` (after the first, which writes ``hop_file`` itself)."""
-    return hop_file.with_name(f"{hop_file.stem}-{r}.arrow")
-
-
-def _part(files: list[tuple[Path, int]] | None, node: str, label: str, capture_end_ns: int | None,
-          progress=None) -> tuple:
-    """The records of one part _split wrote, from each span's file of it with the capture row of
-    the span's first packet (None: of no packet), as connections.merged takes them."""
-    if files is None:
-        packets, rows = ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS), np.zeros(0, dtype=np.int64)
-        packets = packets.to_pandas(types_mapper=pd.ArrowDtype)
-    else:
-        tables = []
-        for file, first in files:
-            with pa.OSFile(str(file)) as source:
-                t = plain(pa.ipc.open_stream(source).read_all())
-            tables.append(t.set_column(t.schema.get_field_index("row"), "row", pc.add(t["row"], first)))
-            file.unlink()
-        table = pa.concat_tables(tables)
-        del tables
-        packets = table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True)
-        del table
-        rows = packets.pop("row").to_numpy(dtype=np.int64)
-    return part_records(packets, rows, node=node, capture=label, capture_end_ns=capture_end_ns)
+    return conns, idx, combined([info for _, info in split]), hop_files
 
 
 def _packets(path: Path, hop_file: Path, progress=None) -> tuple[pd.DataFrame, CaptureInfo]:
     """The columns connections are made from, as one table."""
     chunks = []
-    info = _decoded(path, hop_file, progress, lambda chunk: chunks.append(chunk.select(CONNECTION_PACKET_COLUMNS)))
+    info = decoded(path, hop_file, progress, lambda chunk: chunks.append(chunk.select(CONNECTION_PACKET_COLUMNS)))
     table = pa.concat_tables(chunks) if chunks else ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS)
     chunks.clear()
     return table.to_pandas(types_mapper=pd.ArrowDtype, split_blocks=True, self_destruct=True), info
-
-
-def _split(path: Path, hop_file: Path, parts: int, where: Path, span: Span | None = None,
-           progress=None) -> tuple[int, CaptureInfo]:
-    """The columns connections are made from, of the capture or of its ``span``, split by 5-tuple
-    (connections.flow_parts) into ``parts`` Arrow files in the new directory ``where``, with each
-    packet's row in what was read; the number of packets and what was read holds."""
-    where.mkdir()
-    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-    done = 0
-
-    def take(chunk: pa.Table) -> None:
-        nonlocal done
-        part = flow_parts(chunk, parts)
-        order = np.argsort(part, kind="stable")
-        rows = chunk.select(CONNECTION_PACKET_COLUMNS).append_column("row", pa.array(np.arange(done, done + len(chunk))))
-        rows, part = _reordered(rows, order), part[order]
-        bounds = np.searchsorted(part, np.arange(parts + 1))
-        for k in range(parts):
-            if bounds[k + 1] > bounds[k]:
-                if k not in writers:  # Arrow IPC: written and read back once, at the speed of a copy
-                    # (a stream: each chunk's text has its own dictionary)
-                    writers[k] = pa.ipc.new_stream(where / f"{k}.arrow", rows.schema, options=_PART_IPC)
-                writers[k].write_table(rows.slice(bounds[k], bounds[k + 1] - bounds[k]))
-        done += len(chunk)
-
-    try:
-        info = _decoded(path, hop_file, progress, take, span, coded=True)
-    finally:
-        for w in writers.values():
-            w.close()
-    return done, info
-
-
-def _reordered(table: pa.Table, order: np.ndarray) -> pa.Table:
-    """``table.take(order)``, with each all-null column made anew rather than gathered (a TCP
-    capture's ICMP, VLAN and tunnel columns: a third of the time of the take)."""
-    at = pa.array(order)
-    return pa.table([pa.nulls(len(order), c.type) if c.null_count == len(c) else c.take(at) for c in table.columns],
-                    schema=table.schema)
-
-
-def _decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], object],
-             span: Span | None = None, coded: bool = False) -> CaptureInfo:
-    """Decode the capture (or its ``span``) chunk by chunk, each chunk given to ``take`` (``coded``:
-    its text as dictionaries, capture.CODED_SCHEMA); the columns journey_hops shows go into
-    ``hop_file`` as they come, written behind (capture.written_behind)."""
-    info = None
-    with HopWriter(hop_file) as hops, written_behind(hops.write) as put:
-        for item in iter_tables(path, path.stem, progress=progress, span=span, coded=coded):
-            if isinstance(item, CaptureInfo):
-                info = item
-                break
-            put(item.select(HOP_PACKET_COLUMNS))
-            take(item)
-    return info
 
 
 @functools.cache
