@@ -11,7 +11,8 @@ bench/gen_capture.py; each bundle is one node directory linking to them):
                       reused with new ISNs (the slowest traffic for connections)
   4-captures          two nodes x two captures of 1M packets (or --incident-packets each),
                       with --jobs 1, --jobs 2 and on a local Dask cluster of 2 workers (--workers 2)
-Each run is a fresh subprocess; peak RSS is its VmHWM (the main process: exact; B/packet is
+natlens's modules are compiled to bytecode first, as an installed natlens's are. Each run is a
+fresh subprocess; peak RSS is its VmHWM (the main process: exact; B/packet is
 that over the packets, meaningful where the main process reads them, i.e. with --jobs 1),
 and the peak PSS of it and its worker processes together (sampled every 200 ms). The dpkt loop is
 bench_capture.dpkt_loop, timed on the 1M capture before each case (a shared host's speed drifts
@@ -25,6 +26,7 @@ the range), the median loop time and their ratio, and the largest peaks.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import subprocess
@@ -136,6 +138,7 @@ def main() -> None:
         ap.error(f"--cases: no case {', '.join(sorted(wanted - set(CASES)))} (the cases: {', '.join(CASES)})")
     wanted = wanted or set(CASES) - ({"tcp-5M", "short-5M"} if a.skip_5m else set())
     print(machine())
+    compiled()
     one_m = capture("tcp", 1_000_000, 100)  # the dpkt loop's, in every case
     makers = {"tcp-1M": lambda: ({"node-1": [one_m]}, 1_000_000),  # a capture is made only for a case run
               "tcp-5M": lambda: ({"node-1": [capture("tcp", 5_000_000, 100)]}, 5_000_000),
@@ -150,6 +153,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, caps, n in cases:
             _case(name, bundle(name, caps), caps, n, one_m, tmp, a.repeat)
+
+
+def compiled() -> None:
+    """natlens's modules compiled to bytecode, as an installed natlens is (pip compiles them): a
+    checkout run with PYTHONDONTWRITEBYTECODE set, or just edited, compiles every module it imports
+    afresh in each process (~0.35 s for the analysis), which is not what natlens costs."""
+    import natlens  # noqa: PLC0415
+
+    if not compileall.compile_dir(Path(natlens.__file__).parent, quiet=1):
+        sys.exit("bench: natlens's modules could not be compiled to bytecode")
 
 
 def _incident(one: Path, n: int) -> tuple[dict[str, list[Path]], int]:
