@@ -229,3 +229,24 @@ def test_hop_packets_keep_record_numbers_in_four_bytes_where_they_fit():
     big = HopPackets([], np.array([-1, 2**31], dtype=np.int64))
     assert big.conn.dtype == np.int64 and big.conn.tolist() == [-1, 2**31]
     assert HopPackets([], np.zeros(0, dtype=np.int64)).conn.dtype == np.int32
+
+
+def _memory_pool(path, progress=None):
+    return pa.default_memory_pool().backend_name
+
+
+def test_workers_take_arrow_buffers_from_malloc_and_this_process_keeps_its_pool(tmp_path):
+    """A worker's buffers come from the C library's malloc (parallel.system_memory: mimalloc hands
+    freed memory back at once, and the next buffer touches new memory), in a pool of its own and in
+    one kept for several steps; this process's pool is not changed."""
+    from natlens.parallel import Workers
+
+    files = [tmp_path / "a", tmp_path / "b"]
+    for f in files:
+        f.write_text("x")
+    mine = pa.default_memory_pool().backend_name
+    assert each_file(_memory_pool, [(f,) for f in files], files, jobs=2) == ["system", "system"]
+    with Workers() as kept:
+        kept.start(2)
+        assert each_file(_memory_pool, [(f,) for f in files], files, jobs=2, kept=kept) == ["system", "system"]
+    assert pa.default_memory_pool().backend_name == mine
