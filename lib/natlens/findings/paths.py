@@ -165,7 +165,7 @@ def path_problems(journeys: pd.DataFrame, records: pd.DataFrame, offsets: dict[s
         table.attrs["notes"] = []
         return table
     keep = is_in(records["journey"], tcp["journey"])
-    recs = rows_where(records, keep)
+    names, recs = _numbered(rows_where(records, keep))
     domains = clock_domains(records, offsets, known_clocks)
     sights = sightings(recs, offsets, domains)
     obs = observations(sights)
@@ -174,13 +174,27 @@ def path_problems(journeys: pd.DataFrame, records: pd.DataFrame, offsets: dict[s
     misses = capture_misses(sights, st, caps)
     found = [delayed_steps(st, link_baselines(st), misses, caps), lost_syns(st, caps, spans),
              unanswered_syns(st, obs, caps, spans), lost_synacks(obs, caps, spans)]
-    hits = pd.concat([f for f in found if not f.empty] or [_empty_hits()], ignore_index=True)
+    hits = _named(pd.concat([f for f in found if not f.empty] or [_empty_hits()], ignore_index=True), names)
     hits = not_capture_losses(hits, tcp, caps, set(lossy))
     rows = _grouped_rows(hits, tcp, of)
     rows += syn_retransmissions(tcp, hits, of) + connect_modes(tcp, hits, of)
     table = _table(rows)
     table.attrs["notes"] = clock_notes(obs, domains)
     return table
+
+
+def _numbered(records: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """(the journey ids in text order, the records with each journey id as its number there).
+    Why: the stages group, sort and match on the journey dozens of times, and an integer does
+    that far faster than text (500,000 journeys: ~1 s); numbered in text order, every group and
+    sort comes out in the order the text gives, and _named turns the hits back into text."""
+    codes, names = pd.factorize(records["journey"], sort=True)
+    return np.asarray(names, dtype=object), records.assign(journey=codes)
+
+
+def _named(hits: pd.DataFrame, names: np.ndarray) -> pd.DataFrame:
+    """The hits with their journey numbers (_numbered) as the journey ids again."""
+    return hits.assign(journey=names[hits["journey"].to_numpy(dtype=np.int64)]) if len(hits) else hits
 
 
 def clock_domains(records: pd.DataFrame, offsets: dict[str, float],
@@ -236,7 +250,8 @@ def sightings(records: pd.DataFrame, offsets: dict[str, float],
     off = r["node"].map(offsets).fillna(0.0).astype(float)
     start = r["syn_ts"].where(r["syn_ts"].notna(), r["ts"])
     o = pd.DataFrame({
-        "journey": r["journey"].astype(object), "node": r["node"].astype(str).astype(object),
+        "journey": r["journey"] if r["journey"].dtype.kind in "iu" else r["journey"].astype(object),  # _numbered
+        "node": r["node"].astype(str).astype(object),
         "key": r["key"], "label": r["label"], "own": r["own"],
         "capture": r["capture"].astype(str).astype(object), **{c: r[c] for c in _LEG},
         "syn": r["syn_ts"] - off, "synack": r["synack_ts"] - off, "ack": r["ack_ts"] - off,
