@@ -81,7 +81,7 @@ class Workers:
 
     def pool(self, workers: int) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=system_memory)
+            self._pool = _new_pool(workers)
         return self._pool
 
     def start(self, workers: int) -> None:
@@ -110,6 +110,11 @@ def _start(pool: ProcessPoolExecutor, workers: int) -> None:
     with contextlib.suppress(BrokenProcessPool, RuntimeError):
         for _ in range(workers):
             pool.submit(os.getpid)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes from the forkserver, each taking Arrow's buffers from malloc."""
+    return ProcessPoolExecutor(workers, mp_context=_context(), initializer=system_memory)
 
 
 def system_memory() -> None:
@@ -154,8 +159,7 @@ def _in_processes(fn: Callable, args: Sequence[tuple], files: Sequence[Path], wo
     report the bytes they read on a queue, which drives them."""
     with contextlib.ExitStack() as stack:
         queue = stack.enter_context(_context().Manager()).Queue() if bars.bars else None
-        pool = kept.pool(workers) if kept else stack.enter_context(ProcessPoolExecutor(workers, mp_context=_context(),
-                                                                                  initializer=system_memory))
+        pool = kept.pool(workers) if kept else stack.enter_context(_new_pool(workers))
         futures = [pool.submit(_reporting, fn, a, i, queue) for i, a in enumerate(args)]
         try:
             _wait_all(futures, bars, queue)

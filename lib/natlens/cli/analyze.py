@@ -15,6 +15,8 @@ from natlens.cli.report import add_scope
 from natlens.parallel import start_early
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 # pandas is loaded where it is used: building the parser must not load it, so that run() starts
 # the worker processes (parallel.start_early) before this process loads the analysis
@@ -163,7 +165,7 @@ def _key(args: argparse.Namespace) -> bytes | None:
     return load_key(args.key_file)
 
 
-def worker_module(files: list) -> str:
+def worker_module(files: list[Path]) -> str:
     """What the worker processes run for these captures, loaded before they start: one capture's
     spans and parts (natlens.connections.spanned: the capture and connections layers), or whole
     captures (natlens.findings.captures, which loads the analysis too: ~0.3 s more)."""

@@ -32,8 +32,8 @@ def span_hops(hop_file: Path, r: int | str) -> Path:
 
 
 def records_of_part(files: list[tuple[Path, int]] | None, node: str, label: str, capture_end_ns: int | None,
-          progress=None) -> tuple:
-    """The records of one part _split wrote, from each span's file of it with the capture row of
+                    progress=None) -> tuple:
+    """The records of one part split_span wrote, from each span's file of it with the capture row of
     the span's first packet (None: of no packet), as connections.merged takes them."""
     if files is None:
         packets, rows = ARROW_SCHEMA.empty_table().select(CONNECTION_PACKET_COLUMNS), np.zeros(0, dtype=np.int64)
@@ -54,7 +54,7 @@ def records_of_part(files: list[tuple[Path, int]] | None, node: str, label: str,
 
 
 def split_span(path: Path, hop_file: Path, parts: int, where: Path, span: Span | None = None,
-           progress=None) -> tuple[int, CaptureInfo]:
+               progress=None) -> tuple[int, CaptureInfo]:
     """The columns connections are made from, of the capture or of its ``span``, split by 5-tuple
     (connections.flow_parts) into ``parts`` Arrow files in the new directory ``where``, with each
     packet's row in what was read; the number of packets and what was read holds."""
@@ -94,7 +94,7 @@ def _reordered(table: pa.Table, order: np.ndarray) -> pa.Table:
 
 
 def decoded(path: Path, hop_file: Path, progress, take: Callable[[pa.Table], object],
-             span: Span | None = None, coded: bool = False) -> CaptureInfo:
+            span: Span | None = None, coded: bool = False) -> CaptureInfo:
     """Decode the capture (or its ``span``) chunk by chunk, each chunk given to ``take`` (``coded``:
     its text as dictionaries, capture.CODED_SCHEMA); the columns journey_hops shows go into
     ``hop_file`` as they come, written behind (capture.written_behind)."""
